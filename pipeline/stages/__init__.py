@@ -1,0 +1,1 @@
+"""Conversion and quantization stages: pure functions of (inputs, params, tool versions)."""

@@ -1,0 +1,78 @@
+"""Load and verify the user's Keras model (safe_mode on unless the user trusts it)."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+from pipeline.errors import InputError
+
+
+def describe_file(path: Path) -> str:
+    """What a file looks like, for error messages."""
+    if path.is_dir():
+        return "a directory"
+    size = path.stat().st_size
+    if size == 0:
+        return "an empty file (0 bytes)"
+    head = path.read_bytes()[:16]
+    if head.startswith(b"PK"):
+        return f"a zip archive ({size} bytes)"
+    if head.startswith(b"\x89HDF"):
+        return f"an HDF5 file ({size} bytes)"
+    if head[4:8] == b"TFL3":
+        return f"a TFLite flatbuffer ({size} bytes)"
+    return f"{size} bytes of unknown content starting {head[:8]!r}"
+
+
+def load_keras(path: Path, trust: bool = False):
+    """Load a `.keras` file or a SavedModel directory's Keras model, refusing unsafe ones."""
+    import keras
+
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"model: expected an existing .keras file. Received: {str(path)!r} (no such file)")
+    if path.suffix == ".h5" and not trust:
+        raise InputError(
+            f"model {str(path)!r}: expected a .keras file. Received: a legacy HDF5 (.h5) model; "
+            "legacy models can execute arbitrary code on load, re-save it as .keras or pass --trust-model"
+        )
+    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise InputError(
+            f"model {str(path)!r}: expected a .keras zip archive. Received: {describe_file(path)}"
+        )
+    if path.suffix not in (".keras", ".h5"):
+        raise InputError(f"model {str(path)!r}: expected a .keras file. Received: {describe_file(path)}")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=not trust)
+    except ValueError as err:
+        if "safe_mode" in str(err) or "lambda" in str(err).lower():
+            raise InputError(
+                f"model {str(path)!r}: expected a model loadable with safe_mode=True. Received: a model with "
+                "Lambda layers or custom code; pass --trust-model (model.trust: true) only if you trust it"
+            ) from err
+        raise InputError(f"model {str(path)!r}: expected a loadable Keras model. Received: {err}") from err
+    except Exception as err:  # keras raises many types for corrupt archives
+        raise InputError(
+            f"model {str(path)!r}: expected a loadable Keras model. Received: {type(err).__name__}: {err}"
+        ) from err
+
+
+def verify_io(model, shape: tuple[int, int, int], n_classes: int, where: str) -> None:
+    """Input (None, H, W, C) and output (None, n_classes) must match the config exactly."""
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise InputError(
+            f"{where}: expected a single-input, single-output classifier. "
+            f"Received: {len(model.inputs)} inputs, {len(model.outputs)} outputs"
+        )
+    in_shape = tuple(model.inputs[0].shape[1:])
+    if in_shape != tuple(shape):
+        raise InputError(
+            f"{where}: expected model input (H, W, C) = {tuple(shape)} as configured in input.size/channels. "
+            f"Received: {in_shape}"
+        )
+    out_shape = tuple(model.outputs[0].shape[1:])
+    if out_shape != (n_classes,):
+        raise InputError(
+            f"{where}: expected model output ({n_classes},) for {n_classes} labels. Received: {out_shape}"
+        )

@@ -1,0 +1,35 @@
+"""SavedModel -> TFLite FP32 and full-integer INT8 (built-in int8 ops only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from calibration.adapters import tflite_representative
+
+
+def convert_fp32(saved_model: Path, out: Path) -> Path:
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    dest = Path(out) / "model_fp32.tflite"
+    dest.write_bytes(conv.convert())
+    return dest
+
+
+def convert_int8(saved_model: Path, out: Path, calib: np.ndarray, int8_io: bool = True) -> Path:
+    """Full-integer post-training quantization from real calibration images."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = tflite_representative(calib)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_io:
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    dest = Path(out) / "model_int8.tflite"
+    dest.write_bytes(conv.convert())
+    return dest

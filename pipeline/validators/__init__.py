@@ -1,0 +1,1 @@
+"""Validators: accuracy vs the FP32 reference, latency on real inputs, and gates."""

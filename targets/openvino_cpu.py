@@ -1,0 +1,61 @@
+"""openvino-cpu: OpenVINO IR FP32 and NNCF INT8 IR for Intel CPUs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pipeline.artifacts import Artifact
+from pipeline.versions import tool_versions
+from targets.base import BaseOptions, Job
+
+NAME = "openvino-cpu"
+
+
+class Options(BaseOptions):
+    preset: Literal["performance", "mixed"] = "performance"
+    hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+
+
+def jobs(ctx, opts: Options) -> list[Job]:
+    builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
+    def runner(artifact, threads):
+        return make_runner(artifact, threads, opts.hint)
+
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner) for p in opts.precisions]
+
+
+def _ir_stage(ctx):
+    from pipeline.stages.openvino import convert_ir
+
+    sm = ctx.savedmodel()
+    versions = tool_versions("openvino")
+    res = ctx.stage("ov-ir-fp32", {"savedmodel": sm.key, "shape": list(ctx.spec.shape), **versions},
+                    lambda out: {"file": convert_ir(sm.path / "saved_model", out, ctx.spec.shape).name})
+    return res, versions
+
+
+def _fp32(ctx) -> Artifact:
+    res, versions = _ir_stage(ctx)
+    return Artifact.from_files(f"{NAME}/fp32", NAME, "openvino-ir", "fp32", res.path / res.meta["file"],
+                               tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
+
+
+def _int8(ctx, opts: Options) -> Artifact:
+    from pipeline.stages.openvino import quantize_nncf
+
+    ir, _ = _ir_stage(ctx)
+    calib = ctx.calibration
+    versions = tool_versions("openvino", "nncf")
+    params = {"ir": ir.key, "calibration": calib.sha256, "preset": opts.preset, **versions}
+    res = ctx.stage("nncf-int8", params,
+                    lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images,
+                                                       opts.preset).name})
+    return Artifact.from_files(f"{NAME}/int8", NAME, "openvino-ir", "int8", res.path / res.meta["file"],
+                               tool_versions=versions, calibration_sha256=calib.sha256,
+                               source_model_sha256=ctx.model_sha, stage_key=res.key)
+
+
+def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY"):
+    from targets.runtimes import OpenVINORunner
+
+    return OpenVINORunner(artifact.path, threads, hint)

@@ -1,0 +1,96 @@
+"""How artifacts are run: one small runner per runtime, same interface.
+
+`predict(image)` takes one preprocessed HWC float32 image and returns class scores
+(float32). Quantized inputs/outputs are (de)quantized with the tensor's own parameters.
+Shapes and dtypes are checked, never silently reshaped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import InputError
+
+
+def tflite_interpreter_class():
+    """LiteRT first; tflite-runtime on boards that only have it; TensorFlow's as a last resort."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tensorflow"
+
+
+class TFLiteRunner:
+    def __init__(self, path: Path, threads: int):
+        cls, self.runtime = tflite_interpreter_class()
+        self.interp = cls(model_path=str(path), num_threads=threads)
+        self.interp.allocate_tensors()
+        self.inp = self.interp.get_input_details()[0]
+        self.out = self.interp.get_output_details()[0]
+
+    def _quantize(self, x: np.ndarray) -> np.ndarray:
+        dtype = self.inp["dtype"]
+        if dtype == np.float32:
+            return x.astype(np.float32)
+        scale, zp = self.inp["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        x = image[None]
+        want = tuple(self.inp["shape"])
+        if x.shape != want:
+            raise InputError(f"TFLite input: expected shape {want} (NHWC). Received: {x.shape}")
+        self.interp.set_tensor(self.inp["index"], self._quantize(x))
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.out["index"])[0]
+        if self.out["dtype"] != np.float32:
+            scale, zp = self.out["quantization"]
+            y = (y.astype(np.float32) - zp) * scale
+        return y.astype(np.float32)
+
+
+class OpenVINORunner:
+    def __init__(self, path: Path, threads: int, hint: str = "LATENCY"):
+        import openvino as ov
+
+        self.runtime = "openvino"
+        core = ov.Core()
+        self.compiled = core.compile_model(
+            str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint}
+        )
+        self.request = self.compiled.create_infer_request()
+        self.shape = tuple(self.compiled.input(0).get_shape())
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        x = image[None].astype(np.float32)
+        if x.shape != self.shape:
+            raise InputError(f"OpenVINO input: expected shape {self.shape}. Received: {x.shape}")
+        self.request.infer({0: x})
+        return np.array(self.request.get_output_tensor(0).data[0], dtype=np.float32)
+
+
+class KerasRunner:
+    """The FP32 reference."""
+
+    def __init__(self, model):
+        self.runtime = "keras"
+        self.model = model
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model(image[None], training=False))[0].astype(np.float32)
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self.model.predict(images, batch_size=16, verbose=0), dtype=np.float32)

@@ -1,0 +1,83 @@
+"""Content-addressed stages: hit, miss, atomic publication; and the output-dir lock."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+import pytest
+
+from pipeline.cache import MARKER, StageCache
+from pipeline.errors import OutputLockedError
+from pipeline.outdir import locked_output
+
+
+def test_hit_miss_and_parameter_change(tmp_path):
+    cache = StageCache(tmp_path)
+    calls = []
+
+    def fn(out):
+        calls.append(out)
+        (out / "x.txt").write_text("hello")
+        return {"n": 1}
+
+    a = cache.run("s", {"p": 1}, fn)
+    b = cache.run("s", {"p": 1}, fn)
+    c = cache.run("s", {"p": 2}, fn)
+    assert (a.cached, b.cached, c.cached) == (False, True, False)
+    assert len(calls) == 2 and a.path == b.path != c.path
+    assert (b.path / "x.txt").read_text() == "hello" and b.meta == {"n": 1}
+
+
+def test_a_failing_stage_leaves_nothing_that_looks_complete(tmp_path):
+    cache = StageCache(tmp_path)
+
+    def boom(out):
+        (out / "half.bin").write_bytes(b"\0" * 10)
+        raise RuntimeError("converter crashed")
+
+    with pytest.raises(RuntimeError):
+        cache.run("s", {"p": 1}, boom)
+    assert list(tmp_path.iterdir()) == []
+    assert cache.lookup("s", {"p": 1}) is None
+
+
+def test_a_directory_without_marker_is_not_a_hit_and_is_replaced(tmp_path):
+    cache = StageCache(tmp_path)
+    key = cache.key_for("s", {"p": 1})
+    stale = tmp_path / f"s-{key}"
+    stale.mkdir()
+    (stale / "junk").write_text("from a killed run")
+    res = cache.run("s", {"p": 1}, lambda out: (out / "ok").write_text("1") and None)
+    assert not res.cached and (res.path / MARKER).exists() and not (res.path / "junk").exists()
+
+
+def test_leftover_temporaries_from_dead_processes_are_swept(tmp_path):
+    (tmp_path / ".tmp-s-abc-999999999").mkdir()
+    assert StageCache(tmp_path).sweep_temporaries() == 1
+    assert not any(tmp_path.iterdir())
+
+
+def _hold_lock(path, ready, release):
+    with locked_output(path):
+        ready.set()
+        release.wait(10)
+
+
+def test_second_run_on_same_output_fails_naming_the_holder(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    p.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(OutputLockedError, match=rf'"pid": {p.pid}'):
+            with locked_output(tmp_path):
+                pass
+    finally:
+        release.set()
+        p.join(10)
+    t0 = time.time()
+    with locked_output(tmp_path):  # released: free again
+        pass
+    assert time.time() - t0 < 5

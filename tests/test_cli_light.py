@@ -1,0 +1,38 @@
+"""`edgepipe --help` and `edgepipe targets` must not import TensorFlow or OpenVINO."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+HEAVY = ("tensorflow", "keras", "openvino", "nncf", "onnx", "onnxruntime", "tf2onnx")
+
+PROBE = """
+import sys, json
+from typer.testing import CliRunner
+from pipeline.cli import app
+r = CliRunner().invoke(app, sys.argv[1:])
+print(json.dumps({"code": r.exit_code, "out": r.output,
+                  "heavy": sorted(m for m in sys.modules if m.split('.')[0] in %r)}))
+""" % (HEAVY,)
+
+
+def _probe(*args):
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_help_imports_no_toolkit():
+    r = _probe("--help")
+    assert r["code"] == 0 and "run" in r["out"]
+    assert r["heavy"] == []
+
+
+def test_targets_listing_imports_no_toolkit():
+    r = _probe("targets", "--json")
+    assert r["code"] == 0 and r["heavy"] == []
+    rows = json.loads(r["out"])
+    assert {t["name"] for t in rows} >= {"tflite-arm", "openvino-cpu"}
+    for t in rows:
+        assert {"accepts", "precisions", "runtime", "available", "missing"} <= set(t)

@@ -1,0 +1,102 @@
+"""Each conversion stage on the tiny Xception, with real TensorFlow, LiteRT, OpenVINO, NNCF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from calibration.dataset import load_subset
+from calibration.preprocess import PreprocessSpec
+from pipeline.config import parse_config
+from pipeline.errors import InputError
+from pipeline.stages import openvino as ov_stage
+from pipeline.stages import tflite as tfl_stage
+from pipeline.stages.keras_model import load_keras, verify_io
+from pipeline.stages.savedmodel import export_savedmodel
+from targets.runtimes import KerasRunner, OpenVINORunner, TFLiteRunner
+from tests.conftest import INPUT, tiny_config
+
+
+@pytest.fixture(scope="module")
+def env(tiny_assets, tmp_path_factory):
+    cfg = parse_config(tiny_config(tiny_assets, tmp_path_factory.mktemp("o")))
+    spec = PreprocessSpec.from_input(cfg.input)
+    labels = cfg.data.labels
+    calib = load_subset(cfg.data.calibration, cfg.data.splits, labels, spec, "calibration")
+    test = load_subset(cfg.data.validation, cfg.data.splits, labels, spec, "validation")
+    model = load_keras(tiny_assets["model"])
+    sm_dir = tmp_path_factory.mktemp("sm")
+    sm = export_savedmodel(model, sm_dir, spec.shape)
+    ref = KerasRunner(model).predict_batch(test.images)
+    return {"model": model, "sm": sm, "calib": calib, "test": test, "ref": ref, "spec": spec,
+            "tmp": tmp_path_factory}
+
+
+def _scores(runner, images):
+    return np.stack([runner.predict(im) for im in images])
+
+
+def test_tiny_model_is_trained_and_has_xception_structure(tiny_assets, env):
+    import keras
+
+    model = env["model"]
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("SeparableConv2D") >= 6 + 3 * 2 + 4
+    assert sum(isinstance(layer, keras.layers.Add) for layer in model.layers) >= 3 + 2 + 1
+    top1 = float((env["ref"].argmax(1) == env["test"].labels).mean())
+    assert top1 >= 0.8, f"fixture under-trained: test top-1 {top1:.2f}"
+
+
+def test_verify_io_rejects_mismatched_shape_and_classes(env):
+    with pytest.raises(InputError, match=r"expected model input \(H, W, C\) = \(96, 96, 3\).*Received: \(71, 71, 3\)"):
+        verify_io(env["model"], (96, 96, 3), 3, "model")
+    with pytest.raises(InputError, match=r"expected model output \(5,\) for 5 labels. Received: \(3,\)"):
+        verify_io(env["model"], (INPUT, INPUT, 3), 5, "model")
+
+
+def test_tflite_fp32_matches_keras(env):
+    path = tfl_stage.convert_fp32(env["sm"], env["tmp"].mktemp("t32"))
+    runner = TFLiteRunner(path, 2)
+    assert runner.inp["dtype"] == np.float32 and tuple(runner.inp["shape"]) == (1, INPUT, INPUT, 3)
+    out = _scores(runner, env["test"].images[:16])
+    np.testing.assert_allclose(out, env["ref"][:16], atol=1e-4)
+
+
+def test_tflite_int8_is_full_integer_and_agrees(env):
+    path = tfl_stage.convert_int8(env["sm"], env["tmp"].mktemp("t8"), env["calib"].images, int8_io=True)
+    runner = TFLiteRunner(path, 2)
+    assert runner.inp["dtype"] == np.int8 and runner.out["dtype"] == np.int8
+    ops = runner.interp._get_ops_details()
+    float_ops = [o["op_name"] for o in ops
+                 if any(runner.interp._get_tensor_details(i, 0)["dtype"] == np.float32
+                        for i in list(o["inputs"]) + list(o["outputs"]) if i >= 0)]
+    assert float_ops == [], f"ops with float tensors in a full-integer model: {float_ops}"
+    out = _scores(runner, env["test"].images)
+    agree = float((out.argmax(1) == env["ref"].argmax(1)).mean())
+    assert agree >= 0.9
+
+
+def test_openvino_ir_fp32_matches_keras(env):
+    path = ov_stage.convert_ir(env["sm"], env["tmp"].mktemp("ov"), env["spec"].shape)
+    assert path.with_suffix(".bin").is_file()
+    out = _scores(OpenVINORunner(path, 2), env["test"].images[:16])
+    np.testing.assert_allclose(out, env["ref"][:16], atol=1e-4)
+    env["ir"] = path
+
+
+def test_nncf_int8_ir_is_quantized_and_agrees(env):
+    import openvino as ov
+
+    ir = env.get("ir") or ov_stage.convert_ir(env["sm"], env["tmp"].mktemp("ov2"), env["spec"].shape)
+    path = ov_stage.quantize_nncf(ir, env["tmp"].mktemp("nncf"), env["calib"].images)
+    fq = [op for op in ov.Core().read_model(str(path)).get_ops() if op.get_type_name() == "FakeQuantize"]
+    assert len(fq) > 10
+    out = _scores(OpenVINORunner(path, 2), env["test"].images)
+    agree = float((out.argmax(1) == env["ref"].argmax(1)).mean())
+    assert agree >= 0.9
+
+
+def test_runner_refuses_wrong_layout(env):
+    path = tfl_stage.convert_fp32(env["sm"], env["tmp"].mktemp("t32b"))
+    with pytest.raises(InputError, match=r"expected shape \(1, 71, 71, 3\) \(NHWC\). Received: \(1, 3, 71, 71\)"):
+        TFLiteRunner(path, 1).predict(np.zeros((3, INPUT, INPUT), np.float32))

@@ -85,6 +85,8 @@ class RunContext:
     # ---- stages -----------------------------------------------------------------------
     def stage(self, name: str, inputs: dict, fn) -> StageResult:
         hit = self.cache.lookup(name, inputs)
+        if hit is not None and any((e.name, e.key) == (hit.name, hit.key) for e in self.cache.events):
+            return hit  # shared stage already accounted for in this run (e.g. the SavedModel)
         if hit is not None:
             self.cache.events.append(hit)
             self.console.print(f"  [dim]cached[/]  {name}")

@@ -87,7 +87,7 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
     try:
         art: Artifact = job.build()
         fmt_tools = tool_versions(*RUNTIME_TOOLS.get(art.format, ()))
-        key = {"artifact": art.sha256, **fmt_tools}
+        key = {"artifact": art.sha256, "runner": job.runner_params, **fmt_tools}
         runner = lambda: job.runner(art, ctx.cfg.threads)  # noqa: E731
         scores, _ = _scores_stage(ctx, f"accuracy-{art.name.replace('/', '-')}", key, runner)
         accuracy = acc_mod.accuracy_metrics(scores, ctx.validation.labels, ref_scores)

@@ -9,7 +9,7 @@ A target module defines:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,3 +30,4 @@ class Job:
     precision: str
     build: Callable[[], object]  # -> pipeline.artifacts.Artifact
     runner: Callable[[object, int], object]  # (artifact, threads) -> runner with .predict(image)
+    runner_params: dict = field(default_factory=dict)  # part of the validators' cache key

@@ -14,14 +14,17 @@ NAME = "openvino-cpu"
 class Options(BaseOptions):
     preset: Literal["performance", "mixed"] = "performance"
     hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+    # explicit: the CPU plugin defaults to bf16 on CPUs that support it
+    inference_precision: Literal["f32", "bf16", "f16"] = "f32"
 
 
 def jobs(ctx, opts: Options) -> list[Job]:
     builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
     def runner(artifact, threads):
-        return make_runner(artifact, threads, opts.hint)
+        return make_runner(artifact, threads, opts.hint, opts.inference_precision)
 
-    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner) for p in opts.precisions]
+    params = {"hint": opts.hint, "inference_precision": opts.inference_precision}
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params) for p in opts.precisions]
 
 
 def _ir_stage(ctx):
@@ -55,7 +58,7 @@ def _int8(ctx, opts: Options) -> Artifact:
                                source_model_sha256=ctx.model_sha, stage_key=res.key)
 
 
-def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY"):
+def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", precision: str = "f32"):
     from targets.runtimes import OpenVINORunner
 
-    return OpenVINORunner(artifact.path, threads, hint)
+    return OpenVINORunner(artifact.path, threads, hint, precision)

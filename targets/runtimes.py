@@ -50,7 +50,7 @@ class TFLiteRunner:
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         x = image[None]
-        want = tuple(self.inp["shape"])
+        want = tuple(int(v) for v in self.inp["shape"])
         if x.shape != want:
             raise InputError(f"TFLite input: expected shape {want} (NHWC). Received: {x.shape}")
         self.interp.set_tensor(self.inp["index"], self._quantize(x))
@@ -63,16 +63,22 @@ class TFLiteRunner:
 
 
 class OpenVINORunner:
-    def __init__(self, path: Path, threads: int, hint: str = "LATENCY"):
+    """OpenVINO CPU plugin. `precision` is explicit: on CPUs with bf16 support the plugin's
+    default inference precision is bf16, which would make an "FP32" measurement a bf16 one."""
+
+    def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str = "f32"):
         import openvino as ov
 
         self.runtime = "openvino"
         core = ov.Core()
         self.compiled = core.compile_model(
-            str(path), "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint}
+            str(path), "CPU",
+            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision},
         )
+        self.info = {"inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+                     "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT"))}
         self.request = self.compiled.create_infer_request()
-        self.shape = tuple(self.compiled.input(0).get_shape())
+        self.shape = tuple(int(v) for v in self.compiled.input(0).get_shape())
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         x = image[None].astype(np.float32)

@@ -19,25 +19,28 @@ def build(input_size: int = 71, classes: int = 3, width: int = 8, middle_blocks:
     import keras
     from keras import layers
 
+    def bn(name):  # short training runs: moving statistics must converge in ~100 steps
+        return layers.BatchNormalization(momentum=0.9, name=name)
+
     w = width
     inputs = keras.Input((input_size, input_size, 3), name="image")
     x = layers.Conv2D(w, 3, strides=2, use_bias=False, name="block1_conv1")(inputs)
-    x = layers.BatchNormalization(name="block1_conv1_bn")(x)
+    x = bn(name="block1_conv1_bn")(x)
     x = layers.Activation("relu", name="block1_conv1_act")(x)
     x = layers.Conv2D(2 * w, 3, use_bias=False, name="block1_conv2")(x)
-    x = layers.BatchNormalization(name="block1_conv2_bn")(x)
+    x = bn(name="block1_conv2_bn")(x)
     x = layers.Activation("relu", name="block1_conv2_act")(x)
 
     for b, f in enumerate([4 * w, 8 * w, 16 * w], start=2):
         res = layers.Conv2D(f, 1, strides=2, padding="same", use_bias=False, name=f"conv2d_res{b}")(x)
-        res = layers.BatchNormalization(name=f"bn_res{b}")(res)
+        res = bn(name=f"bn_res{b}")(res)
         if b > 2:
             x = layers.Activation("relu", name=f"block{b}_sepconv1_act")(x)
         x = layers.SeparableConv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_sepconv1")(x)
-        x = layers.BatchNormalization(name=f"block{b}_sepconv1_bn")(x)
+        x = bn(name=f"block{b}_sepconv1_bn")(x)
         x = layers.Activation("relu", name=f"block{b}_sepconv2_act")(x)
         x = layers.SeparableConv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_sepconv2")(x)
-        x = layers.BatchNormalization(name=f"block{b}_sepconv2_bn")(x)
+        x = bn(name=f"block{b}_sepconv2_bn")(x)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{b}_pool")(x)
         x = layers.add([x, res], name=f"add_{b}")
 
@@ -48,26 +51,26 @@ def build(input_size: int = 71, classes: int = 3, width: int = 8, middle_blocks:
         for j in range(1, 4):
             x = layers.Activation("relu", name=f"block{b}_sepconv{j}_act")(x)
             x = layers.SeparableConv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_sepconv{j}")(x)
-            x = layers.BatchNormalization(name=f"block{b}_sepconv{j}_bn")(x)
+            x = bn(name=f"block{b}_sepconv{j}_bn")(x)
         x = layers.add([x, res], name=f"add_{b}")
 
     b = 5 + middle_blocks
     res = layers.Conv2D(24 * w, 1, strides=2, padding="same", use_bias=False, name="conv2d_exit_res")(x)
-    res = layers.BatchNormalization(name="bn_exit_res")(res)
+    res = bn(name="bn_exit_res")(res)
     x = layers.Activation("relu", name=f"block{b}_sepconv1_act")(x)
     x = layers.SeparableConv2D(f, 3, padding="same", use_bias=False, name=f"block{b}_sepconv1")(x)
-    x = layers.BatchNormalization(name=f"block{b}_sepconv1_bn")(x)
+    x = bn(name=f"block{b}_sepconv1_bn")(x)
     x = layers.Activation("relu", name=f"block{b}_sepconv2_act")(x)
     x = layers.SeparableConv2D(24 * w, 3, padding="same", use_bias=False, name=f"block{b}_sepconv2")(x)
-    x = layers.BatchNormalization(name=f"block{b}_sepconv2_bn")(x)
+    x = bn(name=f"block{b}_sepconv2_bn")(x)
     x = layers.MaxPooling2D(3, strides=2, padding="same", name=f"block{b}_pool")(x)
     x = layers.add([x, res], name="add_exit")
 
     x = layers.SeparableConv2D(32 * w, 3, padding="same", use_bias=False, name=f"block{b + 1}_sepconv1")(x)
-    x = layers.BatchNormalization(name=f"block{b + 1}_sepconv1_bn")(x)
+    x = bn(name=f"block{b + 1}_sepconv1_bn")(x)
     x = layers.Activation("relu", name=f"block{b + 1}_sepconv1_act")(x)
     x = layers.SeparableConv2D(32 * w, 3, padding="same", use_bias=False, name=f"block{b + 1}_sepconv2")(x)
-    x = layers.BatchNormalization(name=f"block{b + 1}_sepconv2_bn")(x)
+    x = bn(name=f"block{b + 1}_sepconv2_bn")(x)
     x = layers.Activation("relu", name=f"block{b + 1}_sepconv2_act")(x)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     outputs = layers.Dense(classes, activation="softmax", name="predictions")(x)

@@ -35,4 +35,5 @@ def measure(make_runner: Callable[[], object], images: np.ndarray, warmup: int, 
         "mean_ms": float(times.mean()),
         "min_ms": float(times.min()),
         "runtime": getattr(runner, "runtime", None),
+        **getattr(runner, "info", {}),
     }

@@ -6,7 +6,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,10 +24,10 @@ def _fail(err: Exception) -> None:
 
 @app.command()
 def run(
-    config: Optional[Path] = typer.Argument(None, help="pipeline.yaml (default: the built-in example)"),
+    config: Path | None = typer.Argument(None, help="pipeline.yaml (default: the built-in example)"),
     example: str = typer.Option("elpv-xception", help="built-in example used when no CONFIG is given"),
-    output: Optional[Path] = typer.Option(None, help="output directory (overrides the config)"),
-    threads: Optional[int] = typer.Option(None, min=1, help="inference threads (overrides the config)"),
+    output: Path | None = typer.Option(None, help="output directory (overrides the config)"),
+    threads: int | None = typer.Option(None, min=1, help="inference threads (overrides the config)"),
     trust_model: bool = typer.Option(False, "--trust-model", help="allow Keras models needing safe_mode=False"),
     as_json: bool = typer.Option(False, "--json", help="print report.json on stdout"),
 ) -> None:

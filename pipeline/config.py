@@ -89,7 +89,7 @@ class GateSpec(Strict):
 
 class LatencySpec(Strict):
     warmup: Annotated[int, Field(ge=0)] = 5
-    runs: Annotated[int, Field(ge=10)] = 50
+    runs: Annotated[int, Field(ge=50)] = 50
 
 
 class TargetEntry(Strict):

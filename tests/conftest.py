@@ -41,7 +41,7 @@ def tiny_config(assets: dict, out: Path, **overrides) -> dict:
         },
         "targets": [{"name": "tflite-arm"}, {"name": "openvino-cpu"}],
         "gates": {"max_top1_drop": 10.0},
-        "latency": {"warmup": 2, "runs": 10},
+        "latency": {"warmup": 2, "runs": 50},
         "output": str(out),
         "threads": 2,
     }

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 r = CliRunner().invoke(app, sys.argv[1:])
 print(json.dumps({"code": r.exit_code, "out": r.output,
-                  "heavy": sorted(m for m in sys.modules if m.split('.')[0] in %r)}))
-""" % (HEAVY,)
+                  "heavy": sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)}))
+""".replace("HEAVY", repr(HEAVY))
 
 
 def _probe(*args):

@@ -73,7 +73,7 @@ def test_out_of_range_values():
     with pytest.raises(ConfigError, match=r"input\.size"):
         parse_config(cfg(input={"size": [16, 16]}))
     with pytest.raises(ConfigError, match=r"latency\.runs"):
-        parse_config(cfg(latency={"runs": 3}))
+        parse_config(cfg(latency={"runs": 49}))
     with pytest.raises(ConfigError, match=r"gates\.max_top1_drop"):
         parse_config(cfg(gates={"max_top1_drop": -1}))
 

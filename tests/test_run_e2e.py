@@ -38,7 +38,7 @@ def test_first_run_builds_validates_and_passes(first_run):
         acc, lat = row["accuracy"], row["latency"]
         assert acc["n_images"] == 54 and 0 <= acc["top1"] <= 1
         assert abs(acc["drop_points"] - 100 * (acc["ref_top1"] - acc["top1"])) < 1e-9
-        assert lat["runs"] == 10 and 0 < lat["p50_ms"] <= lat["p90_ms"]
+        assert lat["runs"] == 50 and 0 < lat["p50_ms"] <= lat["p90_ms"]
     assert all(not s["cached"] for s in report["stages"])
     assert report["data"]["calibration"]["count"] == 30
     assert "tflite-arm/int8" in res.output and "p90 ms" in res.output

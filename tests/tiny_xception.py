@@ -100,7 +100,7 @@ def write_folder(root: Path, images: np.ndarray, labels: np.ndarray) -> Path:
 
     for c in CLASSES:
         (root / c).mkdir(parents=True, exist_ok=True)
-    for i, (img, lab) in enumerate(zip(images, labels)):
+    for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
         Image.fromarray(img).save(root / CLASSES[lab] / f"img_{i:04d}.png")
     return root
 

@@ -91,7 +91,10 @@ def examples() -> None:
 def _stdout():
     from rich.console import Console
 
-    return Console()
+    console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    return console
 
 
 def _json(d: dict) -> dict:

@@ -17,7 +17,7 @@ def summary_table(report: dict) -> Table:
     for col, just in [("artifact", "left"), ("status", "center"), ("size MB", "right"), ("top-1", "right"),
                       ("Δ vs FP32 (pts)", "right"), ("agree", "right"), ("p50 ms", "right"),
                       ("p90 ms", "right"), ("note", "left")]:
-        t.add_column(col, justify=just)
+        t.add_column(col, justify=just, no_wrap=col != "note")
     for r in report["artifacts"]:
         acc = r.get("accuracy") or {}
         lat = r.get("latency") or {}

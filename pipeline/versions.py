@@ -48,7 +48,7 @@ def host_facts() -> dict:
             for line in f:
                 if line.startswith("flags"):
                     have = set(line.split(":", 1)[1].split())
-                    flags = sorted(have & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16",
+                    flags = sorted(have & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16",
                                            "neon", "asimd", "fma"})
                     break
     except OSError:

@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 def _fail(err: Exception) -> None:
     from pipeline.progress import stderr
 
-    stderr.print(f"[bold red]error:[/] {err}", highlight=False)
+    stderr.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)  # never hard-wrap messages
     raise typer.Exit(getattr(err, "exit_code", EXIT_BAD_INPUT))
 
 

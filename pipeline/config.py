@@ -20,7 +20,7 @@ class Strict(BaseModel):
 
 
 class ModelSpec(Strict):
-    """Exactly one of: a built-in example name, or a path to .keras / SavedModel dir."""
+    """Exactly one of: a built-in example name, or a path to a .keras file or a SavedModel directory."""
 
     example: Literal["elpv-xception", "kitchenware-xception"] | None = None
     path: Path | None = None

@@ -14,7 +14,7 @@ from calibration.dataset import Batch, load_subset
 from calibration.preprocess import PreprocessSpec
 from pipeline.cache import StageCache, StageResult
 from pipeline.errors import InputError
-from pipeline.hashing import sha256_file
+from pipeline.hashing import sha256_file, sha256_tree
 from pipeline.progress import stderr
 from pipeline.versions import tool_versions
 
@@ -44,7 +44,8 @@ class RunContext:
         self.spec = PreprocessSpec.from_input(cfg.input)
         self.labels = read_labels(cfg.data.labels)
         self.cache = StageCache(Path(cfg.output) / "stages")
-        self.model_sha = sha256_file(self.model_path)
+        self.is_savedmodel = _check_model_path(self.model_path)
+        self.model_sha = sha256_tree(self.model_path) if self.is_savedmodel else sha256_file(self.model_path)
         self._keras = None
 
     # ---- data -------------------------------------------------------------------------
@@ -75,10 +76,25 @@ class RunContext:
             self._keras = model
         return self._keras
 
+    def reference_runner(self):
+        """The FP32 reference: the Keras model, or a user SavedModel's serving signature."""
+        from targets.runtimes import KerasRunner, SavedModelRunner
+
+        if self.is_savedmodel:
+            from pipeline.stages.savedmodel import load_serving
+
+            _set_tf_threads(self.cfg.threads)
+            return SavedModelRunner(load_serving(self.model_path, self.spec.shape, len(self.labels)))
+        return KerasRunner(self.keras_model())
+
     def savedmodel(self) -> StageResult:
-        from pipeline.stages.savedmodel import export_savedmodel
+        from pipeline.stages.savedmodel import copy_savedmodel, export_savedmodel
 
         params = {"model": self.model_sha, "shape": list(self.spec.shape), **tool_versions("tensorflow", "keras")}
+        if self.is_savedmodel:
+            self.reference_runner()  # verify its signature before converting anything
+            return self.stage("savedmodel", params,
+                              lambda out: {"dir": copy_savedmodel(self.model_path, out).name})
         return self.stage("savedmodel", params,
                           lambda out: {"dir": export_savedmodel(self.keras_model(), out, self.spec.shape).name})
 
@@ -95,6 +111,21 @@ class RunContext:
             res = self.cache.run(name, inputs, fn)
         self.console.print(f"  [green]ran[/]     {name}  ({res.seconds:.1f} s)")
         return res
+
+
+def _check_model_path(path: Path) -> bool:
+    """True for a SavedModel directory, False for a model file; anything else is an InputError."""
+    from pipeline.stages.savedmodel import is_savedmodel_dir
+
+    if not path.exists():
+        raise InputError(f"model: expected a .keras file or a SavedModel directory. Received: {str(path)!r} "
+                         "(no such file or directory)")
+    if path.is_dir():
+        if not is_savedmodel_dir(path):
+            raise InputError(f"model {str(path)!r}: expected a SavedModel directory (with saved_model.pb). "
+                             f"Received: a directory without saved_model.pb")
+        return True
+    return False
 
 
 def _set_tf_threads(n: int) -> None:

@@ -55,15 +55,16 @@ def _latency_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> dic
 
 
 def _reference(ctx: RunContext) -> dict:
-    from targets.runtimes import KerasRunner
-
     key = {"model": ctx.model_sha, **tool_versions("tensorflow", "keras")}
-    scores, _ = _scores_stage(ctx, "accuracy-reference", key, lambda: KerasRunner(ctx.keras_model()))
+    scores, _ = _scores_stage(ctx, "accuracy-reference", key, ctx.reference_runner)
     metrics = acc_mod.accuracy_metrics(scores, ctx.validation.labels, None)
-    latency = _latency_stage(ctx, "latency-reference", key, lambda: KerasRunner(ctx.keras_model()))
+    latency = _latency_stage(ctx, "latency-reference", key, ctx.reference_runner)
+    size = sum(p.stat().st_size for p in ctx.model_path.rglob("*") if p.is_file()) if ctx.is_savedmodel \
+        else ctx.model_path.stat().st_size
+    name = "savedmodel/fp32 (reference)" if ctx.is_savedmodel else "keras/fp32 (reference)"
     return {"scores": scores, "row": {
-        "artifact": "keras/fp32 (reference)", "target": "reference", "precision": "fp32", "status": "reference",
-        "size_mb": ctx.model_path.stat().st_size / 1e6, "accuracy": metrics, "latency": latency,
+        "artifact": name, "target": "reference", "precision": "fp32", "status": "reference",
+        "size_mb": size / 1e6, "accuracy": metrics, "latency": latency,
         "sha256": ctx.model_sha, "reasons": [],
     }}
 

@@ -100,3 +100,16 @@ class KerasRunner:
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self.model.predict(images, batch_size=16, verbose=0), dtype=np.float32)
+
+
+class SavedModelRunner:
+    """The FP32 reference when the user's model is a SavedModel (its serving signature)."""
+
+    def __init__(self, loaded_and_fn):
+        self.runtime = "tensorflow"
+        self._loaded, self.fn = loaded_and_fn  # keep the loaded object alive
+        self.input_name = next(iter(self.fn.structured_input_signature[1]))
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        out = self.fn(**{self.input_name: image[None].astype(np.float32)})
+        return np.asarray(next(iter(out.values())))[0].astype(np.float32)

@@ -103,3 +103,32 @@ def test_bad_model_file_exits_2(tmp_path, tiny_assets):
     assert res.exit_code == 2
     assert "expected a .keras zip archive" in res.output
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_savedmodel_input_runs_end_to_end(tmp_path, tiny_assets):
+    import keras
+    import tensorflow as tf
+
+    model = keras.saving.load_model(tiny_assets["model"], compile=False)
+    sm = tmp_path / "user_savedmodel"
+    model.export(str(sm), format="tf_saved_model", verbose=False,
+                 input_signature=[tf.TensorSpec((None, 71, 71, 3), tf.float32, name="image")])
+    cfg = tiny_config(tiny_assets, tmp_path / "out", model={"path": str(sm)},
+                      targets=[{"name": "tflite-arm", "options": {"precisions": ["fp32"]}}])
+    res = _run(write_config(tmp_path / "p.yaml", cfg))
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    ref, tfl = report["artifacts"]
+    assert ref["artifact"] == "savedmodel/fp32 (reference)"
+    assert tfl["accuracy"]["agreement"] == 1.0 and tfl["accuracy"]["drop_points"] == 0.0
+
+
+@pytest.mark.parametrize("make, expected", [
+    (lambda p: p / "nope.keras", "no such file or directory"),
+    (lambda p: (p / "emptydir").mkdir() or p / "emptydir", "a directory without saved_model.pb"),
+])
+def test_missing_or_non_savedmodel_path_exits_2(tmp_path, tiny_assets, make, expected):
+    cfg = tiny_config(tiny_assets, tmp_path / "out", model={"path": str(make(tmp_path))})
+    res = _run(write_config(tmp_path / "p.yaml", cfg))
+    assert res.exit_code == 2
+    assert expected in res.output

@@ -26,7 +26,7 @@ def describe_file(path: Path) -> str:
 
 
 def load_keras(path: Path, trust: bool = False):
-    """Load a `.keras` file or a SavedModel directory's Keras model, refusing unsafe ones."""
+    """Load a `.keras` file with safe_mode (unless trusted); refuse legacy .h5 unless trusted."""
     import keras
 
     path = Path(path)

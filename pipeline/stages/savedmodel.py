@@ -12,3 +12,49 @@ def export_savedmodel(model, out: Path, shape: tuple[int, int, int]) -> Path:
     sig = [tf.TensorSpec((1, *shape), tf.float32, name="input")]
     model.export(str(dest), format="tf_saved_model", input_signature=sig, verbose=False)
     return dest
+
+
+def is_savedmodel_dir(path: Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file())
+
+
+def copy_savedmodel(src: Path, out: Path) -> Path:
+    """A user-supplied SavedModel is the SavedModel stage's output as-is (copied, never edited)."""
+    import shutil
+
+    dest = Path(out) / "saved_model"
+    shutil.copytree(src, dest, symlinks=False)
+    return dest
+
+
+def load_serving(path: Path, shape: tuple[int, int, int], n_classes: int):
+    """The `serving_default` signature of a SavedModel, with its I/O verified against the config."""
+    import tensorflow as tf
+
+    from pipeline.errors import InputError
+
+    try:
+        loaded = tf.saved_model.load(str(path))
+    except Exception as err:  # TF raises several types for a corrupt SavedModel
+        raise InputError(f"model {str(path)!r}: expected a loadable SavedModel. Received: {err}") from err
+    fn = loaded.signatures.get("serving_default")
+    if fn is None:
+        raise InputError(
+            f"model {str(path)!r}: expected a 'serving_default' signature. Received: {list(loaded.signatures)}"
+        )
+    args = fn.structured_input_signature[1]
+    outs = fn.structured_outputs
+    if len(args) != 1 or len(outs) != 1:
+        raise InputError(f"model {str(path)!r}: expected a single-input, single-output classifier. "
+                         f"Received: {len(args)} inputs, {len(outs)} outputs")
+    spec = next(iter(args.values()))
+    in_shape = tuple(spec.shape[1:])
+    if in_shape != tuple(shape):
+        raise InputError(f"model {str(path)!r}: expected model input (H, W, C) = {tuple(shape)} as configured "
+                         f"in input.size/channels. Received: {in_shape}")
+    out_shape = tuple(next(iter(outs.values())).shape[1:])
+    if out_shape != (n_classes,):
+        raise InputError(f"model {str(path)!r}: expected model output ({n_classes},) for {n_classes} labels. "
+                         f"Received: {out_shape}")
+    return loaded, fn

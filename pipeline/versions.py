@@ -30,6 +30,10 @@ def tool_versions(*tools: str) -> dict[str, str | None]:
     return {t: version_of(t) for t in tools}
 
 
+ISA_FLAGS = {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16",
+             "neon", "asimd", "fma"}
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -48,8 +52,7 @@ def host_facts() -> dict:
             for line in f:
                 if line.startswith("flags"):
                     have = set(line.split(":", 1)[1].split())
-                    flags = sorted(have & {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_int8", "amx_bf16",
-                                           "neon", "asimd", "fma"})
+                    flags = sorted(have & ISA_FLAGS)
                     break
     except OSError:
         pass

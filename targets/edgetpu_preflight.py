@@ -168,6 +168,8 @@ def _tensor_reasons(op: str, slot: int, role: str, t: TensorInfo) -> list[str]:
         return reasons
     if t.dtype not in ACTIVATION_DTYPES:
         reasons.append(f"{where} is {t.dtype}: expected a quantized 8-bit tensor (int8/uint8)")
+    # A -1 in shape_signature (e.g. Keras batch None) makes edgetpu_compiler fail outright ("delegate that only
+    # supports static-sized tensors", google-coral/edgetpu#829); edgepipe's SavedModel export fixes batch 1.
     if any(d < 0 for d in t.shape):
         reasons.append(f"{where} has a dynamic shape {list(t.shape)}: expected static shapes (batch fixed to 1)")
     elif len(t.shape) > 1 and t.shape[0] != 1 and len(t.shape) >= 4:

@@ -112,6 +112,17 @@ def test_unsupported_op_is_first_cpu_op(models):
     assert any("first CPU op" in r for op in report.ops[cut:] if op.supported for r in op.reasons)
 
 
+def test_dynamic_batch_is_reported(tmp_path):
+    inp = keras.Input(shape=SHAPE)  # batch None -> shape_signature [-1, 32, 32, 3]
+    model = keras.Model(inp, keras.layers.Conv2D(4, 3)(inp))
+    path = tmp_path / "dynamic.tflite"
+    path.write_bytes(_convert(model, True))
+    report = pf.analyze(path)
+    assert report.cpu_from_index == 0
+    assert report.ops[0].inputs[0].shape[0] == -1
+    assert any("dynamic shape" in r for r in report.ops[0].reasons), report.ops[0].reasons
+
+
 def test_render_table(models):
     from rich.console import Console
 

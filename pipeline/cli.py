@@ -80,6 +80,24 @@ def list_targets(as_json: bool = typer.Option(False, "--json", help="machine-rea
 
 
 @app.command()
+def preflight(
+    model: Path = typer.Argument(..., help="an INT8 .tflite model"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Edge TPU pre-flight (no compiler needed): ops, first CPU fallback, SRAM estimate, segments."""
+    from targets.edgetpu_preflight import analyze, render_table
+
+    try:
+        report = analyze(model)
+    except EdgepipeError as err:
+        _fail(err)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        _stdout().print(render_table(report))
+
+
+@app.command()
 def examples() -> None:
     """List the built-in examples (`edgepipe run --example NAME`)."""
     from pipeline.config import EXAMPLE_MODELS

@@ -153,7 +153,7 @@ def _tensor(model, sg, index: int, dtype_names: dict[int, str]) -> TensorInfo:
     t = sg.tensors[index]
     shape = tuple(int(v) for v in (_seq(t.shapeSignature) or _seq(t.shape)))
     name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-    return TensorInfo(index, name, dtype_names.get(t.type, str(t.type)).lower(), shape,
+    return TensorInfo(int(index), name, dtype_names.get(t.type, str(t.type)).lower(), shape,
                       _buffer_bytes(model, t.buffer) > 0)
 
 

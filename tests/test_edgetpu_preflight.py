@@ -165,3 +165,22 @@ def test_segment_math():
     assert pf.recommend_segments(10 * mib, usable_sram_bytes=5 * mib) == 2
     with pytest.raises(ValueError):
         pf.recommend_segments(-1)
+
+
+def test_cli_preflight_json_and_bad_file(models, tmp_path):
+    """`edgepipe preflight --json` is valid JSON for a real int8 model; junk exits 2."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    res = CliRunner().invoke(app, ["preflight", str(models["int8"]), "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.output)
+    assert d["all_on_edgetpu"] is True and d["param_bytes"] > 0 and d["recommended_segments"] == 1
+    assert all(isinstance(t["index"], int) for op in d["ops"] for t in op["inputs"])
+    junk = tmp_path / "junk.tflite"
+    junk.write_bytes(b"not a model at all")
+    res = CliRunner().invoke(app, ["preflight", str(junk)])
+    assert res.exit_code == 2 and "expected a TFLite flatbuffer" in res.output

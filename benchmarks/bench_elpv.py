@@ -50,8 +50,9 @@ def main() -> None:
     for r in report["artifacts"]:
         a, lat = r.get("accuracy") or {}, r.get("latency") or {}
         drop = f"{a['drop_points']:+.2f}" if "drop_points" in a else "—"
+        agree = f"{a['agreement']:.3f}" if "agreement" in a else "—"
         print(f"{r['artifact']:26} {r['status']:9} {r.get('size_mb', 0):6.1f} {a.get('top1', float('nan')):7.4f} "
-              f"{drop:>7} {a.get('agreement', float('nan')):6.3f} {lat.get('p50_ms', float('nan')):7.1f} "
+              f"{drop:>7} {agree:>6} {lat.get('p50_ms', float('nan')):7.1f} "
               f"{lat.get('p90_ms', float('nan')):7.1f}")
     print("\nstage wall times (cold run)")
     for s in report["stages"]:

@@ -60,19 +60,23 @@ def load_keras(path: Path, trust: bool = False):
 
 def verify_io(model, shape: tuple[int, int, int], n_classes: int, where: str) -> None:
     """Input (None, H, W, C) and output (None, n_classes) must match the config exactly."""
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
+    check_io(len(model.inputs), len(model.outputs), tuple(model.inputs[0].shape[1:]),
+             tuple(model.outputs[0].shape[1:]), shape, n_classes, where)
+
+
+def check_io(n_in: int, n_out: int, in_shape: tuple, out_shape: tuple, shape: tuple, n_classes: int,
+             where: str) -> None:
+    """The one I/O contract for every model format (Keras, SavedModel signature)."""
+    if n_in != 1 or n_out != 1:
         raise InputError(
-            f"{where}: expected a single-input, single-output classifier. "
-            f"Received: {len(model.inputs)} inputs, {len(model.outputs)} outputs"
+            f"{where}: expected a single-input, single-output classifier. Received: {n_in} inputs, {n_out} outputs"
         )
-    in_shape = tuple(model.inputs[0].shape[1:])
-    if in_shape != tuple(shape):
+    if tuple(in_shape) != tuple(shape):
         raise InputError(
             f"{where}: expected model input (H, W, C) = {tuple(shape)} as configured in input.size/channels. "
-            f"Received: {in_shape}"
+            f"Received: {tuple(in_shape)}"
         )
-    out_shape = tuple(model.outputs[0].shape[1:])
-    if out_shape != (n_classes,):
+    if tuple(out_shape) != (n_classes,):
         raise InputError(
-            f"{where}: expected model output ({n_classes},) for {n_classes} labels. Received: {out_shape}"
+            f"{where}: expected model output ({n_classes},) for {n_classes} labels. Received: {tuple(out_shape)}"
         )

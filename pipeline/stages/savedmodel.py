@@ -43,18 +43,10 @@ def load_serving(path: Path, shape: tuple[int, int, int], n_classes: int):
         raise InputError(
             f"model {str(path)!r}: expected a 'serving_default' signature. Received: {list(loaded.signatures)}"
         )
+    from pipeline.stages.keras_model import check_io
+
     args = fn.structured_input_signature[1]
     outs = fn.structured_outputs
-    if len(args) != 1 or len(outs) != 1:
-        raise InputError(f"model {str(path)!r}: expected a single-input, single-output classifier. "
-                         f"Received: {len(args)} inputs, {len(outs)} outputs")
-    spec = next(iter(args.values()))
-    in_shape = tuple(spec.shape[1:])
-    if in_shape != tuple(shape):
-        raise InputError(f"model {str(path)!r}: expected model input (H, W, C) = {tuple(shape)} as configured "
-                         f"in input.size/channels. Received: {in_shape}")
-    out_shape = tuple(next(iter(outs.values())).shape[1:])
-    if out_shape != (n_classes,):
-        raise InputError(f"model {str(path)!r}: expected model output ({n_classes},) for {n_classes} labels. "
-                         f"Received: {out_shape}")
+    check_io(len(args), len(outs), tuple(next(iter(args.values())).shape[1:]) if args else (),
+             tuple(next(iter(outs.values())).shape[1:]) if outs else (), shape, n_classes, f"model {str(path)!r}")
     return loaded, fn

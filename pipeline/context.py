@@ -92,9 +92,11 @@ class RunContext:
 
         params = {"model": self.model_sha, "shape": list(self.spec.shape), **tool_versions("tensorflow", "keras")}
         if self.is_savedmodel:
-            self.reference_runner()  # verify its signature before converting anything
-            return self.stage("savedmodel", params,
-                              lambda out: {"dir": copy_savedmodel(self.model_path, out).name})
+            def adopt(out: Path) -> dict:
+                self.reference_runner()  # verify its signature (loads TF) only when the stage runs
+                return {"dir": copy_savedmodel(self.model_path, out).name}
+
+            return self.stage("savedmodel", params, adopt)
         return self.stage("savedmodel", params,
                           lambda out: {"dir": export_savedmodel(self.keras_model(), out, self.spec.shape).name})
 

@@ -35,3 +35,17 @@ class OutputLockedError(EdgepipeError):
 def expected_received(what: str, expected: object, received: object) -> str:
     """The house style for messages: say what was expected and what was received."""
     return f"{what}: expected {expected}. Received: {received}"
+
+
+class BundleError(EdgepipeError):
+    """A bundle or bundle archive is invalid: tampered, unsigned, unsafe paths, or a downgrade."""
+
+
+class RemoteError(EdgepipeError):
+    """A board could not be reached or failed a remote step (exit 3: partial remote failure)."""
+
+    exit_code = EXIT_PARTIAL
+
+    def __init__(self, message: str, status: str = "failed"):
+        super().__init__(message)
+        self.status = status  # short per-board status: "unreachable", "auth failed", "timeout", ...

@@ -129,6 +129,7 @@ def run_pipeline(cfg, model_path: Path) -> dict:
             "data": {
                 "calibration": _batch_info(ctx, "calibration"),
                 "validation": _batch_info(ctx, "validation"),
+                "splits": cfg.data.splits.model_dump(),  # lets `edgepipe bundle` pick its sample from the test split
             },
             "gates": cfg.gates.model_dump(),
             "threads": cfg.threads,

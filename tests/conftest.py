@@ -53,3 +53,20 @@ def tiny_config(assets: dict, out: Path, **overrides) -> dict:
 def write_config(path: Path, cfg: dict) -> Path:
     path.write_text(yaml.safe_dump(cfg))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_int8_run(tiny_assets, tmp_path_factory) -> dict:
+    """One `edgepipe run` of the tiny Xception building only tflite-arm/int8, plus a signing key pair
+    (for the bundle / ship / bench tests)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.signing import keygen
+
+    d = tmp_path_factory.mktemp("int8run")
+    cfg = tiny_config(tiny_assets, d / "out", targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"]}}])
+    res = CliRunner().invoke(app, ["run", str(write_config(d / "pipeline.yaml", cfg))], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    key, pub = keygen(d / "keys")
+    return {"dir": d, "out": d / "out", "artifact": d / "out" / "artifacts" / "tflite-arm-int8", "key": key, "pub": pub}

@@ -117,7 +117,11 @@ class Remote:
         timeout = self.opts.command_timeout if timeout is None else timeout
         port = ["-p", str(self.device.port)] if self.device.port else []
         argv = ["ssh", *self.opts.common(), *port, self.device.destination, "--", with_remote_timeout(command, timeout)]
-        return self._call(argv, timeout, "command")
+        res = self._call(argv, timeout, "command")
+        if res.returncode in (124, 137):  # the board's `timeout` stopped the command
+            raise RemoteError(f"{self.device.label}: command did not finish within {timeout:.0f} s on the board "
+                              "(stopped there)", "timeout")
+        return res
 
     def upload(self, sources: list[Path], remote_dir: str, timeout: float | None = None) -> None:
         """scp -O (classic protocol: works without an sftp subsystem) into an existing remote dir."""

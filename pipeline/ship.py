@@ -61,10 +61,10 @@ class Board:
         d = self.device
         cmd = (f"mkdir -p {d.q('bundles')} {d.q('runner')} {d.q('.staging')} || exit 1; "
                f"echo '==link'; readlink {d.q('current')} 2>/dev/null; "
-               f"echo '==manifest'; cat {d.q('current', bundle_mod.MANIFEST)} 2>/dev/null; "
-               f"echo '==pub'; cat {d.q('trusted.pub')} 2>/dev/null; "
-               f"echo '==exists'; test -d {d.q('bundles', dirname)} && echo yes; true")
-        res = self.remote.run(cmd, timeout=60)
+               f"echo; echo '==manifest'; cat {d.q('current', bundle_mod.MANIFEST)} 2>/dev/null; "
+               f"echo; echo '==pub'; cat {d.q('trusted.pub')} 2>/dev/null; "
+               f"echo; echo '==exists'; test -d {d.q('bundles', dirname)} && echo yes; true")
+        res = self.remote.run(cmd)
         if res.returncode != 0:
             raise RemoteError(f"{d.label}: expected a writable directory {d.path}. Received: {res.stderr.strip()}",
                               "remote path not writable")
@@ -96,17 +96,18 @@ class Board:
         sources = [RUNNER] + ([self.pubkey] if not state["pub"] else [])
         if not state["exists"]:
             sources.append(bundle_dir)
-        mk = self.remote.run(f"mkdir -p {d.q(stage)}", timeout=60)
+        mk = self.remote.run(f"mkdir -p {d.q(stage)}")
         if mk.returncode != 0:
             raise RemoteError(f"{d.label}: could not create {stage}: {mk.stderr.strip()}", "remote path not writable")
         self.remote.upload(sources, _scp_path(d, stage))
         staged = d.q(stage, bundle_dir.name) if not state["exists"] else d.q("bundles", dirname)
-        move_pub = "" if state["pub"] else f"mv {d.q(stage, self.pubkey.name)} {d.q('trusted.pub')} && "
+        move_pub = "" if state["pub"] else (f"{{ test -e {d.q('trusted.pub')} || "
+                                             f"mv {d.q(stage, self.pubkey.name)} {d.q('trusted.pub')}; }} && ")
         move_bundle = "" if state["exists"] else f" && mv {staged} {d.q('bundles', dirname)}"
         cmd = (f"mv {d.q(stage, RUNNER.name)} {d.q('runner', RUNNER.name)} && {move_pub}"
                f"{self.py} {d.q('runner', RUNNER.name)} {staged} --verify-only --pubkey {d.q('trusted.pub')}"
                f"{move_bundle}; rc=$?; rm -rf {d.q(stage)}; exit $rc")
-        res = self.remote.run(cmd, timeout=120)
+        res = self.remote.run(cmd)
         out = _runner_json(res)
         if res.returncode != 0 or not out.get("ok"):
             err = (out.get("error") or {}).get("message") or res.stderr.strip()[-500:]
@@ -131,7 +132,7 @@ class Board:
                       "os.path.lexists(new) and os.remove(new); os.symlink(t,new); os.replace(new,cur)")
             cmd = (f"{self.py} -c {shlex.quote(script)} {shlex.quote(target_rel)} {d.q('.current.new')} "
                    f"{d.q('current')}")
-        res = self.remote.run(cmd, timeout=60)
+        res = self.remote.run(cmd)
         if res.returncode != 0:
             raise RemoteError(f"{d.label}: could not switch current: {res.stderr.strip()[-300:]}", "switch failed")
 
@@ -147,6 +148,10 @@ def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: boo
         cur = state["current"] or {}
         report = {"device": device.label, "bundle": dirname, "previous": state["link"],
                   "previous_version": cur.get("bundle_version")}
+        if cur.get("unreadable") and not force:
+            raise RemoteError(f"{device.label}: expected a readable manifest of the current bundle "
+                              f"({state['link']}). Received: unreadable JSON (use --force to replace it)",
+                              "current unreadable")
         if cur and cur.get("name") == manifest["name"] and not force:
             if not isinstance(cur.get("bundle_version"), int) or manifest["bundle_version"] <= cur["bundle_version"]:
                 raise BundleError(f"{device.label}: expected a bundle version newer than the board's current "
@@ -169,7 +174,7 @@ def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: boo
         prev = state["link"] if state["link"] != new_rel else None
         board.switch(prev)
         if prev != new_rel:
-            board.remote.run(f"rm -rf {device.q('bundles', dirname)}", timeout=60)
+            board.remote.run(f"rm -rf {device.q('bundles', dirname)}")
         report.update(status="rolled back" if prev else "removed", rolled_back_to=prev, reason=problem)
         raise ShipFailed(f"{device.label}: smoke test of {dirname} failed ({problem}); "
                          + (f"rolled back to {prev}" if prev else "no previous bundle: current removed"), report)

@@ -1,0 +1,211 @@
+"""Ship and bench against a real OpenSSH server on loopback (the "board").
+
+The board's python is this test's python (numpy + ai_edge_litert). Covers issue 6 (ship,
+verify, switch, smoke, rollback, bench into the report) and issue 7 rows 13 (tampered bundle
+refused on the board), 15 (unreachable, auth failure, unknown host key, hung command),
+16 (old or missing runtime on the board) and 17 (downgrade).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.bundle import build_bundle, read_manifest, seal
+from pipeline.cli import app
+from pipeline.errors import RemoteError
+from pipeline.remote import Device, Remote, SSHOptions
+from pipeline.ship import Board, remote_dir_name
+from tests.sshd_board import free_port, start_sshd, stop_sshd
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    b = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield b
+    stop_sshd(b)
+
+
+@pytest.fixture(scope="module")
+def bundles(tiny_int8_run, tmp_path_factory):
+    """v1, v2 of the tiny INT8 bundle, and a v3 whose model cannot load (validly signed)."""
+    store = tmp_path_factory.mktemp("bundles")
+    run = tiny_int8_run
+    v1 = build_bundle(run["artifact"], store, run["key"])
+    v2 = build_bundle(run["artifact"], store, run["key"])
+    broken = store / "tflite-arm-int8-v3"
+    shutil.copytree(v2, broken)
+    (broken / "model_int8.tflite").write_bytes(b"TFL3" + b"\0" * 60)  # not a model the runtime can load
+    seal(broken, {**read_manifest(broken), "bundle_version": 3}, run["key"])
+    return {"v1": v1, "v2": v2, "broken": broken, "run": run}
+
+
+def url(board, root, python=sys.executable, port=None):
+    return f"ssh://{board['user']}@127.0.0.1:{port or board['port']}{root}?python={python}"
+
+
+def ssh_args(board, bundles, timeout=60):
+    return ["--identity", str(board["client_key"]), "--known-hosts", str(board["known_hosts"]),
+            "--pubkey", str(bundles["run"]["pub"]), "--connect-timeout", "3", "--timeout", str(timeout)]
+
+
+def ship(board, bundles, bundle, root, *extra, python=sys.executable, port=None):
+    res = runner.invoke(app, ["ship", str(bundle), "--to", url(board, root, python, port), *ssh_args(board, bundles),
+                              *extra], catch_exceptions=False)
+    out = res.stdout
+    report = json.loads(out[: out.rindex("}") + 1]) if "{" in out else None
+    return res, report
+
+
+def current(root):
+    link = root / "current"
+    return os.readlink(link) if link.is_symlink() else None
+
+
+def test_ship_verifies_switches_and_smoke_tests(board, bundles, tmp_path):
+    root = tmp_path / "board"
+    res, rep = ship(board, bundles, bundles["v1"], root)
+    assert res.exit_code == 0, res.output
+    name1 = remote_dir_name(bundles["v1"], read_manifest(bundles["v1"]))
+    assert rep["status"] == "ok" and current(root) == f"bundles/{name1}"
+    assert rep["verify"]["files"] == "ok" and rep["verify"]["signature"] == "valid"  # checked on the board
+    assert rep["smoke"]["ok"] and rep["smoke"]["eval"]["n_images"] == 6
+    assert rep["smoke"]["eval"]["agreement_with_host"] >= 0.75
+    assert (root / "runner" / "device_runner.py").is_file()
+    assert (root / "trusted.pub").read_bytes() == bundles["run"]["pub"].read_bytes()
+    assert json.loads((root / "current" / "manifest.json").read_text())["bundle_version"] == 1
+    res, rep = ship(board, bundles, bundles["v2"], root)
+    assert res.exit_code == 0 and rep["previous"] == f"bundles/{name1}" and rep["previous_version"] == 1
+    assert json.loads((root / "current" / "manifest.json").read_text())["bundle_version"] == 2
+    assert list((root / ".staging").iterdir()) == []
+
+
+def test_downgrade_refused_unless_forced(board, bundles, tmp_path):
+    root = tmp_path / "board"
+    assert ship(board, bundles, bundles["v2"], root)[0].exit_code == 0
+    before = current(root)
+    res, _ = ship(board, bundles, bundles["v1"], root)
+    assert res.exit_code == 2 and "newer than the board's current tflite-arm-int8 v2" in res.output
+    assert "Received: v1" in res.output and current(root) == before
+    res, _ = ship(board, bundles, bundles["v2"], root)  # a reinstall of the same version is refused too
+    assert res.exit_code == 2 and current(root) == before
+    res, rep = ship(board, bundles, bundles["v1"], root, "--force")
+    assert res.exit_code == 0 and json.loads((root / "current" / "manifest.json").read_text())["bundle_version"] == 1
+
+
+def test_broken_bundle_rolls_back(board, bundles, tmp_path):
+    root = tmp_path / "board"
+    assert ship(board, bundles, bundles["v2"], root)[0].exit_code == 0
+    good = current(root)
+    res, rep = ship(board, bundles, bundles["broken"], root)
+    assert res.exit_code == 3, res.output
+    assert rep["status"] == "rolled back" and rep["rolled_back_to"] == good
+    assert "model_int8.tflite" in rep["reason"] and rep["switched"]
+    assert current(root) == good and (root / "current" / "manifest.json").is_file()
+    assert not (root / "bundles" / remote_dir_name(bundles["broken"], read_manifest(bundles["broken"]))).exists()
+
+
+def test_tampered_bundle_refused_on_host_and_board(board, bundles, tmp_path):
+    bad = tmp_path / "tflite-arm-int8-v9"
+    shutil.copytree(bundles["v2"], bad)
+    (bad / "labels.txt").write_text("x\ny\nz\n")
+    root = tmp_path / "board"
+    res, _ = ship(board, bundles, bad, root)  # the host refuses before contacting the board
+    assert res.exit_code == 2 and "labels.txt" in res.output and not root.exists()
+    # bypass the host check: the board's runner refuses it too, and nothing is installed
+    dev = Device.parse(url(board, root))
+    b = Board(dev, SSHOptions(board["client_key"], board["known_hosts"], 3, 60, 0), bundles["run"]["pub"])
+    name = remote_dir_name(bad, read_manifest(bad))
+    with pytest.raises(RemoteError) as err:
+        b.install(bad, name, b.probe(name))
+    assert err.value.status == "verification failed" and "labels.txt" in str(err.value)
+    assert list((root / "bundles").iterdir()) == [] and list((root / ".staging").iterdir()) == []
+    assert current(root) is None
+
+
+def test_bench_on_boards_concurrently_with_per_board_status(board, bundles, tmp_path):
+    """One good board, one closed port, one hung python: each has its own status, in bounded time."""
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\nsleep 120\n")
+    hang.chmod(0o755)
+    report = tmp_path / "report.json"
+    shutil.copyfile(bundles["run"]["out"] / "report.json", report)
+    devices = [url(board, tmp_path / "b1"), url(board, tmp_path / "b2", port=free_port()),
+               url(board, tmp_path / "b3", python=str(hang))]
+    t0 = time.monotonic()
+    res = runner.invoke(app, ["bench", str(bundles["v2"]), *sum((["--device", d] for d in devices), []),
+                              "--runs", "5", "--warmup", "1", "--report", str(report),
+                              *ssh_args(board, bundles, timeout=8)], catch_exceptions=False)
+    elapsed = time.monotonic() - t0
+    assert res.exit_code == 3, res.output
+    out = json.loads(res.stdout[: res.stdout.rindex("}") + 1])
+    status = {d["device"]: d for d in out["devices"]}
+    good, closed, hung = (status[Device.parse(u).label] for u in devices)
+    assert good["status"] == "ok" and good["latency"]["runs"] == 5 and good["latency"]["p50_ms"] > 0
+    assert good["runtime"]["name"] == "ai_edge_litert" and good["sample_top1"] is not None
+    assert good["signature"] == "valid"
+    assert closed["status"] == "unreachable" and closed["seconds"] < 10
+    assert hung["status"] == "timeout" and hung["seconds"] < 30  # the 8 s command timeout, not sleep 120
+    assert elapsed < 45
+    merged = json.loads(report.read_text())
+    rows = [r for r in merged["devices"] if r["artifact"] == "tflite-arm-int8"]
+    assert {r["status"] for r in rows} == {"ok", "unreachable", "timeout"}
+    host_row = next(r for r in merged["artifacts"] if r["artifact"] == "tflite-arm/int8")
+    assert rows[0]["host"]["p50_ms"] == host_row["latency"]["p50_ms"]  # side by side with the host's numbers
+    assert merged["artifacts"] == json.loads((bundles["run"]["out"] / "report.json").read_text())["artifacts"]
+
+
+def test_unreachable_auth_and_unknown_host_key(board, tmp_path):
+    dev = Device.parse(url(board, tmp_path / "b"))
+    ok = SSHOptions(board["client_key"], board["known_hosts"], connect_timeout=3, retries=1)
+    assert Remote(dev, ok).run("echo hi").stdout.strip() == "hi"
+    t0 = time.monotonic()
+    with pytest.raises(RemoteError) as err:
+        Remote(Device.parse(url(board, tmp_path / "b", port=free_port())), ok).run("true")
+    assert err.value.status == "unreachable" and "Connection refused" in str(err.value)
+    assert "after 2 attempts" in str(err.value) and time.monotonic() - t0 < 10
+    with pytest.raises(RemoteError) as err:
+        Remote(dev, SSHOptions(board["stranger_key"], board["known_hosts"], 3, retries=1)).run("true")
+    assert err.value.status == "auth failed" and "attempts" not in str(err.value)  # not retried
+    with pytest.raises(RemoteError) as err:
+        Remote(dev, SSHOptions(board["client_key"], board["empty_known_hosts"], 3)).run("true")
+    assert err.value.status == "unknown host key"
+    assert board["empty_known_hosts"].read_text() == ""  # nothing was accepted
+    t0 = time.monotonic()
+    with pytest.raises(RemoteError) as err:
+        Remote(dev, ok).run("sleep 60", timeout=2)
+    assert err.value.status == "timeout" and time.monotonic() - t0 < 10
+
+
+def test_old_or_missing_runtime_on_the_board(board, bundles, tmp_path):
+    fake = tmp_path / "site" / "ai_edge_litert"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('__version__ = "0.9.0"\n')
+    (fake / "interpreter.py").write_text("class Interpreter:\n    pass\n")
+    old = tmp_path / "oldpy.sh"
+    old.write_text(f'#!/bin/sh\nPYTHONPATH={tmp_path / "site"} exec {sys.executable} "$@"\n')
+    bare = tmp_path / "nonumpy.sh"
+    bare.write_text(f'#!/bin/sh\nexec {sys.executable} -S "$@"\n')  # -S: no site-packages, so no numpy
+    old.chmod(0o755)
+    bare.chmod(0o755)
+    root = tmp_path / "board"
+    res, rep = ship(board, bundles, bundles["v1"], root, python=str(old))
+    assert res.exit_code == 3 and rep["status"] == "removed" and current(root) is None
+    assert "ai_edge_litert: expected version >= 1.0. Received: 0.9.0" in rep["reason"]
+    res = runner.invoke(app, ["bench", str(bundles["v1"]), "--device", url(board, root, python=str(bare)),
+                              "--runs", "2", *ssh_args(board, bundles)], catch_exceptions=False)
+    dev = json.loads(res.stdout[: res.stdout.rindex("}") + 1])["devices"][0]
+    assert res.exit_code == 3 and dev["status"] == "runtime" and "numpy" in dev["error"]
+
+
+def test_bad_device_url_is_input_error(bundles):
+    res = runner.invoke(app, ["ship", str(bundles["v1"]), "--to", "http://x/y"])
+    assert res.exit_code == 2 and "expected ssh://" in res.output

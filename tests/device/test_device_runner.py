@@ -20,8 +20,7 @@ RUNNER = os.path.join(HERE, "..", "..", "targets", "device_runner.py")
 
 
 def run(*args):
-    proc = subprocess.run([sys.executable, RUNNER] + [str(a) for a in args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=120)
+    proc = subprocess.run([sys.executable, RUNNER] + [str(a) for a in args], capture_output=True, timeout=120)
     out = proc.stdout.decode().strip().splitlines()
     assert len(out) == 1, proc.stdout  # exactly one JSON object on stdout, logs on stderr
     return proc.returncode, json.loads(out[0])

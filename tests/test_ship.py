@@ -22,6 +22,7 @@ from pipeline.cli import app
 from pipeline.errors import RemoteError
 from pipeline.remote import Device, Remote, SSHOptions
 from pipeline.ship import Board, remote_dir_name
+from pipeline.signing import keygen
 from tests.sshd_board import free_port, start_sshd, stop_sshd
 
 runner = CliRunner()
@@ -129,6 +130,16 @@ def test_tampered_bundle_refused_on_host_and_board(board, bundles, tmp_path):
     assert err.value.status == "verification failed" and "labels.txt" in str(err.value)
     assert list((root / "bundles").iterdir()) == [] and list((root / ".staging").iterdir()) == []
     assert current(root) is None
+    # consistent hashes but signed by a key the board does not trust: the board's signature check refuses it
+    forged = tmp_path / "tflite-arm-int8-v10"
+    shutil.copytree(bundles["v2"], forged)
+    (forged / "labels.txt").write_text("x\ny\nz\n")
+    seal(forged, {**read_manifest(forged), "bundle_version": 10}, keygen(tmp_path / "mallory")[0])
+    name = remote_dir_name(forged, read_manifest(forged))
+    with pytest.raises(RemoteError) as err:
+        b.install(forged, name, b.probe(name))
+    assert err.value.status == "verification failed" and "signature that does not match" in str(err.value)
+    assert list((root / "bundles").iterdir()) == [] and current(root) is None
 
 
 def test_bench_on_boards_concurrently_with_per_board_status(board, bundles, tmp_path):
@@ -206,6 +217,9 @@ def test_old_or_missing_runtime_on_the_board(board, bundles, tmp_path):
     assert res.exit_code == 3 and dev["status"] == "runtime" and "numpy" in dev["error"]
 
 
-def test_bad_device_url_is_input_error(bundles):
+def test_bad_url_is_input_error_and_closed_port_is_exit_3(board, bundles, tmp_path):
     res = runner.invoke(app, ["ship", str(bundles["v1"]), "--to", "http://x/y"])
     assert res.exit_code == 2 and "expected ssh://" in res.output
+    t0 = time.monotonic()
+    res, _ = ship(board, bundles, bundles["v1"], tmp_path / "b", port=free_port())
+    assert res.exit_code == 3 and "unreachable" in res.output and time.monotonic() - t0 < 15

@@ -25,7 +25,7 @@ import numpy as np
 
 from pipeline.errors import BundleError, InputError
 from pipeline.hashing import sha256_file
-from pipeline.signing import write_signature
+from pipeline.signing import load_private, write_signature
 from pipeline.versions import tool_versions
 from targets import device_runner
 
@@ -44,6 +44,7 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
                  samples: str | None = None, per_class: int = SAMPLE_PER_CLASS, threads: int = 2) -> Path:
     """Bundle a published artifact directory; returns the new bundle directory (written atomically)."""
     artifact_dir = Path(artifact_dir)
+    load_private(key)  # a missing or wrong key fails before any work
     record = _read_artifact(artifact_dir)
     name = artifact_dir.name
     out = Path(out)

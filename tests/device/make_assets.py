@@ -56,6 +56,17 @@ def main() -> None:
     x, y = images(2, seed=0)
     np.save(ASSETS / "sample_images.npy", x)
     np.save(ASSETS / "sample_labels.npy", y)
+    future_op_version()
+
+
+def future_op_version() -> None:
+    """The same model claiming CONV_2D version 99: what an old runtime sees in a model from a newer converter."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(ASSETS / "tiny_int8.tflite"))
+    conv = next(oc for oc in model.operatorCodes if oc.builtinCode == 3)  # CONV_2D
+    conv.version = 99
+    flatbuffer_utils.write_model(model, str(ASSETS / "tiny_int8_conv_v99.tflite"))
 
 
 if __name__ == "__main__":

@@ -138,6 +138,16 @@ def test_missing_runtime_names_what_is_needed(bundle):
     assert code == 2 and "cannot run a tflite model" in out["error"]["message"]
 
 
+def test_model_newer_than_the_runtime_is_a_runtime_error(tmp_path):
+    """A model with an op version this runtime does not have (as from a newer converter)."""
+    np.save(str(tmp_path / "x.npy"), np.load(os.path.join(ASSETS, "sample_images.npy")))
+    code, out = run("--model", os.path.join(ASSETS, "tiny_int8_conv_v99.tflite"), "--inputs", tmp_path / "x.npy",
+                    "--outputs", tmp_path / "y.npz")
+    assert code == 4 and out["error"]["kind"] == "runtime", out
+    assert "needs a newer TFLite runtime" in out["error"]["message"] and "CONV_2D" in out["error"]["message"]
+    assert not os.path.exists(str(tmp_path / "y.npz"))
+
+
 def test_model_that_cannot_load_is_an_inference_error(tmp_path):
     b = make_bundle(str(tmp_path / "b"), model_bytes=b"\x00" * 64 + b"not a flatbuffer")
     code, out = run(b, "--runs", 1)

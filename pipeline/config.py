@@ -125,6 +125,13 @@ class TargetEntry(Strict):
         return targets.load_module(self.name).Options.model_validate(self.options)
 
 
+class ProbeSpec(Strict):
+    """Each artifact is loaded and first-run in a child process with these limits before the run uses it."""
+
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    memory_mb: Annotated[int, Field(ge=256)] = 16384
+
+
 class PipelineConfig(Strict):
     model: ModelSpec
     input: InputSpec = InputSpec()
@@ -132,6 +139,7 @@ class PipelineConfig(Strict):
     targets: list[TargetEntry] = Field(min_length=1)
     gates: GateSpec = GateSpec()
     latency: LatencySpec = LatencySpec()
+    probe: ProbeSpec = ProbeSpec()
     output: Path = Path("edgepipe-out")
     threads: PositiveInt = 2
 

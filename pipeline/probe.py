@@ -34,11 +34,13 @@ class ArtifactProbeError(StageError):
 
 @dataclass(frozen=True)
 class ProbeLimits:
-    timeout_s: float = DEFAULT_TIMEOUT_S
-    memory_mb: int = DEFAULT_MEMORY_MB
+    timeout_s: float = DEFAULT_TIMEOUT_S  # wall clock, enforced by the parent
+    memory_mb: int = DEFAULT_MEMORY_MB  # RLIMIT_AS in the child
+    cpu_s: int | None = None  # RLIMIT_CPU in the child (the kernel sends SIGXCPU); default: timeout x threads
 
     def describe(self) -> str:
-        return f"timeout {self.timeout_s:g} s, memory limit {self.memory_mb} MiB"
+        cpu = f", CPU limit {self.cpu_s} s" if self.cpu_s else ""
+        return f"timeout {self.timeout_s:g} s, memory limit {self.memory_mb} MiB{cpu}"
 
 
 def probe(path: Path, fmt: str, *, target: str | None = None, params: dict | None = None, threads: int = 1,
@@ -46,7 +48,8 @@ def probe(path: Path, fmt: str, *, target: str | None = None, params: dict | Non
     """Load + first inference of `path` in a child. Returns the child's facts; raises ArtifactProbeError."""
     path = Path(path)
     request = {"path": str(path), "format": fmt, "target": target, "params": params or {}, "threads": threads,
-               "shape": list(shape) if shape is not None else None, "memory_mb": limits.memory_mb}
+               "shape": list(shape) if shape is not None else None, "memory_mb": limits.memory_mb,
+               "cpu_s": limits.cpu_s or int(limits.timeout_s * max(1, threads)) + 10}
     label = f"{what} {str(path)!r}"
     expected = f"load and first inference to succeed in a child process ({limits.describe()})"
     with tempfile.TemporaryDirectory(prefix="edgepipe-probe-") as tmp:
@@ -114,11 +117,12 @@ def probed_stage(ctx, art, job, key: dict) -> dict:
 
 
 # ---- the child ----------------------------------------------------------------------------
-def _limit_memory(memory_mb: int) -> None:
+def _limit(memory_mb: int, cpu_s: int) -> None:
     import resource
 
     limit = int(memory_mb) << 20
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    resource.setrlimit(resource.RLIMIT_CPU, (int(cpu_s), int(cpu_s) + 5))  # SIGXCPU, then SIGKILL
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not write a core dump
 
 
@@ -159,7 +163,7 @@ def _child(req: dict) -> dict:
 def main(argv: list[str]) -> int:
     req_path, res_path = argv
     req = json.loads(Path(req_path).read_text())
-    _limit_memory(req["memory_mb"])
+    _limit(req["memory_mb"], req["cpu_s"])
     try:
         out = {"ok": True, "facts": _child(req)}
     except MemoryError:

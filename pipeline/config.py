@@ -175,7 +175,11 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
 
     def fix(v):
         if isinstance(v, str) and not v.startswith("example:"):
-            p = Path(v).expanduser()
+            try:
+                p = Path(v).expanduser()
+            except RuntimeError:  # "~someone/..." for a user this machine does not know
+                raise ConfigError(f"path {v!r}: expected '~' or '~user' with a known home directory. "
+                                  f"Received: an unknown user {v.split('/')[0]!r}") from None
             return str(p if p.is_absolute() else (base / p))
         return v
 

@@ -139,9 +139,9 @@ def _make_runner(req: dict):
 
     if req["format"] == "tflite":
         return runtimes.TFLiteRunner(path, req["threads"])
-    if req["format"] == "openvino-ir":
+    if req["format"] in ("openvino-ir", "onnx"):  # OpenVINO reads ONNX files with its ONNX frontend
         return runtimes.OpenVINORunner(path, req["threads"])
-    raise EdgepipeError(expected_received("probe", "a target, or format tflite / openvino-ir", req["format"]))
+    raise EdgepipeError(expected_received("probe", "a target, or format tflite / openvino-ir / onnx", req["format"]))
 
 
 def _child(req: dict) -> dict:

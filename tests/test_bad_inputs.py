@@ -187,3 +187,44 @@ def test_second_cli_run_names_the_holder(tmp_path, tiny_assets):
         p.join(10)
     assert res.exit_code == 2
     assert f'"pid": {p.pid}' in res.output and "--wait" in res.output
+
+
+# ---- rows 6-7 wired into the data loader (the unit checks are in test_calibration.py) ----------------
+def _ctx(tiny_assets, tmp_path, **data):
+    from pipeline.config import parse_config
+    from pipeline.context import RunContext
+
+    cfg = tiny_config(tiny_assets, tmp_path / "out")
+    cfg["data"].update(data)
+    return RunContext(parse_config(cfg), tiny_assets["model"])
+
+
+def test_non_finite_pixels_stop_the_data_loader(tiny_assets, tmp_path, monkeypatch):
+    """A preprocessing that divides by a zero std makes inf/NaN: the batch never reaches a converter."""
+    import calibration.preprocess as pp
+
+    monkeypatch.setattr(pp, "IMAGENET_STD", (0.0, 0.0, 0.0))
+    cfg = tiny_config(tiny_assets, tmp_path / "out")
+    cfg["input"]["preprocessing"] = "imagenet"
+    from pipeline.config import parse_config
+    from pipeline.context import RunContext
+
+    ctx = RunContext(parse_config(cfg), tiny_assets["model"])
+    with pytest.raises(InputError, match=r"calibration data: expected finite pixel values\. Received NaN/inf in 30 "
+                                         r"of 30 images"):
+        ctx.calibration
+
+
+def test_small_calibration_set_warns_with_its_count(tiny_assets, tmp_path, caplog):
+    ctx = _ctx(tiny_assets, tmp_path, min_calibration=100)
+    assert len(ctx.calibration) == 30
+    assert "calibration data: 30 images, fewer than the configured minimum of 100" in caplog.text
+
+
+def test_empty_calibration_split_is_an_error(tiny_assets, tmp_path):
+    empty = tmp_path / "empty_data"
+    for c in ("horizontal", "vertical", "diagonal"):
+        (empty / c).mkdir(parents=True)
+    ctx = _ctx(tiny_assets, tmp_path, calibration={"source": str(empty), "split": "all"})
+    with pytest.raises(InputError, match=r"expected at least one image\. Received: 0 images"):
+        ctx.calibration

@@ -157,3 +157,20 @@ def test_read_only_output_aborts_cleanly_and_keeps_previous_outputs(resumed, tmp
         assert _snapshot(out) == before
     finally:
         subprocess.run(["umount", str(out)], check=False)
+
+
+def test_leftovers_of_a_killed_publish_are_undone(tmp_path):
+    """kill -9 between publish_dir's two renames leaves only `.old-<name>-<pid>`: the previous good
+    artifact is put back; temporary artifact dirs and report files of dead runs are removed."""
+    from pipeline.outdir import sweep_leftovers
+
+    arts = tmp_path / "artifacts"
+    (arts / ".old-tflite-arm-int8-999999999").mkdir(parents=True)
+    (arts / ".old-tflite-arm-int8-999999999" / "model_int8.tflite").write_bytes(b"good")
+    (arts / ".tmp-tflite-arm-fp32-999999999").mkdir()
+    (tmp_path / ".report.json.tmp-999999999").write_text("{")
+    (arts / ".tmp-openvino-cpu-fp32-1").mkdir()  # pid 1 is alive: another run's, left alone
+    assert sweep_leftovers(tmp_path) == 3
+    assert (arts / "tflite-arm-int8" / "model_int8.tflite").read_bytes() == b"good"
+    assert sorted(p.name for p in arts.iterdir()) == [".tmp-openvino-cpu-fp32-1", "tflite-arm-int8"]
+    assert not (tmp_path / ".report.json.tmp-999999999").exists()

@@ -219,7 +219,11 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"config file: expected an existing YAML file. Received: {str(path)!r}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        from pipeline.inspect_model import describe
+
+        raise ConfigError(f"{path}: expected UTF-8 YAML text. Received: {describe(path)}") from err
+    except yaml.YAMLError as err:
         raise ConfigError(f"{path}: expected valid UTF-8 YAML. Received a parse error: {err}") from err
     return parse_config(raw, base=path.parent.resolve(), source=str(path))
 

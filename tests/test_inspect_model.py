@@ -156,3 +156,10 @@ def test_run_rejects_a_non_model_before_writing_anything(tmp_path, tiny_assets, 
     assert res.exit_code == 2, res.output
     assert str(p) in res.output.replace("\n", "") and looks_like in res.output
     assert not (tmp_path / "out" / "stages").exists() and not (tmp_path / "out" / "report.json").exists()
+
+
+def test_a_model_given_as_the_config_is_named(tmp_path):
+    p = tmp_path / "pipeline.yaml"
+    p.write_bytes(TINY_TFLITE.read_bytes())
+    res = runner.invoke(app, ["run", str(p)])
+    assert res.exit_code == 2 and "expected UTF-8 YAML text. Received: a TFLite flatbuffer (1728 bytes)" in res.output

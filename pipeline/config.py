@@ -129,7 +129,7 @@ class ProbeSpec(Strict):
     """Each artifact is loaded and first-run in a child process with these limits before the run uses it."""
 
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
-    memory_mb: Annotated[int, Field(ge=256)] = 16384
+    memory_mb: Annotated[int, Field(ge=256)] = 8192
 
 
 class PipelineConfig(Strict):

@@ -25,7 +25,7 @@ from pathlib import Path
 from pipeline.errors import EdgepipeError, StageError, expected_received
 
 DEFAULT_TIMEOUT_S = 120.0
-DEFAULT_MEMORY_MB = 16384  # address space, not RSS: runtimes reserve far more than they touch
+DEFAULT_MEMORY_MB = 8192  # address space, not RSS (elpv-xception IR and TFLite probe fine under 1024)
 
 
 class ArtifactProbeError(StageError):

@@ -99,14 +99,15 @@ def _tail(err: bytes | None) -> str:
 def probed_stage(ctx, art, job, key: dict) -> dict:
     """The run's pre-flight of one built artifact: structural check, then the child probe. Cached on success."""
     from pipeline.errors import InputError
-    from pipeline.inspect_model import check_model_file
+    from pipeline.inspect_model import EXPECTED, check_model_file, format_of
 
-    cfg_probe = getattr(ctx.cfg, "probe", None)
-    limits = ProbeLimits(cfg_probe.timeout_s, cfg_probe.memory_mb) if cfg_probe is not None else ProbeLimits()
+    limits = ProbeLimits(ctx.cfg.probe.timeout_s, ctx.cfg.probe.memory_mb)
+    fmt = art.format if art.format in EXPECTED else format_of(art.path)  # None: no structural check known
 
     def fn(out: Path) -> dict:
         try:
-            check_model_file(art.path, art.format, what=f"{art.name} artifact")
+            if fmt is not None:
+                check_model_file(art.path, fmt, what=f"{art.name} artifact")
         except InputError as err:  # a built artifact that is malformed: this row's error, not bad user input
             raise ArtifactProbeError(str(err)) from err
         return probe(art.path, art.format, target=job.target, params=job.runner_params, threads=ctx.cfg.threads,

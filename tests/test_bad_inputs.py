@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import shutil
 import threading
 import time
 
@@ -137,23 +138,21 @@ def test_labels_file_ok_and_count_checked_against_outputs(tmp_path):
         check_outputs(4, read_labels(p), "model")
 
 
-def test_labels_that_do_not_fit_the_model_stop_the_run_even_when_cached(tmp_path, tiny_assets):
-    """A first run with the right labels; then 4 labels for the 3-output model: the reference scores are
+def test_labels_that_do_not_fit_the_model_stop_the_run_even_when_cached(tmp_path, resumed):
+    """After a complete run, a labels file with 4 labels for the 3-output model: the reference scores are
     cached (the Keras model is not even loaded) and the mismatch is still an error before packaging."""
+    out = tmp_path / "out"
+    shutil.copytree(resumed["out"], out)
+    before = (out / "report.json").read_bytes()
     labels = tmp_path / "labels.txt"
-    labels.write_text("horizontal\nvertical\ndiagonal\n")
-    cfg = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": "tflite-arm", "options":
-                                                                {"precisions": ["fp32"]}}])
-    cfg["data"]["labels"] = str(labels)
-    path = write_config(tmp_path / "p.yaml", cfg)
-    assert runner.invoke(app, ["run", str(path)]).exit_code == 0
-    before = (tmp_path / "out" / "report.json").read_bytes()
     labels.write_text("horizontal\nvertical\ndiagonal\nround\n")
-    res = runner.invoke(app, ["run", str(path)])
+    cfg = json.loads(json.dumps(resumed["cfg"]))
+    cfg["output"], cfg["data"]["labels"] = str(out), str(labels)
+    res = runner.invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))])
     assert res.exit_code == 2, res.output
     assert "expected 4 class scores, one per label (4 labels). Received: 3 outputs" in res.output
-    assert (tmp_path / "out" / "report.json").read_bytes() == before
-    published = (tmp_path / "out" / "artifacts" / "tflite-arm-fp32" / "labels.txt").read_text().split()
+    assert (out / "report.json").read_bytes() == before
+    published = (out / "artifacts" / "tflite-arm-fp32" / "labels.txt").read_text().split()
     assert published == ["horizontal", "vertical", "diagonal"]
     assert json.loads(before)["labels"] == published
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
 import time
 
 import pytest
@@ -57,24 +58,40 @@ def test_every_target_can_build_its_runner_from_plain_data():
 
 
 @pytest.fixture(scope="module")
-def shared_out(tmp_path_factory):
-    return tmp_path_factory.mktemp("probe-run") / "out"  # the second case reuses the first's cached stages
+def shared_out(tmp_path_factory, resumed):
+    out = tmp_path_factory.mktemp("probe-run") / "out"
+    shutil.copytree(resumed["out"], out)  # a completed run: only the replaced artifact's stages run
+    return out
 
 
-@pytest.mark.parametrize("bad, limits, reason", [
-    (HANG_TFLITE, {"timeout_s": 4, "memory_mb": 4096}, "hung; the child was killed"),
-    (BIG_TFLITE, {"timeout_s": 60, "memory_mb": 1024}, "RuntimeError"),
-])
-def test_the_run_survives_and_reports_the_bad_artifact(tmp_path, tiny_assets, monkeypatch, shared_out, bad, limits,
-                                                       reason):
+def _record(out):
+    return (out / "artifacts" / "tflite-arm-int8" / "artifact.json").read_bytes()
+
+
+def _truncated(tmp_path):
+    p = tmp_path / "truncated.tflite"
+    p.write_bytes(TINY_TFLITE.read_bytes()[:1000])
+    return p
+
+
+@pytest.mark.parametrize("make_bad, limits, reason", [
+    (lambda _: HANG_TFLITE, {"timeout_s": 4, "memory_mb": 4096}, "hung; the child was killed"),
+    (lambda _: BIG_TFLITE, {"timeout_s": 60, "memory_mb": 1024}, "RuntimeError"),
+    (_truncated, {}, "expected a complete, consistent TFLite flatbuffer"),  # caught before the child
+], ids=["hang", "memory", "truncated"])
+def test_the_run_survives_and_reports_the_bad_artifact(tmp_path, tiny_assets, monkeypatch, shared_out, make_bad,
+                                                       limits, reason):
     """The tflite-arm/int8 stage's output is replaced by a bad model file; everything after is the real run."""
     from targets import tflite_arm
+
+    bad = make_bad(tmp_path)
 
     def bad_int8(ctx, opts):
         return Artifact.from_files("tflite-arm/int8", "tflite-arm", "tflite", "int8", bad)
 
     monkeypatch.setattr(tflite_arm, "_int8", bad_int8)
     out = shared_out
+    good_int8 = _record(out)
     cfg = tiny_config(tiny_assets, out, targets=[{"name": "tflite-arm"}], probe=limits)
     res = CliRunner().invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))], catch_exceptions=False)
     assert res.exit_code == 1, res.output
@@ -82,5 +99,5 @@ def test_the_run_survives_and_reports_the_bad_artifact(tmp_path, tiny_assets, mo
     assert rows["tflite-arm/fp32"]["status"] == "passed"
     assert rows["tflite-arm/int8"]["status"] == "error"
     assert reason in rows["tflite-arm/int8"]["reasons"][0] and str(bad) in rows["tflite-arm/int8"]["reasons"][0]
-    assert not (out / "artifacts" / "tflite-arm-int8").exists()
+    assert _record(out) == good_int8  # the previous good INT8 artifact was not replaced by the bad one
     assert (out / "artifacts" / "tflite-arm-fp32" / "model_fp32.tflite").is_file()

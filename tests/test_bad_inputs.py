@@ -67,6 +67,23 @@ def test_keras_runner_checks_single_images_and_batches(tiny_assets):
         r.predict_batch(np.zeros((2, 3, 71, 71), np.float32))
 
 
+def test_every_runner_checks_its_input():
+    """A guard for runners added later (in targets/runtimes.py or a target's module): each `predict` must go
+    through `check_input`, the one shape/dtype/layout check that never reshapes."""
+    import importlib
+    import inspect
+
+    import targets
+    import targets.runtimes as rt
+
+    modules = [rt, *(importlib.import_module(t.module) for t in targets.REGISTRY.values())]
+    runners = {c for m in modules for _, c in inspect.getmembers(m, inspect.isclass)
+               if c.__module__ == m.__name__ and callable(getattr(c, "predict", None))}
+    assert {"TFLiteRunner", "OpenVINORunner", "KerasRunner", "SavedModelRunner"} <= {c.__name__ for c in runners}
+    for cls in runners:
+        assert "check_input(" in inspect.getsource(cls.predict), f"{cls.__name__}.predict does not call check_input"
+
+
 # ---- row 8: preprocessing mismatch ---------------------------------------------------------------
 @pytest.mark.parametrize("scale, guess", [
     (lambda x: x * 255.0, "raw"),

@@ -29,15 +29,49 @@ def check_shape(images: np.ndarray, shape: tuple[int, int, int], what: str) -> N
         )
 
 
+def looks_like(images: np.ndarray) -> str | None:
+    """The preprocessing mode whose value range the data's statistics fit best (None if none fits)."""
+    mn, mx = float(images.min()), float(images.max())
+    fits = [m for m, (lo, hi) in RANGES.items()
+            if lo - 0.05 * (hi - lo) <= mn and mx <= hi + 0.05 * (hi - lo) and (mx - mn) >= 0.4 * (hi - lo)]
+    return min(fits, key=lambda m: RANGES[m][1] - RANGES[m][0]) if fits else None
+
+
 def check_range(images: np.ndarray, mode: str, what: str) -> None:
-    """Catch e.g. [0, 255] data fed to a [-1, 1] model (preprocessing mismatch)."""
+    """Catch e.g. [0, 255] or ImageNet mean/std data fed to a [-1, 1] model (preprocessing mismatch)."""
     lo, hi = RANGES[mode]
     tol = 0.05 * (hi - lo)
     mn, mx = float(images.min()), float(images.max())
     if mn < lo - tol or mx > hi + tol:
+        guess = looks_like(images)
+        hint = f": this looks like {guess!r} preprocessing, a preprocessing mismatch" if guess else ""
         raise InputError(
             f"{what}: expected values in [{lo:g}, {hi:g}] for preprocessing {mode!r}. "
-            f"Received values in [{mn:.3g}, {mx:.3g}]"
+            f"Received values in [{mn:.3g}, {mx:.3g}]{hint}"
+        )
+
+
+def check_reference_accuracy(scores: np.ndarray, labels: np.ndarray, mode: str, what: str,
+                             min_images: int = 20, margin: float = 0.02) -> None:
+    """The FP32 reference must beat chance on labeled data; at chance the usual cause is a preprocessing
+    mismatch (the model was trained with another input scaling than `input.preprocessing`)."""
+    labeled = labels >= 0
+    n = int(labeled.sum())
+    if n < min_images:
+        return  # too few labeled images to tell a bad setup from bad luck
+    y, pred = labels[labeled], scores[labeled].argmax(axis=1)
+    k = scores.shape[1]
+    top1 = float((pred == y).mean())
+    majority = float(np.bincount(y, minlength=k).max() / n)
+    floor = max(1.0 / k, majority)
+    if top1 <= floor + margin:
+        collapsed = float(np.bincount(pred, minlength=k).max() / n)
+        raise InputError(
+            f"{what}: expected FP32 reference top-1 clearly above chance (1/{k} = {1 / k:.2f}, majority class "
+            f"{majority:.2f}) with input.preprocessing {mode!r}. Received: top-1 {top1:.3f} on {n} labeled images, "
+            f"{collapsed:.0%} predicted as one class. Likely a preprocessing mismatch: check that "
+            f"input.preprocessing (xception = [-1, 1], unit = [0, 1], imagenet = mean/std, raw = [0, 255]) is what "
+            f"the model was trained with; otherwise check the label order and the validation data"
         )
 
 

@@ -89,14 +89,14 @@ class StageCache:
         if self.root.is_dir():
             for p in self.root.glob(".tmp-*"):
                 pid = p.name.rsplit("-", 1)[-1]
-                if pid.isdigit() and _pid_alive(int(pid)) and int(pid) != os.getpid():
+                if pid.isdigit() and pid_alive(int(pid)) and int(pid) != os.getpid():
                     continue
                 shutil.rmtree(p, ignore_errors=True)
                 n += 1
         return n
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

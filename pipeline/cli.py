@@ -30,6 +30,7 @@ def run(
     threads: int | None = typer.Option(None, min=1, help="inference threads (overrides the config)"),
     trust_model: bool = typer.Option(False, "--trust-model", help="allow Keras models needing safe_mode=False"),
     as_json: bool = typer.Option(False, "--json", help="print report.json on stdout"),
+    wait: bool = typer.Option(False, "--wait", help="if another run holds the output directory, wait for it"),
 ) -> None:
     """Convert, quantize, validate and gate every configured target's artifacts."""
     from pipeline.config import example_config_path, load_config, parse_config
@@ -47,14 +48,16 @@ def run(
         from pipeline.report import print_summary
         from pipeline.run import run_pipeline
 
-        report = run_pipeline(cfg, resolve_model(cfg))
+        report = run_pipeline(cfg, resolve_model(cfg), wait=wait)
     except EdgepipeError as err:
         _fail(err)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (see main)
         from pipeline.progress import stderr
 
-        stderr.print("[yellow]interrupted[/]: completed stages are cached; rerun to resume")
-        raise typer.Exit(130) from None
+        what = "terminated (SIGTERM)" if isinstance(err, Terminated) else "interrupted"
+        stderr.print(f"[yellow]{what}[/]: completed stages are cached, unfinished ones were discarded; "
+                     "rerun to resume")
+        raise typer.Exit(143 if isinstance(err, Terminated) else 130) from None
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     print_summary(report, stderr if as_json else _stdout(), cfg.output)
@@ -246,9 +249,19 @@ def _json(d: dict) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: unfinished stages are discarded, the lock released, exit 143."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main() -> None:
     import os
+    import signal
 
+    signal.signal(signal.SIGTERM, _on_sigterm)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ log noise off stderr
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     app()

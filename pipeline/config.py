@@ -125,6 +125,13 @@ class TargetEntry(Strict):
         return targets.load_module(self.name).Options.model_validate(self.options)
 
 
+class ProbeSpec(Strict):
+    """Each artifact is loaded and first-run in a child process with these limits before the run uses it."""
+
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    memory_mb: Annotated[int, Field(ge=256)] = 8192
+
+
 class PipelineConfig(Strict):
     model: ModelSpec
     input: InputSpec = InputSpec()
@@ -132,6 +139,7 @@ class PipelineConfig(Strict):
     targets: list[TargetEntry] = Field(min_length=1)
     gates: GateSpec = GateSpec()
     latency: LatencySpec = LatencySpec()
+    probe: ProbeSpec = ProbeSpec()
     output: Path = Path("edgepipe-out")
     threads: PositiveInt = 2
 
@@ -167,7 +175,11 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
 
     def fix(v):
         if isinstance(v, str) and not v.startswith("example:"):
-            p = Path(v).expanduser()
+            try:
+                p = Path(v).expanduser()
+            except RuntimeError:  # "~someone/..." for a user this machine does not know
+                raise ConfigError(f"path {v!r}: expected '~' or '~user' with a known home directory. "
+                                  f"Received: an unknown user {v.split('/')[0]!r}") from None
             return str(p if p.is_absolute() else (base / p))
         return v
 
@@ -207,7 +219,11 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"config file: expected an existing YAML file. Received: {str(path)!r}")
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        from pipeline.inspect_model import describe
+
+        raise ConfigError(f"{path}: expected UTF-8 YAML text. Received: {describe(path)}") from err
+    except yaml.YAMLError as err:
         raise ConfigError(f"{path}: expected valid UTF-8 YAML. Received a parse error: {err}") from err
     return parse_config(raw, base=path.parent.resolve(), source=str(path))
 

@@ -15,25 +15,9 @@ from calibration.preprocess import PreprocessSpec
 from pipeline.cache import StageCache, StageResult
 from pipeline.errors import InputError
 from pipeline.hashing import sha256_file, sha256_tree
+from pipeline.labels import read_labels
 from pipeline.progress import stderr
 from pipeline.versions import tool_versions
-
-
-def read_labels(labels, n_expected: int | None = None) -> list[str]:
-    if isinstance(labels, list):
-        return labels
-    path = Path(labels)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise InputError(f"labels file {str(path)!r}: expected UTF-8 text. Received: undecodable bytes") from err
-    except OSError as err:
-        raise InputError(f"labels file: expected a readable file. Received: {str(path)!r} ({err.strerror})") from err
-    out = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    dup = sorted({x for x in out if out.count(x) > 1})
-    if dup:
-        raise InputError(f"labels file {str(path)!r}: expected unique labels. Received duplicates: {dup}")
-    return out
 
 
 class RunContext:
@@ -44,7 +28,7 @@ class RunContext:
         self.spec = PreprocessSpec.from_input(cfg.input)
         self.labels = read_labels(cfg.data.labels)
         self.cache = StageCache(Path(cfg.output) / "stages")
-        self.is_savedmodel = _check_model_path(self.model_path)
+        self.is_savedmodel = _check_model_path(self.model_path, cfg.model.trust)
         self.model_sha = sha256_tree(self.model_path) if self.is_savedmodel else sha256_file(self.model_path)
         self._keras = None
 
@@ -115,7 +99,7 @@ class RunContext:
         return res
 
 
-def _check_model_path(path: Path) -> bool:
+def _check_model_path(path: Path, trust: bool) -> bool:
     """True for a SavedModel directory, False for a model file; anything else is an InputError."""
     from pipeline.stages.savedmodel import is_savedmodel_dir
 
@@ -127,6 +111,9 @@ def _check_model_path(path: Path) -> bool:
             raise InputError(f"model {str(path)!r}: expected a SavedModel directory (with saved_model.pb). "
                              f"Received: a directory without saved_model.pb")
         return True
+    from pipeline.stages.keras_model import check_model_path
+
+    check_model_path(path, trust)
     return False
 
 

@@ -32,6 +32,10 @@ class OutputLockedError(EdgepipeError):
     """Another edgepipe run holds the output directory."""
 
 
+class OutputWriteError(EdgepipeError):
+    """The output directory cannot be written (disk full, read-only): the run aborts, old outputs stay."""
+
+
 def expected_received(what: str, expected: object, received: object) -> str:
     """The house style for messages: say what was expected and what was received."""
     return f"{what}: expected {expected}. Received: {received}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -14,10 +15,13 @@ from pathlib import Path
 import numpy as np
 
 import targets
+from calibration.checks import check_reference_accuracy
 from pipeline.artifacts import Artifact
 from pipeline.context import RunContext
 from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgepipeError, InputError
-from pipeline.outdir import link_or_copy, locked_output, publish_dir
+from pipeline.labels import check_outputs
+from pipeline.outdir import link_or_copy, locked_output, publish_dir, sweep_leftovers, write_failure, write_guard
+from pipeline.probe import probed_stage
 from pipeline.progress import bar
 from pipeline.validators import accuracy as acc_mod
 from pipeline.validators import gates as gate_mod
@@ -57,6 +61,8 @@ def _latency_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> dic
 def _reference(ctx: RunContext) -> dict:
     key = {"model": ctx.model_sha, **tool_versions("tensorflow", "keras")}
     scores, _ = _scores_stage(ctx, "accuracy-reference", key, ctx.reference_runner)
+    check_outputs(scores.shape[1], ctx.labels, "FP32 reference model")
+    check_reference_accuracy(scores, ctx.validation.labels, ctx.spec.mode, "FP32 reference on the validation data")
     metrics = acc_mod.accuracy_metrics(scores, ctx.validation.labels, None)
     latency = _latency_stage(ctx, "latency-reference", key, ctx.reference_runner)
     size = sum(p.stat().st_size for p in ctx.model_path.rglob("*") if p.is_file()) if ctx.is_savedmodel \
@@ -73,13 +79,17 @@ def _publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
     final = Path(ctx.cfg.output) / "artifacts" / art.name.replace("/", "-")
     tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
     tmp.mkdir(parents=True)
-    for f in art.files:
-        link_or_copy(art.path.parent / f, tmp / f)
-    (tmp / "labels.txt").write_text("\n".join(ctx.labels) + "\n", encoding="utf-8")
-    (tmp / "preprocess.json").write_text(json.dumps(ctx.spec.as_dict(), indent=2))
-    published = Artifact.from_json({**art.to_json(), "path": str(final / art.path.name)})
-    published.write(tmp, record_extra)
-    publish_dir(tmp, final)
+    try:
+        for f in art.files:
+            link_or_copy(art.path.parent / f, tmp / f)
+        (tmp / "labels.txt").write_text("\n".join(ctx.labels) + "\n", encoding="utf-8")
+        (tmp / "preprocess.json").write_text(json.dumps(ctx.spec.as_dict(), indent=2))
+        published = Artifact.from_json({**art.to_json(), "path": str(final / art.path.name)})
+        published.write(tmp, record_extra)
+        publish_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written artifact directory
+        raise
     return final
 
 
@@ -89,8 +99,10 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         art: Artifact = job.build()
         fmt_tools = tool_versions(*RUNTIME_TOOLS.get(art.format, ()))
         key = {"artifact": art.sha256, "runner": job.runner_params, **fmt_tools}
+        probed_stage(ctx, art, job, key)  # structural check + load/first inference in a child process
         runner = lambda: job.runner(art, ctx.cfg.threads)  # noqa: E731
         scores, _ = _scores_stage(ctx, f"accuracy-{art.name.replace('/', '-')}", key, runner)
+        check_outputs(scores.shape[1], ctx.labels, f"{art.name} artifact")
         accuracy = acc_mod.accuracy_metrics(scores, ctx.validation.labels, ref_scores)
         latency = _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner)
         failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, latency)
@@ -100,19 +112,24 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
                                              "status": row["status"], "gate_failures": failed}))
     except (InputError, ConfigError):
         raise  # bad input aborts the run (exit 2): nothing downstream can be trusted
-    except EdgepipeError as err:
-        row.update(status="error", reasons=[str(err)])
-    except Exception as err:  # a toolchain failure for one artifact: a row, not an abort
+    except Exception as err:
+        if (full := write_failure(err, Path(ctx.cfg.output))) is not None:
+            raise full from err  # disk full / read-only: abort; earlier outputs stay as they were
+        if isinstance(err, EdgepipeError):
+            row.update(status="error", reasons=[str(err)])
+            return row
+        # a toolchain failure for one artifact: a row, not an abort
         row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
                    traceback=traceback.format_exc(limit=8))
     return row
 
 
-def run_pipeline(cfg, model_path: Path) -> dict:
+def run_pipeline(cfg, model_path: Path, wait: bool = False) -> dict:
     t0 = time.perf_counter()
-    with locked_output(Path(cfg.output)):
+    with locked_output(Path(cfg.output), wait=wait), write_guard(Path(cfg.output)):
         ctx = RunContext(cfg, model_path)
         ctx.cache.sweep_temporaries()
+        sweep_leftovers(Path(cfg.output))
         ref = _reference(ctx)
         rows = [ref["row"]]
         for entry in cfg.targets:
@@ -153,6 +170,10 @@ def _batch_info(ctx: RunContext, which: str) -> dict | None:
 
 def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=2, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, default=str))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 

@@ -3,7 +3,9 @@
 A target module defines:
 - `Options`: a strict pydantic model of its options (validated from pipeline.yaml);
 - `jobs(ctx, options) -> list[Job]`: the artifacts it produces, each built lazily, each
-  with the runner that executes it on this host (options such as hints bound in).
+  with the runner that executes it on this host (options such as hints bound in);
+- `make_runner(artifact, threads, **job.runner_params) -> runner`: the same runner, built from
+  plain data, so that `pipeline/probe.py` can load and first-run the artifact in a child process.
 """
 
 from __future__ import annotations

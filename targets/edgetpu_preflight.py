@@ -15,7 +15,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.errors import InputError, expected_received
+from pipeline.errors import expected_received
 from targets import edgetpu_ops
 
 # Edge TPU on-chip SRAM for parameters. Approximate: of the 8 MB, some is used for other things
@@ -87,14 +87,6 @@ def recommend_segments(param_bytes: int, usable_sram_bytes: int = USABLE_SRAM_BY
     return max(1, math.ceil(param_bytes / usable_sram_bytes))
 
 
-def _schema():
-    try:
-        from ai_edge_litert import schema_py_generated as schema
-    except ImportError:  # pragma: no cover - TensorFlow's copy of the same schema
-        from tensorflow.lite.python import schema_py_generated as schema
-    return schema
-
-
 def _seq(v) -> list:
     """Object-API vectors are numpy arrays, lists or None."""
     return [] if v is None else list(v)
@@ -105,26 +97,10 @@ def _enum_names(cls) -> dict[int, str]:
 
 
 def _load_model(path: Path):
-    what = f"Edge TPU pre-flight input {path}"
-    if not path.is_file():
-        raise InputError(expected_received(what, "an existing .tflite file", "no such file"))
-    buf = path.read_bytes()
-    if len(buf) < 8:
-        raise InputError(expected_received(what, "a TFLite flatbuffer (at least 8 bytes)", f"{len(buf)} bytes"))
-    if buf[4:8] != b"TFL3":
-        raise InputError(
-            expected_received(what, "a TFLite flatbuffer with identifier 'TFL3' at bytes 4..8", repr(buf[4:8]))
-        )
-    schema = _schema()
-    try:
-        model = schema.ModelT.InitFromPackedBuf(buf, 0)
-        if not model.subgraphs:
-            raise ValueError("no subgraphs")
-        _ = [(t.shape, t.type) for t in _seq(model.subgraphs[0].tensors)]
-    except Exception as exc:  # truncated/corrupt buffers fail in many ways inside flatbuffers
-        raise InputError(
-            expected_received(what, "a complete TFLite flatbuffer", f"an unreadable one ({type(exc).__name__}: {exc})")
-        ) from None
+    """The parsed flatbuffer, verified (indices in range, buffers inside the file) before anything reads it."""
+    from pipeline.inspect_model import read_tflite
+
+    schema, model = read_tflite(path, what="Edge TPU pre-flight input")
     return schema, model
 
 

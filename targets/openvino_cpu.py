@@ -58,7 +58,7 @@ def _int8(ctx, opts: Options) -> Artifact:
                                source_model_sha256=ctx.model_sha, stage_key=res.key)
 
 
-def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", precision: str = "f32"):
+def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", inference_precision: str = "f32"):
     from targets.runtimes import OpenVINORunner
 
-    return OpenVINORunner(artifact.path, threads, hint, precision)
+    return OpenVINORunner(artifact.path, threads, hint, inference_precision)

@@ -14,6 +14,21 @@ import numpy as np
 from pipeline.errors import InputError
 
 
+def check_input(image, want: tuple[int, ...], runtime: str) -> np.ndarray:
+    """One preprocessed HWC float32 image for a model whose input is `want` (batch first), as a batch of 1.
+    Never reshaped, transposed or cast: a mismatch is an error naming what was expected and received."""
+    dtype = getattr(image, "dtype", type(image).__name__)
+    if not isinstance(image, np.ndarray) or image.dtype != np.float32:
+        raise InputError(f"{runtime} input: expected a preprocessed float32 image of shape {tuple(want[1:])}. "
+                         f"Received: dtype {dtype}")
+    x = image[None]
+    if x.shape != tuple(want):
+        nchw = len(want) == 4 and want[1] in (1, 3) and want[3] not in (1, 3)
+        layout = "NCHW: the model is channels-first, edgepipe feeds NHWC" if nchw else "NHWC"
+        raise InputError(f"{runtime} input: expected shape {tuple(want)} ({layout}). Received: {x.shape}")
+    return x
+
+
 def tflite_interpreter_class():
     """LiteRT first; tflite-runtime on boards that only have it; TensorFlow's as a last resort."""
     try:
@@ -39,6 +54,7 @@ class TFLiteRunner:
         self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
+        self.shape = tuple(int(v) for v in self.inp["shape"])
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
         dtype = self.inp["dtype"]
@@ -49,10 +65,7 @@ class TFLiteRunner:
         return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        x = image[None]
-        want = tuple(int(v) for v in self.inp["shape"])
-        if x.shape != want:
-            raise InputError(f"TFLite input: expected shape {want} (NHWC). Received: {x.shape}")
+        x = check_input(image, self.shape, "TFLite")
         self.interp.set_tensor(self.inp["index"], self._quantize(x))
         self.interp.invoke()
         y = self.interp.get_tensor(self.out["index"])[0]
@@ -81,9 +94,7 @@ class OpenVINORunner:
         self.shape = tuple(int(v) for v in self.compiled.input(0).get_shape())
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        x = image[None].astype(np.float32)
-        if x.shape != self.shape:
-            raise InputError(f"OpenVINO input: expected shape {self.shape}. Received: {x.shape}")
+        x = check_input(image, self.shape, "OpenVINO")
         self.request.infer({0: x})
         return np.array(self.request.get_output_tensor(0).data[0], dtype=np.float32)
 
@@ -94,11 +105,14 @@ class KerasRunner:
     def __init__(self, model):
         self.runtime = "keras"
         self.model = model
+        self.shape = (1, *(int(d) for d in model.inputs[0].shape[1:]))
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model(image[None], training=False))[0].astype(np.float32)
+        return np.asarray(self.model(check_input(image, self.shape, "Keras"), training=False))[0].astype(np.float32)
 
     def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        if len(images):
+            check_input(images[0], self.shape, "Keras")
         return np.asarray(self.model.predict(images, batch_size=16, verbose=0), dtype=np.float32)
 
 
@@ -108,8 +122,9 @@ class SavedModelRunner:
     def __init__(self, loaded_and_fn):
         self.runtime = "tensorflow"
         self._loaded, self.fn = loaded_and_fn  # keep the loaded object alive
-        self.input_name = next(iter(self.fn.structured_input_signature[1]))
+        self.input_name, spec = next(iter(self.fn.structured_input_signature[1].items()))
+        self.shape = (1, *(int(d) for d in spec.shape[1:]))
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        out = self.fn(**{self.input_name: image[None].astype(np.float32)})
+        out = self.fn(**{self.input_name: check_input(image, self.shape, "SavedModel")})
         return np.asarray(next(iter(out.values())))[0].astype(np.float32)

@@ -12,6 +12,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests import tiny_xception  # noqa: E402
 
+pytest_plugins = ["tests.reliability_fixtures"]  # the `resumed` session fixture (interrupted, resumed run)
+
 INPUT = 71
 
 

@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 from pipeline.errors import InputError
-
-
-def describe_file(path: Path) -> str:
-    """What a file looks like, for error messages."""
-    if path.is_dir():
-        return "a directory"
-    size = path.stat().st_size
-    if size == 0:
-        return "an empty file (0 bytes)"
-    head = path.read_bytes()[:16]
-    if head.startswith(b"PK"):
-        return f"a zip archive ({size} bytes)"
-    if head.startswith(b"\x89HDF"):
-        return f"an HDF5 file ({size} bytes)"
-    if head[4:8] == b"TFL3":
-        return f"a TFLite flatbuffer ({size} bytes)"
-    return f"{size} bytes of unknown content starting {head[:8]!r}"
+from pipeline.inspect_model import check_model_file, describe, sniff
 
 
 def load_keras(path: Path, trust: bool = False):
@@ -32,17 +15,7 @@ def load_keras(path: Path, trust: bool = False):
     path = Path(path)
     if not path.exists():
         raise InputError(f"model: expected an existing .keras file. Received: {str(path)!r} (no such file)")
-    if path.suffix == ".h5" and not trust:
-        raise InputError(
-            f"model {str(path)!r}: expected a .keras file. Received: a legacy HDF5 (.h5) model; "
-            "legacy models can execute arbitrary code on load, re-save it as .keras or pass --trust-model"
-        )
-    if path.suffix == ".keras" and not zipfile.is_zipfile(path):
-        raise InputError(
-            f"model {str(path)!r}: expected a .keras zip archive. Received: {describe_file(path)}"
-        )
-    if path.suffix not in (".keras", ".h5"):
-        raise InputError(f"model {str(path)!r}: expected a .keras file. Received: {describe_file(path)}")
+    check_model_path(path, trust)
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=not trust)
     except ValueError as err:
@@ -56,6 +29,21 @@ def load_keras(path: Path, trust: bool = False):
         raise InputError(
             f"model {str(path)!r}: expected a loadable Keras model. Received: {type(err).__name__}: {err}"
         ) from err
+
+
+def check_model_path(path: Path, trust: bool = False) -> None:
+    """Before anything loads it: a .keras archive that is complete, or (trusted only) a legacy HDF5 file."""
+    if path.suffix == ".h5" and sniff(path) == "hdf5":
+        if not trust:
+            raise InputError(
+                f"model {str(path)!r}: expected a .keras file. Received: a legacy HDF5 (.h5) model; "
+                "legacy models can execute arbitrary code on load, re-save it as .keras or pass --trust-model"
+            )
+        return
+    if path.suffix != ".keras":
+        raise InputError(f"model {str(path)!r}: expected a .keras file or a SavedModel directory. "
+                         f"Received: {describe(path)}")
+    check_model_file(path, "keras")
 
 
 def verify_io(model, shape: tuple[int, int, int], n_classes: int, where: str) -> None:

@@ -1,0 +1,256 @@
+"""Rows 5, 8, 9, 12: wrong input shape/dtype/layout, preprocessing mismatch, labels that do not fit
+the model, and a second run on one output directory (fails naming the holder, or waits)."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import shutil
+import threading
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from calibration import checks
+from pipeline.cli import app
+from pipeline.errors import InputError
+from pipeline.labels import check_outputs, read_labels
+from pipeline.outdir import locked_output
+from targets.runtimes import KerasRunner, OpenVINORunner, TFLiteRunner
+from tests.conftest import tiny_config, write_config
+from tests.model_files import TINY_TFLITE, tiny_ir
+
+runner = CliRunner()
+
+
+def test_config_path_with_an_unknown_user_is_a_config_error(tmp_path):
+    from pipeline.config import load_config
+    from pipeline.errors import ConfigError
+
+    p = tmp_path / "p.yaml"
+    p.write_text("model: {path: ~nosuchuser/m.keras}\ntargets: [{name: tflite-arm}]\n"
+                 "data: {labels: [a, b], calibration: {source: d, split: all}, validation: {source: d, split: all}}\n")
+    with pytest.raises(ConfigError, match=r"expected '~' or '~user' with a known home directory\. "
+                                          r"Received: an unknown user '~nosuchuser'"):
+        load_config(p)
+
+
+# ---- row 5: runners never reshape, transpose or cast -------------------------------------------
+def test_tflite_runner_refuses_wrong_shape_layout_and_dtype():
+    r = TFLiteRunner(TINY_TFLITE, 1)
+    assert r.predict(np.zeros((8, 8, 3), np.float32)).shape == (4,)
+    with pytest.raises(InputError, match=r"expected shape \(1, 8, 8, 3\) \(NHWC\)\. Received: \(1, 3, 8, 8\)"):
+        r.predict(np.zeros((3, 8, 8), np.float32))
+    with pytest.raises(InputError, match=r"expected a preprocessed float32 image .*Received: dtype uint8"):
+        r.predict(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_openvino_runner_names_a_channels_first_model(tmp_path):
+    r = OpenVINORunner(tiny_ir(tmp_path), 1)  # the ONNX-born IR is NCHW (1, 3, 8, 8)
+    assert r.predict(np.zeros((3, 8, 8), np.float32)).shape == (4,)
+    with pytest.raises(InputError, match=r"expected shape \(1, 3, 8, 8\) \(NCHW: the model is channels-first, "
+                                         r"edgepipe feeds NHWC\)\. Received: \(1, 8, 8, 3\)"):
+        r.predict(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(InputError, match="Received: dtype float64"):
+        r.predict(np.zeros((3, 8, 8)))
+
+
+def test_keras_runner_checks_single_images_and_batches(tiny_assets):
+    import keras
+
+    r = KerasRunner(keras.saving.load_model(tiny_assets["model"], compile=False))
+    with pytest.raises(InputError, match=r"expected shape \(1, 71, 71, 3\).*Received: \(1, 64, 64, 3\)"):
+        r.predict(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(InputError, match=r"Received: \(1, 3, 71, 71\)"):
+        r.predict_batch(np.zeros((2, 3, 71, 71), np.float32))
+
+
+def test_every_runner_checks_its_input():
+    """A guard for runners added later (in targets/runtimes.py or a target's module): each `predict` must go
+    through `check_input`, the one shape/dtype/layout check that never reshapes."""
+    import importlib
+    import inspect
+
+    import targets
+    import targets.runtimes as rt
+
+    modules = [rt, *(importlib.import_module(t.module) for t in targets.REGISTRY.values())]
+    runners = {c for m in modules for _, c in inspect.getmembers(m, inspect.isclass)
+               if c.__module__ == m.__name__ and callable(getattr(c, "predict", None))}
+    assert {"TFLiteRunner", "OpenVINORunner", "KerasRunner", "SavedModelRunner"} <= {c.__name__ for c in runners}
+    for cls in runners:
+        assert "check_input(" in inspect.getsource(cls.predict), f"{cls.__name__}.predict does not call check_input"
+
+
+# ---- row 8: preprocessing mismatch ---------------------------------------------------------------
+@pytest.mark.parametrize("scale, guess", [
+    (lambda x: x * 255.0, "raw"),
+    (lambda x: (x - np.float32([0.485, 0.456, 0.406])) / np.float32([0.229, 0.224, 0.225]), "imagenet"),
+])
+def test_data_statistics_name_the_preprocessing_they_look_like(scale, guess):
+    unit = np.random.default_rng(0).uniform(0, 1, (6, 16, 16, 3)).astype(np.float32)
+    with pytest.raises(InputError, match=rf"expected values in \[-1, 1\] for preprocessing 'xception'.*"
+                                         rf"looks like '{guess}' preprocessing, a preprocessing mismatch"):
+        checks.check_range(scale(unit), "xception", "calibration data")
+    checks.check_range(unit * 2 - 1, "xception", "calibration data")
+
+
+def test_reference_at_chance_is_reported_as_a_likely_preprocessing_mismatch():
+    labels = np.repeat([0, 1, 2], 20)
+    collapsed = np.tile([0.9, 0.05, 0.05], (60, 1))  # everything predicted as class 0
+    with pytest.raises(InputError, match=r"expected FP32 reference top-1 clearly above chance.*Received: top-1 "
+                                         r"0\.333 on 60 labeled images, 100% predicted as one class\. Likely a "
+                                         r"preprocessing mismatch"):
+        checks.check_reference_accuracy(collapsed, labels, "raw", "FP32 reference")
+    good = np.eye(3)[labels]
+    checks.check_reference_accuracy(good, labels, "xception", "FP32 reference")
+    checks.check_reference_accuracy(collapsed[:10], labels[:10], "raw", "FP32 reference")  # too few to tell
+
+
+def test_a_reference_at_chance_stops_the_run_before_any_artifact(tmp_path, tiny_assets):
+    """The run's wiring of the check. The model here is at chance by construction (its softmax layer is
+    zeroed, so every image gets class 0): whether a given wrong preprocessing drives the tiny model to
+    chance depends on its training (a ReLU net is nearly scale-invariant, so [0, 255] inputs sometimes
+    still classify stripes), so the test does not rely on it."""
+    import keras
+
+    model = keras.saving.load_model(tiny_assets["model"], compile=False)
+    head = model.get_layer("predictions")
+    head.set_weights([np.zeros_like(w) for w in head.get_weights()])
+    path = tmp_path / "at_chance.keras"
+    model.save(path)
+    cfg = tiny_config(tiny_assets, tmp_path / "out", model={"path": str(path)}, targets=[{"name": "tflite-arm"}])
+    res = runner.invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))])
+    assert res.exit_code == 2, res.output
+    assert "expected FP32 reference top-1 clearly above chance" in res.output
+    assert "Likely a preprocessing mismatch" in res.output and "input.preprocessing 'xception'" in res.output
+    assert not (tmp_path / "out" / "artifacts").exists() and not (tmp_path / "out" / "report.json").exists()
+
+
+# ---- row 9: labels -------------------------------------------------------------------------------
+@pytest.mark.parametrize("raw, message", [
+    (b"\xef\xbb\xbfa\nb\n", r"expected UTF-8 text without a byte-order mark\. Received: a UTF-8 BOM"),
+    (b"\xff\xfea\x00\n\x00", r"expected UTF-8 text\. Received: UTF-16"),
+    (b"caf\xe9\nbar\n", r"expected UTF-8 text\. Received: undecodable byte 0xe9 on line 1"),
+    (b"a\r\nb\r\n", r"expected LF line endings\. Received: CR/CRLF line endings \(first on line 1\)"),
+    (b"a\nb\na\n", r"expected unique labels\. Received: duplicates \['a'\]"),
+    (b"only\n", r"expected at least 2 class labels, one per line\. Received: 1"),
+])
+def test_labels_file_is_read_strictly(tmp_path, raw, message):
+    p = tmp_path / "labels.txt"
+    p.write_bytes(raw)
+    with pytest.raises(InputError, match=rf"labels file '{p}': {message}"):
+        read_labels(p)
+
+
+def test_labels_file_ok_and_count_checked_against_outputs(tmp_path):
+    p = tmp_path / "labels.txt"
+    p.write_bytes(b"chat\nchien\n\noiseau\n")
+    assert read_labels(p) == ["chat", "chien", "oiseau"]
+    check_outputs(3, read_labels(p), "model")
+    with pytest.raises(InputError, match=r"model: expected 3 class scores, one per label \(3 labels\)\. "
+                                         r"Received: 4 outputs"):
+        check_outputs(4, read_labels(p), "model")
+
+
+def test_labels_that_do_not_fit_the_model_stop_the_run_even_when_cached(tmp_path, resumed):
+    """After a complete run, a labels file with 4 labels for the 3-output model: the reference scores are
+    cached (the Keras model is not even loaded) and the mismatch is still an error before packaging."""
+    out = tmp_path / "out"
+    shutil.copytree(resumed["out"], out)
+    before = (out / "report.json").read_bytes()
+    labels = tmp_path / "labels.txt"
+    labels.write_text("horizontal\nvertical\ndiagonal\nround\n")
+    cfg = json.loads(json.dumps(resumed["cfg"]))
+    cfg["output"], cfg["data"]["labels"] = str(out), str(labels)
+    res = runner.invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))])
+    assert res.exit_code == 2, res.output
+    assert "expected 4 class scores, one per label (4 labels). Received: 3 outputs" in res.output
+    assert (out / "report.json").read_bytes() == before
+    published = (out / "artifacts" / "tflite-arm-fp32" / "labels.txt").read_text().split()
+    assert published == ["horizontal", "vertical", "diagonal"]
+    assert json.loads(before)["labels"] == published
+
+
+# ---- row 12: two runs on one output directory ------------------------------------------------------
+def _hold_lock(path, ready, release):
+    with locked_output(path):
+        ready.set()
+        release.wait(30)
+
+
+def test_second_run_waits_with_wait(tmp_path):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    p.start()
+    try:
+        assert ready.wait(30)
+        threading.Timer(1.0, release.set).start()
+        t0 = time.monotonic()
+        with locked_output(tmp_path, wait=True):
+            waited = time.monotonic() - t0
+    finally:
+        release.set()
+        p.join(10)
+    assert waited >= 0.9  # it blocked until the holder released the lock, then got it
+
+
+def test_second_cli_run_names_the_holder(tmp_path, tiny_assets):
+    ctx = mp.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    out = tmp_path / "out"
+    p = ctx.Process(target=_hold_lock, args=(out, ready, release))
+    p.start()
+    try:
+        assert ready.wait(30)
+        cfg = tiny_config(tiny_assets, out)
+        res = runner.invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))])
+    finally:
+        release.set()
+        p.join(10)
+    assert res.exit_code == 2
+    assert f'"pid": {p.pid}' in res.output and "--wait" in res.output
+
+
+# ---- rows 6-7 wired into the data loader (the unit checks are in test_calibration.py) ----------------
+def _ctx(tiny_assets, tmp_path, **data):
+    from pipeline.config import parse_config
+    from pipeline.context import RunContext
+
+    cfg = tiny_config(tiny_assets, tmp_path / "out")
+    cfg["data"].update(data)
+    return RunContext(parse_config(cfg), tiny_assets["model"])
+
+
+def test_non_finite_pixels_stop_the_data_loader(tiny_assets, tmp_path, monkeypatch):
+    """A preprocessing that divides by a zero std makes inf/NaN: the batch never reaches a converter."""
+    import calibration.preprocess as pp
+
+    monkeypatch.setattr(pp, "IMAGENET_STD", (0.0, 0.0, 0.0))
+    cfg = tiny_config(tiny_assets, tmp_path / "out")
+    cfg["input"]["preprocessing"] = "imagenet"
+    from pipeline.config import parse_config
+    from pipeline.context import RunContext
+
+    ctx = RunContext(parse_config(cfg), tiny_assets["model"])
+    with pytest.raises(InputError, match=r"calibration data: expected finite pixel values\. Received NaN/inf in 30 "
+                                         r"of 30 images"):
+        _ = ctx.calibration
+
+
+def test_small_calibration_set_warns_with_its_count(tiny_assets, tmp_path, caplog):
+    ctx = _ctx(tiny_assets, tmp_path, min_calibration=100)
+    assert len(ctx.calibration) == 30
+    assert "calibration data: 30 images, fewer than the configured minimum of 100" in caplog.text
+
+
+def test_empty_calibration_split_is_an_error(tiny_assets, tmp_path):
+    empty = tmp_path / "empty_data"
+    for c in ("horizontal", "vertical", "diagonal"):
+        (empty / c).mkdir(parents=True)
+    ctx = _ctx(tiny_assets, tmp_path, calibration={"source": str(empty), "split": "all"})
+    with pytest.raises(InputError, match=r"expected at least one image\. Received: 0 images"):
+        _ = ctx.calibration

@@ -1,0 +1,120 @@
+"""Rows 10-11 through the real CLI: SIGTERM and kill -9 in the middle of a stage, then a rerun that
+resumes from the cache; a full disk (a tiny tmpfs) and a read-only output directory (a read-only bind
+mount: the tests run as root, where chmod does not stop writes) abort cleanly, leaving the previous
+good report.json and artifacts byte for byte as they were."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from tests.conftest import write_config
+
+
+def test_sigterm_is_handled_like_ctrl_c(resumed):
+    assert resumed["term_rc"] == 143, resumed["term_err"]
+    assert "terminated (SIGTERM)" in resumed["term_err"] and "rerun to resume" in resumed["term_err"]
+    assert resumed["term_leftovers"] == []  # the unfinished stage's temporary directory was discarded
+    assert not resumed["term_report"]
+    assert {n.split("-")[0] for n in resumed["term_complete"]} >= {"savedmodel", "tflite"}
+
+
+def test_kill_9_leaves_only_an_unmarked_temporary(resumed):
+    assert resumed["kill_rc"] == -signal.SIGKILL
+    assert len(resumed["kill_leftovers"]) == 1 and resumed["kill_leftovers"][0].startswith(".tmp-tflite-int8-")
+    assert not any(n.startswith("tflite-int8-") for n in resumed["kill_complete"])  # never looks complete
+
+
+def test_rerun_resumes_from_the_cache(resumed):
+    assert resumed["rc"] == 0, resumed["err"]
+    stages = resumed["report"]["stages"]
+    cached = {f"{s['stage']}-{s['key']}" for s in stages if s["cached"]}
+    ran = sorted(s["stage"] for s in stages if not s["cached"])
+    assert cached == resumed["kill_complete"]  # everything completed before the kills is reused
+    assert "tflite-int8" in ran and "savedmodel" not in ran and "tflite-fp32" not in ran
+    out = resumed["out"]
+    assert not list((out / "stages").glob(".tmp-*"))  # kill -9's leftover was swept
+    for row in resumed["report"]["artifacts"][1:]:
+        assert row["status"] == "passed", row
+
+
+# ---- row 10 --------------------------------------------------------------------------------
+def _snapshot(out: Path) -> dict[str, str]:
+    files = [out / "report.json", *sorted((out / "artifacts").rglob("*"))]
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files if p.is_file()}
+
+
+def _mount(*args: str) -> None:
+    res = subprocess.run(["mount", *args], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount here (needs root and mount privileges): {res.stderr.strip()}")
+
+
+def _used_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def test_disk_full_aborts_cleanly_and_keeps_previous_outputs(resumed, tmp_path):
+    mnt = tmp_path / "tmpfs"
+    mnt.mkdir()
+    _mount("-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt))
+    try:
+        out = mnt / "out"
+        shutil.copytree(resumed["out"], out)
+        before = _snapshot(out)
+        _mount("-o", f"remount,size={_used_bytes(mnt) + 8192}", str(mnt))  # 8 KiB left: no new model fits
+        cfg = json.loads(json.dumps(resumed["cfg"]))
+        cfg["output"] = str(out)
+        cfg["data"]["calibration"]["size"] = 20  # new calibration set: the INT8 stage must run and write
+        res = CliRunner().invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))])
+        assert res.exit_code == 2, res.output
+        assert "No space left on device" in res.output and "outputs of earlier runs are untouched" in res.output
+        assert _snapshot(out) == before
+        assert not [p for p in out.rglob(".*") if p.name.startswith((".tmp-", ".old-", ".report.json.tmp"))]
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+def test_read_only_output_aborts_cleanly_and_keeps_previous_outputs(resumed, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(resumed["out"], out)
+    before = _snapshot(out)
+    _mount("--bind", str(out), str(out))
+    try:
+        _mount("-o", "remount,bind,ro", str(out))
+        with pytest.raises(OSError):
+            (out / "probe").write_text("x")  # really read-only, even for root
+        cfg = dict(resumed["cfg"], output=str(out))
+        res = CliRunner().invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))])
+        assert res.exit_code == 2, res.output
+        assert str(out) in res.output.replace("\n", "") and "Read-only file system" in res.output
+        assert _snapshot(out) == before
+    finally:
+        subprocess.run(["umount", str(out)], check=False)
+
+
+def test_leftovers_of_a_killed_publish_are_undone(tmp_path):
+    """kill -9 between publish_dir's two renames leaves only `.old-<name>-<pid>`: the previous good
+    artifact is put back; temporary artifact dirs and report files of dead runs are removed."""
+    from pipeline.outdir import sweep_leftovers
+
+    arts = tmp_path / "artifacts"
+    (arts / ".old-tflite-arm-int8-999999999").mkdir(parents=True)
+    (arts / ".old-tflite-arm-int8-999999999" / "model_int8.tflite").write_bytes(b"good")
+    (arts / ".tmp-tflite-arm-fp32-999999999").mkdir()
+    (tmp_path / ".report.json.tmp-999999999").write_text("{")
+    (arts / ".tmp-openvino-cpu-fp32-1").mkdir()  # pid 1 is alive: another run's, left alone
+    assert sweep_leftovers(tmp_path) == 3
+    assert (arts / "tflite-arm-int8" / "model_int8.tflite").read_bytes() == b"good"
+    assert sorted(p.name for p in arts.iterdir()) == [".tmp-openvino-cpu-fp32-1", "tflite-arm-int8"]
+    assert not (tmp_path / ".report.json.tmp-999999999").exists()

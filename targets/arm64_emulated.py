@@ -155,3 +155,45 @@ def _last_json(stdout: str) -> dict:
 def _tail(text: str, n: int = 4) -> str:
     lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
     return " | ".join(lines[-n:]) or "no output"
+
+
+def pipeline_row(ctx, artifact_name: str, precision: str, build, n: int, rows: list[dict]) -> dict:
+    """The run report's row "<artifact> (arm64, emulated)": a cached stage keyed by artifact, data and userland."""
+    from pipeline.errors import EdgepipeError
+    from pipeline.examples import cache_root
+    from pipeline.hashing import sha256_file
+    from pipeline.versions import cpu_model, tool_versions
+
+    row = {"artifact": f"{artifact_name} (arm64, emulated)", "target": "arm64-emulated", "precision": precision,
+           "reasons": []}
+    ctx.console.print(f"[bold]{row['artifact']}[/]")
+    base = next((r for r in rows if r.get("artifact") == artifact_name), None)
+    if base is None or base.get("status") == "error":
+        return {**row, "status": "skipped", "reasons": [f"{artifact_name} was not built"]}
+    problem = arm64_userland.host_problems(need_build=arm64_userland.cached_userland(cache_root()) is None)
+    if problem is not None:
+        return {**row, "status": "skipped", "reasons": [str(problem)], "unavailable": problem.status}
+    try:
+        art = build()  # a cache hit: the artifact row above built it
+        valid = ctx.validation
+        k = min(n, len(valid))
+        key = {"artifact": art.sha256, "images": k, "data": valid.sha256, "threads": ctx.cfg.threads,
+               "cpu": DEFAULT_CPU, "userland": arm64_userland.userland_params(), "runner": sha256_file(RUNNER),
+               "host_cpu": cpu_model(), **tool_versions("ai-edge-litert", "numpy")}
+        res = ctx.stage(f"arm64-emulated-{precision}", key,
+                        lambda out: verify(art.path, valid.images[:k], valid.labels[:k], threads=ctx.cfg.threads))
+        rec = res.meta
+    except arm64_userland.Unavailable as err:
+        return {**row, "status": "skipped", "reasons": [str(err)], "unavailable": err.status}
+    except EdgepipeError as err:
+        return {**row, "status": "error", "reasons": [str(err)]}
+    except Exception as err:  # a toolchain failure: a row, not an abort
+        return {**row, "status": "error", "reasons": [f"{type(err).__name__}: {err}"]}
+    lat = rec["emulated_latency"]
+    note = arm64_compare.summary(rec["agreement"])
+    if "p50_ms" in lat:
+        note += f"; emulated p50 {lat['p50_ms']:.0f} ms (not a device figure)"
+    return {**row, "status": rec["status"], "reasons": rec["agreement"]["reasons"], "note": note,
+            "size_mb": art.size_bytes / 1e6, "sha256": art.sha256, "format": art.format,
+            "arm64": {k: rec[k] for k in ("images", "threads", "agreement", "arm64", "host")},
+            "emulated_latency": lat, "host_latency": rec["host_latency"]}

@@ -44,7 +44,7 @@ EXIT_UNAVAILABLE = 4
 _NETWORK_SIGNS = ("Temporary failure in name resolution", "Name or service not known", "Network is unreachable",
                   "Connection refused", "Failed to establish a new connection", "Max retries exceeded",
                   "Could not resolve", "Failed getting release file", "Couldn't download", "ConnectionError",
-                  "timed out", "Read timed out", "No route to host")
+                  "timed out", "Read timed out", "No route to host", "Could not fetch URL")
 
 
 class Unavailable(EdgepipeError):

@@ -134,8 +134,8 @@ def test_ensure_userland_without_qemu_raises_before_building(monkeypatch, tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.skipif(shutil.which("debootstrap", path="/usr/sbin:/sbin:/usr/bin") is None,
-                    reason="debootstrap not installed here (.ci/run installs it)")
+@pytest.mark.skipif(arm64_userland.host_problems(need_build=True) is not None,
+                    reason="needs qemu-user-static, debootstrap and root (.ci/run installs the packages)")
 def test_unreachable_mirror_is_a_no_network_status_and_leaves_nothing(tmp_path):
     with pytest.raises(Unavailable) as info:
         arm64_userland.ensure_userland(cache_root=tmp_path, mirror="http://127.0.0.1:9/debian", log=lambda m: None)

@@ -164,8 +164,12 @@ def verify_signature(root, raw, pubkey):
         except (ValueError, KeyError, TypeError) as err:
             raise RunnerError("verification", "%s: expected JSON with a base64 'signature'. Received: %s"
                               % (SIGNATURE, err), EXIT_VERIFY) from err
-    with open(pubkey, "rb") as f:
-        key = load_pem_public_key(f.read())
+    try:
+        with open(pubkey, "rb") as f:
+            key = load_pem_public_key(f.read())
+    except (OSError, ValueError) as err:
+        raise RunnerError("usage", "--pubkey %s: expected an Ed25519 PEM public key. Received: %s" % (pubkey, err),
+                          EXIT_USAGE) from err
     try:
         key.verify(signature, raw)
     except InvalidSignature:
@@ -269,7 +273,7 @@ def load_runtime(name, fmt, min_version=None, requires=None):
 
 
 class TFLiteModel(object):
-    def __init__(self, Interpreter, path, threads):
+    def __init__(self, Interpreter, path, threads, runtime="this runtime"):
         import numpy as np
 
         self.np = np
@@ -277,6 +281,12 @@ class TFLiteModel(object):
             self.interp = Interpreter(model_path=path, num_threads=threads)
             self.interp.allocate_tensors()
         except Exception as err:
+            text = str(err)
+            if "Didn't find op for builtin opcode" in text or "Op builtin_code out of range" in text:
+                # an op (or op version) newer than this runtime: an incompatibility, not a broken model
+                raise RunnerError("runtime", "model %s needs a newer TFLite runtime than %s: %s"
+                                  % (os.path.basename(path), runtime, text.strip().splitlines()[0]),
+                                  EXIT_RUNTIME) from err
             raise RunnerError("inference", "model %s: expected a TFLite model this runtime can load. Received: "
                               "%s: %s" % (os.path.basename(path), type(err).__name__, err), EXIT_INFERENCE) from err
         self.inp = self.interp.get_input_details()[0]
@@ -340,10 +350,10 @@ class OpenVINOModel(object):
         return raw, raw.astype(np.float32)
 
 
-def open_model(rt, handle, path, threads):
+def open_model(rt, handle, path, threads, version=""):
     if rt == "openvino":
         return OpenVINOModel(handle, path, threads)
-    return TFLiteModel(handle, path, threads)
+    return TFLiteModel(handle, path, threads, ("%s %s" % (rt, version)).strip())
 
 
 # ---------------------------------------------------------------------------- measurements
@@ -499,7 +509,7 @@ def _main(args):
     rt, version, handle = load_runtime(args.runtime, fmt, args.min_runtime, manifest.get("requires"))
     out["runtime"] = {"name": rt, "version": version}
     out["threads"] = args.threads
-    make = lambda: open_model(rt, handle, model_path, args.threads)  # noqa: E731
+    make = lambda: open_model(rt, handle, model_path, args.threads, version)  # noqa: E731
 
     sample, labels, expected = None, None, None
     if manifest.get("sample"):

@@ -100,6 +100,28 @@ def preflight(
         _stdout().print(render_table(report))
 
 
+@app.command("verify-arm")
+def verify_arm(
+    artifact: Path = typer.Argument(..., help="a .tflite artifact, or its published directory"),
+    images: int = typer.Option(20, min=1, help="number of preprocessed test images"),
+    data: str | None = typer.Option(None, help="image source: class-folder dir, CSV or example:elpv "
+                                               "(default: the run's validation data)"),
+    split: str = typer.Option("test", help="split of --data: train, calibration, test or all"),
+    config: Path | None = typer.Option(None, help="pipeline.yaml to take preprocessing, labels and data from"),
+    threads: int = typer.Option(2, min=1, help="inference threads on both sides"),
+    cpu: str = typer.Option("cortex-a76", help="emulated core: cortex-a53, cortex-a72, cortex-a76, neoverse-n1"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """Run a TFLite artifact on an arm64 userland under emulation (qemu-user) and compare with the host."""
+    from targets.arm64_verify import command
+
+    try:
+        code = command(artifact, images, data, split, config, threads, cpu, as_json)
+    except EdgepipeError as err:
+        _fail(err)
+    raise typer.Exit(code)
+
+
 @app.command()
 def keygen(
     out: Path | None = typer.Option(None, help="key directory (default: $EDGEPIPE_KEYS or ~/.config/edgepipe/keys)"),

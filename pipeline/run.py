@@ -137,7 +137,10 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False) -> dict:
             for job in mod.jobs(ctx, entry.typed_options()):
                 ctx.console.print(f"[bold]{job.name}[/]")
                 rows.append(_artifact_row(ctx, job, ref["scores"]))
-        exit_code = EXIT_OK if all(r["status"] in ("passed", "reference") for r in rows) else EXIT_GATE_FAILED
+            for check in getattr(mod, "checks", lambda *_: [])(ctx, entry.typed_options()):  # extra rows
+                rows.append(check(rows))
+        ok = ("passed", "reference", "skipped")  # skipped: an optional check this host cannot run (reason given)
+        exit_code = EXIT_OK if all(r["status"] in ok for r in rows) else EXIT_GATE_FAILED
         report = {
             "edgepipe_report": 1,
             "model": {"path": str(model_path), "sha256": ctx.model_sha},

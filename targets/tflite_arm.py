@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from pipeline.artifacts import Artifact
 from pipeline.versions import tool_versions
 from targets.base import BaseOptions, Job
@@ -11,11 +13,24 @@ NAME = "tflite-arm"
 
 class Options(BaseOptions):
     int8_io: bool = True  # int8 input/output tensors (else float I/O around an int8 body)
+    verify_arm64: int = Field(0, ge=0, description="test images to run on an arm64 userland under emulation "
+                                                   "and compare with the host (0: off)")
 
 
 def jobs(ctx, opts: Options) -> list[Job]:
     builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
     return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner) for p in opts.precisions]
+
+
+def checks(ctx, opts: Options) -> list:
+    """Extra report rows: with `verify_arm64: N`, each artifact on arm64 (emulated) vs the host."""
+    if not opts.verify_arm64:
+        return []
+    from targets.arm64_emulated import pipeline_row
+
+    builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
+    return [lambda rows, p=p: pipeline_row(ctx, f"{NAME}/{p}", p, builders[p], opts.verify_arm64, rows)
+            for p in opts.precisions]
 
 
 def _fp32(ctx) -> Artifact:

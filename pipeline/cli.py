@@ -97,6 +97,91 @@ def preflight(
         _stdout().print(render_table(report))
 
 
+def _standalone(fn, as_json: bool, **kw) -> None:
+    from pipeline.progress import stderr
+
+    try:
+        from pipeline.standalone import render
+
+        result = fn(**kw)
+    except EdgepipeError as err:
+        _fail(err)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        _stdout().print(render(result))
+    if result["reasons"]:
+        stderr.print("[red]gate failed:[/] " + "; ".join(result["reasons"]), highlight=False)
+    raise typer.Exit(result["exit_code"])
+
+
+_PRE = {
+    "preprocess": typer.Option(None, help="preprocess.json (default: the one beside the artifact)"),
+    "size": typer.Option(None, help="input height and width (default: the model's)"),
+    "preprocessing": typer.Option(None, help="xception | unit | imagenet | raw (when there is no preprocess.json)"),
+    "color": typer.Option(None, help="rgb | grayscale_to_rgb | grayscale"),
+    "interpolation": typer.Option(None, help="bilinear | bicubic | nearest"),
+    "threads": typer.Option(2, min=1, help="inference threads"),
+}
+
+
+@app.command()
+def validate(
+    artifact: Path = typer.Argument(..., help="a .tflite, OpenVINO IR .xml or .onnx image classifier"),
+    data: str = typer.Option(..., help="folder of class sub-folders, or a CSV with path,label"),
+    labels: Path | None = typer.Option(None, help="labels file, one per line (default: labels.txt beside the "
+                                                  "artifact, else the data's class folders)"),
+    preprocess: Path | None = _PRE["preprocess"],
+    size: tuple[int, int] | None = _PRE["size"],
+    preprocessing: str | None = _PRE["preprocessing"],
+    color: str | None = _PRE["color"],
+    interpolation: str | None = _PRE["interpolation"],
+    reference: Path | None = typer.Option(None, help="another artifact to compare with (drop + CI, agreement, parity)"),
+    threads: int = _PRE["threads"],
+    limit: int | None = typer.Option(None, min=1, help="use at most this many images (deterministic)"),
+    max_top1_drop: float | None = typer.Option(None, min=0, help="gate: points of top-1 below the reference"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable result on stdout"),
+) -> None:
+    """Accuracy of any image-classifier artifact on labeled images (top-1/5, per class, confusion)."""
+    from pipeline.standalone import validate as run_validate
+
+    _standalone(run_validate, as_json, artifact=artifact, data=data, labels=labels, preprocess=preprocess,
+                size=size, preprocessing=preprocessing, color=color, interpolation=interpolation,
+                reference=reference, threads=threads, limit=limit, max_top1_drop=max_top1_drop)
+
+
+@app.command()
+def bench(
+    artifact: Path = typer.Argument(..., help="a .tflite, OpenVINO IR .xml or .onnx image classifier"),
+    data: str | None = typer.Option(None, help="images to time on: a folder (flat or class sub-folders) or a CSV"),
+    preprocess: Path | None = _PRE["preprocess"],
+    size: tuple[int, int] | None = _PRE["size"],
+    preprocessing: str | None = _PRE["preprocessing"],
+    color: str | None = _PRE["color"],
+    interpolation: str | None = _PRE["interpolation"],
+    runs: int = typer.Option(50, min=10, help="timed runs"),
+    warmup: int = typer.Option(5, min=0, help="untimed warmup runs"),
+    threads: int = _PRE["threads"],
+    thread_sweep: str | None = typer.Option(None, help="also measure at these thread counts, e.g. 1,2,4"),
+    images: int = typer.Option(50, min=1, help="distinct images to cycle over"),
+    max_p90_ms: float | None = typer.Option(None, min=0, help="gate: p90 latency in ms"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable result on stdout"),
+) -> None:
+    """Latency of any image-classifier artifact on real preprocessed images, in a clean child process."""
+    from pipeline.errors import InputError
+    from pipeline.standalone import bench as run_bench
+
+    try:
+        sweep = sorted({int(t) for t in thread_sweep.split(",")}) if thread_sweep else None
+        if sweep and min(sweep) < 1:
+            raise ValueError
+    except ValueError:
+        _fail(InputError(f"--thread-sweep: expected comma-separated positive integers. Received: {thread_sweep!r}"))
+    _standalone(run_bench, as_json, artifact=artifact, data=data, preprocess=preprocess, size=size,
+                preprocessing=preprocessing, color=color, interpolation=interpolation, runs=runs, warmup=warmup,
+                threads=threads, thread_sweep=sweep, limit=images, max_p90_ms=max_p90_ms)
+
+
 @app.command()
 def examples() -> None:
     """List the built-in examples (`edgepipe run --example NAME`)."""

@@ -35,3 +35,10 @@ class OutputLockedError(EdgepipeError):
 def expected_received(what: str, expected: object, received: object) -> str:
     """The house style for messages: say what was expected and what was received."""
     return f"{what}: expected {expected}. Received: {received}"
+
+
+class DeviceUnavailableError(EdgepipeError):
+    """An artifact was built but could not be validated where it must run: its device is
+    unreachable or its runtime is missing on this host. The run is partial (exit 3)."""
+
+    exit_code = EXIT_PARTIAL

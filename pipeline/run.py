@@ -16,12 +16,14 @@ import numpy as np
 import targets
 from pipeline.artifacts import Artifact
 from pipeline.context import RunContext
-from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgepipeError, InputError
+from pipeline.errors import ConfigError, DeviceUnavailableError, EdgepipeError, InputError
+from pipeline.model_card import write_model_card
 from pipeline.outdir import link_or_copy, locked_output, publish_dir
 from pipeline.progress import bar
 from pipeline.validators import accuracy as acc_mod
 from pipeline.validators import gates as gate_mod
 from pipeline.validators import latency as lat_mod
+from pipeline.validators import parity as parity_mod
 from pipeline.versions import cpu_model, host_facts, tool_versions
 
 RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "keras": ("tensorflow", "keras")}
@@ -41,15 +43,43 @@ def _scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tupl
     return np.load(res.path / "scores.npy"), res.meta
 
 
-def _latency_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> dict:
+def _latency_stage(ctx: RunContext, name: str, key: dict, runner_factory, art: Artifact | None = None,
+                   runner_params: dict | None = None) -> dict:
+    """Cached latency. A deployment artifact whose format edgepipe can open is measured in a
+    child process (clean peak RSS); the reference (and any other runner) in this process."""
+    from targets.runtimes import RUNNERS
+
     lat = ctx.cfg.latency
     valid = ctx.validation
+    sweep = sorted(set(lat.thread_sweep or ()))
     params = {**key, "threads": ctx.cfg.threads, "warmup": lat.warmup, "runs": lat.runs,
-              "cpu": cpu_model(), "data": valid.sha256}
+              "cpu": cpu_model(), "data": valid.sha256, "protocol": lat_mod.PROTOCOL,
+              "end_to_end": lat.end_to_end, "thread_sweep": sweep if art is not None else None}
+    paths = list(valid.paths) if lat.end_to_end else None
+    e2e = lat.runs if paths else 0
 
     def fn(out: Path) -> dict:
-        with bar(f"{name}: {lat.runs} timed runs", lat.runs, ctx.console) as advance:
-            return lat_mod.measure(runner_factory, valid.images, lat.warmup, lat.runs, advance)
+        if art is None or art.format not in RUNNERS:
+            with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
+                res = lat_mod.measure(runner_factory, valid.images, lat.warmup, lat.runs, adv, ctx.spec, paths)
+            return {**res, "threads": ctx.cfg.threads}
+        from pipeline.validators.latency_child import measure_in_child
+
+        def child(threads, with_e2e, advance):
+            return measure_in_child(art.format, art.path, threads, valid.images, lat.warmup, lat.runs,
+                                    runner_params, ctx.spec if with_e2e else None, paths if with_e2e else None,
+                                    e2e, advance)
+
+        with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
+            res = child(ctx.cfg.threads, True, adv)
+        if sweep:
+            res["thread_sweep"] = []
+            with bar(f"{name}: thread sweep {sweep}", lat.runs * len(sweep), ctx.console) as adv:
+                for t in sweep:
+                    r = child(t, False, adv)
+                    res["thread_sweep"].append({"threads": t, **{k: r[k] for k in (
+                        "p50_ms", "p90_ms", "p99_ms", "mean_ms", "p50_ci95_ms", "throughput_ips", "peak_rss_mb")}})
+        return res
 
     return ctx.stage(name, params, fn).meta
 
@@ -57,7 +87,7 @@ def _latency_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> dic
 def _reference(ctx: RunContext) -> dict:
     key = {"model": ctx.model_sha, **tool_versions("tensorflow", "keras")}
     scores, _ = _scores_stage(ctx, "accuracy-reference", key, ctx.reference_runner)
-    metrics = acc_mod.accuracy_metrics(scores, ctx.validation.labels, None)
+    metrics = acc_mod.accuracy_metrics(scores, ctx.validation.labels, None, ctx.labels)
     latency = _latency_stage(ctx, "latency-reference", key, ctx.reference_runner)
     size = sum(p.stat().st_size for p in ctx.model_path.rglob("*") if p.is_file()) if ctx.is_savedmodel \
         else ctx.model_path.stat().st_size
@@ -79,6 +109,7 @@ def _publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
     (tmp / "preprocess.json").write_text(json.dumps(ctx.spec.as_dict(), indent=2))
     published = Artifact.from_json({**art.to_json(), "path": str(final / art.path.name)})
     published.write(tmp, record_extra)
+    write_model_card(tmp / "README.md", ctx, published, record_extra)
     publish_dir(tmp, final)
     return final
 
@@ -87,25 +118,43 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
     row = {"artifact": job.name, "target": job.target, "precision": job.precision, "reasons": []}
     try:
         art: Artifact = job.build()
+        row.update(size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format)
         fmt_tools = tool_versions(*RUNTIME_TOOLS.get(art.format, ()))
         key = {"artifact": art.sha256, "runner": job.runner_params, **fmt_tools}
         runner = lambda: job.runner(art, ctx.cfg.threads)  # noqa: E731
         scores, _ = _scores_stage(ctx, f"accuracy-{art.name.replace('/', '-')}", key, runner)
-        accuracy = acc_mod.accuracy_metrics(scores, ctx.validation.labels, ref_scores)
-        latency = _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner)
-        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, latency)
-        row.update(status="failed" if failed else "passed", reasons=failed, accuracy=accuracy, latency=latency,
-                   size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format)
-        row["dir"] = str(_publish(ctx, art, {"metrics": {"accuracy": accuracy, "latency": latency},
-                                             "status": row["status"], "gate_failures": failed}))
+        accuracy = acc_mod.accuracy_metrics(scores, ctx.validation.labels, ref_scores, ctx.labels)
+        parity = None
+        if art.precision in FLOAT_PRECISIONS:
+            g = ctx.cfg.gates
+            parity = parity_mod.output_parity(scores, ref_scores, g.parity_min_cosine or parity_mod.MIN_COSINE,
+                                              g.parity_max_abs)
+        latency = _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner, art, job.runner_params)
+        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, latency, parity)
+        row.update(status="failed" if failed else "passed", reasons=failed, accuracy=accuracy, latency=latency)
+        if parity is not None:
+            row["parity"] = parity
+        metrics = {"accuracy": accuracy, "latency": latency, **({"parity": parity} if parity else {})}
+        row["dir"] = str(_publish(ctx, art, {"metrics": metrics, "status": row["status"], "gate_failures": failed,
+                                             "environment": _env_brief()}))
     except (InputError, ConfigError):
         raise  # bad input aborts the run (exit 2): nothing downstream can be trusted
+    except DeviceUnavailableError as err:  # built, but not validated where it must run: partial (exit 3)
+        row.update(status="unvalidated", reasons=[str(err)])
     except EdgepipeError as err:
         row.update(status="error", reasons=[str(err)])
     except Exception as err:  # a toolchain failure for one artifact: a row, not an abort
         row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
                    traceback=traceback.format_exc(limit=8))
     return row
+
+
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def _env_brief() -> dict:
+    h = host_facts()
+    return {"cpu": h["cpu"], "isa_flags": h["isa_flags"], "cores": h["cores"]}
 
 
 def run_pipeline(cfg, model_path: Path) -> dict:
@@ -120,7 +169,7 @@ def run_pipeline(cfg, model_path: Path) -> dict:
             for job in mod.jobs(ctx, entry.typed_options()):
                 ctx.console.print(f"[bold]{job.name}[/]")
                 rows.append(_artifact_row(ctx, job, ref["scores"]))
-        exit_code = EXIT_OK if all(r["status"] in ("passed", "reference") for r in rows) else EXIT_GATE_FAILED
+        exit_code = gate_mod.exit_code(r["status"] for r in rows)
         report = {
             "edgepipe_report": 1,
             "model": {"path": str(model_path), "sha256": ctx.model_sha},
@@ -140,6 +189,9 @@ def run_pipeline(cfg, model_path: Path) -> dict:
             "wall_seconds": round(time.perf_counter() - t0, 2),
         }
         _write_json(Path(cfg.output) / "report.json", report)
+        from pipeline.html_report import write_html
+
+        write_html(report, Path(cfg.output) / "report.html")
     return report
 
 

@@ -123,6 +123,8 @@ def resolve_labels(artifact: Path, labels: Path | None, data: str) -> list[str]:
     if d.is_dir():
         subdirs = sorted(p.name for p in d.iterdir() if p.is_dir())
         if subdirs:
+            stderr.print(f"[yellow]labels[/]: the sorted sub-folder names {subdirs}; pass --labels if the model's "
+                         "class order differs", highlight=False, soft_wrap=True)
             return subdirs
     raise InputError(expected_received("labels", "--labels FILE, a labels.txt beside the artifact, or --data as a "
                                        "folder of class sub-folders", f"none for {data!r}"))

@@ -125,8 +125,10 @@ def test_bench_gate_failure_exits_1(foreign):
     (["validate", "{tflite}", "--data", "{data}", "--preprocessing", "xception", "--size", "64", "64"],
      "the model's input size (H, W, C) = (71, 71, 3)"),
     (["validate", "{tflite}", "--data", "{data}", "--preprocessing", "sideways"], "preprocessing: expected one of"),
-    (["validate", "{tflite}", "--data", "{data}", "--preprocessing", "xception", "--labels", "{two_labels}"],
+    (["validate", "{tflite}", "--data", "{data}", "--preprocessing", "xception", "--labels", "{four_labels}"],
      "expected 3 labels (the model's outputs)"),
+    (["validate", "{tflite}", "--data", "{data}", "--preprocessing", "xception", "--labels", "{two_labels}"],
+     "expected class sub-folders named after the labels ['a', 'b']"),
     (["validate", "{tflite}", "--data", "{data}", "--preprocessing", "xception", "--max-top1-drop", "1"],
      "--reference OTHER_ARTIFACT"),
     (["validate", "{bogus}", "--data", "{data}", "--preprocessing", "xception"], "a .tflite, .xml"),
@@ -137,11 +139,55 @@ def test_bench_gate_failure_exits_1(foreign):
 ])
 def test_bad_input_exits_2_with_a_clear_message(foreign, tmp_path, args, message):
     (tmp_path / "two.txt").write_text("a\nb\n")
+    (tmp_path / "four.txt").write_text("\n".join([*tiny_xception.CLASSES, "extra"]))
     (tmp_path / "model.pt").write_bytes(b"x")
     (tmp_path / "garbage.tflite").write_bytes(b"not a flatbuffer at all")
     paths = {"tflite": foreign["tflite"], "data": foreign["data"], "two_labels": tmp_path / "two.txt",
+             "four_labels": tmp_path / "four.txt",
              "bogus": tmp_path / "model.pt", "garbage": tmp_path / "garbage.tflite"}
     r = _cli(*[a.format(**paths) for a in args])
     assert r.returncode == 2, (r.stdout, r.stderr[-2000:])
     assert r.stdout == ""
     assert message in " ".join(r.stderr.split()), r.stderr[-2000:]
+
+
+def _nchw_onnx(path: Path) -> Path:
+    """A hand-built ONNX classifier with an NCHW input and a symbolic batch: softmax of the
+    per-channel means (class i = channel i), so its predictions are known in closed form."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"]),
+             helper.make_node("Softmax", ["flat"], ["scores"], axis=1)]
+    graph = helper.make_graph(nodes, "channel_means",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 71, 71])],
+                              [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_validate_and_bench_foreign_onnx_nchw(foreign, tmp_path):
+    from calibration.dataset import load_subset
+    from calibration.preprocess import PreprocessSpec
+    from pipeline.config import SplitSpec, Subset
+
+    model = _nchw_onnx(tmp_path / "means.onnx")
+    labels = tmp_path / "labels.txt"
+    labels.write_text("\n".join(tiny_xception.CLASSES))
+    r = _cli("validate", model, "--data", foreign["data"], "--labels", labels, "--preprocessing", "unit",
+             "--limit", 60, "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    batch = load_subset(Subset(source=str(foreign["data"]), split="all", size=60), SplitSpec(),
+                        list(tiny_xception.CLASSES), PreprocessSpec(71, 71, mode="unit"), "test data")
+    expected = float((batch.images.mean(axis=(1, 2)).argmax(1) == batch.labels).mean())
+    assert res["format"] == "onnx" and res["precision"] == "fp32" and res["runtime"] == "onnxruntime"
+    assert res["accuracy"]["top1"] == pytest.approx(expected)
+    r = _cli("bench", model, "--data", foreign["data"], "--preprocessing", "unit", "--runs", 20, "--images", 5,
+             "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    lat = json.loads(r.stdout)["latency"]
+    assert lat["runtime"] == "onnxruntime" and lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"]

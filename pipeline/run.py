@@ -26,7 +26,8 @@ from pipeline.validators import latency as lat_mod
 from pipeline.validators import parity as parity_mod
 from pipeline.versions import cpu_model, host_facts, tool_versions
 
-RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "keras": ("tensorflow", "keras")}
+RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "keras": ("tensorflow", "keras"),
+                 "onnx": ("onnxruntime",)}
 
 
 def _scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tuple[np.ndarray, dict]:

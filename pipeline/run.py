@@ -22,9 +22,8 @@ from pipeline.outdir import link_or_copy, locked_output, publish_dir
 from pipeline.progress import bar
 from pipeline.validators import accuracy as acc_mod
 from pipeline.validators import gates as gate_mod
-from pipeline.validators import latency as lat_mod
 from pipeline.validators import parity as parity_mod
-from pipeline.versions import cpu_model, host_facts, tool_versions
+from pipeline.versions import host_facts, tool_versions
 
 RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "keras": ("tensorflow", "keras"),
                  "onnx": ("onnxruntime",)}
@@ -46,43 +45,9 @@ def _scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tupl
 
 def _latency_stage(ctx: RunContext, name: str, key: dict, runner_factory, art: Artifact | None = None,
                    runner_params: dict | None = None) -> dict:
-    """Cached latency. A deployment artifact whose format edgepipe can open is measured in a
-    child process (clean peak RSS); the reference (and any other runner) in this process."""
-    from targets.runtimes import RUNNERS
+    from pipeline.validators.latency_stage import latency_stage
 
-    lat = ctx.cfg.latency
-    valid = ctx.validation
-    sweep = sorted(set(lat.thread_sweep or ()))
-    params = {**key, "threads": ctx.cfg.threads, "warmup": lat.warmup, "runs": lat.runs,
-              "cpu": cpu_model(), "data": valid.sha256, "protocol": lat_mod.PROTOCOL,
-              "end_to_end": lat.end_to_end, "thread_sweep": sweep if art is not None else None}
-    paths = list(valid.paths) if lat.end_to_end else None
-    e2e = lat.runs if paths else 0
-
-    def fn(out: Path) -> dict:
-        if art is None or art.format not in RUNNERS:
-            with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
-                res = lat_mod.measure(runner_factory, valid.images, lat.warmup, lat.runs, adv, ctx.spec, paths)
-            return {**res, "threads": ctx.cfg.threads}
-        from pipeline.validators.latency_child import measure_in_child
-
-        def child(threads, with_e2e, advance):
-            return measure_in_child(art.format, art.path, threads, valid.images, lat.warmup, lat.runs,
-                                    runner_params, ctx.spec if with_e2e else None, paths if with_e2e else None,
-                                    e2e, advance)
-
-        with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
-            res = child(ctx.cfg.threads, True, adv)
-        if sweep:
-            res["thread_sweep"] = []
-            with bar(f"{name}: thread sweep {sweep}", lat.runs * len(sweep), ctx.console) as adv:
-                for t in sweep:
-                    r = child(t, False, adv)
-                    res["thread_sweep"].append({"threads": t, **{k: r[k] for k in (
-                        "p50_ms", "p90_ms", "p99_ms", "mean_ms", "p50_ci95_ms", "throughput_ips", "peak_rss_mb")}})
-        return res
-
-    return ctx.stage(name, params, fn).meta
+    return latency_stage(ctx, name, key, runner_factory, art, runner_params)
 
 
 def _reference(ctx: RunContext) -> dict:

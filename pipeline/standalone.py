@@ -213,6 +213,7 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
           thread_sweep: list[int] | None = None, limit: int | None = 50, end_to_end: bool = True,
           max_p90_ms: float | None = None) -> dict:
     from pipeline.validators.gates import exit_code
+    from pipeline.validators.latency import SWEEP_KEYS
     from pipeline.validators.latency_child import measure_in_child
     from pipeline.versions import host_facts
 
@@ -233,8 +234,7 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
         with bar(f"thread sweep {thread_sweep}", runs * len(thread_sweep), stderr) as adv:
             for t in thread_sweep:
                 r = measure_in_child(fmt, artifact, t, batch.images, warmup, runs, progress=adv)
-                lat["thread_sweep"].append({"threads": t, **{k: r[k] for k in (
-                    "p50_ms", "p90_ms", "p99_ms", "mean_ms", "p50_ci95_ms", "throughput_ips", "peak_rss_mb")}})
+                lat["thread_sweep"].append({"threads": t, **{k: r[k] for k in SWEEP_KEYS}})
     reasons = []
     if max_p90_ms is not None and lat["p90_ms"] > max_p90_ms:
         reasons.append(f"p90 {lat['p90_ms']:.1f} ms > max_p90_ms {max_p90_ms:g}")

@@ -16,13 +16,13 @@ from pathlib import Path
 from pipeline import svg_charts
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1280px;color:#0f172a;
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1400px;color:#0f172a;
 background:#fff;padding:0 16px}
 h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bottom:2px solid #e2e8f0;padding-bottom:4px}
 .meta{color:#475569;font-size:13px}
-table{border-collapse:collapse;font-size:13px;margin:6px 0}
+table{border-collapse:collapse;font-size:12px;margin:6px 0}.wrap{overflow-x:auto;max-width:100%}
 th,td{border:1px solid #e2e8f0;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#1e293b;color:#fff;font-weight:600}td.l,th.l{text-align:left}
+th{background:#1e293b;color:#fff;font-weight:600;white-space:normal;vertical-align:bottom}td.l,th.l{text-align:left}
 tr:nth-child(even) td{background:#f8fafc}
 .passed{background:#dcfce7!important;color:#166534;font-weight:600}
 .failed,.error{background:#fee2e2!important;color:#991b1b;font-weight:600}
@@ -58,10 +58,12 @@ def _name(row: dict) -> str:
 
 
 def _summary(rows: list[dict]) -> str:
-    head = ["artifact", "target", "precision", "status", "size MB", "top-1", "top-5", "Δ vs FP32 pts (95% CI)",
+    ks = {(r.get("accuracy") or {}).get("top5_k") for r in rows} - {None}
+    topk = f"top-{ks.pop()}" if len(ks) == 1 else "top-5 (k capped at classes)"
+    head = ["artifact", "target", "precision", "status", "size MB", "top-1", topk, "Δ vs FP32 pts (95% CI)",
             "agree", "parity cos / max|Δ|", "p50 ms (95% CI)", "p90 ms", "p99 ms", "end-to-end p50 ms",
             "img/s", "peak RSS MB", "reasons"]
-    out = ["<table id='summary'><thead><tr>",
+    out = ["<div class='wrap'><table id='summary'><thead><tr>",
            "".join(f"<th class='{'l' if h in ('artifact', 'target', 'reasons') else ''}'>{h}</th>" for h in head),
            "</tr></thead><tbody>"]
     for r in rows:
@@ -80,7 +82,7 @@ def _summary(rows: list[dict]) -> str:
         rss = lat.get("peak_rss_mb", lat.get("rss_delta_mb"))
         parity = f"{par['cosine_min']:.6f} / {par['max_abs']:.1e}" if par else "—"
         top5 = acc.get("top5")
-        top5 = f"{top5:.4f} (k={acc.get('top5_k')})" if top5 is not None else "—"
+        top5 = _f(top5)
         out.append(
             f"<tr><td class='l'>{_name(r)}</td><td class='l'>{escape(str(r.get('target', '')))}</td>"
             f"<td>{escape(str(r.get('precision', '')))}</td>"
@@ -91,7 +93,7 @@ def _summary(rows: list[dict]) -> str:
             f"<td>{_f(lat.get('p90_ms'), '.1f')}</td><td>{_f(lat.get('p99_ms'), '.1f')}</td>"
             f"<td>{_f(e2e, '.1f')}</td><td>{_f(lat.get('throughput_ips'), '.1f')}</td><td>{_f(rss, '.0f')}</td>"
             f"<td class='reason'>{escape('; '.join(r.get('reasons') or []))}</td></tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "".join(out)
 
 
@@ -102,7 +104,8 @@ def _scatter(rows: list[dict]) -> str:
         if acc.get("top1") is None or lat.get("p50_ms") is None:
             continue
         pts.append({"label": r["artifact"] + (" (emulated)" if _is_emulated(r) else ""), "x": lat["p50_ms"],
-                    "y": acc["top1"], "xerr": lat.get("p50_ci95_ms"), "hollow": r.get("status") == "reference"})
+                    "y": acc["top1"], "xerr": lat.get("p50_ci95_ms"), "hollow": r.get("status") == "reference",
+                    "front": r.get("status") != "reference"})
     return svg_charts.scatter(pts, "latency p50 (ms, 95% CI)", "top-1", "accuracy vs latency")
 
 
@@ -137,7 +140,8 @@ def _confusions(rows: list[dict], labels: list[str]) -> str:
 
 
 def _latency_details(rows: list[dict]) -> str:
-    out = ["<table><tr><th class='l'>artifact</th><th>load ms</th><th>first ms</th><th>warmup</th><th>runs</th>"
+    out = ["<div class='wrap'><table><tr><th class='l'>artifact</th><th>load ms</th><th>first ms</th>"
+           "<th>warmup</th><th>runs</th>"
            "<th>mean ms (95% CI)</th><th>e2e p50 / p90 ms</th><th>preprocess p50 ms</th><th>threads</th>"
            "<th class='l'>runtime</th><th class='l'>RSS</th></tr>"]
     sweeps = []
@@ -161,7 +165,7 @@ def _latency_details(rows: list[dict]) -> str:
         for s in lat.get("thread_sweep") or []:
             sweeps.append(f"<tr><td class='l'>{_name(r)}</td><td>{s['threads']}</td><td>{s['p50_ms']:.2f}</td>"
                           f"<td>{s['p90_ms']:.2f}</td><td>{s['throughput_ips']:.1f}</td></tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     if sweeps:
         out.append("<h3>Thread sweep</h3><table><tr><th class='l'>artifact</th><th>threads</th><th>p50 ms</th>"
                    "<th>p90 ms</th><th>img/s</th></tr>" + "".join(sweeps) + "</table>")
@@ -195,7 +199,8 @@ def _generic_table(items: list[dict], table_id: str) -> str:
         for k, v in it.items():
             if k not in cols and (not isinstance(v, (dict, list)) or k in ("latency",)):
                 cols.append(k)
-    out = [f"<table id='{table_id}'><tr>" + "".join(f"<th class='l'>{escape(c)}</th>" for c in cols) + "</tr>"]
+    out = [f"<div class='wrap'><table id='{table_id}'><tr>" + "".join(f"<th class='l'>{escape(c)}</th>" for c in cols)
+           + "</tr>"]
     for it in items:
         cells = []
         for c in cols:
@@ -208,7 +213,7 @@ def _generic_table(items: list[dict], table_id: str) -> str:
             cls = escape(str(v)) if c == "status" else "l"
             cells.append(f"<td class='{cls}'>{escape('' if v is None else str(v))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
-    out.append("</table>")
+    out.append("</table></div>")
     return "".join(out)
 
 

@@ -87,7 +87,8 @@ def scatter(points: list[dict], xlabel: str, ylabel: str, title: str, w: int = 7
     pad_y = (max(ys) - min(ys)) * 0.1 or 0.02
     f = _Frame(w, h, (max(0.0, min(xs) - pad_x), max(xs) + pad_x), (min(ys) - pad_y, max(ys) + pad_y), right=200)
     body = f.axes(xlabel, ylabel)
-    front = pareto_front([(p["x"], p["y"]) for p in points])
+    cand = [i for i, p in enumerate(points) if p.get("front", True)]  # e.g. not the non-deployable reference
+    front = [cand[i] for i in pareto_front([(points[i]["x"], points[i]["y"]) for i in cand])]
     if len(front) > 1:
         pts = " ".join(f"{f.x(points[i]['x']):.1f},{f.y(points[i]['y']):.1f}" for i in front)
         body.append(f'<polyline points="{pts}" fill="none" stroke="#f59e0b" stroke-width="2.5" '

@@ -81,7 +81,8 @@ class OpenVINORunner:
             model, "CPU",
             {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision},
         )
-        self.info = {"inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+        prec = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.info = {"inference_precision": prec.to_string() if hasattr(prec, "to_string") else str(prec),
                      "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT"))}
         self.request = self.compiled.create_infer_request()
         self.shape = tuple(int(v) for v in self.compiled.input(0).get_shape())

@@ -54,6 +54,9 @@ def _chromium(binary: str, html: Path, tmp: Path, *args: str) -> subprocess.Comp
 
 
 def test_report_json_holds_the_new_metrics(run):
+    import psutil
+
+    own_rss_mb = psutil.Process().memory_info().rss / 1e6
     rows = run["report"]["artifacts"]
     assert [r["status"] for r in rows] == ["reference", "passed", "passed", "passed", "passed"]
     for r in rows:
@@ -70,6 +73,8 @@ def test_report_json_holds_the_new_metrics(run):
         lo, hi = acc["drop_ci95_points"]
         assert lo <= acc["drop_points"] <= hi and acc["drop_within_noise"] == (lo <= 0 <= hi)
         assert lat["rss_scope"] == "child process" and lat["peak_rss_mb"] > lat["rss_baseline_mb"] > 0
+        # the child's own peak, not inherited from this TensorFlow-laden process
+        assert lat["peak_rss_source"] == "VmHWM" and lat["peak_rss_mb"] < own_rss_mb
         assert [s["threads"] for s in lat["thread_sweep"]] == [1]
         assert ("parity" in r) == (r["precision"] == "fp32")
     fp32 = next(r for r in rows if r["artifact"] == "tflite-arm/fp32")

@@ -1,6 +1,6 @@
 """Latency measured in a fresh child process: `python -m pipeline.validators.latency_child REQ.json`.
 
-The child imports only the artifact's runtime, so its peak RSS (getrusage) is that of a
+The child imports only the artifact's runtime, so its peak RSS (VmHWM) is that of a
 process holding the runtime, the model and the few input images it cycles over. It prints
 `progress N` lines while it works and one final `result {json}` line on stdout.
 
@@ -25,9 +25,24 @@ from pipeline.errors import DeviceUnavailableError, StageError
 RUNTIME_MISSING = 3
 
 
-def _child(req_path: str) -> int:
+def _peak_rss_mb() -> tuple[float, str]:
+    """This process's peak RSS. VmHWM belongs to the address space created by exec, whereas
+    getrusage's ru_maxrss is preserved across execve on Linux and would report the (large)
+    parent that forked us."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1e3, "VmHWM"  # kB
+    except OSError:
+        pass
     import resource
 
+    scale = 1e6 if sys.platform == "darwin" else 1e3  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "ru_maxrss"
+
+
+def _child(req_path: str) -> int:
     import psutil
 
     from pipeline.validators.latency import time_end_to_end, time_runner
@@ -58,9 +73,10 @@ def _child(req_path: str) -> int:
 
         spec = PreprocessSpec(**req["spec"])
         res["end_to_end"] = time_end_to_end(runner, spec, req["paths"], req["e2e_runs"], tick)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
+    peak, method = _peak_rss_mb()
     res.update(
         rss_scope="child process", rss_baseline_mb=rss_base, rss_after_load_mb=rss_loaded, peak_rss_mb=peak,
+        peak_rss_source=method,
         rss_model_mb=peak - rss_base, threads=req["threads"], runtime=getattr(runner, "runtime", None),
         **getattr(runner, "info", {}),
     )

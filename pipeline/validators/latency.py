@@ -20,7 +20,7 @@ import numpy as np
 
 from pipeline.validators import stats
 
-PROTOCOL = 2  # bump when the measurement changes: part of the cache key
+PROTOCOL = 3  # bump when the measurement changes: part of the cache key
 SWEEP_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "p50_ci95_ms", "throughput_ips", "peak_rss_mb")
 
 

@@ -9,6 +9,8 @@ import yaml
 
 from pipeline import __version__
 
+WEAK_CLASS = 0.5
+
 
 def _r(v, nd=4):
     return None if v is None else round(float(v), nd)
@@ -51,6 +53,10 @@ def card_data(ctx, art, extra: dict) -> dict:
         f"{ctx.spec.color}, {ctx.spec.mode} scaling, {ctx.spec.interpolation} resize).",
         f"Predicts only these {len(ctx.labels)} classes: {', '.join(ctx.labels)}.",
     ]
+    weak = [f"{c['label']} {c['accuracy']:.2f} (n={c['n']})" for c in acc.get("per_class", [])
+            if c["accuracy"] is not None and c["accuracy"] < WEAK_CLASS]
+    if weak:
+        limits.append(f"Weak classes (accuracy < {WEAK_CLASS:g} on the validation images): {', '.join(weak)}.")
     if art.precision == "int8":
         limits.append(f"INT8 calibrated on the calibration set with sha256 {art.calibration_sha256}; "
                       "inputs far outside its range lose accuracy.")

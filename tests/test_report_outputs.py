@@ -35,9 +35,12 @@ def run(tiny_assets, tmp_path_factory):
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's chromium; the test setup installs it when missing (root, apt)."""
-    if not Path(CHROMIUM).exists():
-        subprocess.run(["apt-get", "install", "-y", "chromium"], check=False, capture_output=True,
-                       env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    install = ["apt-get", "install", "-y", "chromium"]
+    for cmd in (install, ["apt-get", "update"], install):  # update only when the lists are stale
+        if Path(CHROMIUM).exists():
+            break
+        subprocess.run(cmd, check=False, capture_output=True, env=env, timeout=900)
     if not Path(CHROMIUM).exists():
         pytest.fail("headless Chromium is needed for the report test: apt-get install -y chromium (see .ci/run)")
     return CHROMIUM

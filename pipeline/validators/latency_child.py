@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -103,16 +104,17 @@ def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarra
                                      str(Path(tmp) / "req.json")],
                                     stdout=subprocess.PIPE, stderr=err_file, text=True, env=env)
             result = None
-            t_end = time.monotonic() + timeout
-            for line in proc.stdout:
-                if line.startswith("progress ") and progress:
-                    progress(int(line.split()[1]))
-                elif line.startswith("result "):
-                    result = json.loads(line[len("result "):])
-                if time.monotonic() > t_end:
-                    proc.kill()
-                    break
-            rc = proc.wait()
+            watchdog = threading.Timer(timeout, proc.kill)  # a hung runtime must not hang the run
+            watchdog.start()
+            try:
+                for line in proc.stdout:
+                    if line.startswith("progress ") and progress:
+                        progress(int(line.split()[1]))
+                    elif line.startswith("result "):
+                        result = json.loads(line[len("result "):])
+                rc = proc.wait()
+            finally:
+                watchdog.cancel()
         if rc == RUNTIME_MISSING:
             raise DeviceUnavailableError(f"{Path(path).name}: cannot be measured on this host: "
                                          f"{(result or {}).get('error', 'runtime missing')}")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def tflite_representative(images: np.ndarray):
+def tflite_representative(images: np.ndarray, progress=None):
     """A callable for `TFLiteConverter.representative_dataset` (batch 1, float32)."""
 
     def gen():
         for img in images:
             yield [img[None].astype(np.float32)]
+            if progress:
+                progress(1)
 
     return gen
 

@@ -21,12 +21,13 @@ class Batch:
     sha256: str
     source: str
     split: str
+    paths: tuple[str, ...] = ()  # the image files, for end-to-end (decode + preprocess) timing
 
     def __len__(self) -> int:
         return len(self.images)
 
 
-def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: str) -> Batch:
+def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: str, progress=None) -> Batch:
     records = open_source(subset.source, labels)
     all_labels = np.array([r.label for r in records], dtype=np.int64)
     if subset.split == "all":
@@ -48,8 +49,11 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
             raise InputError(
                 f"{what}: expected a readable image file. Received: {str(records[i].path)!r} ({err})"
             ) from err
+        if progress:
+            progress(1)
     batch_labels = all_labels[idx]
     checks.check_finite(images, what)
     checks.check_shape(images, spec.shape, what)
     checks.check_range(images, spec.mode, what)
-    return Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split)
+    return Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split,
+                 tuple(str(records[i].path) for i in idx))

@@ -64,6 +64,8 @@ EXAMPLES = {"example:elpv": (_elpv, ELPV_LABELS), "example:kitchenware": (_kitch
 
 def _folder(root: Path, labels: list[str]) -> list[Record]:
     subdirs = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not subdirs:  # a flat folder of images: unlabeled (enough for calibration and latency)
+        return [Record(p, -1) for p in sorted(root.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES]
     unknown = sorted(set(subdirs) - set(labels))
     if unknown:
         raise InputError(

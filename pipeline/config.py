@@ -85,11 +85,16 @@ class DataSpec(Strict):
 class GateSpec(Strict):
     max_top1_drop: Annotated[float, Field(ge=0)] | None = Field(1.0, description="points of top-1 vs FP32")
     max_p90_ms: Annotated[float, Field(gt=0)] | None = None
+    # output parity of float artifacts with the FP32 reference (worst image's cosine, largest |diff|)
+    parity_min_cosine: Annotated[float, Field(gt=0, le=1)] | None = Field(0.999, description="None: no parity gate")
+    parity_max_abs: Annotated[float, Field(gt=0)] = 1e-3
 
 
 class LatencySpec(Strict):
     warmup: Annotated[int, Field(ge=0)] = 5
     runs: Annotated[int, Field(ge=50)] = 50
+    thread_sweep: list[PositiveInt] | None = Field(None, description="also measure at these thread counts")
+    end_to_end: bool = Field(True, description="also time decode + preprocess + inference from the image file")
 
 
 class TargetEntry(Strict):

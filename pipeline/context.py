@@ -16,7 +16,7 @@ from pipeline.cache import StageCache, StageResult
 from pipeline.errors import InputError
 from pipeline.hashing import sha256_file, sha256_tree
 from pipeline.labels import read_labels
-from pipeline.progress import stderr
+from pipeline.progress import bar, stderr
 from pipeline.versions import tool_versions
 
 
@@ -35,16 +35,18 @@ class RunContext:
     # ---- data -------------------------------------------------------------------------
     @cached_property
     def calibration(self) -> Batch:
-        b = load_subset(self.cfg.data.calibration, self.cfg.data.splits, self.labels, self.spec,
-                        "calibration data")
+        with bar("loading calibration images", None, self.console) as advance:
+            b = load_subset(self.cfg.data.calibration, self.cfg.data.splits, self.labels, self.spec,
+                            "calibration data", advance)
         checks.check_count(len(b), self.cfg.data.min_calibration, "calibration data")
         checks.check_classes(b.labels, len(self.labels), "calibration data")
         return b
 
     @cached_property
     def validation(self) -> Batch:
-        b = load_subset(self.cfg.data.validation, self.cfg.data.splits, self.labels, self.spec,
-                        "validation data")
+        with bar("loading validation images", None, self.console) as advance:
+            b = load_subset(self.cfg.data.validation, self.cfg.data.splits, self.labels, self.spec,
+                            "validation data", advance)
         if not (b.labels >= 0).any():
             raise InputError("validation data: expected labeled images. Received: none labeled")
         return b

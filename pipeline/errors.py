@@ -53,3 +53,10 @@ class RemoteError(EdgepipeError):
     def __init__(self, message: str, status: str = "failed"):
         super().__init__(message)
         self.status = status  # short per-board status: "unreachable", "auth failed", "timeout", ...
+
+
+class DeviceUnavailableError(EdgepipeError):
+    """An artifact was built but could not be validated where it must run: its device is
+    unreachable or its runtime is missing on this host. The run is partial (exit 3)."""
+
+    exit_code = EXIT_PARTIAL

@@ -5,17 +5,27 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip"}
+STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip", "unvalidated": "⚠️"}
 
 
 def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
 
+def _drop(acc: dict) -> str:
+    if "drop_points" not in acc:
+        return "—"
+    ci = acc.get("drop_ci95_points")
+    text = f"{acc['drop_points']:+.2f}"
+    if ci:
+        text += f" [{ci[0]:+.2f}, {ci[1]:+.2f}]" + (" noise" if acc.get("drop_within_noise") else "")
+    return text
+
+
 def summary_table(report: dict) -> Table:
     t = Table(title="edgepipe results", title_justify="left")
     for col, just in [("artifact", "left"), ("status", "center"), ("size MB", "right"), ("top-1", "right"),
-                      ("Δ vs FP32 (pts)", "right"), ("agree", "right"), ("p50 ms", "right"),
+                      ("Δ vs FP32 (pts) [95% CI]", "right"), ("agree", "right"), ("p50 ms", "right"),
                       ("p90 ms", "right"), ("note", "left")]:
         t.add_column(col, justify=just, no_wrap=col != "note")
     for r in report["artifacts"]:
@@ -23,7 +33,7 @@ def summary_table(report: dict) -> Table:
         lat = r.get("latency") or {}
         t.add_row(
             r["artifact"], STATUS.get(r["status"], r["status"]), _fmt(r.get("size_mb"), ".1f"),
-            _fmt(acc.get("top1"), ".4f"), _fmt(acc.get("drop_points"), "+.2f") if "drop_points" in acc else "—",
+            _fmt(acc.get("top1"), ".4f"), _drop(acc),
             _fmt(acc.get("agreement"), ".3f"), _fmt(lat.get("p50_ms"), ".1f"), _fmt(lat.get("p90_ms"), ".1f"),
             "; ".join([*(r.get("reasons") or []), *([r["note"]] if r.get("note") else [])])[:160],
         )
@@ -38,4 +48,5 @@ def print_summary(report: dict, console: Console, output) -> None:
         f"stages: {len(stages)} total, {len(stages) - len(ran)} cached, {len(ran)} ran; "
         f"wall time {report['wall_seconds']:.1f} s"
     )
-    console.print(f"report: {output}/report.json   artifacts: {output}/artifacts/")
+    console.print(f"report: {output}/report.json   html: {output}/report.html   "
+                  f"artifacts (each with a README.md model card): {output}/artifacts/")

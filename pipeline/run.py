@@ -18,17 +18,19 @@ import targets
 from calibration.checks import check_reference_accuracy
 from pipeline.artifacts import Artifact
 from pipeline.context import RunContext
-from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgepipeError, InputError
+from pipeline.errors import ConfigError, DeviceUnavailableError, EdgepipeError, InputError
 from pipeline.labels import check_outputs
+from pipeline.model_card import write_model_card
 from pipeline.outdir import link_or_copy, locked_output, publish_dir, sweep_leftovers, write_failure, write_guard
 from pipeline.probe import probed_stage
 from pipeline.progress import bar
 from pipeline.validators import accuracy as acc_mod
 from pipeline.validators import gates as gate_mod
-from pipeline.validators import latency as lat_mod
-from pipeline.versions import cpu_model, host_facts, tool_versions
+from pipeline.validators import parity as parity_mod
+from pipeline.versions import host_facts, tool_versions
 
-RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "keras": ("tensorflow", "keras")}
+RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "keras": ("tensorflow", "keras"),
+                 "onnx": ("onnxruntime",)}
 
 
 def _scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tuple[np.ndarray, dict]:
@@ -45,17 +47,11 @@ def _scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tupl
     return np.load(res.path / "scores.npy"), res.meta
 
 
-def _latency_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> dict:
-    lat = ctx.cfg.latency
-    valid = ctx.validation
-    params = {**key, "threads": ctx.cfg.threads, "warmup": lat.warmup, "runs": lat.runs,
-              "cpu": cpu_model(), "data": valid.sha256}
+def _latency_stage(ctx: RunContext, name: str, key: dict, runner_factory, art: Artifact | None = None,
+                   runner_params: dict | None = None) -> dict:
+    from pipeline.validators.latency_stage import latency_stage
 
-    def fn(out: Path) -> dict:
-        with bar(f"{name}: {lat.runs} timed runs", lat.runs, ctx.console) as advance:
-            return lat_mod.measure(runner_factory, valid.images, lat.warmup, lat.runs, advance)
-
-    return ctx.stage(name, params, fn).meta
+    return latency_stage(ctx, name, key, runner_factory, art, runner_params)
 
 
 def _reference(ctx: RunContext) -> dict:
@@ -63,7 +59,7 @@ def _reference(ctx: RunContext) -> dict:
     scores, _ = _scores_stage(ctx, "accuracy-reference", key, ctx.reference_runner)
     check_outputs(scores.shape[1], ctx.labels, "FP32 reference model")
     check_reference_accuracy(scores, ctx.validation.labels, ctx.spec.mode, "FP32 reference on the validation data")
-    metrics = acc_mod.accuracy_metrics(scores, ctx.validation.labels, None)
+    metrics = acc_mod.accuracy_metrics(scores, ctx.validation.labels, None, ctx.labels)
     latency = _latency_stage(ctx, "latency-reference", key, ctx.reference_runner)
     size = sum(p.stat().st_size for p in ctx.model_path.rglob("*") if p.is_file()) if ctx.is_savedmodel \
         else ctx.model_path.stat().st_size
@@ -86,6 +82,7 @@ def _publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
         (tmp / "preprocess.json").write_text(json.dumps(ctx.spec.as_dict(), indent=2))
         published = Artifact.from_json({**art.to_json(), "path": str(final / art.path.name)})
         published.write(tmp, record_extra)
+        write_model_card(tmp / "README.md", ctx, published, record_extra)
         publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written artifact directory
@@ -97,21 +94,31 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
     row = {"artifact": job.name, "target": job.target, "precision": job.precision, "reasons": []}
     try:
         art: Artifact = job.build()
+        row.update(size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format)
         fmt_tools = tool_versions(*RUNTIME_TOOLS.get(art.format, ()))
         key = {"artifact": art.sha256, "runner": job.runner_params, **fmt_tools}
         probed_stage(ctx, art, job, key)  # structural check + load/first inference in a child process
         runner = lambda: job.runner(art, ctx.cfg.threads)  # noqa: E731
         scores, _ = _scores_stage(ctx, f"accuracy-{art.name.replace('/', '-')}", key, runner)
         check_outputs(scores.shape[1], ctx.labels, f"{art.name} artifact")
-        accuracy = acc_mod.accuracy_metrics(scores, ctx.validation.labels, ref_scores)
-        latency = _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner)
-        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, latency)
-        row.update(status="failed" if failed else "passed", reasons=failed, accuracy=accuracy, latency=latency,
-                   size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format)
-        row["dir"] = str(_publish(ctx, art, {"metrics": {"accuracy": accuracy, "latency": latency},
-                                             "status": row["status"], "gate_failures": failed}))
+        accuracy = acc_mod.accuracy_metrics(scores, ctx.validation.labels, ref_scores, ctx.labels)
+        parity = None
+        if art.precision in FLOAT_PRECISIONS:
+            g = ctx.cfg.gates
+            parity = parity_mod.output_parity(scores, ref_scores, g.parity_min_cosine or parity_mod.MIN_COSINE,
+                                              g.parity_max_abs)
+        latency = _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner, art, job.runner_params)
+        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, latency, parity)
+        row.update(status="failed" if failed else "passed", reasons=failed, accuracy=accuracy, latency=latency)
+        if parity is not None:
+            row["parity"] = parity
+        metrics = {"accuracy": accuracy, "latency": latency, **({"parity": parity} if parity else {})}
+        row["dir"] = str(_publish(ctx, art, {"metrics": metrics, "status": row["status"], "gate_failures": failed,
+                                             "environment": _env_brief()}))
     except (InputError, ConfigError):
         raise  # bad input aborts the run (exit 2): nothing downstream can be trusted
+    except DeviceUnavailableError as err:  # built, but not validated where it must run: partial (exit 3)
+        row.update(status="unvalidated", reasons=[str(err)])
     except Exception as err:
         if (full := write_failure(err, Path(ctx.cfg.output))) is not None:
             raise full from err  # disk full / read-only: abort; earlier outputs stay as they were
@@ -122,6 +129,14 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
                    traceback=traceback.format_exc(limit=8))
     return row
+
+
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def _env_brief() -> dict:
+    h = host_facts()
+    return {"cpu": h["cpu"], "isa_flags": h["isa_flags"], "cores": h["cores"]}
 
 
 def run_pipeline(cfg, model_path: Path, wait: bool = False) -> dict:
@@ -139,8 +154,7 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False) -> dict:
                 rows.append(_artifact_row(ctx, job, ref["scores"]))
             for check in getattr(mod, "checks", lambda *_: [])(ctx, entry.typed_options()):  # extra rows
                 rows.append(check(rows))
-        ok = ("passed", "reference", "skipped")  # skipped: an optional check this host cannot run (reason given)
-        exit_code = EXIT_OK if all(r["status"] in ok for r in rows) else EXIT_GATE_FAILED
+        exit_code = gate_mod.exit_code(r["status"] for r in rows)  # "skipped" (optional check, reason given) is ok
         report = {
             "edgepipe_report": 1,
             "model": {"path": str(model_path), "sha256": ctx.model_sha},
@@ -161,6 +175,9 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False) -> dict:
             "wall_seconds": round(time.perf_counter() - t0, 2),
         }
         _write_json(Path(cfg.output) / "report.json", report)
+        from pipeline.html_report import write_html
+
+        write_html(report, Path(cfg.output) / "report.html")
     return report
 
 

@@ -12,6 +12,7 @@ TOOLS = {
     "ai-edge-litert": ("ai-edge-litert",),
     "openvino": ("openvino",),
     "nncf": ("nncf",),
+    "onnxruntime": ("onnxruntime",),
     "numpy": ("numpy",),
     "pillow": ("pillow",),
 }

@@ -14,14 +14,18 @@ import numpy as np
 from pipeline.errors import InputError
 
 
-def check_input(image, want: tuple[int, ...], runtime: str) -> np.ndarray:
+def check_input(image, want: tuple[int, ...], runtime: str, layout: str = "nhwc") -> np.ndarray:
     """One preprocessed HWC float32 image for a model whose input is `want` (batch first), as a batch of 1.
-    Never reshaped, transposed or cast: a mismatch is an error naming what was expected and received."""
+    Never reshaped or cast: a mismatch is an error naming what was expected and received. The one
+    transpose is the explicit `layout="nchw"` a caller chose for a channels-first model (the
+    standalone commands do, and say so); the pipeline's runners keep the default and refuse NCHW."""
     dtype = getattr(image, "dtype", type(image).__name__)
     if not isinstance(image, np.ndarray) or image.dtype != np.float32:
         raise InputError(f"{runtime} input: expected a preprocessed float32 image of shape {tuple(want[1:])}. "
                          f"Received: dtype {dtype}")
     x = image[None]
+    if layout == "nchw" and x.ndim == 4:
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
     if x.shape != tuple(want):
         nchw = len(want) == 4 and want[1] in (1, 3) and want[3] not in (1, 3)
         layout = "NCHW: the model is channels-first, edgepipe feeds NHWC" if nchw else "NHWC"
@@ -77,26 +81,103 @@ class TFLiteRunner:
 
 class OpenVINORunner:
     """OpenVINO CPU plugin. `precision` is explicit: on CPUs with bf16 support the plugin's
-    default inference precision is bf16, which would make an "FP32" measurement a bf16 one."""
+    default inference precision is bf16, which would make an "FP32" measurement a bf16 one.
+    A foreign IR with a dynamic batch is reshaped to batch 1; a channels-first IR is refused
+    unless the caller chose `layout="nchw"` or `"auto"` (see `check_input`)."""
 
-    def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str = "f32"):
+    def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str = "f32",
+                 layout: str = "nhwc"):
         import openvino as ov
 
         self.runtime = "openvino"
         core = ov.Core()
+        model = core.read_model(str(path))
+        pshape = model.input(0).get_partial_shape()
+        if pshape.rank.is_static and pshape.rank.get_length() == 4 and pshape[0].is_dynamic:
+            model.reshape({model.input(0).get_any_name(): [1, *[d.get_length() if d.is_static else -1
+                                                               for d in list(pshape)[1:]]]})
         self.compiled = core.compile_model(
-            str(path), "CPU",
+            model, "CPU",
             {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision},
         )
-        self.info = {"inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+        prec = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.info = {"inference_precision": prec.to_string() if hasattr(prec, "to_string") else str(prec),
                      "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT"))}
         self.request = self.compiled.create_infer_request()
         self.shape = tuple(int(v) for v in self.compiled.input(0).get_shape())
+        self.layout = input_layout(self.shape) if layout == "auto" else layout
 
     def predict(self, image: np.ndarray) -> np.ndarray:
-        x = check_input(image, self.shape, "OpenVINO")
+        x = check_input(image, self.shape, "OpenVINO", self.layout)
         self.request.infer({0: x})
-        return np.array(self.request.get_output_tensor(0).data[0], dtype=np.float32)
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32).reshape(-1)
+
+
+class ONNXRunner:
+    """ONNX Runtime, CPU execution provider. A symbolic batch means 1; NCHW only by an
+    explicit `layout` as for OpenVINORunner."""
+
+    def __init__(self, path: Path, threads: int, layout: str = "nhwc"):
+        import onnxruntime as ort
+
+        self.runtime = "onnxruntime"
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape)
+        if len(self.shape) != 4:
+            raise InputError(f"ONNX input {inp.name!r}: expected a 4-D image tensor. Received shape: {inp.shape}")
+        self.layout = input_layout(self.shape) if layout == "auto" else layout
+        self.dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        x = check_input(image, self.shape, "ONNX", self.layout).astype(self.dtype)
+        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32).reshape(-1)
+
+
+def input_layout(shape: tuple[int, ...]) -> str:
+    """NCHW when the second dimension looks like channels and the last does not."""
+    if len(shape) == 4 and shape[1] in (1, 3) and shape[3] not in (1, 3):
+        return "nchw"
+    return "nhwc"
+
+
+def image_input_shape(runner) -> tuple[int, int, int]:
+    """(H, W, C) that `runner.predict` expects, whatever the model's own layout."""
+    shape = tuple(int(v) for v in (runner.inp["shape"] if hasattr(runner, "inp") else runner.shape))
+    if getattr(runner, "layout", "nhwc") == "nchw":
+        return shape[2], shape[3], shape[1]
+    return shape[1], shape[2], shape[3]
+
+
+# artifact format -> (runner class, the module that must import for it to run)
+RUNNERS = {"tflite": "TFLiteRunner", "openvino-ir": "OpenVINORunner", "onnx": "ONNXRunner"}
+RUNTIME_MODULES = {"openvino-ir": "openvino", "onnx": "onnxruntime"}
+
+
+def runtime_module(fmt: str):
+    """Import the runtime a format needs (ImportError when it is missing on this host)."""
+    import importlib
+
+    if fmt == "tflite":
+        return tflite_interpreter_class()
+    return importlib.import_module(RUNTIME_MODULES[fmt])
+
+
+def open_runner(fmt: str, path: str | Path, threads: int, layout: str = "auto", **options):
+    """A runner for a foreign artifact file by format (standalone validate/bench). `layout="auto"`
+    feeds a channels-first model transposed images; the caller reports `runner.layout`."""
+    if fmt not in RUNNERS:
+        raise InputError(f"artifact format: expected one of {sorted(RUNNERS)}. Received: {fmt!r}")
+    if fmt == "openvino-ir":
+        return OpenVINORunner(Path(path), threads, options.get("hint", "LATENCY"),
+                              options.get("inference_precision", "f32"), layout)
+    if fmt == "onnx":
+        return ONNXRunner(Path(path), threads, layout)
+    return TFLiteRunner(Path(path), threads)
 
 
 class KerasRunner:

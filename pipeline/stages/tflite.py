@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.adapters import tflite_representative
+from pipeline.progress import bar
 
 
 def convert_fp32(saved_model: Path, out: Path) -> Path:
@@ -25,11 +26,12 @@ def convert_int8(saved_model: Path, out: Path, calib: np.ndarray, int8_io: bool 
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = tflite_representative(calib)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     if int8_io:
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
     dest = Path(out) / "model_int8.tflite"
-    dest.write_bytes(conv.convert())
+    with bar(f"TFLite INT8: calibrating on {len(calib)} images", len(calib)) as advance:
+        conv.representative_dataset = tflite_representative(calib, advance)
+        dest.write_bytes(conv.convert())
     return dest

@@ -1,17 +1,47 @@
-"""Latency on real preprocessed images: load, first inference, warmup, timed runs."""
+"""Latency on real preprocessed images: load, first inference, warmup, steady state.
+
+Steady state is summarised as p50/p90/p99/mean with a 95% CI on the median (order
+statistics: no distribution assumed) and on the mean (bootstrap), and single-stream
+throughput. End-to-end time (decode + resize + scale from the image file, then inference)
+is measured separately, so preprocessing is never hidden in or left out of a number.
+
+`measure` runs in this process (used for the Keras reference). Deployment artifacts are
+measured in a fresh child process (`latency_child`), so its peak RSS is that of a process
+that holds only the runtime, the model and its inputs.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from pipeline.validators import stats
 
-def measure(make_runner: Callable[[], object], images: np.ndarray, warmup: int, runs: int, progress=None) -> dict:
-    t0 = time.perf_counter()
-    runner = make_runner()
-    load_ms = (time.perf_counter() - t0) * 1e3
+PROTOCOL = 3  # bump when the measurement changes: part of the cache key
+SWEEP_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "p50_ci95_ms", "throughput_ips", "peak_rss_mb")
+
+
+def summarize(times_ms: np.ndarray, prefix: str = "") -> dict:
+    t = np.asarray(times_ms, dtype=np.float64)
+    p50, p90, p99 = (float(v) for v in np.percentile(t, [50, 90, 99]))
+    lo, hi = stats.median_ci(t)
+    rng = np.random.default_rng(stats.BOOTSTRAP_SEED)
+    means = t[rng.integers(0, len(t), size=(stats.BOOTSTRAP_RESAMPLES, len(t)))].mean(axis=1)
+    out = {
+        "p50_ms": p50, "p90_ms": p90, "p99_ms": p99,
+        "mean_ms": float(t.mean()), "std_ms": float(t.std(ddof=1)) if len(t) > 1 else 0.0,
+        "min_ms": float(t.min()), "max_ms": float(t.max()),
+        "p50_ci95_ms": [lo, hi],
+        "mean_ci95_ms": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+    }
+    return {f"{prefix}{k}": v for k, v in out.items()}
+
+
+def time_runner(runner, images: np.ndarray, warmup: int, runs: int, progress=None) -> dict:
+    """First inference, warmup, then `runs` timed single-image inferences cycling over `images`."""
     t0 = time.perf_counter()
     runner.predict(images[0])
     first_ms = (time.perf_counter() - t0) * 1e3
@@ -25,15 +55,47 @@ def measure(make_runner: Callable[[], object], images: np.ndarray, warmup: int, 
         times[i] = (time.perf_counter() - t0) * 1e3
         if progress:
             progress(1)
-    return {
-        "load_ms": load_ms,
-        "first_ms": first_ms,
-        "warmup": warmup,
-        "runs": runs,
-        "p50_ms": float(np.percentile(times, 50)),
-        "p90_ms": float(np.percentile(times, 90)),
-        "mean_ms": float(times.mean()),
-        "min_ms": float(times.min()),
-        "runtime": getattr(runner, "runtime", None),
-        **getattr(runner, "info", {}),
-    }
+    res = {"first_ms": first_ms, "warmup": warmup, "runs": runs, "images": int(min(runs, len(images))),
+           **summarize(times)}
+    res["throughput_ips"] = 1e3 / res["mean_ms"]  # single stream, batch 1
+    return res
+
+
+def time_end_to_end(runner, spec, paths: list[str], runs: int, progress=None) -> dict:
+    """Per run: read + decode + resize + scale one image file, then infer. Reported apart
+    from the steady state, with the preprocessing share on its own."""
+    pre = np.empty(runs)
+    total = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        x = spec.load(paths[i % len(paths)])
+        t1 = time.perf_counter()
+        runner.predict(x)
+        t2 = time.perf_counter()
+        pre[i], total[i] = (t1 - t0) * 1e3, (t2 - t0) * 1e3
+        if progress:
+            progress(1)
+    return {"runs": runs, **summarize(total), "preprocess_p50_ms": float(np.median(pre)),
+            "preprocess_mean_ms": float(pre.mean())}
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / 1e6
+
+
+def measure(make_runner: Callable[[], object], images: np.ndarray, warmup: int, runs: int, progress=None,
+            spec=None, paths: list[str] | None = None) -> dict:
+    """In-process measurement. RSS is a delta (after - before loading), since this process
+    also holds whatever else was loaded (TensorFlow, the data set)."""
+    rss0 = _rss_mb()
+    t0 = time.perf_counter()
+    runner = make_runner()
+    load_ms = (time.perf_counter() - t0) * 1e3
+    res = {"load_ms": load_ms, **time_runner(runner, images, warmup, runs, progress)}
+    if spec is not None and paths:
+        res["end_to_end"] = time_end_to_end(runner, spec, paths, runs)
+    res.update(rss_scope="in-process delta", rss_delta_mb=_rss_mb() - rss0,
+               runtime=getattr(runner, "runtime", None), **getattr(runner, "info", {}))
+    return res

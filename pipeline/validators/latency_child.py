@@ -1,0 +1,135 @@
+"""Latency measured in a fresh child process: `python -m pipeline.validators.latency_child REQ.json`.
+
+The child imports only the artifact's runtime, so its peak RSS (VmHWM) is that of a
+process holding the runtime, the model and the few input images it cycles over. It prints
+`progress N` lines while it works and one final `result {json}` line on stdout.
+
+`measure_in_child` is the parent side: it writes the request, streams progress into a bar,
+and turns a missing runtime into DeviceUnavailableError (exit 3: could not be validated here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import DeviceUnavailableError, StageError
+
+RUNTIME_MISSING = 3
+
+
+def _peak_rss_mb() -> tuple[float, str]:
+    """This process's peak RSS. VmHWM belongs to the address space created by exec, whereas
+    getrusage's ru_maxrss is preserved across execve on Linux and would report the (large)
+    parent that forked us."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1e3, "VmHWM"  # kB
+    except OSError:
+        pass
+    import resource
+
+    scale = 1e6 if sys.platform == "darwin" else 1e3  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale, "ru_maxrss"
+
+
+def _child(req_path: str) -> int:
+    import psutil
+
+    from pipeline.validators.latency import time_end_to_end, time_runner
+
+    req = json.loads(Path(req_path).read_text())
+
+    def tick(n=1):
+        sys.stdout.write(f"progress {n}\n")
+        sys.stdout.flush()
+
+    try:
+        from targets.runtimes import open_runner, runtime_module
+
+        runtime_module(req["format"])  # import the runtime before the baseline
+    except ImportError as err:
+        sys.stdout.write("result " + json.dumps({"error": f"runtime not installed: {err}"}) + "\n")
+        return RUNTIME_MISSING
+    images = np.load(req["images"])
+    proc = psutil.Process(os.getpid())
+    rss_base = proc.memory_info().rss / 1e6
+    t0 = time.perf_counter()
+    runner = open_runner(req["format"], req["path"], req["threads"], **req.get("options", {}))
+    load_ms = (time.perf_counter() - t0) * 1e3
+    rss_loaded = proc.memory_info().rss / 1e6
+    res = {"load_ms": load_ms, **time_runner(runner, images, req["warmup"], req["runs"], tick)}
+    if req.get("paths"):
+        from calibration.preprocess import PreprocessSpec
+
+        spec = PreprocessSpec(**req["spec"])
+        res["end_to_end"] = time_end_to_end(runner, spec, req["paths"], req["e2e_runs"], tick)
+    peak, method = _peak_rss_mb()
+    res.update(
+        rss_scope="child process", rss_baseline_mb=rss_base, rss_after_load_mb=rss_loaded, peak_rss_mb=peak,
+        peak_rss_source=method,
+        rss_model_mb=peak - rss_base, threads=req["threads"], runtime=getattr(runner, "runtime", None),
+        **getattr(runner, "info", {}),
+    )
+    sys.stdout.write("result " + json.dumps(res) + "\n")
+    return 0
+
+
+def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarray, warmup: int, runs: int,
+                     options: dict | None = None, spec=None, paths: list[str] | None = None,
+                     e2e_runs: int | None = None, progress=None, timeout: float = 3600) -> dict:
+    """Run the measurement in a child; `progress(n)` is called as timed runs complete."""
+    n_used = max(1, min(len(images), max(runs, warmup + 1)))
+    with tempfile.TemporaryDirectory(prefix="edgepipe-lat-") as tmp:
+        np.save(Path(tmp) / "images.npy", np.ascontiguousarray(images[:n_used]))
+        req = {"format": fmt, "path": str(path), "threads": int(threads), "warmup": int(warmup),
+               "runs": int(runs), "options": options or {}, "images": str(Path(tmp) / "images.npy")}
+        if spec is not None and paths:
+            req.update(spec=spec.as_dict(), paths=[str(p) for p in paths], e2e_runs=int(e2e_runs or runs))
+        (Path(tmp) / "req.json").write_text(json.dumps(req))
+        env = {**os.environ, "PYTHONPATH": _pythonpath(), "TF_CPP_MIN_LOG_LEVEL": "2"}
+        err_path = Path(tmp) / "stderr.txt"
+        with open(err_path, "w") as err_file:
+            proc = subprocess.Popen([sys.executable, "-m", "pipeline.validators.latency_child",
+                                     str(Path(tmp) / "req.json")],
+                                    stdout=subprocess.PIPE, stderr=err_file, text=True, env=env)
+            result = None
+            watchdog = threading.Timer(timeout, proc.kill)  # a hung runtime must not hang the run
+            watchdog.start()
+            try:
+                for line in proc.stdout:
+                    if line.startswith("progress ") and progress:
+                        progress(int(line.split()[1]))
+                    elif line.startswith("result "):
+                        result = json.loads(line[len("result "):])
+                rc = proc.wait()
+            finally:
+                watchdog.cancel()
+        if rc == RUNTIME_MISSING:
+            raise DeviceUnavailableError(f"{Path(path).name}: cannot be measured on this host: "
+                                         f"{(result or {}).get('error', 'runtime missing')}")
+        if rc != 0 or result is None:
+            tail = err_path.read_text(errors="replace")[-1500:]
+            raise StageError(f"latency measurement of {Path(path).name} failed (child exit {rc}): {tail.strip()}")
+    return result
+
+
+def _pythonpath() -> str:
+    """The child must import the same edgepipe as the parent (also when run from a checkout)."""
+    root = str(Path(__file__).resolve().parents[2])
+    rest = os.environ.get("PYTHONPATH", "")
+    return root + (os.pathsep + rest if rest else "")
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1]))

@@ -1,0 +1,50 @@
+"""The cached latency stage of a run: what is measured where, and its cache key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.artifacts import Artifact
+from pipeline.progress import bar
+from pipeline.validators import latency as lat_mod
+from pipeline.versions import cpu_model
+
+
+def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | None = None,
+                  runner_params: dict | None = None) -> dict:
+    """Cached latency. A deployment artifact whose format edgepipe can open is measured in a
+    child process (clean peak RSS); the reference (and any other runner) in this process."""
+    from targets.runtimes import RUNNERS
+
+    lat = ctx.cfg.latency
+    valid = ctx.validation
+    sweep = sorted(set(lat.thread_sweep or ()))
+    params = {**key, "threads": ctx.cfg.threads, "warmup": lat.warmup, "runs": lat.runs,
+              "cpu": cpu_model(), "data": valid.sha256, "protocol": lat_mod.PROTOCOL,
+              "end_to_end": lat.end_to_end, "thread_sweep": sweep if art is not None else None}
+    paths = list(valid.paths) if lat.end_to_end else None
+    e2e = lat.runs if paths else 0
+
+    def fn(out: Path) -> dict:
+        if art is None or art.format not in RUNNERS:
+            with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
+                res = lat_mod.measure(runner_factory, valid.images, lat.warmup, lat.runs, adv, ctx.spec, paths)
+            return {**res, "threads": ctx.cfg.threads}
+        from pipeline.validators.latency_child import measure_in_child
+
+        def child(threads, with_e2e, advance):
+            return measure_in_child(art.format, art.path, threads, valid.images, lat.warmup, lat.runs,
+                                    runner_params, ctx.spec if with_e2e else None, paths if with_e2e else None,
+                                    e2e, advance)
+
+        with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
+            res = child(ctx.cfg.threads, True, adv)
+        if sweep:
+            res["thread_sweep"] = []
+            with bar(f"{name}: thread sweep {sweep}", lat.runs * len(sweep), ctx.console) as adv:
+                for t in sweep:
+                    r = child(t, False, adv)
+                    res["thread_sweep"].append({"threads": t, **{k: r[k] for k in lat_mod.SWEEP_KEYS}})
+        return res
+
+    return ctx.stage(name, params, fn).meta

@@ -227,7 +227,8 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
         raise InputError(expected_received("--data", "a folder of images or a CSV (bench times real, preprocessed "
                                            "images, never random tensors)", "none"))
     fmt, runner, hwc, precision = open_artifact(artifact, threads)
-    del runner  # the child process measures; the parent only needed the input shape
+    layout = getattr(runner, "layout", "nhwc")
+    del runner  # the child process measures; the parent only needed the input shape and layout
     spec = resolve_spec(artifact, hwc, preprocess, size, preprocessing, color, interpolation)
     names = _labels_in(Path(data))  # labels do not matter for timing, only which files to read
     batch = load_images(data, names, spec, limit)
@@ -246,7 +247,7 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
         reasons.append(f"p90 {lat['p90_ms']:.1f} ms > max_p90_ms {max_p90_ms:g}")
     status = "failed" if reasons else "passed"
     return {"edgepipe_bench": 1, "artifact": str(artifact), "format": fmt, "precision": precision,
-            "input_layout": getattr(runner, "layout", "nhwc"),
+            "input_layout": layout,
             "data": {"source": str(data), "count": len(batch), "sha256": batch.sha256},
             "preprocess": spec.as_dict(), "latency": lat, "status": status, "reasons": reasons,
             "environment": host_facts(), "exit_code": exit_code([status])}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref"}
+STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "partial": "⚠️ partial"}
 
 
 def _fmt(v, spec: str) -> str:
@@ -25,7 +25,7 @@ def summary_table(report: dict) -> Table:
             r["artifact"], STATUS.get(r["status"], r["status"]), _fmt(r.get("size_mb"), ".1f"),
             _fmt(acc.get("top1"), ".4f"), _fmt(acc.get("drop_points"), "+.2f") if "drop_points" in acc else "—",
             _fmt(acc.get("agreement"), ".3f"), _fmt(lat.get("p50_ms"), ".1f"), _fmt(lat.get("p90_ms"), ".1f"),
-            "; ".join(r.get("reasons") or [])[:120],
+            "; ".join(r.get("reasons") or [])[:240],
         )
     return t
 

@@ -16,7 +16,7 @@ import numpy as np
 import targets
 from pipeline.artifacts import Artifact
 from pipeline.context import RunContext
-from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgepipeError, InputError
+from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL, ConfigError, EdgepipeError, InputError
 from pipeline.outdir import link_or_copy, locked_output, publish_dir
 from pipeline.progress import bar
 from pipeline.validators import accuracy as acc_mod
@@ -92,10 +92,16 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         runner = lambda: job.runner(art, ctx.cfg.threads)  # noqa: E731
         scores, _ = _scores_stage(ctx, f"accuracy-{art.name.replace('/', '-')}", key, runner)
         accuracy = acc_mod.accuracy_metrics(scores, ctx.validation.labels, ref_scores)
-        latency = _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner)
-        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, latency)
-        row.update(status="failed" if failed else "passed", reasons=failed, accuracy=accuracy, latency=latency,
+        skip = job.latency_skip(art) if job.latency_skip else None
+        latency = {"skipped": skip} if skip else \
+            _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner)
+        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, None if skip else latency)
+        partial = list(art.incomplete) + ([skip] if skip else [])
+        status = "failed" if failed else ("partial" if partial else "passed")
+        row.update(status=status, reasons=failed + partial, accuracy=accuracy, latency=latency,
                    size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format)
+        if art.metadata:
+            row["target_info"] = art.metadata
         row["dir"] = str(_publish(ctx, art, {"metrics": {"accuracy": accuracy, "latency": latency},
                                              "status": row["status"], "gate_failures": failed}))
     except (InputError, ConfigError):
@@ -106,6 +112,14 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
                    traceback=traceback.format_exc(limit=8))
     return row
+
+
+def run_exit_code(rows: list[dict]) -> int:
+    """0 all passed; 1 a gate failed or an artifact failed to build; 3 partial (no compiler or device)."""
+    statuses = {r["status"] for r in rows}
+    if statuses & {"failed", "error"}:
+        return EXIT_GATE_FAILED
+    return EXIT_PARTIAL if "partial" in statuses else EXIT_OK
 
 
 def run_pipeline(cfg, model_path: Path) -> dict:
@@ -120,7 +134,7 @@ def run_pipeline(cfg, model_path: Path) -> dict:
             for job in mod.jobs(ctx, entry.typed_options()):
                 ctx.console.print(f"[bold]{job.name}[/]")
                 rows.append(_artifact_row(ctx, job, ref["scores"]))
-        exit_code = EXIT_OK if all(r["status"] in ("passed", "reference") for r in rows) else EXIT_GATE_FAILED
+        exit_code = run_exit_code(rows)
         report = {
             "edgepipe_report": 1,
             "model": {"path": str(model_path), "sha256": ctx.model_sha},

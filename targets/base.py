@@ -4,6 +4,10 @@ A target module defines:
 - `Options`: a strict pydantic model of its options (validated from pipeline.yaml);
 - `jobs(ctx, options) -> list[Job]`: the artifacts it produces, each built lazily, each
   with the runner that executes it on this host (options such as hints bound in).
+
+A job's build returns an `Artifact`. What the host cannot do (no compiler, no device) is never a
+silent success: it goes into `Artifact.incomplete` or `Job.latency_skip` as a precise status, and
+the run reports the row as `partial` (exit code 3 when nothing failed).
 """
 
 from __future__ import annotations
@@ -31,3 +35,6 @@ class Job:
     build: Callable[[], object]  # -> pipeline.artifacts.Artifact
     runner: Callable[[object, int], object]  # (artifact, threads) -> runner with .predict(image)
     runner_params: dict = field(default_factory=dict)  # part of the validators' cache key
+    # (artifact) -> None, or why latency cannot be measured on this host ("skipped: no Edge TPU");
+    # accuracy still runs (on the runner the target gives, e.g. the CPU interpreter)
+    latency_skip: Callable[[object], str | None] | None = None

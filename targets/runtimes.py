@@ -33,9 +33,21 @@ def tflite_interpreter_class():
 
 
 class TFLiteRunner:
-    def __init__(self, path: Path, threads: int):
+    """`xnnpack=False` uses the builtin kernels without the default XNNPACK delegate; `delegates`
+    are loaded delegates (e.g. libedgetpu's), applied before the default ones."""
+
+    def __init__(self, path: Path, threads: int, xnnpack: bool = True, delegates: list | None = None):
         cls, self.runtime = tflite_interpreter_class()
-        self.interp = cls(model_path=str(path), num_threads=threads)
+        kw = {}
+        if delegates:
+            kw["experimental_delegates"] = delegates
+        if not xnnpack:
+            from importlib import import_module
+
+            resolver = import_module(cls.__module__).OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            kw["experimental_op_resolver_type"] = resolver
+        self.interp = cls(model_path=str(path), num_threads=threads, **kw)
+        self.info = {"threads": threads, "xnnpack": xnnpack}
         self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
@@ -66,17 +78,28 @@ class OpenVINORunner:
     """OpenVINO CPU plugin. `precision` is explicit: on CPUs with bf16 support the plugin's
     default inference precision is bf16, which would make an "FP32" measurement a bf16 one."""
 
-    def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str = "f32"):
+    def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str = "f32",
+                 streams: int | None = None, blob: Path | None = None, cache_dir: Path | None = None):
+        """`blob`: a model compiled for this CPU (`export_model`), imported instead of compiling `path`.
+        The import gets the same config: without it the plugin re-applies its defaults (bf16 here)."""
         import openvino as ov
 
         self.runtime = "openvino"
         core = ov.Core()
-        self.compiled = core.compile_model(
-            str(path), "CPU",
-            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision},
-        )
-        self.info = {"inference_precision": str(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
-                     "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT"))}
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
+        if streams is not None:
+            config["NUM_STREAMS"] = streams
+        if blob is not None:
+            self.compiled = core.import_model(Path(blob).read_bytes(), "CPU", config)
+        else:
+            self.compiled = core.compile_model(str(path), "CPU", config)
+        got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        self.info = {"inference_precision": got,
+                     "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")),
+                     "streams": int(self.compiled.get_property("NUM_STREAMS")),
+                     "loaded_from": "blob" if blob is not None else "ir"}
         self.request = self.compiled.create_infer_request()
         self.shape = tuple(int(v) for v in self.compiled.input(0).get_shape())
 

@@ -94,8 +94,10 @@ def parse_summary(stdout: str) -> dict:
             out["compile_ms"] = int(m.group(1))
             continue
         fail = _FAILURE.match(line)
-        if fail and out["failure"] is None:
-            out["failure"] = fail.group(1)
+        if fail:  # the compiler's own reason ("Compilation failed: ...") beats generic "ERROR:" lines
+            if out["failure"] is None or (out["failure"].startswith("ERROR") and not line.startswith("ERROR")
+                                          and line != "Compilation failed!"):
+                out["failure"] = fail.group(1)
             continue
         key, sep, value = line.partition(":")
         field_name = _SUMMARY_KEYS.get(key.strip()) if sep else None

@@ -210,7 +210,8 @@ if args == ["--version"]:
     print("Edge TPU Compiler version 16.0.384591198"); sys.exit(0)
 out = args[args.index("--out_dir") + 1]; model = args[-1]; stem = os.path.splitext(os.path.basename(model))[0]
 shutil.copy(model, os.path.join(out, stem + "_edgetpu.tflite"))
-table = "Operator                       Count      Status\\n\\nCONV_2D                        4          Mapped to Edge TPU\\n"
+table = ("Operator                       Count      Status\\n\\n"
+         "CONV_2D                        4          Mapped to Edge TPU\\n")
 open(os.path.join(out, stem + "_edgetpu.log"), "w").write(
     "Edge TPU Compiler version 16.0.384591198\\nInput: " + model + "\\nOutput: x\\n\\n" + table)
 print("Edge TPU Compiler version 16.0.384591198\\nStarted a compilation timeout timer of 180 seconds.\\n\\n"

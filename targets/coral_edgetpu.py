@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -20,6 +21,7 @@ from typing import Literal
 from pydantic import Field, PositiveInt
 
 from pipeline.artifacts import Artifact
+from pipeline.errors import StageError
 from pipeline.outdir import link_or_copy
 from targets.base import BaseOptions, Job
 
@@ -95,7 +97,16 @@ def _compile_stage(src: Path, out: Path, opts: Options, exe: str | None) -> dict
     if exe is None:
         meta["status"] = etc.NOT_INSTALLED
         return meta
-    result = etc.compile_model(out / SOURCE, out, segments, opts.compiler_timeout_s, exe)
+    try:
+        result = etc.compile_model(out / SOURCE, out, segments, opts.compiler_timeout_s, exe)
+    except StageError as err:  # the stage's directory is discarded on failure: keep the log beside the run
+        log = out / "edgetpu_compiler.log"
+        if not log.is_file():
+            raise
+        kept = out.parent.parent / "logs" / f"edgetpu_compiler-{out.name.removeprefix('.tmp-')}.log"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log, kept)
+        raise StageError(str(err).replace(str(log), str(kept))) from err
     (out / "compile.json").write_text(json.dumps(result.to_json(), indent=2))
     meta.update(status="compiled", compiled=list(result.outputs),
                 logs=[result.log_file, *result.operation_logs, "compile.json"],

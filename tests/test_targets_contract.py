@@ -282,3 +282,20 @@ class TestOpenVINONPU(TargetContract):
         assert "removed in OpenVINO 2023.0" in art.incomplete[0] and "2022.3 LTS" in art.incomplete[0]
         assert 'element_type="f16"' in art.path.read_text()
         assert "MYRIAD needs the OpenVINO 2022.3 LTS" in job.latency_skip(art)
+
+
+def test_coral_compiler_failure_is_an_error_whose_log_is_kept(ctx, tmp_path, monkeypatch):
+    """A failing compiler (fake, exit 1) is a precise error, not a partial or passed artifact; its log survives."""
+    from targets import coral_edgetpu
+
+    exe = tmp_path / "edgetpu_compiler"
+    exe.write_text(f"#!{sys.executable}\nimport sys\nif sys.argv[1:] == ['--version']:\n"
+                   "    print('Edge TPU Compiler version 16.0.384591198'); sys.exit(0)\n"
+                   "print('Internal compiler error. Aborting!'); sys.exit(1)\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    (job,) = coral_edgetpu.jobs(ctx, coral_edgetpu.Options(compiler_timeout_s=60, num_segments=2))
+    with pytest.raises(Exception, match=r"Received: 1 \(Internal compiler error\. Aborting!\); log: (\S+)") as info:
+        job.build()
+    kept = Path(str(info.value).rsplit("log: ", 1)[1])
+    assert kept.is_file() and "--num_segments 2" in kept.read_text() and "[return code 1]" in kept.read_text()

@@ -162,3 +162,13 @@ def test_device_targets_without_compiler_or_device_are_partial_exit_3(first_run)
     ran = {s["stage"] for s in report["stages"] if not s["cached"]}
     assert "tflite-int8" not in ran  # the Edge TPU model is tflite-arm's cached conversion
     assert "partial" in res.output and "not compiled: edgetpu_compiler" in res.output
+
+
+def test_exit_code_precedence():
+    from pipeline.run import run_exit_code
+
+    ref = {"status": "reference"}
+    assert run_exit_code([ref, {"status": "passed"}]) == 0
+    assert run_exit_code([ref, {"status": "passed"}, {"status": "partial"}]) == 3
+    assert run_exit_code([ref, {"status": "partial"}, {"status": "failed"}]) == 1  # a failure wins over partial
+    assert run_exit_code([ref, {"status": "partial"}, {"status": "error"}]) == 1

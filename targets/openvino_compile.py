@@ -88,7 +88,14 @@ def _prop(obj, name: str, device: str | None = None) -> str | None:
         v = obj.get_property(device, name) if device else obj.get_property(name)
     except RuntimeError:
         return None
-    return v if isinstance(v, int | str) else str(v)
+    return plain(v)
+
+
+def plain(v):
+    """OpenVINO property values as JSON-friendly text: ov.Type f32 -> 'f32' (str() gives "<Type: 'float32'>")."""
+    if isinstance(v, int | str):
+        return v
+    return v.to_string() if hasattr(v, "to_string") else str(v)
 
 
 def opset_versions(xml: Path) -> dict[str, int]:

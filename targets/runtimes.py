@@ -95,9 +95,10 @@ class OpenVINORunner:
             self.compiled = core.import_model(Path(blob).read_bytes(), "CPU", config)
         else:
             self.compiled = core.compile_model(str(path), "CPU", config)
-        got = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        self.info = {"inference_precision": got,
-                     "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT")),
+        from targets.openvino_compile import plain
+
+        self.info = {"inference_precision": plain(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+                     "performance_hint": plain(self.compiled.get_property("PERFORMANCE_HINT")),
                      "streams": int(self.compiled.get_property("NUM_STREAMS")),
                      "loaded_from": "blob" if blob is not None else "ir"}
         self.request = self.compiled.create_infer_request()

@@ -146,11 +146,11 @@ class TestOpenVINOCPU(TargetContract):
         for job, art in built.values():
             rec = art.metadata["compiled"]
             assert f"{art.path.stem}.blob" in art.files and rec["device"] == "CPU" and rec["blob_bytes"] > 0
-            assert "f32" in rec["inference_precision"] or "float32" in rec["inference_precision"]
+            assert rec["inference_precision"] == "f32"
             graph = rec["exec_graph"]
             assert graph["isa"] and graph["kernels"] and graph["runtime_precisions"], graph
             runner = job.runner(art, 2)
-            assert runner.info["loaded_from"] == "blob"
+            assert runner.info["loaded_from"] == "blob" and runner.info["inference_precision"] == "f32"
             assert runner.info["inference_precision"] == OpenVINORunner(art.path, 2).info["inference_precision"]
             np.testing.assert_allclose(runner.predict(image), OpenVINORunner(art.path, 2).predict(image), atol=1e-6)
         int8 = built["openvino-cpu/int8"][1].metadata["compiled"]["exec_graph"]

@@ -25,20 +25,27 @@ class Artifact:
     calibration_sha256: str | None = None
     source_model_sha256: str | None = None
     stage_key: str | None = None
+    # target-specific facts (pre-flight, compiler log, min runtime version, compiled blob, ...)
+    metadata: dict = field(default_factory=dict)
+    # what this host could not do for it, each a precise status ("not compiled: ...")
+    incomplete: tuple[str, ...] = ()
 
     @classmethod
-    def from_files(cls, name, target, fmt, precision, path: Path, **kw) -> Artifact:
+    def from_files(cls, name, target, fmt, precision, path: Path, extra_files: tuple[str, ...] = (), **kw) -> Artifact:
+        """`sha256`/`size_bytes` cover the model files; `extra_files` (beside it) are shipped with it."""
         path = Path(path)
-        files = (path.name, path.with_suffix(".bin").name) if fmt == "openvino-ir" else (path.name,)
-        digests = [sha256_file(path.parent / f) for f in files]
+        model = (path.name, path.with_suffix(".bin").name) if fmt == "openvino-ir" else (path.name,)
+        digests = [sha256_file(path.parent / f) for f in model]
         sha = digests[0] if len(digests) == 1 else _combine(digests)
-        size = sum((path.parent / f).stat().st_size for f in files)
+        size = sum((path.parent / f).stat().st_size for f in model)
+        files = model + tuple(f for f in extra_files if f not in model)
         return cls(name, target, fmt, precision, path, files, sha, size, **kw)
 
     def to_json(self) -> dict:
         d = asdict(self)
         d["path"] = str(self.path)
         d["files"] = list(self.files)
+        d["incomplete"] = list(self.incomplete)
         return d
 
     @classmethod
@@ -46,6 +53,7 @@ class Artifact:
         d = dict(d)
         d["path"] = Path(d["path"])
         d["files"] = tuple(d["files"])
+        d["incomplete"] = tuple(d.get("incomplete", ()))
         return cls(**d)
 
     def write(self, directory: Path, extra: dict | None = None) -> Path:

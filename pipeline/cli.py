@@ -75,10 +75,12 @@ def list_targets(as_json: bool = typer.Option(False, "--json", help="machine-rea
         return
     from rich.table import Table
 
-    t = Table("target", "accepts", "precisions", "runtime", "host")
+    t = Table("target", "accepts", "precisions", "artifact", "runtime", "compiler", "device", "this host",
+              show_lines=True)
     for r in rows:
         host = "ready" if r["available"] else "missing: " + ", ".join(r["missing"])
-        t.add_row(r["name"], r["accepts"], ", ".join(r["precisions"]), r["runtime"], host)
+        t.add_row(r["name"], r["accepts"], ", ".join(r["precisions"]), r["artifact"], r["runtime"],
+                  r["compiler"] or "—", r["device"] or "host CPU", host)
     _stdout().print(t)
 
 

@@ -26,7 +26,7 @@ th{background:#1e293b;color:#fff;font-weight:600;white-space:normal;vertical-ali
 tr:nth-child(even) td{background:#f8fafc}
 .passed{background:#dcfce7!important;color:#166534;font-weight:600}
 .failed,.error{background:#fee2e2!important;color:#991b1b;font-weight:600}
-.unvalidated,.unreachable{background:#fef3c7!important;color:#92400e;font-weight:600}
+.partial,.unreachable{background:#fef3c7!important;color:#92400e;font-weight:600}
 .reference{background:#e0e7ff!important;color:#3730a3;font-weight:600}
 .emu{display:inline-block;background:#fde68a;color:#78350f;border-radius:3px;padding:0 4px;font-size:11px;
 margin-left:4px}

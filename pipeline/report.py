@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip", "unvalidated": "⚠️"}
+STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip", "partial": "⚠️ partial"}
 
 
 def _fmt(v, spec: str) -> str:
@@ -35,7 +35,7 @@ def summary_table(report: dict) -> Table:
             r["artifact"], STATUS.get(r["status"], r["status"]), _fmt(r.get("size_mb"), ".1f"),
             _fmt(acc.get("top1"), ".4f"), _drop(acc),
             _fmt(acc.get("agreement"), ".3f"), _fmt(lat.get("p50_ms"), ".1f"), _fmt(lat.get("p90_ms"), ".1f"),
-            "; ".join([*(r.get("reasons") or []), *([r["note"]] if r.get("note") else [])])[:160],
+            "; ".join([*(r.get("reasons") or []), *([r["note"]] if r.get("note") else [])])[:240],
         )
     return t
 

@@ -107,18 +107,24 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
             g = ctx.cfg.gates
             parity = parity_mod.output_parity(scores, ref_scores, g.parity_min_cosine or parity_mod.MIN_COSINE,
                                               g.parity_max_abs)
-        latency = _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner, art, job.runner_params)
-        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, latency, parity)
-        row.update(status="failed" if failed else "passed", reasons=failed, accuracy=accuracy, latency=latency)
+        skip = job.latency_skip(art) if job.latency_skip else None  # e.g. no Edge TPU on this host
+        latency = {"skipped": skip} if skip else \
+            _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner, art, job.runner_params)
+        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, None if skip else latency, parity)
+        partial = list(art.incomplete) + ([skip] if skip else [])  # what this host could not do, never a pass
+        status = "failed" if failed else ("partial" if partial else "passed")
+        row.update(status=status, reasons=failed + partial, accuracy=accuracy, latency=latency)
         if parity is not None:
             row["parity"] = parity
+        if art.metadata:
+            row["target_info"] = art.metadata
         metrics = {"accuracy": accuracy, "latency": latency, **({"parity": parity} if parity else {})}
         row["dir"] = str(_publish(ctx, art, {"metrics": metrics, "status": row["status"], "gate_failures": failed,
                                              "environment": _env_brief()}))
     except (InputError, ConfigError):
         raise  # bad input aborts the run (exit 2): nothing downstream can be trusted
     except DeviceUnavailableError as err:  # built, but not validated where it must run: partial (exit 3)
-        row.update(status="unvalidated", reasons=[str(err)])
+        row.update(status="partial", reasons=[str(err)])
     except Exception as err:
         if (full := write_failure(err, Path(ctx.cfg.output))) is not None:
             raise full from err  # disk full / read-only: abort; earlier outputs stay as they were

@@ -8,9 +8,9 @@ when that target is used.
 from __future__ import annotations
 
 import importlib
-import shutil
 from dataclasses import asdict, dataclass
-from importlib.util import find_spec
+
+from targets import host
 
 
 @dataclass(frozen=True)
@@ -23,14 +23,38 @@ class TargetInfo:
     runtime: str
     needs_packages: tuple[str, ...] = ()
     needs_executables: tuple[str, ...] = ()
+    artifact: str = ""  # what it produces
+    compiler: str | None = None  # the device compiler it runs, when there is one
+    install: str = ""  # how to get what is missing
+    device: str | None = None  # key in targets.host.DEVICES: the hardware it runs on
+    device_libraries: tuple[str, ...] = ()  # runtime libraries the device needs (e.g. "edgetpu")
+    notes: str = ""
 
     def host_status(self) -> dict:
-        missing = [p for p in self.needs_packages if find_spec(p) is None]
-        missing += [e for e in self.needs_executables if shutil.which(e) is None]
-        return {"available": not missing, "missing": missing}
+        """What this host has for this target (probed without importing any toolkit)."""
+        packages = {p: host.has_package(p) for p in self.needs_packages}
+        executables = {e: host.has_executable(e) for e in self.needs_executables}
+        compiler = host.has_executable(self.compiler) if self.compiler else None
+        dev = host.DEVICES[self.device] if self.device else None
+        libraries = {f"lib{name}": host.has_library(name) for name in self.device_libraries}
+        device = dev.present() if dev else None
+        missing = [p for p, ok in packages.items() if not ok] + [e for e, ok in executables.items() if not ok]
+        if compiler is False:
+            missing.append(self.compiler)
+        missing += [lib for lib, ok in libraries.items() if not ok]
+        if device is False:
+            missing.append(f"device: {dev.key}")
+        return {
+            "available": not missing,
+            "missing": missing,
+            "host": {"packages": packages, "executables": executables, "compiler": compiler,
+                     "libraries": libraries, "device": device},
+        }
 
     def as_dict(self) -> dict:
-        return {**asdict(self), **self.host_status()}
+        d = asdict(self)
+        d["device"] = host.DEVICES[self.device].name if self.device else None
+        return {**d, **self.host_status()}
 
 
 REGISTRY: dict[str, TargetInfo] = {
@@ -44,6 +68,7 @@ REGISTRY: dict[str, TargetInfo] = {
             precisions=("fp32", "int8"),
             runtime="LiteRT (ai-edge-litert) or tflite-runtime",
             needs_packages=("tensorflow", "ai_edge_litert"),
+            artifact=".tflite FP32 and INT8, with the minimum TFLite runtime version their op versions need",
         ),
         TargetInfo(
             name="openvino-cpu",
@@ -53,6 +78,38 @@ REGISTRY: dict[str, TargetInfo] = {
             precisions=("fp32", "int8"),
             runtime="OpenVINO Runtime (CPU plugin)",
             needs_packages=("openvino", "nncf"),
+            artifact="OpenVINO IR (.xml/.bin) + a CPU blob compiled for this host (export_model)",
+            notes="the blob is specific to the CPU and OpenVINO version it was compiled with",
+        ),
+        TargetInfo(
+            name="coral-edgetpu",
+            module="targets.coral_edgetpu",
+            description="Coral Edge TPU: full-integer TFLite (builtin int8 ops, static batch 1), edgetpu_compiler",
+            accepts="TensorFlow SavedModel",
+            precisions=("int8",),
+            runtime="LiteRT + libedgetpu delegate (libedgetpu.so.1)",
+            needs_packages=("tensorflow", "ai_edge_litert"),
+            artifact="Edge-TPU-ready INT8 .tflite + pre-flight report; *_edgetpu.tflite when compiled",
+            compiler="edgetpu_compiler",
+            install=("edgetpu_compiler (x86-64 Debian/Ubuntu): add 'deb https://packages.cloud.google.com/apt "
+                     "coral-edgetpu-stable main' to /etc/apt/sources.list.d/coral-edgetpu.list with Google's apt "
+                     "key, then apt-get install edgetpu-compiler; runtime: apt-get install libedgetpu1-std"),
+            device="edgetpu",
+            device_libraries=("edgetpu",),
+            notes="without the compiler: pre-flight report and CPU accuracy of the same int8 model",
+        ),
+        TargetInfo(
+            name="openvino-npu",
+            module="targets.openvino_npu",
+            description="Intel NPU (Core Ultra): static batch-1 NNCF INT8 IR for NPU; MYRIAD FP16 IR option",
+            accepts="TensorFlow SavedModel",
+            precisions=("int8", "fp16"),
+            runtime="OpenVINO Runtime (NPU plugin); MYRIAD: OpenVINO 2022.3 LTS only",
+            needs_packages=("openvino", "nncf"),
+            artifact="OpenVINO IR (NPU-ready INT8) + NPU blob when an NPU is present; FP16 IR for MYRIAD",
+            install="an Intel NPU and its driver (intel-npu-driver, /dev/accel/accel0); OpenVINO lists it as 'NPU'",
+            device="npu",
+            notes="MYRIAD (Neural Compute Stick 2) was removed in OpenVINO 2023.0: its FP16 IR needs 2022.3 LTS",
         ),
     )
 }

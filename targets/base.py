@@ -6,6 +6,10 @@ A target module defines:
   with the runner that executes it on this host (options such as hints bound in);
 - `make_runner(artifact, threads, **job.runner_params) -> runner`: the same runner, built from
   plain data, so that `pipeline/probe.py` can load and first-run the artifact in a child process.
+
+A job's build returns an `Artifact`. What the host cannot do (no compiler, no device) is never a
+silent success: it goes into `Artifact.incomplete` or `Job.latency_skip` as a precise status, and
+the run reports the row as `partial` (exit code 3 when nothing failed).
 """
 
 from __future__ import annotations
@@ -33,3 +37,6 @@ class Job:
     build: Callable[[], object]  # -> pipeline.artifacts.Artifact
     runner: Callable[[object, int], object]  # (artifact, threads) -> runner with .predict(image)
     runner_params: dict = field(default_factory=dict)  # part of the validators' cache key
+    # (artifact) -> None, or why latency cannot be measured on this host ("skipped: no Edge TPU");
+    # accuracy still runs (on the runner the target gives, e.g. the CPU interpreter)
+    latency_skip: Callable[[object], str | None] | None = None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
+from pydantic import PositiveInt
+
 from pipeline.artifacts import Artifact
-from pipeline.versions import tool_versions
+from pipeline.versions import cpu_model, tool_versions
 from targets.base import BaseOptions, Job
 
 NAME = "openvino-cpu"
@@ -16,15 +19,43 @@ class Options(BaseOptions):
     hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
     # explicit: the CPU plugin defaults to bf16 on CPUs that support it
     inference_precision: Literal["f32", "bf16", "f16"] = "f32"
+    blob: bool = True  # also ship the model compiled for this CPU (export_model); the runner imports it
+    model_cache: bool = True  # OpenVINO CACHE_DIR (<output>/ov-cache) when the runner compiles an IR
+    num_threads: PositiveInt | None = None  # INFERENCE_NUM_THREADS (default: the run's `threads`)
+    streams: PositiveInt | None = None  # NUM_STREAMS (default: what the hint picks)
 
 
 def jobs(ctx, opts: Options) -> list[Job]:
-    builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
+    builders = {"fp32": lambda: _with_blob(ctx, opts, _fp32(ctx)),
+                "int8": lambda: _with_blob(ctx, opts, _int8(ctx, opts))}
+    cache_dir = Path(ctx.cfg.output) / "ov-cache" if opts.model_cache and not opts.blob else None
+
     def runner(artifact, threads):
-        return make_runner(artifact, threads, opts.hint, opts.inference_precision)
+        return make_runner(artifact, threads, opts.hint, opts.inference_precision, opts.streams,
+                           opts.num_threads, opts.blob, cache_dir)
 
     params = {"hint": opts.hint, "inference_precision": opts.inference_precision}
+    params.update({k: v for k, v in {"blob": opts.blob, "num_threads": opts.num_threads,
+                                     "streams": opts.streams}.items() if v})
     return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params) for p in opts.precisions]
+
+
+def _with_blob(ctx, opts: Options, ir: Artifact) -> Artifact:
+    """The IR plus its blob compiled for this host's CPU (a stage keyed by the CPU and OpenVINO version)."""
+    if not opts.blob:
+        return ir
+    from targets.openvino_compile import compile_and_export, config_for
+
+    config = config_for(opts.num_threads or ctx.cfg.threads, opts.hint, opts.inference_precision, opts.streams)
+    stem = ir.path.stem
+    params = {"ir": ir.sha256, "config": config, "cpu": cpu_model(), **tool_versions("openvino")}
+    res = ctx.stage(f"ov-cpu-blob-{ir.precision}", params,
+                    lambda out: compile_and_export(ir.path, out, "CPU", config, stem))
+    return Artifact.from_files(ir.name, ir.target, ir.format, ir.precision, res.path / ir.path.name,
+                               extra_files=(f"{stem}.blob", f"{stem}.compile.json"),
+                               tool_versions=ir.tool_versions, calibration_sha256=ir.calibration_sha256,
+                               source_model_sha256=ir.source_model_sha256, stage_key=res.key,
+                               metadata={"compiled": res.meta})
 
 
 def _ir_stage(ctx):
@@ -58,7 +89,13 @@ def _int8(ctx, opts: Options) -> Artifact:
                                source_model_sha256=ctx.model_sha, stage_key=res.key)
 
 
-def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", inference_precision: str = "f32"):
+def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", inference_precision: str = "f32",
+                streams: int | None = None, num_threads: int | None = None, blob: bool = True,
+                cache_dir: Path | None = None):
+    """Imports the artifact's CPU blob when it has one (same config as compiled), else compiles the IR.
+    Plain-data arguments (the job's runner_params), so the probe can build it in a child process."""
     from targets.runtimes import OpenVINORunner
 
-    return OpenVINORunner(artifact.path, threads, hint, inference_precision)
+    has_blob = blob and f"{artifact.path.stem}.blob" in artifact.files
+    return OpenVINORunner(artifact.path, num_threads or threads, hint, inference_precision, streams=streams,
+                          blob=artifact.path.with_suffix(".blob") if has_blob else None, cache_dir=cache_dir)

@@ -52,9 +52,21 @@ def tflite_interpreter_class():
 
 
 class TFLiteRunner:
-    def __init__(self, path: Path, threads: int):
+    """`xnnpack=False` uses the builtin kernels without the default XNNPACK delegate; `delegates`
+    are loaded delegates (e.g. libedgetpu's), applied before the default ones."""
+
+    def __init__(self, path: Path, threads: int, xnnpack: bool = True, delegates: list | None = None):
         cls, self.runtime = tflite_interpreter_class()
-        self.interp = cls(model_path=str(path), num_threads=threads)
+        kw = {}
+        if delegates:
+            kw["experimental_delegates"] = delegates
+        if not xnnpack:
+            from importlib import import_module
+
+            resolver = import_module(cls.__module__).OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            kw["experimental_op_resolver_type"] = resolver
+        self.interp = cls(model_path=str(path), num_threads=threads, **kw)
+        self.info = {"threads": threads, "xnnpack": xnnpack}
         self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
@@ -86,23 +98,34 @@ class OpenVINORunner:
     unless the caller chose `layout="nchw"` or `"auto"` (see `check_input`)."""
 
     def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str = "f32",
-                 layout: str = "nhwc"):
+                 layout: str = "nhwc", streams: int | None = None, blob: Path | None = None,
+                 cache_dir: Path | None = None):
+        """`blob`: a model compiled for this CPU (`export_model`), imported instead of compiling `path`.
+        The import gets the same config: without it the plugin re-applies its defaults (bf16 here)."""
         import openvino as ov
 
         self.runtime = "openvino"
         core = ov.Core()
-        model = core.read_model(str(path))
-        pshape = model.input(0).get_partial_shape()
-        if pshape.rank.is_static and pshape.rank.get_length() == 4 and pshape[0].is_dynamic:
-            model.reshape({model.input(0).get_any_name(): [1, *[d.get_length() if d.is_static else -1
-                                                               for d in list(pshape)[1:]]]})
-        self.compiled = core.compile_model(
-            model, "CPU",
-            {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision},
-        )
-        prec = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.info = {"inference_precision": prec.to_string() if hasattr(prec, "to_string") else str(prec),
-                     "performance_hint": str(self.compiled.get_property("PERFORMANCE_HINT"))}
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
+        if streams is not None:
+            config["NUM_STREAMS"] = streams
+        if blob is not None:
+            self.compiled = core.import_model(Path(blob).read_bytes(), "CPU", config)
+        else:
+            model = core.read_model(str(path))
+            pshape = model.input(0).get_partial_shape()
+            if pshape.rank.is_static and pshape.rank.get_length() == 4 and pshape[0].is_dynamic:
+                model.reshape({model.input(0).get_any_name(): [1, *[d.get_length() if d.is_static else -1
+                                                                   for d in list(pshape)[1:]]]})
+            self.compiled = core.compile_model(model, "CPU", config)
+        from targets.openvino_compile import plain
+
+        self.info = {"inference_precision": plain(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+                     "performance_hint": plain(self.compiled.get_property("PERFORMANCE_HINT")),
+                     "streams": int(self.compiled.get_property("NUM_STREAMS")),
+                     "loaded_from": "blob" if blob is not None else "ir"}
         self.request = self.compiled.create_infer_request()
         self.shape = tuple(int(v) for v in self.compiled.input(0).get_shape())
         self.layout = input_layout(self.shape) if layout == "auto" else layout

@@ -49,7 +49,7 @@ def test_model_needs_exactly_one_of_example_or_path():
 
 
 def test_unknown_target_lists_known_ones():
-    with pytest.raises(ConfigError, match=r"targets\.0\.name: expected one of \['openvino-cpu', 'tflite-arm'\]"):
+    with pytest.raises(ConfigError, match=r"targets\.0\.name: expected one of \[.*'openvino-cpu', .*'tflite-arm'\]"):
         parse_config(cfg(targets=[{"name": "tpu-9000"}]))
 
 

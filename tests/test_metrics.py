@@ -137,8 +137,8 @@ def test_gate_reasons_include_the_drop_ci_and_parity():
 @pytest.mark.parametrize("statuses, code", [
     (["reference", "passed"], EXIT_OK),
     (["reference", "passed", "failed"], EXIT_GATE_FAILED),
-    (["reference", "passed", "unvalidated"], EXIT_PARTIAL),
-    (["reference", "error", "unvalidated"], EXIT_GATE_FAILED),
+    (["reference", "passed", "partial"], EXIT_PARTIAL),
+    (["reference", "error", "partial"], EXIT_GATE_FAILED),
 ])
 def test_exit_codes(statuses, code):
     assert gates.exit_code(statuses) == code

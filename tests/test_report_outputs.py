@@ -179,8 +179,8 @@ def test_artifact_that_cannot_be_validated_gives_exit_3(run, tmp_path, monkeypat
     report = json.loads((out / "report.json").read_text())
     status = {r["artifact"]: r["status"] for r in report["artifacts"]}
     assert status == {"keras/fp32 (reference)": "reference", "tflite-arm/fp32": "passed",
-                      "tflite-arm/int8": "passed", "openvino-cpu/fp32": "unvalidated",
-                      "openvino-cpu/int8": "unvalidated"}
+                      "tflite-arm/int8": "passed", "openvino-cpu/fp32": "partial",
+                      "openvino-cpu/int8": "partial"}
     row = next(r for r in report["artifacts"] if r["artifact"] == "openvino-cpu/int8")
     assert "unreachable" in row["reasons"][0] and report["exit_code"] == 3
     assert "exit code 3" in (out / "report.html").read_text()

@@ -132,3 +132,42 @@ def test_missing_or_non_savedmodel_path_exits_2(tmp_path, tiny_assets, make, exp
     res = _run(write_config(tmp_path / "p.yaml", cfg))
     assert res.exit_code == 2
     assert expected in res.output
+
+
+def test_device_targets_without_compiler_or_device_are_partial_exit_3(first_run):
+    """No edgetpu_compiler and no NPU here: each row is built, validated on the CPU and says what is missing."""
+    import targets
+
+    have = [t for t in ("coral-edgetpu", "openvino-npu") if targets.get(t).host_status()["host"]["compiler"]
+            or targets.get(t).host_status()["host"]["device"]]
+    if have:
+        pytest.skip("this host has an Edge TPU toolchain or an NPU")
+    cfg = dict(first_run["cfg"], targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"]}},
+                                          {"name": "coral-edgetpu"}, {"name": "openvino-npu"}])
+    res = _run(write_config(first_run["dir"] / "devices.yaml", cfg))
+    assert res.exit_code == 3, res.output
+    report = json.loads((first_run["dir"] / "out" / "report.json").read_text())
+    rows = {r["artifact"]: r for r in report["artifacts"]}
+    assert rows["tflite-arm/int8"]["status"] == "passed" and report["exit_code"] == 3
+    coral, npu = rows["coral-edgetpu/int8"], rows["openvino-npu/int8"]
+    assert coral["status"] == npu["status"] == "partial"
+    assert coral["reasons"][0].startswith("not compiled: edgetpu_compiler not installed")
+    assert coral["latency"] == {"skipped": coral["reasons"][1]} and "no Edge TPU" in coral["reasons"][1]
+    assert coral["accuracy"]["agreement"] == rows["tflite-arm/int8"]["accuracy"]["agreement"]  # same int8 model
+    assert npu["reasons"][0].startswith("not compiled: no NPU device") and npu["accuracy"]["n_images"] == 54
+    assert coral["target_info"]["edgetpu"]["preflight"]["all_on_edgetpu"] is True
+    d = first_run["dir"] / "out" / "artifacts" / "coral-edgetpu-int8"
+    assert {"model_int8.tflite", "preflight.json", "preflight.txt", "artifact.json"} <= {p.name for p in d.iterdir()}
+    assert json.loads((d / "artifact.json").read_text())["status"] == "partial"
+    ran = {s["stage"] for s in report["stages"] if not s["cached"]}
+    assert "tflite-int8" not in ran  # the Edge TPU model is tflite-arm's cached conversion
+    assert "partial" in res.output and "not compiled: edgetpu_compiler" in res.output
+
+
+def test_exit_code_precedence():
+    from pipeline.validators.gates import exit_code
+
+    assert exit_code(["reference", "passed"]) == 0
+    assert exit_code(["reference", "passed", "partial"]) == 3
+    assert exit_code(["reference", "partial", "failed"]) == 1  # a failure wins over partial
+    assert exit_code(["reference", "partial", "error"]) == 1

@@ -18,7 +18,9 @@ def convert_ir(saved_model: Path, out: Path, shape: tuple[int, int, int]) -> Pat
     return dest
 
 
-def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, preset: str = "performance") -> Path:
+def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, preset: str = "performance",
+                  target_device: str = "ANY") -> Path:
+    """`target_device` selects NNCF's hardware config (e.g. "NPU": the quantization scheme the NPU runs)."""
     import nncf
     import openvino as ov
 
@@ -27,8 +29,18 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, preset: str = "perform
         model,
         nncf_dataset(calib),
         preset=nncf.QuantizationPreset(preset),
+        target_device=nncf.TargetDevice(target_device),
         subset_size=len(calib),
     )
     dest = Path(out) / "model_int8.xml"
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
+    return dest
+
+
+def compress_fp16(ir: Path, out: Path) -> Path:
+    """FP32 IR -> IR with FP16 weights (what MYRIAD / VPU plugins ran)."""
+    import openvino as ov
+
+    dest = Path(out) / "model_fp16.xml"
+    ov.save_model(ov.Core().read_model(str(ir)), str(dest), compress_to_fp16=True)
     return dest

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
 
 FAILED = {"failed", "error"}
-PARTIAL = {"unvalidated", "unreachable"}
+PARTIAL = {"partial", "unreachable"}
 
 
 def evaluate(gates, accuracy: dict | None, latency: dict | None, parity: dict | None = None) -> list[str]:

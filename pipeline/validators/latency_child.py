@@ -55,7 +55,7 @@ def _child(req_path: str) -> int:
         sys.stdout.flush()
 
     try:
-        from targets.runtimes import open_runner, runtime_module
+        from targets.runtimes import runtime_module
 
         runtime_module(req["format"])  # import the runtime before the baseline
     except ImportError as err:
@@ -65,7 +65,7 @@ def _child(req_path: str) -> int:
     proc = psutil.Process(os.getpid())
     rss_base = proc.memory_info().rss / 1e6
     t0 = time.perf_counter()
-    runner = open_runner(req["format"], req["path"], req["threads"], **req.get("options", {}))
+    runner = _open(req)
     load_ms = (time.perf_counter() - t0) * 1e3
     rss_loaded = proc.memory_info().rss / 1e6
     res = {"load_ms": load_ms, **time_runner(runner, images, req["warmup"], req["runs"], tick)}
@@ -85,15 +85,31 @@ def _child(req_path: str) -> int:
     return 0
 
 
+def _open(req: dict):
+    """The pipeline's artifacts: exactly the validators' runner (the target's make_runner with the
+    job's options, so e.g. an OpenVINO CPU blob is imported as deployed); foreign files: open_runner."""
+    if req.get("artifact") and req.get("target"):
+        import targets
+        from pipeline.artifacts import Artifact
+
+        art = Artifact.from_json(req["artifact"])
+        return targets.load_module(req["target"]).make_runner(art, req["threads"], **req.get("options", {}))
+    from targets.runtimes import open_runner
+
+    return open_runner(req["format"], req["path"], req["threads"], **req.get("options", {}))
+
+
 def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarray, warmup: int, runs: int,
                      options: dict | None = None, spec=None, paths: list[str] | None = None,
-                     e2e_runs: int | None = None, progress=None, timeout: float = 3600) -> dict:
+                     e2e_runs: int | None = None, progress=None, timeout: float = 3600,
+                     artifact: dict | None = None, target: str | None = None) -> dict:
     """Run the measurement in a child; `progress(n)` is called as timed runs complete."""
     n_used = max(1, min(len(images), max(runs, warmup + 1)))
     with tempfile.TemporaryDirectory(prefix="edgepipe-lat-") as tmp:
         np.save(Path(tmp) / "images.npy", np.ascontiguousarray(images[:n_used]))
         req = {"format": fmt, "path": str(path), "threads": int(threads), "warmup": int(warmup),
-               "runs": int(runs), "options": options or {}, "images": str(Path(tmp) / "images.npy")}
+               "runs": int(runs), "options": options or {}, "images": str(Path(tmp) / "images.npy"),
+               "artifact": artifact, "target": target}
         if spec is not None and paths:
             req.update(spec=spec.as_dict(), paths=[str(p) for p in paths], e2e_runs=int(e2e_runs or runs))
         (Path(tmp) / "req.json").write_text(json.dumps(req))

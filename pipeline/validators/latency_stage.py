@@ -35,7 +35,7 @@ def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | Non
         def child(threads, with_e2e, advance):
             return measure_in_child(art.format, art.path, threads, valid.images, lat.warmup, lat.runs,
                                     runner_params, ctx.spec if with_e2e else None, paths if with_e2e else None,
-                                    e2e, advance)
+                                    e2e, advance, artifact=art.to_json(), target=art.target)
 
         with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
             res = child(ctx.cfg.threads, True, adv)

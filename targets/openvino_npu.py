@@ -1,0 +1,120 @@
+"""openvino-npu: Intel NPUs (Core Ultra) and, as an option, the MYRIAD VPU (Neural Compute Stick 2).
+
+NPU: the IR is static (batch 1, [1, H, W, C], as every edgepipe IR) and quantized by NNCF with the
+NPU's hardware config (`target_device=NPU`) and the symmetric `performance` preset. When OpenVINO
+lists an "NPU" device it is compiled for it and the blob is shipped; otherwise the row says so, and
+accuracy is measured on the CPU plugin for the same INT8 IR.
+
+MYRIAD: the plugin was removed in OpenVINO 2023.0, so this host's OpenVINO cannot compile for it.
+The option produces what the stick ran, an FP16 IR, and states the runtime it needs (2022.3 LTS);
+its ops are checked against the opsets that release reads (up to opset10).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from pipeline.artifacts import Artifact
+from pipeline.versions import tool_versions
+from targets.base import BaseOptions, Job
+
+NAME = "openvino-npu"
+MYRIAD_RUNTIME = "OpenVINO 2022.3 LTS"
+MYRIAD_MAX_OPSET = 10  # 2022.3 reads IR v11 with opset1..opset10 (opset11 came with 2023.0)
+
+
+class Options(BaseOptions):
+    precisions: list[Literal["int8"]] = Field(default_factory=lambda: ["int8"], min_length=1)
+    hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+    myriad: bool = False  # also produce the FP16 IR for a Neural Compute Stick 2 (MYRIAD, 2022.3 LTS)
+
+
+def jobs(ctx, opts: Options) -> list[Job]:
+    out = [Job(f"{NAME}/int8", NAME, "int8", lambda: _npu_int8(ctx, opts), _cpu_runner, {"device": "CPU"},
+               latency_skip=_npu_latency_skip)]
+    if opts.myriad:
+        out.append(Job(f"{NAME}/myriad-fp16", NAME, "fp16", lambda: _myriad_fp16(ctx), _cpu_runner,
+                       {"device": "CPU"}, latency_skip=lambda art: f"skipped: MYRIAD needs the {MYRIAD_RUNTIME} "
+                                                                    "runtime and a Neural Compute Stick 2"))
+    return out
+
+
+def npu_devices() -> list[str]:
+    import openvino as ov
+
+    return [d for d in ov.Core().available_devices if d.startswith("NPU")]
+
+
+def _npu_int8(ctx, opts: Options) -> Artifact:
+    from pipeline.stages.openvino import quantize_nncf
+    from targets.openvino_compile import compile_and_export, config_for
+    from targets.openvino_cpu import _ir_stage
+
+    ir, _ = _ir_stage(ctx)
+    calib = ctx.calibration
+    versions = tool_versions("openvino", "nncf")
+    params = {"ir": ir.key, "calibration": calib.sha256, "preset": "performance", "target_device": "NPU", **versions}
+    res = ctx.stage("nncf-int8-npu", params,
+                    lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, "performance",
+                                                       target_device="NPU").name})
+    xml = res.path / res.meta["file"]
+    common = dict(tool_versions=versions, calibration_sha256=calib.sha256, source_model_sha256=ctx.model_sha)
+    devices = npu_devices()
+    if not devices:
+        from openvino import Core
+
+        return Artifact.from_files(
+            f"{NAME}/int8", NAME, "openvino-ir", "int8", xml, stage_key=res.key, **common,
+            metadata={"npu": {"compiled": False, "devices": Core().available_devices,
+                              "quantization": {"preset": "performance", "target_device": "NPU"}}},
+            incomplete=(f"not compiled: no NPU device (OpenVINO devices here: {', '.join(Core().available_devices)}); "
+                        "needs an Intel NPU with its driver (intel-npu-driver), then rerun",))
+    config = config_for(1, opts.hint, None, None)
+    config.pop("INFERENCE_NUM_THREADS")
+    comp = ctx.stage("ov-npu-blob", {"ir": res.key, "config": config, "devices": devices, **versions},
+                     lambda out: compile_and_export(xml, out, "NPU", config, xml.stem))
+    return Artifact.from_files(f"{NAME}/int8", NAME, "openvino-ir", "int8", comp.path / xml.name,
+                               extra_files=(f"{xml.stem}.blob", f"{xml.stem}.compile.json"), stage_key=comp.key,
+                               metadata={"npu": {"compiled": True, "record": comp.meta}}, **common)
+
+
+def _npu_latency_skip(artifact: Artifact) -> str | None:
+    if artifact.metadata.get("npu", {}).get("compiled"):
+        return "skipped: the NPU runner is not implemented yet (the blob is built; accuracy measured on the CPU)"
+    return "skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR"
+
+
+def _myriad_fp16(ctx) -> Artifact:
+    from pipeline.stages.openvino import compress_fp16
+    from targets.openvino_compile import opset_versions
+    from targets.openvino_cpu import _ir_stage
+
+    ir, versions = _ir_stage(ctx)
+    res = ctx.stage("ov-ir-fp16-myriad", {"ir": ir.key, **versions},
+                    lambda out: {"file": compress_fp16(ir.path / ir.meta["file"], out).name})
+    xml = res.path / res.meta["file"]
+    opsets = opset_versions(xml)
+    too_new = sorted(f"{op} (opset{v})" for op, v in opsets.items() if v > MYRIAD_MAX_OPSET)
+    incomplete = [f"not compiled: the MYRIAD plugin was removed in OpenVINO 2023.0 (this host: "
+                  f"{versions.get('openvino')}); run this FP16 IR with the {MYRIAD_RUNTIME} runtime "
+                  "on the stick's host"]
+    if too_new:
+        incomplete.append(f"ops newer than opset{MYRIAD_MAX_OPSET} ({MYRIAD_RUNTIME} cannot read them): {too_new}")
+    return Artifact.from_files(
+        f"{NAME}/myriad-fp16", NAME, "openvino-ir", "fp16", xml, tool_versions=versions,
+        source_model_sha256=ctx.model_sha, stage_key=res.key, incomplete=tuple(incomplete),
+        metadata={"myriad": {"needs_runtime": MYRIAD_RUNTIME, "max_opset": max(opsets.values(), default=0),
+                             "opsets": opsets, "weights": "fp16 (compress_to_fp16)",
+                             "accuracy_on": "CPU plugin, f32 compute on the FP16 weights"}})
+
+
+def _cpu_runner(artifact: Artifact, threads: int):
+    """Accuracy on this host: the same IR on the CPU plugin (f32, so the IR's own quantization decides)."""
+    from targets.runtimes import OpenVINORunner
+
+    runner = OpenVINORunner(Path(artifact.path), threads, "LATENCY", "f32")
+    runner.info["device"] = "CPU (stand-in)"
+    return runner

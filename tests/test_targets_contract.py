@@ -1,0 +1,301 @@
+"""The contract every deployment target satisfies, one subclass per target (real builds on the tiny Xception).
+
+A target's options are strict; its jobs build `Artifact` records whose files exist and match their
+sha256, or say precisely what this host lacks (`incomplete`, `latency_skip`); its runner runs on a
+preprocessed image; importing its module imports no toolkit.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pydantic import ValidationError
+from rich.console import Console
+
+import targets
+from pipeline.artifacts import Artifact
+from pipeline.config import parse_config
+from pipeline.errors import ConfigError
+from pipeline.hashing import sha256_file
+from tests.conftest import tiny_config
+
+HEAVY = ("tensorflow", "keras", "openvino", "nncf", "onnx", "onnxruntime", "tf2onnx")
+N_CLASSES = 3
+
+
+@pytest.fixture(scope="module")
+def ctx(tiny_assets, tmp_path_factory):
+    """One RunContext (and stage cache) shared by every target, as in a run."""
+    from pipeline.context import RunContext
+
+    out = tmp_path_factory.mktemp("contract") / "out"
+    cfg = parse_config(tiny_config(tiny_assets, out))
+    return RunContext(cfg, Path(cfg.model.path), console=Console(file=io.StringIO()))
+
+
+class TargetContract:
+    name: str
+    options: dict = {}
+    expected_jobs: tuple[str, ...] = ()
+
+    @pytest.fixture(scope="class")
+    def built(self, ctx):
+        mod = targets.load_module(self.name)
+        jobs = mod.jobs(ctx, mod.Options.model_validate(self.options))
+        return {job.name: (job, job.build()) for job in jobs}
+
+    def test_registry_row_says_what_the_host_needs(self):
+        row = targets.get(self.name).as_dict()
+        assert row["name"] == self.name and row["accepts"] and row["precisions"] and row["runtime"] and row["artifact"]
+        assert isinstance(row["available"], bool) and isinstance(row["missing"], list)
+        assert row["available"] == (row["missing"] == [])
+        assert set(row["host"]) == {"packages", "executables", "compiler", "libraries", "device"}
+
+    def test_options_are_strict(self, tiny_assets, tmp_path):
+        opts_cls = targets.load_module(self.name).Options
+        with pytest.raises(ValidationError):
+            opts_cls.model_validate({"no_such_option": 1})
+        with pytest.raises(ValidationError):
+            opts_cls.model_validate({"precisions": ["fp64"]})
+        cfg = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": self.name, "options": {"typo": 1}}])
+        with pytest.raises(ConfigError, match=rf"options for target '{self.name}'.*typo.*unknown key"):
+            parse_config(cfg)
+
+    def test_module_import_is_light(self):
+        code = (f"import sys, json, targets; targets.load_module({self.name!r}); "
+                f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parents[1])
+        assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+    def test_jobs_build_artifacts_whose_files_match_their_sha256(self, built):
+        assert tuple(built) == self.expected_jobs
+        for job, art in built.values():
+            assert isinstance(art, Artifact) and art.name == job.name and art.target == self.name
+            assert art.path.is_file() and art.path.name in art.files
+            for f in art.files:
+                assert (art.path.parent / f).is_file(), f
+            model_files = [art.path.name] + ([art.path.with_suffix(".bin").name] if art.format == "openvino-ir" else [])
+            digests = [sha256_file(art.path.parent / f) for f in model_files]
+            if len(digests) == 1:
+                assert art.sha256 == digests[0]
+            else:
+                import hashlib
+
+                assert art.sha256 == hashlib.sha256("".join(digests).encode()).hexdigest()
+            assert art.size_bytes == sum((art.path.parent / f).stat().st_size for f in model_files)
+            json.dumps(art.to_json())  # the record is JSON-able
+            for status in art.incomplete:  # precise statuses, never vague
+                assert status.startswith("not compiled: ") or "opset" in status, status
+
+    def test_runner_runs_on_a_preprocessed_image(self, built, ctx):
+        image = ctx.validation.images[0]
+        for job, art in built.values():
+            runner = job.runner(art, 2)
+            scores = runner.predict(image)
+            assert scores.shape == (N_CLASSES,) and scores.dtype == np.float32 and np.isfinite(scores).all()
+            assert abs(float(scores.sum()) - 1.0) < 0.05  # softmax head, (de)quantized
+            with pytest.raises(Exception, match="expected shape"):
+                runner.predict(image[:-1])
+
+    def test_latency_skip_is_a_precise_status(self, built):
+        for job, art in built.values():
+            skip = job.latency_skip(art) if job.latency_skip else None
+            assert skip is None or (skip.startswith("skipped: ") and len(skip) > 20)
+
+
+class TestTFLiteArm(TargetContract):
+    name = "tflite-arm"
+    expected_jobs = ("tflite-arm/fp32", "tflite-arm/int8")
+
+    def test_min_runtime_version_matches_the_converters_own(self, built):
+        for _, art in built.values():
+            req = art.metadata["min_runtime"]
+            assert req["unknown"] == [] and req["computed"] is not None
+            # TF writes its own computation into the `min_runtime_version` metadata: ours must agree
+            assert req["computed"] == req["metadata"] == req["required"], req
+        int8 = built["tflite-arm/int8"][1].metadata["min_runtime"]
+        assert {o["op"] for o in int8["ops"]} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+    def test_xnnpack_off_gives_the_same_scores(self, built, ctx):
+        from targets.tflite_arm import make_runner
+
+        art = built["tflite-arm/int8"][1]
+        image = ctx.validation.images[1]
+        on, off = make_runner(art, 2, xnnpack=True), make_runner(art, 2, xnnpack=False)
+        assert on.info["xnnpack"] and not off.info["xnnpack"]
+        np.testing.assert_allclose(on.predict(image), off.predict(image), atol=0.02)
+
+
+class TestOpenVINOCPU(TargetContract):
+    name = "openvino-cpu"
+    expected_jobs = ("openvino-cpu/fp32", "openvino-cpu/int8")
+
+    def test_blob_is_reimported_with_the_same_precision_and_results(self, built, ctx):
+        from targets.runtimes import OpenVINORunner
+
+        image = ctx.validation.images[2]
+        for job, art in built.values():
+            rec = art.metadata["compiled"]
+            assert f"{art.path.stem}.blob" in art.files and rec["device"] == "CPU" and rec["blob_bytes"] > 0
+            assert rec["inference_precision"] == "f32"
+            graph = rec["exec_graph"]
+            assert graph["isa"] and graph["kernels"] and graph["runtime_precisions"], graph
+            runner = job.runner(art, 2)
+            assert runner.info["loaded_from"] == "blob" and runner.info["inference_precision"] == "f32"
+            assert runner.info["inference_precision"] == OpenVINORunner(art.path, 2).info["inference_precision"]
+            np.testing.assert_allclose(runner.predict(image), OpenVINORunner(art.path, 2).predict(image), atol=1e-6)
+        int8 = built["openvino-cpu/int8"][1].metadata["compiled"]["exec_graph"]
+        assert any(p.lower() in {"i8", "u8"} for p in int8["runtime_precisions"]), int8
+
+
+class TestCoralEdgeTPU(TargetContract):
+    name = "coral-edgetpu"
+    expected_jobs = ("coral-edgetpu/int8",)
+
+    @pytest.fixture(autouse=True, scope="class")
+    def _no_compiler(self):
+        if targets.get("coral-edgetpu").host_status()["host"]["compiler"]:
+            pytest.skip("edgetpu_compiler is installed here: this class tests the host without it")
+
+    def test_not_compiled_is_a_precise_status_with_the_install_hint(self, built):
+        job, art = built["coral-edgetpu/int8"]
+        assert len(art.incomplete) == 1
+        assert art.incomplete[0].startswith("not compiled: edgetpu_compiler not installed")
+        assert "apt-get install edgetpu-compiler" in art.incomplete[0]
+        assert art.path.name == "model_int8.tflite" and art.metadata["edgetpu"]["compiled"] == []
+        assert job.latency_skip(art).startswith("skipped: no Edge TPU model (not compiled)")
+
+    def test_reuses_the_tflite_arm_int8_conversion_and_ships_the_preflight(self, built, ctx):
+        from targets.edgetpu_preflight import analyze
+        from targets.tflite_arm import int8_stage
+
+        _, art = built["coral-edgetpu/int8"]
+        arm, _ = int8_stage(ctx)
+        assert art.sha256 == sha256_file(arm.path / arm.meta["file"])  # the same conversion, not a second one
+        assert [e.name for e in ctx.cache.events].count("tflite-int8") == 1
+        saved = json.loads((art.path.parent / "preflight.json").read_text())
+        assert saved == json.loads(json.dumps({**analyze(art.path).to_json(), "path": "model_int8.tflite"}))
+        assert saved["all_on_edgetpu"] and len(saved["ops"]) > 20, [op["reasons"] for op in saved["ops"]]
+        assert "recommended segments: 1" in (art.path.parent / "preflight.txt").read_text()
+        assert art.metadata["edgetpu"]["preflight"]["recommended_segments"] == 1
+
+    def test_uint8_io_option(self, ctx):
+        from targets import coral_edgetpu
+        from targets.edgetpu_preflight import analyze
+
+        (job,) = coral_edgetpu.jobs(ctx, coral_edgetpu.Options(io_dtype="uint8"))
+        art = job.build()
+        report = analyze(art.path)
+        assert report.ops[0].inputs[0].dtype == "uint8" and report.ops[-1].outputs[0].dtype == "uint8"
+        assert report.all_on_edgetpu
+        scores = job.runner(art, 2).predict(ctx.validation.images[0])
+        assert scores.shape == (N_CLASSES,) and abs(float(scores.sum()) - 1) < 0.05
+
+
+FAKE_COMPILER = """#!/usr/bin/env python3
+# A stand-in for edgetpu_compiler that follows its documented CLI and output contract (not a real compiler):
+# `--out_dir D [--num_segments N] model.tflite` -> D/<stem>_edgetpu.tflite (here a copy), D/<stem>_edgetpu.log
+import os, shutil, sys
+args = sys.argv[1:]
+if args == ["--version"]:
+    print("Edge TPU Compiler version 16.0.384591198"); sys.exit(0)
+out = args[args.index("--out_dir") + 1]; model = args[-1]; stem = os.path.splitext(os.path.basename(model))[0]
+shutil.copy(model, os.path.join(out, stem + "_edgetpu.tflite"))
+table = ("Operator                       Count      Status\\n\\n"
+         "CONV_2D                        4          Mapped to Edge TPU\\n")
+open(os.path.join(out, stem + "_edgetpu.log"), "w").write(
+    "Edge TPU Compiler version 16.0.384591198\\nInput: " + model + "\\nOutput: x\\n\\n" + table)
+print("Edge TPU Compiler version 16.0.384591198\\nStarted a compilation timeout timer of 180 seconds.\\n\\n"
+      "Model compiled successfully in 35 ms.\\n\\nInput model: " + model + "\\nInput size: 25.99KiB\\n"
+      "Output model: " + stem + "_edgetpu.tflite\\nOutput size: 99.94KiB\\n"
+      "On-chip memory used for caching model parameters: 20.00KiB\\n"
+      "On-chip memory remaining for caching model parameters: 7.98MiB\\n"
+      "Off-chip memory used for streaming uncached model parameters: 0.00B\\n"
+      "Number of Edge TPU subgraphs: 1\\nTotal number of operations: 4\\n"
+      "Operation log: " + stem + "_edgetpu.log\\n\\n" + table)
+"""
+
+
+class TestCoralEdgeTPUCompiled(TargetContract):
+    """The same contract with an `edgetpu_compiler` on PATH: a contract test of the wrapper (the fake
+    writes the documented outputs), not of Google's compiler."""
+
+    name = "coral-edgetpu"
+    expected_jobs = ("coral-edgetpu/int8",)
+
+    @pytest.fixture(scope="class")
+    def built(self, ctx, tmp_path_factory):
+        bindir = tmp_path_factory.mktemp("fakebin")
+        exe = bindir / "edgetpu_compiler"
+        exe.write_text(FAKE_COMPILER.replace("#!/usr/bin/env python3", f"#!{sys.executable}"))
+        exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+        old = os.environ["PATH"]
+        os.environ["PATH"] = f"{bindir}{os.pathsep}{old}"
+        try:
+            mod = targets.load_module(self.name)
+            jobs = mod.jobs(ctx, mod.Options())
+            yield {job.name: (job, job.build()) for job in jobs}
+        finally:
+            os.environ["PATH"] = old
+
+    def test_compiled_artifact_and_parsed_log(self, built):
+        job, art = built["coral-edgetpu/int8"]
+        assert art.path.name == "model_int8_edgetpu.tflite" and art.incomplete == ()
+        assert {"model_int8.tflite", "preflight.json", "edgetpu_compiler.log", "model_int8_edgetpu.log",
+                "compile.json"} <= set(art.files)
+        info = art.metadata["edgetpu"]
+        assert info["status"] == "compiled" and info["compiler"]["version"] == "16.0.384591198"
+        assert info["compiler"]["on_chip_bytes"] == 20 * 1024 and info["compiler"]["ops_on_edgetpu"] == 4
+        assert art.tool_versions["edgetpu_compiler"] == "16.0.384591198"
+        # no Edge TPU here: latency is skipped and accuracy runs on the CPU interpreter for the int8 model
+        assert job.latency_skip(art).startswith("skipped: no Edge TPU (libedgetpu.so.1 delegate:")
+        assert job.runner(art, 2).info["device"] == "cpu (no Edge TPU)"
+
+
+class TestOpenVINONPU(TargetContract):
+    name = "openvino-npu"
+    options = {"myriad": True}
+    expected_jobs = ("openvino-npu/int8", "openvino-npu/myriad-fp16")
+
+    def test_npu_status_and_quantization(self, built):
+        job, art = built["openvino-npu/int8"]
+        if art.metadata["npu"]["compiled"]:
+            pytest.skip("an NPU is present: the blob path ran")
+        assert art.incomplete[0].startswith("not compiled: no NPU device (OpenVINO devices here: CPU")
+        assert art.metadata["npu"]["quantization"] == {"preset": "performance", "target_device": "NPU"}
+        assert job.latency_skip(art) == "skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR"
+        assert "FakeQuantize" in art.path.read_text()
+
+    def test_myriad_fp16_ir_states_its_runtime(self, built):
+        job, art = built["openvino-npu/myriad-fp16"]
+        assert art.precision == "fp16" and art.metadata["myriad"]["needs_runtime"] == "OpenVINO 2022.3 LTS"
+        assert 1 <= art.metadata["myriad"]["max_opset"] <= 10
+        assert "removed in OpenVINO 2023.0" in art.incomplete[0] and "2022.3 LTS" in art.incomplete[0]
+        assert 'element_type="f16"' in art.path.read_text()
+        assert "MYRIAD needs the OpenVINO 2022.3 LTS" in job.latency_skip(art)
+
+
+def test_coral_compiler_failure_is_an_error_whose_log_is_kept(ctx, tmp_path, monkeypatch):
+    """A failing compiler (fake, exit 1) is a precise error, not a partial or passed artifact; its log survives."""
+    from targets import coral_edgetpu
+
+    exe = tmp_path / "edgetpu_compiler"
+    exe.write_text(f"#!{sys.executable}\nimport sys\nif sys.argv[1:] == ['--version']:\n"
+                   "    print('Edge TPU Compiler version 16.0.384591198'); sys.exit(0)\n"
+                   "print('Internal compiler error. Aborting!'); sys.exit(1)\n")
+    exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    (job,) = coral_edgetpu.jobs(ctx, coral_edgetpu.Options(compiler_timeout_s=60, num_segments=2))
+    with pytest.raises(Exception, match=r"Received: 1 \(Internal compiler error\. Aborting!\); log: (\S+)") as info:
+        job.build()
+    kept = Path(str(info.value).rsplit("log: ", 1)[1])
+    assert kept.is_file() and "--num_segments 2" in kept.read_text() and "[return code 1]" in kept.read_text()

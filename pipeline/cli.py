@@ -281,7 +281,7 @@ def bench(
     runs: int = typer.Option(50, min=1, help="timed runs (host: at least 10)"),
     warmup: int = typer.Option(5, min=0, help="untimed warmup runs"),
     threads: int = _PRE["threads"],
-    data: str | None = typer.Option(None, help="host: images to time on: a folder (flat or class sub-folders) or a CSV"),
+    data: str | None = typer.Option(None, help="host: images to time on: a folder (flat or class sub-dirs) or a CSV"),
     preprocess: Path | None = _PRE["preprocess"],
     size: tuple[int, int] | None = _PRE["size"],
     preprocessing: str | None = _PRE["preprocessing"],

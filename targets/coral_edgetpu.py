@@ -156,13 +156,14 @@ def latency_skip(artifact: Artifact) -> str | None:
     return None
 
 
-def make_runner(artifact: Artifact, threads: int):
+def make_runner(artifact: Artifact, threads: int, device: str = "edgetpu"):
     """The compiled model on the Edge TPU (libedgetpu delegate) when possible, else the same int8
-    model on the CPU interpreter (an Edge TPU model's custom op cannot run without the delegate)."""
+    model on the CPU interpreter (an Edge TPU model's custom op cannot run without the delegate).
+    `device="cpu"` (the job's runner_params on a host without an Edge TPU) always takes the CPU."""
     from targets.runtimes import TFLiteRunner
 
     compiled = artifact.metadata.get("edgetpu", {}).get("compiled") or []
-    if len(compiled) == 1 and edgetpu_delegate_error() is None:
+    if device == "edgetpu" and len(compiled) == 1 and edgetpu_delegate_error() is None:
         runner = TFLiteRunner(artifact.path.parent / compiled[0], threads, delegates=[_load_delegate()])
         runner.info["device"] = "edgetpu"
         return runner

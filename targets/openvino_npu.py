@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from pipeline.artifacts import Artifact
+from pipeline.errors import ConfigError
 from pipeline.versions import tool_versions
 from targets.base import BaseOptions, Job
 
@@ -109,6 +110,14 @@ def _myriad_fp16(ctx) -> Artifact:
         metadata={"myriad": {"needs_runtime": MYRIAD_RUNTIME, "max_opset": max(opsets.values(), default=0),
                              "opsets": opsets, "weights": "fp16 (compress_to_fp16)",
                              "accuracy_on": "CPU plugin, f32 compute on the FP16 weights"}})
+
+
+def make_runner(artifact: Artifact, threads: int, device: str = "CPU"):
+    """Built from the job's plain runner_params (the probe does so in a child process). Only the CPU
+    stand-in exists: no NPU runner is implemented (an NPU row's latency is skipped with its reason)."""
+    if device != "CPU":
+        raise ConfigError(f"openvino-npu runner: expected device 'CPU' (the stand-in). Received: {device!r}")
+    return _cpu_runner(artifact, threads)
 
 
 def _cpu_runner(artifact: Artifact, threads: int):

@@ -166,7 +166,7 @@ def test_artifact_that_cannot_be_validated_gives_exit_3(run, tmp_path, monkeypat
     import targets.openvino_cpu as ov_target
     from pipeline.errors import DeviceUnavailableError
 
-    def unreachable(artifact, threads, hint="LATENCY", precision="f32"):
+    def unreachable(artifact, threads, *options):
         raise DeviceUnavailableError(f"{artifact.name}: device CPU@board-7 unreachable (connection refused)")
 
     monkeypatch.setattr(ov_target, "make_runner", unreachable)

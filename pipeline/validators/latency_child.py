@@ -75,12 +75,12 @@ def _child(req_path: str) -> int:
         spec = PreprocessSpec(**req["spec"])
         res["end_to_end"] = time_end_to_end(runner, spec, req["paths"], req["e2e_runs"], tick)
     peak, method = _peak_rss_mb()
-    res.update(
-        rss_scope="child process", rss_baseline_mb=rss_base, rss_after_load_mb=rss_loaded, peak_rss_mb=peak,
-        peak_rss_source=method,
-        rss_model_mb=peak - rss_base, threads=req["threads"], runtime=getattr(runner, "runtime", None),
-        **getattr(runner, "info", {}),
-    )
+    res.update({
+        "rss_scope": "child process", "rss_baseline_mb": rss_base, "rss_after_load_mb": rss_loaded,
+        "peak_rss_mb": peak, "peak_rss_source": method, "rss_model_mb": peak - rss_base,
+        "threads": req["threads"], "runtime": getattr(runner, "runtime", None),
+        **getattr(runner, "info", {}),  # the runner's own facts (e.g. threads it really used) win
+    })
     sys.stdout.write("result " + json.dumps(res) + "\n")
     return 0
 

@@ -30,13 +30,15 @@ def run(
     threads: int | None = typer.Option(None, min=1, help="inference threads (overrides the config)"),
     trust_model: bool = typer.Option(False, "--trust-model", help="allow Keras models needing safe_mode=False"),
     as_json: bool = typer.Option(False, "--json", help="print report.json on stdout"),
+    executor: str | None = typer.Option(None, help="where targets run: local | process[=N] | ray[=ADDRESS]"),
 ) -> None:
     """Convert, quantize, validate and gate every configured target's artifacts."""
     from pipeline.config import example_config_path, load_config, parse_config
 
     try:
         cfg = load_config(config if config is not None else example_config_path(example))
-        overrides = {k: v for k, v in {"output": output, "threads": threads}.items() if v is not None}
+        overrides = {k: v for k, v in {"output": output, "threads": threads, "executor": executor}.items()
+                     if v is not None}
         if trust_model:
             overrides["model"] = {**cfg.model.model_dump(exclude_none=True), "trust": True}
         if overrides:

@@ -108,18 +108,31 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
     return row
 
 
-def run_pipeline(cfg, model_path: Path) -> dict:
+def run_target(ctx: RunContext, entry, ref_scores: np.ndarray) -> list[dict]:
+    """One target's artifacts: build, validate, gate, publish. The unit an executor fans out."""
+    rows = []
+    mod = targets.load_module(entry.name)
+    for job in mod.jobs(ctx, entry.typed_options()):
+        ctx.console.print(f"[bold]{job.name}[/]")
+        rows.append(_artifact_row(ctx, job, ref_scores))
+    return rows
+
+
+def run_pipeline(cfg, model_path: Path, executor=None) -> dict:
+    """`executor`: where the targets run (default: from `cfg.executor`; `local` runs them here)."""
     t0 = time.perf_counter()
     with locked_output(Path(cfg.output)):
         ctx = RunContext(cfg, model_path)
         ctx.cache.sweep_temporaries()
         ref = _reference(ctx)
         rows = [ref["row"]]
-        for entry in cfg.targets:
-            mod = targets.load_module(entry.name)
-            for job in mod.jobs(ctx, entry.typed_options()):
-                ctx.console.print(f"[bold]{job.name}[/]")
-                rows.append(_artifact_row(ctx, job, ref["scores"]))
+        if executor is not None or cfg.executor != "local":
+            from pipeline.fanout import run_targets
+
+            rows += run_targets(ctx, ref["scores"], executor)
+        else:
+            for entry in cfg.targets:
+                rows += run_target(ctx, entry, ref["scores"])
         exit_code = EXIT_OK if all(r["status"] in ("passed", "reference") for r in rows) else EXIT_GATE_FAILED
         report = {
             "edgepipe_report": 1,
@@ -146,7 +159,7 @@ def run_pipeline(cfg, model_path: Path) -> dict:
 def _batch_info(ctx: RunContext, which: str) -> dict | None:
     batch = ctx.__dict__.get(which)  # only if it was materialised
     if batch is None:
-        return None
+        return getattr(ctx, "worker_batches", {}).get(which)  # materialised by executor workers
     return {"source": batch.source, "split": batch.split, "count": len(batch), "sha256": batch.sha256}
 
 

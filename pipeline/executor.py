@@ -72,7 +72,8 @@ class Executor:
     def map(self, fn, items, *, num_cpus: float = 1, resources: Mapping[str, float] | None = None,
             labels: Sequence[str] | None = None) -> list[Any]:
         labels = list(labels) if labels is not None else [f"{fn.__name__}[{i}]" for i in range(len(items))]
-        return self.run([Task(fn, (item,), num_cpus, dict(resources or {}), lab) for item, lab in zip(items, labels)])
+        return self.run([Task(fn, (item,), num_cpus, dict(resources or {}), lab)
+                         for item, lab in zip(items, labels, strict=True)])
 
     @property
     def parallel(self) -> bool:

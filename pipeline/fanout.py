@@ -24,7 +24,13 @@ def _context(payload: dict) -> RunContext:
     from pipeline.config import parse_config
 
     cfg = parse_config(payload["config"], source=payload.get("source", "worker config"))
-    return RunContext(cfg, Path(payload["model"]), cache_root=Path(payload["cache_root"]))
+    if payload.get("model"):
+        model = Path(payload["model"])
+    else:  # resolved in the worker: an example model is built where it is needed
+        from pipeline.examples import resolve_model
+
+        model = resolve_model(cfg)
+    return RunContext(cfg, model, cache_root=Path(payload["cache_root"]))
 
 
 def batch_infos(ctx: RunContext) -> dict:
@@ -44,7 +50,7 @@ def prepare_model(payload: dict) -> dict:
     ref = _reference(ctx)
     if payload.get("savedmodel", True):
         ctx.savedmodel()
-    return {"ref_row": ref["row"], "ref_scores": ref["scores"], "model_sha256": ctx.model_sha,
+    return {"ref_row": ref["row"], "ref_scores": ref["scores"], "model": str(ctx.model_path),
             "events": list(ctx.cache.events), "data": batch_infos(ctx)}
 
 
@@ -105,7 +111,7 @@ def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[dic
 
     rows: list[dict] = []
     ctx.worker_batches = {}
-    for entry, out in zip(cfg.targets, executor.run(tasks, on_result=done)):
+    for entry, out in zip(cfg.targets, executor.run(tasks, on_result=done), strict=True):
         if isinstance(out, Failure):
             if out.kind == "input" and out.exit_code == EXIT_BAD_INPUT:
                 raise InputError(out.reason.split(": ", 1)[-1])  # bad input aborts the run, as in-process

@@ -35,6 +35,11 @@ def _reproducible(model, saved_model: Path) -> None:
     if model.has_rt_info(["conversion_parameters", "input_model"]):
         model.set_rt_info(f"{Path(saved_model).parent.name}/{Path(saved_model).name}",
                           ["conversion_parameters", "input_model"])
+    canonical_names(model)
+
+
+def canonical_names(model) -> None:
+    """Renumber OpenVINO's default op names (`Type_<process-wide counter>`) in topological order."""
     renamed: dict[str, str] = {}
     for op in model.get_ordered_ops():
         m = AUTO_NAME.match(op.get_friendly_name())
@@ -53,6 +58,7 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, preset: str = "perform
         preset=nncf.QuantizationPreset(preset),
         subset_size=len(calib),
     )
+    canonical_names(qmodel)  # NNCF adds unnamed Constant/Convert nodes (mixed preset)
     dest = Path(out) / "model_int8.xml"
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
     return dest

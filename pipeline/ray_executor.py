@@ -53,7 +53,8 @@ class RayExecutor(Executor):
                     ray.init(address=address, runtime_env=env, logging_level="WARNING")
                 except (ConnectionError, RuntimeError, ValueError) as err:
                     raise ConfigError(f"executor 'ray={address}': expected a reachable Ray cluster "
-                                      f"(ray start --head, then ray=auto or ray://HOST:10001). "
+                                      f"(ray start --head, then ray=auto or ray://HOST:10001; a cluster with "
+                                      f"token authentication also needs RAY_AUTH_MODE=token here). "
                                       f"Received: {err}") from err
         self._remote = ray.remote(invoke)
 

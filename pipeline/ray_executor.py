@@ -40,8 +40,9 @@ class RayExecutor(Executor):
         if self._owns:
             env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
             if address is None:
-                ray.init(num_cpus=num_cpus, resources=dict(resources or {}), include_dashboard=False,
-                         runtime_env=env, logging_level="WARNING")
+                # "local": always a new instance, even if `ray start` left a cluster address behind
+                ray.init(address="local", num_cpus=num_cpus, resources=dict(resources or {}),
+                         include_dashboard=False, runtime_env=env, logging_level="WARNING")
             else:
                 if ship_code:
                     import calibration

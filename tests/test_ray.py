@@ -20,7 +20,7 @@ BOARDS = {"board:rpi4-01": 1, "board:rpi4-02": 1}
 def ray_executor():
     from pipeline.ray_executor import RayExecutor
 
-    ray.init(num_cpus=2, include_dashboard=False, resources=BOARDS, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, resources=BOARDS, logging_level="WARNING")
     try:
         ex = RayExecutor(max_retries=2)  # attaches to the instance above
         assert ex.parallel and ex.name == "ray"

@@ -6,6 +6,10 @@ writes into a private temporary directory; only when it returns is a `_stage.jso
 marker written and the directory renamed into place (an atomic rename on one
 filesystem). So an interrupted stage never leaves a directory that looks complete, and
 a rerun with unchanged inputs runs nothing.
+
+Several workers (processes, Ray tasks) may share one cache directory. A per-stage file lock
+makes a stage run once: the second worker waits for the lock, then finds the published
+result and reports it as cached instead of recomputing it.
 """
 
 from __future__ import annotations
@@ -18,9 +22,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from filelock import FileLock
+
 from pipeline.hashing import stable_hash
 
 MARKER = "_stage.json"
+LOCKS = ".locks"  # per-stage lock files (never swept: a lock file is harmless, and may be held)
 
 
 @dataclass(frozen=True)
@@ -61,8 +68,18 @@ class StageCache:
             self.events.append(hit)
             return hit
         key = self.key_for(name, inputs)
+        (self.root / LOCKS).mkdir(parents=True, exist_ok=True)
+        with FileLock(self.root / LOCKS / f"{name}-{key}.lock"):
+            hit = self.lookup(name, inputs)  # another worker computed it while we waited
+            if hit is not None:
+                self.events.append(hit)
+                return hit
+            result = self._compute(name, key, inputs, fn)
+        self.events.append(result)
+        return result
+
+    def _compute(self, name: str, key: str, inputs: dict, fn: Callable[[Path], dict | None]) -> StageResult:
         out = self.root / f"{name}-{key}"
-        self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.root / f".tmp-{name}-{key}-{os.getpid()}"
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -79,9 +96,7 @@ class StageCache:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        result = StageResult(name, key, out, False, seconds, meta)
-        self.events.append(result)
-        return result
+        return StageResult(name, key, out, False, seconds, meta)
 
     def sweep_temporaries(self) -> int:
         """Remove `.tmp-*` dirs left by runs that were killed (kill -9 leaves them)."""

@@ -31,13 +31,15 @@ def run(
     trust_model: bool = typer.Option(False, "--trust-model", help="allow Keras models needing safe_mode=False"),
     as_json: bool = typer.Option(False, "--json", help="print report.json on stdout"),
     wait: bool = typer.Option(False, "--wait", help="if another run holds the output directory, wait for it"),
+    executor: str | None = typer.Option(None, help="where targets run: local | process[=N] | ray[=ADDRESS]"),
 ) -> None:
     """Convert, quantize, validate and gate every configured target's artifacts."""
     from pipeline.config import example_config_path, load_config, parse_config
 
     try:
         cfg = load_config(config if config is not None else example_config_path(example))
-        overrides = {k: v for k, v in {"output": output, "threads": threads}.items() if v is not None}
+        overrides = {k: v for k, v in {"output": output, "threads": threads, "executor": executor}.items()
+                     if v is not None}
         if trust_model:
             overrides["model"] = {**cfg.model.model_dump(exclude_none=True), "trust": True}
         if overrides:
@@ -61,6 +63,37 @@ def run(
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
     print_summary(report, stderr if as_json else _stdout(), cfg.output)
+    raise typer.Exit(report["exit_code"])
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="sweep.yaml: models x recipes x targets (x boards) over a base config"),
+    executor: str | None = typer.Option(None, help="local | process[=N] | ray[=ADDRESS] (overrides the sweep file)"),
+    output: Path | None = typer.Option(None, help="output directory (overrides the sweep file)"),
+    as_json: bool = typer.Option(False, "--json", help="print sweep.json on stdout"),
+) -> None:
+    """Run a sweep on an executor; print the leaderboard, Pareto fronts and the best candidate per target."""
+    from pipeline.sweep_config import load_sweep
+
+    try:
+        overrides = {k: v for k, v in {"executor": executor, "output": output}.items() if v is not None}
+        spec = load_sweep(config, overrides)
+        from pipeline.leaderboard import print_leaderboard
+        from pipeline.progress import stderr
+        from pipeline.sweep import run_sweep
+
+        report = run_sweep(spec)
+    except EdgepipeError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        from pipeline.progress import stderr
+
+        stderr.print("[yellow]interrupted[/]: completed stages are cached; rerun to resume")
+        raise typer.Exit(130) from None
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
+    print_leaderboard(report, stderr if as_json else _stdout())
     raise typer.Exit(report["exit_code"])
 
 

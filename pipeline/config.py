@@ -147,6 +147,18 @@ class PipelineConfig(Strict):
     probe: ProbeSpec = ProbeSpec()
     output: Path = Path("edgepipe-out")
     threads: PositiveInt = 2
+    executor: str = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executor.py)")
+
+    @field_validator("executor")
+    @classmethod
+    def _executor(cls, v):
+        from pipeline.executor import parse_spec
+
+        try:
+            parse_spec(v)
+        except ConfigError as err:
+            raise ValueError(str(err).removeprefix("executor: ")) from None
+        return v
 
     @field_validator("targets")
     @classmethod

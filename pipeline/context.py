@@ -21,13 +21,14 @@ from pipeline.versions import tool_versions
 
 
 class RunContext:
-    def __init__(self, cfg, model_path: Path, console=stderr):
+    def __init__(self, cfg, model_path: Path, console=stderr, cache_root: Path | None = None):
+        """`cache_root`: the stage cache (default `<output>/stages`); workers of one run or sweep share it."""
         self.cfg = cfg
         self.console = console
         self.model_path = Path(model_path)
         self.spec = PreprocessSpec.from_input(cfg.input)
         self.labels = read_labels(cfg.data.labels)
-        self.cache = StageCache(Path(cfg.output) / "stages")
+        self.cache = StageCache(Path(cache_root) if cache_root is not None else Path(cfg.output) / "stages")
         self.is_savedmodel = _check_model_path(self.model_path, cfg.model.trust)
         self.model_sha = sha256_tree(self.model_path) if self.is_savedmodel else sha256_file(self.model_path)
         self._keras = None
@@ -97,7 +98,10 @@ class RunContext:
             return hit
         with self.console.status(f"running {name} ..."):
             res = self.cache.run(name, inputs, fn)
-        self.console.print(f"  [green]ran[/]     {name}  ({res.seconds:.1f} s)")
+        if res.cached:  # another worker sharing the cache computed it while this one waited
+            self.console.print(f"  [dim]cached[/]  {name}  (computed by another worker)")
+        else:
+            self.console.print(f"  [green]ran[/]     {name}  ({res.seconds:.1f} s)")
         return res
 
 

@@ -145,7 +145,21 @@ def _env_brief() -> dict:
     return {"cpu": h["cpu"], "isa_flags": h["isa_flags"], "cores": h["cores"]}
 
 
-def run_pipeline(cfg, model_path: Path, wait: bool = False) -> dict:
+def run_target(ctx: RunContext, entry, ref_scores: np.ndarray) -> list[dict]:
+    """One target's artifacts: build, validate, gate, publish, then the target's extra check rows
+    (e.g. arm64 emulation). The unit an executor fans out."""
+    rows = []
+    mod = targets.load_module(entry.name)
+    for job in mod.jobs(ctx, entry.typed_options()):
+        ctx.console.print(f"[bold]{job.name}[/]")
+        rows.append(_artifact_row(ctx, job, ref_scores))
+    for check in getattr(mod, "checks", lambda *_: [])(ctx, entry.typed_options()):
+        rows.append(check(rows))
+    return rows
+
+
+def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None) -> dict:
+    """`executor`: where the targets run (default: from `cfg.executor`; `local` runs them here)."""
     t0 = time.perf_counter()
     with locked_output(Path(cfg.output), wait=wait), write_guard(Path(cfg.output)):
         ctx = RunContext(cfg, model_path)
@@ -153,13 +167,13 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False) -> dict:
         sweep_leftovers(Path(cfg.output))
         ref = _reference(ctx)
         rows = [ref["row"]]
-        for entry in cfg.targets:
-            mod = targets.load_module(entry.name)
-            for job in mod.jobs(ctx, entry.typed_options()):
-                ctx.console.print(f"[bold]{job.name}[/]")
-                rows.append(_artifact_row(ctx, job, ref["scores"]))
-            for check in getattr(mod, "checks", lambda *_: [])(ctx, entry.typed_options()):  # extra rows
-                rows.append(check(rows))
+        if executor is not None or cfg.executor != "local":
+            from pipeline.fanout import run_targets
+
+            rows += run_targets(ctx, ref["scores"], executor)
+        else:
+            for entry in cfg.targets:
+                rows += run_target(ctx, entry, ref["scores"])
         exit_code = gate_mod.exit_code(r["status"] for r in rows)  # "skipped" (optional check, reason given) is ok
         report = {
             "edgepipe_report": 1,
@@ -190,7 +204,7 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False) -> dict:
 def _batch_info(ctx: RunContext, which: str) -> dict | None:
     batch = ctx.__dict__.get(which)  # only if it was materialised
     if batch is None:
-        return None
+        return getattr(ctx, "worker_batches", {}).get(which)  # materialised by executor workers
     return {"source": batch.source, "split": batch.split, "count": len(batch), "sha256": batch.sha256}
 
 

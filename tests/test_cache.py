@@ -38,7 +38,7 @@ def test_a_failing_stage_leaves_nothing_that_looks_complete(tmp_path):
 
     with pytest.raises(RuntimeError):
         cache.run("s", {"p": 1}, boom)
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".locks"]  # only the (empty) per-stage lock files
     assert cache.lookup("s", {"p": 1}) is None
 
 

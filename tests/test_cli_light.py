@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("tensorflow", "keras", "openvino", "nncf", "onnx", "onnxruntime", "tf2onnx")
+HEAVY = ("tensorflow", "keras", "openvino", "nncf", "onnx", "onnxruntime", "tf2onnx", "ray")
 
 PROBE = """
 import sys, json

@@ -100,3 +100,17 @@ def test_runner_refuses_wrong_layout(env):
     path = tfl_stage.convert_fp32(env["sm"], env["tmp"].mktemp("t32b"))
     with pytest.raises(InputError, match=r"expected shape \(1, 71, 71, 3\) \(NHWC\). Received: \(1, 3, 71, 71\)"):
         TFLiteRunner(path, 1).predict(np.zeros((3, INPUT, INPUT), np.float32))
+
+
+def test_openvino_ir_and_nncf_int8_are_reproducible_in_one_process(env):
+    """Same SavedModel -> same bytes, whatever the output directory and however many models this
+    process converted before (OpenVINO names unnamed ops from a process-wide counter)."""
+    from pipeline.hashing import sha256_file
+
+    irs = [ov_stage.convert_ir(env["sm"], env["tmp"].mktemp(f"rep{i}"), env["spec"].shape) for i in range(2)]
+    assert sha256_file(irs[0]) == sha256_file(irs[1]) and irs[0].parent != irs[1].parent
+    assert str(env["tmp"].getbasetemp()) not in irs[0].read_text()  # no absolute path inside
+    calib = env["calib"].images[:10]
+    q = [ov_stage.quantize_nncf(ir, env["tmp"].mktemp(f"repq{i}"), calib, "mixed") for i, ir in enumerate(irs)]
+    assert sha256_file(q[0]) == sha256_file(q[1])
+    assert sha256_file(q[0].with_suffix(".bin")) == sha256_file(q[1].with_suffix(".bin"))

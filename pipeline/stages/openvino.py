@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,37 @@ def convert_ir(saved_model: Path, out: Path, shape: tuple[int, int, int]) -> Pat
     import openvino as ov
 
     model = ov.convert_model(str(saved_model), input=[(1, *shape)])
+    _reproducible(model, saved_model)
     dest = Path(out) / "model_fp32.xml"
     ov.save_model(model, str(dest), compress_to_fp16=False)
     return dest
+
+
+AUTO_NAME = re.compile(r"^([A-Z][A-Za-z0-9]*)_(\d+)$")  # OpenVINO's default op names: Type_<global counter>
+
+
+def _reproducible(model, saved_model: Path) -> None:
+    """Make the IR a function of the SavedModel only, not of the process or the directory.
+
+    - The IR records the converted path: keep only its content-addressed part (the stage
+      directory name), so the same SavedModel gives the same IR in any output directory.
+    - Unnamed ops get `Type_<n>` from a process-wide counter, so a second conversion in one
+      process (or a worker that converted before) names them differently: renumber them in
+      topological order. Tensor names (the model's inputs and outputs) are not touched.
+    """
+    if model.has_rt_info(["conversion_parameters", "input_model"]):
+        model.set_rt_info(f"{Path(saved_model).parent.name}/{Path(saved_model).name}",
+                          ["conversion_parameters", "input_model"])
+    canonical_names(model)
+
+
+def canonical_names(model) -> None:
+    """Renumber OpenVINO's default op names (`Type_<process-wide counter>`) in topological order."""
+    renamed: dict[str, str] = {}
+    for op in model.get_ordered_ops():
+        m = AUTO_NAME.match(op.get_friendly_name())
+        if m:
+            op.set_friendly_name(renamed.setdefault(m.group(0), f"{m.group(1)}_{len(renamed)}"))
 
 
 def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, preset: str = "performance",
@@ -32,6 +61,7 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, preset: str = "perform
         target_device=nncf.TargetDevice(target_device),
         subset_size=len(calib),
     )
+    canonical_names(qmodel)  # NNCF adds unnamed Constant/Convert nodes (mixed preset)
     dest = Path(out) / "model_int8.xml"
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
     return dest

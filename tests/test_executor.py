@@ -1,0 +1,157 @@
+"""The executor seam without Ray: in-process and process-pool executors, retries, worker
+death, board resources, and the spec parser. Task functions live at module level so spawned
+workers import them by name."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import ConfigError, InputError
+from pipeline.executor import Failure, LocalExecutor, Task, make_executor, parse_spec
+
+
+def square(x: int) -> dict:
+    return {"x": x * x, "pid": os.getpid()}
+
+
+def count_and_fail(counter: str) -> None:
+    with open(counter, "a") as f:
+        f.write("x")
+    raise RuntimeError("converter crashed")
+
+
+def bad_input(counter: str) -> None:
+    with open(counter, "a") as f:
+        f.write("x")
+    raise InputError("model: expected a .keras file. Received: 'x.txt'")
+
+
+def die_once(marker: str) -> str:
+    """Kill the worker process on the first attempt; succeed on the retry."""
+    m = Path(marker)
+    if not m.exists():
+        m.write_text("died")
+        os._exit(3)
+    return "survived"
+
+
+def always_die() -> None:
+    os._exit(7)
+
+
+def hold_board(board: str, seconds: float) -> dict:
+    start = time.monotonic()
+    time.sleep(seconds)
+    return {"board": board, "start": start, "end": time.monotonic(), "pid": os.getpid()}
+
+
+def overlaps(intervals: list[dict]) -> list[tuple]:
+    """Pairs of intervals on the same board that overlap in time."""
+    bad = []
+    for i, a in enumerate(intervals):
+        for b in intervals[i + 1:]:
+            if a["board"] == b["board"] and a["start"] < b["end"] and b["start"] < a["end"]:
+                bad.append((a, b))
+    return bad
+
+
+def test_inline_executor_runs_in_order_in_this_process():
+    ex = LocalExecutor(1)
+    seen = []
+    out = ex.run([Task(square, (i,)) for i in range(4)], on_result=lambda i, r: seen.append(i))
+    assert [r["x"] for r in out] == [0, 1, 4, 9]
+    assert {r["pid"] for r in out} == {os.getpid()} and seen == [0, 1, 2, 3]
+    assert not ex.parallel
+
+
+def test_inline_exception_is_retried_then_a_failure(tmp_path):
+    counter = tmp_path / "n"
+    out = LocalExecutor(1, max_retries=2).run([Task(count_and_fail, (str(counter),), label="cell-a"),
+                                               Task(square, (3,))])
+    fail = out[0]
+    assert isinstance(fail, Failure) and fail.kind == "error" and fail.label == "cell-a"
+    assert "RuntimeError: converter crashed" in fail.reason and fail.attempts == 3
+    assert counter.read_text() == "xxx"  # 1 attempt + 2 retries, bounded
+    assert out[1]["x"] == 9  # the other task still ran
+
+
+def test_typed_input_error_is_not_retried(tmp_path):
+    counter = tmp_path / "n"
+    (fail,) = LocalExecutor(1, max_retries=2).run([Task(bad_input, (str(counter),))])
+    assert fail.kind == "input" and fail.exit_code == 2 and fail.attempts == 1
+    assert "expected a .keras file" in fail.reason and counter.read_text() == "x"
+
+
+def test_process_pool_runs_in_other_processes_and_keeps_order():
+    with LocalExecutor(2) as ex:
+        assert ex.parallel and ex.name == "process=2"
+        out = ex.map(square, [1, 2, 3, 4, 5])
+    assert [r["x"] for r in out] == [1, 4, 9, 16, 25]
+    assert os.getpid() not in {r["pid"] for r in out}
+    assert len({r["pid"] for r in out}) <= 2  # long-lived workers are reused
+
+
+def test_process_pool_worker_death_is_retried(tmp_path):
+    with LocalExecutor(2, max_retries=1) as ex:
+        out = ex.run([Task(die_once, (str(tmp_path / "m"),), label="flaky"), Task(square, (2,))])
+    assert out[0] == "survived" and out[1]["x"] == 4
+    assert (tmp_path / "m").read_text() == "died"  # it really died once
+
+
+def test_process_pool_worker_death_becomes_a_failed_row_and_others_finish(tmp_path):
+    counter = tmp_path / "n"
+    with LocalExecutor(2, max_retries=2) as ex:
+        out = ex.run([Task(always_die, label="doomed"), Task(square, (3,)),
+                      Task(count_and_fail, (str(counter),), label="err"), Task(square, (4,))])
+    assert isinstance(out[0], Failure) and out[0].kind == "died" and out[0].attempts == 3
+    assert "worker died (exit code 7)" in out[0].reason and "after 3 attempts" in out[0].reason
+    assert out[2].kind == "error" and counter.read_text() == "xxx"
+    assert out[1]["x"] == 9 and out[3]["x"] == 16
+
+
+def test_process_pool_never_runs_two_tasks_on_one_board():
+    boards = {"board:a": 1, "board:b": 1}
+    tasks = [Task(hold_board, (b, 0.4), num_cpus=0, resources={f"board:{b}": 1}, label=f"{b}{i}")
+             for i in range(3) for b in "ab"]
+    with LocalExecutor(2, resources=boards) as ex:
+        ex.map(square, [0, 0])  # start both workers before timing
+        t0 = time.monotonic()
+        out = ex.run(tasks)
+        wall = time.monotonic() - t0
+    assert not any(isinstance(r, Failure) for r in out)
+    assert overlaps(out) == []
+    # the two boards did work side by side (3 x 0.4 s per board, not 6 x 0.4 s in a row)
+    a_b_parallel = any(a["board"] != b["board"] and a["start"] < b["end"] and b["start"] < a["end"]
+                       for a in out for b in out)
+    assert a_b_parallel and wall < 6 * 0.4
+
+
+def test_task_needing_an_unknown_board_fails_at_once():
+    with LocalExecutor(2, resources={"board:a": 1}) as ex:
+        out = ex.run([Task(hold_board, ("z", 0.0), resources={"board:z": 1}), Task(square, (2,))])
+    assert isinstance(out[0], Failure) and "board:z" in out[0].reason and out[0].attempts == 0
+    assert out[1]["x"] == 4
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("local", ("local", None)), ("process", ("process", None)), ("process=3", ("process", "3")),
+    ("ray", ("ray", None)), ("ray=auto", ("ray", "auto")), ("ray=ray://head:10001", ("ray", "ray://head:10001")),
+])
+def test_parse_spec(spec, expected):
+    assert parse_spec(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["dask", "process=0", "process=two", "local=4", "", "ray="])
+def test_parse_spec_rejects_with_what_was_expected(spec):
+    with pytest.raises(ConfigError, match=r"expected 'local', 'process'.*Received: "):
+        parse_spec(spec)
+
+
+def test_make_executor_sizes_the_process_pool():
+    assert make_executor("local").name == "local"
+    assert make_executor("process=3").workers == 3
+    assert make_executor("process").workers == len(os.sched_getaffinity(0))

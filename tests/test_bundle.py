@@ -45,8 +45,9 @@ def test_manifest_lists_every_file_with_provenance(built):
     m = read_manifest(d)
     record = json.loads((run["artifact"] / "artifact.json").read_text())
     paths = {f["path"] for f in m["files"]}
-    assert paths == {"model_int8.tflite", "labels.txt", "preprocess.json", "artifact.json",
-                     "sample/images.npy", "sample/labels.npy"}
+    assert paths == {"model_int8.tflite", "labels.txt", "preprocess.json", "artifact.json", "README.md",
+                     "sample/images.npy", "sample/labels.npy"}  # README.md: the artifact's model card
+    assert (d / "README.md").read_text().startswith("---\n")  # YAML front matter travels with the bundle
     for f in m["files"]:
         assert f["sha256"] == sha256_file(d / f["path"]) and f["size"] == (d / f["path"]).stat().st_size
     assert m["bundle_version"] == 1 and m["target"] == "tflite-arm" and m["precision"] == "int8"

@@ -69,7 +69,8 @@ def _int8(ctx, opts: Options) -> Artifact:
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
     versions = tool_versions("openvino", "nncf")
-    params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(), **versions}
+    params = {"ir": ir.key, "calibration": calib.sha256, "preset": recipe.nncf_preset or "performance",
+              **recipe.key_params(), **versions}
     res = ctx.stage("nncf-int8", params,
                     lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, recipe).name})
     return Artifact.from_files(f"{NAME}/int8", NAME, "openvino-ir", "int8", res.path / res.meta["file"],

@@ -45,7 +45,7 @@ def _int8(ctx, opts: Options) -> Artifact:
     calib = ctx.calibration_for(recipe)
     versions = tool_versions("tensorflow")
     params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": opts.int8_io,
-              "recipe": recipe.cache_params(), **versions}
+              **recipe.key_params(), **versions}
     res = ctx.stage("tflite-int8", params,
                     lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, opts.int8_io,
                                                       recipe).name})

@@ -34,6 +34,7 @@ def config_for(size: int, full: int, out: Path) -> dict:
                                                     "description": f"{size} calibration images"}}}
     cfg["targets"] = [{"name": t["name"], "options": {"recipe": recipe}} for t in cfg["targets"]]
     cfg["output"] = str(out)
+    cfg["diagnostics"] = {"per_layer_images": 0}  # accuracy only: no per-layer report per size
     return cfg
 
 

@@ -338,13 +338,13 @@ def per_layer_report(kind: str, fp32: Path, int8: Path, images: np.ndarray, know
 
 
 # ---- the cached stage --------------------------------------------------------------------
-def layer_error_stage(ctx, kind: str, fp32, int8, n_images: int = N_IMAGES) -> list[dict]:
+def layer_error_stage(ctx, kind: str, fp32, int8, n_images: int | None = None) -> list[dict]:
     """Cached per (both artifacts' hashes, images, tool versions): the `per_layer` rows of an INT8 artifact."""
     from pipeline.hashing import stable_hash
     from pipeline.versions import tool_versions
 
     valid = ctx.validation
-    images = valid.images[:n_images]
+    images = valid.images[:n_images or ctx.cfg.diagnostics.per_layer_images or N_IMAGES]
     tools = {"tflite": ("ai-edge-litert",), "openvino": ("openvino",), "onnx": ("onnx", "onnxruntime")}[kind]
     known = set() if ctx.is_savedmodel else keras_layer_names(ctx.model_path)
     params = {"kind": kind, "fp32": fp32.sha256, "int8": int8.sha256, "data": valid.sha256, "n": len(images),

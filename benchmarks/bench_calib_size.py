@@ -26,13 +26,16 @@ ROOT = Path(__file__).resolve().parent.parent
 QUANT_STAGE = {"tflite-arm/int8": "tflite-int8", "openvino-cpu/int8": "nncf-int8", "onnx-cpu/int8": "onnx-qdq-int8"}
 
 
-def config_for(size: int, full: int, out: Path) -> dict:
+def config_for(size: int, full: int, out: Path, only: list[str] | None = None) -> dict:
     cfg = yaml.safe_load((ROOT / "pipeline" / "examples" / "elpv-xception.yaml").read_text())
+    if only:
+        cfg["targets"] = [t for t in cfg["targets"] if t["name"] in only]
     recipe = "default" if size >= full else f"calib-{size}"
     if recipe != "default":
         cfg["quantization"] = {"recipes": {recipe: {"calibration_size": size,
                                                     "description": f"{size} calibration images"}}}
-    cfg["targets"] = [{"name": t["name"], "options": {"recipe": recipe}} for t in cfg["targets"]]
+    cfg["targets"] = [{"name": t["name"], "options": {"recipe": recipe, "precisions": ["int8"]}}
+                      for t in cfg["targets"]]
     cfg["output"] = str(out)
     cfg["diagnostics"] = {"per_layer_images": 0}  # accuracy only: no per-layer report per size
     return cfg
@@ -54,6 +57,7 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=None)
     ap.add_argument("--reuse", type=Path, default=None, help="a previous run's stages/ directory to start from")
     ap.add_argument("--sizes", type=int, nargs="+", default=[10, 30, 100, 300])
+    ap.add_argument("--targets", nargs="+", default=None, help="only these targets (default: the example's)")
     args = ap.parse_args()
     out = args.output or Path(tempfile.mkdtemp(prefix="edgepipe-calib-")) / "out"
     if args.reuse and not (out / "stages").exists():
@@ -63,7 +67,7 @@ def main() -> None:
         "calibration"]
     results = {}
     for size in args.sizes:
-        report = run(config_for(size, full, out), work)
+        report = run(config_for(size, full, out, args.targets), work)
         stage_s = {s["stage"]: s["seconds"] for s in report["stages"]}
         results[size] = (report, stage_s)
         print(f"size {size}: done", file=sys.stderr)
@@ -77,8 +81,10 @@ def main() -> None:
     for name, stage in QUANT_STAGE.items():
         for size, (report, stage_s) in results.items():
             row = next((r for r in report["artifacts"] if r["artifact"] == name), None)
-            if row is None or "accuracy" not in row:
-                print(f"{name:20} {size:5d}   {row['status'] if row else 'missing'}")
+            if row is None:
+                continue
+            if "accuracy" not in row:
+                print(f"{name:20} {size:5d}   {row['status']}: {'; '.join(row.get('reasons', []))[:80]}")
                 continue
             a = row["accuracy"]
             secs = next((v for k, v in stage_s.items() if k == stage), None)

@@ -70,7 +70,9 @@ def main() -> None:
         report = run(config_for(size, full, out, args.targets), work)
         stage_s = {s["stage"]: s["seconds"] for s in report["stages"]}
         results[size] = (report, stage_s)
-        print(f"size {size}: done", file=sys.stderr)
+        done = ", ".join(f"{r['artifact']} {r['accuracy']['top1']:.4f}" for r in report["artifacts"]
+                         if r.get("precision") == "int8" and "accuracy" in r)
+        print(f"size {size}: {done}", file=sys.stderr, flush=True)
 
     ref = next(iter(results.values()))[0]
     print(f"\nelpv-xception INT8 top-1 vs calibration size ({ref['data']['validation']['count']} test images, "

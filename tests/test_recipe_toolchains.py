@@ -46,17 +46,21 @@ def test_tflite_16x8_has_int16_activations_and_int16_io(env):
     assert _agreement(r, env) >= 0.9
 
 
-def _weight_fq_channels(path) -> list[int]:
+def _weight_scale_sizes(path) -> list[int]:
+    """Per conv: how many scales its int8 weights have (the saved NNCF IR stores weights as an int8
+    constant -> Convert -> Multiply(scale); per-channel = one scale per output channel)."""
     import openvino as ov
 
     out = []
     for op in ov.Core().read_model(str(path)).get_ops():
         if op.get_type_name() in ("Convolution", "GroupConvolution"):
-            src = op.input_value(1).get_node()
-            while src.get_type_name() not in ("FakeQuantize", "Constant") and src.get_input_size():
-                src = src.input_value(0).get_node()
-            if src.get_type_name() == "FakeQuantize":
-                out.append(int(np.prod(src.input_value(1).get_shape())))
+            node = op.input_value(1).get_node()
+            while node.get_type_name() != "Multiply" and node.get_input_size():
+                node = node.input_value(0).get_node()
+            if node.get_type_name() == "Multiply":
+                scale = next(node.input_value(i) for i in range(2)
+                             if node.input_value(i).get_node().get_type_name() == "Constant")
+                out.append(int(np.prod(scale.get_shape())))
     return out
 
 
@@ -64,7 +68,7 @@ def test_nncf_per_tensor_mixed_percentile_full_bias_correction(env):
     recipe = Recipe(weights="per_tensor", nncf_preset="mixed", calibration="percentile", bias_correction="full")
     path = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn1"), env["calib"], recipe)
     default = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn0"), env["calib"], BUILTIN["default"])
-    per_tensor, per_channel = _weight_fq_channels(path), _weight_fq_channels(default)
+    per_tensor, per_channel = _weight_scale_sizes(path), _weight_scale_sizes(default)
     assert per_tensor and set(per_tensor) == {1}
     assert max(per_channel) > 1
     assert _agreement(OpenVINORunner(path, 2), env) >= 0.9

@@ -91,7 +91,7 @@ def main() -> None:
             a = row["accuracy"]
             secs = next((v for k, v in stage_s.items() if k == stage), None)
             took = f"{secs:10.1f}" if secs else f"{'cached':>10}"
-            delta = 0.0 - a["drop_points"] + 0.0  # no "-0.00"
+            delta = round(-a["drop_points"], 2) + 0.0  # no "-0.00"
             print(f"{name:20} {min(size, full):5d} {a['top1']:7.4f} {delta:+7.2f} {a['agreement']:6.3f} "
                   f"{took}  {row.get('calibration_sha256', '')[:12]}")
     ref_row = next(r for r in ref["artifacts"] if r["status"] == "reference")

@@ -64,13 +64,20 @@ def _weight_scale_sizes(path) -> list[int]:
     return out
 
 
-def test_nncf_per_tensor_mixed_percentile_full_bias_correction(env):
-    recipe = Recipe(weights="per_tensor", nncf_preset="mixed", calibration="percentile", bias_correction="full")
-    path = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn1"), env["calib"], recipe)
+def test_nncf_per_tensor_weights_reach_the_ir(env):
+    path = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn1"), env["calib"], BUILTIN["per-tensor"])
     default = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn0"), env["calib"], BUILTIN["default"])
     per_tensor, per_channel = _weight_scale_sizes(path), _weight_scale_sizes(default)
     assert per_tensor and set(per_tensor) == {1}
     assert max(per_channel) > 1
+    # per-tensor depthwise weights cost accuracy (the reason per-channel is the default), but it still works
+    assert _agreement(OpenVINORunner(path, 2), env) >= 0.6
+    assert _agreement(OpenVINORunner(default, 2), env) >= 0.9
+
+
+def test_nncf_mixed_preset_percentile_and_full_bias_correction(env):
+    recipe = Recipe(nncf_preset="mixed", calibration="percentile", bias_correction="full")
+    path = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2"), env["calib"], recipe)
     assert _agreement(OpenVINORunner(path, 2), env) >= 0.9
 
 

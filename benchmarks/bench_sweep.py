@@ -47,9 +47,9 @@ def sweep_raw(assets: dict, out: Path, threads: int) -> dict:
         "output": str(out),
         "recipes": [
             {"name": "fast", "options": {"precisions": ["int8"]},
-             "targets": {"openvino-cpu": {"preset": "performance"}, "tflite-arm": {"int8_io": True}}},
+             "targets": {"openvino-cpu": {"recipe": "default"}, "tflite-arm": {"int8_io": True}}},
             {"name": "careful", "options": {"precisions": ["int8"]},
-             "targets": {"openvino-cpu": {"preset": "mixed"}, "tflite-arm": {"int8_io": False}}},
+             "targets": {"openvino-cpu": {"recipe": "nncf-mixed"}, "tflite-arm": {"int8_io": False}}},
         ],
         "targets": ["openvino-cpu", "tflite-arm"],
     }

@@ -52,8 +52,17 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
         if progress:
             progress(1)
     batch_labels = all_labels[idx]
-    checks.check_finite(images, what)
-    checks.check_shape(images, spec.shape, what)
-    checks.check_range(images, spec.mode, what)
+    checks.validate(images, spec.shape, spec.mode, what)
     return Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split,
                  tuple(str(records[i].path) for i in idx))
+
+
+def subsample(batch: Batch, n: int, seed: int) -> Batch:
+    """A deterministic subset of `n` images (same seed, same images), with its own content hash."""
+    if n >= len(batch):
+        return batch
+    idx = np.sort(np.random.default_rng(seed + 2).choice(len(batch), n, replace=False))
+    images, labels = batch.images[idx], batch.labels[idx]
+    paths = tuple(batch.paths[i] for i in idx) if batch.paths else batch.paths
+    return Batch(images, labels, sha256_arrays(images, labels), batch.source, f"{batch.split}[{n} of {len(batch)}]",
+                 paths)

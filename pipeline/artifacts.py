@@ -29,6 +29,7 @@ class Artifact:
     metadata: dict = field(default_factory=dict)
     # what this host could not do for it, each a precise status ("not compiled: ...")
     incomplete: tuple[str, ...] = ()
+    recipe: dict | None = None  # the quantization recipe (name and settings) of an INT8 artifact
 
     @classmethod
     def from_files(cls, name, target, fmt, precision, path: Path, extra_files: tuple[str, ...] = (), **kw) -> Artifact:

@@ -25,6 +25,7 @@ from pipeline.outdir import link_or_copy, locked_output, publish_dir, sweep_left
 from pipeline.probe import probed_stage
 from pipeline.progress import bar
 from pipeline.validators import accuracy as acc_mod
+from pipeline.validators import cross_quantizer
 from pipeline.validators import gates as gate_mod
 from pipeline.validators import parity as parity_mod
 from pipeline.versions import host_facts, tool_versions
@@ -113,14 +114,17 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, None if skip else latency, parity)
         partial = list(art.incomplete) + ([skip] if skip else [])  # what this host could not do, never a pass
         status = "failed" if failed else ("partial" if partial else "passed")
-        row.update(status=status, reasons=failed + partial, accuracy=accuracy, latency=latency)
+        row.update(status=status, reasons=failed + partial, accuracy=accuracy, latency=latency,
+                   calibration_sha256=art.calibration_sha256, recipe=art.recipe)
         if parity is not None:
             row["parity"] = parity
         if art.metadata:
             row["target_info"] = art.metadata
+        extra = _per_layer(ctx, job, art)
+        row.update(extra)
         metrics = {"accuracy": accuracy, "latency": latency, **({"parity": parity} if parity else {})}
         row["dir"] = str(_publish(ctx, art, {"metrics": metrics, "status": row["status"], "gate_failures": failed,
-                                             "environment": _env_brief()}))
+                                             "environment": _env_brief(), **extra}))
     except (InputError, ConfigError):
         raise  # bad input aborts the run (exit 2): nothing downstream can be trusted
     except DeviceUnavailableError as err:  # built, but not validated where it must run: partial (exit 3)
@@ -135,6 +139,32 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
                    traceback=traceback.format_exc(limit=8))
     return row
+
+
+def _per_layer(ctx: RunContext, job, art: Artifact) -> dict:
+    """`per_layer` rows (worst first) for INT8 artifacts; a diagnosis failure is recorded, not fatal."""
+    if job.diagnose is None or ctx.cfg.diagnostics.per_layer_images == 0:
+        return {}
+    try:
+        return {"per_layer": job.diagnose(art)}
+    except (InputError, ConfigError):
+        raise
+    except Exception as err:  # diagnostics must never cost the artifact its row
+        return {"per_layer_error": f"{type(err).__name__}: {err}"}
+
+
+def _apply_cross_quantizer(cfg, rows: list[dict]) -> dict:
+    """Fail INT8 artifacts far below the others; their published artifact.json says so too."""
+    summary = cross_quantizer.check(rows, cfg.gates.cross_quantizer_max_gap)
+    for r in rows:
+        if r["artifact"] in summary["flagged"] and r.get("dir"):
+            record = Path(r["dir"]) / "artifact.json"
+            data = json.loads(record.read_text())
+            data.update(status=r["status"], gate_failures=r["reasons"], cross_quantizer=r["cross_quantizer"])
+            _write_json(record, data)
+    return summary
+
+
 
 
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
@@ -174,6 +204,7 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None) -> di
         else:
             for entry in cfg.targets:
                 rows += run_target(ctx, entry, ref["scores"])
+        cross = _apply_cross_quantizer(cfg, rows)
         exit_code = gate_mod.exit_code(r["status"] for r in rows)  # "skipped" (optional check, reason given) is ok
         report = {
             "edgepipe_report": 1,
@@ -191,6 +222,7 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None) -> di
             "stages": [{"stage": e.name, "key": e.key, "cached": e.cached, "seconds": round(e.seconds, 3)}
                        for e in ctx.cache.events],
             "artifacts": rows,
+            "cross_quantizer": cross,
             "exit_code": exit_code,
             "wall_seconds": round(time.perf_counter() - t0, 2),
         }

@@ -111,6 +111,15 @@ REGISTRY: dict[str, TargetInfo] = {
             device="npu",
             notes="MYRIAD (Neural Compute Stick 2) was removed in OpenVINO 2023.0: its FP16 IR needs 2022.3 LTS",
         ),
+        TargetInfo(
+            name="onnx-cpu",
+            module="targets.onnx_cpu",
+            description="ONNX for CPUs: FP32 via tf2onnx and QDQ INT8 via onnxruntime quantize_static",
+            accepts="TensorFlow SavedModel",
+            precisions=("fp32", "int8"),
+            runtime="ONNX Runtime (CPUExecutionProvider)",
+            needs_packages=("tf2onnx", "onnx", "onnxruntime"),
+        ),
     )
 }
 

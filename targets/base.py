@@ -29,6 +29,12 @@ class BaseOptions(BaseModel):
     precisions: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
 
 
+class QuantizedOptions(BaseOptions):
+    """Options of a target that quantizes: the recipe (`edgepipe recipes`) its INT8 artifact uses."""
+
+    recipe: str = Field("default", description="a built-in recipe or one from quantization.recipes")
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -40,3 +46,5 @@ class Job:
     # (artifact) -> None, or why latency cannot be measured on this host ("skipped: no Edge TPU");
     # accuracy still runs (on the runner the target gives, e.g. the CPU interpreter)
     latency_skip: Callable[[object], str | None] | None = None
+    # (artifact) -> per-layer error rows vs the FP32 sibling (INT8 jobs only); see pipeline/stages/layer_errors.py
+    diagnose: Callable[[object], list] | None = None

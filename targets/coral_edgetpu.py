@@ -51,7 +51,7 @@ def _build(ctx, opts: Options) -> Artifact:
     from targets import edgetpu_compiler as etc
     from targets.tflite_arm import int8_stage, runtime_metadata
 
-    src, versions = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype)
+    src, versions, _ = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype)  # the default recipe
     src_path = src.path / src.meta["file"]
     exe = etc.find_compiler()
     compiler = etc.compiler_version(exe) if exe else None

@@ -59,7 +59,7 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
     versions = tool_versions("openvino", "nncf")
     params = {"ir": ir.key, "calibration": calib.sha256, "preset": "performance", "target_device": "NPU", **versions}
     res = ctx.stage("nncf-int8-npu", params,
-                    lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, "performance",
+                    lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, None,
                                                        target_device="NPU").name})
     xml = res.path / res.meta["file"]
     common = dict(tool_versions=versions, calibration_sha256=calib.sha256, source_model_sha256=ctx.model_sha)

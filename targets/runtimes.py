@@ -53,13 +53,18 @@ def tflite_interpreter_class():
 
 class TFLiteRunner:
     """`xnnpack=False` uses the builtin kernels without the default XNNPACK delegate; `delegates`
-    are loaded delegates (e.g. libedgetpu's), applied before the default ones."""
+    are loaded delegates (e.g. libedgetpu's), applied before the default ones. `preserve_all_tensors`
+    (diagnostics only) keeps every intermediate tensor readable, which also means the builtin kernels."""
 
-    def __init__(self, path: Path, threads: int, xnnpack: bool = True, delegates: list | None = None):
+    def __init__(self, path: Path, threads: int, xnnpack: bool = True, delegates: list | None = None,
+                 preserve_all_tensors: bool = False):
         cls, self.runtime = tflite_interpreter_class()
         kw = {}
         if delegates:
             kw["experimental_delegates"] = delegates
+        if preserve_all_tensors:
+            kw["experimental_preserve_all_tensors"] = True
+            xnnpack = False
         if not xnnpack:
             from importlib import import_module
 
@@ -147,6 +152,7 @@ class ONNXRunner:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name

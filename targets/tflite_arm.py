@@ -6,13 +6,14 @@ from pydantic import Field, PositiveInt
 
 from pipeline.artifacts import Artifact
 from pipeline.versions import tool_versions
-from targets.base import BaseOptions, Job
+from targets.base import Job, QuantizedOptions
 
 NAME = "tflite-arm"
+QUANTIZER = "tflite"
 
 
-class Options(BaseOptions):
-    int8_io: bool = True  # int8 input/output tensors (else float I/O around an int8 body)
+class Options(QuantizedOptions):
+    int8_io: bool = True  # integer input/output tensors (int16 under a 16x8 recipe; else float I/O)
     verify_arm64: int = Field(0, ge=0, description="test images to run on an arm64 userland under emulation "
                                                    "and compare with the host (0: off)")
     xnnpack: bool = True  # LiteRT's default XNNPACK delegate (False: builtin kernels only)
@@ -25,10 +26,16 @@ def jobs(ctx, opts: Options) -> list[Job]:
     def runner(artifact, threads):
         return make_runner(artifact, threads, opts.xnnpack, opts.num_threads)
 
+    def diagnose(artifact):
+        from pipeline.stages.layer_errors import layer_error_stage
+
+        return layer_error_stage(ctx, "tflite", _fp32(ctx), artifact)
+
     # only non-default runner options enter the validators' key, so existing caches stay valid
     params = {k: v for k, v in {"xnnpack": opts.xnnpack, "num_threads": opts.num_threads}.items()
               if v != Options.model_fields[k].default}
-    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params) for p in opts.precisions]
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params, diagnose if p == "int8" else None)
+            for p in opts.precisions]
 
 
 def runtime_metadata(path) -> dict:
@@ -62,29 +69,35 @@ def _fp32(ctx) -> Artifact:
                                metadata=runtime_metadata(path))
 
 
-def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8"):
+def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
     """The full-integer INT8 conversion stage, shared with coral-edgetpu: same options, same cache key,
-    so an Edge TPU build reuses tflite-arm's conversion instead of converting twice."""
+    so an Edge TPU build reuses tflite-arm's conversion instead of converting twice.
+    Returns (stage result, tool versions, calibration batch used)."""
+    from pipeline.recipes import BUILTIN
     from pipeline.stages.tflite import convert_int8
 
+    recipe = recipe or BUILTIN["default"]
     sm = ctx.savedmodel()
-    calib = ctx.calibration
+    calib = ctx.calibration_for(recipe)
     versions = tool_versions("tensorflow")
-    params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": int8_io, **versions}
+    params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": int8_io,
+              **recipe.key_params(), **versions}
     if io_dtype != "int8":  # keeps the key of the default (int8 I/O) conversion unchanged
         params["io_dtype"] = io_dtype
     res = ctx.stage("tflite-int8", params,
                     lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, int8_io,
-                                                      io_dtype=io_dtype).name})
-    return res, versions
+                                                      recipe, io_dtype).name})
+    return res, versions, calib
 
 
 def _int8(ctx, opts: Options) -> Artifact:
-    res, versions = int8_stage(ctx, opts.int8_io)
+    recipe = ctx.recipe(NAME)
+    res, versions, calib = int8_stage(ctx, opts.int8_io, recipe=recipe)
     path = res.path / res.meta["file"]
     return Artifact.from_files(f"{NAME}/int8", NAME, "tflite", "int8", path,
-                               tool_versions=versions, calibration_sha256=ctx.calibration.sha256,
+                               tool_versions=versions, calibration_sha256=calib.sha256,
                                source_model_sha256=ctx.model_sha, stage_key=res.key,
+                               recipe={"name": opts.recipe, **recipe.cache_params()},
                                metadata=runtime_metadata(path))
 
 

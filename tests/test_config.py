@@ -20,7 +20,7 @@ def test_valid_config_parses_with_typed_target_options():
     assert c.input.size == (71, 71)
     assert [t.name for t in c.targets] == ["tflite-arm", "openvino-cpu"]
     assert c.targets[0].typed_options().int8_io is True
-    assert c.targets[1].typed_options().preset == "performance"
+    assert c.targets[1].typed_options().recipe == "default"
 
 
 def test_unknown_top_level_key_is_named():

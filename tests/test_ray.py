@@ -75,9 +75,9 @@ def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray
             "models": [{"name": "tiny", "path": str(tiny_assets["model"])}, {"name": "broken", "path": str(broken)}],
             "recipes": [
                 {"name": "fast", "options": {"precisions": ["int8"]},
-                 "targets": {"openvino-cpu": {"preset": "performance"}, "tflite-arm": {"int8_io": True}}},
+                 "targets": {"openvino-cpu": {"recipe": "default"}, "tflite-arm": {"int8_io": True}}},
                 {"name": "careful", "options": {"precisions": ["int8"]},
-                 "targets": {"openvino-cpu": {"preset": "mixed"}, "tflite-arm": {"int8_io": False}}}],
+                 "targets": {"openvino-cpu": {"recipe": "nncf-mixed"}, "tflite-arm": {"int8_io": False}}}],
             "targets": ["openvino-cpu", "tflite-arm"],
             "boards": [{"name": "rpi4-01", "url": "ssh://pi@rpi4-01", "tags": ["arm64"], "targets": ["tflite-arm"]}],
             "board_bench": "tests.test_sweep:fake_bench",

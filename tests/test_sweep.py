@@ -23,9 +23,9 @@ from tests.conftest import tiny_config
 
 RECIPES = [
     {"name": "fast", "options": {"precisions": ["int8"]},
-     "targets": {"openvino-cpu": {"preset": "performance"}, "tflite-arm": {"int8_io": True}}},
+     "targets": {"openvino-cpu": {"recipe": "default"}, "tflite-arm": {"int8_io": True}}},
     {"name": "careful", "options": {"precisions": ["int8"]},
-     "targets": {"openvino-cpu": {"preset": "mixed"}, "tflite-arm": {"int8_io": False}}},
+     "targets": {"openvino-cpu": {"recipe": "nncf-mixed"}, "tflite-arm": {"int8_io": False}}},
 ]
 
 
@@ -53,8 +53,8 @@ def test_matrix_expands_recipes_times_targets_with_merged_options(tmp_path):
     assert [c.id for c in sw.cells] == ["m/fast/openvino-cpu", "m/fast/tflite-arm",
                                         "m/careful/openvino-cpu", "m/careful/tflite-arm"]
     opts = {c.id: c.config.targets[0].options for c in sw.cells}
-    assert opts["m/careful/openvino-cpu"]["preset"] == "mixed"
-    assert opts["m/fast/openvino-cpu"]["preset"] == "performance"
+    assert opts["m/careful/openvino-cpu"]["recipe"] == "nncf-mixed"
+    assert opts["m/fast/openvino-cpu"]["recipe"] == "default"
     assert opts["m/careful/tflite-arm"]["int8_io"] is False and opts["m/fast/tflite-arm"]["int8_io"] is True
     assert all(o["precisions"] == ["int8"] for o in opts.values())
     for c in sw.cells:
@@ -136,8 +136,8 @@ def test_tiny_sweep_on_process_pool_shares_stages_and_benches_boards(tiny_assets
     base = tiny_config(tiny_assets, tmp_path / "unused", threads=1,
                        targets=[{"name": "openvino-cpu", "options": {"precisions": ["int8"]}}])
     sweep = {"base": base, "output": str(tmp_path / "sweep"), "executor": "process=2",
-             "recipes": [{"name": "perf", "targets": {"openvino-cpu": {"preset": "performance"}}},
-                         {"name": "mixed", "targets": {"openvino-cpu": {"preset": "mixed"}}}],
+             "recipes": [{"name": "perf", "targets": {"openvino-cpu": {"recipe": "default"}}},
+                         {"name": "mixed", "targets": {"openvino-cpu": {"recipe": "nncf-mixed"}}}],
              "boards": [{"name": "nuc-01", "url": "ssh://bench@nuc-01", "tags": ["x86"]}],
              "board_bench": "tests.test_sweep:fake_bench"}
     (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))

@@ -45,6 +45,6 @@ class Job:
     runner_params: dict = field(default_factory=dict)  # part of the validators' cache key
     # (artifact) -> None, or why latency cannot be measured on this host ("skipped: no Edge TPU");
     # accuracy still runs (on the runner the target gives, e.g. the CPU interpreter)
-    latency_skip: Callable[[object], str | None] | None = None
+    latency_skip: Callable[[object], str | None] | None = field(default=None, kw_only=True)
     # (artifact) -> per-layer error rows vs the FP32 sibling (INT8 jobs only); see pipeline/stages/layer_errors.py
-    diagnose: Callable[[object], list] | None = None
+    diagnose: Callable[[object], list] | None = field(default=None, kw_only=True)

@@ -29,7 +29,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
         return layer_error_stage(ctx, "onnx", _fp32(ctx, opts), artifact)
 
-    return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, {}, diagnose if p == "int8" else None)
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, {},
+                diagnose=diagnose if p == "int8" else None)
             for p in opts.precisions]
 
 

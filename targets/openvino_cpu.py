@@ -52,7 +52,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
     params = {"hint": opts.hint, "inference_precision": opts.inference_precision}
     params.update({k: v for k, v in {"blob": opts.blob, "num_threads": opts.num_threads,
                                      "streams": opts.streams}.items() if v})
-    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params, diagnose if p == "int8" else None)
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params,
+                diagnose=diagnose if p == "int8" else None)
             for p in opts.precisions]
 
 

@@ -34,7 +34,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
     # only non-default runner options enter the validators' key, so existing caches stay valid
     params = {k: v for k, v in {"xnnpack": opts.xnnpack, "num_threads": opts.num_threads}.items()
               if v != Options.model_fields[k].default}
-    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params, diagnose if p == "int8" else None)
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params,
+                diagnose=diagnose if p == "int8" else None)
             for p in opts.precisions]
 
 

@@ -9,6 +9,7 @@ from calibration.dataset import load_subset
 from calibration.preprocess import PreprocessSpec
 from pipeline.config import parse_config
 from pipeline.errors import InputError
+from pipeline.recipes import BUILTIN
 from pipeline.stages import openvino as ov_stage
 from pipeline.stages import tflite as tfl_stage
 from pipeline.stages.keras_model import load_keras, verify_io
@@ -111,6 +112,7 @@ def test_openvino_ir_and_nncf_int8_are_reproducible_in_one_process(env):
     assert sha256_file(irs[0]) == sha256_file(irs[1]) and irs[0].parent != irs[1].parent
     assert str(env["tmp"].getbasetemp()) not in irs[0].read_text()  # no absolute path inside
     calib = env["calib"].images[:10]
-    q = [ov_stage.quantize_nncf(ir, env["tmp"].mktemp(f"repq{i}"), calib, "mixed") for i, ir in enumerate(irs)]
+    q = [ov_stage.quantize_nncf(ir, env["tmp"].mktemp(f"repq{i}"), calib, BUILTIN["nncf-mixed"])
+         for i, ir in enumerate(irs)]
     assert sha256_file(q[0]) == sha256_file(q[1])
     assert sha256_file(q[0].with_suffix(".bin")) == sha256_file(q[1].with_suffix(".bin"))

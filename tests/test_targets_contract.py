@@ -179,7 +179,7 @@ class TestCoralEdgeTPU(TargetContract):
         from targets.tflite_arm import int8_stage
 
         _, art = built["coral-edgetpu/int8"]
-        arm, _ = int8_stage(ctx)
+        arm, _, _ = int8_stage(ctx)
         assert art.sha256 == sha256_file(arm.path / arm.meta["file"])  # the same conversion, not a second one
         assert [e.name for e in ctx.cache.events].count("tflite-int8") == 1
         saved = json.loads((art.path.parent / "preflight.json").read_text())

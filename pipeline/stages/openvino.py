@@ -38,13 +38,16 @@ def _reproducible(model, saved_model: Path) -> None:
     canonical_names(model)
 
 
-def canonical_names(model) -> None:
-    """Renumber OpenVINO's default op names (`Type_<process-wide counter>`) in topological order."""
+def canonical_names(model, keep: frozenset[str] = frozenset(), prefix: str = "") -> None:
+    """Renumber OpenVINO's default op names (`Type_<process-wide counter>`) in topological order.
+    Names in `keep` stay: a quantized model keeps the op names of the (already canonical) IR it
+    came from, so its layers still match the FP32 IR's by name (the per-layer error report)."""
     renamed: dict[str, str] = {}
     for op in model.get_ordered_ops():
-        m = AUTO_NAME.match(op.get_friendly_name())
-        if m:
-            op.set_friendly_name(renamed.setdefault(m.group(0), f"{m.group(1)}_{len(renamed)}"))
+        name = op.get_friendly_name()
+        m = AUTO_NAME.match(name)
+        if m and name not in keep:
+            op.set_friendly_name(renamed.setdefault(name, f"{prefix}{m.group(1)}_{len(renamed)}"))
 
 
 def nncf_arguments(recipe) -> dict:
@@ -104,6 +107,7 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
     import openvino as ov
 
     model = ov.Core().read_model(str(ir))
+    source_names = frozenset(op.get_friendly_name() for op in model.get_ops())
     qmodel = nncf.quantize(
         model,
         nncf_dataset(calib),
@@ -111,7 +115,7 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
         subset_size=len(calib),
         **nncf_arguments(recipe),
     )
-    canonical_names(qmodel)  # NNCF adds unnamed Constant/Convert nodes (mixed preset)
+    canonical_names(qmodel, source_names, "nncf_")  # only the unnamed Constant/Convert nodes NNCF added
     dest = Path(out) / "model_int8.xml"
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
     return dest

@@ -53,3 +53,12 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
     checks.check_shape(images, spec.shape, what)
     checks.check_range(images, spec.mode, what)
     return Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split)
+
+
+def subsample(batch: Batch, n: int, seed: int) -> Batch:
+    """A deterministic subset of `n` images (same seed, same images), with its own content hash."""
+    if n >= len(batch):
+        return batch
+    idx = np.sort(np.random.default_rng(seed + 2).choice(len(batch), n, replace=False))
+    images, labels = batch.images[idx], batch.labels[idx]
+    return Batch(images, labels, sha256_arrays(images, labels), batch.source, f"{batch.split}[{n} of {len(batch)}]")

@@ -25,6 +25,7 @@ class Artifact:
     calibration_sha256: str | None = None
     source_model_sha256: str | None = None
     stage_key: str | None = None
+    recipe: dict | None = None  # the quantization recipe (name and settings) of an INT8 artifact
 
     @classmethod
     def from_files(cls, name, target, fmt, precision, path: Path, **kw) -> Artifact:

@@ -79,6 +79,35 @@ def list_targets(as_json: bool = typer.Option(False, "--json", help="machine-rea
     _stdout().print(t)
 
 
+@app.command("recipes")
+def list_recipes(
+    config: Path | None = typer.Argument(None, help="also list this pipeline.yaml's own recipes"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
+) -> None:
+    """List quantization recipes and which quantizers can build each (imports no toolkit)."""
+    from pipeline.recipes import QUANTIZERS, describe_all
+
+    user = {}
+    if config is not None:
+        from pipeline.config import load_config
+
+        try:
+            user = dict(load_config(config).quantization.recipes)
+        except EdgepipeError as err:
+            _fail(err)
+    rows = describe_all(user)
+    if as_json:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    from rich.table import Table
+
+    t = Table("recipe", "settings", *QUANTIZERS, "description")
+    for r in rows:
+        t.add_row(r["name"], r["summary"], *("yes" if r["quantizers"][q]["possible"] else "no" for q in QUANTIZERS),
+                  r["description"])
+    _stdout().print(t)
+
+
 @app.command()
 def preflight(
     model: Path = typer.Argument(..., help="an INT8 .tflite model"),

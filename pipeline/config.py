@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError
+from pipeline.recipes import BUILTIN as BUILTIN_RECIPES
+from pipeline.recipes import Recipe
 
 EXAMPLE_MODELS = ("elpv-xception", "kitchenware-xception")
 
@@ -85,6 +87,9 @@ class DataSpec(Strict):
 class GateSpec(Strict):
     max_top1_drop: Annotated[float, Field(ge=0)] | None = Field(1.0, description="points of top-1 vs FP32")
     max_p90_ms: Annotated[float, Field(gt=0)] | None = None
+    cross_quantizer_max_gap: Annotated[float, Field(ge=0)] | None = Field(
+        5.0, description="an INT8 artifact whose top-1 is more than this many points below the median of the "
+                         "other INT8 artifacts fails (a broken quantizer); None = off")
 
 
 class LatencySpec(Strict):
@@ -124,12 +129,33 @@ class TargetEntry(Strict):
 
         return targets.load_module(self.name).Options.model_validate(self.options)
 
+    def quantizer(self) -> str | None:
+        """The quantizer behind this target (module constant QUANTIZER), if it quantizes."""
+        import targets
+
+        return getattr(targets.load_module(self.name), "QUANTIZER", None)
+
+
+class QuantizationSpec(Strict):
+    """User-defined quantization recipes (same schema as the built-in ones, `edgepipe recipes`)."""
+
+    recipes: dict[str, Recipe] = Field(default_factory=dict)
+
+    @field_validator("recipes")
+    @classmethod
+    def _no_shadowing(cls, v):
+        clash = sorted(set(v) & set(BUILTIN_RECIPES))
+        if clash:
+            raise ValueError(f"expected new recipe names (built-in recipes cannot be redefined). Received: {clash}")
+        return v
+
 
 class PipelineConfig(Strict):
     model: ModelSpec
     input: InputSpec = InputSpec()
     data: DataSpec
     targets: list[TargetEntry] = Field(min_length=1)
+    quantization: QuantizationSpec = QuantizationSpec()
     gates: GateSpec = GateSpec()
     latency: LatencySpec = LatencySpec()
     output: Path = Path("edgepipe-out")
@@ -144,11 +170,40 @@ class PipelineConfig(Strict):
             raise ValueError(f"expected each target once. Received duplicates: {dup}")
         return v
 
+    @model_validator(mode="after")
+    def _recipes_possible(self):
+        """Each target's recipe exists and its quantizer can build it (else: say why)."""
+        from pipeline.recipes import problems
+
+        for i, entry in enumerate(self.targets):
+            name = entry.options.get("recipe")
+            if name is None:
+                continue
+            try:
+                recipe = self.recipe_for(entry)
+            except KeyError as err:
+                raise ValueError(f"targets[{i}] ({entry.name}) options.recipe: {err.args[0]}") from None
+            quantizer = entry.quantizer()
+            bad = problems(recipe, quantizer) if quantizer else []
+            if bad:
+                raise ValueError(f"targets[{i}] ({entry.name}) options.recipe {name!r} is impossible for the "
+                                 f"{quantizer} quantizer: " + "; ".join(bad))
+        return self
+
+    def recipe_for(self, entry: TargetEntry) -> Recipe:
+        from pipeline.recipes import resolve
+
+        return resolve(entry.options.get("recipe", "default"), self.quantization.recipes)
+
 
 def _format(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"])) or "(top level)"
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"]))
+        if not loc and e["type"] == "value_error":  # a whole-config check: its message names the keys
+            lines.append(e["msg"].removeprefix("Value error, "))
+            continue
+        loc = loc or "(top level)"
         if e["type"] == "extra_forbidden":
             lines.append(f"{loc}: unknown key (not part of the schema). Received: {e['input']!r}")
         elif e["type"] == "missing":

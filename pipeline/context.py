@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from calibration import checks
-from calibration.dataset import Batch, load_subset
+from calibration.dataset import Batch, load_subset, subsample
 from calibration.preprocess import PreprocessSpec
 from pipeline.cache import StageCache, StageResult
 from pipeline.errors import InputError
@@ -64,6 +64,22 @@ class RunContext:
         if not (b.labels >= 0).any():
             raise InputError("validation data: expected labeled images. Received: none labeled")
         return b
+
+    def calibration_for(self, recipe) -> Batch:
+        """The calibration images a recipe uses: all of them, or a deterministic subset of
+        `recipe.calibration_size` (its own content hash; classes it misses are warned about)."""
+        batch = self.calibration
+        n = recipe.calibration_size
+        if n is None or n >= len(batch):
+            return batch
+        sub = subsample(batch, n, self.cfg.data.splits.seed)
+        checks.check_classes(sub.labels, len(self.labels), f"calibration data (recipe subset of {n} images)")
+        return sub
+
+    def recipe(self, target: str):
+        """The resolved quantization recipe of a configured target (pipeline.recipes.Recipe)."""
+        entry = next(e for e in self.cfg.targets if e.name == target)
+        return self.cfg.recipe_for(entry)
 
     # ---- model ------------------------------------------------------------------------
     def keras_model(self):

@@ -54,6 +54,15 @@ REGISTRY: dict[str, TargetInfo] = {
             runtime="OpenVINO Runtime (CPU plugin)",
             needs_packages=("openvino", "nncf"),
         ),
+        TargetInfo(
+            name="onnx-cpu",
+            module="targets.onnx_cpu",
+            description="ONNX for CPUs: FP32 via tf2onnx and QDQ INT8 via onnxruntime quantize_static",
+            accepts="TensorFlow SavedModel",
+            precisions=("fp32", "int8"),
+            runtime="ONNX Runtime (CPUExecutionProvider)",
+            needs_packages=("tf2onnx", "onnx", "onnxruntime"),
+        ),
     )
 }
 

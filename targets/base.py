@@ -23,6 +23,12 @@ class BaseOptions(BaseModel):
     precisions: list[Precision] = Field(default_factory=lambda: ["fp32", "int8"], min_length=1)
 
 
+class QuantizedOptions(BaseOptions):
+    """Options of a target that quantizes: the recipe (`edgepipe recipes`) its INT8 artifact uses."""
+
+    recipe: str = Field("default", description="a built-in recipe or one from quantization.recipes")
+
+
 @dataclass(frozen=True)
 class Job:
     name: str
@@ -31,3 +37,5 @@ class Job:
     build: Callable[[], object]  # -> pipeline.artifacts.Artifact
     runner: Callable[[object, int], object]  # (artifact, threads) -> runner with .predict(image)
     runner_params: dict = field(default_factory=dict)  # part of the validators' cache key
+    # (artifact) -> per-layer error rows vs the FP32 sibling (INT8 jobs only); see pipeline/stages/layer_errors.py
+    diagnose: Callable[[object], list] | None = None

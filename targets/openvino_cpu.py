@@ -4,27 +4,46 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import model_validator
+
 from pipeline.artifacts import Artifact
 from pipeline.versions import tool_versions
-from targets.base import BaseOptions, Job
+from targets.base import Job, QuantizedOptions
 
 NAME = "openvino-cpu"
+QUANTIZER = "nncf"
 
 
-class Options(BaseOptions):
-    preset: Literal["performance", "mixed"] = "performance"
+class Options(QuantizedOptions):
     hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
     # explicit: the CPU plugin defaults to bf16 on CPUs that support it
     inference_precision: Literal["f32", "bf16", "f16"] = "f32"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_moved(cls, data):
+        if isinstance(data, dict) and "preset" in data:
+            raise ValueError(
+                "options.preset: expected the NNCF preset in the quantization recipe (recipe: nncf-mixed, or a "
+                f"recipe with nncf_preset). Received: preset={data['preset']!r} as a target option"
+            )
+        return data
+
 
 def jobs(ctx, opts: Options) -> list[Job]:
     builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
+
     def runner(artifact, threads):
         return make_runner(artifact, threads, opts.hint, opts.inference_precision)
 
+    def diagnose(artifact):
+        from pipeline.stages.layer_errors import layer_error_stage
+
+        return layer_error_stage(ctx, "openvino", _fp32(ctx), artifact)
+
     params = {"hint": opts.hint, "inference_precision": opts.inference_precision}
-    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params) for p in opts.precisions]
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params, diagnose if p == "int8" else None)
+            for p in opts.precisions]
 
 
 def _ir_stage(ctx):
@@ -47,15 +66,16 @@ def _int8(ctx, opts: Options) -> Artifact:
     from pipeline.stages.openvino import quantize_nncf
 
     ir, _ = _ir_stage(ctx)
-    calib = ctx.calibration
+    recipe = ctx.recipe(NAME)
+    calib = ctx.calibration_for(recipe)
     versions = tool_versions("openvino", "nncf")
-    params = {"ir": ir.key, "calibration": calib.sha256, "preset": opts.preset, **versions}
+    params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(), **versions}
     res = ctx.stage("nncf-int8", params,
-                    lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images,
-                                                       opts.preset).name})
+                    lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, recipe).name})
     return Artifact.from_files(f"{NAME}/int8", NAME, "openvino-ir", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
-                               source_model_sha256=ctx.model_sha, stage_key=res.key)
+                               source_model_sha256=ctx.model_sha, stage_key=res.key,
+                               recipe={"name": opts.recipe, **recipe.cache_params()})
 
 
 def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", precision: str = "f32"):

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from pipeline.artifacts import Artifact
 from pipeline.versions import tool_versions
-from targets.base import BaseOptions, Job
+from targets.base import Job, QuantizedOptions
 
 NAME = "tflite-arm"
+QUANTIZER = "tflite"
 
 
-class Options(BaseOptions):
-    int8_io: bool = True  # int8 input/output tensors (else float I/O around an int8 body)
+class Options(QuantizedOptions):
+    int8_io: bool = True  # integer input/output tensors (int16 under a 16x8 recipe; else float I/O)
 
 
 def jobs(ctx, opts: Options) -> list[Job]:
     builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
-    return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner) for p in opts.precisions]
+
+    def diagnose(artifact):
+        from pipeline.stages.layer_errors import layer_error_stage
+
+        return layer_error_stage(ctx, "tflite", _fp32(ctx), artifact)
+
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, {}, diagnose if p == "int8" else None)
+            for p in opts.precisions]
 
 
 def _fp32(ctx) -> Artifact:
@@ -33,14 +41,18 @@ def _int8(ctx, opts: Options) -> Artifact:
     from pipeline.stages.tflite import convert_int8
 
     sm = ctx.savedmodel()
-    calib = ctx.calibration
+    recipe = ctx.recipe(NAME)
+    calib = ctx.calibration_for(recipe)
     versions = tool_versions("tensorflow")
-    params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": opts.int8_io, **versions}
+    params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": opts.int8_io,
+              "recipe": recipe.cache_params(), **versions}
     res = ctx.stage("tflite-int8", params,
-                    lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, opts.int8_io).name})
+                    lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, opts.int8_io,
+                                                      recipe).name})
     return Artifact.from_files(f"{NAME}/int8", NAME, "tflite", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
-                               source_model_sha256=ctx.model_sha, stage_key=res.key)
+                               source_model_sha256=ctx.model_sha, stage_key=res.key,
+                               recipe={"name": opts.recipe, **recipe.cache_params()})
 
 
 def make_runner(artifact: Artifact, threads: int):

@@ -1,0 +1,71 @@
+"""onnx-cpu: ONNX FP32 (tf2onnx from the SavedModel) and QDQ INT8 (onnxruntime quantize_static).
+
+The third quantizer: the same calibration images as TFLite and NNCF, fed through the ONNX
+Runtime CalibrationDataReader adapter (calibration/adapters.py).
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pipeline.artifacts import Artifact
+from pipeline.versions import tool_versions
+from targets.base import Job, QuantizedOptions
+
+NAME = "onnx-cpu"
+QUANTIZER = "onnxruntime"
+OPSET = 17
+
+
+class Options(QuantizedOptions):
+    opset: int = Field(OPSET, ge=13, le=21, description="ONNX opset of the tf2onnx conversion (QDQ needs >= 13)")
+
+
+def jobs(ctx, opts: Options) -> list[Job]:
+    builders = {"fp32": lambda: _fp32(ctx, opts), "int8": lambda: _int8(ctx, opts)}
+
+    def diagnose(artifact):
+        from pipeline.stages.layer_errors import layer_error_stage
+
+        return layer_error_stage(ctx, "onnx", _fp32(ctx, opts), artifact)
+
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, {}, diagnose if p == "int8" else None)
+            for p in opts.precisions]
+
+
+def _onnx_stage(ctx, opts: Options):
+    from pipeline.stages.onnx import convert_onnx
+
+    sm = ctx.savedmodel()
+    versions = tool_versions("tensorflow", "tf2onnx", "onnx")
+    res = ctx.stage("onnx-fp32", {"savedmodel": sm.key, "opset": opts.opset, **versions},
+                    lambda out: {"file": convert_onnx(sm.path / "saved_model", out, opts.opset).name})
+    return res, versions
+
+
+def _fp32(ctx, opts: Options) -> Artifact:
+    res, versions = _onnx_stage(ctx, opts)
+    return Artifact.from_files(f"{NAME}/fp32", NAME, "onnx", "fp32", res.path / res.meta["file"],
+                               tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
+
+
+def _int8(ctx, opts: Options) -> Artifact:
+    from pipeline.stages.onnx import quantize_qdq
+
+    fp32, _ = _onnx_stage(ctx, opts)
+    recipe = ctx.recipe(NAME)
+    calib = ctx.calibration_for(recipe)
+    versions = tool_versions("onnx", "onnxruntime")
+    params = {"onnx": fp32.key, "calibration": calib.sha256, "recipe": recipe.cache_params(), **versions}
+    res = ctx.stage("onnx-qdq-int8", params,
+                    lambda out: {"file": quantize_qdq(fp32.path / fp32.meta["file"], out, calib.images, recipe).name})
+    return Artifact.from_files(f"{NAME}/int8", NAME, "onnx", "int8", res.path / res.meta["file"],
+                               tool_versions=versions, calibration_sha256=calib.sha256,
+                               source_model_sha256=ctx.model_sha, stage_key=res.key,
+                               recipe={"name": opts.recipe, **recipe.cache_params()})
+
+
+def make_runner(artifact: Artifact, threads: int):
+    from targets.runtimes import ONNXRunner
+
+    return ONNXRunner(artifact.path, threads)

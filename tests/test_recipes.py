@@ -1,0 +1,115 @@
+"""Quantization recipes: schema, built-in table, impossible combinations, CLI listing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.config import parse_config
+from pipeline.errors import ConfigError
+from pipeline.recipes import BUILTIN, QUANTIZERS, Recipe, problems, resolve
+from tests.conftest import tiny_config
+from tests.test_cli_light import _probe
+
+FAKE_ASSETS = {"model": "/m/model.keras", "data": "/d"}
+
+
+def cfg(targets, **overrides):
+    return tiny_config(FAKE_ASSETS, "/tmp/out", targets=targets, **overrides)
+
+
+def test_default_recipe_is_possible_everywhere_and_leaves_toolchain_defaults():
+    d = BUILTIN["default"]
+    assert all(problems(d, q) == [] for q in QUANTIZERS)
+    assert d.activations is None and d.calibration is None and d.nncf_preset is None
+    assert d.weights == "per_channel" and d.activation_bits == 8 and d.calibration_size is None
+
+
+def test_every_builtin_recipe_is_possible_for_at_least_one_quantizer():
+    for name, r in BUILTIN.items():
+        assert any(not problems(r, q) for q in QUANTIZERS), name
+
+
+@pytest.mark.parametrize(("target", "recipe", "reason"), [
+    ("tflite-arm", "kl", r"TFLiteConverter's calibrator records only min/max"),
+    ("tflite-arm", "mse", r"calibration 'mse' is not available"),
+    ("tflite-arm", "nncf-mixed", r"nncf_preset 'mixed' is an NNCF setting"),
+    ("tflite-arm", "nncf-smoothquant", r"smooth_quant is supported on the NNCF path only"),
+    ("openvino-cpu", "tflite-16x8", r"activation_bits 16 \(16x8\) is a TFLite mode"),
+    ("openvino-cpu", "kl", r"no KL/entropy estimator"),
+    ("onnx-cpu", "mse", r"no MSE"),
+    ("onnx-cpu", "nncf-full-bias", r"bias_correction 'full' is an NNCF setting"),
+])
+def test_impossible_recipe_for_a_target_is_a_config_error_that_says_why(target, recipe, reason):
+    with pytest.raises(ConfigError, match=rf"targets\[0\] \({target}\) options\.recipe '{recipe}' is impossible"
+                                          rf".*{reason}"):
+        parse_config(cfg([{"name": target, "options": {"recipe": recipe}}]))
+
+
+def test_tflite_symmetric_int8_activations_rejected_but_16x8_accepted():
+    user = {"sym8": {"activations": "symmetric"}, "sym16": {"activations": "symmetric", "activation_bits": 16}}
+    with pytest.raises(ConfigError, match=r"activations 'symmetric' is not available with 8-bit TFLite"):
+        parse_config(cfg([{"name": "tflite-arm", "options": {"recipe": "sym8"}}],
+                         quantization={"recipes": user}))
+    c = parse_config(cfg([{"name": "tflite-arm", "options": {"recipe": "sym16"}}], quantization={"recipes": user}))
+    assert c.recipe_for(c.targets[0]).activation_bits == 16
+    # the same recipe is fine for NNCF (symmetric activations are its performance preset)
+    parse_config(cfg([{"name": "openvino-cpu", "options": {"recipe": "sym8"}}], quantization={"recipes": user}))
+
+
+def test_user_recipes_are_strict_and_cannot_shadow_builtins():
+    with pytest.raises(ConfigError, match=r"quantization\.recipes\.mine\.calibraton: unknown key"):
+        parse_config(cfg([{"name": "tflite-arm"}], quantization={"recipes": {"mine": {"calibraton": "kl"}}}))
+    with pytest.raises(ConfigError, match=r"quantization\.recipes\.mine\.percentile: Input should be less than 100"):
+        parse_config(cfg([{"name": "tflite-arm"}], quantization={"recipes": {"mine": {"percentile": 100}}}))
+    with pytest.raises(ConfigError, match=r"built-in recipes cannot be redefined\)\. Received: \['default'\]"):
+        parse_config(cfg([{"name": "tflite-arm"}], quantization={"recipes": {"default": {}}}))
+
+
+def test_unknown_recipe_name_lists_the_known_ones():
+    with pytest.raises(ConfigError, match=r"options\.recipe: expected a recipe name in \[.*'default'.*\]\. "
+                                          r"Received: 'fastest'"):
+        parse_config(cfg([{"name": "openvino-cpu", "options": {"recipe": "fastest"}}]))
+
+
+def test_openvino_preset_option_moved_into_recipes():
+    with pytest.raises(ConfigError, match=r"options\.preset: expected the NNCF preset in the quantization recipe"):
+        parse_config(cfg([{"name": "openvino-cpu", "options": {"preset": "mixed"}}]))
+
+
+def test_recipe_resolution_prefers_the_config_and_cache_params_exclude_description():
+    mine = Recipe(description="x", calibration_size=10)
+    assert resolve("mine", {"mine": mine}) is mine
+    assert resolve("default") is BUILTIN["default"]
+    assert "description" not in mine.cache_params() and mine.cache_params()["calibration_size"] == 10
+    assert Recipe(description="other").cache_params() == BUILTIN["default"].cache_params()
+
+
+def test_nncf_arguments_follow_the_recipe():
+    import nncf
+
+    from pipeline.stages.openvino import nncf_arguments
+
+    assert nncf_arguments(BUILTIN["default"]) == {"preset": nncf.QuantizationPreset.PERFORMANCE}
+    assert nncf_arguments(None) == {"preset": nncf.QuantizationPreset.PERFORMANCE}
+    kw = nncf_arguments(Recipe(nncf_preset="mixed", bias_correction="full", weights="per_tensor",
+                               calibration="percentile", percentile=99.9))
+    assert kw["preset"] == nncf.QuantizationPreset.MIXED and kw["fast_bias_correction"] is False
+    adv = kw["advanced_parameters"]
+    assert adv.weights_quantization_params.per_channel is False
+    assert adv.activations_range_estimator_params.max.quantile_outlier_prob == pytest.approx(1e-3)
+    sq = nncf_arguments(BUILTIN["nncf-smoothquant"])
+    assert sq["model_type"] == nncf.ModelType.TRANSFORMER
+    assert sq["advanced_parameters"].smooth_quant_alphas.convolution == 0.5
+
+
+def test_cli_lists_recipes_without_importing_a_toolkit():
+    r = _probe("recipes", "--json")
+    assert r["code"] == 0 and r["heavy"] == []
+    rows = {row["name"]: row for row in json.loads(r["out"])}
+    assert set(BUILTIN) <= set(rows)
+    assert rows["kl"]["quantizers"]["onnxruntime"]["possible"] is True
+    assert rows["kl"]["quantizers"]["tflite"]["possible"] is False
+    assert "min/max" in rows["kl"]["quantizers"]["tflite"]["problems"][0]
+    assert rows["tflite-16x8"]["quantizers"]["nncf"]["possible"] is False

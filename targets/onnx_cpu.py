@@ -33,10 +33,10 @@ def jobs(ctx, opts: Options) -> list[Job]:
             for p in opts.precisions]
 
 
-def _onnx_stage(ctx, opts: Options):
+def _onnx_stage(ctx, opts: Options, sm=None):
     from pipeline.stages.onnx import convert_onnx
 
-    sm = ctx.savedmodel()
+    sm = sm or ctx.savedmodel()
     versions = tool_versions("tensorflow", "tf2onnx", "onnx")
     res = ctx.stage("onnx-fp32", {"savedmodel": sm.key, "opset": opts.opset, **versions},
                     lambda out: {"file": convert_onnx(sm.path / "saved_model", out, opts.opset).name})
@@ -52,9 +52,11 @@ def _fp32(ctx, opts: Options) -> Artifact:
 def _int8(ctx, opts: Options) -> Artifact:
     from pipeline.stages.onnx import quantize_qdq
 
-    fp32, _ = _onnx_stage(ctx, opts)
+    from pipeline.stages.recipe_stages import source_savedmodel
+
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
+    fp32, _ = _onnx_stage(ctx, opts, source_savedmodel(ctx, recipe, calib))  # equalized if the recipe asks
     versions = tool_versions("onnx", "onnxruntime")
     params = {"onnx": fp32.key, "calibration": calib.sha256, "recipe": recipe.cache_params(), **versions}
     res = ctx.stage("onnx-qdq-int8", params,

@@ -38,21 +38,25 @@ def _fp32(ctx) -> Artifact:
 
 
 def _int8(ctx, opts: Options) -> Artifact:
+    from pipeline.stages.recipe_stages import budget_record, source_savedmodel, tflite_budget_stage
     from pipeline.stages.tflite import convert_int8
 
-    sm = ctx.savedmodel()
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
+    sm = source_savedmodel(ctx, recipe, calib)  # equalized when the recipe asks for it
     versions = tool_versions("tensorflow")
     params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": opts.int8_io,
               "recipe": recipe.cache_params(), **versions}
-    res = ctx.stage("tflite-int8", params,
-                    lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, opts.int8_io,
-                                                      recipe).name})
+    if recipe.max_accuracy_drop is not None:  # float I/O, the fewest layers kept in float
+        res = tflite_budget_stage(ctx, sm, recipe, calib)
+    else:
+        res = ctx.stage("tflite-int8", params,
+                        lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, opts.int8_io,
+                                                          recipe).name})
     return Artifact.from_files(f"{NAME}/int8", NAME, "tflite", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
                                source_model_sha256=ctx.model_sha, stage_key=res.key,
-                               recipe={"name": opts.recipe, **recipe.cache_params()})
+                               recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
 
 
 def make_runner(artifact: Artifact, threads: int):

@@ -103,13 +103,15 @@ def rank_tflite_layers(debugger) -> list[dict]:
     return sorted(rows, key=lambda r: -r["rmse_over_scale"])
 
 
-def tflite_debugger(saved_model: Path, calib: np.ndarray, debug_images: np.ndarray):
+def tflite_debugger(saved_model: Path, calib: np.ndarray, debug_images: np.ndarray, per_tensor: bool = False):
     """Calibrate once; the debugger re-quantizes from that calibration with any denylist."""
     import tensorflow as tf
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = tflite_representative(calib)
+    if per_tensor:
+        conv._experimental_disable_per_channel = True  # same switch as stages/tflite.py
     return tf.lite.experimental.QuantizationDebugger(
         converter=conv, debug_dataset=tflite_representative(debug_images))
 
@@ -125,12 +127,12 @@ def requantize(debugger, float_layers: Sequence[str]) -> bytes:
 
 def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control: np.ndarray,
                      control_labels: np.ndarray, reference_top1: float, max_drop_points: float,
-                     threads: int = 2, debug_images: int = 32,
-                     max_float_layers: int | None = 12) -> tuple[Path, BudgetResult]:
+                     threads: int = 2, debug_images: int = 32, max_float_layers: int | None = 12,
+                     per_tensor: bool = False) -> tuple[Path, BudgetResult]:
     """Full-integer TFLite with the fewest float layers (in error order) that meet the budget."""
     from targets.runtimes import TFLiteRunner
 
-    debugger = tflite_debugger(saved_model, calib, control[:debug_images])
+    debugger = tflite_debugger(saved_model, calib, control[:debug_images], per_tensor)
     ranking = rank_tflite_layers(debugger)
     models: dict[tuple[str, ...], bytes] = {}
 
@@ -155,10 +157,17 @@ def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control: n
 # ---- OpenVINO / NNCF ------------------------------------------------------------------------
 
 def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, control_labels: np.ndarray,
-                   max_drop_points: float, preset: str = "performance") -> tuple[Path, dict]:
-    """`nncf.quantize_with_accuracy_control` with an absolute top-1 budget."""
+                   max_drop_points: float, recipe=None) -> tuple[Path, dict]:
+    """`nncf.quantize_with_accuracy_control` with an absolute top-1 budget (and the recipe's
+    other NNCF settings, as `nncf.quantize` would get them)."""
     import nncf
     import openvino as ov
+
+    from pipeline.stages.openvino import nncf_arguments
+
+    kw = nncf_arguments(recipe)
+    if "advanced_parameters" in kw:
+        kw["advanced_quantization_parameters"] = kw.pop("advanced_parameters")
 
     def validate(compiled, items) -> float:
         output = compiled.outputs[0]
@@ -172,13 +181,13 @@ def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, 
     validation = nncf.Dataset(list(zip(control, control_labels, strict=True)))
     qmodel = nncf.quantize_with_accuracy_control(
         model, nncf_dataset(calib), validation, validate, max_drop=max_drop_points / 100.0,
-        drop_type=nncf.DropType.ABSOLUTE, preset=nncf.QuantizationPreset(preset), subset_size=len(calib))
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), **kw)
     dest = Path(out) / "model_int8_budget.xml"
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
     compiled = ov.Core().compile_model(qmodel, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     fq = sum(op.get_type_name() == "FakeQuantize" for op in qmodel.get_ops())
-    return dest, {"max_drop_points": max_drop_points, "control_top1": validate(compiled, zip(control, control_labels)),
-                  "fake_quantize_ops": fq}
+    final = validate(compiled, zip(control, control_labels, strict=True))
+    return dest, {"max_drop_points": max_drop_points, "control_top1": final, "fake_quantize_ops": fq}
 
 
 # ---- Edge TPU: full-integer repairs only ------------------------------------------------------

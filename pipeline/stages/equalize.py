@@ -121,21 +121,23 @@ def graph_of(model) -> Graph:
 
 # ---- calibration statistics --------------------------------------------------------------
 
-def depthwise_ranges(model, images: np.ndarray, batch: int = 4) -> dict[str, np.ndarray]:
+def depthwise_ranges(model, images: np.ndarray, batch: int = 8) -> dict[str, np.ndarray]:
     """Per-channel max |depthwise output| of every SeparableConv2D, keyed by layer path."""
     stats: dict[str, np.ndarray] = {}
+    taps: dict[int, tuple] = {}
     for i in range(0, len(images), batch):
-        _accumulate(model, images[i : i + batch], stats, prefix="")
+        _accumulate(model, images[i : i + batch], stats, "", taps)
     return stats
 
 
-def _accumulate(model, x: np.ndarray, stats: dict, prefix: str) -> None:
+def _tap_model(model):
+    """(extractor, separable layers, nested models): one model giving every layer input we need."""
     import keras
 
     seps = [ly for ly in model.layers if type(ly).__name__ == "SeparableConv2D"]
     subs = [ly for ly in model.layers if _is_functional(ly)]
     if not seps and not subs:
-        return
+        return None, seps, subs
     g = graph_of(model)
     taps = [ly.input for ly in seps]
     for sub in subs:
@@ -145,7 +147,18 @@ def _accumulate(model, x: np.ndarray, stats: dict, prefix: str) -> None:
         taps.append(model.get_layer(prods[0]).output)
     if len(model.inputs) != 1:
         raise ValueError(f"model {model.name!r}: expected a single-input model. Received {len(model.inputs)} inputs")
-    values = keras.Model(model.inputs[0], taps)(x, training=False)
+    return keras.Model(model.inputs[0], taps), seps, subs
+
+
+def _accumulate(model, x: np.ndarray, stats: dict, prefix: str, cache: dict) -> None:
+    import keras
+
+    if id(model) not in cache:
+        cache[id(model)] = _tap_model(model)
+    extractor, seps, subs = cache[id(model)]
+    if extractor is None:
+        return
+    values = extractor(x, training=False)
     values = values if isinstance(values, list | tuple) else [values]
     for layer, v in zip(seps, values[: len(seps)], strict=True):
         d = keras.ops.depthwise_conv(v, layer.depthwise_kernel, strides=layer.strides, padding=layer.padding,
@@ -155,7 +168,7 @@ def _accumulate(model, x: np.ndarray, stats: dict, prefix: str) -> None:
         key = prefix + layer.name
         stats[key] = np.maximum(stats[key], r) if key in stats else r
     for sub, v in zip(subs, values[len(seps):], strict=True):
-        _accumulate(sub, np.asarray(v), stats, prefix=f"{prefix}{sub.name}/")
+        _accumulate(sub, np.asarray(v), stats, f"{prefix}{sub.name}/", cache)
 
 
 # ---- the transforms ----------------------------------------------------------------------
@@ -258,14 +271,18 @@ def _bn_relu_sites(model, g: Graph):
         if type(bn).__name__ != "BatchNormalization":
             continue
         cons = g.consumers.get(bn.name, [])
-        if len(cons) != 1 or not _is_plain_relu(model.get_layer(cons[0])):
-            continue
+        if len(cons) != 1 or type(model.get_layer(cons[0])).__name__ not in ("Activation", "ReLU"):
+            continue  # BN -> add / pooling: no activation between two linear layers here
         relu = model.get_layer(cons[0])
         prods = g.producers[bn.name]
         producer = model.get_layer(prods[0]) if len(prods) == 1 else None
         users = [model.get_layer(n) for n in g.consumers.get(relu.name, [])]
         why = None
-        if producer is None or type(producer).__name__ not in CONV_CONSUMERS or not _linear(producer):
+        if not _is_plain_relu(relu):
+            c = relu.get_config()
+            why = (f"activation {c.get('activation', type(relu).__name__)!r} (max_value={c.get('max_value')}) "
+                   "is not positive-homogeneous")
+        elif producer is None or type(producer).__name__ not in CONV_CONSUMERS or not _linear(producer):
             why = "BN input is not a linear conv (nothing to fold the scale into)"
         elif g.consumers.get(producer.name, []) != [bn.name]:
             why = "conv output feeds more than the BN (BN cannot be folded)"
@@ -282,10 +299,41 @@ def _bn_relu_sites(model, g: Graph):
         yield producer, bn, relu, users, why
 
 
+def _bn_pair_ranges(producer, bn, users) -> tuple[np.ndarray, np.ndarray]:
+    return _folded_out_range(producer, bn), np.max([_in_channel_range(u) for u in users], axis=0)
+
+
+def _sep_pair_ranges(layer) -> tuple[np.ndarray, np.ndarray]:
+    dw, pw = layer.get_weights()[:2]
+    return (np.abs(dw).max(axis=(0, 1)).reshape(-1).astype(np.float64),
+            np.abs(pw).max(axis=(0, 1, 3)).astype(np.float64))
+
+
+def _balance(r1: np.ndarray, r2: np.ndarray, max_scale: float) -> np.ndarray:
+    """s with r1 * s == r2 / s == sqrt(r1 * r2) (dead channels: 1)."""
+    live = (r1 > 0) & (r2 > 0)
+    s = np.ones_like(r1)
+    s[live] = np.sqrt(r2[live] / r1[live])
+    return np.clip(s, 1.0 / max_scale, max_scale)
+
+
+def _imbalance(r1: np.ndarray, r2: np.ndarray) -> float:
+    """Median over live channels of max(r1, r2) / min(r1, r2) (1 = balanced)."""
+    live = (r1 > 0) & (r2 > 0)
+    return float(np.median(np.maximum(r1, r2)[live] / np.minimum(r1, r2)[live])) if live.any() else 1.0
+
+
 def cross_layer_equalize(model, include_separable_pairs: bool, max_scale: float = 100.0,
-                         report: EqualizationReport | None = None) -> EqualizationReport:
-    """In place: DFQ weight equalization across conv -> BN -> ReLU -> conv(s), see module doc."""
+                         report: EqualizationReport | None = None, iterations: int = 50,
+                         tol: float = 1e-4) -> EqualizationReport:
+    """In place: DFQ weight equalization across conv -> BN -> ReLU -> conv(s), see module doc.
+
+    Pairs share layers (a SeparableConv's depthwise kernel is the consumer of one pair and the
+    producer of the next), so, as in DFQ, all pairs are balanced repeatedly until no scale
+    moves by more than `tol` (relative) or `iterations` passes were made.
+    """
     report = report or EqualizationReport()
+    pairs = []  # (site name, consumers, ranges(), apply(s))
     for fm in functional_models(model):
         g = graph_of(fm)
         for producer, bn, relu, users, why in _bn_relu_sites(fm, g):
@@ -293,38 +341,40 @@ def cross_layer_equalize(model, include_separable_pairs: bool, max_scale: float 
             if why:
                 report.skipped.append({"site": site, "why": why})
                 continue
-            r1 = _folded_out_range(producer, bn)
-            r2 = np.max([_in_channel_range(u) for u in users], axis=0)
-            live = (r1 > 0) & (r2 > 0)
-            s = np.ones_like(r1)
-            s[live] = np.sqrt(r2[live] / r1[live])
-            s = np.clip(s, 1.0 / max_scale, max_scale)
-            w = bn.get_weights()  # gamma, beta, moving_mean, moving_variance (gamma first when scale=True)
-            w[0] = (w[0] * s).astype(w[0].dtype)
-            if bn.center:
-                w[1] = (w[1] * s).astype(w[1].dtype)
-            bn.set_weights(w)
-            for u in users:
-                _divide_input(u, s)
-            report.cross_layer.append({
-                "site": site, "consumers": [u.name for u in users],
-                "range_ratio_before": float(np.median(np.maximum(r1, r2)[live] / np.minimum(r1, r2)[live])),
-                "range_ratio_after": float(np.median(np.maximum(r1 * s, r2 / s)[live] /
-                                                     np.minimum(r1 * s, r2 / s)[live])),
-            })
+            pairs.append((site, [u.name for u in users],
+                          lambda p=producer, b=bn, us=users: _bn_pair_ranges(p, b, us),
+                          lambda s, b=bn, us=users: _scale_bn_pair(b, us, s)))
         if include_separable_pairs:
             for layer in fm.layers:
                 if type(layer).__name__ == "SeparableConv2D":
-                    dw, pw = layer.get_weights()[:2]
-                    r1 = np.abs(dw).max(axis=(0, 1)).reshape(-1).astype(np.float64)
-                    r2 = np.abs(pw).max(axis=(0, 1, 3)).astype(np.float64)
-                    live = (r1 > 0) & (r2 > 0)
-                    s = np.ones_like(r1)
-                    s[live] = np.sqrt(r2[live] / r1[live])
-                    _scale_separable(layer, np.clip(s, 1.0 / max_scale, max_scale))
-                    report.cross_layer.append({"site": f"{fm.name}:{layer.name} (depthwise->pointwise)",
-                                               "consumers": [layer.name]})
+                    pairs.append((f"{fm.name}:{layer.name} (depthwise->pointwise)", [layer.name],
+                                  lambda ly=layer: _sep_pair_ranges(ly),
+                                  lambda s, ly=layer: _scale_separable(ly, s)))
+    before = [_imbalance(*ranges()) for _, _, ranges, _ in pairs]
+    passes = 0
+    for passes in range(1, iterations + 1):  # noqa: B007 (reported below)
+        moved = 0.0
+        for _, _, ranges, apply in pairs:
+            s = _balance(*ranges(), max_scale)
+            apply(s)
+            moved = max(moved, float(np.abs(np.log(s)).max()) if s.size else 0.0)
+        if moved < tol:
+            break
+    for (site, users, ranges, _), b in zip(pairs, before, strict=True):
+        report.cross_layer.append({"site": site, "consumers": users, "range_ratio_before": b,
+                                   "range_ratio_after": _imbalance(*ranges()), "passes": passes})
     return report
+
+
+def _scale_bn_pair(bn, users, s: np.ndarray) -> None:
+    """BN output channel i *= s_i (gamma and beta), every consumer's input channel i /= s_i."""
+    w = bn.get_weights()  # gamma, beta, moving_mean, moving_variance (gamma first when scale=True)
+    w[0] = (w[0] * s).astype(w[0].dtype)
+    if bn.center:
+        w[1] = (w[1] * s).astype(w[1].dtype)
+    bn.set_weights(w)
+    for u in users:
+        _divide_input(u, s)
 
 
 def equalize(model, images: np.ndarray, separable: bool = True, cross_layer: bool = False,

@@ -41,6 +41,35 @@ def check_range(images: np.ndarray, mode: str, what: str) -> None:
         )
 
 
+def check_not_constant(images: np.ndarray, what: str) -> None:
+    """Constant data (blank frames, a failed decode repeated) gives every activation a zero range:
+    quantizers then produce degenerate scales without complaint."""
+    if len(images) and float(images.std()) == 0.0:
+        raise InputError(
+            f"{what}: expected images with varying pixel values. Received: {len(images)} images that are all "
+            f"the constant {float(images.flat[0]):g}"
+        )
+
+
+def check_batch(images: np.ndarray, what: str) -> None:
+    """What every quantizer adapter checks on the arrays it is handed: NHWC float batch, finite, not constant."""
+    if not isinstance(images, np.ndarray) or images.ndim != 4:
+        raise InputError(f"{what}: expected a 4-D NHWC image array. Received: "
+                         f"{getattr(images, 'shape', type(images).__name__)}")
+    if len(images) == 0:
+        raise InputError(f"{what}: expected at least 1 image. Received: 0")
+    check_finite(images, what)
+    check_not_constant(images, what)
+
+
+def validate(images: np.ndarray, shape: tuple[int, int, int], mode: str, what: str) -> None:
+    """All array checks of a materialised subset: shape, finite values, the preprocessing range, not constant."""
+    check_shape(images, shape, what)
+    check_finite(images, what)
+    check_range(images, mode, what)
+    check_not_constant(images, what)
+
+
 def check_count(n: int, minimum: int, what: str) -> None:
     if n == 0:
         raise InputError(f"{what}: expected at least 1 image. Received: 0")

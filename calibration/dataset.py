@@ -49,9 +49,7 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
                 f"{what}: expected a readable image file. Received: {str(records[i].path)!r} ({err})"
             ) from err
     batch_labels = all_labels[idx]
-    checks.check_finite(images, what)
-    checks.check_shape(images, spec.shape, what)
-    checks.check_range(images, spec.mode, what)
+    checks.validate(images, spec.shape, spec.mode, what)
     return Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split)
 
 

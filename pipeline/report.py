@@ -38,4 +38,8 @@ def print_summary(report: dict, console: Console, output) -> None:
         f"stages: {len(stages)} total, {len(stages) - len(ran)} cached, {len(ran)} ran; "
         f"wall time {report['wall_seconds']:.1f} s"
     )
+    cross = report.get("cross_quantizer") or {}
+    if cross.get("flagged"):
+        console.print(f"[bold red]cross-quantizer check:[/] {', '.join(cross['flagged'])} far below the other INT8 "
+                      f"artifacts (> {cross['max_gap_points']:g} pts)")
     console.print(f"report: {output}/report.json   artifacts: {output}/artifacts/")

@@ -20,11 +20,13 @@ from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, ConfigError, EdgepipeErro
 from pipeline.outdir import link_or_copy, locked_output, publish_dir
 from pipeline.progress import bar
 from pipeline.validators import accuracy as acc_mod
+from pipeline.validators import cross_quantizer
 from pipeline.validators import gates as gate_mod
 from pipeline.validators import latency as lat_mod
 from pipeline.versions import cpu_model, host_facts, tool_versions
 
-RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "keras": ("tensorflow", "keras")}
+RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "onnx": ("onnxruntime",),
+                 "keras": ("tensorflow", "keras")}
 
 
 def _scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tuple[np.ndarray, dict]:
@@ -95,9 +97,12 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         latency = _latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner)
         failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, latency)
         row.update(status="failed" if failed else "passed", reasons=failed, accuracy=accuracy, latency=latency,
-                   size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format)
+                   size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format,
+                   calibration_sha256=art.calibration_sha256, recipe=art.recipe)
+        extra = _per_layer(job, art)
+        row.update(extra)
         row["dir"] = str(_publish(ctx, art, {"metrics": {"accuracy": accuracy, "latency": latency},
-                                             "status": row["status"], "gate_failures": failed}))
+                                             "status": row["status"], "gate_failures": failed, **extra}))
     except (InputError, ConfigError):
         raise  # bad input aborts the run (exit 2): nothing downstream can be trusted
     except EdgepipeError as err:
@@ -106,6 +111,30 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
                    traceback=traceback.format_exc(limit=8))
     return row
+
+
+def _per_layer(job, art: Artifact) -> dict:
+    """`per_layer` rows (worst first) for INT8 artifacts; a diagnosis failure is recorded, not fatal."""
+    if job.diagnose is None:
+        return {}
+    try:
+        return {"per_layer": job.diagnose(art)}
+    except (InputError, ConfigError):
+        raise
+    except Exception as err:  # diagnostics must never cost the artifact its row
+        return {"per_layer_error": f"{type(err).__name__}: {err}"}
+
+
+def _apply_cross_quantizer(cfg, rows: list[dict]) -> dict:
+    """Fail INT8 artifacts far below the others; their published artifact.json says so too."""
+    summary = cross_quantizer.check(rows, cfg.gates.cross_quantizer_max_gap)
+    for r in rows:
+        if r["artifact"] in summary["flagged"] and r.get("dir"):
+            record = Path(r["dir"]) / "artifact.json"
+            data = json.loads(record.read_text())
+            data.update(status=r["status"], gate_failures=r["reasons"], cross_quantizer=r["cross_quantizer"])
+            _write_json(record, data)
+    return summary
 
 
 def run_pipeline(cfg, model_path: Path) -> dict:
@@ -120,6 +149,7 @@ def run_pipeline(cfg, model_path: Path) -> dict:
             for job in mod.jobs(ctx, entry.typed_options()):
                 ctx.console.print(f"[bold]{job.name}[/]")
                 rows.append(_artifact_row(ctx, job, ref["scores"]))
+        cross = _apply_cross_quantizer(cfg, rows)
         exit_code = EXIT_OK if all(r["status"] in ("passed", "reference") for r in rows) else EXIT_GATE_FAILED
         report = {
             "edgepipe_report": 1,
@@ -136,6 +166,7 @@ def run_pipeline(cfg, model_path: Path) -> dict:
             "stages": [{"stage": e.name, "key": e.key, "cached": e.cached, "seconds": round(e.seconds, 3)}
                        for e in ctx.cache.events],
             "artifacts": rows,
+            "cross_quantizer": cross,
             "exit_code": exit_code,
             "wall_seconds": round(time.perf_counter() - t0, 2),
         }

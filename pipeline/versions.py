@@ -12,6 +12,9 @@ TOOLS = {
     "ai-edge-litert": ("ai-edge-litert",),
     "openvino": ("openvino",),
     "nncf": ("nncf",),
+    "onnx": ("onnx",),
+    "onnxruntime": ("onnxruntime",),
+    "tf2onnx": ("tf2onnx",),
     "numpy": ("numpy",),
     "pillow": ("pillow",),
 }

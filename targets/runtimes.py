@@ -33,9 +33,18 @@ def tflite_interpreter_class():
 
 
 class TFLiteRunner:
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, preserve_all_tensors: bool = False):
+        """`preserve_all_tensors` (diagnostics only): keep every intermediate tensor readable, which
+        also means running the built-in kernels without the default (XNNPACK) delegate."""
         cls, self.runtime = tflite_interpreter_class()
-        self.interp = cls(model_path=str(path), num_threads=threads)
+        kw = {}
+        if preserve_all_tensors:
+            import importlib
+
+            resolver = importlib.import_module(cls.__module__).OpResolverType
+            kw = {"experimental_preserve_all_tensors": True,
+                  "experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+        self.interp = cls(model_path=str(path), num_threads=threads, **kw)
         self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
@@ -86,6 +95,32 @@ class OpenVINORunner:
             raise InputError(f"OpenVINO input: expected shape {self.shape}. Received: {x.shape}")
         self.request.infer({0: x})
         return np.array(self.request.get_output_tensor(0).data[0], dtype=np.float32)
+
+
+class ONNXRunner:
+    """ONNX Runtime on the CPU (FP32 or QDQ INT8 models from tf2onnx: NHWC float input)."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        self.runtime = "onnxruntime"
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.shape = tuple(inp.shape)
+        if inp.type != "tensor(float)":
+            raise InputError(f"ONNX model {str(path)!r}: expected a float32 input. Received: {inp.type}")
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        x = image[None].astype(np.float32)
+        if len(x.shape) != len(self.shape) or any(
+                isinstance(d, int) and d != v for d, v in zip(self.shape, x.shape, strict=True)):
+            raise InputError(f"ONNX input: expected shape {self.shape} (NHWC). Received: {x.shape}")
+        return np.asarray(self.session.run(None, {self.input_name: x})[0][0], dtype=np.float32)
 
 
 class KerasRunner:

@@ -1,0 +1,34 @@
+"""Cross-quantizer check: INT8 artifacts of different quantizers should agree on top-1.
+
+Each INT8 artifact is compared with the median top-1 of the *other* INT8 artifacts (leave one
+out, so two artifacts are enough and a single broken one cannot drag the median towards
+itself). One more than `gates.cross_quantizer_max_gap` points below that median is flagged
+and fails its gate: the typical sign of a broken quantizer or backend (a public conformance
+run once saw Xception fall to 1% top-1 on one backend while the others kept 78%).
+"""
+
+from __future__ import annotations
+
+import statistics
+
+
+def check(rows: list[dict], max_gap: float | None) -> dict:
+    """Flag outliers in place (status, reasons, `cross_quantizer` per row); return the summary."""
+    int8 = [r for r in rows if r.get("precision") == "int8" and r.get("status") in ("passed", "failed")
+            and (r.get("accuracy") or {}).get("top1") is not None]
+    summary = {"max_gap_points": max_gap, "artifacts": [r["artifact"] for r in int8], "flagged": []}
+    if max_gap is None or len(int8) < 2:
+        summary["skipped"] = "disabled" if max_gap is None else "fewer than 2 INT8 artifacts"
+        return summary
+    for r in int8:
+        others = [o["accuracy"]["top1"] for o in int8 if o is not r]
+        median = statistics.median(others)
+        gap = 100.0 * (median - r["accuracy"]["top1"])
+        r["cross_quantizer"] = {"median_others_top1": median, "gap_points": gap, "flagged": gap > max_gap}
+        if gap > max_gap:
+            r["status"] = "failed"
+            r["reasons"] = [*r.get("reasons", []),
+                            f"cross-quantizer: top-1 {r['accuracy']['top1']:.4f} is {gap:.1f} pts below the median "
+                            f"{median:.4f} of the other INT8 artifacts (> cross_quantizer_max_gap {max_gap:g})"]
+            summary["flagged"].append(r["artifact"])
+    return summary

@@ -1,0 +1,35 @@
+"""The cross-quantizer check on report rows (leave-one-out median of the other INT8 artifacts)."""
+
+from __future__ import annotations
+
+from pipeline.validators.cross_quantizer import check
+
+
+def _row(name, top1, precision="int8", status="passed"):
+    return {"artifact": name, "precision": precision, "status": status, "reasons": [],
+            "accuracy": {"top1": top1}}
+
+
+def test_one_far_worse_int8_artifact_fails_and_says_why():
+    rows = [_row("keras/fp32 (reference)", 0.78, "fp32", "reference"), _row("tflite-arm/int8", 0.78),
+            _row("openvino-cpu/int8", 0.01), _row("onnx-cpu/int8", 0.775)]
+    summary = check(rows, 5.0)
+    assert summary["flagged"] == ["openvino-cpu/int8"]
+    bad = rows[2]
+    assert bad["status"] == "failed" and bad["cross_quantizer"]["gap_points"] > 70
+    assert "76.8 pts below the median 0.7775 of the other INT8 artifacts" in bad["reasons"][0]
+    assert rows[1]["status"] == rows[3]["status"] == "passed"
+    assert rows[0].get("cross_quantizer") is None  # FP32 rows are not compared
+
+
+def test_close_artifacts_pass_and_threshold_is_respected():
+    rows = [_row("a/int8", 0.78), _row("b/int8", 0.74), _row("c/int8", 0.77)]
+    assert check(rows, 5.0)["flagged"] == []
+    assert check([_row("a/int8", 0.78), _row("b/int8", 0.74), _row("c/int8", 0.77)], 2.0)["flagged"] == ["b/int8"]
+
+
+def test_two_artifacts_suffice_and_errors_or_none_disable():
+    assert check([_row("a/int8", 0.8), _row("b/int8", 0.3)], 5.0)["flagged"] == ["b/int8"]
+    assert check([_row("a/int8", 0.8), _row("b/int8", 0.3)], None)["skipped"] == "disabled"
+    one = check([_row("a/int8", 0.8), {"artifact": "b/int8", "precision": "int8", "status": "error"}], 5.0)
+    assert one["skipped"] == "fewer than 2 INT8 artifacts" and one["flagged"] == []

@@ -128,3 +128,22 @@ def test_nncf_accuracy_control_meets_the_budget(hostile):
                                    h["control"].labels, BUDGET)
     assert 100 * (h["ref"] - top1_of(path)) <= BUDGET
     assert info["fake_quantize_ops"] > 0  # still an INT8 model, not a float one
+
+
+def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tmp_path):
+    """The recipe field reaches the TFLite budget stage; the artifact record says what was kept."""
+    from pipeline.config import parse_config
+    from pipeline.run import run_pipeline
+    from tests.conftest import tiny_config
+
+    raw = tiny_config(tiny_assets, tmp_path / "out",
+                      targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"], "recipe": "b"}}],
+                      quantization={"recipes": {"b": {"max_accuracy_drop": 5.0}}})
+    report = run_pipeline(parse_config(raw), tiny_assets["model"])
+    row = report["artifacts"][1]
+    assert row["status"] == "passed", row
+    budget = row["recipe"]["accuracy_budget"]
+    assert budget["within_budget"] and budget["control_drop_points"] <= 5.0
+    assert isinstance(budget["float_layers"], list)
+    (stage,) = (tmp_path / "out" / "stages").glob("tflite-int8-budget-*")
+    assert (stage / "budget.json").is_file() and (stage / "model_int8_budget.tflite").is_file()

@@ -183,3 +183,26 @@ def test_bad_parameters_are_rejected(tiny):
         eq.equalize(tiny["model"], tiny["calib"], alpha=2.0)
     with pytest.raises(ValueError, match=r"max_scale: expected >= 1"):
         eq.equalize(tiny["model"], tiny["calib"], max_scale=0.5)
+
+
+def test_recipe_runs_equalization_inside_the_pipeline(tiny_assets, tmp_path):
+    """`equalize_separable` in a recipe: the INT8 artifact is built from a verified equalized
+    SavedModel (its own cached stage) and validated like any other artifact."""
+    import json
+
+    from pipeline.config import parse_config
+    from pipeline.run import run_pipeline
+    from tests.conftest import tiny_config
+
+    raw = tiny_config(tiny_assets, tmp_path / "out",
+                      targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"], "recipe": "eq"}}],
+                      quantization={"recipes": {"eq": {"equalize_separable": True,
+                                                       "cross_layer_equalization": True}}})
+    report = run_pipeline(parse_config(raw), tiny_assets["model"])
+    row = report["artifacts"][1]
+    assert row["status"] == "passed", row
+    assert row["recipe"]["equalize_separable"] and row["recipe"]["cross_layer_equalization"]
+    (eq_dir,) = (tmp_path / "out" / "stages").glob("savedmodel-equalized-*")
+    record = json.loads((eq_dir / "equalization.json").read_text())
+    assert record["max_output_diff"] <= 1e-4 and len(record["separable"]) == N_SEPARABLE
+    assert (eq_dir / "equalized.keras").is_file() and (eq_dir / "saved_model" / "saved_model.pb").is_file()

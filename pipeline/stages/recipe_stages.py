@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import ConfigError, ConversionError
+from pipeline.errors import ConfigError, StageError
 from pipeline.versions import tool_versions
 
 FLOAT_TOLERANCE = 1e-4  # max |equalized(x) - original(x)| on calibration images
@@ -45,7 +45,7 @@ def source_savedmodel(ctx, recipe, calib):
                                cross_layer=recipe.cross_layer_equalization)
         diff = max_output_diff(model, new, calib.images[:64])
         if diff > FLOAT_TOLERANCE:
-            raise ConversionError(f"equalization: expected float outputs unchanged (max |diff| <= "
+            raise StageError(f"equalization: expected float outputs unchanged (max |diff| <= "
                                   f"{FLOAT_TOLERANCE:g}). Received: max |diff| = {diff:.3g}")
         (out / "equalization.json").write_text(json.dumps({**report.as_dict(), "max_output_diff": diff}, indent=2))
         new.save(out / "equalized.keras")

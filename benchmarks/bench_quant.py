@@ -212,6 +212,20 @@ def table(bench_json: dict, ref: dict) -> str:
     return "\n".join(lines)
 
 
+def edgetpu_pick(results: dict) -> str:
+    """Which full-integer TFLite recipe an Edge TPU build should use (no float fallback there)."""
+    from pipeline.stages.accuracy_aware import Candidate, pick_full_integer
+
+    stacked = {"default": 0, "eq-sep": 1, "eq-sep-cle": 2}
+    cands = [Candidate(recipe, r["drop_points"], r["p50_ms"], stacked[recipe])
+             for (name, target, recipe) in ROWS if target == "tflite-arm" and recipe in stacked
+             for r in [results.get(name)] if r and "error" not in r]
+    if not cands:
+        return "Edge TPU pick: no full-integer TFLite rows measured"
+    pick = pick_full_integer(cands, 0.3)
+    return f"Edge TPU pick (full-integer only, drops on the test split): {pick['why']}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--output", type=Path, default=Path("edgepipe-bench-quant"))
@@ -223,6 +237,7 @@ def main() -> None:
         bench.run([n for n in args.rows.split(",") if n])
     print()
     print(table(bench.results, bench.reference_row()))
+    print(edgetpu_pick(bench.results))
     extras = {n: {k: r[k] for k in ("recipe", "equalization") if k in r} for n, r in bench.results.items()
               if "budget" in n or "eq-" in n}
     print(json.dumps(extras, indent=1, default=str))

@@ -26,8 +26,9 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
     def diagnose(artifact):
         from pipeline.stages.layer_errors import layer_error_stage
+        from pipeline.stages.recipe_stages import diagnosis_savedmodel
 
-        return layer_error_stage(ctx, "onnx", _fp32(ctx, opts), artifact)
+        return layer_error_stage(ctx, "onnx", _fp32(ctx, opts, diagnosis_savedmodel(ctx, NAME)), artifact)
 
     return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, {}, diagnose if p == "int8" else None)
             for p in opts.precisions]
@@ -43,15 +44,14 @@ def _onnx_stage(ctx, opts: Options, sm=None):
     return res, versions
 
 
-def _fp32(ctx, opts: Options) -> Artifact:
-    res, versions = _onnx_stage(ctx, opts)
+def _fp32(ctx, opts: Options, sm=None) -> Artifact:
+    res, versions = _onnx_stage(ctx, opts, sm)
     return Artifact.from_files(f"{NAME}/fp32", NAME, "onnx", "fp32", res.path / res.meta["file"],
                                tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
 
 
 def _int8(ctx, opts: Options) -> Artifact:
     from pipeline.stages.onnx import quantize_qdq
-
     from pipeline.stages.recipe_stages import source_savedmodel
 
     recipe = ctx.recipe(NAME)

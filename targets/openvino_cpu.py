@@ -38,8 +38,9 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
     def diagnose(artifact):
         from pipeline.stages.layer_errors import layer_error_stage
+        from pipeline.stages.recipe_stages import diagnosis_savedmodel
 
-        return layer_error_stage(ctx, "openvino", _fp32(ctx), artifact)
+        return layer_error_stage(ctx, "openvino", _fp32(ctx, diagnosis_savedmodel(ctx, NAME)), artifact)
 
     params = {"hint": opts.hint, "inference_precision": opts.inference_precision}
     return [Job(f"{NAME}/{p}", NAME, p, builders[p], runner, params, diagnose if p == "int8" else None)
@@ -56,8 +57,8 @@ def _ir_stage(ctx, sm=None):
     return res, versions
 
 
-def _fp32(ctx) -> Artifact:
-    res, versions = _ir_stage(ctx)
+def _fp32(ctx, sm=None) -> Artifact:
+    res, versions = _ir_stage(ctx, sm)
     return Artifact.from_files(f"{NAME}/fp32", NAME, "openvino-ir", "fp32", res.path / res.meta["file"],
                                tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
 

@@ -19,17 +19,18 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
     def diagnose(artifact):
         from pipeline.stages.layer_errors import layer_error_stage
+        from pipeline.stages.recipe_stages import diagnosis_savedmodel
 
-        return layer_error_stage(ctx, "tflite", _fp32(ctx), artifact)
+        return layer_error_stage(ctx, "tflite", _fp32(ctx, diagnosis_savedmodel(ctx, NAME)), artifact)
 
     return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, {}, diagnose if p == "int8" else None)
             for p in opts.precisions]
 
 
-def _fp32(ctx) -> Artifact:
+def _fp32(ctx, sm=None) -> Artifact:
     from pipeline.stages.tflite import convert_fp32
 
-    sm = ctx.savedmodel()
+    sm = sm or ctx.savedmodel()
     versions = tool_versions("tensorflow")
     res = ctx.stage("tflite-fp32", {"savedmodel": sm.key, **versions},
                     lambda out: {"file": convert_fp32(sm.path / "saved_model", out).name})

@@ -202,6 +202,10 @@ def test_recipe_runs_equalization_inside_the_pipeline(tiny_assets, tmp_path):
     row = report["artifacts"][1]
     assert row["status"] == "passed", row
     assert row["recipe"]["equalize_separable"] and row["recipe"]["cross_layer_equalization"]
+    # per-layer errors are measured against the equalized FP32 model, not the rescaled-away original
+    assert "per_layer_error" not in row and row["per_layer"], row.get("per_layer_error")
+    fp32_stages = list((tmp_path / "out" / "stages").glob("tflite-fp32-*"))
+    assert len(fp32_stages) == 1  # built from the equalized SavedModel only (no plain FP32 job here)
     (eq_dir,) = (tmp_path / "out" / "stages").glob("savedmodel-equalized-*")
     record = json.loads((eq_dir / "equalization.json").read_text())
     assert record["max_output_diff"] <= 1e-4 and len(record["separable"]) == N_SEPARABLE

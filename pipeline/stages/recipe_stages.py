@@ -56,6 +56,14 @@ def source_savedmodel(ctx, recipe, calib):
     return ctx.stage("savedmodel-equalized", params, fn)
 
 
+def diagnosis_savedmodel(ctx, target: str):
+    """The SavedModel an INT8 artifact's per-layer errors are measured against: the equalized one
+    when its recipe equalizes (equalization rescales intermediate tensors on purpose, so
+    comparing with the plain FP32 model would report the rescaling as quantization error)."""
+    recipe = ctx.recipe(target)
+    return source_savedmodel(ctx, recipe, ctx.calibration_for(recipe)) if wants_equalization(recipe) else None
+
+
 def control_set(ctx, calib) -> tuple[np.ndarray, np.ndarray]:
     labeled = calib.labels >= 0
     if not labeled.any():

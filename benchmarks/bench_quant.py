@@ -198,7 +198,8 @@ def table(bench_json: dict, ref: dict) -> str:
     lines = ["| artifact | recipe | top-1 | Δ vs FP32 (pts) | agreement | p50 ms | within 0.3 |",
              "|---|---|---:|---:|---:|---:|:---:|",
              f"| keras/fp32 (reference) | — | {ref['top1']:.4f} | — | — | {ref['p50_ms']:.1f} | — |"]
-    for name, _, _ in ROWS:
+    family = {"tflite": 0, "nncf": 1, "openvino": 1, "onnx": 2}
+    for name, _, _ in sorted(ROWS, key=lambda row: family[row[0].split("-")[0]]):
         r = bench_json.get(name)
         if r is None:
             continue

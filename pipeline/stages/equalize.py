@@ -43,6 +43,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.stages.keras_graph import Graph, copy_model, functional_models, graph_of, is_functional, layers_by_path
+
 CONV_CONSUMERS = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
 
 
@@ -54,69 +56,6 @@ class EqualizationReport:
 
     def as_dict(self) -> dict:
         return {"separable": self.separable, "cross_layer": self.cross_layer, "skipped": self.skipped}
-
-
-# ---- model graph ------------------------------------------------------------------------
-
-def copy_model(model):
-    """An independent copy (nested models cloned too) with the same weights and layer names."""
-    import keras
-
-    clone = keras.models.clone_model(model, recursive=True)
-    clone.set_weights(model.get_weights())
-    if [w.path for w in clone.weights] != [w.path for w in model.weights]:
-        raise RuntimeError("clone_model changed weight paths; refusing to equalize a different architecture")
-    return clone
-
-
-def functional_models(model):
-    """The model and every functional model nested in it (depth first)."""
-    out = [model]
-    for layer in model.layers:
-        if _is_functional(layer):
-            out.extend(functional_models(layer))
-    return out
-
-
-def _is_functional(layer) -> bool:
-    import keras
-
-    return isinstance(layer, keras.Model) and "layers" in (layer.get_config() or {})
-
-
-def _history_names(obj) -> list[str]:
-    if isinstance(obj, dict):
-        if "keras_history" in obj.get("config", {}):
-            return [obj["config"]["keras_history"][0]]
-        return [n for v in obj.values() for n in _history_names(v)]
-    if isinstance(obj, list | tuple):
-        return [n for v in obj for n in _history_names(v)]
-    return []
-
-
-@dataclass(frozen=True)
-class Graph:
-    producers: dict[str, list[str]]  # layer -> the layers feeding it
-    consumers: dict[str, list[str]]  # layer -> the layers it feeds
-    outputs: frozenset[str]
-    calls: dict[str, int]  # layer -> how many times it is called in this graph
-
-
-def graph_of(model) -> Graph:
-    cfg = model.get_config()
-    producers, consumers, calls = {}, {}, {}
-    for layer in cfg["layers"]:
-        name = layer["name"]
-        nodes = layer.get("inbound_nodes") or []
-        calls[name] = len(nodes)
-        producers[name] = _history_names(nodes)
-        for p in producers[name]:
-            consumers.setdefault(p, []).append(name)
-    outs = cfg.get("output_layers", [])
-    if outs and isinstance(outs[0], str):  # a single output is stored as one [name, node, tensor]
-        outs = [outs]
-    outputs = frozenset(o[0] for o in outs)
-    return Graph(producers, consumers, outputs, calls)
 
 
 # ---- calibration statistics --------------------------------------------------------------
@@ -135,14 +74,14 @@ def _tap_model(model):
     import keras
 
     seps = [ly for ly in model.layers if type(ly).__name__ == "SeparableConv2D"]
-    subs = [ly for ly in model.layers if _is_functional(ly)]
+    subs = [ly for ly in model.layers if is_functional(ly)]
     if not seps and not subs:
         return None, seps, subs
     g = graph_of(model)
     taps = [ly.input for ly in seps]
     for sub in subs:
         prods = g.producers[sub.name]
-        if len(prods) != 1 or _is_functional(model.get_layer(prods[0])) or g.calls[sub.name] != 1:
+        if len(prods) != 1 or is_functional(model.get_layer(prods[0])) or g.calls[sub.name] != 1:
             raise ValueError(f"nested model {sub.name!r}: expected a single-input model called once")
         taps.append(model.get_layer(prods[0]).output)
     if len(model.inputs) != 1:
@@ -206,7 +145,7 @@ def equalize_separable(model, images: np.ndarray, alpha: float = 0.5, max_scale:
     """In place: equalize the depthwise->pointwise intermediate of every SeparableConv2D."""
     report = report or EqualizationReport()
     stats = depthwise_ranges(model, images)
-    layers = _layers_by_path(model)
+    layers = layers_by_path(model)
     for path, r in stats.items():
         layer = layers[path]
         pw = layer.get_weights()[1]
@@ -215,15 +154,6 @@ def equalize_separable(model, images: np.ndarray, alpha: float = 0.5, max_scale:
         report.separable.append({"layer": path, "channels": int(r.size), "spread_before": spread(r),
                                  "spread_after": spread(r * s), "max_scale_used": float(np.abs(np.log(s)).max())})
     return report
-
-
-def _layers_by_path(model, prefix: str = "") -> dict:
-    out = {}
-    for ly in model.layers:
-        out[prefix + ly.name] = ly
-        if _is_functional(ly):
-            out.update(_layers_by_path(ly, f"{prefix}{ly.name}/"))
-    return out
 
 
 def _is_plain_relu(layer) -> bool:

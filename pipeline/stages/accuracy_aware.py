@@ -193,7 +193,11 @@ def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, 
     compiled = ov.Core().compile_model(qmodel, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     fq = sum(op.get_type_name() == "FakeQuantize" for op in qmodel.get_ops())
     final = validate(compiled, zip(control, control_labels, strict=True))
-    return dest, {"max_drop_points": max_drop_points, "control_top1": final, "fake_quantize_ops": fq}
+    fp32 = ov.Core().compile_model(str(ir), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ref = validate(fp32, zip(control, control_labels, strict=True))
+    drop = 100.0 * (ref - final)
+    return dest, {"max_drop_points": max_drop_points, "control_top1": final, "control_drop_points": drop,
+                  "within_budget": drop <= max_drop_points + 1e-9, "fake_quantize_ops": fq}
 
 
 # ---- Edge TPU: full-integer repairs only ------------------------------------------------------

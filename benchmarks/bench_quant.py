@@ -159,6 +159,24 @@ class Bench:
             self.results_path.write_text(json.dumps(self.results, indent=2, default=str))
             print(f"[done] {name}: {_fmt(row)}", flush=True)
 
+    def float_check(self, n: int = 64) -> dict:
+        """max |equalized - original| Keras outputs on the first n test images, per equalized model."""
+        out = {}
+        for d in sorted((self.output / "stages").glob("savedmodel-equalized-*")):
+            def fn(stage_dir: Path, d=d) -> dict:
+                import keras
+
+                from pipeline.stages.equalize import max_output_diff
+
+                new = keras.saving.load_model(d / "equalized.keras", compile=False)
+                return {"max_output_diff": max_output_diff(self.base.keras_model(), new,
+                                                           self.base.validation.images[:n]), "images": n}
+
+            res = self.base.stage("bench-float-check", {"equalized": d.name, "n": n}, fn)
+            info = json.loads((d / "_stage.json").read_text())["inputs"]
+            out[d.name] = {**res.meta, "separable": info["separable"], "cross_layer": info["cross_layer"]}
+        return out
+
     def reference_row(self) -> dict:
         r = self.ref["row"]
         return {"top1": r["accuracy"]["top1"], "p50_ms": r["latency"]["p50_ms"], "size_mb": r["size_mb"]}
@@ -239,6 +257,7 @@ def main() -> None:
     print()
     print(table(bench.results, bench.reference_row()))
     print(edgetpu_pick(bench.results))
+    print("float check on test images:", json.dumps(bench.float_check()))
     extras = {n: {k: r[k] for k in ("recipe", "equalization") if k in r} for n, r in bench.results.items()
               if "budget" in n or "eq-" in n}
     print(json.dumps(extras, indent=1, default=str))

@@ -136,6 +136,11 @@ class TargetEntry(Strict):
         return getattr(targets.load_module(self.name), "QUANTIZER", None)
 
 
+class DiagnosticsSpec(Strict):
+    per_layer_images: Annotated[int, Field(ge=0)] = Field(
+        16, description="validation images for the per-layer INT8 error report (0 = no report)")
+
+
 class QuantizationSpec(Strict):
     """User-defined quantization recipes (same schema as the built-in ones, `edgepipe recipes`)."""
 
@@ -156,6 +161,7 @@ class PipelineConfig(Strict):
     data: DataSpec
     targets: list[TargetEntry] = Field(min_length=1)
     quantization: QuantizationSpec = QuantizationSpec()
+    diagnostics: DiagnosticsSpec = DiagnosticsSpec()
     gates: GateSpec = GateSpec()
     latency: LatencySpec = LatencySpec()
     output: Path = Path("edgepipe-out")

@@ -13,6 +13,7 @@ is reported with the reason (what the toolchain's API offers instead).
 
 from __future__ import annotations
 
+from importlib.util import find_spec
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
@@ -56,6 +57,12 @@ class Recipe(BaseModel):
         """Everything that can change the artifact: part of the stage cache key."""
         return self.model_dump(exclude={"description"})
 
+    def key_params(self) -> dict:
+        """The recipe's part of a stage cache key. The default recipe adds nothing: it is exactly what
+        the stages did before recipes existed, so their cached artifacts stay valid."""
+        params = self.cache_params()
+        return {} if params == Recipe().cache_params() else {"recipe": params}
+
     def summary(self) -> str:
         parts = [self.weights.replace("_", "-") + " weights"]
         if self.activation_bits == 16:
@@ -91,9 +98,13 @@ BUILTIN: dict[str, Recipe] = {
     "percentile": Recipe(description="99.99th percentile activation ranges", calibration="percentile"),
     "mse": Recipe(description="histogram ranges minimising quantization MSE (NNCF)", calibration="mse"),
     "kl": Recipe(description="entropy (KL) calibration (ONNX Runtime)", calibration="kl"),
-    "equalized": Recipe(description="separable-conv activation equalization before quantization",
-                        equalize_separable=True),
 }
+
+# Recipe fields whose implementation lives in its own stage module: refused (not silently ignored)
+# while that module is absent from this build.
+_NEEDS_MODULE = {"equalize_separable": "pipeline.stages.equalize",
+                 "cross_layer_equalization": "pipeline.stages.equalize",
+                 "max_accuracy_drop": "pipeline.stages.accuracy_aware"}
 
 # What each toolchain offers, with the reason shown when a recipe asks for something else.
 _STAT_SUPPORT = {
@@ -113,6 +124,9 @@ def problems(recipe: Recipe, quantizer: str) -> list[str]:
     out: list[str] = []
     if quantizer not in QUANTIZERS:
         return [f"unknown quantizer {quantizer!r}; expected one of {list(QUANTIZERS)}"]
+    for key, module in _NEEDS_MODULE.items():
+        if getattr(recipe, key) not in (None, False) and find_spec(module) is None:
+            out.append(f"{key} needs {module}, which this edgepipe build does not have yet")
     stats, why = _STAT_SUPPORT[quantizer]
     if recipe.calibration is not None and recipe.calibration not in stats:
         out.append(f"calibration {recipe.calibration!r} is not available: {why}")

@@ -99,7 +99,7 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         row.update(status="failed" if failed else "passed", reasons=failed, accuracy=accuracy, latency=latency,
                    size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format,
                    calibration_sha256=art.calibration_sha256, recipe=art.recipe)
-        extra = _per_layer(job, art)
+        extra = _per_layer(ctx, job, art)
         row.update(extra)
         row["dir"] = str(_publish(ctx, art, {"metrics": {"accuracy": accuracy, "latency": latency},
                                              "status": row["status"], "gate_failures": failed, **extra}))
@@ -113,9 +113,9 @@ def _artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
     return row
 
 
-def _per_layer(job, art: Artifact) -> dict:
+def _per_layer(ctx: RunContext, job, art: Artifact) -> dict:
     """`per_layer` rows (worst first) for INT8 artifacts; a diagnosis failure is recorded, not fatal."""
-    if job.diagnose is None:
+    if job.diagnose is None or ctx.cfg.diagnostics.per_layer_images == 0:
         return {}
     try:
         return {"per_layer": job.diagnose(art)}

@@ -58,7 +58,7 @@ def _int8(ctx, opts: Options) -> Artifact:
     calib = ctx.calibration_for(recipe)
     fp32, _ = _onnx_stage(ctx, opts, source_savedmodel(ctx, recipe, calib))  # equalized if the recipe asks
     versions = tool_versions("onnx", "onnxruntime")
-    params = {"onnx": fp32.key, "calibration": calib.sha256, "recipe": recipe.cache_params(), **versions}
+    params = {"onnx": fp32.key, "calibration": calib.sha256, **recipe.key_params(), **versions}
     res = ctx.stage("onnx-qdq-int8", params,
                     lambda out: {"file": quantize_qdq(fp32.path / fp32.meta["file"], out, calib.images, recipe).name})
     return Artifact.from_files(f"{NAME}/int8", NAME, "onnx", "int8", res.path / res.meta["file"],

@@ -71,7 +71,8 @@ def _int8(ctx, opts: Options) -> Artifact:
     calib = ctx.calibration_for(recipe)
     ir, _ = _ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
     versions = tool_versions("openvino", "nncf")
-    params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(), **versions}
+    params = {"ir": ir.key, "calibration": calib.sha256, "preset": recipe.nncf_preset or "performance",
+              **recipe.key_params(), **versions}
     if recipe.max_accuracy_drop is not None:
         res = nncf_budget_stage(ctx, ir, recipe, calib)
     else:

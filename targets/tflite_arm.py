@@ -47,7 +47,7 @@ def _int8(ctx, opts: Options) -> Artifact:
     sm = source_savedmodel(ctx, recipe, calib)  # equalized when the recipe asks for it
     versions = tool_versions("tensorflow")
     params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": opts.int8_io,
-              "recipe": recipe.cache_params(), **versions}
+              **recipe.key_params(), **versions}
     if recipe.max_accuracy_drop is not None:  # float I/O, the fewest layers kept in float
         res = tflite_budget_stage(ctx, sm, recipe, calib)
     else:

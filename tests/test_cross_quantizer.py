@@ -33,3 +33,16 @@ def test_two_artifacts_suffice_and_errors_or_none_disable():
     assert check([_row("a/int8", 0.8), _row("b/int8", 0.3)], None)["skipped"] == "disabled"
     one = check([_row("a/int8", 0.8), {"artifact": "b/int8", "precision": "int8", "status": "error"}], 5.0)
     assert one["skipped"] == "fewer than 2 INT8 artifacts" and one["flagged"] == []
+
+
+def test_on_small_validation_sets_a_few_images_are_noise():
+    rows = [_row("a/int8", 8 / 9), _row("b/int8", 7 / 9), _row("c/int8", 8 / 9)]
+    for r in rows:
+        r["accuracy"]["n_images"] = 9
+    assert check(rows, 5.0)["flagged"] == []  # one image of nine: 11 points, but noise
+    assert rows[1]["cross_quantizer"]["limit_points"] > 33
+    broken = [_row("a/int8", 8 / 9), _row("b/int8", 0.0), _row("c/int8", 8 / 9)]
+    for r in broken:
+        r["accuracy"]["n_images"] = 9
+    assert check(broken, 5.0)["flagged"] == ["b/int8"]
+    assert "3 of 9 images, the noise floor" in broken[1]["reasons"][0]

@@ -84,7 +84,7 @@ def test_per_layer_report_names_keras_layers(three, tiny_assets):
         assert len(named) >= 0.8 * len(rows), (name, [r["layer"] for r in rows])
         assert any("sepconv" in r["layer"] for r in rows)
         for r in rows:
-            assert r["mse"] >= 0 and -1.0 <= r["cosine"] <= 1.0 + 1e-9
+            assert r["mse"] >= 0 and -1.0 <= r["cosine"] <= 1.0 + 1e-9 and r["op"]
         assert min(r["cosine"] for r in rows) > 0.5  # a working quantizer: tensors still point the same way
         rec = json.loads((Path(three["rows"][name]["dir"]) / "artifact.json").read_text())
         assert rec["per_layer"] == rows

@@ -113,3 +113,21 @@ def test_cli_lists_recipes_without_importing_a_toolkit():
     assert rows["kl"]["quantizers"]["tflite"]["possible"] is False
     assert "min/max" in rows["kl"]["quantizers"]["tflite"]["problems"][0]
     assert rows["tflite-16x8"]["quantizers"]["nncf"]["possible"] is False
+
+
+def test_default_recipe_adds_nothing_to_cache_keys_and_others_do():
+    assert BUILTIN["default"].key_params() == {}
+    assert Recipe(description="same settings, other words").key_params() == {}
+    assert BUILTIN["per-tensor"].key_params() == {"recipe": BUILTIN["per-tensor"].cache_params()}
+
+
+def test_transform_fields_are_refused_until_their_stage_module_exists():
+    from importlib.util import find_spec
+
+    r = Recipe(equalize_separable=True)
+    msgs = problems(r, "tflite")
+    if find_spec("pipeline.stages.equalize") is None:
+        assert msgs == ["equalize_separable needs pipeline.stages.equalize, "
+                        "which this edgepipe build does not have yet"]
+    else:
+        assert msgs == []

@@ -74,7 +74,7 @@ def test_changing_one_parameter_reruns_only_what_depends_on_it(first_run):
     assert res.exit_code == 0, res.output
     report = json.loads((first_run["dir"] / "out" / "report.json").read_text())
     ran = sorted(s["stage"] for s in report["stages"] if not s["cached"])
-    assert ran == ["accuracy-tflite-arm-int8", "latency-tflite-arm-int8", "tflite-int8"]
+    assert ran == ["accuracy-tflite-arm-int8", "latency-tflite-arm-int8", "layers-tflite-arm-int8", "tflite-int8"]
 
 
 def test_failed_gate_exits_1_and_names_the_gate(first_run):

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 N_IMAGES = 16
+FORMAT = 2  # of the rows; part of the stage key
 MAX_ROWS = 25
 _SCOPE_SUFFIX = re.compile(r"_\d+$")
 
@@ -101,16 +102,17 @@ class _Acc:
 
 
 def summarize(accs: dict[str, _Acc], order: list[str], known: set[str], text: dict[str, str] | None = None,
-              cap: int = MAX_ROWS) -> list[dict]:
-    """Rows worst first. `text[key]` is the name text the Keras layers are read from (default: the key)."""
+              ops: dict[str, str] | None = None, cap: int = MAX_ROWS) -> list[dict]:
+    """Rows worst first. `text[key]` is the name text the Keras layers are read from (default: the key);
+    `ops[key]` the op type in the artifact (e.g. GroupConvolution = the depthwise half of a SeparableConv2D)."""
     rows = []
     for pos, key in enumerate(order):
         acc = accs.get(key)
         if acc is None or acc.n == 0:
             continue
         layers = keras_layers((text or {}).get(key, key), known)
-        rows.append({"layer": layers[0] if layers else key, "fused": layers[1:], "tensor": key[:200],
-                     "position": pos, **acc.metrics()})
+        rows.append({"layer": layers[0] if layers else key, "fused": layers[1:], "op": (ops or {}).get(key),
+                     "tensor": key[:200], "position": pos, **acc.metrics()})
     rows.sort(key=lambda r: (r["snr_db"], -r["mse"]))
     for r in rows:
         if not np.isfinite(r["snr_db"]):
@@ -119,17 +121,21 @@ def summarize(accs: dict[str, _Acc], order: list[str], known: set[str], text: di
 
 
 # ---- backends ----------------------------------------------------------------------------
-def tflite_errors(fp32: Path, int8: Path, images: np.ndarray) -> tuple[dict, list[str], dict]:
+def tflite_errors(fp32: Path, int8: Path, images: np.ndarray, threads: int = 1) -> tuple[dict, list, dict, dict]:
     from targets.runtimes import TFLiteRunner
 
-    runners = [TFLiteRunner(p, 1, preserve_all_tensors=True) for p in (fp32, int8)]
+    runners = [TFLiteRunner(p, threads, preserve_all_tensors=True) for p in (fp32, int8)]
+
+    op_of: dict[str, str] = {}
 
     def op_outputs(r) -> dict[str, int]:
         out = {}
         for op in r.interp._get_ops_details():
             for i in op["outputs"]:
                 if i >= 0:
-                    out[r.interp._get_tensor_details(i, 0)["name"]] = i
+                    name = r.interp._get_tensor_details(i, 0)["name"]
+                    out[name] = i
+                    op_of.setdefault(name, op["op_name"])
         return out
 
     f_out, q_out = op_outputs(runners[0]), op_outputs(runners[1])
@@ -149,7 +155,7 @@ def tflite_errors(fp32: Path, int8: Path, images: np.ndarray) -> tuple[dict, lis
                 q = (q.astype(np.float32) - zp) * scale
             if ref.shape == q.shape:
                 accs[name].add(ref, q)
-    return accs, order, {}
+    return accs, order, {}, op_of
 
 
 _OV_WEIGHTED = {"Convolution", "GroupConvolution", "MatMul"}
@@ -220,7 +226,8 @@ def openvino_layer_names(model, keras_model) -> dict[str, str]:
     return names
 
 
-def openvino_errors(fp32: Path, int8: Path, images: np.ndarray, keras_model=None) -> tuple[dict, list[str], dict]:
+def openvino_errors(fp32: Path, int8: Path, images: np.ndarray, keras_model=None,
+                    threads: int = 1) -> tuple[dict, list, dict, dict]:
     import openvino as ov
 
     core = ov.Core()
@@ -238,7 +245,7 @@ def openvino_errors(fp32: Path, int8: Path, images: np.ndarray, keras_model=None
         q_outs.append(qop.output(0))
     mf.add_outputs(f_outs)
     mq.add_outputs(q_outs)
-    cfg = {"INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32"}
+    cfg = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
     cf, cq = core.compile_model(mf, "CPU", cfg), core.compile_model(mq, "CPU", cfg)
     n_orig_f, n_orig_q = len(cf.outputs) - len(f_outs), len(cq.outputs) - len(q_outs)
     accs = {n: _Acc() for n in order}
@@ -252,14 +259,15 @@ def openvino_errors(fp32: Path, int8: Path, images: np.ndarray, keras_model=None
             q = rq.get_output_tensor(n_orig_q + k).data
             if ref.shape == q.shape:
                 accs[name].add(ref, q)
-    return accs, order, {n: layer_of.get(n, n) for n in order}
+    return accs, order, {n: layer_of.get(n, n) for n in order}, {n: f_ops[n].get_type_name() for n in order}
 
 
 _ONNX_TYPES = {"Conv", "Add", "MaxPool", "Relu", "MatMul", "Gemm", "ReduceMean", "GlobalAveragePool", "Softmax",
                "Mul", "AveragePool"}
 
 
-def onnx_errors(fp32: Path, int8: Path, images: np.ndarray, workdir: Path) -> tuple[dict, list[str], dict]:
+def onnx_errors(fp32: Path, int8: Path, images: np.ndarray, workdir: Path,
+                threads: int = 1) -> tuple[dict, list, dict, dict]:
     import onnx
     import onnxruntime as ort
 
@@ -297,7 +305,7 @@ def onnx_errors(fp32: Path, int8: Path, images: np.ndarray, workdir: Path) -> tu
         onnx.save(m, str(p))
         paths.append(p)
     so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
+    so.intra_op_num_threads = threads
     sf, sq = (ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for p in paths)
     f_names = [o.name for o in sf.get_outputs()]
     q_names = [o.name for o in sq.get_outputs()]
@@ -313,38 +321,39 @@ def onnx_errors(fp32: Path, int8: Path, images: np.ndarray, workdir: Path) -> tu
                 accs[t].add(ref, q)
     for p in paths:
         p.unlink()
-    return accs, order, text
+    return accs, order, text, {n.output[0]: n.op_type for n in f_nodes}
 
 
 def per_layer_report(kind: str, fp32: Path, int8: Path, images: np.ndarray, known: set[str],
-                     workdir: Path, keras_model=None) -> list[dict]:
+                     workdir: Path, keras_model=None, threads: int = 1) -> list[dict]:
     if kind == "tflite":
-        accs, order, text = tflite_errors(fp32, int8, images)
+        accs, order, text, ops = tflite_errors(fp32, int8, images, threads)
     elif kind == "openvino":
-        accs, order, text = openvino_errors(fp32, int8, images, keras_model)
+        accs, order, text, ops = openvino_errors(fp32, int8, images, keras_model, threads)
     elif kind == "onnx":
-        accs, order, text = onnx_errors(fp32, int8, images, workdir)
+        accs, order, text, ops = onnx_errors(fp32, int8, images, workdir, threads)
     else:
         raise ValueError(f"per-layer report: expected kind tflite, openvino or onnx. Received: {kind!r}")
-    return summarize(accs, order, known, text)
+    return summarize(accs, order, known, text, ops)
 
 
 # ---- the cached stage --------------------------------------------------------------------
-def layer_error_stage(ctx, kind: str, fp32, int8, n_images: int = N_IMAGES) -> list[dict]:
+def layer_error_stage(ctx, kind: str, fp32, int8, n_images: int | None = None) -> list[dict]:
     """Cached per (both artifacts' hashes, images, tool versions): the `per_layer` rows of an INT8 artifact."""
     from pipeline.hashing import stable_hash
     from pipeline.versions import tool_versions
 
     valid = ctx.validation
-    images = valid.images[:n_images]
+    images = valid.images[:n_images or ctx.cfg.diagnostics.per_layer_images or N_IMAGES]
     tools = {"tflite": ("ai-edge-litert",), "openvino": ("openvino",), "onnx": ("onnx", "onnxruntime")}[kind]
     known = set() if ctx.is_savedmodel else keras_layer_names(ctx.model_path)
     params = {"kind": kind, "fp32": fp32.sha256, "int8": int8.sha256, "data": valid.sha256, "n": len(images),
-              "layers": stable_hash(sorted(known)), "max_rows": MAX_ROWS, **tool_versions(*tools)}
+              "layers": stable_hash(sorted(known)), "max_rows": MAX_ROWS, "format": FORMAT,
+              **tool_versions(*tools)}
 
     def fn(out: Path) -> dict:
         keras_model = ctx.keras_model() if kind == "openvino" and not ctx.is_savedmodel else None
-        rows = per_layer_report(kind, fp32.path, int8.path, images, known, out, keras_model)
+        rows = per_layer_report(kind, fp32.path, int8.path, images, known, out, keras_model, ctx.cfg.threads)
         (out / "per_layer.json").write_text(json.dumps(rows, indent=1))
         return {"rows": len(rows)}
 

@@ -141,6 +141,13 @@ def problems(recipe: Recipe, quantizer: str) -> list[str]:
         if recipe.activation_bits == 16 and recipe.activations == "asymmetric":
             out.append("activations 'asymmetric' is not available with TFLite 16x8: int16 activations are "
                        "symmetric (zero point 0)")
+    if recipe.max_accuracy_drop is not None:
+        if quantizer == "onnxruntime":
+            out.append("max_accuracy_drop: accuracy-aware quantization is implemented for TFLite "
+                       "(QuantizationDebugger float fallback) and NNCF (quantize_with_accuracy_control) only")
+        if quantizer == "tflite" and recipe.activation_bits == 16:
+            out.append("max_accuracy_drop with activation_bits 16: the float-fallback search runs on "
+                       "8-bit activations only")
     if quantizer != "nncf":
         for key, value in (("nncf_preset", recipe.nncf_preset), ("bias_correction", recipe.bias_correction)):
             if value is not None:

@@ -26,36 +26,38 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
     def diagnose(artifact):
         from pipeline.stages.layer_errors import layer_error_stage
+        from pipeline.stages.recipe_stages import diagnosis_savedmodel
 
-        return layer_error_stage(ctx, "onnx", _fp32(ctx, opts), artifact)
+        return layer_error_stage(ctx, "onnx", _fp32(ctx, opts, diagnosis_savedmodel(ctx, NAME)), artifact)
 
     return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, {},
                 diagnose=diagnose if p == "int8" else None)
             for p in opts.precisions]
 
 
-def _onnx_stage(ctx, opts: Options):
+def _onnx_stage(ctx, opts: Options, sm=None):
     from pipeline.stages.onnx import convert_onnx
 
-    sm = ctx.savedmodel()
+    sm = sm or ctx.savedmodel()
     versions = tool_versions("tensorflow", "tf2onnx", "onnx")
     res = ctx.stage("onnx-fp32", {"savedmodel": sm.key, "opset": opts.opset, **versions},
                     lambda out: {"file": convert_onnx(sm.path / "saved_model", out, opts.opset).name})
     return res, versions
 
 
-def _fp32(ctx, opts: Options) -> Artifact:
-    res, versions = _onnx_stage(ctx, opts)
+def _fp32(ctx, opts: Options, sm=None) -> Artifact:
+    res, versions = _onnx_stage(ctx, opts, sm)
     return Artifact.from_files(f"{NAME}/fp32", NAME, "onnx", "fp32", res.path / res.meta["file"],
                                tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
 
 
 def _int8(ctx, opts: Options) -> Artifact:
     from pipeline.stages.onnx import quantize_qdq
+    from pipeline.stages.recipe_stages import source_savedmodel
 
-    fp32, _ = _onnx_stage(ctx, opts)
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
+    fp32, _ = _onnx_stage(ctx, opts, source_savedmodel(ctx, recipe, calib))  # equalized if the recipe asks
     versions = tool_versions("onnx", "onnxruntime")
     params = {"onnx": fp32.key, "calibration": calib.sha256, **recipe.key_params(), **versions}
     res = ctx.stage("onnx-qdq-int8", params,

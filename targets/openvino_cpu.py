@@ -46,8 +46,9 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
     def diagnose(artifact):
         from pipeline.stages.layer_errors import layer_error_stage
+        from pipeline.stages.recipe_stages import diagnosis_savedmodel
 
-        return layer_error_stage(ctx, "openvino", _fp32(ctx), artifact)
+        return layer_error_stage(ctx, "openvino", _fp32(ctx, diagnosis_savedmodel(ctx, NAME)), artifact)
 
     params = {"hint": opts.hint, "inference_precision": opts.inference_precision}
     params.update({k: v for k, v in {"blob": opts.blob, "num_threads": opts.num_threads,
@@ -75,37 +76,42 @@ def _with_blob(ctx, opts: Options, ir: Artifact) -> Artifact:
                                recipe=ir.recipe, metadata={"compiled": res.meta})
 
 
-def _ir_stage(ctx):
+def _ir_stage(ctx, sm=None):
     from pipeline.stages.openvino import convert_ir
 
-    sm = ctx.savedmodel()
+    sm = sm or ctx.savedmodel()
     versions = tool_versions("openvino")
     res = ctx.stage("ov-ir-fp32", {"savedmodel": sm.key, "shape": list(ctx.spec.shape), **versions},
                     lambda out: {"file": convert_ir(sm.path / "saved_model", out, ctx.spec.shape).name})
     return res, versions
 
 
-def _fp32(ctx) -> Artifact:
-    res, versions = _ir_stage(ctx)
+def _fp32(ctx, sm=None) -> Artifact:
+    res, versions = _ir_stage(ctx, sm)
     return Artifact.from_files(f"{NAME}/fp32", NAME, "openvino-ir", "fp32", res.path / res.meta["file"],
                                tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
 
 
 def _int8(ctx, opts: Options) -> Artifact:
     from pipeline.stages.openvino import quantize_nncf
+    from pipeline.stages.recipe_stages import budget_record, nncf_budget_stage, source_savedmodel
 
-    ir, _ = _ir_stage(ctx)
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
+    ir, _ = _ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
     versions = tool_versions("openvino", "nncf")
     params = {"ir": ir.key, "calibration": calib.sha256, "preset": recipe.nncf_preset or "performance",
               **recipe.key_params(), **versions}
-    res = ctx.stage("nncf-int8", params,
-                    lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, recipe).name})
+    if recipe.max_accuracy_drop is not None:
+        res = nncf_budget_stage(ctx, ir, recipe, calib)
+    else:
+        res = ctx.stage("nncf-int8", params,
+                        lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images,
+                                                           recipe).name})
     return Artifact.from_files(f"{NAME}/int8", NAME, "openvino-ir", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
                                source_model_sha256=ctx.model_sha, stage_key=res.key,
-                               recipe={"name": opts.recipe, **recipe.cache_params()})
+                               recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
 
 
 def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", inference_precision: str = "f32",

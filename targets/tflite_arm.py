@@ -28,8 +28,9 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
     def diagnose(artifact):
         from pipeline.stages.layer_errors import layer_error_stage
+        from pipeline.stages.recipe_stages import diagnosis_savedmodel
 
-        return layer_error_stage(ctx, "tflite", _fp32(ctx), artifact)
+        return layer_error_stage(ctx, "tflite", _fp32(ctx, diagnosis_savedmodel(ctx, NAME)), artifact)
 
     # only non-default runner options enter the validators' key, so existing caches stay valid
     params = {k: v for k, v in {"xnnpack": opts.xnnpack, "num_threads": opts.num_threads}.items()
@@ -57,10 +58,10 @@ def checks(ctx, opts: Options) -> list:
             for p in opts.precisions]
 
 
-def _fp32(ctx) -> Artifact:
+def _fp32(ctx, sm=None) -> Artifact:
     from pipeline.stages.tflite import convert_fp32
 
-    sm = ctx.savedmodel()
+    sm = sm or ctx.savedmodel()
     versions = tool_versions("tensorflow")
     res = ctx.stage("tflite-fp32", {"savedmodel": sm.key, **versions},
                     lambda out: {"file": convert_fp32(sm.path / "saved_model", out).name})
@@ -75,16 +76,19 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
     so an Edge TPU build reuses tflite-arm's conversion instead of converting twice.
     Returns (stage result, tool versions, calibration batch used)."""
     from pipeline.recipes import BUILTIN
+    from pipeline.stages.recipe_stages import source_savedmodel, tflite_budget_stage
     from pipeline.stages.tflite import convert_int8
 
     recipe = recipe or BUILTIN["default"]
-    sm = ctx.savedmodel()
     calib = ctx.calibration_for(recipe)
+    sm = source_savedmodel(ctx, recipe, calib)  # equalized when the recipe asks for it
     versions = tool_versions("tensorflow")
     params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": int8_io,
               **recipe.key_params(), **versions}
     if io_dtype != "int8":  # keeps the key of the default (int8 I/O) conversion unchanged
         params["io_dtype"] = io_dtype
+    if recipe.max_accuracy_drop is not None:  # float I/O, the fewest layers kept in float
+        return tflite_budget_stage(ctx, sm, recipe, calib), versions, calib
     res = ctx.stage("tflite-int8", params,
                     lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, int8_io,
                                                       recipe, io_dtype).name})
@@ -92,13 +96,15 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
 
 
 def _int8(ctx, opts: Options) -> Artifact:
+    from pipeline.stages.recipe_stages import budget_record
+
     recipe = ctx.recipe(NAME)
     res, versions, calib = int8_stage(ctx, opts.int8_io, recipe=recipe)
     path = res.path / res.meta["file"]
     return Artifact.from_files(f"{NAME}/int8", NAME, "tflite", "int8", path,
                                tool_versions=versions, calibration_sha256=calib.sha256,
                                source_model_sha256=ctx.model_sha, stage_key=res.key,
-                               recipe={"name": opts.recipe, **recipe.cache_params()},
+                               recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)},
                                metadata=runtime_metadata(path))
 
 

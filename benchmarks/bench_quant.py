@@ -1,0 +1,267 @@
+"""Quantization quality table for elpv-xception: artifact x recipe -> top-1, Δ vs FP32, p50.
+
+    python benchmarks/bench_quant.py [--output DIR] [--rows NAME,...] [--table]
+
+Rows (all in one run, on the 786-image test split, against the Keras FP32 reference):
+- each toolchain's defaults run by hand, outside edgepipe's recipe code:
+  `TFLiteConverter` + `Optimize.DEFAULT` + the 300 calibration images as representative
+  dataset (nothing else set: float I/O, builtin ops allowed), and `ov.convert_model` +
+  `nncf.quantize(model, dataset)` with every default;
+- edgepipe's INT8 artifacts (tflite-arm, openvino-cpu, onnx-cpu) under the `default` recipe,
+  with separable equalization on, and with separable + cross-layer equalization;
+- per-tensor weights with and without cross-layer equalization (NNCF), the recipe CLE is for;
+- accuracy-aware quantization to 0.3 points (TFLite float fallback, NNCF accuracy control),
+  with the calibration split as accuracy-control set.
+
+Every conversion and measurement is a stage in DIR/stages (pipeline/cache.py): copy an
+earlier run's stages there (e.g. /work/elpv-out/stages) to reuse the FP32 reference; a rerun
+only computes what is missing. Results accumulate in DIR/bench_quant.json row by row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+RECIPES = {
+    "eq-sep": {"description": "separable activation equalization", "equalize_separable": True},
+    "eq-sep-cle": {"description": "separable + cross-layer equalization", "equalize_separable": True,
+                   "cross_layer_equalization": True},
+    "per-tensor-cle": {"description": "per-tensor weights + cross-layer equalization", "weights": "per_tensor",
+                       "cross_layer_equalization": True},
+    "budget-0.3": {"description": "accuracy-aware, 0.3 points", "max_accuracy_drop": 0.3},
+}
+# (row name, target, recipe) in the order they run: the essential rows first
+ROWS = [
+    ("tflite-default-by-hand", "by-hand", "tflite"),
+    ("nncf-default-by-hand", "by-hand", "nncf"),
+    ("tflite-arm/int8 eq-sep", "tflite-arm", "eq-sep"),
+    ("openvino-cpu/int8 eq-sep", "openvino-cpu", "eq-sep"),
+    ("openvino-cpu/int8 default", "openvino-cpu", "default"),
+    ("openvino-cpu/int8 budget-0.3", "openvino-cpu", "budget-0.3"),
+    ("tflite-arm/int8 default", "tflite-arm", "default"),
+    ("openvino-cpu/int8 per-tensor", "openvino-cpu", "per-tensor"),
+    ("openvino-cpu/int8 per-tensor-cle", "openvino-cpu", "per-tensor-cle"),
+    ("openvino-cpu/int8 eq-sep-cle", "openvino-cpu", "eq-sep-cle"),
+    ("onnx-cpu/int8 default", "onnx-cpu", "default"),
+    ("onnx-cpu/int8 eq-sep", "onnx-cpu", "eq-sep"),
+    ("tflite-arm/int8 budget-0.3", "tflite-arm", "budget-0.3"),
+    ("tflite-arm/int8 eq-sep-cle", "tflite-arm", "eq-sep-cle"),
+]
+
+
+def _config(output: Path, target: str | None, recipe: str | None):
+    import yaml
+
+    from pipeline.config import example_config_path, parse_config
+
+    path = example_config_path("elpv-xception")
+    raw = yaml.safe_load(path.read_text())
+    raw["output"] = str(output)
+    raw["quantization"] = {"recipes": RECIPES}
+    raw["targets"] = [{"name": target or "tflite-arm", "options": {"precisions": ["int8"],
+                                                                   "recipe": recipe or "default"}}]
+    return parse_config(raw, base=path.parent, source="bench_quant")
+
+
+class Bench:
+    def __init__(self, output: Path):
+        from pipeline.context import RunContext
+        from pipeline.examples import resolve_model
+        from pipeline.run import _reference
+
+        self.output = output
+        cfg = _config(output, None, None)
+        self.model_path = resolve_model(cfg)
+        self.base = RunContext(cfg, self.model_path)
+        self.ref = _reference(self.base)
+        self.results_path = output / "bench_quant.json"
+        self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
+
+    def context(self, target: str, recipe: str):
+        from pipeline.context import RunContext
+
+        ctx = RunContext(_config(self.output, target, recipe), self.model_path)
+        ctx.__dict__["calibration"] = self.base.calibration  # load the images once
+        ctx.__dict__["validation"] = self.base.validation
+        ctx.keras_model = self.base.keras_model  # load the Keras model once
+        return ctx
+
+    def measure(self, ctx, name: str, path: Path, make_runner) -> dict:
+        from pipeline.hashing import sha256_file
+        from pipeline.run import _latency_stage, _scores_stage
+        from pipeline.validators import accuracy as acc_mod
+
+        files = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
+        key = {"artifact": [sha256_file(f) for f in files], "runner": name.split(" ")[0]}
+        stage = "bench-" + name.replace("/", "-").replace(" ", "-")
+        scores, _ = _scores_stage(ctx, f"accuracy-{stage}", key, make_runner)
+        acc = acc_mod.accuracy_metrics(scores, ctx.validation.labels, self.ref["scores"])
+        lat = _latency_stage(ctx, f"latency-{stage}", key, make_runner)
+        return {"top1": acc["top1"], "drop_points": acc["drop_points"], "agreement": acc["agreement"],
+                "p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"],
+                "size_mb": sum(f.stat().st_size for f in files) / 1e6}
+
+    def by_hand(self, which: str) -> dict:
+        from pipeline.versions import tool_versions
+        from targets.runtimes import OpenVINORunner, TFLiteRunner
+
+        ctx = self.context("tflite-arm", "default")
+        sm = ctx.savedmodel()
+        calib = ctx.calibration
+        threads = ctx.cfg.threads
+        if which == "tflite":
+            res = ctx.stage("bench-tflite-by-hand", {"savedmodel": sm.key, "calibration": calib.sha256,
+                                                     **tool_versions("tensorflow")},
+                            lambda out: _tflite_by_hand(sm.path / "saved_model", out, calib.images))
+            path = res.path / "model.tflite"
+            return self.measure(ctx, "tflite-default-by-hand", path, lambda: TFLiteRunner(path, threads))
+        res = ctx.stage("bench-nncf-by-hand", {"savedmodel": sm.key, "calibration": calib.sha256,
+                                               "shape": list(ctx.spec.shape), **tool_versions("openvino", "nncf")},
+                        lambda out: _nncf_by_hand(sm.path / "saved_model", out, calib.images, ctx.spec.shape))
+        path = res.path / "model.xml"
+        return self.measure(ctx, "nncf-default-by-hand", path, lambda: OpenVINORunner(path, threads))
+
+    def edgepipe(self, target: str, recipe: str) -> dict:
+        import targets
+
+        ctx = self.context(target, recipe)
+        entry = ctx.cfg.targets[0]
+        job = next(j for j in targets.load_module(target).jobs(ctx, entry.typed_options()) if j.precision == "int8")
+        art = job.build()
+        out = self.measure(ctx, f"{target}/int8 {recipe}", art.path, lambda: job.runner(art, ctx.cfg.threads))
+        out["recipe"] = art.recipe
+        eq = [e for e in ctx.cache.events if e.name == "savedmodel-equalized"]
+        if eq:
+            out["equalization"] = eq[0].meta
+        return out
+
+    def run(self, names: list[str]) -> None:
+        for name, target, recipe in ROWS:
+            if names and name not in names:
+                continue
+            if name in self.results and "error" not in self.results[name]:
+                print(f"[have] {name}", flush=True)
+                continue
+            t0 = time.perf_counter()
+            print(f"[run ] {name}", flush=True)
+            try:
+                row = self.by_hand(recipe) if target == "by-hand" else self.edgepipe(target, recipe)
+            except Exception as err:  # one failing row is reported, the others still run
+                row = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=6)}
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            self.results[name] = row
+            self.results_path.write_text(json.dumps(self.results, indent=2, default=str))
+            print(f"[done] {name}: {_fmt(row)}", flush=True)
+
+    def float_check(self, n: int = 64) -> dict:
+        """max |equalized - original| Keras outputs on the first n test images, per equalized model."""
+        out = {}
+        for d in sorted((self.output / "stages").glob("savedmodel-equalized-*")):
+            def fn(stage_dir: Path, d=d) -> dict:
+                import keras
+
+                from pipeline.stages.equalize import max_output_diff
+
+                new = keras.saving.load_model(d / "equalized.keras", compile=False)
+                return {"max_output_diff": max_output_diff(self.base.keras_model(), new,
+                                                           self.base.validation.images[:n]), "images": n}
+
+            res = self.base.stage("bench-float-check", {"equalized": d.name, "n": n}, fn)
+            info = json.loads((d / "_stage.json").read_text())["inputs"]
+            out[d.name] = {**res.meta, "separable": info["separable"], "cross_layer": info["cross_layer"]}
+        return out
+
+    def reference_row(self) -> dict:
+        r = self.ref["row"]
+        return {"top1": r["accuracy"]["top1"], "p50_ms": r["latency"]["p50_ms"], "size_mb": r["size_mb"]}
+
+
+def _tflite_by_hand(saved_model: Path, out: Path, images: np.ndarray) -> dict:
+    """TFLiteConverter's default post-training quantization, as its documentation shows it."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([img[None]] for img in images)
+    (out / "model.tflite").write_bytes(conv.convert())
+    return {}
+
+
+def _nncf_by_hand(saved_model: Path, out: Path, images: np.ndarray, shape) -> dict:
+    """ov.convert_model + nncf.quantize with every default (batch fixed to 1 for the runner)."""
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(saved_model))
+    model.reshape([1, *shape])
+    qmodel = nncf.quantize(model, nncf.Dataset(images, lambda img: img[None]))
+    ov.save_model(qmodel, str(out / "model.xml"))
+    return {}
+
+
+def _fmt(row: dict) -> str:
+    if "error" in row:
+        return "ERROR " + row["error"][:200]
+    return (f"top-1 {row['top1']:.4f}  Δ {row['drop_points']:+.2f} pts  agree {row['agreement']:.3f}  "
+            f"p50 {row['p50_ms']:.1f} ms  ({row['seconds']:.0f} s)")
+
+
+def table(bench_json: dict, ref: dict) -> str:
+    lines = ["| artifact | recipe | top-1 | Δ vs FP32 (pts) | agreement | p50 ms | within 0.3 |",
+             "|---|---|---:|---:|---:|---:|:---:|",
+             f"| keras/fp32 (reference) | — | {ref['top1']:.4f} | — | — | {ref['p50_ms']:.1f} | — |"]
+    family = {"tflite": 0, "nncf": 1, "openvino": 1, "onnx": 2}
+    for name, _, _ in sorted(ROWS, key=lambda row: family[row[0].split("-")[0]]):
+        r = bench_json.get(name)
+        if r is None:
+            continue
+        art, _, recipe = name.partition(" ")
+        if "error" in r:
+            lines.append(f"| {art} | {recipe or '—'} | error: {r['error'][:80]} | | | | |")
+            continue
+        ok = "yes" if r["drop_points"] <= 0.3 else "**no**"
+        lines.append(f"| {art} | {recipe or 'toolchain defaults'} | {r['top1']:.4f} | {r['drop_points']:+.2f} | "
+                     f"{r['agreement']:.3f} | {r['p50_ms']:.1f} | {ok} |")
+    return "\n".join(lines)
+
+
+def edgetpu_pick(results: dict) -> str:
+    """Which full-integer TFLite recipe an Edge TPU build should use (no float fallback there)."""
+    from pipeline.stages.accuracy_aware import Candidate, pick_full_integer
+
+    stacked = {"default": 0, "eq-sep": 1, "eq-sep-cle": 2}
+    cands = [Candidate(recipe, r["drop_points"], r["p50_ms"], stacked[recipe])
+             for (name, target, recipe) in ROWS if target == "tflite-arm" and recipe in stacked
+             for r in [results.get(name)] if r and "error" not in r]
+    if not cands:
+        return "Edge TPU pick: no full-integer TFLite rows measured"
+    pick = pick_full_integer(cands, 0.3)
+    return f"Edge TPU pick (full-integer only, drops on the test split): {pick['why']}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    ap.add_argument("--output", type=Path, default=Path("edgepipe-bench-quant"))
+    ap.add_argument("--rows", default="", help="comma-separated row names (default: all)")
+    ap.add_argument("--table", action="store_true", help="only print the table from DIR/bench_quant.json")
+    args = ap.parse_args()
+    bench = Bench(args.output)
+    if not args.table:
+        bench.run([n for n in args.rows.split(",") if n])
+    print()
+    print(table(bench.results, bench.reference_row()))
+    print(edgetpu_pick(bench.results))
+    print("float check on test images:", json.dumps(bench.float_check()))
+    extras = {n: {k: r[k] for k in ("recipe", "equalization") if k in r} for n, r in bench.results.items()
+              if "budget" in n or "eq-" in n}
+    print(json.dumps(extras, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()

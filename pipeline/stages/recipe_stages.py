@@ -1,0 +1,120 @@
+"""Cached stages for the recipe fields implemented in equalize.py and accuracy_aware.py.
+
+- `source_savedmodel(ctx, recipe)`: the SavedModel a quantizer starts from: the plain one, or
+  (`equalize_separable` / `cross_layer_equalization`) one exported from the equalized Keras
+  model, after checking that its float outputs match the original (<= 1e-4).
+- `tflite_budget_stage` / `nncf_budget_stage`: quantization to `max_accuracy_drop`.
+
+The accuracy-control set is the labeled part of the calibration split, never the validation
+split the artifact is then scored on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import ConfigError, StageError
+from pipeline.versions import tool_versions
+
+FLOAT_TOLERANCE = 1e-4  # max |equalized(x) - original(x)| on calibration images
+
+
+def wants_equalization(recipe) -> bool:
+    return bool(recipe.equalize_separable or recipe.cross_layer_equalization)
+
+
+def source_savedmodel(ctx, recipe, calib):
+    if not wants_equalization(recipe):
+        return ctx.savedmodel()
+    if ctx.is_savedmodel:
+        raise ConfigError("recipe: equalize_separable / cross_layer_equalization expected a Keras model "
+                          f"(.keras) to rescale. Received: a SavedModel directory {str(ctx.model_path)!r}")
+    params = {"model": ctx.model_sha, "calibration": calib.sha256, "shape": list(ctx.spec.shape),
+              "separable": recipe.equalize_separable, "cross_layer": recipe.cross_layer_equalization,
+              **tool_versions("tensorflow", "keras")}
+
+    def fn(out: Path) -> dict:
+        from pipeline.stages.equalize import equalize, max_output_diff
+        from pipeline.stages.savedmodel import export_savedmodel
+
+        model = ctx.keras_model()
+        new, report = equalize(model, calib.images, separable=recipe.equalize_separable,
+                               cross_layer=recipe.cross_layer_equalization)
+        diff = max_output_diff(model, new, calib.images[:64])
+        if diff > FLOAT_TOLERANCE:
+            raise StageError(f"equalization: expected float outputs unchanged (max |diff| <= "
+                                  f"{FLOAT_TOLERANCE:g}). Received: max |diff| = {diff:.3g}")
+        (out / "equalization.json").write_text(json.dumps({**report.as_dict(), "max_output_diff": diff}, indent=2))
+        new.save(out / "equalized.keras")
+        export_savedmodel(new, out, ctx.spec.shape)
+        return {"max_output_diff": diff, "separable_layers": len(report.separable),
+                "cross_layer_sites": len(report.cross_layer)}
+
+    return ctx.stage("savedmodel-equalized", params, fn)
+
+
+def diagnosis_savedmodel(ctx, target: str):
+    """The SavedModel an INT8 artifact's per-layer errors are measured against: the equalized one
+    when its recipe equalizes (equalization rescales intermediate tensors on purpose, so
+    comparing with the plain FP32 model would report the rescaling as quantization error)."""
+    recipe = ctx.recipe(target)
+    return source_savedmodel(ctx, recipe, ctx.calibration_for(recipe)) if wants_equalization(recipe) else None
+
+
+def control_set(ctx, calib) -> tuple[np.ndarray, np.ndarray]:
+    labeled = calib.labels >= 0
+    if not labeled.any():
+        raise ConfigError("recipe max_accuracy_drop: expected labeled calibration images to measure the drop "
+                          "on (the accuracy-control set). Received: no labeled calibration images")
+    return calib.images[labeled], calib.labels[labeled]
+
+
+def _reference_top1(ctx, images: np.ndarray, labels: np.ndarray) -> float:
+    """FP32 top-1 of the configured model (Keras or SavedModel) on the accuracy-control set."""
+    from pipeline.stages.accuracy_aware import top1
+    from pipeline.validators.accuracy import predict_all
+
+    return top1(predict_all(ctx.reference_runner(), images), labels)
+
+
+def budget_record(res) -> dict:
+    """What an accuracy-aware stage chose, for the artifact record (empty for other stages)."""
+    keys = ("within_budget", "float_layers", "control_drop_points", "control_top1", "fake_quantize_ops")
+    return {"accuracy_budget": {k: res.meta[k] for k in keys if k in res.meta}} if res.name.endswith("-budget") else {}
+
+
+def tflite_budget_stage(ctx, sm, recipe, calib):
+    from pipeline.stages.accuracy_aware import tflite_to_budget
+
+    params = {"savedmodel": sm.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
+              **tool_versions("tensorflow")}
+
+    def fn(out: Path) -> dict:
+        images, labels = control_set(ctx, calib)
+        ref = _reference_top1(ctx, images, labels)
+        path, res = tflite_to_budget(sm.path / "saved_model", out, calib.images, images, labels, ref,
+                                     recipe.max_accuracy_drop, threads=ctx.cfg.threads,
+                                     per_tensor=recipe.weights == "per_tensor")
+        (out / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
+        return {"file": path.name, "within_budget": res.within_budget,
+                "float_layers": list(res.chosen.float_layers), "control_drop_points": res.chosen.drop_points}
+
+    return ctx.stage("tflite-int8-budget", params, fn)
+
+
+def nncf_budget_stage(ctx, ir, recipe, calib):
+    from pipeline.stages.accuracy_aware import nncf_to_budget
+
+    params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
+              **tool_versions("openvino", "nncf")}
+
+    def fn(out: Path) -> dict:
+        images, labels = control_set(ctx, calib)
+        path, info = nncf_to_budget(ir.path / ir.meta["file"], out, calib.images, images, labels,
+                                    recipe.max_accuracy_drop, recipe)
+        return {"file": path.name, **info}
+
+    return ctx.stage("nncf-int8-budget", params, fn)

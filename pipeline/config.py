@@ -8,7 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import ConfigError
 from pipeline.recipes import BUILTIN as BUILTIN_RECIPES
@@ -167,6 +176,19 @@ class ProbeSpec(Strict):
     memory_mb: Annotated[int, Field(ge=256)] = 8192
 
 
+def _valid_executor(v: str) -> str:
+    from pipeline.executor import parse_spec
+
+    try:
+        parse_spec(v)
+    except ConfigError as err:
+        raise ValueError(str(err).removeprefix("executor: ")) from None
+    return v
+
+
+ExecutorSpec = Annotated[str, AfterValidator(_valid_executor)]  # shared with sweep.yaml
+
+
 class PipelineConfig(Strict):
     model: ModelSpec
     input: InputSpec = InputSpec()
@@ -179,18 +201,7 @@ class PipelineConfig(Strict):
     probe: ProbeSpec = ProbeSpec()
     output: Path = Path("edgepipe-out")
     threads: PositiveInt = 2
-    executor: str = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executor.py)")
-
-    @field_validator("executor")
-    @classmethod
-    def _executor(cls, v):
-        from pipeline.executor import parse_spec
-
-        try:
-            parse_spec(v)
-        except ConfigError as err:
-            raise ValueError(str(err).removeprefix("executor: ")) from None
-        return v
+    executor: ExecutorSpec = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executor.py)")
 
     @field_validator("targets")
     @classmethod

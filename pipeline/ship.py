@@ -202,13 +202,11 @@ def _smoke_problem(code: int, out: dict, min_agreement: float) -> str | None:
 
 
 def _runner_json(res) -> dict:
-    for line in reversed(res.stdout.strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                break
+    from targets.device_runner import parse_output
+
+    out = parse_output(res.stdout)
+    if out is not None:
+        return out
     return {"ok": False, "error": {"kind": "no output", "message": (res.stderr.strip() or "no JSON from the runner")
                                    [-500:]}}
 

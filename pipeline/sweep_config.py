@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from pipeline.config import PipelineConfig, _format, example_config_path, load_config, parse_config
+from pipeline.config import ExecutorSpec, PipelineConfig, _format, example_config_path, load_config, parse_config
 from pipeline.errors import ConfigError
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # safe as a directory name
@@ -79,20 +79,9 @@ class SweepSpec(_Strict):
     boards: list[Board] = Field(default_factory=list)
     board_bench: str | None = Field(None, pattern=r"^[\w.]+:\w+$", description="module:function")
     output: Path = Path("sweep-out")
-    executor: str = "local"
+    executor: ExecutorSpec = "local"
     threads: PositiveInt | None = None
     max_retries: int = Field(2, ge=0, le=10)
-
-    @field_validator("executor")
-    @classmethod
-    def _executor(cls, v):
-        from pipeline.executor import parse_spec
-
-        try:
-            parse_spec(v)
-        except ConfigError as err:
-            raise ValueError(str(err).removeprefix("executor: ")) from None
-        return v
 
     @model_validator(mode="after")
     def _unique_and_bench(self):

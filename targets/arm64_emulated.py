@@ -11,7 +11,6 @@ CPU emulator on this host, never a device figure.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shutil
@@ -144,14 +143,9 @@ def _host_cpu() -> str:
 
 
 def _last_json(stdout: str) -> dict:
-    for line in reversed((stdout or "").strip().splitlines()):
-        line = line.strip()
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                break
-    return {}
+    from targets.device_runner import parse_output
+
+    return parse_output(stdout) or {}
 
 
 def _tail(text: str, n: int = 4) -> str:

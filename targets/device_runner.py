@@ -452,6 +452,19 @@ def environment():
     return info
 
 
+def parse_output(stdout):
+    """The runner's one JSON object from its stdout (the last line that is one), or None. Host-side
+    callers (ship over SSH, the arm64 emulation) read the runner's output with this."""
+    for line in reversed((stdout or "").strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
+
+
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
     result = environment()

@@ -21,6 +21,7 @@ from pipeline.outdir import locked_output
 from targets.runtimes import KerasRunner, OpenVINORunner, TFLiteRunner
 from tests.conftest import tiny_config, write_config
 from tests.model_files import TINY_TFLITE, tiny_ir
+from tests.test_cache import _hold_lock  # one lock-holder process target for both lock tests
 
 runner = CliRunner()
 
@@ -175,12 +176,6 @@ def test_labels_that_do_not_fit_the_model_stop_the_run_even_when_cached(tmp_path
 
 
 # ---- row 12: two runs on one output directory ------------------------------------------------------
-def _hold_lock(path, ready, release):
-    with locked_output(path):
-        ready.set()
-        release.wait(30)
-
-
 def test_second_run_waits_with_wait(tmp_path):
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()

@@ -295,13 +295,7 @@ class TFLiteModel(object):
         self.input_dtype = self.np.dtype(self.inp["dtype"]).name
 
     def quantize(self, x):
-        np = self.np
-        dtype = self.inp["dtype"]
-        if dtype == np.float32:
-            return x.astype(np.float32)
-        scale, zp = self.inp["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+        return quantize_input(self.np, x, self.inp["dtype"], self.inp["quantization"])
 
     def run(self, image):
         """One preprocessed HWC float32 image -> (raw output in its native dtype, float32 scores)."""
@@ -450,6 +444,16 @@ def environment():
     except ImportError:
         info["numpy"] = None
     return info
+
+
+def quantize_input(np, x, dtype, quantization):
+    """A float image for an input tensor of `dtype`: unchanged for float32, else quantized with the
+    tensor's own (scale, zero point) and clipped to the dtype. The host's TFLite runner uses it too."""
+    if dtype == np.float32:
+        return x.astype(np.float32)
+    scale, zp = quantization
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
 
 
 def parse_output(stdout):

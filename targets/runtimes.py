@@ -78,12 +78,9 @@ class TFLiteRunner:
         self.shape = tuple(int(v) for v in self.inp["shape"])
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
-        dtype = self.inp["dtype"]
-        if dtype == np.float32:
-            return x.astype(np.float32)
-        scale, zp = self.inp["quantization"]
-        info = np.iinfo(dtype)
-        return np.clip(np.round(x / scale + zp), info.min, info.max).astype(dtype)
+        from targets.device_runner import quantize_input  # one quantization for host and boards
+
+        return quantize_input(np, x, self.inp["dtype"], self.inp["quantization"])
 
     def predict(self, image: np.ndarray) -> np.ndarray:
         x = check_input(image, self.shape, "TFLite")

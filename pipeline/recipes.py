@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 # The quantizers behind the targets (a target module declares `QUANTIZER = "..."`).
-QUANTIZERS = ("tflite", "nncf", "onnxruntime")
+QUANTIZERS = ("tflite", "nncf", "onnxruntime", "edgetpu")  # edgetpu: TFLite full-integer, 8-bit only
 
 
 class Recipe(BaseModel):
@@ -127,14 +127,16 @@ def problems(recipe: Recipe, quantizer: str) -> list[str]:
     for key, module in _NEEDS_MODULE.items():
         if getattr(recipe, key) not in (None, False) and find_spec(module) is None:
             out.append(f"{key} needs {module}, which this edgepipe build does not have yet")
-    stats, why = _STAT_SUPPORT[quantizer]
+    tool = "tflite" if quantizer == "edgetpu" else quantizer  # the Edge TPU's models come from the TFLite converter
+    stats, why = _STAT_SUPPORT[tool]
     if recipe.calibration is not None and recipe.calibration not in stats:
         out.append(f"calibration {recipe.calibration!r} is not available: {why}")
     if recipe.activation_bits == 16 and quantizer != "tflite":
         out.append("activation_bits 16 (16x8) is a TFLite mode "
                    "(OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8); "
-                   f"the {quantizer} path of edgepipe builds 8-bit activations only")
-    if quantizer == "tflite":
+                   f"the {quantizer} path of edgepipe builds 8-bit activations only"
+                   + (" (the Edge TPU executes 8-bit integer ops only)" if quantizer == "edgetpu" else ""))
+    if tool == "tflite":
         if recipe.activation_bits == 8 and recipe.activations == "symmetric":
             out.append("activations 'symmetric' is not available with 8-bit TFLite: full-integer PTQ always "
                        "gives int8 activations a zero point (asymmetric); use activation_bits 16 (symmetric int16)")

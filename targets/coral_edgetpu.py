@@ -7,6 +7,12 @@ log kept and parsed); when not, the artifact is the uncompiled model and the row
 "not compiled: edgetpu_compiler not installed" with how to install it. Accuracy runs on an Edge TPU
 when one is attached (libedgetpu delegate), otherwise on the CPU interpreter for the same int8 model,
 and latency is then "skipped: no Edge TPU".
+
+`recipe` is a TFLite recipe (8-bit only). With `max_accuracy_drop` the Edge TPU cannot keep layers
+in float (a float op splits the graph onto the CPU), so the budget is met with full-integer repairs
+(`pipeline/stages/recipe_stages.full_integer_budget`): the artifact record's
+`recipe.edgetpu_repair` says which rungs were measured on the accuracy-control set, what was
+chosen and why.
 """
 
 from __future__ import annotations
@@ -23,14 +29,15 @@ from pydantic import Field, PositiveInt
 from pipeline.artifacts import Artifact
 from pipeline.errors import StageError
 from pipeline.outdir import link_or_copy
-from targets.base import BaseOptions, Job
+from targets.base import Job, QuantizedOptions
 
 NAME = "coral-edgetpu"
+QUANTIZER = "edgetpu"  # the TFLite converter, 8-bit full-integer only (pipeline/recipes.py)
 DELEGATE = "libedgetpu.so.1"
 SOURCE = "model_int8.tflite"  # the uncompiled Edge-TPU-ready model inside every artifact
 
 
-class Options(BaseOptions):
+class Options(QuantizedOptions):
     precisions: list[Literal["int8"]] = Field(default_factory=lambda: ["int8"], min_length=1)
     io_dtype: Literal["int8", "uint8"] = "int8"  # input/output tensor type of the full-integer model
     num_segments: PositiveInt | Literal["auto"] = 1  # edgetpu_compiler --num_segments; auto: pre-flight's
@@ -51,7 +58,24 @@ def _build(ctx, opts: Options) -> Artifact:
     from targets import edgetpu_compiler as etc
     from targets.tflite_arm import int8_stage, runtime_metadata
 
-    src, versions, _ = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype)  # the default recipe
+    from pipeline.recipes import resolve
+
+    recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
+    if recipe.max_accuracy_drop is None:
+        src, versions, calib = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=recipe)
+        record = {}
+    else:  # full-integer repairs, never float layers
+        from pipeline.stages.recipe_stages import full_integer_budget
+
+        built = {}
+
+        def rung(r):
+            res, built["versions"], built["calib"] = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=r)
+            return res
+
+        src, pick = full_integer_budget(ctx, recipe, rung)
+        versions, calib = built["versions"], built["calib"]
+        record = {"edgetpu_repair": pick}
     src_path = src.path / src.meta["file"]
     exe = etc.find_compiler()
     compiler = etc.compiler_version(exe) if exe else None
@@ -64,8 +88,9 @@ def _build(ctx, opts: Options) -> Artifact:
     incomplete = () if exe else (f"{etc.NOT_INSTALLED} — {etc.INSTALL_HINT}",)
     return Artifact.from_files(
         f"{NAME}/int8", NAME, "tflite", "int8", main, extra_files=extra,
-        tool_versions={**versions, "edgetpu_compiler": compiler}, calibration_sha256=ctx.calibration.sha256,
+        tool_versions={**versions, "edgetpu_compiler": compiler}, calibration_sha256=calib.sha256,
         source_model_sha256=ctx.model_sha, stage_key=res.key, incomplete=incomplete,
+        recipe={"name": opts.recipe, **recipe.cache_params(), **record},
         metadata={"edgetpu": {k: v for k, v in meta.items() if k != "logs"},
                   **runtime_metadata(res.path / SOURCE)},
     )

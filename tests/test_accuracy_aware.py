@@ -147,3 +147,85 @@ def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tmp_path
     assert isinstance(budget["float_layers"], list)
     (stage,) = (tmp_path / "out" / "stages").glob("tflite-int8-budget-*")
     assert (stage / "budget.json").is_file() and (stage / "model_int8_budget.tflite").is_file()
+
+
+# ---- Edge TPU: full-integer repairs instead of float layers -------------------------------------
+
+def test_full_integer_ladder_stacks_only_missing_repairs():
+    from pipeline.recipes import Recipe
+
+    ladder = aa.full_integer_ladder(Recipe(max_accuracy_drop=0.3))
+    assert [(n, t) for n, _, t in ladder] == [("recipe", 0), ("eq-sep", 1), ("eq-sep+cle", 2)]
+    assert all(r.max_accuracy_drop is None for _, r, _ in ladder)  # a rung is a plain full-integer recipe
+    assert ladder[2][1].equalize_separable and ladder[2][1].cross_layer_equalization
+    ladder = aa.full_integer_ladder(Recipe(weights="per_tensor", equalize_separable=True, max_accuracy_drop=1))
+    assert [n for n, _, _ in ladder] == ["recipe", "per-channel", "per-channel+cle"]
+    assert ladder[1][1].weights == "per_channel" and ladder[1][1].equalize_separable
+
+
+def test_full_integer_search_stops_at_the_first_rung_within_budget():
+    from pipeline.recipes import Recipe
+
+    ladder = aa.full_integer_ladder(Recipe(max_accuracy_drop=0.3))
+    drops = {"recipe": 0.5, "eq-sep": 0.1, "eq-sep+cle": 0.0}
+    seen = []
+    pick = aa.search_full_integer(ladder, lambda n, r: seen.append(n) or drops[n], 0.3)
+    assert seen == ["recipe", "eq-sep"] and pick["chosen"] == "eq-sep" and pick["within_budget"]
+    assert pick["not_measured"] == ["eq-sep+cle"]
+    pick = aa.search_full_integer(ladder, lambda n, r: {"recipe": 2.0, "eq-sep": 3.0, "eq-sep+cle": 1.0}[n], 0.3)
+    assert pick["chosen"] == "eq-sep+cle" and not pick["within_budget"] and pick["not_measured"] == []
+
+
+def test_edgetpu_recipes_are_tflite_recipes_with_8_bit_only():
+    from pipeline.recipes import BUILTIN, Recipe, problems
+
+    assert problems(Recipe(max_accuracy_drop=0.3, equalize_separable=True), "edgetpu") == []
+    assert any("8-bit integer ops only" in p for p in problems(BUILTIN["tflite-16x8"], "edgetpu"))
+    assert any("min/max" in p for p in problems(BUILTIN["kl"], "edgetpu"))  # the TFLite converter's limits
+    assert any("NNCF setting; the edgetpu quantizer" in p for p in problems(BUILTIN["nncf-mixed"], "edgetpu"))
+
+
+def _coral_budget_run(model, tiny_assets, out, budget):
+    from pipeline.config import parse_config
+    from pipeline.run import run_pipeline
+    from tests.conftest import tiny_config
+
+    raw = tiny_config(tiny_assets, out, targets=[{"name": "coral-edgetpu", "options": {"recipe": "b"}}],
+                      quantization={"recipes": {"b": {"max_accuracy_drop": budget}}})
+    report = run_pipeline(parse_config(raw), model)
+    (row,) = report["artifacts"][1:]
+    return row, row["recipe"]["edgetpu_repair"]
+
+
+def test_edgetpu_budget_takes_the_plain_full_integer_model_when_it_is_within_budget(tiny_assets, tmp_path):
+    from pipeline.hashing import sha256_file
+
+    row, pick = _coral_budget_run(tiny_assets["model"], tiny_assets, tmp_path / "out", 100.0)
+    assert pick["chosen"] == "recipe" and pick["within_budget"]
+    assert [c["name"] for c in pick["candidates"]] == ["recipe"] and pick["not_measured"] == ["eq-sep", "eq-sep+cle"]
+    assert pick["control_images"] > 0 and pick["resolution_points"] == pytest.approx(100 / pick["control_images"])
+    (plain,) = (tmp_path / "out" / "stages").glob("tflite-int8-*")  # the rung is tflite-arm's default conversion
+    assert sha256_file(plain / "model_int8.tflite") == \
+        sha256_file(tmp_path / "out" / "artifacts" / "coral-edgetpu-int8" / "model_int8.tflite")
+    assert not list((tmp_path / "out" / "stages").glob("savedmodel-equalized-*"))  # no repair was built
+
+
+def test_edgetpu_budget_never_keeps_float_layers_and_says_when_no_repair_suffices(hostile, tiny_assets, tmp_path):
+    """The hostile model needs its classifier in float (see the TFLite test above); the Edge TPU
+    cannot do that, so every full-integer rung is measured, none meets the budget, the smallest
+    drop is chosen and flagged, and the artifact is still a full-integer model."""
+    from targets.runtimes import tflite_interpreter_class
+
+    path = tmp_path / "hostile.keras"
+    hostile["model"].save(path)
+    row, pick = _coral_budget_run(path, tiny_assets, tmp_path / "out", BUDGET)
+    assert [c["name"] for c in pick["candidates"]] == ["recipe", "eq-sep", "eq-sep+cle"]
+    assert all(c["drop_points"] > BUDGET for c in pick["candidates"])
+    assert not pick["within_budget"] and "no full-integer candidate met" in pick["why"]
+    best = min(pick["candidates"], key=lambda c: c["drop_points"])
+    assert pick["chosen"] == best["name"]
+    cls, _ = tflite_interpreter_class()
+    interp = cls(model_path=str(tmp_path / "out" / "artifacts" / "coral-edgetpu-int8" / "model_int8.tflite"))
+    interp.allocate_tensors()
+    floats = [d["name"] for d in interp.get_tensor_details() if d["dtype"] == np.float32]
+    assert floats == []  # full-integer: not one float tensor, int8 I/O included

@@ -11,8 +11,10 @@
 - **OpenVINO**: `nncf.quantize_with_accuracy_control(..., max_drop=points/100,
   drop_type=ABSOLUTE)` with a top-1 validation function.
 - **Edge TPU** runs only full-integer graphs (a float layer splits the graph and runs on the
-  CPU), so instead of float fallback it picks among full-integer repairs
-  (`pick_full_integer`).
+  CPU), so instead of float fallback it climbs a ladder of full-integer repairs
+  (`full_integer_ladder`: per-channel weights, separable equalization, cross-layer
+  equalization), measuring each on the accuracy-control set until one is within budget
+  (`search_full_integer`), and picks with `pick_full_integer`.
 
 The accuracy-control set should not be the test split the final numbers are reported on;
 edgepipe's benchmark uses the (labeled, held-out) calibration split for it.
@@ -233,3 +235,39 @@ def pick_full_integer(candidates: Sequence[Candidate], max_drop_points: float) -
                f"this one has the smallest drop ({best.drop_points:+.2f})")
     return {"chosen": best.name, "within_budget": bool(ok), "why": why,
             "candidates": [asdict(c) for c in candidates]}
+
+
+def full_integer_ladder(recipe) -> list[tuple[str, object, int]]:
+    """Full-integer repairs for a target that cannot keep layers in float, simplest first:
+    (name, recipe, repairs stacked). The recipe itself without its budget comes first; then, each
+    on top of the previous, per-channel weights (when the recipe asked for per-tensor), separable
+    activation equalization and cross-layer equalization, skipping what the recipe already has.
+    TFLite's calibrator records only min/max, so there is no clipping (percentile) rung."""
+    base = recipe.model_copy(update={"max_accuracy_drop": None})
+    rungs = [("recipe", base)]
+    steps = (("per-channel", {"weights": "per_channel"}, base.weights == "per_tensor"),
+             ("eq-sep", {"equalize_separable": True}, not base.equalize_separable),
+             ("cle", {"cross_layer_equalization": True}, not base.cross_layer_equalization))
+    current, names = base, []
+    for name, update, needed in steps:
+        if needed:
+            current = current.model_copy(update=update)
+            names.append(name)
+            rungs.append(("+".join(names), current))
+    return [(name, r, i) for i, (name, r) in enumerate(rungs)]
+
+
+def search_full_integer(ladder: Sequence[tuple[str, object, int]], evaluate: Callable[[str, object], float],
+                        max_drop_points: float) -> dict:
+    """Measure the ladder's rungs in order (`evaluate(name, recipe)` -> drop in points on the
+    accuracy-control set) and stop at the first within budget; later rungs stack more repairs,
+    so `pick_full_integer` would not choose them. Returns its pick plus the rungs not measured."""
+    if max_drop_points < 0:
+        raise ValueError(f"max_drop_points: expected >= 0. Received: {max_drop_points}")
+    cands: list[Candidate] = []
+    for name, recipe, transforms in ladder:
+        cands.append(Candidate(name, float(evaluate(name, recipe)), None, transforms))
+        if cands[-1].drop_points <= max_drop_points:
+            break
+    pick = pick_full_integer(cands, max_drop_points)
+    return {**pick, "not_measured": [name for name, _, _ in ladder[len(cands):]]}

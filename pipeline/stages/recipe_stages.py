@@ -4,6 +4,8 @@
   (`equalize_separable` / `cross_layer_equalization`) one exported from the equalized Keras
   model, after checking that its float outputs match the original (<= 1e-4).
 - `tflite_budget_stage` / `nncf_budget_stage`: quantization to `max_accuracy_drop`.
+- `full_integer_budget`: the same budget for a full-integer-only target (Edge TPU): full-integer
+  repairs instead of float layers.
 
 The accuracy-control set is the labeled part of the calibration split, never the validation
 split the artifact is then scored on.
@@ -78,6 +80,37 @@ def _reference_top1(ctx, images: np.ndarray, labels: np.ndarray) -> float:
     from pipeline.validators.accuracy import predict_all
 
     return top1(predict_all(ctx.reference_runner(), images), labels)
+
+
+def full_integer_budget(ctx, recipe, int8_stage):
+    """`max_accuracy_drop` for a target that runs only full-integer graphs (the Edge TPU).
+
+    Climbs `accuracy_aware.full_integer_ladder(recipe)`: each rung is built by
+    `int8_stage(rung_recipe)` (the shared, cached TFLite full-integer stage) and scored on the
+    accuracy-control set (cached per model), until one is within budget. Returns the chosen
+    rung's stage result and the pick (every measured rung, the choice and why)."""
+    from pipeline.stages.accuracy_aware import full_integer_ladder, search_full_integer, top1
+    from pipeline.validators.accuracy import predict_all
+    from targets.runtimes import TFLiteRunner
+
+    calib = ctx.calibration_for(recipe)
+    images, labels = control_set(ctx, calib)
+    ref = ctx.stage("control-reference", {"model": ctx.model_sha, "control": calib.sha256},
+                    lambda out: {"top1": _reference_top1(ctx, images, labels)}).meta["top1"]
+    built = {}
+
+    def evaluate(name: str, rung) -> float:
+        res = built[name] = int8_stage(rung)
+        path = res.path / res.meta["file"]
+        score = ctx.stage("control-top1", {"tflite": res.key, "control": calib.sha256},
+                          lambda out: {"top1": top1(predict_all(TFLiteRunner(path, ctx.cfg.threads), images),
+                                                    labels)})
+        return 100.0 * (ref - score.meta["top1"])
+
+    pick = search_full_integer(full_integer_ladder(recipe), evaluate, recipe.max_accuracy_drop)
+    pick.update(control_images=len(labels), control_reference_top1=ref,
+                resolution_points=100.0 / len(labels))
+    return built[pick["chosen"]], pick
 
 
 def budget_record(res) -> dict:

@@ -1,6 +1,6 @@
 """Quantization quality table for elpv-xception: artifact x recipe -> top-1, Δ vs FP32, p50.
 
-    python benchmarks/bench_quant.py [--output DIR] [--rows NAME,...] [--table]
+    python benchmarks/bench_quant.py [--output DIR] [--rows NAME,...] [--table] [--latency-rounds R]
 
 Rows (all in one run, on the 786-image test split, against the Keras FP32 reference):
 - each toolchain's defaults run by hand, outside edgepipe's recipe code:
@@ -13,6 +13,13 @@ Rows (all in one run, on the 786-image test split, against the Keras FP32 refere
 - accuracy-aware quantization to 0.3 points (TFLite float fallback, NNCF accuracy control),
   with the calibration split as accuracy-control set.
 
+`--latency-rounds R` (run it on an idle machine, after the rows exist) re-measures the p50 of every
+row and of the FP32 reference side by side in this one process: R rounds, each timing every row
+once (warmup + `latency.runs` runs, same threads, same images) in a rotated order, and the table
+then shows the median of the R p50s and its ratio to the FP32 reference measured in the same
+rounds. The rows' own p50s (measured when each row was built, possibly under other load) are
+kept in bench_quant.json but not shown then.
+
 Every conversion and measurement is a stage in DIR/stages (pipeline/cache.py): copy an
 earlier run's stages there (e.g. /work/elpv-out/stages) to reuse the FP32 reference; a rerun
 only computes what is missing. Results accumulate in DIR/bench_quant.json row by row.
@@ -21,7 +28,10 @@ only computes what is missing. Results accumulate in DIR/bench_quant.json row by
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
+import statistics
 import time
 import traceback
 from pathlib import Path
@@ -52,7 +62,9 @@ ROWS = [
     ("onnx-cpu/int8 eq-sep", "onnx-cpu", "eq-sep"),
     ("tflite-arm/int8 budget-0.3", "tflite-arm", "budget-0.3"),
     ("tflite-arm/int8 eq-sep-cle", "tflite-arm", "eq-sep-cle"),
+    ("coral-edgetpu/int8 budget-0.3", "coral-edgetpu", "budget-0.3"),
 ]
+SIDE = "_side_by_side"  # bench_quant.json key of the --latency-rounds measurement
 
 
 def _config(output: Path, target: str | None, recipe: str | None):
@@ -107,7 +119,14 @@ class Bench:
                 "p50_ms": lat["p50_ms"], "p90_ms": lat["p90_ms"],
                 "size_mb": sum(f.stat().st_size for f in files) / 1e6}
 
-    def by_hand(self, which: str) -> dict:
+    def artifact(self, target: str, recipe: str) -> tuple:
+        """(context, artifact path, runner factory, extra row fields) of one row; every build is a
+        cached stage, so asking again (e.g. for --latency-rounds) only loads."""
+        if target == "by-hand":
+            return self.by_hand(recipe)
+        return self.edgepipe(target, recipe)
+
+    def by_hand(self, which: str) -> tuple:
         from pipeline.versions import tool_versions
         from targets.runtimes import OpenVINORunner, TFLiteRunner
 
@@ -120,26 +139,53 @@ class Bench:
                                                      **tool_versions("tensorflow")},
                             lambda out: _tflite_by_hand(sm.path / "saved_model", out, calib.images))
             path = res.path / "model.tflite"
-            return self.measure(ctx, "tflite-default-by-hand", path, lambda: TFLiteRunner(path, threads))
+            return ctx, path, lambda: TFLiteRunner(path, threads), {}
         res = ctx.stage("bench-nncf-by-hand", {"savedmodel": sm.key, "calibration": calib.sha256,
                                                "shape": list(ctx.spec.shape), **tool_versions("openvino", "nncf")},
                         lambda out: _nncf_by_hand(sm.path / "saved_model", out, calib.images, ctx.spec.shape))
         path = res.path / "model.xml"
-        return self.measure(ctx, "nncf-default-by-hand", path, lambda: OpenVINORunner(path, threads))
+        return ctx, path, lambda: OpenVINORunner(path, threads), {}
 
-    def edgepipe(self, target: str, recipe: str) -> dict:
+    def edgepipe(self, target: str, recipe: str) -> tuple:
         import targets
 
         ctx = self.context(target, recipe)
         entry = ctx.cfg.targets[0]
         job = next(j for j in targets.load_module(target).jobs(ctx, entry.typed_options()) if j.precision == "int8")
         art = job.build()
-        out = self.measure(ctx, f"{target}/int8 {recipe}", art.path, lambda: job.runner(art, ctx.cfg.threads))
-        out["recipe"] = art.recipe
+        extra = {"recipe": art.recipe}
         eq = [e for e in ctx.cache.events if e.name == "savedmodel-equalized"]
         if eq:
-            out["equalization"] = eq[0].meta
-        return out
+            extra["equalization"] = eq[0].meta
+        return ctx, art.path, lambda: job.runner(art, ctx.cfg.threads), extra
+
+    def side_by_side(self, rounds: int) -> None:
+        """p50 of the reference and every measured row, interleaved in one process (see the docstring)."""
+        from pipeline.validators import latency as lat_mod
+
+        factories = {"reference": self.base.reference_runner}
+        for name, target, recipe in ROWS:
+            r = self.results.get(name)
+            if r and "error" not in r:
+                factories[name] = self.artifact(target, recipe)[2]
+        lat = self.base.cfg.latency
+        images = self.base.validation.images
+        names = list(factories)
+        p50 = {n: [] for n in names}
+        load_before = os.getloadavg()
+        t0 = time.perf_counter()
+        for rnd in range(rounds):
+            for n in names[rnd % len(names):] + names[:rnd % len(names)]:
+                p50[n].append(lat_mod.measure(factories[n], images, lat.warmup, lat.runs)["p50_ms"])
+                gc.collect()
+                print(f"[lat ] round {rnd + 1}/{rounds} {n}: p50 {p50[n][-1]:.1f} ms", flush=True)
+        self.results[SIDE] = {
+            "rounds": rounds, "runs": lat.runs, "warmup": lat.warmup, "threads": self.base.cfg.threads,
+            "p50_ms": {n: statistics.median(v) for n, v in p50.items()}, "p50_ms_all": p50,
+            "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
+            "seconds": round(time.perf_counter() - t0, 1), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "cpu": os.cpu_count()}
+        self.results_path.write_text(json.dumps(self.results, indent=2, default=str))
 
     def run(self, names: list[str]) -> None:
         for name, target, recipe in ROWS:
@@ -151,7 +197,8 @@ class Bench:
             t0 = time.perf_counter()
             print(f"[run ] {name}", flush=True)
             try:
-                row = self.by_hand(recipe) if target == "by-hand" else self.edgepipe(target, recipe)
+                ctx, path, make_runner, extra = self.artifact(target, recipe)
+                row = {**self.measure(ctx, name, path, make_runner), **extra}
             except Exception as err:  # one failing row is reported, the others still run
                 row = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=6)}
             row["seconds"] = round(time.perf_counter() - t0, 1)
@@ -213,36 +260,47 @@ def _fmt(row: dict) -> str:
 
 
 def table(bench_json: dict, ref: dict) -> str:
-    lines = ["| artifact | recipe | top-1 | Δ vs FP32 (pts) | agreement | p50 ms | within 0.3 |",
-             "|---|---|---:|---:|---:|---:|:---:|",
-             f"| keras/fp32 (reference) | — | {ref['top1']:.4f} | — | — | {ref['p50_ms']:.1f} | — |"]
-    family = {"tflite": 0, "nncf": 1, "openvino": 1, "onnx": 2}
+    side = bench_json.get(SIDE)
+    head = (f"p50 ms (median of {side['rounds']}, side by side) | × FP32 p50" if side
+            else "p50 ms (as built, not side by side) | × FP32 p50")
+    ref_p50 = side["p50_ms"]["reference"] if side else ref["p50_ms"]
+
+    def p50_of(name: str, row: dict) -> str:
+        p = side["p50_ms"].get(name) if side else row["p50_ms"]
+        return "not measured | —" if p is None else f"{p:.1f} | {p / ref_p50:.2f}"
+
+    lines = [f"| artifact | recipe | top-1 | drop vs FP32 (pts, + = worse) | agreement | {head} | within 0.3 |",
+             "|---|---|---:|---:|---:|---:|---:|:---:|",
+             f"| keras/fp32 (reference) | — | {ref['top1']:.4f} | — | — | {ref_p50:.1f} | 1.00 | — |"]
+    family = {"tflite": 0, "nncf": 1, "openvino": 1, "onnx": 2, "coral": 3}
     for name, _, _ in sorted(ROWS, key=lambda row: family[row[0].split("-")[0]]):
         r = bench_json.get(name)
         if r is None:
             continue
         art, _, recipe = name.partition(" ")
         if "error" in r:
-            lines.append(f"| {art} | {recipe or '—'} | error: {r['error'][:80]} | | | | |")
+            lines.append(f"| {art} | {recipe or '—'} | error: {r['error'][:80]} | | | | | |")
             continue
         ok = "yes" if r["drop_points"] <= 0.3 else "**no**"
         lines.append(f"| {art} | {recipe or 'toolchain defaults'} | {r['top1']:.4f} | {r['drop_points']:+.2f} | "
-                     f"{r['agreement']:.3f} | {r['p50_ms']:.1f} | {ok} |")
+                     f"{r['agreement']:.3f} | {p50_of(name, r)} | {ok} |")
+    if side:
+        lines.append(f"\n{side['rounds']} rounds × ({side['warmup']} warmup + {side['runs']} runs) per row, "
+                     f"{side['threads']} threads, {side['seconds']:.0f} s, {side['date']}; load average "
+                     f"before {side['loadavg_before'][0]:.2f}, after {side['loadavg_after'][0]:.2f}")
     return "\n".join(lines)
 
 
 def edgetpu_pick(results: dict) -> str:
-    """Which full-integer TFLite recipe an Edge TPU build should use (no float fallback there)."""
-    from pipeline.stages.accuracy_aware import Candidate, pick_full_integer
-
-    stacked = {"default": 0, "eq-sep": 1, "eq-sep-cle": 2}
-    cands = [Candidate(recipe, r["drop_points"], r["p50_ms"], stacked[recipe])
-             for (name, target, recipe) in ROWS if target == "tflite-arm" and recipe in stacked
-             for r in [results.get(name)] if r and "error" not in r]
-    if not cands:
-        return "Edge TPU pick: no full-integer TFLite rows measured"
-    pick = pick_full_integer(cands, 0.3)
-    return f"Edge TPU pick (full-integer only, drops on the test split): {pick['why']}"
+    """What the coral-edgetpu budget row chose (full-integer repairs, measured on the control set)."""
+    r = results.get("coral-edgetpu/int8 budget-0.3")
+    if not r or "error" in r:
+        return "Edge TPU pick: the coral-edgetpu budget row was not measured"
+    pick = r["recipe"]["edgetpu_repair"]
+    rungs = ", ".join(f"{c['name']} {c['drop_points']:+.2f}" for c in pick["candidates"])
+    return (f"Edge TPU pick (coral-edgetpu, budget 0.3, on {pick['control_images']} control images, "
+            f"1 image = {pick['resolution_points']:.2f} pts): {pick['why']}; measured: {rungs}; "
+            f"not measured: {pick['not_measured']}")
 
 
 def main() -> None:
@@ -250,16 +308,20 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=Path("edgepipe-bench-quant"))
     ap.add_argument("--rows", default="", help="comma-separated row names (default: all)")
     ap.add_argument("--table", action="store_true", help="only print the table from DIR/bench_quant.json")
+    ap.add_argument("--latency-rounds", type=int, default=0, metavar="R",
+                    help="re-measure every row's p50 side by side, R rounds (on an idle machine)")
     args = ap.parse_args()
     bench = Bench(args.output)
     if not args.table:
         bench.run([n for n in args.rows.split(",") if n])
+    if args.latency_rounds:
+        bench.side_by_side(args.latency_rounds)
     print()
     print(table(bench.results, bench.reference_row()))
     print(edgetpu_pick(bench.results))
     print("float check on test images:", json.dumps(bench.float_check()))
     extras = {n: {k: r[k] for k in ("recipe", "equalization") if k in r} for n, r in bench.results.items()
-              if "budget" in n or "eq-" in n}
+              if ("budget" in n or "eq-" in n) and n != SIDE}
     print(json.dumps(extras, indent=1, default=str))
 
 

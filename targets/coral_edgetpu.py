@@ -55,10 +55,9 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
 
 def _build(ctx, opts: Options) -> Artifact:
+    from pipeline.recipes import resolve
     from targets import edgetpu_compiler as etc
     from targets.tflite_arm import int8_stage, runtime_metadata
-
-    from pipeline.recipes import resolve
 
     recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
     if recipe.max_accuracy_drop is None:

@@ -229,3 +229,23 @@ def test_edgetpu_budget_never_keeps_float_layers_and_says_when_no_repair_suffice
     interp.allocate_tensors()
     floats = [d["name"] for d in interp.get_tensor_details() if d["dtype"] == np.float32]
     assert floats == []  # full-integer: not one float tensor, int8 I/O included
+
+
+def test_control_set_warns_when_one_image_is_coarser_than_the_budget(caplog):
+    from types import SimpleNamespace
+
+    from pipeline.errors import ConfigError
+    from pipeline.stages.recipe_stages import control_set
+
+    calib = SimpleNamespace(images=np.zeros((301, 2, 2, 3), np.float32), labels=np.array([0] * 300 + [-1]))
+    with caplog.at_level("WARNING", logger="edgepipe"):
+        images, labels = control_set(None, calib, 0.3)
+    assert len(images) == len(labels) == 300  # the unlabeled image is not a control image
+    assert "one image is 0.33 top-1 points, coarser than the 0.3-point budget" in caplog.text
+    assert "more than 333 labeled images" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edgepipe"):
+        control_set(None, calib, 0.5)
+    assert caplog.text == ""
+    with pytest.raises(ConfigError, match="expected labeled calibration images"):
+        control_set(None, SimpleNamespace(images=calib.images, labels=np.full(301, -1)), 0.3)

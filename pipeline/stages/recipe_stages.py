@@ -14,6 +14,7 @@ split the artifact is then scored on.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import numpy as np
 from pipeline.errors import ConfigError, StageError
 from pipeline.versions import tool_versions
 
+log = logging.getLogger("edgepipe")
 FLOAT_TOLERANCE = 1e-4  # max |equalized(x) - original(x)| on calibration images
 
 
@@ -66,12 +68,23 @@ def diagnosis_savedmodel(ctx, target: str):
     return source_savedmodel(ctx, recipe, ctx.calibration_for(recipe)) if wants_equalization(recipe) else None
 
 
-def control_set(ctx, calib) -> tuple[np.ndarray, np.ndarray]:
+def control_set(ctx, calib, budget: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The labeled calibration images. Warns when one image is worth more than the budget: a
+    drop measured on them cannot tell a budget-meeting model from one that is not."""
     labeled = calib.labels >= 0
     if not labeled.any():
         raise ConfigError("recipe max_accuracy_drop: expected labeled calibration images to measure the drop "
                           "on (the accuracy-control set). Received: no labeled calibration images")
+    n = int(labeled.sum())
+    if budget is not None and 100.0 / n > budget:
+        log.warning("accuracy-control set: %d labeled calibration images, so one image is %.2f top-1 points, "
+                    "coarser than the %g-point budget; the drop it measures cannot resolve the budget "
+                    "(needs more than %d labeled images)", n, 100.0 / n, budget, int(100.0 / budget) if budget else 0)
     return calib.images[labeled], calib.labels[labeled]
+
+
+def _resolution(labels: np.ndarray) -> dict:
+    return {"control_images": len(labels), "resolution_points": 100.0 / len(labels)}
 
 
 def _reference_top1(ctx, images: np.ndarray, labels: np.ndarray) -> float:
@@ -94,7 +107,7 @@ def full_integer_budget(ctx, recipe, int8_stage):
     from targets.runtimes import TFLiteRunner
 
     calib = ctx.calibration_for(recipe)
-    images, labels = control_set(ctx, calib)
+    images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
     ref = ctx.stage("control-reference", {"model": ctx.model_sha, "control": calib.sha256},
                     lambda out: {"top1": _reference_top1(ctx, images, labels)}).meta["top1"]
     built = {}
@@ -108,14 +121,14 @@ def full_integer_budget(ctx, recipe, int8_stage):
         return 100.0 * (ref - score.meta["top1"])
 
     pick = search_full_integer(full_integer_ladder(recipe), evaluate, recipe.max_accuracy_drop)
-    pick.update(control_images=len(labels), control_reference_top1=ref,
-                resolution_points=100.0 / len(labels))
+    pick.update(control_reference_top1=ref, **_resolution(labels))
     return built[pick["chosen"]], pick
 
 
 def budget_record(res) -> dict:
     """What an accuracy-aware stage chose, for the artifact record (empty for other stages)."""
-    keys = ("within_budget", "float_layers", "control_drop_points", "control_top1", "fake_quantize_ops")
+    keys = ("within_budget", "float_layers", "control_drop_points", "control_top1", "fake_quantize_ops",
+            "control_images", "resolution_points")
     return {"accuracy_budget": {k: res.meta[k] for k in keys if k in res.meta}} if res.name.endswith("-budget") else {}
 
 
@@ -126,13 +139,13 @@ def tflite_budget_stage(ctx, sm, recipe, calib):
               **tool_versions("tensorflow")}
 
     def fn(out: Path) -> dict:
-        images, labels = control_set(ctx, calib)
+        images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
         ref = _reference_top1(ctx, images, labels)
         path, res = tflite_to_budget(sm.path / "saved_model", out, calib.images, images, labels, ref,
                                      recipe.max_accuracy_drop, threads=ctx.cfg.threads,
                                      per_tensor=recipe.weights == "per_tensor")
         (out / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
-        return {"file": path.name, "within_budget": res.within_budget,
+        return {"file": path.name, "within_budget": res.within_budget, **_resolution(labels),
                 "float_layers": list(res.chosen.float_layers), "control_drop_points": res.chosen.drop_points}
 
     return ctx.stage("tflite-int8-budget", params, fn)
@@ -145,9 +158,9 @@ def nncf_budget_stage(ctx, ir, recipe, calib):
               **tool_versions("openvino", "nncf")}
 
     def fn(out: Path) -> dict:
-        images, labels = control_set(ctx, calib)
+        images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
         path, info = nncf_to_budget(ir.path / ir.meta["file"], out, calib.images, images, labels,
                                     recipe.max_accuracy_drop, recipe)
-        return {"file": path.name, **info}
+        return {"file": path.name, **info, **_resolution(labels)}
 
     return ctx.stage("nncf-int8-budget", params, fn)

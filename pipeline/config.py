@@ -77,9 +77,21 @@ class Subset(Strict):
 class DataSpec(Strict):
     calibration: Subset
     validation: Subset
+    accuracy_control: Subset | None = Field(
+        None, description="labeled images a max_accuracy_drop recipe measures its drop on "
+                          "(default: the labeled calibration images); never the validation subset")
     splits: SplitSpec = SplitSpec()
     labels: list[str] | Path
     min_calibration: PositiveInt = 100
+
+    @model_validator(mode="after")
+    def _control_is_held_out(self):
+        c, v = self.accuracy_control, self.validation
+        if c is not None and c.source == v.source and (c.split == v.split or "all" in (c.split, v.split)):
+            raise ValueError("data.accuracy_control: expected images held out from the validation data the "
+                             f"artifacts are scored on. Received: split {c.split!r} of {c.source!r}, which "
+                             f"overlaps validation split {v.split!r}")
+        return self
 
     @field_validator("labels")
     @classmethod

@@ -52,6 +52,18 @@ class RunContext:
             raise InputError("validation data: expected labeled images. Received: none labeled")
         return b
 
+    @cached_property
+    def accuracy_control(self) -> Batch | None:
+        """`data.accuracy_control` when configured (labeled images only), else None."""
+        subset = self.cfg.data.accuracy_control
+        if subset is None:
+            return None
+        with bar("loading accuracy-control images", None, self.console) as advance:
+            b = load_subset(subset, self.cfg.data.splits, self.labels, self.spec, "accuracy-control data", advance)
+        if not (b.labels >= 0).any():
+            raise InputError("accuracy-control data: expected labeled images. Received: none labeled")
+        return b
+
     def calibration_for(self, recipe) -> Batch:
         """The calibration images a recipe uses: all of them, or a deterministic subset of
         `recipe.calibration_size` (its own content hash; classes it misses are warned about)."""

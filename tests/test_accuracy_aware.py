@@ -249,3 +249,23 @@ def test_control_set_warns_when_one_image_is_coarser_than_the_budget(caplog):
     assert caplog.text == ""
     with pytest.raises(ConfigError, match="expected labeled calibration images"):
         control_set(None, SimpleNamespace(images=calib.images, labels=np.full(301, -1)), 0.3)
+
+
+def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_path):
+    from pipeline.config import parse_config
+    from pipeline.errors import ConfigError
+    from pipeline.run import run_pipeline
+    from tests.conftest import tiny_config
+
+    raw = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": "coral-edgetpu", "options": {"recipe": "b"}}],
+                      quantization={"recipes": {"b": {"max_accuracy_drop": 50.0}}})
+    bad = {**raw, "data": {**raw["data"], "accuracy_control": {"source": str(tiny_assets["data"]), "split": "test"}}}
+    with pytest.raises(ConfigError, match="data.accuracy_control: expected images held out from the validation"):
+        parse_config(bad)
+    raw["data"]["accuracy_control"] = {"source": str(tiny_assets["data"]), "split": "train"}
+    report = run_pipeline(parse_config(raw), tiny_assets["model"])
+    pick = report["artifacts"][1]["recipe"]["edgetpu_repair"]
+    train = load_subset(Subset(source=str(tiny_assets["data"]), split="train"),
+                        SplitSpec(seed=0, calibration=30, test_fraction=0.3), tiny_xception.CLASSES,
+                        PreprocessSpec(INPUT, INPUT), "t")
+    assert pick["control_images"] == len(train) != 30  # the train split, not the 30 calibration images

@@ -7,8 +7,8 @@
 - `full_integer_budget`: the same budget for a full-integer-only target (Edge TPU): full-integer
   repairs instead of float layers.
 
-The accuracy-control set is the labeled part of the calibration split, never the validation
-split the artifact is then scored on.
+The accuracy-control set is `data.accuracy_control` when configured, else the labeled part of the
+calibration split; never the validation split the artifact is then scored on.
 """
 
 from __future__ import annotations
@@ -68,9 +68,20 @@ def diagnosis_savedmodel(ctx, target: str):
     return source_savedmodel(ctx, recipe, ctx.calibration_for(recipe)) if wants_equalization(recipe) else None
 
 
+def control_key(ctx) -> dict:
+    """The control set's part of a budget stage's key (nothing when it is the calibration split, so
+    stages cached before `data.accuracy_control` existed stay valid)."""
+    control = ctx.accuracy_control if ctx is not None else None
+    return {"control": control.sha256} if control is not None else {}
+
+
 def control_set(ctx, calib, budget: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The labeled calibration images. Warns when one image is worth more than the budget: a
-    drop measured on them cannot tell a budget-meeting model from one that is not."""
+    """The accuracy-control images: `data.accuracy_control` when configured, else the labeled
+    calibration images. Warns when one image is worth more than the budget: a drop measured
+    on them cannot tell a budget-meeting model from one that is not."""
+    control = ctx.accuracy_control if ctx is not None else None
+    if control is not None:
+        calib = control
     labeled = calib.labels >= 0
     if not labeled.any():
         raise ConfigError("recipe max_accuracy_drop: expected labeled calibration images to measure the drop "
@@ -108,14 +119,14 @@ def full_integer_budget(ctx, recipe, int8_stage):
 
     calib = ctx.calibration_for(recipe)
     images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
-    ref = ctx.stage("control-reference", {"model": ctx.model_sha, "control": calib.sha256},
+    ref = ctx.stage("control-reference", {"model": ctx.model_sha, "control": calib.sha256, **control_key(ctx)},
                     lambda out: {"top1": _reference_top1(ctx, images, labels)}).meta["top1"]
     built = {}
 
     def evaluate(name: str, rung) -> float:
         res = built[name] = int8_stage(rung)
         path = res.path / res.meta["file"]
-        score = ctx.stage("control-top1", {"tflite": res.key, "control": calib.sha256},
+        score = ctx.stage("control-top1", {"tflite": res.key, "control": calib.sha256, **control_key(ctx)},
                           lambda out: {"top1": top1(predict_all(TFLiteRunner(path, ctx.cfg.threads), images),
                                                     labels)})
         return 100.0 * (ref - score.meta["top1"])
@@ -136,7 +147,7 @@ def tflite_budget_stage(ctx, sm, recipe, calib):
     from pipeline.stages.accuracy_aware import tflite_to_budget
 
     params = {"savedmodel": sm.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
-              **tool_versions("tensorflow")}
+              **control_key(ctx), **tool_versions("tensorflow")}
 
     def fn(out: Path) -> dict:
         images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
@@ -155,7 +166,7 @@ def nncf_budget_stage(ctx, ir, recipe, calib):
     from pipeline.stages.accuracy_aware import nncf_to_budget
 
     params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
-              **tool_versions("openvino", "nncf")}
+              **control_key(ctx), **tool_versions("openvino", "nncf")}
 
     def fn(out: Path) -> dict:
         images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)

@@ -38,10 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-RECIPES = {
-    "eq-sep": {"description": "separable activation equalization", "equalize_separable": True},
-    "eq-sep-cle": {"description": "separable + cross-layer equalization", "equalize_separable": True,
-                   "cross_layer_equalization": True},
+RECIPES = {  # beside the built-in ones (default, per-tensor, eq-sep, eq-sep-cle)
     "per-tensor-cle": {"description": "per-tensor weights + cross-layer equalization", "weights": "per_tensor",
                        "cross_layer_equalization": True},
     "budget-0.3": {"description": "accuracy-aware, 0.3 points", "max_accuracy_drop": 0.3},

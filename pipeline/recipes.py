@@ -98,6 +98,10 @@ BUILTIN: dict[str, Recipe] = {
     "percentile": Recipe(description="99.99th percentile activation ranges", calibration="percentile"),
     "mse": Recipe(description="histogram ranges minimising quantization MSE (NNCF)", calibration="mse"),
     "kl": Recipe(description="entropy (KL) calibration (ONNX Runtime)", calibration="kl"),
+    "eq-sep": Recipe(description="separable-conv activation equalization (Xception's SeparableConv2D)",
+                     equalize_separable=True),
+    "eq-sep-cle": Recipe(description="separable-conv activation + cross-layer weight equalization",
+                         equalize_separable=True, cross_layer_equalization=True),
 }
 
 # Recipe fields whose implementation lives in its own stage module: refused (not silently ignored)

@@ -1,7 +1,9 @@
 """openvino-npu: Intel NPUs (Core Ultra) and, as an option, the MYRIAD VPU (Neural Compute Stick 2).
 
 NPU: the IR is static (batch 1, [1, H, W, C], as every edgepipe IR) and quantized by NNCF with the
-NPU's hardware config (`target_device=NPU`) and the symmetric `performance` preset. When OpenVINO
+NPU's hardware config (`target_device=NPU`) and the target's `recipe` (default: the symmetric
+`performance` preset; equalizing recipes quantize the equalized model; `max_accuracy_drop` runs
+NNCF's accuracy control with the NPU's hardware config). When OpenVINO
 lists an "NPU" device it is compiled for it and the blob is shipped; otherwise the row says so, and
 accuracy is measured on the CPU plugin for the same INT8 IR.
 
@@ -20,14 +22,15 @@ from pydantic import Field
 from pipeline.artifacts import Artifact
 from pipeline.errors import ConfigError
 from pipeline.versions import tool_versions
-from targets.base import BaseOptions, Job
+from targets.base import Job, QuantizedOptions
 
 NAME = "openvino-npu"
+QUANTIZER = "nncf"
 MYRIAD_RUNTIME = "OpenVINO 2022.3 LTS"
 MYRIAD_MAX_OPSET = 10  # 2022.3 reads IR v11 with opset1..opset10 (opset11 came with 2023.0)
 
 
-class Options(BaseOptions):
+class Options(QuantizedOptions):
     precisions: list[Literal["int8"]] = Field(default_factory=lambda: ["int8"], min_length=1)
     hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
     myriad: bool = False  # also produce the FP16 IR for a Neural Compute Stick 2 (MYRIAD, 2022.3 LTS)
@@ -50,19 +53,28 @@ def npu_devices() -> list[str]:
 
 
 def _npu_int8(ctx, opts: Options) -> Artifact:
+    from pipeline.recipes import resolve
     from pipeline.stages.openvino import quantize_nncf
+    from pipeline.stages.recipe_stages import budget_record, nncf_budget_stage, source_savedmodel
     from targets.openvino_compile import compile_and_export, config_for
     from targets.openvino_cpu import _ir_stage
 
-    ir, _ = _ir_stage(ctx)
-    calib = ctx.calibration
+    recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
+    calib = ctx.calibration_for(recipe)
+    ir, _ = _ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
     versions = tool_versions("openvino", "nncf")
-    params = {"ir": ir.key, "calibration": calib.sha256, "preset": "performance", "target_device": "NPU", **versions}
-    res = ctx.stage("nncf-int8-npu", params,
-                    lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, None,
-                                                       target_device="NPU").name})
+    preset = recipe.nncf_preset or "performance"
+    params = {"ir": ir.key, "calibration": calib.sha256, "preset": preset, "target_device": "NPU",
+              **recipe.key_params(), **versions}  # the default recipe keeps the key it had before recipes
+    if recipe.max_accuracy_drop is not None:
+        res = nncf_budget_stage(ctx, ir, recipe, calib, target_device="NPU")
+    else:
+        res = ctx.stage("nncf-int8-npu", params,
+                        lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, recipe,
+                                                           target_device="NPU").name})
     xml = res.path / res.meta["file"]
-    common = dict(tool_versions=versions, calibration_sha256=calib.sha256, source_model_sha256=ctx.model_sha)
+    common = dict(tool_versions=versions, calibration_sha256=calib.sha256, source_model_sha256=ctx.model_sha,
+                  recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
     devices = npu_devices()
     if not devices:
         from openvino import Core
@@ -70,7 +82,7 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
         return Artifact.from_files(
             f"{NAME}/int8", NAME, "openvino-ir", "int8", xml, stage_key=res.key, **common,
             metadata={"npu": {"compiled": False, "devices": Core().available_devices,
-                              "quantization": {"preset": "performance", "target_device": "NPU"}}},
+                              "quantization": {"preset": preset, "target_device": "NPU"}}},
             incomplete=(f"not compiled: no NPU device (OpenVINO devices here: {', '.join(Core().available_devices)}); "
                         "needs an Intel NPU with its driver (intel-npu-driver), then rerun",))
     config = config_for(1, opts.hint, None, None)

@@ -275,6 +275,18 @@ class TestOpenVINONPU(TargetContract):
         assert job.latency_skip(art) == "skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR"
         assert "FakeQuantize" in art.path.read_text()
 
+    def test_recipe_reaches_the_npu_quantization(self, ctx, built):
+        """`recipe` (here nncf-mixed) changes the NPU IR and is recorded; the default keeps its stage."""
+        from targets import openvino_npu
+
+        _, default = built["openvino-npu/int8"]
+        assert default.recipe["name"] == "default"
+        (job,) = openvino_npu.jobs(ctx, openvino_npu.Options(recipe="nncf-mixed"))
+        art = job.build()
+        assert art.recipe["name"] == "nncf-mixed" and art.recipe["nncf_preset"] == "mixed"
+        assert art.metadata["npu"]["quantization"] == {"preset": "mixed", "target_device": "NPU"}
+        assert art.sha256 != default.sha256 and "FakeQuantize" in art.path.read_text()
+
     def test_myriad_fp16_ir_states_its_runtime(self, built):
         job, art = built["openvino-npu/myriad-fp16"]
         assert art.precision == "fp16" and art.metadata["myriad"]["needs_runtime"] == "OpenVINO 2022.3 LTS"

@@ -160,7 +160,7 @@ def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control: n
 
 def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, control_labels: np.ndarray,
                    max_drop_points: float, recipe=None, max_float_layers: int = 12,
-                   ranking_subset_size: int = 100) -> tuple[Path, dict]:
+                   ranking_subset_size: int = 100, target_device: str = "ANY") -> tuple[Path, dict]:
     """`nncf.quantize_with_accuracy_control` with an absolute top-1 budget (and the recipe's
     other NNCF settings, as `nncf.quantize` would get them). At most `max_float_layers`
     quantizers are reverted (the same cap as the TFLite loop), ranked on
@@ -187,7 +187,8 @@ def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, 
     validation = nncf.Dataset(list(zip(control, control_labels, strict=True)))
     qmodel = nncf.quantize_with_accuracy_control(
         model, nncf_dataset(calib), validation, validate, max_drop=max_drop_points / 100.0,
-        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), **kw,
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), target_device=nncf.TargetDevice(target_device),
+        **kw,
         advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
             max_num_iterations=max_float_layers, ranking_subset_size=min(ranking_subset_size, len(control))))
     dest = Path(out) / "model_int8_budget.xml"

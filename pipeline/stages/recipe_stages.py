@@ -162,16 +162,18 @@ def tflite_budget_stage(ctx, sm, recipe, calib):
     return ctx.stage("tflite-int8-budget", params, fn)
 
 
-def nncf_budget_stage(ctx, ir, recipe, calib):
+def nncf_budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
     from pipeline.stages.accuracy_aware import nncf_to_budget
 
     params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
               **control_key(ctx), **tool_versions("openvino", "nncf")}
+    if target_device != "ANY":
+        params["target_device"] = target_device
 
     def fn(out: Path) -> dict:
         images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
         path, info = nncf_to_budget(ir.path / ir.meta["file"], out, calib.images, images, labels,
-                                    recipe.max_accuracy_drop, recipe)
+                                    recipe.max_accuracy_drop, recipe, target_device=target_device)
         return {"file": path.name, **info, **_resolution(labels)}
 
     return ctx.stage("nncf-int8-budget", params, fn)

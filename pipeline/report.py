@@ -40,6 +40,26 @@ def summary_table(report: dict) -> Table:
     return t
 
 
+def recipe_notes(report: dict) -> list[str]:
+    """One line per INT8 artifact whose recipe had an accuracy budget: what it chose, on what."""
+    out = []
+    for row in report["artifacts"]:
+        recipe = row.get("recipe") or {}
+        budget, repair = recipe.get("accuracy_budget"), recipe.get("edgetpu_repair")
+        if repair:
+            out.append(f"{row['artifact']}: budget {recipe['max_accuracy_drop']:g} pts, full-integer repair "
+                       f"chosen on {repair['control_images']} control images: {repair['why']}")
+        elif budget:
+            kept = budget.get("float_layers")
+            what = (f"{len(kept)} layer(s) kept in float" if kept is not None
+                    else f"{budget.get('fake_quantize_ops', '?')} FakeQuantize ops left")
+            met = "met" if budget.get("within_budget") else "NOT met"
+            out.append(f"{row['artifact']}: budget {recipe['max_accuracy_drop']:g} pts {met} on "
+                       f"{budget.get('control_images', '?')} control images "
+                       f"(drop {budget.get('control_drop_points', float('nan')):+.2f}); {what}")
+    return out
+
+
 def print_summary(report: dict, console: Console, output) -> None:
     console.print(summary_table(report))
     stages = report["stages"]
@@ -48,6 +68,8 @@ def print_summary(report: dict, console: Console, output) -> None:
         f"stages: {len(stages)} total, {len(stages) - len(ran)} cached, {len(ran)} ran; "
         f"wall time {report['wall_seconds']:.1f} s"
     )
+    for line in recipe_notes(report):
+        console.print(line)
     cross = report.get("cross_quantizer") or {}
     if cross.get("flagged"):
         console.print(f"[bold red]cross-quantizer check:[/] {', '.join(cross['flagged'])} far below the other INT8 "

@@ -269,3 +269,20 @@ def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_p
                         SplitSpec(seed=0, calibration=30, test_fraction=0.3), tiny_xception.CLASSES,
                         PreprocessSpec(INPUT, INPUT), "t")
     assert pick["control_images"] == len(train) != 30  # the train split, not the 30 calibration images
+
+
+def test_terminal_names_what_a_budget_chose():
+    from pipeline.report import recipe_notes
+
+    rows = [{"artifact": "coral-edgetpu/int8", "recipe": {"max_accuracy_drop": 0.3, "edgetpu_repair": {
+                "control_images": 300, "why": "eq-sep: within the 0.3-point budget (-0.13)"}}},
+            {"artifact": "tflite-arm/int8", "recipe": {"max_accuracy_drop": 0.3, "accuracy_budget": {
+                "within_budget": True, "float_layers": ["a", "b"], "control_drop_points": 0.0, "control_images": 300}}},
+            {"artifact": "openvino-cpu/int8", "recipe": {"max_accuracy_drop": 0.3, "accuracy_budget": {
+                "within_budget": False, "control_drop_points": 0.67, "fake_quantize_ops": 99}}},
+            {"artifact": "onnx-cpu/int8", "recipe": {"name": "default"}}]
+    assert recipe_notes({"artifacts": rows}) == [
+        "coral-edgetpu/int8: budget 0.3 pts, full-integer repair chosen on 300 control images: "
+        "eq-sep: within the 0.3-point budget (-0.13)",
+        "tflite-arm/int8: budget 0.3 pts met on 300 control images (drop +0.00); 2 layer(s) kept in float",
+        "openvino-cpu/int8: budget 0.3 pts NOT met on ? control images (drop +0.67); 99 FakeQuantize ops left"]

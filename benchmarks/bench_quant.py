@@ -6,7 +6,9 @@ Rows (all in one run, on the 786-image test split, against the Keras FP32 refere
 - each toolchain's defaults run by hand, outside edgepipe's recipe code:
   `TFLiteConverter` + `Optimize.DEFAULT` + the 300 calibration images as representative
   dataset (nothing else set: float I/O, builtin ops allowed), and `ov.convert_model` +
-  `nncf.quantize(model, dataset)` with every default;
+  `nncf.quantize(model, dataset)` with every default, and ONNX Runtime's `quantize_static` on
+  the tf2onnx FP32 model with every default (QDQ, per-tensor weights, MinMax) except
+  `CalibMaxIntermediateOutputs` (without it MinMax keeps every image's activations: tens of GB);
 - edgepipe's INT8 artifacts (tflite-arm, openvino-cpu, onnx-cpu) under the `default` recipe,
   with separable equalization on, and with separable + cross-layer equalization;
 - per-tensor weights with and without cross-layer equalization (NNCF), the recipe CLE is for;
@@ -47,6 +49,7 @@ RECIPES = {  # beside the built-in ones (default, per-tensor, eq-sep, eq-sep-cle
 ROWS = [
     ("tflite-default-by-hand", "by-hand", "tflite"),
     ("nncf-default-by-hand", "by-hand", "nncf"),
+    ("ort-default-by-hand", "by-hand", "ort"),
     ("tflite-arm/int8 eq-sep", "tflite-arm", "eq-sep"),
     ("openvino-cpu/int8 eq-sep", "openvino-cpu", "eq-sep"),
     ("openvino-cpu/int8 default", "openvino-cpu", "default"),
@@ -137,6 +140,17 @@ class Bench:
                             lambda out: _tflite_by_hand(sm.path / "saved_model", out, calib.images))
             path = res.path / "model.tflite"
             return ctx, path, lambda: TFLiteRunner(path, threads), {}
+        if which == "ort":
+            from targets import onnx_cpu
+            from targets.runtimes import ONNXRunner
+
+            fp32, _ = onnx_cpu._onnx_stage(ctx, onnx_cpu.Options())
+            src = fp32.path / fp32.meta["file"]
+            res = ctx.stage("bench-ort-by-hand", {"onnx": fp32.key, "calibration": calib.sha256,
+                                                  **tool_versions("onnxruntime")},
+                            lambda out: _ort_by_hand(src, out, calib.images))
+            path = res.path / "model.onnx"
+            return ctx, path, lambda: ONNXRunner(path, threads), {}
         res = ctx.stage("bench-nncf-by-hand", {"savedmodel": sm.key, "calibration": calib.sha256,
                                                "shape": list(ctx.spec.shape), **tool_versions("openvino", "nncf")},
                         lambda out: _nncf_by_hand(sm.path / "saved_model", out, calib.images, ctx.spec.shape))
@@ -249,6 +263,17 @@ def _nncf_by_hand(saved_model: Path, out: Path, images: np.ndarray, shape) -> di
     return {}
 
 
+def _ort_by_hand(model: Path, out: Path, images: np.ndarray) -> dict:
+    """onnxruntime.quantization.quantize_static with its defaults (QDQ, per-tensor, MinMax, int8)."""
+    from onnxruntime.quantization import quantize_static
+
+    from calibration.adapters import onnx_calibration_reader
+
+    quantize_static(str(model), str(out / "model.onnx"), onnx_calibration_reader(model, images),
+                    extra_options={"CalibMaxIntermediateOutputs": 16})
+    return {}
+
+
 def _fmt(row: dict) -> str:
     if "error" in row:
         return "ERROR " + row["error"][:200]
@@ -269,7 +294,7 @@ def table(bench_json: dict, ref: dict) -> str:
     lines = [f"| artifact | recipe | top-1 | drop vs FP32 (pts, + = worse) | agreement | {head} | within 0.3 |",
              "|---|---|---:|---:|---:|---:|---:|:---:|",
              f"| keras/fp32 (reference) | — | {ref['top1']:.4f} | — | — | {ref_p50:.1f} | 1.00 | — |"]
-    family = {"tflite": 0, "nncf": 1, "openvino": 1, "onnx": 2, "coral": 3}
+    family = {"tflite": 0, "nncf": 1, "openvino": 1, "ort": 2, "onnx": 2, "coral": 3}
     for name, _, _ in sorted(ROWS, key=lambda row: family[row[0].split("-")[0]]):
         r = bench_json.get(name)
         if r is None:

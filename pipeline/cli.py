@@ -264,15 +264,21 @@ def ship(
     connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
     timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
     retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    keep: int = typer.Option(3, min=1, help="after a successful ship, keep this many newest bundles on the board "
+                                            "(current and the previous one are always kept)"),
+    lock_timeout: float = typer.Option(900, min=1, help="break a board lock not refreshed for this many seconds "
+                                                        "(must exceed --timeout)"),
 ) -> None:
-    """Upload a bundle to a board, verify it there, switch `current` atomically, smoke-test, roll back on failure."""
+    """Upload a bundle to a board, verify it there, switch `current` atomically, smoke-test, roll back on failure.
+    One ship per board at a time (PATH/.lock; exit 3 naming the holder); old bundles are pruned (--keep)."""
     from pipeline.ship import ShipFailed
     from pipeline.ship import ship as do_ship
     from pipeline.signing import PUBLIC_NAME, default_key_dir
 
     try:
         res = do_ship(bundle, to, _ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
-                      pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python)
+                      pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python, keep=keep,
+                      lock_timeout=lock_timeout)
     except ShipFailed as err:
         sys.stdout.write(json.dumps(err.report, indent=2, default=str) + "\n")
         _fail(err)

@@ -1,7 +1,8 @@
 """`edgepipe bench BUNDLE --device ssh://...`: the on-device runner on several boards at once.
 
 Each board gets the bundle (content-addressed, verified on the board; `current` is not
-touched) and runs the runner on the bundle's shipped sample. Boards run concurrently; each
+touched; the board is locked as by `ship`, see pipeline/board_lock.py) and runs the runner on
+the bundle's shipped sample. Boards run concurrently; each
 has its own status, and one failing or hanging board never stops the others (every step has
 a timeout). Results are merged into a run's report.json under "devices", next to the host's
 numbers for the same artifact.
@@ -15,6 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from pipeline.board_lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from pipeline.board_lock import BoardLock
 from pipeline.errors import InputError, RemoteError
 from pipeline.remote import Device, SSHOptions
 from pipeline.ship import Board, remote_dir_name, require_pubkey, verified_bundle
@@ -30,14 +33,18 @@ def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: 
     with verified_bundle(bundle_path, pubkey) as (bdir, manifest):
         dirname = remote_dir_name(bdir, manifest)
         args = f"--runs {int(runs)} --warmup {int(warmup)} --threads {int(threads)} --eval"
+        lock_timeout = max(DEFAULT_LOCK_TIMEOUT, 2 * opts.command_timeout)
 
         def one(device: Device) -> dict:
             t0 = time.perf_counter()
             entry = {"device": device.label, "bundle": dirname}
             try:
                 board = Board(device, opts, pubkey)
-                board.install(bdir, dirname, board.probe(dirname))
-                code, out = board.runner(device.q("bundles", dirname), args, timeout=opts.command_timeout)
+                # one ship or bench per board: a concurrent ship could prune this bundle or sweep our upload
+                with BoardLock(board.remote, device.python, "bench", lock_timeout) as lock:
+                    board.install(bdir, dirname, board.probe(dirname))
+                    lock.refresh()
+                    code, out = board.runner(device.q("bundles", dirname), args, timeout=opts.command_timeout)
                 entry["result"] = out
                 if code == 0 and out.get("ok"):
                     entry["status"] = "ok"

@@ -7,11 +7,15 @@ Board layout under the device path R:
     R/bundles/<name>-v<N>-<id>/   bundles, content-addressed by manifest hash
     R/current -> bundles/...      the active bundle (a symlink, replaced with one rename)
     R/.staging/<tmp>/             uploads in progress
+    R/.lock/owner.json            the ship or bench holding the board (pipeline/board_lock.py)
 
-Steps: verify on the host (signature + every file) -> probe the board (current bundle, trusted
-key) -> refuse a downgrade unless forced -> upload into staging -> verify on the board with the
-runner -> move into bundles/ -> switch `current` -> smoke inference on the shipped sample ->
-on failure switch back to the previous bundle (or remove `current` if there was none).
+Steps: verify on the host (signature + every file) -> lock the board (fail fast if another ship
+holds it; break a stale lock) and sweep staging dirs left by killed ships -> probe the board
+(current bundle, trusted key) -> refuse a downgrade unless forced -> upload into staging (removed
+on any failure) -> verify on the board with the runner -> move into bundles/ -> switch `current`
+-> smoke inference on the shipped sample -> on failure switch back to the previous bundle (or
+remove `current` if there was none); on success prune bundles/ to the newest `keep` plus current
+and previous -> release the lock (always).
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from pathlib import Path
 
 from pipeline import bundle as bundle_mod
 from pipeline.archive import unpack
-from pipeline.errors import BundleError, RemoteError
+from pipeline.board_lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from pipeline.board_lock import BoardLock
+from pipeline.errors import BundleError, InputError, RemoteError
 from pipeline.remote import Device, Remote, SSHOptions
 
 RUNNER = Path(__file__).resolve().parent.parent / "targets" / "device_runner.py"
 MIN_AGREEMENT = 0.75  # smoke test: share of sample images whose board top-1 equals the host's
+KEEP = 3  # bundles kept on the board after a successful ship (plus current and the previous one)
 
 
 @contextlib.contextmanager
@@ -96,18 +103,25 @@ class Board:
         sources = [RUNNER] + ([self.pubkey] if not state["pub"] else [])
         if not state["exists"]:
             sources.append(bundle_dir)
-        mk = self.remote.run(f"mkdir -p {d.q(stage)}")
-        if mk.returncode != 0:
-            raise RemoteError(f"{d.label}: could not create {stage}: {mk.stderr.strip()}", "remote path not writable")
-        self.remote.upload(sources, _scp_path(d, stage))
         staged = d.q(stage, bundle_dir.name) if not state["exists"] else d.q("bundles", dirname)
         move_pub = "" if state["pub"] else (f"{{ test -e {d.q('trusted.pub')} || "
                                              f"mv {d.q(stage, self.pubkey.name)} {d.q('trusted.pub')}; }} && ")
         move_bundle = "" if state["exists"] else f" && mv {staged} {d.q('bundles', dirname)}"
+        # the bundle dir's mtime says when it was last installed: `prune` keeps the newest
         cmd = (f"mv {d.q(stage, RUNNER.name)} {d.q('runner', RUNNER.name)} && {move_pub}"
                f"{self.py} {d.q('runner', RUNNER.name)} {staged} --verify-only --pubkey {d.q('trusted.pub')}"
-               f"{move_bundle}; rc=$?; rm -rf {d.q(stage)}; exit $rc")
-        res = self.remote.run(cmd)
+               f"{move_bundle} && touch {d.q('bundles', dirname)}; rc=$?; rm -rf {d.q(stage)}; exit $rc")
+        try:
+            mk = self.remote.run(f"mkdir -p {d.q(stage)}")
+            if mk.returncode != 0:
+                raise RemoteError(f"{d.label}: could not create {stage}: {mk.stderr.strip()}",
+                                  "remote path not writable")
+            self.remote.upload(sources, _scp_path(d, stage))
+            res = self.remote.run(cmd)
+        except BaseException:  # failed or interrupted upload: remove our own staging dir
+            with contextlib.suppress(RemoteError):
+                self.remote.run(f"rm -rf {d.q(stage)}", timeout=30)
+            raise
         out = _runner_json(res)
         if res.returncode != 0 or not out.get("ok"):
             err = (out.get("error") or {}).get("message") or res.stderr.strip()[-500:]
@@ -121,6 +135,22 @@ class Board:
         res = self.remote.run(f"{self.py} {d.q('runner', RUNNER.name)} {target} {args} --pubkey {d.q('trusted.pub')}",
                               timeout=timeout)
         return res.returncode, _runner_json(res)
+
+    def prune(self, keep: int, protect: list[str]) -> list[str]:
+        """Remove the bundles beyond the `keep` most recently installed, never those in `protect`."""
+        script = ("import json,os,shutil,sys; r,k=sys.argv[1],int(sys.argv[2]); p=set(sys.argv[3:]); "
+                  "ds=[n for n in os.listdir(r) if os.path.isdir(os.path.join(r,n)) "
+                  "and not os.path.islink(os.path.join(r,n))]; "
+                  "ds.sort(key=lambda n:(os.stat(os.path.join(r,n)).st_mtime,n),reverse=True); "
+                  "gone=sorted(n for n in ds[k:] if n not in p); "
+                  "[shutil.rmtree(os.path.join(r,n)) for n in gone]; print(json.dumps({'pruned':gone}))")
+        res = self.remote.run(f"{self.py} -c {shlex.quote(script)} {self.device.q('bundles')} {int(keep)} "
+                              + " ".join(shlex.quote(n) for n in protect))
+        out = _runner_json(res)
+        if res.returncode != 0 or "pruned" not in out:
+            raise RemoteError(f"{self.device.label}: could not prune bundles/: {res.stderr.strip()[-300:]}",
+                              "prune failed")
+        return out["pruned"]
 
     def switch(self, target_rel: str | None) -> None:
         """Point `current` at bundles/<dir> with one rename (or remove it when target_rel is None)."""
@@ -138,46 +168,67 @@ class Board:
 
 
 def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: bool = False,
-         python: str | None = None, smoke_runs: int = 3, min_agreement: float = MIN_AGREEMENT) -> dict:
+         python: str | None = None, smoke_runs: int = 3, min_agreement: float = MIN_AGREEMENT,
+         keep: int = KEEP, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
     device = Device.parse(url, python)
     require_pubkey(pubkey)
+    if keep < 1:
+        raise InputError(f"--keep: expected at least 1 bundle to keep. Received: {keep}")
+    if lock_timeout <= opts.command_timeout:
+        raise InputError(f"--lock-timeout: expected more than --timeout ({opts.command_timeout:.0f} s: the lock "
+                         f"is refreshed between remote steps). Received: {lock_timeout:.0f}")
     with verified_bundle(bundle_path, pubkey) as (bdir, manifest):
         dirname = remote_dir_name(bdir, manifest)
         board = Board(device, opts, pubkey)
-        state = board.probe(dirname)
-        cur = state["current"] or {}
-        report = {"device": device.label, "bundle": dirname, "previous": state["link"],
-                  "previous_version": cur.get("bundle_version")}
-        if cur.get("unreadable") and not force:
-            raise RemoteError(f"{device.label}: expected a readable manifest of the current bundle "
-                              f"({state['link']}). Received: unreadable JSON (use --force to replace it)",
-                              "current unreadable")
-        if cur and cur.get("name") == manifest["name"] and not force:
-            if not isinstance(cur.get("bundle_version"), int) or manifest["bundle_version"] <= cur["bundle_version"]:
-                raise BundleError(f"{device.label}: expected a bundle version newer than the board's current "
-                                  f"{cur.get('name')} v{cur.get('bundle_version')}. Received: v"
-                                  f"{manifest['bundle_version']} (a downgrade or reinstall; use --force)")
-        report["verify"] = board.install(bdir, dirname, state).get("verification")
-        new_rel = f"bundles/{dirname}"
-        board.switch(new_rel)
-        report["switched"] = True
-        try:
-            code, smoke = board.runner(device.q("current"), f"--eval --runs {smoke_runs} --warmup 1",
-                                       timeout=opts.command_timeout)
-            problem = _smoke_problem(code, smoke, min_agreement)
+        with BoardLock(board.remote, device.python, "ship", lock_timeout) as lock:
+            return _ship_locked(board, lock, bdir, manifest, dirname, force, smoke_runs, min_agreement, keep)
+
+
+def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirname: str, force: bool,
+                 smoke_runs: int, min_agreement: float, keep: int) -> dict:
+    device, opts = board.device, board.remote.opts
+    state = board.probe(dirname)
+    cur = state["current"] or {}
+    report = {"device": device.label, "bundle": dirname, "previous": state["link"],
+              "previous_version": cur.get("bundle_version"), "lock_broken": lock.acquired.get("broken"),
+              "swept_staging": lock.acquired.get("swept", [])}
+    if cur.get("unreadable") and not force:
+        raise RemoteError(f"{device.label}: expected a readable manifest of the current bundle "
+                          f"({state['link']}). Received: unreadable JSON (use --force to replace it)",
+                          "current unreadable")
+    if cur and cur.get("name") == manifest["name"] and not force:
+        if not isinstance(cur.get("bundle_version"), int) or manifest["bundle_version"] <= cur["bundle_version"]:
+            raise BundleError(f"{device.label}: expected a bundle version newer than the board's current "
+                              f"{cur.get('name')} v{cur.get('bundle_version')}. Received: v"
+                              f"{manifest['bundle_version']} (a downgrade or reinstall; use --force)")
+    report["verify"] = board.install(bdir, dirname, state).get("verification")
+    lock.refresh()
+    new_rel = f"bundles/{dirname}"
+    board.switch(new_rel)
+    report["switched"] = True
+    try:
+        code, smoke = board.runner(device.q("current"), f"--eval --runs {smoke_runs} --warmup 1",
+                                   timeout=opts.command_timeout)
+        problem = _smoke_problem(code, smoke, min_agreement)
+    except RemoteError as err:
+        smoke, problem = {}, f"{err.status}: {err}"
+    report["smoke"] = smoke
+    if problem is None:
+        report["status"] = "ok"
+        prev = (state["link"] or "").rsplit("/", 1)[-1]
+        try:  # the ship is done: a failed prune is reported, not fatal
+            lock.refresh()
+            report["pruned"] = board.prune(keep, [dirname] + ([prev] if prev else []))
         except RemoteError as err:
-            smoke, problem = {}, f"{err.status}: {err}"
-        report["smoke"] = smoke
-        if problem is None:
-            report["status"] = "ok"
-            return report
-        prev = state["link"] if state["link"] != new_rel else None
-        board.switch(prev)
-        if prev != new_rel:
-            board.remote.run(f"rm -rf {device.q('bundles', dirname)}")
-        report.update(status="rolled back" if prev else "removed", rolled_back_to=prev, reason=problem)
-        raise ShipFailed(f"{device.label}: smoke test of {dirname} failed ({problem}); "
-                         + (f"rolled back to {prev}" if prev else "no previous bundle: current removed"), report)
+            report.update(pruned=[], prune_error=str(err))
+        return report
+    prev = state["link"] if state["link"] != new_rel else None
+    board.switch(prev)
+    if prev != new_rel:
+        board.remote.run(f"rm -rf {device.q('bundles', dirname)}")
+    report.update(status="rolled back" if prev else "removed", rolled_back_to=prev, reason=problem)
+    raise ShipFailed(f"{device.label}: smoke test of {dirname} failed ({problem}); "
+                     + (f"rolled back to {prev}" if prev else "no previous bundle: current removed"), report)
 
 
 class ShipFailed(RemoteError):

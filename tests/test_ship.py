@@ -17,6 +17,8 @@ import time
 import pytest
 from typer.testing import CliRunner
 
+from pipeline import ship as ship_mod
+from pipeline.board_lock import BoardLock
 from pipeline.bundle import build_bundle, read_manifest, seal
 from pipeline.cli import app
 from pipeline.errors import RemoteError
@@ -112,6 +114,9 @@ def test_broken_bundle_rolls_back(board, bundles, tmp_path):
     assert "model_int8.tflite" in rep["reason"] and rep["switched"]
     assert current(root) == good and (root / "current" / "manifest.json").is_file()
     assert not (root / "bundles" / remote_dir_name(bundles["broken"], read_manifest(bundles["broken"]))).exists()
+    assert not (root / ".lock").exists() and list((root / ".staging").iterdir()) == []  # released after a failure
+    res, rep = ship(board, bundles, bundles["v1"], root, "--force")  # and the next ship gets the board
+    assert res.exit_code == 0 and rep["status"] == "ok" and rep["previous"] == good
 
 
 def test_tampered_bundle_refused_on_host_and_board(board, bundles, tmp_path):
@@ -223,3 +228,94 @@ def test_bad_url_is_input_error_and_closed_port_is_exit_3(board, bundles, tmp_pa
     t0 = time.monotonic()
     res, _ = ship(board, bundles, bundles["v1"], tmp_path / "b", port=free_port())
     assert res.exit_code == 3 and "unreachable" in res.output and time.monotonic() - t0 < 15
+
+
+def remote(board, root):
+    return Remote(Device.parse(url(board, root)), SSHOptions(board["client_key"], board["known_hosts"], 3, 60, 0))
+
+
+def board_state(root):
+    return current(root), sorted(p.name for p in (root / "bundles").iterdir()), \
+        sorted(p.name for p in (root / ".staging").iterdir())
+
+
+def test_second_ship_fails_fast_naming_the_holder_and_a_stale_lock_is_broken(board, bundles, tmp_path):
+    root = tmp_path / "board"
+    assert ship(board, bundles, bundles["v1"], root)[0].exit_code == 0
+    before = board_state(root)
+    held = BoardLock(remote(board, root), sys.executable, "ship")
+    held.acquire()  # another ship, from this host, is running
+    owner = json.loads((root / ".lock" / "owner.json").read_text())
+    assert owner["pid"] == os.getpid() and owner["purpose"] == "ship" and owner["token"] == held.token
+    t0 = time.monotonic()
+    res, _ = ship(board, bundles, bundles["v2"], root)
+    assert res.exit_code == 3, res.output
+    text = " ".join(res.output.split())
+    assert f"held by ship from {owner['host']} (pid {os.getpid()}" in text and "--lock-timeout 900 s" in text
+    assert time.monotonic() - t0 < 10 and board_state(root) == before  # nothing uploaded, switched or pruned
+    assert json.loads((root / ".lock" / "owner.json").read_text())["token"] == held.token  # still the holder's
+    # the holder stops refreshing its lock: after --lock-timeout it is stale, broken and taken
+    old = time.time() - 120
+    os.utime(root / ".lock" / "owner.json", (old, old))
+    res, _ = ship(board, bundles, bundles["v2"], root, "--lock-timeout", "100")
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout[: res.stdout.rindex("}") + 1])
+    assert rep["lock_broken"]["token"] == held.token and rep["lock_broken"]["age_s"] >= 120
+    assert json.loads((root / "current" / "manifest.json").read_text())["bundle_version"] == 2
+    assert not (root / ".lock").exists()
+    with pytest.raises(RemoteError) as err:  # the old holder has lost it and must not remove someone else's lock
+        held.refresh()
+    assert err.value.status == "locked"
+    res, _ = ship(board, bundles, bundles["v2"], root, "--lock-timeout", "30")  # must exceed --timeout (60)
+    assert res.exit_code == 2 and "--lock-timeout: expected more than --timeout (60 s" in " ".join(res.output.split())
+
+
+def test_leftover_staging_is_swept_and_own_staging_removed_on_failure(board, bundles, tmp_path, monkeypatch):
+    root = tmp_path / "board"
+    assert ship(board, bundles, bundles["v1"], root)[0].exit_code == 0
+    dead = root / ".staging" / "0123456789ab"  # a ship killed mid-upload
+    shutil.copytree(bundles["v2"], dead / bundles["v2"].name)
+    res, rep = ship(board, bundles, bundles["v2"], root)
+    assert res.exit_code == 0 and rep["swept_staging"] == ["0123456789ab"]
+    assert list((root / ".staging").iterdir()) == []
+    # interrupted (Ctrl-C) right after the upload: our staging dir is removed and the lock released
+    real_upload = Remote.upload
+
+    def upload_then_interrupt(self, sources, remote_dir, timeout=None):
+        real_upload(self, sources, remote_dir, timeout)
+        assert any((root / ".staging").iterdir())  # the upload really landed in staging
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Remote, "upload", upload_then_interrupt)
+    before = board_state(root)
+    opts = SSHOptions(board["client_key"], board["known_hosts"], 3, 60, 0)
+    with pytest.raises(KeyboardInterrupt):
+        ship_mod.ship(bundles["v1"], url(board, root), opts, bundles["run"]["pub"], force=True)
+    assert board_state(root) == before and not (root / ".lock").exists()
+    monkeypatch.setattr(Remote, "upload", real_upload)
+    # interrupted during the smoke test: the lock is released too
+    monkeypatch.setattr(Board, "runner", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):
+        ship_mod.ship(bundles["v1"], url(board, root), opts, bundles["run"]["pub"], force=True)
+    assert not (root / ".lock").exists() and list((root / ".staging").iterdir()) == []
+
+
+def test_old_bundles_are_pruned_keeping_n_plus_current_and_previous(board, bundles, tmp_path):
+    run = bundles["run"]
+    made = {1: bundles["v1"], 2: bundles["v2"]}
+    for v in (4, 5):
+        made[v] = tmp_path / f"tflite-arm-int8-v{v}"
+        shutil.copytree(bundles["v2"], made[v])
+        seal(made[v], {**read_manifest(made[v]), "bundle_version": v}, run["key"])
+    name = {v: remote_dir_name(b, read_manifest(b)) for v, b in made.items()}
+    root = tmp_path / "board"
+    for v, pruned in ((1, []), (2, []), (4, [name[1]])):
+        res, rep = ship(board, bundles, made[v], root, "--keep", "2")
+        assert res.exit_code == 0 and rep["pruned"] == pruned, res.output
+    assert board_state(root)[:2] == (f"bundles/{name[4]}", sorted([name[2], name[4]]))
+    # make the current bundle (the next ship's rollback target) the oldest: --keep 1 still keeps it
+    old = time.time() - 3600
+    os.utime(root / "bundles" / name[4], (old, old))
+    res, rep = ship(board, bundles, made[5], root, "--keep", "1")
+    assert res.exit_code == 0 and rep["pruned"] == [name[2]] and rep["previous"] == f"bundles/{name[4]}"
+    assert board_state(root)[:2] == (f"bundles/{name[5]}", sorted([name[4], name[5]]))

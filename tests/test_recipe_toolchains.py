@@ -75,12 +75,30 @@ def test_nncf_per_tensor_weights_reach_the_ir(env):
     assert _agreement(OpenVINORunner(default, 2), env) >= 0.9
 
 
+def _asymmetric_activation_fqs(path) -> int:
+    """Activation FakeQuantize ops (non-constant input) whose range crosses 0 without being symmetric
+    about it (low = -high, or -high * 128/127): only an asymmetric scheme (NNCF's mixed preset) makes them."""
+    import openvino as ov
+
+    n = 0
+    for op in ov.Core().read_model(str(path)).get_ops():
+        if op.get_type_name() != "FakeQuantize" or op.input_value(0).get_node().get_type_name() == "Constant":
+            continue
+        lo, hi = (op.input_value(i).get_node().get_data() for i in (1, 2))
+        if lo.min() < 0 and not np.allclose(lo, -hi, rtol=1e-3) and not np.allclose(lo, -hi * 128 / 127, rtol=1e-3):
+            n += 1
+    return n
+
+
 def test_nncf_mixed_preset_percentile_and_full_bias_correction(env):
     recipe = Recipe(nncf_preset="mixed", calibration="percentile", bias_correction="full")
     path = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2"), env["calib"], recipe)
-    # a working model, far above chance (1/3), the same bound as per-tensor above: the tiny fixture is
-    # retrained each session, and this recipe's agreement was seen from 0.72 to above 0.9 across sessions
-    assert _agreement(OpenVINORunner(path, 2), env) >= 0.6
+    default = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2d"), env["calib"], BUILTIN["default"])
+    # the preset reached NNCF: asymmetric activation ranges appear, the performance preset has none
+    assert _asymmetric_activation_fqs(path) > 0 and _asymmetric_activation_fqs(default) == 0
+    # a working model, clearly above chance (1/3 on 3 classes); the tiny fixture is retrained for every
+    # clean checkout and this recipe's agreement was seen from 0.57 to above 0.9 across them
+    assert _agreement(OpenVINORunner(path, 2), env) >= 0.5
 
 
 @pytest.mark.parametrize("name", ["mse", "nncf-smoothquant"])

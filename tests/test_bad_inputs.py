@@ -4,7 +4,6 @@ the model, and a second run on one output directory (fails naming the holder, or
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import shutil
 import threading
 import time
@@ -21,7 +20,7 @@ from pipeline.outdir import locked_output
 from targets.runtimes import KerasRunner, OpenVINORunner, TFLiteRunner
 from tests.conftest import tiny_config, write_config
 from tests.model_files import TINY_TFLITE, tiny_ir
-from tests.test_cache import _hold_lock  # one lock-holder process target for both lock tests
+from tests.test_cache import lock_held_by_child  # one lock-holder child for every lock test
 
 runner = CliRunner()
 
@@ -177,35 +176,19 @@ def test_labels_that_do_not_fit_the_model_stop_the_run_even_when_cached(tmp_path
 
 # ---- row 12: two runs on one output directory ------------------------------------------------------
 def test_second_run_waits_with_wait(tmp_path):
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
-    p.start()
-    try:
-        assert ready.wait(30)
+    with lock_held_by_child(tmp_path) as (_, release):
         threading.Timer(1.0, release.set).start()
         t0 = time.monotonic()
         with locked_output(tmp_path, wait=True):
             waited = time.monotonic() - t0
-    finally:
-        release.set()
-        p.join(10)
     assert waited >= 0.9  # it blocked until the holder released the lock, then got it
 
 
 def test_second_cli_run_names_the_holder(tmp_path, tiny_assets):
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
     out = tmp_path / "out"
-    p = ctx.Process(target=_hold_lock, args=(out, ready, release))
-    p.start()
-    try:
-        assert ready.wait(30)
+    with lock_held_by_child(out) as (p, _):
         cfg = tiny_config(tiny_assets, out)
         res = runner.invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))])
-    finally:
-        release.set()
-        p.join(10)
     assert res.exit_code == 2
     assert f'"pid": {p.pid}' in res.output and "--wait" in res.output
 

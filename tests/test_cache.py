@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import time
 
@@ -64,19 +65,27 @@ def _hold_lock(path, ready, release):
         release.wait(10)
 
 
-def test_second_run_on_same_output_fails_naming_the_holder(tmp_path):
+@contextlib.contextmanager
+def lock_held_by_child(path):
+    """A spawned process holding the output lock of `path` until `release` is set (or the block ends).
+    Yields (process, release event); shared by the lock tests here and in test_bad_inputs.py."""
     ctx = mp.get_context("spawn")
     ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold_lock, args=(tmp_path, ready, release))
+    p = ctx.Process(target=_hold_lock, args=(path, ready, release))
     p.start()
     try:
         assert ready.wait(30)
-        with pytest.raises(OutputLockedError, match=rf'"pid": {p.pid}'):
-            with locked_output(tmp_path):
-                pass
+        yield p, release
     finally:
         release.set()
         p.join(10)
+
+
+def test_second_run_on_same_output_fails_naming_the_holder(tmp_path):
+    with lock_held_by_child(tmp_path) as (p, _):
+        with pytest.raises(OutputLockedError, match=rf'"pid": {p.pid}'):
+            with locked_output(tmp_path):
+                pass
     t0 = time.time()
     with locked_output(tmp_path):  # released: free again
         pass

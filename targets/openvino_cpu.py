@@ -92,22 +92,35 @@ def _fp32(ctx, sm=None) -> Artifact:
                                tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
 
 
-def _int8(ctx, opts: Options) -> Artifact:
+def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
+    """The NNCF INT8 stage of a recipe (quantized from the equalized IR when the recipe equalizes;
+    accuracy control when it has a budget), shared with openvino-npu (`target_device="NPU"`: NNCF's
+    NPU hardware config, its own stage). Returns (stage result, tool versions, calibration batch)."""
     from pipeline.stages.openvino import quantize_nncf
-    from pipeline.stages.recipe_stages import budget_record, nncf_budget_stage, source_savedmodel
+    from pipeline.stages.recipe_stages import nncf_budget_stage, source_savedmodel
 
-    recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
     ir, _ = _ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
     versions = tool_versions("openvino", "nncf")
+    if recipe.max_accuracy_drop is not None:
+        return nncf_budget_stage(ctx, ir, recipe, calib, target_device), versions, calib
+    # the default recipe adds nothing to the key: stages cached before recipes stay valid
     params = {"ir": ir.key, "calibration": calib.sha256, "preset": recipe.nncf_preset or "performance",
               **recipe.key_params(), **versions}
-    if recipe.max_accuracy_drop is not None:
-        res = nncf_budget_stage(ctx, ir, recipe, calib)
-    else:
-        res = ctx.stage("nncf-int8", params,
-                        lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images,
-                                                           recipe).name})
+    name = "nncf-int8"
+    if target_device != "ANY":
+        params["target_device"] = target_device
+        name = f"nncf-int8-{target_device.lower()}"
+    res = ctx.stage(name, params, lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images,
+                                                                     recipe, target_device=target_device).name})
+    return res, versions, calib
+
+
+def _int8(ctx, opts: Options) -> Artifact:
+    from pipeline.stages.recipe_stages import budget_record
+
+    recipe = ctx.recipe(NAME)
+    res, versions, calib = nncf_int8_stage(ctx, recipe)
     return Artifact.from_files(f"{NAME}/int8", NAME, "openvino-ir", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
                                source_model_sha256=ctx.model_sha, stage_key=res.key,

@@ -21,7 +21,6 @@ from pydantic import Field
 
 from pipeline.artifacts import Artifact
 from pipeline.errors import ConfigError
-from pipeline.versions import tool_versions
 from targets.base import Job, QuantizedOptions
 
 NAME = "openvino-npu"
@@ -54,24 +53,13 @@ def npu_devices() -> list[str]:
 
 def _npu_int8(ctx, opts: Options) -> Artifact:
     from pipeline.recipes import resolve
-    from pipeline.stages.openvino import quantize_nncf
-    from pipeline.stages.recipe_stages import budget_record, nncf_budget_stage, source_savedmodel
+    from pipeline.stages.recipe_stages import budget_record
     from targets.openvino_compile import compile_and_export, config_for
-    from targets.openvino_cpu import _ir_stage
+    from targets.openvino_cpu import nncf_int8_stage
 
     recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
-    calib = ctx.calibration_for(recipe)
-    ir, _ = _ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
-    versions = tool_versions("openvino", "nncf")
+    res, versions, calib = nncf_int8_stage(ctx, recipe, target_device="NPU")
     preset = recipe.nncf_preset or "performance"
-    params = {"ir": ir.key, "calibration": calib.sha256, "preset": preset, "target_device": "NPU",
-              **recipe.key_params(), **versions}  # the default recipe keeps the key it had before recipes
-    if recipe.max_accuracy_drop is not None:
-        res = nncf_budget_stage(ctx, ir, recipe, calib, target_device="NPU")
-    else:
-        res = ctx.stage("nncf-int8-npu", params,
-                        lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images, recipe,
-                                                           target_device="NPU").name})
     xml = res.path / res.meta["file"]
     common = dict(tool_versions=versions, calibration_sha256=calib.sha256, source_model_sha256=ctx.model_sha,
                   recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})

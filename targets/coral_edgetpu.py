@@ -63,17 +63,13 @@ def _build(ctx, opts: Options) -> Artifact:
     if recipe.max_accuracy_drop is None:
         src, versions, calib = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=recipe)
         record = {}
-    else:  # full-integer repairs, never float layers
+    else:  # full-integer repairs, never float layers; every rung has the recipe's calibration images
         from pipeline.stages.recipe_stages import full_integer_budget
+        from pipeline.versions import tool_versions
 
-        built = {}
-
-        def rung(r):
-            res, built["versions"], built["calib"] = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=r)
-            return res
-
-        src, pick = full_integer_budget(ctx, recipe, rung)
-        versions, calib = built["versions"], built["calib"]
+        src, pick = full_integer_budget(
+            ctx, recipe, lambda rung: int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=rung)[0])
+        versions, calib = tool_versions("tensorflow"), ctx.calibration_for(recipe)
         record = {"edgetpu_repair": pick}
     src_path = src.path / src.meta["file"]
     exe = etc.find_compiler()

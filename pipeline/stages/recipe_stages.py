@@ -68,6 +68,12 @@ def diagnosis_savedmodel(ctx, target: str):
     return source_savedmodel(ctx, recipe, ctx.calibration_for(recipe)) if wants_equalization(recipe) else None
 
 
+def _control_batch(ctx, calib):
+    """The batch the accuracy-control images come from: `data.accuracy_control`, else `calib`."""
+    control = ctx.accuracy_control if ctx is not None else None
+    return calib if control is None else control
+
+
 def control_key(ctx) -> dict:
     """The control set's part of a budget stage's key (nothing when it is the calibration split, so
     stages cached before `data.accuracy_control` existed stay valid)."""
@@ -79,9 +85,7 @@ def control_set(ctx, calib, budget: float | None = None) -> tuple[np.ndarray, np
     """The accuracy-control images: `data.accuracy_control` when configured, else the labeled
     calibration images. Warns when one image is worth more than the budget: a drop measured
     on them cannot tell a budget-meeting model from one that is not."""
-    control = ctx.accuracy_control if ctx is not None else None
-    if control is not None:
-        calib = control
+    calib = _control_batch(ctx, calib)
     labeled = calib.labels >= 0
     if not labeled.any():
         raise ConfigError("recipe max_accuracy_drop: expected labeled calibration images to measure the drop "
@@ -98,12 +102,15 @@ def _resolution(labels: np.ndarray) -> dict:
     return {"control_images": len(labels), "resolution_points": 100.0 / len(labels)}
 
 
-def _reference_top1(ctx, images: np.ndarray, labels: np.ndarray) -> float:
-    """FP32 top-1 of the configured model (Keras or SavedModel) on the accuracy-control set."""
+def _reference_top1(ctx, calib, images: np.ndarray, labels: np.ndarray) -> float:
+    """FP32 top-1 of the configured model (Keras or SavedModel) on the accuracy-control set, a cached
+    stage shared by every budget that measures against it."""
     from pipeline.stages.accuracy_aware import top1
     from pipeline.validators.accuracy import predict_all
 
-    return top1(predict_all(ctx.reference_runner(), images), labels)
+    key = {"model": ctx.model_sha, "control": _control_batch(ctx, calib).sha256}
+    return ctx.stage("control-reference", key,
+                     lambda out: {"top1": top1(predict_all(ctx.reference_runner(), images), labels)}).meta["top1"]
 
 
 def full_integer_budget(ctx, recipe, int8_stage):
@@ -119,14 +126,14 @@ def full_integer_budget(ctx, recipe, int8_stage):
 
     calib = ctx.calibration_for(recipe)
     images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
-    ref = ctx.stage("control-reference", {"model": ctx.model_sha, "control": calib.sha256, **control_key(ctx)},
-                    lambda out: {"top1": _reference_top1(ctx, images, labels)}).meta["top1"]
+    ref = _reference_top1(ctx, calib, images, labels)
+    control_sha = _control_batch(ctx, calib).sha256
     built = {}
 
     def evaluate(name: str, rung) -> float:
         res = built[name] = int8_stage(rung)
         path = res.path / res.meta["file"]
-        score = ctx.stage("control-top1", {"tflite": res.key, "control": calib.sha256, **control_key(ctx)},
+        score = ctx.stage("control-top1", {"tflite": res.key, "control": control_sha},
                           lambda out: {"top1": top1(predict_all(TFLiteRunner(path, ctx.cfg.threads), images),
                                                     labels)})
         return 100.0 * (ref - score.meta["top1"])
@@ -151,7 +158,7 @@ def tflite_budget_stage(ctx, sm, recipe, calib):
 
     def fn(out: Path) -> dict:
         images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
-        ref = _reference_top1(ctx, images, labels)
+        ref = _reference_top1(ctx, calib, images, labels)
         path, res = tflite_to_budget(sm.path / "saved_model", out, calib.images, images, labels, ref,
                                      recipe.max_accuracy_drop, threads=ctx.cfg.threads,
                                      per_tensor=recipe.weights == "per_tensor")

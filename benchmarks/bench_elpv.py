@@ -22,7 +22,7 @@ from pathlib import Path
 
 def run(out: Path) -> tuple[float, int, dict]:
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "run", "--output", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "run", "--output", str(out)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     wall = time.perf_counter() - t0
     report_path = out / "report.json"

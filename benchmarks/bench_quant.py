@@ -70,7 +70,7 @@ SIDE = "_side_by_side"  # bench_quant.json key of the --latency-rounds measureme
 def _config(output: Path, target: str | None, recipe: str | None):
     import yaml
 
-    from pipeline.config import example_config_path, parse_config
+    from pipeline.config.schema import example_config_path, parse_config
 
     path = example_config_path("elpv-xception")
     raw = yaml.safe_load(path.read_text())
@@ -83,9 +83,9 @@ def _config(output: Path, target: str | None, recipe: str | None):
 
 class Bench:
     def __init__(self, output: Path):
-        from pipeline.context import RunContext
+        from pipeline.run.context import RunContext
         from pipeline.examples import resolve_model
-        from pipeline.run import _reference
+        from pipeline.run.orchestrate import _reference
 
         self.output = output
         cfg = _config(output, None, None)
@@ -96,7 +96,7 @@ class Bench:
         self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
 
     def context(self, target: str, recipe: str):
-        from pipeline.context import RunContext
+        from pipeline.run.context import RunContext
 
         ctx = RunContext(_config(self.output, target, recipe), self.model_path)
         ctx.__dict__["calibration"] = self.base.calibration  # load the images once
@@ -105,8 +105,8 @@ class Bench:
         return ctx
 
     def measure(self, ctx, name: str, path: Path, make_runner) -> dict:
-        from pipeline.hashing import sha256_file
-        from pipeline.run import _latency_stage, _scores_stage
+        from pipeline.core.hashing import sha256_file
+        from pipeline.run.orchestrate import _latency_stage, _scores_stage
         from pipeline.validators import accuracy as acc_mod
 
         files = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
@@ -127,8 +127,8 @@ class Bench:
         return self.edgepipe(target, recipe)
 
     def by_hand(self, which: str) -> tuple:
-        from pipeline.versions import tool_versions
-        from targets.runtimes import OpenVINORunner, TFLiteRunner
+        from pipeline.core.versions import tool_versions
+        from pipeline.formats.runners import OpenVINORunner, TFLiteRunner
 
         ctx = self.context("tflite-arm", "default")
         sm = ctx.savedmodel()
@@ -142,7 +142,7 @@ class Bench:
             return ctx, path, lambda: TFLiteRunner(path, threads), {}
         if which == "ort":
             from targets import onnx_cpu
-            from targets.runtimes import ONNXRunner
+            from pipeline.formats.runners import ONNXRunner
 
             fp32, _ = onnx_cpu._onnx_stage(ctx, onnx_cpu.Options())
             src = fp32.path / fp32.meta["file"]
@@ -224,7 +224,7 @@ class Bench:
             def fn(stage_dir: Path, d=d) -> dict:
                 import keras
 
-                from pipeline.stages.equalize import max_output_diff
+                from pipeline.quantize.equalize import max_output_diff
 
                 new = keras.saving.load_model(d / "equalized.keras", compile=False)
                 return {"max_output_diff": max_output_diff(self.base.keras_model(), new,

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 
 from calibration.preprocess import RANGES
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 log = logging.getLogger("edgepipe")
 

@@ -10,8 +10,8 @@ from calibration import checks
 from calibration.preprocess import PreprocessSpec
 from calibration.sources import open_source
 from calibration.splits import stratified_split
-from pipeline.errors import InputError
-from pipeline.hashing import sha256_arrays
+from pipeline.core.errors import InputError
+from pipeline.core.hashing import sha256_arrays
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,9 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from pipeline.artifacts import Artifact
-from pipeline.errors import StageError
-from pipeline.outdir import link_or_copy
+from pipeline.core.artifacts import Artifact
+from pipeline.core.errors import StageError
+from pipeline.run.outdir import link_or_copy
 from targets.base import Job, QuantizedOptions
 
 NAME = "coral-edgetpu"
@@ -55,8 +55,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
 
 def _build(ctx, opts: Options) -> Artifact:
-    from pipeline.recipes import resolve
-    from targets import edgetpu_compiler as etc
+    from pipeline.quantize.recipes import resolve
+    from targets.edgetpu import compiler as etc
     from targets.tflite_arm import int8_stage, runtime_metadata
 
     recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
@@ -64,8 +64,8 @@ def _build(ctx, opts: Options) -> Artifact:
         src, versions, calib = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=recipe)
         record = {}
     else:  # full-integer repairs, never float layers; every rung has the recipe's calibration images
-        from pipeline.stages.recipe_stages import full_integer_budget
-        from pipeline.versions import tool_versions
+        from pipeline.quantize.recipe_stages import full_integer_budget
+        from pipeline.core.versions import tool_versions
 
         src, pick = full_integer_budget(
             ctx, recipe, lambda rung: int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=rung)[0])
@@ -95,8 +95,8 @@ def _compile_stage(src: Path, out: Path, opts: Options, exe: str | None) -> dict
     """Pre-flight (always) and compile (when the compiler exists) into one artifact directory."""
     from rich.console import Console
 
-    from targets import edgetpu_compiler as etc
-    from targets.edgetpu_preflight import analyze, render_table
+    from targets.edgetpu import compiler as etc
+    from targets.edgetpu.preflight import analyze, render_table
 
     link_or_copy(src, out / SOURCE)
     report = analyze(out / SOURCE)
@@ -141,7 +141,7 @@ def _load_delegate():
     """libedgetpu's TFLite delegate, from the interpreter module in use (LiteRT or tflite-runtime)."""
     from importlib import import_module
 
-    from targets.runtimes import tflite_interpreter_class
+    from pipeline.formats.runners import tflite_interpreter_class
 
     cls, _ = tflite_interpreter_class()
     return import_module(cls.__module__).load_delegate(DELEGATE)
@@ -180,7 +180,7 @@ def make_runner(artifact: Artifact, threads: int, device: str = "edgetpu"):
     """The compiled model on the Edge TPU (libedgetpu delegate) when possible, else the same int8
     model on the CPU interpreter (an Edge TPU model's custom op cannot run without the delegate).
     `device="cpu"` (the job's runner_params on a host without an Edge TPU) always takes the CPU."""
-    from targets.runtimes import TFLiteRunner
+    from pipeline.formats.runners import TFLiteRunner
 
     compiled = artifact.metadata.get("edgetpu", {}).get("compiled") or []
     if device == "edgetpu" and len(compiled) == 1 and edgetpu_delegate_error() is None:

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.artifacts import Artifact
-from pipeline.versions import tool_versions
+from pipeline.core.artifacts import Artifact
+from pipeline.core.versions import tool_versions
 from targets.base import Job, QuantizedOptions
 
 NAME = "onnx-cpu"
@@ -25,8 +25,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
     builders = {"fp32": lambda: _fp32(ctx, opts), "int8": lambda: _int8(ctx, opts)}
 
     def diagnose(artifact):
-        from pipeline.stages.layer_errors import layer_error_stage
-        from pipeline.stages.recipe_stages import diagnosis_savedmodel
+        from pipeline.diagnostics.layer_errors import layer_error_stage
+        from pipeline.quantize.recipe_stages import diagnosis_savedmodel
 
         return layer_error_stage(ctx, "onnx", _fp32(ctx, opts, diagnosis_savedmodel(ctx, NAME)), artifact)
 
@@ -53,7 +53,7 @@ def _fp32(ctx, opts: Options, sm=None) -> Artifact:
 
 def _int8(ctx, opts: Options) -> Artifact:
     from pipeline.stages.onnx import quantize_qdq
-    from pipeline.stages.recipe_stages import source_savedmodel
+    from pipeline.quantize.recipe_stages import source_savedmodel
 
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
@@ -69,6 +69,6 @@ def _int8(ctx, opts: Options) -> Artifact:
 
 
 def make_runner(artifact: Artifact, threads: int):
-    from targets.runtimes import ONNXRunner
+    from pipeline.formats.runners import ONNXRunner
 
     return ONNXRunner(artifact.path, threads)

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import PositiveInt, model_validator
 
-from pipeline.artifacts import Artifact
-from pipeline.versions import cpu_model, tool_versions
+from pipeline.core.artifacts import Artifact
+from pipeline.core.versions import cpu_model, tool_versions
 from targets.base import Job, QuantizedOptions
 
 NAME = "openvino-cpu"
@@ -45,8 +45,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
                            opts.num_threads, opts.blob, cache_dir)
 
     def diagnose(artifact):
-        from pipeline.stages.layer_errors import layer_error_stage
-        from pipeline.stages.recipe_stages import diagnosis_savedmodel
+        from pipeline.diagnostics.layer_errors import layer_error_stage
+        from pipeline.quantize.recipe_stages import diagnosis_savedmodel
 
         return layer_error_stage(ctx, "openvino", _fp32(ctx, diagnosis_savedmodel(ctx, NAME)), artifact)
 
@@ -97,7 +97,7 @@ def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
     accuracy control when it has a budget), shared with openvino-npu (`target_device="NPU"`: NNCF's
     NPU hardware config, its own stage). Returns (stage result, tool versions, calibration batch)."""
     from pipeline.stages.openvino import quantize_nncf
-    from pipeline.stages.recipe_stages import nncf_budget_stage, source_savedmodel
+    from pipeline.quantize.recipe_stages import nncf_budget_stage, source_savedmodel
 
     calib = ctx.calibration_for(recipe)
     ir, _ = _ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
@@ -117,7 +117,7 @@ def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
 
 
 def _int8(ctx, opts: Options) -> Artifact:
-    from pipeline.stages.recipe_stages import budget_record
+    from pipeline.quantize.recipe_stages import budget_record
 
     recipe = ctx.recipe(NAME)
     res, versions, calib = nncf_int8_stage(ctx, recipe)
@@ -132,7 +132,7 @@ def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", inferen
                 cache_dir: Path | None = None):
     """Imports the artifact's CPU blob when it has one (same config as compiled), else compiles the IR.
     Plain-data arguments (the job's runner_params), so the probe can build it in a child process."""
-    from targets.runtimes import OpenVINORunner
+    from pipeline.formats.runners import OpenVINORunner
 
     has_blob = blob and f"{artifact.path.stem}.blob" in artifact.files
     return OpenVINORunner(artifact.path, num_threads or threads, hint, inference_precision, streams=streams,

@@ -19,8 +19,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.artifacts import Artifact
-from pipeline.errors import ConfigError
+from pipeline.core.artifacts import Artifact
+from pipeline.core.errors import ConfigError
 from targets.base import Job, QuantizedOptions
 
 NAME = "openvino-npu"
@@ -52,8 +52,8 @@ def npu_devices() -> list[str]:
 
 
 def _npu_int8(ctx, opts: Options) -> Artifact:
-    from pipeline.recipes import resolve
-    from pipeline.stages.recipe_stages import budget_record
+    from pipeline.quantize.recipes import resolve
+    from pipeline.quantize.recipe_stages import budget_record
     from targets.openvino_compile import compile_and_export, config_for
     from targets.openvino_cpu import nncf_int8_stage
 
@@ -122,7 +122,7 @@ def make_runner(artifact: Artifact, threads: int, device: str = "CPU"):
 
 def _cpu_runner(artifact: Artifact, threads: int):
     """Accuracy on this host: the same IR on the CPU plugin (f32, so the IR's own quantization decides)."""
-    from targets.runtimes import OpenVINORunner
+    from pipeline.formats.runners import OpenVINORunner
 
     runner = OpenVINORunner(Path(artifact.path), threads, "LATENCY", "f32")
     runner.info["device"] = "CPU (stand-in)"

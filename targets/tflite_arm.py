@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field, PositiveInt
 
-from pipeline.artifacts import Artifact
-from pipeline.versions import tool_versions
+from pipeline.core.artifacts import Artifact
+from pipeline.core.versions import tool_versions
 from targets.base import Job, QuantizedOptions
 
 NAME = "tflite-arm"
@@ -27,8 +27,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
         return make_runner(artifact, threads, opts.xnnpack, opts.num_threads)
 
     def diagnose(artifact):
-        from pipeline.stages.layer_errors import layer_error_stage
-        from pipeline.stages.recipe_stages import diagnosis_savedmodel
+        from pipeline.diagnostics.layer_errors import layer_error_stage
+        from pipeline.quantize.recipe_stages import diagnosis_savedmodel
 
         return layer_error_stage(ctx, "tflite", _fp32(ctx, diagnosis_savedmodel(ctx, NAME)), artifact)
 
@@ -42,7 +42,7 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
 def runtime_metadata(path) -> dict:
     """The minimum TFLite runtime version the artifact needs (from its op versions and metadata)."""
-    from targets.tflite_versions import min_runtime_version
+    from pipeline.formats.tflite_versions import min_runtime_version
 
     return {"min_runtime": min_runtime_version(path).to_json()}
 
@@ -51,7 +51,7 @@ def checks(ctx, opts: Options) -> list:
     """Extra report rows: with `verify_arm64: N`, each artifact on arm64 (emulated) vs the host."""
     if not opts.verify_arm64:
         return []
-    from targets.arm64_emulated import pipeline_row
+    from targets.arm64.emulated import pipeline_row
 
     builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
     return [lambda rows, p=p: pipeline_row(ctx, f"{NAME}/{p}", p, builders[p], opts.verify_arm64, rows)
@@ -75,8 +75,8 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
     """The full-integer INT8 conversion stage, shared with coral-edgetpu: same options, same cache key,
     so an Edge TPU build reuses tflite-arm's conversion instead of converting twice.
     Returns (stage result, tool versions, calibration batch used)."""
-    from pipeline.recipes import BUILTIN
-    from pipeline.stages.recipe_stages import source_savedmodel, tflite_budget_stage
+    from pipeline.quantize.recipes import BUILTIN
+    from pipeline.quantize.recipe_stages import source_savedmodel, tflite_budget_stage
     from pipeline.stages.tflite import convert_int8
 
     recipe = recipe or BUILTIN["default"]
@@ -96,7 +96,7 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
 
 
 def _int8(ctx, opts: Options) -> Artifact:
-    from pipeline.stages.recipe_stages import budget_record
+    from pipeline.quantize.recipe_stages import budget_record
 
     recipe = ctx.recipe(NAME)
     res, versions, calib = int8_stage(ctx, opts.int8_io, recipe=recipe)
@@ -109,6 +109,6 @@ def _int8(ctx, opts: Options) -> Artifact:
 
 
 def make_runner(artifact: Artifact, threads: int, xnnpack: bool = True, num_threads: int | None = None):
-    from targets.runtimes import TFLiteRunner
+    from pipeline.formats.runners import TFLiteRunner
 
     return TFLiteRunner(artifact.path, num_threads or threads, xnnpack=xnnpack)

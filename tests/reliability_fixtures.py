@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cache import MARKER
+from pipeline.core.cache import MARKER
 from tests.conftest import tiny_config, write_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _start(cfg_path: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", str(cfg_path)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli.app", "run", str(cfg_path)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

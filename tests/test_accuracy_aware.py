@@ -7,8 +7,8 @@ import pytest
 
 from calibration.dataset import load_subset
 from calibration.preprocess import PreprocessSpec
-from pipeline.config import SplitSpec, Subset
-from pipeline.stages import accuracy_aware as aa
+from pipeline.config.schema import SplitSpec, Subset
+from pipeline.quantize import accuracy_aware as aa
 from tests import tiny_xception
 from tests.conftest import INPUT
 
@@ -79,7 +79,7 @@ def hostile(tiny_assets, tmp_path_factory):
 
 
 def test_tflite_budget_keeps_the_fewest_layers_in_float(hostile):
-    from targets.runtimes import TFLiteRunner, tflite_interpreter_class
+    from pipeline.formats.runners import TFLiteRunner, tflite_interpreter_class
 
     h = hostile
     path, res = aa.tflite_to_budget(h["sm"], h["out"], h["calib"].images, h["control"].images,
@@ -132,8 +132,8 @@ def test_nncf_accuracy_control_meets_the_budget(hostile):
 
 def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tmp_path):
     """The recipe field reaches the TFLite budget stage; the artifact record says what was kept."""
-    from pipeline.config import parse_config
-    from pipeline.run import run_pipeline
+    from pipeline.config.schema import parse_config
+    from pipeline.run.orchestrate import run_pipeline
     from tests.conftest import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path / "out",
@@ -152,7 +152,7 @@ def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tmp_path
 # ---- Edge TPU: full-integer repairs instead of float layers -------------------------------------
 
 def test_full_integer_ladder_stacks_only_missing_repairs():
-    from pipeline.recipes import Recipe
+    from pipeline.quantize.recipes import Recipe
 
     ladder = aa.full_integer_ladder(Recipe(max_accuracy_drop=0.3))
     assert [(n, t) for n, _, t in ladder] == [("recipe", 0), ("eq-sep", 1), ("eq-sep+cle", 2)]
@@ -164,7 +164,7 @@ def test_full_integer_ladder_stacks_only_missing_repairs():
 
 
 def test_full_integer_search_stops_at_the_first_rung_within_budget():
-    from pipeline.recipes import Recipe
+    from pipeline.quantize.recipes import Recipe
 
     ladder = aa.full_integer_ladder(Recipe(max_accuracy_drop=0.3))
     drops = {"recipe": 0.5, "eq-sep": 0.1, "eq-sep+cle": 0.0}
@@ -177,7 +177,7 @@ def test_full_integer_search_stops_at_the_first_rung_within_budget():
 
 
 def test_edgetpu_recipes_are_tflite_recipes_with_8_bit_only():
-    from pipeline.recipes import BUILTIN, Recipe, problems
+    from pipeline.quantize.recipes import BUILTIN, Recipe, problems
 
     assert problems(Recipe(max_accuracy_drop=0.3, equalize_separable=True), "edgetpu") == []
     assert any("8-bit integer ops only" in p for p in problems(BUILTIN["tflite-16x8"], "edgetpu"))
@@ -186,8 +186,8 @@ def test_edgetpu_recipes_are_tflite_recipes_with_8_bit_only():
 
 
 def _coral_budget_run(model, tiny_assets, out, budget):
-    from pipeline.config import parse_config
-    from pipeline.run import run_pipeline
+    from pipeline.config.schema import parse_config
+    from pipeline.run.orchestrate import run_pipeline
     from tests.conftest import tiny_config
 
     raw = tiny_config(tiny_assets, out, targets=[{"name": "coral-edgetpu", "options": {"recipe": "b"}}],
@@ -198,7 +198,7 @@ def _coral_budget_run(model, tiny_assets, out, budget):
 
 
 def test_edgetpu_budget_takes_the_plain_full_integer_model_when_it_is_within_budget(tiny_assets, tmp_path):
-    from pipeline.hashing import sha256_file
+    from pipeline.core.hashing import sha256_file
 
     row, pick = _coral_budget_run(tiny_assets["model"], tiny_assets, tmp_path / "out", 100.0)
     assert pick["chosen"] == "recipe" and pick["within_budget"]
@@ -214,7 +214,7 @@ def test_edgetpu_budget_never_keeps_float_layers_and_says_when_no_repair_suffice
     """The hostile model needs its classifier in float (see the TFLite test above); the Edge TPU
     cannot do that, so every full-integer rung is measured, none meets the budget, the smallest
     drop is chosen and flagged, and the artifact is still a full-integer model."""
-    from targets.runtimes import tflite_interpreter_class
+    from pipeline.formats.runners import tflite_interpreter_class
 
     path = tmp_path / "hostile.keras"
     hostile["model"].save(path)
@@ -234,8 +234,8 @@ def test_edgetpu_budget_never_keeps_float_layers_and_says_when_no_repair_suffice
 def test_control_set_warns_when_one_image_is_coarser_than_the_budget(caplog):
     from types import SimpleNamespace
 
-    from pipeline.errors import ConfigError
-    from pipeline.stages.recipe_stages import control_set
+    from pipeline.core.errors import ConfigError
+    from pipeline.quantize.recipe_stages import control_set
 
     calib = SimpleNamespace(images=np.zeros((301, 2, 2, 3), np.float32), labels=np.array([0] * 300 + [-1]))
     with caplog.at_level("WARNING", logger="edgepipe"):
@@ -252,9 +252,9 @@ def test_control_set_warns_when_one_image_is_coarser_than_the_budget(caplog):
 
 
 def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_path):
-    from pipeline.config import parse_config
-    from pipeline.errors import ConfigError
-    from pipeline.run import run_pipeline
+    from pipeline.config.schema import parse_config
+    from pipeline.core.errors import ConfigError
+    from pipeline.run.orchestrate import run_pipeline
     from tests.conftest import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": "coral-edgetpu", "options": {"recipe": "b"}}],
@@ -272,7 +272,7 @@ def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_p
 
 
 def test_terminal_names_what_a_budget_chose():
-    from pipeline.report import recipe_notes
+    from pipeline.reports.terminal import recipe_notes
 
     rows = [{"artifact": "coral-edgetpu/int8", "recipe": {"max_accuracy_drop": 0.3, "edgetpu_repair": {
                 "control_images": 300, "why": "eq-sep: within the 0.3-point budget (-0.13)"}}},

@@ -13,11 +13,11 @@ import pytest
 from typer.testing import CliRunner
 
 from calibration import checks
-from pipeline.cli import app
-from pipeline.errors import InputError
-from pipeline.labels import check_outputs, read_labels
-from pipeline.outdir import locked_output
-from targets.runtimes import KerasRunner, OpenVINORunner, TFLiteRunner
+from pipeline.cli.app import app
+from pipeline.core.errors import InputError
+from pipeline.core.labels import check_outputs, read_labels
+from pipeline.run.outdir import locked_output
+from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
 from tests.conftest import tiny_config, write_config
 from tests.model_files import TINY_TFLITE, tiny_ir
 from tests.test_cache import lock_held_by_child  # one lock-holder child for every lock test
@@ -26,8 +26,8 @@ runner = CliRunner()
 
 
 def test_config_path_with_an_unknown_user_is_a_config_error(tmp_path):
-    from pipeline.config import load_config
-    from pipeline.errors import ConfigError
+    from pipeline.config.schema import load_config
+    from pipeline.core.errors import ConfigError
 
     p = tmp_path / "p.yaml"
     p.write_text("model: {path: ~nosuchuser/m.keras}\ntargets: [{name: tflite-arm}]\n"
@@ -74,7 +74,7 @@ def test_every_runner_checks_its_input():
     import inspect
 
     import targets
-    import targets.runtimes as rt
+    import pipeline.formats.runners as rt
 
     modules = [rt, *(importlib.import_module(t.module) for t in targets.REGISTRY.values())]
     runners = {c for m in modules for _, c in inspect.getmembers(m, inspect.isclass)
@@ -195,8 +195,8 @@ def test_second_cli_run_names_the_holder(tmp_path, tiny_assets):
 
 # ---- rows 6-7 wired into the data loader (the unit checks are in test_calibration.py) ----------------
 def _ctx(tiny_assets, tmp_path, **data):
-    from pipeline.config import parse_config
-    from pipeline.context import RunContext
+    from pipeline.config.schema import parse_config
+    from pipeline.run.context import RunContext
 
     cfg = tiny_config(tiny_assets, tmp_path / "out")
     cfg["data"].update(data)
@@ -210,8 +210,8 @@ def test_non_finite_pixels_stop_the_data_loader(tiny_assets, tmp_path, monkeypat
     monkeypatch.setattr(pp, "IMAGENET_STD", (0.0, 0.0, 0.0))
     cfg = tiny_config(tiny_assets, tmp_path / "out")
     cfg["input"]["preprocessing"] = "imagenet"
-    from pipeline.config import parse_config
-    from pipeline.context import RunContext
+    from pipeline.config.schema import parse_config
+    from pipeline.run.context import RunContext
 
     ctx = RunContext(parse_config(cfg), tiny_assets["model"])
     with pytest.raises(InputError, match=r"calibration data: expected finite pixel values\. Received NaN/inf in 30 "

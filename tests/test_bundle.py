@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.archive import pack, unpack
-from pipeline.bundle import read_manifest
-from pipeline.cli import app
-from pipeline.errors import BundleError
-from pipeline.hashing import sha256_file
-from pipeline.signing import keygen
+from pipeline.boards.archive import pack, unpack
+from pipeline.boards.bundle import read_manifest
+from pipeline.cli.app import app
+from pipeline.core.errors import BundleError
+from pipeline.core.hashing import sha256_file
+from pipeline.boards.signing import keygen
 
 runner = CliRunner()
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from pipeline.cache import MARKER, StageCache
-from pipeline.errors import OutputLockedError
-from pipeline.outdir import locked_output
+from pipeline.core.cache import MARKER, StageCache
+from pipeline.core.errors import OutputLockedError
+from pipeline.run.outdir import locked_output
 
 
 def test_hit_miss_and_parameter_change(tmp_path):

@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline.cache import MARKER, StageCache
-from pipeline.executor import Failure, LocalExecutor, Task
+from pipeline.core.cache import MARKER, StageCache
+from pipeline.executors.base import Failure, LocalExecutor, Task
 
 
 def _slow_stage(root: str, counter: str, seconds: float):

@@ -10,7 +10,7 @@ from calibration import checks
 from calibration.preprocess import PreprocessSpec
 from calibration.sources import _elpv, open_source
 from calibration.splits import stratified_split
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 
 def test_split_is_deterministic_disjoint_and_stratified():

@@ -11,7 +11,7 @@ HEAVY = ("tensorflow", "keras", "openvino", "nncf", "onnx", "onnxruntime", "tf2o
 PROBE = """
 import sys, json
 from typer.testing import CliRunner
-from pipeline.cli import app
+from pipeline.cli.app import app
 r = CliRunner().invoke(app, sys.argv[1:])
 print(json.dumps({"code": r.exit_code, "out": r.output,
                   "heavy": sorted(m for m in sys.modules if m.split('.')[0] in HEAVY)}))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import example_config_path, load_config, parse_config
-from pipeline.errors import ConfigError
+from pipeline.config.schema import example_config_path, load_config, parse_config
+from pipeline.core.errors import ConfigError
 from tests.conftest import tiny_config, write_config
 
 FAKE_ASSETS = {"model": "/m/model.keras", "data": "/d"}

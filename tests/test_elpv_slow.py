@@ -13,7 +13,7 @@ def test_elpv_model_reuses_the_imagenet_backbone_unchanged_and_learns():
 
     from calibration.dataset import load_subset
     from calibration.preprocess import PreprocessSpec
-    from pipeline.config import example_config_path, load_config
+    from pipeline.config.schema import example_config_path, load_config
     from pipeline.examples import kitchenware_model_path, resolve_model
 
     cfg = load_config(example_config_path("elpv-xception"))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError, InputError
-from pipeline.executor import Failure, LocalExecutor, Task, make_executor, parse_spec
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.executors.base import Failure, LocalExecutor, Task, make_executor, parse_spec
 
 
 def square(x: int) -> dict:

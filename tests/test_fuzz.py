@@ -16,11 +16,11 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config import load_config
-from pipeline.errors import EdgepipeError
-from pipeline.inspect_model import check_model_file
-from pipeline.labels import read_labels
-from pipeline.probe import ProbeLimits, probe
+from pipeline.config.schema import load_config
+from pipeline.core.errors import EdgepipeError
+from pipeline.formats.inspect import check_model_file
+from pipeline.core.labels import read_labels
+from pipeline.run.probe import ProbeLimits, probe
 from tests.model_files import TINY_TFLITE, tiny_onnx
 
 LIMITS = ProbeLimits(timeout_s=20, memory_mb=4096)

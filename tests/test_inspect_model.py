@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.errors import InputError
-from pipeline.inspect_model import check_model_file, describe, sniff
+from pipeline.cli.app import app
+from pipeline.core.errors import InputError
+from pipeline.formats.inspect import check_model_file, describe, sniff
 from tests.conftest import tiny_config, write_config
 from tests.model_files import TINY_TFLITE, tiny_ir, tiny_onnx
 

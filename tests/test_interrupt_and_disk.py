@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli.app import app
 from tests.conftest import write_config
 
 
@@ -106,7 +106,7 @@ def test_read_only_output_aborts_cleanly_and_keeps_previous_outputs(resumed, tmp
 def test_leftovers_of_a_killed_publish_are_undone(tmp_path):
     """kill -9 between publish_dir's two renames leaves only `.old-<name>-<pid>`: the previous good
     artifact is put back; temporary artifact dirs and report files of dead runs are removed."""
-    from pipeline.outdir import sweep_leftovers
+    from pipeline.run.outdir import sweep_leftovers
 
     arts = tmp_path / "artifacts"
     (arts / ".old-tflite-arm-int8-999999999").mkdir(parents=True)

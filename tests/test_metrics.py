@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
+from pipeline.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
 from pipeline.validators import accuracy, gates, parity, stats
 from pipeline.validators.latency import summarize
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 from pipeline.stages.keras_model import load_keras
 
 

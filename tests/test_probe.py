@@ -19,9 +19,9 @@ import pytest
 from typer.testing import CliRunner
 
 import targets
-from pipeline.artifacts import Artifact
-from pipeline.cli import app
-from pipeline.probe import ArtifactProbeError, ProbeLimits, probe
+from pipeline.core.artifacts import Artifact
+from pipeline.cli.app import app
+from pipeline.run.probe import ArtifactProbeError, ProbeLimits, probe
 from tests.conftest import tiny_config, write_config
 from tests.model_files import BIG_TFLITE, HANG_TFLITE, TINY_TFLITE
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.executor import Failure, LocalExecutor, Task
+from pipeline.executors.base import Failure, LocalExecutor, Task
 from tests.conftest import tiny_config
 from tests.test_executor import always_die, count_and_fail, die_once, hold_board, overlaps, square
 
@@ -18,7 +18,7 @@ BOARDS = {"board:rpi4-01": 1, "board:rpi4-02": 1}
 
 @pytest.fixture(scope="module")
 def ray_executor():
-    from pipeline.ray_executor import RayExecutor
+    from pipeline.executors.ray_executor import RayExecutor
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, resources=BOARDS, logging_level="WARNING")
     try:
@@ -62,8 +62,8 @@ def test_ray_task_for_an_undeclared_board_fails_instead_of_hanging(ray_executor)
 
 
 def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray_executor):
-    from pipeline.sweep import run_sweep
-    from pipeline.sweep_config import parse_sweep
+    from pipeline.sweeps.runner import run_sweep
+    from pipeline.sweeps.config import parse_sweep
 
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"\x00not a zip archive")

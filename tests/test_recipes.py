@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pipeline.config import parse_config
-from pipeline.errors import ConfigError
-from pipeline.recipes import BUILTIN, QUANTIZERS, Recipe, problems, resolve
+from pipeline.config.schema import parse_config
+from pipeline.core.errors import ConfigError
+from pipeline.quantize.recipes import BUILTIN, QUANTIZERS, Recipe, problems, resolve
 from tests.conftest import tiny_config
 from tests.test_cli_light import _probe
 
@@ -126,7 +126,7 @@ def test_transform_fields_are_refused_until_their_stage_module_exists():
 
     r = Recipe(equalize_separable=True)
     msgs = problems(r, "tflite")
-    if find_spec("pipeline.stages.equalize") is None:
+    if find_spec("pipeline.quantize.equalize") is None:
         assert msgs == ["equalize_separable needs pipeline.stages.equalize, "
                         "which this edgepipe build does not have yet"]
     else:

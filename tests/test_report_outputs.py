@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.html_report import write_html
-from pipeline.model_card import read_front_matter
+from pipeline.cli.app import app
+from pipeline.reports.html import write_html
+from pipeline.reports.model_card import read_front_matter
 from tests.conftest import tiny_config, write_config
 
 runner = CliRunner()
@@ -164,7 +164,7 @@ def test_artifact_that_cannot_be_validated_gives_exit_3(run, tmp_path, monkeypat
     """A built artifact whose device cannot be reached is a row with its reason; the others
     still run and pass; the run is partial (exit 3), not failed."""
     import targets.openvino_cpu as ov_target
-    from pipeline.errors import DeviceUnavailableError
+    from pipeline.core.errors import DeviceUnavailableError
 
     def unreachable(artifact, threads, *options):
         raise DeviceUnavailableError(f"{artifact.name}: device CPU@board-7 unreachable (connection refused)")

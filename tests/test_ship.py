@@ -17,14 +17,14 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import ship as ship_mod
-from pipeline.board_lock import BoardLock
-from pipeline.bundle import build_bundle, read_manifest, seal
-from pipeline.cli import app
-from pipeline.errors import RemoteError
-from pipeline.remote import Device, Remote, SSHOptions
-from pipeline.ship import Board, remote_dir_name
-from pipeline.signing import keygen
+from pipeline.boards import ship as ship_mod
+from pipeline.boards.lock import BoardLock
+from pipeline.boards.bundle import build_bundle, read_manifest, seal
+from pipeline.cli.app import app
+from pipeline.core.errors import RemoteError
+from pipeline.boards.remote import Device, Remote, SSHOptions
+from pipeline.boards.ship import Board, remote_dir_name
+from pipeline.boards.signing import keygen
 from tests.sshd_board import free_port, start_sshd, stop_sshd
 
 runner = CliRunner()

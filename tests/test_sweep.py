@@ -13,12 +13,12 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pipeline.boards import attach, board_tasks
-from pipeline.cli import app
-from pipeline.errors import ConfigError
-from pipeline.executor import Failure
-from pipeline.leaderboard import best, leaderboard_table, pareto_front, summarize
-from pipeline.sweep_config import Board, parse_sweep
+from pipeline.executors.board_resources import attach, board_tasks
+from pipeline.cli.app import app
+from pipeline.core.errors import ConfigError
+from pipeline.executors.base import Failure
+from pipeline.sweeps.leaderboard import best, leaderboard_table, pareto_front, summarize
+from pipeline.sweeps.config import Board, parse_sweep
 from tests.conftest import tiny_config
 
 RECIPES = [

@@ -21,10 +21,10 @@ from pydantic import ValidationError
 from rich.console import Console
 
 import targets
-from pipeline.artifacts import Artifact
-from pipeline.config import parse_config
-from pipeline.errors import ConfigError
-from pipeline.hashing import sha256_file
+from pipeline.core.artifacts import Artifact
+from pipeline.config.schema import parse_config
+from pipeline.core.errors import ConfigError
+from pipeline.core.hashing import sha256_file
 from tests.conftest import tiny_config
 
 HEAVY = ("tensorflow", "keras", "openvino", "nncf", "onnx", "onnxruntime", "tf2onnx")
@@ -34,7 +34,7 @@ N_CLASSES = 3
 @pytest.fixture(scope="module")
 def ctx(tiny_assets, tmp_path_factory):
     """One RunContext (and stage cache) shared by every target, as in a run."""
-    from pipeline.context import RunContext
+    from pipeline.run.context import RunContext
 
     out = tmp_path_factory.mktemp("contract") / "out"
     cfg = parse_config(tiny_config(tiny_assets, out))
@@ -140,7 +140,7 @@ class TestOpenVINOCPU(TargetContract):
     expected_jobs = ("openvino-cpu/fp32", "openvino-cpu/int8")
 
     def test_blob_is_reimported_with_the_same_precision_and_results(self, built, ctx):
-        from targets.runtimes import OpenVINORunner
+        from pipeline.formats.runners import OpenVINORunner
 
         image = ctx.validation.images[2]
         for job, art in built.values():
@@ -175,7 +175,7 @@ class TestCoralEdgeTPU(TargetContract):
         assert job.latency_skip(art).startswith("skipped: no Edge TPU model (not compiled)")
 
     def test_reuses_the_tflite_arm_int8_conversion_and_ships_the_preflight(self, built, ctx):
-        from targets.edgetpu_preflight import analyze
+        from targets.edgetpu.preflight import analyze
         from targets.tflite_arm import int8_stage
 
         _, art = built["coral-edgetpu/int8"]
@@ -190,7 +190,7 @@ class TestCoralEdgeTPU(TargetContract):
 
     def test_uint8_io_option(self, ctx):
         from targets import coral_edgetpu
-        from targets.edgetpu_preflight import analyze
+        from targets.edgetpu.preflight import analyze
 
         (job,) = coral_edgetpu.jobs(ctx, coral_edgetpu.Options(io_dtype="uint8"))
         art = job.build()

@@ -16,9 +16,9 @@ import numpy as np
 from calibration.dataset import load_subset
 from calibration.preprocess import PreprocessSpec
 from calibration.sources import ELPV_LABELS
-from pipeline.cache import StageCache
-from pipeline.progress import bar, stderr
-from pipeline.versions import tool_versions
+from pipeline.core.cache import StageCache
+from pipeline.core.progress import bar, stderr
+from pipeline.core.versions import tool_versions
 
 RECIPE = {"recipe": 2, "head": "softmax", "epochs": 300, "l2": 1e-3, "lr": 1e-2, "feature_batch": 16}
 FILE = "elpv_xception.keras"
@@ -47,7 +47,7 @@ def _build(out: Path, kitchenware: Path, spec: PreprocessSpec, splits, threads: 
     import keras
     import tensorflow as tf
 
-    from pipeline.config import Subset
+    from pipeline.config.schema import Subset
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import InputError
-from pipeline.inspect_model import check_model_file, describe, sniff
+from pipeline.core.errors import InputError
+from pipeline.formats.inspect import check_model_file, describe, sniff
 
 
 def load_keras(path: Path, trust: bool = False):

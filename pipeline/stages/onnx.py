@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.adapters import onnx_calibration_reader
-from pipeline.errors import StageError
+from pipeline.core.errors import StageError
 
 CALIBRATION_METHODS = {None: "MinMax", "minmax": "MinMax", "percentile": "Percentile", "kl": "Entropy"}
 

@@ -32,7 +32,7 @@ def load_serving(path: Path, shape: tuple[int, int, int], n_classes: int):
     """The `serving_default` signature of a SavedModel, with its I/O verified against the config."""
     import tensorflow as tf
 
-    from pipeline.errors import InputError
+    from pipeline.core.errors import InputError
 
     try:
         loaded = tf.saved_model.load(str(path))

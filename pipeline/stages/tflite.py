@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.adapters import tflite_representative
-from pipeline.progress import bar
+from pipeline.core.progress import bar
 
 
 def convert_fp32(saved_model: Path, out: Path) -> Path:

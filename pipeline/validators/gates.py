@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
+from pipeline.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
 
 FAILED = {"failed", "error"}
 PARTIAL = {"partial", "unreachable"}

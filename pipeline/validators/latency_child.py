@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import DeviceUnavailableError, StageError
+from pipeline.core.errors import DeviceUnavailableError, StageError
 
 RUNTIME_MISSING = 3
 
@@ -55,7 +55,7 @@ def _child(req_path: str) -> int:
         sys.stdout.flush()
 
     try:
-        from targets.runtimes import runtime_module
+        from pipeline.formats.runners import runtime_module
 
         runtime_module(req["format"])  # import the runtime before the baseline
     except ImportError as err:
@@ -90,11 +90,11 @@ def _open(req: dict):
     job's options, so e.g. an OpenVINO CPU blob is imported as deployed); foreign files: open_runner."""
     if req.get("artifact") and req.get("target"):
         import targets
-        from pipeline.artifacts import Artifact
+        from pipeline.core.artifacts import Artifact
 
         art = Artifact.from_json(req["artifact"])
         return targets.load_module(req["target"]).make_runner(art, req["threads"], **req.get("options", {}))
-    from targets.runtimes import open_runner
+    from pipeline.formats.runners import open_runner
 
     return open_runner(req["format"], req["path"], req["threads"], **req.get("options", {}))
 

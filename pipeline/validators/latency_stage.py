@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.artifacts import Artifact
-from pipeline.progress import bar
+from pipeline.core.artifacts import Artifact
+from pipeline.core.progress import bar
 from pipeline.validators import latency as lat_mod
-from pipeline.versions import cpu_model
+from pipeline.core.versions import cpu_model
 
 
 def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | None = None,
                   runner_params: dict | None = None) -> dict:
     """Cached latency. A deployment artifact whose format edgepipe can open is measured in a
     child process (clean peak RSS); the reference (and any other runner) in this process."""
-    from targets.runtimes import RUNNERS
+    from pipeline.formats.runners import RUNNERS
 
     lat = ctx.cfg.latency
     valid = ctx.validation

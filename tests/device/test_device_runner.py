@@ -16,7 +16,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ASSETS = os.path.join(HERE, "assets")
-RUNNER = os.path.join(HERE, "..", "..", "targets", "device_runner.py")
+RUNNER = os.path.join(HERE, "..", "..", "pipeline", "boards", "device_runner.py")
 
 
 def run(*args):

@@ -1,0 +1,226 @@
+"""Bundles: a published artifact + manifest.json (every file's sha256 and size) + a signature.
+
+Layout of `<out>/<target>-<precision>-v<N>/`:
+
+    model file(s), labels.txt, preprocess.json, artifact.json, README.md (model card, if any)
+    sample/images.npy, sample/labels.npy   a few preprocessed labeled images for on-board eval
+    manifest.json                          signed file set + provenance + metrics + version
+    manifest.sig                           Ed25519 signature of manifest.json's bytes (not in the set)
+
+Verification (host and board) is `targets/device_runner.verify_bundle`: one implementation,
+stdlib only, so the board checks exactly what the host checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import BundleError, InputError
+from pipeline.core.hashing import sha256_file
+from pipeline.boards.signing import load_private, write_signature
+from pipeline.core.versions import tool_versions
+from pipeline.boards import device_runner
+
+MANIFEST = device_runner.MANIFEST
+SIGNATURE = device_runner.SIGNATURE
+ARTIFACT_FILES = ("labels.txt", "preprocess.json", "artifact.json")
+MODEL_CARD = "README.md"
+SAMPLE_PER_CLASS = 2
+# Oldest runtimes a bundle asks the board for. tflite-runtime 2.11 is the newest wheel for
+# Python 3.7 and is what the `device-old` tox env tests the runner with.
+MIN_RUNTIMES = {"tflite": {"ai_edge_litert": "1.0", "tflite_runtime": "2.11"}, "openvino-ir": {}}
+_VERSION_DIR = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
+
+
+def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None = None,
+                 samples: str | None = None, per_class: int = SAMPLE_PER_CLASS, threads: int = 2) -> Path:
+    """Bundle a published artifact directory; returns the new bundle directory (written atomically)."""
+    artifact_dir = Path(artifact_dir)
+    load_private(key)  # a missing or wrong key fails before any work
+    record = _read_artifact(artifact_dir)
+    name = artifact_dir.name
+    out = Path(out)
+    latest = latest_version(out, name)
+    if version is None:
+        version = latest + 1
+    elif version <= latest:
+        raise BundleError(f"bundle version: expected a version greater than {latest} (the newest {name} bundle in "
+                          f"{str(out)!r}). Received: {version}")
+    labels = [ln.strip() for ln in (artifact_dir / "labels.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
+    spec = json.loads((artifact_dir / "preprocess.json").read_text())
+    images, sample_labels, sample_info = select_sample(artifact_dir, labels, spec, samples, per_class)
+    model_path = artifact_dir / record["files"][0]
+    host_preds = _host_predictions(record["format"], model_path, images, threads)
+
+    final = out / f"{name}-v{version}"
+    tmp = out / f".tmp-{final.name}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "sample").mkdir(parents=True)
+    try:
+        copied = list(record["files"]) + list(ARTIFACT_FILES)
+        if (artifact_dir / MODEL_CARD).is_file():
+            copied.append(MODEL_CARD)
+        for f in copied:
+            shutil.copyfile(artifact_dir / f, tmp / f)
+        np.save(tmp / "sample" / "images.npy", images)
+        np.save(tmp / "sample" / "labels.npy", sample_labels)
+        top1 = float(np.mean(host_preds == sample_labels)) if len(sample_labels) else None
+        manifest = {
+            "edgepipe_bundle": device_runner.BUNDLE_FORMAT,
+            "name": name,
+            "bundle_version": version,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "target": record["target"],
+            "precision": record["precision"],
+            "model": {"file": record["files"][0], "files": list(record["files"]), "format": record["format"],
+                      "sha256": record["sha256"]},
+            "input": {"shape": [1, spec["height"], spec["width"], spec["channels"]], "preprocess": spec},
+            "labels": labels,
+            "source_model_sha256": record.get("source_model_sha256"),
+            "calibration_sha256": record.get("calibration_sha256"),
+            "tool_versions": {**record.get("tool_versions", {}), **tool_versions("numpy", "ai-edge-litert",
+                                                                                 "openvino")},
+            "metrics": record.get("metrics"),
+            "status": record.get("status"),
+            "requires": dict(MIN_RUNTIMES.get(record["format"], {}), **_openvino_floor(record["format"])),
+            "sample": {"images": "sample/images.npy", "labels": "sample/labels.npy", "n": int(len(images)),
+                       "host_predictions": [int(p) for p in host_preds], "host_top1": top1, **sample_info},
+            "model_card": MODEL_CARD if MODEL_CARD in copied else None,
+        }
+        seal(tmp, manifest, key)
+        verify(tmp, None)  # the file set we just wrote must verify before it is published
+        out.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def seal(bundle_dir: Path, manifest: dict, key: Path) -> dict:
+    """(Re)compute the manifest's file list from the directory, write it, and sign its bytes."""
+    bundle_dir = Path(bundle_dir)
+    files, links = device_runner.bundle_files(str(bundle_dir))
+    if links:
+        raise BundleError(f"bundle {str(bundle_dir)!r}: expected regular files only. Received links: {links}")
+    manifest = dict(manifest)
+    manifest["files"] = [{"path": rel, "sha256": sha256_file(bundle_dir / rel),
+                          "size": (bundle_dir / rel).stat().st_size}
+                         for rel in files if rel not in device_runner.UNSIGNED]
+    data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    (bundle_dir / MANIFEST).write_bytes(data)
+    write_signature(bundle_dir, data, key, SIGNATURE)
+    return manifest
+
+
+def verify(bundle_dir: Path, pubkey: Path | None) -> dict:
+    """Every file against the manifest and, with a trusted public key, the signature. Raises BundleError."""
+    bundle_dir = Path(bundle_dir)
+    if not bundle_dir.is_dir():
+        raise BundleError(f"bundle: expected a bundle directory or .tar archive. Received: {str(bundle_dir)!r}")
+    try:
+        manifest, result = device_runner.verify_bundle(str(bundle_dir), str(pubkey) if pubkey else None)
+    except device_runner.RunnerError as err:
+        raise BundleError(f"bundle {str(bundle_dir)!r} refused: {err}") from err
+    if pubkey is not None and result["signature"] != "valid":
+        raise BundleError(f"bundle {str(bundle_dir)!r}: expected a valid signature. Received: {result['signature']}")
+    return {"manifest": manifest, **result}
+
+
+def read_manifest(bundle_dir: Path) -> dict:
+    try:
+        return json.loads((Path(bundle_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise BundleError(f"bundle {str(bundle_dir)!r}: expected a readable {MANIFEST}. Received: {err}") from err
+
+
+def latest_version(out: Path, name: str) -> int:
+    """Highest bundle_version among `<out>/<name>-v<N>/` (0 if none): new bundles count up from it."""
+    best = 0
+    if Path(out).is_dir():
+        for d in Path(out).iterdir():
+            m = _VERSION_DIR.match(d.name)
+            if m and m["name"] == name and (d / MANIFEST).is_file():
+                best = max(best, int(m["version"]))
+    return best
+
+
+def select_sample(artifact_dir: Path, labels: list[str], spec: dict, samples: str | None,
+                  per_class: int) -> tuple[np.ndarray, np.ndarray, dict]:
+    """The first `per_class` images of each class from the run's validation split (or from `samples`)."""
+    from calibration.preprocess import PreprocessSpec
+    from calibration.sources import open_source
+    from calibration.splits import stratified_split
+
+    if samples is not None:
+        source, split, splits = samples, "all", None
+    else:
+        report_path = artifact_dir.parent.parent / "report.json"
+        try:
+            report = json.loads(report_path.read_text())
+            val, splits = report["data"]["validation"], report["data"].get("splits")
+            source, split = val["source"], val["split"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise BundleError(f"sample images: expected the run's report {str(report_path)!r} naming the validation "
+                              f"data, or --samples SOURCE. Received: {err}") from err
+        if split != "all" and splits is None:
+            raise BundleError(f"sample images: expected split parameters in {str(report_path)!r} (written by this "
+                              "edgepipe version). Received: none; pass --samples SOURCE")
+    records = open_source(source, labels)
+    all_labels = np.array([r.label for r in records], dtype=np.int64)
+    if split == "all":
+        idx = np.arange(len(records))
+    else:
+        idx = stratified_split(all_labels, splits["seed"], splits["calibration"], splits["test_fraction"])[split]
+    chosen = [int(i) for c in range(len(labels)) for i in idx[all_labels[idx] == c][:per_class]]
+    if not chosen:
+        raise InputError(f"sample images: expected labeled images in split {split!r} of {source!r}. Received: 0")
+    pspec = PreprocessSpec(**spec)
+    images = np.stack([pspec.load(records[i].path) for i in chosen]).astype(np.float32)
+    return images, all_labels[chosen], {"source": source, "split": split}
+
+
+def _read_artifact(artifact_dir: Path) -> dict:
+    if not artifact_dir.is_dir():
+        raise InputError(f"artifact: expected a published artifact directory (<output>/artifacts/<name>/). "
+                         f"Received: {str(artifact_dir)!r}")
+    try:
+        record = json.loads((artifact_dir / "artifact.json").read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"artifact {str(artifact_dir)!r}: expected a readable artifact.json. Received: {err}") from err
+    for f in list(record.get("files", [])) + list(ARTIFACT_FILES):
+        p = artifact_dir / f
+        if not device_runner.safe_relpath(f) or not p.exists() or stat.S_ISLNK(p.lstat().st_mode):
+            raise InputError(f"artifact {str(artifact_dir)!r}: expected a regular file {f!r}. Received: "
+                             f"{'a link' if p.is_symlink() else 'none'}")
+    from pipeline.core.artifacts import Artifact
+
+    fresh = Artifact.from_files("x", record["target"], record["format"], record["precision"],
+                                artifact_dir / record["files"][0])
+    if fresh.sha256 != record["sha256"]:
+        raise BundleError(f"artifact {str(artifact_dir)!r}: expected model sha256 {record['sha256']} "
+                          f"(artifact.json). Received: {fresh.sha256}")
+    return record
+
+
+def _host_predictions(fmt: str, model_path: Path, images: np.ndarray, threads: int) -> np.ndarray:
+    """The host's top-1 on the sample: the board's smoke test compares against these."""
+    from pipeline.formats.runners import OpenVINORunner, TFLiteRunner
+
+    runner = TFLiteRunner(model_path, threads) if fmt == "tflite" else OpenVINORunner(model_path, threads)
+    return np.array([int(np.argmax(runner.predict(x))) for x in images], dtype=np.int64)
+
+
+def _openvino_floor(fmt: str) -> dict:
+    """An OpenVINO IR asks for at least the release year it was validated with (IR readers are forward-only)."""
+    if fmt != "openvino-ir":
+        return {}
+    v = tool_versions("openvino")["openvino"]
+    return {"openvino": f"{v.split('.')[0]}.0"} if v else {}

@@ -1,0 +1,114 @@
+"""`edgepipe bench BUNDLE --device ssh://...`: the on-device runner on several boards at once.
+
+Each board gets the bundle (content-addressed, verified on the board; `current` is not
+touched; the board is locked as by `ship`, see pipeline/board_lock.py) and runs the runner on
+the bundle's shipped sample. Boards run concurrently; each
+has its own status, and one failing or hanging board never stops the others (every step has
+a timeout). Results are merged into a run's report.json under "devices", next to the host's
+numbers for the same artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from pipeline.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from pipeline.boards.lock import BoardLock
+from pipeline.core.errors import InputError, RemoteError
+from pipeline.boards.remote import Device, SSHOptions
+from pipeline.boards.ship import Board, remote_dir_name, require_pubkey, verified_bundle
+
+
+def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: Path, runs: int = 50,
+                  warmup: int = 5, threads: int = 2, python: str | None = None,
+                  report_path: Path | None = None) -> dict:
+    devices = [Device.parse(u, python) for u in urls]  # all URLs are checked before any board is contacted
+    if not devices:
+        raise InputError("bench: expected at least one --device ssh://... Received: none")
+    require_pubkey(pubkey)
+    with verified_bundle(bundle_path, pubkey) as (bdir, manifest):
+        dirname = remote_dir_name(bdir, manifest)
+        args = f"--runs {int(runs)} --warmup {int(warmup)} --threads {int(threads)} --eval"
+        lock_timeout = max(DEFAULT_LOCK_TIMEOUT, 2 * opts.command_timeout)
+
+        def one(device: Device) -> dict:
+            t0 = time.perf_counter()
+            entry = {"device": device.label, "bundle": dirname}
+            try:
+                board = Board(device, opts, pubkey)
+                # one ship or bench per board: a concurrent ship could prune this bundle or sweep our upload
+                with BoardLock(board.remote, device.python, "bench", lock_timeout) as lock:
+                    board.install(bdir, dirname, board.probe(dirname))
+                    lock.refresh()
+                    code, out = board.runner(device.q("bundles", dirname), args, timeout=opts.command_timeout)
+                entry["result"] = out
+                if code == 0 and out.get("ok"):
+                    entry["status"] = "ok"
+                else:
+                    err = out.get("error") or {}
+                    entry.update(status=err.get("kind") or f"exit {code}", error=err.get("message"))
+            except RemoteError as err:
+                entry.update(status=err.status, error=str(err))
+            entry["seconds"] = round(time.perf_counter() - t0, 2)
+            return entry
+
+        with ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
+            entries = list(pool.map(one, devices))
+        summary = {"bundle": {k: manifest.get(k) for k in ("name", "bundle_version", "target", "precision")},
+                   "host": _host_numbers(manifest), "devices": [_summarise(e) for e in entries],
+                   "ok": all(e["status"] == "ok" for e in entries)}
+        if report_path is not None:
+            merge_into_report(Path(report_path), summary)
+        return summary
+
+
+def _host_numbers(manifest: dict) -> dict:
+    lat = ((manifest.get("metrics") or {}).get("latency")) or {}
+    acc = ((manifest.get("metrics") or {}).get("accuracy")) or {}
+    sample = manifest.get("sample") or {}
+    return {"p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"), "top1": acc.get("top1"),
+            "sample_top1": sample.get("host_top1"), "runtime": lat.get("runtime"),
+            "tools": manifest.get("tool_versions")}
+
+
+def _summarise(entry: dict) -> dict:
+    out = entry.get("result") or {}
+    lat, ev = out.get("latency") or {}, out.get("eval") or {}
+    row = {k: entry.get(k) for k in ("device", "status", "error", "seconds", "bundle")}
+    row.update({
+        "runtime": out.get("runtime"), "python": out.get("python"), "numpy": out.get("numpy"),
+        "machine": out.get("machine"), "threads": out.get("threads"),
+        "signature": (out.get("verification") or {}).get("signature"),
+        "latency": {k: lat.get(k) for k in ("load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "runs",
+                                            "warmup")} if lat else None,
+        "sample_top1": ev.get("top1"), "agreement_with_host": ev.get("agreement_with_host"),
+    })
+    return row
+
+
+def merge_into_report(path: Path, summary: dict) -> None:
+    """Add the boards' rows to report.json["devices"] (replacing earlier rows for the same board and
+    bundle name), with the host's numbers for that artifact beside them. Written atomically."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"--report: expected a run's report.json. Received: {str(path)!r} ({err})") from err
+    name = summary["bundle"]["name"]
+    host_row = next((r for r in report.get("artifacts", []) if r.get("artifact", "").replace("/", "-") == name), None)
+    host = dict(summary["host"])
+    if host_row:
+        host.update(p50_ms=(host_row.get("latency") or {}).get("p50_ms"),
+                    p90_ms=(host_row.get("latency") or {}).get("p90_ms"),
+                    top1=(host_row.get("accuracy") or {}).get("top1"), cpu=(report.get("environment") or {}).get("cpu"))
+    keep = [d for d in report.get("devices", [])
+            if not (d.get("artifact") == name and d.get("device") in {e["device"] for e in summary["devices"]})]
+    for e in summary["devices"]:
+        keep.append({"artifact": name, "bundle_version": summary["bundle"]["bundle_version"], "host": host, **e})
+    report["devices"] = keep
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, path)

@@ -1,0 +1,164 @@
+"""Boards over SSH with the system OpenSSH client (honours ~/.ssh/config and known_hosts).
+
+Every call is non-interactive (BatchMode), never accepts an unknown host key
+(StrictHostKeyChecking=yes), has a connect timeout and a command timeout, and retries only
+connection failures, a bounded number of times. Failures are RemoteErrors with a short
+`status` ("unreachable", "auth failed", "unknown host key", "timeout", ...) for per-board reports.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from pipeline.core.errors import InputError, RemoteError
+
+RETRYABLE = ("unreachable",)
+_CLASSES = (  # (substring of ssh's stderr, status)
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "host key changed"),
+    ("Host key verification failed", "unknown host key"),
+    ("No ED25519 host key is known", "unknown host key"),
+    ("host key is known", "unknown host key"),
+    ("Permission denied", "auth failed"),
+    ("Too many authentication failures", "auth failed"),
+    ("Connection refused", "unreachable"),
+    ("Connection timed out", "unreachable"),
+    ("Operation timed out", "unreachable"),
+    ("No route to host", "unreachable"),
+    ("Network is unreachable", "unreachable"),
+    ("Could not resolve hostname", "unreachable"),
+    ("Connection closed", "unreachable"),
+    ("Connection reset", "unreachable"),
+)
+
+
+@dataclass(frozen=True)
+class Device:
+    """`ssh://[user@]host[:port]/path[?python=/path/to/python3]`"""
+
+    host: str
+    path: str
+    user: str | None = None
+    port: int | None = None
+    python: str = "python3"
+
+    @classmethod
+    def parse(cls, url: str, python: str | None = None) -> Device:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        unknown = sorted(set(query) - {"python"})
+        try:
+            port = parts.port
+        except ValueError:
+            port = -1
+        if parts.scheme != "ssh" or not parts.hostname or port == -1 or not parts.path.strip("/") or unknown:
+            raise InputError(f"device: expected ssh://[user@]host[:port]/path[?python=PYTHON]. Received: {url!r}")
+        py = python or (query["python"][0] if "python" in query else "python3")
+        path = unquote(parts.path)
+        if path.startswith("/~/") or path == "/~":
+            path = path[1:]  # ssh://host/~/edge -> ~/edge (relative to the login directory)
+        return cls(parts.hostname, path.rstrip("/") or "/", unquote(parts.username) if parts.username else None,
+                   port, py)
+
+    @property
+    def destination(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    @property
+    def label(self) -> str:
+        port = f":{self.port}" if self.port else ""
+        return f"ssh://{self.destination}{port}{'' if self.path.startswith('/') else '/'}{self.path}"
+
+    def q(self, *parts: str) -> str:
+        """A shell-quoted remote path under the device's root (a leading ~ stays expandable)."""
+        full = "/".join([self.path, *parts])
+        if full.startswith("~/"):
+            return '"$HOME"/' + shlex.quote(full[2:])
+        return shlex.quote(full)
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    identity: Path | None = None
+    known_hosts: Path | None = None
+    connect_timeout: int = 5
+    command_timeout: float = 300.0
+    retries: int = 1  # extra attempts after a connection failure (never after auth or host-key failures)
+
+    def common(self) -> list[str]:
+        opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                "-o", f"ConnectTimeout={self.connect_timeout}",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+        if self.identity:
+            opts += ["-o", "IdentitiesOnly=yes", "-i", str(self.identity)]
+        if self.known_hosts:
+            opts += ["-o", f"UserKnownHostsFile={self.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
+        return opts
+
+
+def classify(stderr: str) -> str:
+    for needle, status in _CLASSES:
+        if needle in stderr:
+            return status
+    return "ssh failed"
+
+
+class Remote:
+    def __init__(self, device: Device, opts: SSHOptions):
+        self.device, self.opts = device, opts
+
+    def run(self, command: str, timeout: float | None = None) -> subprocess.CompletedProcess:
+        """Run a shell command on the board. ssh's own failures (rc 255) raise RemoteError;
+        the command's exit code is returned to the caller."""
+        timeout = self.opts.command_timeout if timeout is None else timeout
+        port = ["-p", str(self.device.port)] if self.device.port else []
+        argv = ["ssh", *self.opts.common(), *port, self.device.destination, "--", with_remote_timeout(command, timeout)]
+        res = self._call(argv, timeout, "command")
+        if res.returncode in (124, 137):  # the board's `timeout` stopped the command
+            raise RemoteError(f"{self.device.label}: command did not finish within {timeout:.0f} s on the board "
+                              "(stopped there)", "timeout")
+        return res
+
+    def upload(self, sources: list[Path], remote_dir: str, timeout: float | None = None) -> None:
+        """scp -O (classic protocol: works without an sftp subsystem) into an existing remote dir."""
+        timeout = self.opts.command_timeout if timeout is None else timeout
+        port = ["-P", str(self.device.port)] if self.device.port else []
+        argv = ["scp", "-O", "-r", "-q", *self.opts.common(), *port, *[str(s) for s in sources],
+                f"{self.device.destination}:{remote_dir}"]
+        res = self._call(argv, timeout, "upload")
+        if res.returncode != 0:
+            raise RemoteError(f"{self.device.label}: upload failed: {res.stderr.strip()[-500:]}", "upload failed")
+
+    def _call(self, argv: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
+        attempts = 1 + max(0, self.opts.retries)
+        for attempt in range(1, attempts + 1):
+            try:
+                res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + self.opts.connect_timeout,
+                                     stdin=subprocess.DEVNULL)
+            except subprocess.TimeoutExpired as err:
+                raise RemoteError(f"{self.device.label}: {what} did not finish within {timeout:.0f} s (killed)",
+                                  "timeout") from err
+            except FileNotFoundError as err:
+                raise RemoteError(f"{what}: expected the OpenSSH client ({argv[0]}) on PATH. Received: not found",
+                                  "no ssh client") from err
+            if res.returncode != 255 or (what == "upload" and "lost connection" not in res.stderr
+                                         and classify(res.stderr) == "ssh failed"):
+                return res
+            status = classify(res.stderr)
+            if status not in RETRYABLE or attempt == attempts:
+                raise RemoteError(f"{self.device.label}: {status}: {res.stderr.strip()[-400:]}"
+                                  + (f" (after {attempt} attempts)" if attempt > 1 else ""), status)
+            time.sleep(min(2.0, 0.5 * attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def with_remote_timeout(command: str, seconds: float) -> str:
+    """Bound the command on the board too (coreutils/busybox `timeout` when it exists)."""
+    s = max(1, int(seconds))
+    inner = shlex.quote(command)
+    return (f"if command -v timeout >/dev/null 2>&1; then timeout -k 5 {s} sh -c {inner}; "
+            f"else sh -c {inner}; fi")

@@ -1,0 +1,268 @@
+"""`edgepipe ship`: put a verified bundle on a board and switch to it atomically, or roll back.
+
+Board layout under the device path R:
+
+    R/runner/device_runner.py     the on-device runner (uploaded with every ship)
+    R/trusted.pub                 the signing public key the board trusts (installed on first contact)
+    R/bundles/<name>-v<N>-<id>/   bundles, content-addressed by manifest hash
+    R/current -> bundles/...      the active bundle (a symlink, replaced with one rename)
+    R/.staging/<tmp>/             uploads in progress
+    R/.lock/owner.json            the ship or bench holding the board (pipeline/board_lock.py)
+
+Steps: verify on the host (signature + every file) -> lock the board (fail fast if another ship
+holds it; break a stale lock) and sweep staging dirs left by killed ships -> probe the board
+(current bundle, trusted key) -> refuse a downgrade unless forced -> upload into staging (removed
+on any failure) -> verify on the board with the runner -> move into bundles/ -> switch `current`
+-> smoke inference on the shipped sample -> on failure switch back to the previous bundle (or
+remove `current` if there was none); on success prune bundles/ to the newest `keep` plus current
+and previous -> release the lock (always).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import shlex
+import tempfile
+import uuid
+from pathlib import Path
+
+from pipeline.boards import bundle as bundle_mod
+from pipeline.boards.archive import unpack
+from pipeline.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from pipeline.boards.lock import BoardLock
+from pipeline.core.errors import BundleError, InputError, RemoteError
+from pipeline.boards.remote import Device, Remote, SSHOptions
+
+RUNNER = Path(__file__).resolve().with_name("device_runner.py")
+MIN_AGREEMENT = 0.75  # smoke test: share of sample images whose board top-1 equals the host's
+KEEP = 3  # bundles kept on the board after a successful ship (plus current and the previous one)
+
+
+@contextlib.contextmanager
+def verified_bundle(path: Path, pubkey: Path):
+    """A bundle directory (or .tar archive, unpacked safely into a temporary dir), verified on the host."""
+    path = Path(path)
+    with contextlib.ExitStack() as stack:
+        if path.is_file():
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="edgepipe-bundle-")))
+            path = unpack(path, tmp)
+        result = bundle_mod.verify(path, pubkey)
+        yield path, result["manifest"]
+
+
+def remote_dir_name(bundle_dir: Path, manifest: dict) -> str:
+    digest = hashlib.sha256((bundle_dir / bundle_mod.MANIFEST).read_bytes()).hexdigest()[:12]
+    return f"{manifest['name']}-v{manifest['bundle_version']}-{digest}"
+
+
+class Board:
+    """One board: probe, install (upload + verify on the board), switch, run the runner."""
+
+    def __init__(self, device: Device, opts: SSHOptions, pubkey: Path):
+        self.device, self.remote, self.pubkey = device, Remote(device, opts), Path(pubkey)
+        self.py = shlex.quote(device.python)
+
+    def probe(self, dirname: str) -> dict:
+        d = self.device
+        cmd = (f"mkdir -p {d.q('bundles')} {d.q('runner')} {d.q('.staging')} || exit 1; "
+               f"echo '==link'; readlink {d.q('current')} 2>/dev/null; "
+               f"echo; echo '==manifest'; cat {d.q('current', bundle_mod.MANIFEST)} 2>/dev/null; "
+               f"echo; echo '==pub'; cat {d.q('trusted.pub')} 2>/dev/null; "
+               f"echo; echo '==exists'; test -d {d.q('bundles', dirname)} && echo yes; true")
+        res = self.remote.run(cmd)
+        if res.returncode != 0:
+            raise RemoteError(f"{d.label}: expected a writable directory {d.path}. Received: {res.stderr.strip()}",
+                              "remote path not writable")
+        sections, key = {}, None
+        for line in res.stdout.splitlines():
+            if line.startswith("==") and line[2:] in ("link", "manifest", "pub", "exists"):
+                key = line[2:]
+                sections[key] = []
+            elif key:
+                sections[key].append(line)
+        text = {k: "\n".join(v).strip() for k, v in sections.items()}
+        current = None
+        if text.get("manifest"):
+            try:
+                current = json.loads(text["manifest"])
+            except ValueError:
+                current = {"name": None, "bundle_version": None, "unreadable": True}
+        return {"link": text.get("link") or None, "current": current, "pub": text.get("pub") or None,
+                "exists": text.get("exists") == "yes"}
+
+    def install(self, bundle_dir: Path, dirname: str, state: dict) -> dict:
+        """Upload bundle + runner (+ trusted key on first contact) and verify on the board."""
+        d = self.device
+        ours = self.pubkey.read_bytes().decode().strip()
+        if state["pub"] and state["pub"] != ours:
+            raise RemoteError(f"{d.label}: the board trusts a different signing key ({d.path}/trusted.pub); "
+                              "expected the key this bundle is signed with", "untrusted key")
+        stage = f".staging/{uuid.uuid4().hex[:12]}"
+        sources = [RUNNER] + ([self.pubkey] if not state["pub"] else [])
+        if not state["exists"]:
+            sources.append(bundle_dir)
+        staged = d.q(stage, bundle_dir.name) if not state["exists"] else d.q("bundles", dirname)
+        move_pub = "" if state["pub"] else (f"{{ test -e {d.q('trusted.pub')} || "
+                                             f"mv {d.q(stage, self.pubkey.name)} {d.q('trusted.pub')}; }} && ")
+        move_bundle = "" if state["exists"] else f" && mv {staged} {d.q('bundles', dirname)}"
+        # the bundle dir's mtime says when it was last installed: `prune` keeps the newest
+        cmd = (f"mv {d.q(stage, RUNNER.name)} {d.q('runner', RUNNER.name)} && {move_pub}"
+               f"{self.py} {d.q('runner', RUNNER.name)} {staged} --verify-only --pubkey {d.q('trusted.pub')}"
+               f"{move_bundle} && touch {d.q('bundles', dirname)}; rc=$?; rm -rf {d.q(stage)}; exit $rc")
+        try:
+            mk = self.remote.run(f"mkdir -p {d.q(stage)}")
+            if mk.returncode != 0:
+                raise RemoteError(f"{d.label}: could not create {stage}: {mk.stderr.strip()}",
+                                  "remote path not writable")
+            self.remote.upload(sources, _scp_path(d, stage))
+            res = self.remote.run(cmd)
+        except BaseException:  # failed or interrupted upload: remove our own staging dir
+            with contextlib.suppress(RemoteError):
+                self.remote.run(f"rm -rf {d.q(stage)}", timeout=30)
+            raise
+        out = _runner_json(res)
+        if res.returncode != 0 or not out.get("ok"):
+            err = (out.get("error") or {}).get("message") or res.stderr.strip()[-500:]
+            kind = (out.get("error") or {}).get("kind")
+            status = "verification failed" if kind == "verification" else "install failed"
+            raise RemoteError(f"{d.label}: board refused the bundle: {err}", status)
+        return out
+
+    def runner(self, target: str, args: str, timeout: float) -> tuple[int, dict]:
+        d = self.device
+        res = self.remote.run(f"{self.py} {d.q('runner', RUNNER.name)} {target} {args} --pubkey {d.q('trusted.pub')}",
+                              timeout=timeout)
+        return res.returncode, _runner_json(res)
+
+    def prune(self, keep: int, protect: list[str]) -> list[str]:
+        """Remove the bundles beyond the `keep` most recently installed, never those in `protect`."""
+        script = ("import json,os,shutil,sys; r,k=sys.argv[1],int(sys.argv[2]); p=set(sys.argv[3:]); "
+                  "ds=[n for n in os.listdir(r) if os.path.isdir(os.path.join(r,n)) "
+                  "and not os.path.islink(os.path.join(r,n))]; "
+                  "ds.sort(key=lambda n:(os.stat(os.path.join(r,n)).st_mtime,n),reverse=True); "
+                  "gone=sorted(n for n in ds[k:] if n not in p); "
+                  "[shutil.rmtree(os.path.join(r,n)) for n in gone]; print(json.dumps({'pruned':gone}))")
+        res = self.remote.run(f"{self.py} -c {shlex.quote(script)} {self.device.q('bundles')} {int(keep)} "
+                              + " ".join(shlex.quote(n) for n in protect))
+        out = _runner_json(res)
+        if res.returncode != 0 or "pruned" not in out:
+            raise RemoteError(f"{self.device.label}: could not prune bundles/: {res.stderr.strip()[-300:]}",
+                              "prune failed")
+        return out["pruned"]
+
+    def switch(self, target_rel: str | None) -> None:
+        """Point `current` at bundles/<dir> with one rename (or remove it when target_rel is None)."""
+        d = self.device
+        if target_rel is None:
+            cmd = f"rm -f {d.q('current')}"
+        else:
+            script = ("import os,sys; t,new,cur=sys.argv[1:4]; "
+                      "os.path.lexists(new) and os.remove(new); os.symlink(t,new); os.replace(new,cur)")
+            cmd = (f"{self.py} -c {shlex.quote(script)} {shlex.quote(target_rel)} {d.q('.current.new')} "
+                   f"{d.q('current')}")
+        res = self.remote.run(cmd)
+        if res.returncode != 0:
+            raise RemoteError(f"{d.label}: could not switch current: {res.stderr.strip()[-300:]}", "switch failed")
+
+
+def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: bool = False,
+         python: str | None = None, smoke_runs: int = 3, min_agreement: float = MIN_AGREEMENT,
+         keep: int = KEEP, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
+    device = Device.parse(url, python)
+    require_pubkey(pubkey)
+    if keep < 1:
+        raise InputError(f"--keep: expected at least 1 bundle to keep. Received: {keep}")
+    if lock_timeout <= opts.command_timeout:
+        raise InputError(f"--lock-timeout: expected more than --timeout ({opts.command_timeout:.0f} s: the lock "
+                         f"is refreshed between remote steps). Received: {lock_timeout:.0f}")
+    with verified_bundle(bundle_path, pubkey) as (bdir, manifest):
+        dirname = remote_dir_name(bdir, manifest)
+        board = Board(device, opts, pubkey)
+        with BoardLock(board.remote, device.python, "ship", lock_timeout) as lock:
+            return _ship_locked(board, lock, bdir, manifest, dirname, force, smoke_runs, min_agreement, keep)
+
+
+def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirname: str, force: bool,
+                 smoke_runs: int, min_agreement: float, keep: int) -> dict:
+    device, opts = board.device, board.remote.opts
+    state = board.probe(dirname)
+    cur = state["current"] or {}
+    report = {"device": device.label, "bundle": dirname, "previous": state["link"],
+              "previous_version": cur.get("bundle_version"), "lock_broken": lock.acquired.get("broken"),
+              "swept_staging": lock.acquired.get("swept", [])}
+    if cur.get("unreadable") and not force:
+        raise RemoteError(f"{device.label}: expected a readable manifest of the current bundle "
+                          f"({state['link']}). Received: unreadable JSON (use --force to replace it)",
+                          "current unreadable")
+    if cur and cur.get("name") == manifest["name"] and not force:
+        if not isinstance(cur.get("bundle_version"), int) or manifest["bundle_version"] <= cur["bundle_version"]:
+            raise BundleError(f"{device.label}: expected a bundle version newer than the board's current "
+                              f"{cur.get('name')} v{cur.get('bundle_version')}. Received: v"
+                              f"{manifest['bundle_version']} (a downgrade or reinstall; use --force)")
+    report["verify"] = board.install(bdir, dirname, state).get("verification")
+    lock.refresh()
+    new_rel = f"bundles/{dirname}"
+    board.switch(new_rel)
+    report["switched"] = True
+    try:
+        code, smoke = board.runner(device.q("current"), f"--eval --runs {smoke_runs} --warmup 1",
+                                   timeout=opts.command_timeout)
+        problem = _smoke_problem(code, smoke, min_agreement)
+    except RemoteError as err:
+        smoke, problem = {}, f"{err.status}: {err}"
+    report["smoke"] = smoke
+    if problem is None:
+        report["status"] = "ok"
+        prev = (state["link"] or "").rsplit("/", 1)[-1]
+        try:  # the ship is done: a failed prune is reported, not fatal
+            lock.refresh()
+            report["pruned"] = board.prune(keep, [dirname] + ([prev] if prev else []))
+        except RemoteError as err:
+            report.update(pruned=[], prune_error=str(err))
+        return report
+    prev = state["link"] if state["link"] != new_rel else None
+    board.switch(prev)
+    if prev != new_rel:
+        board.remote.run(f"rm -rf {device.q('bundles', dirname)}")
+    report.update(status="rolled back" if prev else "removed", rolled_back_to=prev, reason=problem)
+    raise ShipFailed(f"{device.label}: smoke test of {dirname} failed ({problem}); "
+                     + (f"rolled back to {prev}" if prev else "no previous bundle: current removed"), report)
+
+
+class ShipFailed(RemoteError):
+    def __init__(self, message: str, report: dict):
+        super().__init__(message, report.get("status", "failed"))
+        self.report = report
+
+
+def require_pubkey(pubkey: Path) -> None:
+    from pipeline.boards.signing import check_public_key
+
+    check_public_key(pubkey)
+
+
+def _smoke_problem(code: int, out: dict, min_agreement: float) -> str | None:
+    if code != 0 or not out.get("ok"):
+        return (out.get("error") or {}).get("message") or f"runner exit code {code}"
+    agreement = (out.get("eval") or {}).get("agreement_with_host")
+    if agreement is not None and agreement < min_agreement:
+        return f"board top-1 agrees with the host on {agreement:.2f} of the sample, expected >= {min_agreement:.2f}"
+    return None
+
+
+def _runner_json(res) -> dict:
+    from pipeline.boards.device_runner import parse_output
+
+    out = parse_output(res.stdout)
+    if out is not None:
+        return out
+    return {"ok": False, "error": {"kind": "no output", "message": (res.stderr.strip() or "no JSON from the runner")
+                                   [-500:]}}
+
+
+def _scp_path(device: Device, rel: str) -> str:
+    """Remote path for scp -O (the remote shell expands ~; quote the rest)."""
+    full = f"{device.path}/{rel}"
+    return full if full.startswith("~/") and " " not in full else shlex.quote(full)

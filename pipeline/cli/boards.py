@@ -1,0 +1,107 @@
+"""`edgepipe keygen | bundle | verify | ship`: signed bundles and boards over SSH."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.cli.common import _fail, _ssh_options, app
+from pipeline.core.errors import EdgepipeError
+
+
+@app.command()
+def keygen(
+    out: Path | None = typer.Option(None, help="key directory (default: $EDGEPIPE_KEYS or ~/.config/edgepipe/keys)"),
+    force: bool = typer.Option(False, "--force", help="replace an existing key pair"),
+) -> None:
+    """Create the Ed25519 key pair that signs bundles (edgepipe.key, edgepipe.pub)."""
+    from pipeline.boards.signing import default_key_dir
+    from pipeline.boards.signing import keygen as make_keys
+
+    try:
+        priv, pub = make_keys(out or default_key_dir(), force)
+    except EdgepipeError as err:
+        _fail(err)
+    typer.echo(f"private key: {priv}\npublic key:  {pub}")
+
+
+@app.command("bundle")
+def bundle_cmd(
+    artifact: Path = typer.Argument(..., help="a published artifact dir: <output>/artifacts/<target>-<precision>"),
+    out: Path = typer.Option(..., "--out", help="bundle store; the bundle goes to OUT/<target>-<precision>-v<N>"),
+    key: Path | None = typer.Option(None, help="Ed25519 private key (default: the edgepipe keygen key)"),
+    version: int | None = typer.Option(None, min=1, help="bundle version (default: newest in OUT + 1)"),
+    samples: str | None = typer.Option(None,
+                                  help="labeled images for the on-board sample (default: the run's test split)"),
+    per_class: int = typer.Option(2, min=1, help="sample images per class"),
+    tar: bool = typer.Option(False, "--tar", help="also write OUT/<bundle>.tar"),
+) -> None:
+    """Bundle a published artifact: files + manifest (sha256, provenance, metrics, version) + signature."""
+    from pipeline.boards.archive import pack
+    from pipeline.boards.bundle import build_bundle
+    from pipeline.boards.signing import PRIVATE_NAME, default_key_dir
+
+    try:
+        path = build_bundle(artifact, out, key or default_key_dir() / PRIVATE_NAME, version, samples, per_class)
+        if tar:
+            typer.echo(pack(path, path.with_name(path.name + ".tar")))
+    except EdgepipeError as err:
+        _fail(err)
+    typer.echo(path)
+
+
+@app.command("verify")
+def verify_cmd(
+    bundle: Path = typer.Argument(..., help="bundle directory or .tar"),
+    pubkey: Path | None = typer.Option(None, help="trusted public key (default: the edgepipe keygen key)"),
+) -> None:
+    """Verify a bundle's signature and every file against its manifest (exit 2 if refused)."""
+    from pipeline.boards.ship import require_pubkey, verified_bundle
+    from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
+
+    pubkey = pubkey or default_key_dir() / PUBLIC_NAME
+    try:
+        require_pubkey(pubkey)
+        with verified_bundle(bundle, pubkey) as (_, manifest):
+            typer.echo(f"ok: {manifest['name']} v{manifest['bundle_version']}, {len(manifest['files'])} files, "
+                       f"signature valid ({pubkey})")
+    except EdgepipeError as err:
+        _fail(err)
+
+
+@app.command()
+def ship(
+    bundle: Path = typer.Argument(..., help="bundle directory or .tar"),
+    to: str = typer.Option(..., "--to", help="ssh://[user@]host[:port]/path[?python=PYTHON]"),
+    identity: Path | None = typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
+    known_hosts: Path | None = typer.Option(None, help="known_hosts file (default: ssh's own)"),
+    pubkey: Path | None = typer.Option(None, help="trusted signing public key (default: the edgepipe keygen key)"),
+    remote_python: str | None = typer.Option(None, help="python on the board (default: python3)"),
+    force: bool = typer.Option(False, "--force", help="allow a downgrade or a reinstall of the same version"),
+    connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
+    timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
+    retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    keep: int = typer.Option(3, min=1, help="after a successful ship, keep this many newest bundles on the board "
+                                            "(current and the previous one are always kept)"),
+    lock_timeout: float = typer.Option(900, min=1, help="break a board lock not refreshed for this many seconds "
+                                                        "(must exceed --timeout)"),
+) -> None:
+    """Upload a bundle to a board, verify it there, switch `current` atomically, smoke-test, roll back on failure.
+    One ship per board at a time (PATH/.lock; exit 3 naming the holder); old bundles are pruned (--keep)."""
+    from pipeline.boards.ship import ShipFailed
+    from pipeline.boards.ship import ship as do_ship
+    from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
+
+    try:
+        res = do_ship(bundle, to, _ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+                      pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python, keep=keep,
+                      lock_timeout=lock_timeout)
+    except ShipFailed as err:
+        sys.stdout.write(json.dumps(err.report, indent=2, default=str) + "\n")
+        _fail(err)
+    except EdgepipeError as err:
+        _fail(err)
+    sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")

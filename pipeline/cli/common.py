@@ -1,0 +1,73 @@
+"""What every `edgepipe` command module shares: the Typer app, error exit, console, option sets.
+
+Commands live in pipeline/cli.py (run, sweep, examples), cli_inspect.py (targets, recipes,
+preflight, verify-arm), cli_boards.py (keygen, bundle, verify, ship) and cli_measure.py
+(validate, bench). Heavy toolkits are imported only inside commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.core.errors import EXIT_BAD_INPUT, EdgepipeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Trained Keras Xception -> validated TFLite / OpenVINO INT8 edge artifacts.")
+
+
+def _fail(err: Exception) -> None:
+    from pipeline.core.progress import stderr
+
+    stderr.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)  # never hard-wrap messages
+    raise typer.Exit(getattr(err, "exit_code", EXIT_BAD_INPUT))
+
+
+def _stdout():
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
+        console = Console(width=160)
+    return console
+
+
+def _json(d: dict) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def _ssh_options(identity, known_hosts, connect_timeout, timeout, retries):
+    from pipeline.boards.remote import SSHOptions
+
+    return SSHOptions(identity, known_hosts, connect_timeout, timeout, retries)
+
+
+def _standalone(fn, as_json: bool, **kw) -> None:
+    from pipeline.core.progress import stderr
+
+    try:
+        from pipeline.run.standalone import render
+
+        result = fn(**kw)
+    except EdgepipeError as err:
+        _fail(err)
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        _stdout().print(render(result))
+    if result["reasons"]:
+        stderr.print("[red]gate failed:[/] " + "; ".join(result["reasons"]), highlight=False)
+    raise typer.Exit(result["exit_code"])
+
+
+_PRE = {
+    "preprocess": typer.Option(None, help="preprocess.json (default: the one beside the artifact)"),
+    "size": typer.Option(None, help="input height and width (default: the model's)"),
+    "preprocessing": typer.Option(None, help="xception | unit | imagenet | raw (when there is no preprocess.json)"),
+    "color": typer.Option(None, help="rgb | grayscale_to_rgb | grayscale"),
+    "interpolation": typer.Option(None, help="bilinear | bicubic | nearest"),
+    "threads": typer.Option(2, min=1, help="inference threads"),
+}

@@ -1,0 +1,107 @@
+"""`edgepipe validate | bench`: accuracy and latency of any artifact, on this host or on boards."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from pipeline.cli.common import _PRE, _fail, _ssh_options, _standalone, app
+from pipeline.core.errors import EdgepipeError
+
+
+@app.command()
+def validate(
+    artifact: Path = typer.Argument(..., help="a .tflite, OpenVINO IR .xml or .onnx image classifier"),
+    data: str = typer.Option(..., help="folder of class sub-folders, or a CSV with path,label"),
+    labels: Path | None = typer.Option(None, help="labels file, one per line (default: labels.txt beside the "
+                                                  "artifact, else the data's class folders)"),
+    preprocess: Path | None = _PRE["preprocess"],
+    size: tuple[int, int] | None = _PRE["size"],
+    preprocessing: str | None = _PRE["preprocessing"],
+    color: str | None = _PRE["color"],
+    interpolation: str | None = _PRE["interpolation"],
+    reference: Path | None = typer.Option(None, help="another artifact to compare with (drop + CI, agreement, parity)"),
+    threads: int = _PRE["threads"],
+    limit: int | None = typer.Option(None, min=1, help="use at most this many images (deterministic)"),
+    max_top1_drop: float | None = typer.Option(None, min=0, help="gate: points of top-1 below the reference"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable result on stdout"),
+) -> None:
+    """Accuracy of any image-classifier artifact on labeled images (top-1/5, per class, confusion)."""
+    from pipeline.run.standalone import validate as run_validate
+
+    _standalone(run_validate, as_json, artifact=artifact, data=data, labels=labels, preprocess=preprocess,
+                size=size, preprocessing=preprocessing, color=color, interpolation=interpolation,
+                reference=reference, threads=threads, limit=limit, max_top1_drop=max_top1_drop)
+
+
+@app.command()
+def bench(
+    target: Path = typer.Argument(..., help="an artifact (.tflite, OpenVINO IR .xml, .onnx) to time on this host; "
+                                            "with --device, a bundle directory or .tar to time on the boards"),
+    device: list[str] | None = typer.Option(None, "--device",
+                                            help="ssh://[user@]host[:port]/path (repeatable): benchmark on boards"),
+    runs: int = typer.Option(50, min=1, help="timed runs (host: at least 10)"),
+    warmup: int = typer.Option(5, min=0, help="untimed warmup runs"),
+    threads: int = _PRE["threads"],
+    data: str | None = typer.Option(None, help="host: images to time on: a folder (flat or class sub-dirs) or a CSV"),
+    preprocess: Path | None = _PRE["preprocess"],
+    size: tuple[int, int] | None = _PRE["size"],
+    preprocessing: str | None = _PRE["preprocessing"],
+    color: str | None = _PRE["color"],
+    interpolation: str | None = _PRE["interpolation"],
+    thread_sweep: str | None = typer.Option(None, help="host: also measure at these thread counts, e.g. 1,2,4"),
+    images: int = typer.Option(50, min=1, help="host: distinct images to cycle over"),
+    max_p90_ms: float | None = typer.Option(None, min=0, help="host: gate, p90 latency in ms"),
+    as_json: bool = typer.Option(False, "--json", help="host: machine-readable result on stdout"),
+    report: Path | None = typer.Option(None, help="boards: a run's report.json, to add the boards' rows under "
+                                                  "\"devices\""),
+    identity: Path | None = typer.Option(None, help="boards: ssh private key"),
+    known_hosts: Path | None = typer.Option(None, help="boards: known_hosts file"),
+    pubkey: Path | None = typer.Option(None, help="boards: trusted signing public key"),
+    remote_python: str | None = typer.Option(None, help="boards: python on the board (default: python3)"),
+    connect_timeout: int = typer.Option(5, min=1, help="boards: ssh connect timeout, seconds"),
+    timeout: float = typer.Option(300, min=1, help="boards: timeout of each remote command, seconds"),
+    retries: int = typer.Option(1, min=0, max=5, help="boards: extra attempts after a connection failure"),
+) -> None:
+    """Latency of an artifact on this host (real preprocessed images, clean child process), or of a bundle on
+    boards over SSH, concurrently (--device; exit 3 if any board failed)."""
+    from pipeline.core.errors import EXIT_PARTIAL, InputError
+
+    if device:
+        from pipeline.boards.device_bench import bench_devices
+        from pipeline.core.progress import stderr
+        from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
+
+        try:
+            res = bench_devices(target, device, _ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+                                pubkey or default_key_dir() / PUBLIC_NAME, runs, warmup, threads, remote_python, report)
+        except EdgepipeError as err:
+            _fail(err)
+        sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
+        for d in res["devices"]:
+            lat = d.get("latency") or {}
+            p50 = f"p50 {lat['p50_ms']:.2f} ms" if lat.get("p50_ms") is not None else ""
+            stderr.print(f"{d['device']}: {d['status']} {p50} {d.get('error') or ''}", highlight=False, soft_wrap=True)
+        if not res["ok"]:
+            raise typer.Exit(EXIT_PARTIAL)
+        return
+    from pipeline.run.standalone import bench as run_bench
+
+    try:
+        if runs < 10:
+            raise InputError(f"--runs: expected at least 10 timed runs on the host. Received: {runs}")
+        try:
+            sweep = sorted({int(t) for t in thread_sweep.split(",")}) if thread_sweep else None
+            if sweep and min(sweep) < 1:
+                raise ValueError
+        except ValueError:
+            raise InputError(f"--thread-sweep: expected comma-separated positive integers. "
+                             f"Received: {thread_sweep!r}") from None
+    except InputError as err:
+        _fail(err)
+    _standalone(run_bench, as_json, artifact=target, data=data, preprocess=preprocess, size=size,
+                preprocessing=preprocessing, color=color, interpolation=interpolation, runs=runs, warmup=warmup,
+                threads=threads, thread_sweep=sweep, limit=images, max_p90_ms=max_p90_ms)

@@ -1,0 +1,336 @@
+"""pipeline.yaml: a strict schema (unknown keys rejected), loaded once, never rewritten.
+
+Relative paths in a config file are resolved against the file's own directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pipeline.core.errors import ConfigError
+from pipeline.quantize.recipes import BUILTIN as BUILTIN_RECIPES
+from pipeline.quantize.recipes import Recipe
+
+EXAMPLE_MODELS = ("elpv-xception", "kitchenware-xception")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(Strict):
+    """Exactly one of: a built-in example name, or a path to a .keras file or a SavedModel directory."""
+
+    example: Literal["elpv-xception", "kitchenware-xception"] | None = None
+    path: Path | None = None
+    trust: bool = Field(False, description="allow Keras models that need safe_mode=False (Lambda layers)")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if (self.example is None) == (self.path is None):
+            raise ValueError(
+                "expected exactly one of 'example' or 'path'. "
+                f"Received: example={self.example!r}, path={self.path!r}"
+            )
+        return self
+
+
+class InputSpec(Strict):
+    size: tuple[PositiveInt, PositiveInt] = Field((299, 299), description="height, width")
+    channels: Literal[1, 3] = 3
+    preprocessing: Literal["xception", "unit", "imagenet", "raw"] = "xception"
+    interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
+    color: Literal["rgb", "grayscale_to_rgb", "grayscale"] = "rgb"
+
+    @field_validator("size")
+    @classmethod
+    def _min_size(cls, v):
+        if min(v) < 32:
+            raise ValueError(f"expected height and width >= 32. Received: {list(v)}")
+        return v
+
+
+class SplitSpec(Strict):
+    seed: int = 0
+    calibration: PositiveInt = 300
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
+
+
+class Subset(Strict):
+    source: str = Field(description="'example:elpv', 'example:kitchenware', a class-folder dir or a CSV file")
+    split: Literal["train", "calibration", "test", "all"]
+    size: PositiveInt | None = Field(None, description="use at most this many images (deterministic)")
+
+
+class DataSpec(Strict):
+    calibration: Subset
+    validation: Subset
+    accuracy_control: Subset | None = Field(
+        None, description="labeled images a max_accuracy_drop recipe measures its drop on "
+                          "(default: the labeled calibration images); never the validation subset")
+    splits: SplitSpec = SplitSpec()
+    labels: list[str] | Path
+    min_calibration: PositiveInt = 100
+
+    @model_validator(mode="after")
+    def _control_is_held_out(self):
+        c, v = self.accuracy_control, self.validation
+        if c is not None and c.source == v.source and (c.split == v.split or "all" in (c.split, v.split)):
+            raise ValueError("data.accuracy_control: expected images held out from the validation data the "
+                             f"artifacts are scored on. Received: split {c.split!r} of {c.source!r}, which "
+                             f"overlaps validation split {v.split!r}")
+        return self
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_ok(cls, v):
+        if isinstance(v, list):
+            if len(v) < 2:
+                raise ValueError(f"expected at least 2 class labels. Received: {v}")
+            dup = sorted({x for x in v if v.count(x) > 1})
+            if dup:
+                raise ValueError(f"expected unique class labels. Received duplicates: {dup}")
+        return v
+
+
+class GateSpec(Strict):
+    max_top1_drop: Annotated[float, Field(ge=0)] | None = Field(1.0, description="points of top-1 vs FP32")
+    max_p90_ms: Annotated[float, Field(gt=0)] | None = None
+    # output parity of float artifacts with the FP32 reference (worst image's cosine, largest |diff|)
+    parity_min_cosine: Annotated[float, Field(gt=0, le=1)] | None = Field(0.999, description="None: no parity gate")
+    parity_max_abs: Annotated[float, Field(gt=0)] = 1e-3
+    cross_quantizer_max_gap: Annotated[float, Field(ge=0)] | None = Field(
+        5.0, description="an INT8 artifact whose top-1 is more than this many points below the median of the "
+                         "other INT8 artifacts fails (a broken quantizer); None = off")
+
+
+class LatencySpec(Strict):
+    warmup: Annotated[int, Field(ge=0)] = 5
+    runs: Annotated[int, Field(ge=50)] = 50
+    thread_sweep: list[PositiveInt] | None = Field(None, description="also measure at these thread counts")
+    end_to_end: bool = Field(True, description="also time decode + preprocess + inference from the image file")
+
+
+class TargetEntry(Strict):
+    """`name` picks a target from the registry; `options` are validated by that target."""
+
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v):
+        import targets
+
+        if v not in targets.REGISTRY:
+            raise ValueError(f"expected one of {sorted(targets.REGISTRY)}. Received: {v!r}")
+        return v
+
+    @model_validator(mode="after")
+    def _options(self):
+        import targets
+
+        opts_cls = targets.load_module(self.name).Options
+        try:
+            opts = opts_cls.model_validate(self.options)
+        except ValidationError as err:
+            raise ValueError(f"options for target {self.name!r}: " + _format(err, prefix="options")) from None
+        object.__setattr__(self, "options", opts.model_dump())
+        return self
+
+    def typed_options(self):
+        import targets
+
+        return targets.load_module(self.name).Options.model_validate(self.options)
+
+    def quantizer(self) -> str | None:
+        """The quantizer behind this target (module constant QUANTIZER), if it quantizes."""
+        import targets
+
+        return getattr(targets.load_module(self.name), "QUANTIZER", None)
+
+
+class DiagnosticsSpec(Strict):
+    per_layer_images: Annotated[int, Field(ge=0)] = Field(
+        16, description="validation images for the per-layer INT8 error report (0 = no report)")
+
+
+class QuantizationSpec(Strict):
+    """User-defined quantization recipes (same schema as the built-in ones, `edgepipe recipes`)."""
+
+    recipes: dict[str, Recipe] = Field(default_factory=dict)
+
+    @field_validator("recipes")
+    @classmethod
+    def _no_shadowing(cls, v):
+        clash = sorted(set(v) & set(BUILTIN_RECIPES))
+        if clash:
+            raise ValueError(f"expected new recipe names (built-in recipes cannot be redefined). Received: {clash}")
+        return v
+
+
+class ProbeSpec(Strict):
+    """Each artifact is loaded and first-run in a child process with these limits before the run uses it."""
+
+    timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    memory_mb: Annotated[int, Field(ge=256)] = 8192
+
+
+def _valid_executor(v: str) -> str:
+    from pipeline.executors.base import parse_spec
+
+    try:
+        parse_spec(v)
+    except ConfigError as err:
+        raise ValueError(str(err).removeprefix("executor: ")) from None
+    return v
+
+
+ExecutorSpec = Annotated[str, AfterValidator(_valid_executor)]  # shared with sweep.yaml
+
+
+class PipelineConfig(Strict):
+    model: ModelSpec
+    input: InputSpec = InputSpec()
+    data: DataSpec
+    targets: list[TargetEntry] = Field(min_length=1)
+    quantization: QuantizationSpec = QuantizationSpec()
+    diagnostics: DiagnosticsSpec = DiagnosticsSpec()
+    gates: GateSpec = GateSpec()
+    latency: LatencySpec = LatencySpec()
+    probe: ProbeSpec = ProbeSpec()
+    output: Path = Path("edgepipe-out")
+    threads: PositiveInt = 2
+    executor: ExecutorSpec = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executor.py)")
+
+    @field_validator("targets")
+    @classmethod
+    def _unique_targets(cls, v):
+        names = [t.name for t in v]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"expected each target once. Received duplicates: {dup}")
+        return v
+
+    @model_validator(mode="after")
+    def _recipes_possible(self):
+        """Each target's recipe exists and its quantizer can build it (else: say why)."""
+        from pipeline.quantize.recipes import problems
+
+        for i, entry in enumerate(self.targets):
+            name = entry.options.get("recipe")
+            if name is None:
+                continue
+            try:
+                recipe = self.recipe_for(entry)
+            except KeyError as err:
+                raise ValueError(f"targets[{i}] ({entry.name}) options.recipe: {err.args[0]}") from None
+            quantizer = entry.quantizer()
+            bad = problems(recipe, quantizer) if quantizer else []
+            if bad:
+                raise ValueError(f"targets[{i}] ({entry.name}) options.recipe {name!r} is impossible for the "
+                                 f"{quantizer} quantizer: " + "; ".join(bad))
+        return self
+
+    def recipe_for(self, entry: TargetEntry) -> Recipe:
+        from pipeline.quantize.recipes import resolve
+
+        return resolve(entry.options.get("recipe", "default"), self.quantization.recipes)
+
+
+def _format(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"]))
+        if not loc and e["type"] == "value_error":  # a whole-config check: its message names the keys
+            lines.append(e["msg"].removeprefix("Value error, "))
+            continue
+        loc = loc or "(top level)"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key (not part of the schema). Received: {e['input']!r}")
+        elif e["type"] == "missing":
+            lines.append(f"{loc}: required key is missing")
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            if "Received" in msg:
+                lines.append(f"{loc}: {msg}")
+            else:
+                lines.append(f"{loc}: {msg}. Received: {e.get('input')!r}")
+    return "; ".join(lines)
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    """Make relative paths in the raw mapping relative to the config file's directory."""
+
+    def fix(v):
+        if isinstance(v, str) and not v.startswith("example:"):
+            try:
+                p = Path(v).expanduser()
+            except RuntimeError:  # "~someone/..." for a user this machine does not know
+                raise ConfigError(f"path {v!r}: expected '~' or '~user' with a known home directory. "
+                                  f"Received: an unknown user {v.split('/')[0]!r}") from None
+            return str(p if p.is_absolute() else (base / p))
+        return v
+
+    raw = dict(raw)
+    if isinstance(raw.get("model"), dict) and "path" in raw["model"]:
+        raw["model"] = {**raw["model"], "path": fix(raw["model"]["path"])}
+    data = raw.get("data")
+    if isinstance(data, dict):
+        data = dict(data)
+        for sub in ("calibration", "validation"):
+            if isinstance(data.get(sub), dict) and "source" in data[sub]:
+                data[sub] = {**data[sub], "source": fix(data[sub]["source"])}
+        if isinstance(data.get("labels"), str):
+            data["labels"] = fix(data["labels"])
+        raw["data"] = data
+    if isinstance(raw.get("output"), str):
+        raw["output"] = fix(raw["output"])
+    return raw
+
+
+def parse_config(raw: Any, base: Path | None = None, source: str = "config") -> PipelineConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level. Received: {type(raw).__name__}")
+    if base is not None:
+        raw = _resolve_paths(raw, base)
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_format(err)}") from err
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file: expected an existing YAML file. Received: {str(path)!r}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        from pipeline.formats.inspect import describe
+
+        raise ConfigError(f"{path}: expected UTF-8 YAML text. Received: {describe(path)}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: expected valid UTF-8 YAML. Received a parse error: {err}") from err
+    return parse_config(raw, base=path.parent.resolve(), source=str(path))
+
+
+def example_config_path(name: str) -> Path:
+    p = Path(__file__).parents[1] / "examples" / f"{name}.yaml"
+    if not p.is_file():
+        raise ConfigError(f"example: expected one of {list(EXAMPLE_MODELS)}. Received: {name!r}")
+    return p

@@ -1,0 +1,117 @@
+"""RayExecutor: the executor's tasks as Ray tasks (`pip install edgepipe[ray]`).
+
+- `RayExecutor()` starts a local Ray instance sized to this machine; board resources
+  (`{"board:rpi4-01": 1}`) are declared on it.
+- `RayExecutor("auto")` / `RayExecutor("ray://head:10001")` connects to an existing
+  cluster. There the nodes declare their own resources (`ray start --resources=
+  '{"board:rpi4-01": 1}'` on the node that can reach the board), edgepipe's own packages
+  are shipped with the job (`runtime_env.py_modules`), and the output directory must be
+  on a file system every node mounts at the same path: artifacts and the stage cache move
+  through it, not through the object store.
+
+Each task asks for its `num_cpus` and resources, so Ray never runs two tasks on one board
+at once. `max_retries` covers both a dead worker and an exception (`retry_exceptions`); a
+typed EdgepipeError comes back as a Failure and is not retried.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.core.errors import ConfigError
+from pipeline.executors.base import DEFAULT_RETRIES, Executor, Failure, OnResult, Task, invoke
+
+
+class RayExecutor(Executor):
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
+                 resources: Mapping[str, float] | None = None, max_retries: int = DEFAULT_RETRIES,
+                 ship_code: bool = True):
+        try:
+            import ray
+        except ImportError as err:
+            raise ConfigError("executor 'ray': expected the ray package (pip install 'edgepipe[ray]'). "
+                              "Received: ray is not installed") from err
+        self.ray = ray
+        self.address = address
+        self.max_retries = max_retries
+        self.name = f"ray={address}" if address else "ray"
+        self._owns = not ray.is_initialized()
+        if self._owns:
+            env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
+            if address is None:
+                # "local": always a new instance, even if `ray start` left a cluster address behind
+                ray.init(address="local", num_cpus=num_cpus, resources=dict(resources or {}),
+                         include_dashboard=False, runtime_env=env, logging_level="WARNING")
+            else:
+                if ship_code:
+                    import calibration
+                    import pipeline
+                    import targets
+
+                    env["py_modules"] = [pipeline, calibration, targets]
+                try:
+                    ray.init(address=address, runtime_env=env, logging_level="WARNING")
+                except (ConnectionError, RuntimeError, ValueError) as err:
+                    raise ConfigError(f"executor 'ray={address}': expected a reachable Ray cluster "
+                                      f"(ray start --head, then ray=auto or ray://HOST:10001; a cluster with "
+                                      f"token authentication also needs RAY_AUTH_MODE=token here). "
+                                      f"Received: {err}") from err
+        self._remote = ray.remote(invoke)
+
+    @property
+    def parallel(self) -> bool:
+        return True
+
+    def _node_capacity(self) -> list[dict]:
+        return [n.get("Resources", {}) for n in self.ray.nodes() if n.get("Alive")]
+
+    def run(self, tasks: Sequence[Task], on_result: OnResult | None = None) -> list[Any]:
+        ray = self.ray
+        nodes = self._node_capacity()
+        max_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+        results: list[Any] = [None] * len(tasks)
+        refs = {}
+        for i, t in enumerate(tasks):
+            need = {k: float(v) for k, v in t.resources.items()}
+            if need and not any(all(n.get(k, 0.0) >= v for k, v in need.items()) for n in nodes):
+                # an infeasible task would wait forever: say so instead
+                results[i] = Failure(t.label, "error", f"expected a Ray node providing {need} (declare it with "
+                                     f"ray start --resources=...). Received: no such node", 0)
+                if on_result:
+                    on_result(i, results[i])
+                continue
+            opts = {"num_cpus": min(float(t.num_cpus), max_cpu), "max_retries": self.max_retries,
+                    "retry_exceptions": True, "name": t.label or t.fn.__name__}
+            if need:
+                opts["resources"] = need
+            refs[self._remote.options(**opts).remote(t.fn, t.args, t.label)] = i
+        waiting = list(refs)
+        while waiting:
+            ready, waiting = ray.wait(waiting, num_returns=1)
+            for ref in ready:
+                i = refs[ref]
+                results[i] = self._outcome(tasks[i], ref)
+                if on_result:
+                    on_result(i, results[i])
+        return results
+
+    def _outcome(self, t: Task, ref) -> Any:
+        exc = self.ray.exceptions
+        attempts = self.max_retries + 1
+        try:
+            return self.ray.get(ref)
+        except exc.RayTaskError as err:
+            cause = err.cause if getattr(err, "cause", None) is not None else err
+            return Failure(t.label, "error", f"{type(cause).__name__}: {cause} (after {attempts} attempts)",
+                           attempts, None, str(err)[-4000:])
+        except (exc.WorkerCrashedError, exc.NodeDiedError) as err:
+            return Failure(t.label, "died", f"worker died: {type(err).__name__} (after {attempts} attempts)",
+                           attempts, None, str(err)[-2000:])
+        except exc.RayError as err:  # e.g. out of memory, cancelled
+            return Failure(t.label, "died", f"{type(err).__name__}: {str(err)[:300]}", attempts)
+
+    def close(self) -> None:
+        if self._owns and self.ray.is_initialized():
+            self.ray.shutdown()
+            self._owns = False

@@ -1,0 +1,161 @@
+"""Per-run context: the config, the stage cache, and lazily materialised inputs.
+
+Nothing heavy is loaded until a stage that is not cached needs it: a rerun with every
+stage cached never imports TensorFlow and never loads the Keras model.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from calibration import checks
+from calibration.dataset import Batch, load_subset, subsample
+from calibration.preprocess import PreprocessSpec
+from pipeline.core.cache import StageCache, StageResult
+from pipeline.core.errors import InputError
+from pipeline.core.hashing import sha256_file, sha256_tree
+from pipeline.core.labels import read_labels
+from pipeline.core.progress import bar, stderr
+from pipeline.core.versions import tool_versions
+
+
+class RunContext:
+    def __init__(self, cfg, model_path: Path, console=stderr, cache_root: Path | None = None):
+        """`cache_root`: the stage cache (default `<output>/stages`); workers of one run or sweep share it."""
+        self.cfg = cfg
+        self.console = console
+        self.model_path = Path(model_path)
+        self.spec = PreprocessSpec.from_input(cfg.input)
+        self.labels = read_labels(cfg.data.labels)
+        self.cache = StageCache(Path(cache_root) if cache_root is not None else Path(cfg.output) / "stages")
+        self.is_savedmodel = _check_model_path(self.model_path, cfg.model.trust)
+        self.model_sha = sha256_tree(self.model_path) if self.is_savedmodel else sha256_file(self.model_path)
+        self._keras = None
+
+    # ---- data -------------------------------------------------------------------------
+    @cached_property
+    def calibration(self) -> Batch:
+        with bar("loading calibration images", None, self.console) as advance:
+            b = load_subset(self.cfg.data.calibration, self.cfg.data.splits, self.labels, self.spec,
+                            "calibration data", advance)
+        checks.check_count(len(b), self.cfg.data.min_calibration, "calibration data")
+        checks.check_classes(b.labels, len(self.labels), "calibration data")
+        return b
+
+    @cached_property
+    def validation(self) -> Batch:
+        with bar("loading validation images", None, self.console) as advance:
+            b = load_subset(self.cfg.data.validation, self.cfg.data.splits, self.labels, self.spec,
+                            "validation data", advance)
+        if not (b.labels >= 0).any():
+            raise InputError("validation data: expected labeled images. Received: none labeled")
+        return b
+
+    @cached_property
+    def accuracy_control(self) -> Batch | None:
+        """`data.accuracy_control` when configured (labeled images only), else None."""
+        subset = self.cfg.data.accuracy_control
+        if subset is None:
+            return None
+        with bar("loading accuracy-control images", None, self.console) as advance:
+            b = load_subset(subset, self.cfg.data.splits, self.labels, self.spec, "accuracy-control data", advance)
+        if not (b.labels >= 0).any():
+            raise InputError("accuracy-control data: expected labeled images. Received: none labeled")
+        return b
+
+    def calibration_for(self, recipe) -> Batch:
+        """The calibration images a recipe uses: all of them, or a deterministic subset of
+        `recipe.calibration_size` (its own content hash; classes it misses are warned about)."""
+        batch = self.calibration
+        n = recipe.calibration_size
+        if n is None or n >= len(batch):
+            return batch
+        sub = subsample(batch, n, self.cfg.data.splits.seed)
+        checks.check_classes(sub.labels, len(self.labels), f"calibration data (recipe subset of {n} images)")
+        return sub
+
+    def recipe(self, target: str):
+        """The resolved quantization recipe of a configured target (pipeline.recipes.Recipe)."""
+        entry = next(e for e in self.cfg.targets if e.name == target)
+        return self.cfg.recipe_for(entry)
+
+    # ---- model ------------------------------------------------------------------------
+    def keras_model(self):
+        if self._keras is None:
+            from pipeline.stages.keras_model import load_keras, verify_io
+
+            _set_tf_threads(self.cfg.threads)
+            model = load_keras(self.model_path, trust=self.cfg.model.trust)
+            verify_io(model, self.spec.shape, len(self.labels), f"model {str(self.model_path)!r}")
+            self._keras = model
+        return self._keras
+
+    def reference_runner(self):
+        """The FP32 reference: the Keras model, or a user SavedModel's serving signature."""
+        from pipeline.formats.runners import KerasRunner, SavedModelRunner
+
+        if self.is_savedmodel:
+            from pipeline.stages.savedmodel import load_serving
+
+            _set_tf_threads(self.cfg.threads)
+            return SavedModelRunner(load_serving(self.model_path, self.spec.shape, len(self.labels)))
+        return KerasRunner(self.keras_model())
+
+    def savedmodel(self) -> StageResult:
+        from pipeline.stages.savedmodel import copy_savedmodel, export_savedmodel
+
+        params = {"model": self.model_sha, "shape": list(self.spec.shape), **tool_versions("tensorflow", "keras")}
+        if self.is_savedmodel:
+            def adopt(out: Path) -> dict:
+                self.reference_runner()  # verify its signature (loads TF) only when the stage runs
+                return {"dir": copy_savedmodel(self.model_path, out).name}
+
+            return self.stage("savedmodel", params, adopt)
+        return self.stage("savedmodel", params,
+                          lambda out: {"dir": export_savedmodel(self.keras_model(), out, self.spec.shape).name})
+
+    # ---- stages -----------------------------------------------------------------------
+    def stage(self, name: str, inputs: dict, fn) -> StageResult:
+        hit = self.cache.lookup(name, inputs)
+        if hit is not None and any((e.name, e.key) == (hit.name, hit.key) for e in self.cache.events):
+            return hit  # shared stage already accounted for in this run (e.g. the SavedModel)
+        if hit is not None:
+            self.cache.events.append(hit)
+            self.console.print(f"  [dim]cached[/]  {name}")
+            return hit
+        with self.console.status(f"running {name} ..."):
+            res = self.cache.run(name, inputs, fn)
+        if res.cached:  # another worker sharing the cache computed it while this one waited
+            self.console.print(f"  [dim]cached[/]  {name}  (computed by another worker)")
+        else:
+            self.console.print(f"  [green]ran[/]     {name}  ({res.seconds:.1f} s)")
+        return res
+
+
+def _check_model_path(path: Path, trust: bool) -> bool:
+    """True for a SavedModel directory, False for a model file; anything else is an InputError."""
+    from pipeline.stages.savedmodel import is_savedmodel_dir
+
+    if not path.exists():
+        raise InputError(f"model: expected a .keras file or a SavedModel directory. Received: {str(path)!r} "
+                         "(no such file or directory)")
+    if path.is_dir():
+        if not is_savedmodel_dir(path):
+            raise InputError(f"model {str(path)!r}: expected a SavedModel directory (with saved_model.pb). "
+                             f"Received: a directory without saved_model.pb")
+        return True
+    from pipeline.stages.keras_model import check_model_path
+
+    check_model_path(path, trust)
+    return False
+
+
+def _set_tf_threads(n: int) -> None:
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, n)))
+    except RuntimeError:
+        pass  # already initialised in this process (e.g. several runs in one test session)

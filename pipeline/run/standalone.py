@@ -1,0 +1,296 @@
+"""`edgepipe validate` and `edgepipe bench` on any image-classifier artifact (.tflite,
+OpenVINO IR .xml, .onnx), also one edgepipe did not build, given its preprocessing.
+
+Preprocessing comes from `--preprocess preprocess.json`, else the `preprocess.json` beside
+the artifact (edgepipe's own artifacts carry one), else `--preprocessing` (+ `--size`, which
+defaults to the model's input size). Labels: `--labels`, else `labels.txt` beside the
+artifact, else the class sub-folder names of `--data`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from calibration.preprocess import RANGES, PreprocessSpec
+from pipeline.core.errors import InputError, expected_received
+from pipeline.core.progress import bar, stderr
+
+FORMATS = {".tflite": "tflite", ".xml": "openvino-ir", ".onnx": "onnx"}
+COLORS = ("rgb", "grayscale_to_rgb", "grayscale")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+def detect_format(path: Path) -> str:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(expected_received("artifact", "an existing .tflite, .xml (OpenVINO IR) or .onnx file",
+                                           repr(str(path))))
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise InputError(expected_received("artifact", "a .tflite, .xml (OpenVINO IR) or .onnx file",
+                                           repr(path.name)))
+    if fmt == "openvino-ir" and not path.with_suffix(".bin").is_file():
+        weights = path.with_suffix(".bin").name
+        raise InputError(expected_received(f"OpenVINO IR {path.name!r}", f"its weights {weights!r} beside it",
+                                           "no such file"))
+    return fmt
+
+
+def detect_precision(fmt: str, path: Path, runner=None) -> str:
+    """int8 when the graph holds quantized tensors or quantize ops; else fp32."""
+    if fmt == "tflite" and runner is not None:
+        quantized = any(d["dtype"] in (np.int8, np.uint8) and d["quantization"][0] != 0.0
+                        for d in runner.interp.get_tensor_details())
+        return "int8" if quantized else "fp32"
+    if fmt == "openvino-ir":
+        text = Path(path).read_text(errors="replace")
+        return "int8" if 'type="FakeQuantize"' in text or 'element_type="i8"' in text else "fp32"
+    if fmt == "onnx":
+        import onnx
+
+        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+        return "int8" if ops & {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger"} else "fp32"
+    return "fp32"
+
+
+def open_artifact(path: Path, threads: int):
+    """(format, runner, (H, W, C), precision) for an artifact file; a missing runtime is exit 3."""
+    from pipeline.core.errors import DeviceUnavailableError
+    from pipeline.formats.runners import image_input_shape, open_runner, runtime_module
+
+    fmt = detect_format(path)
+    try:
+        runtime_module(fmt)
+    except ImportError as err:
+        raise DeviceUnavailableError(f"{Path(path).name}: cannot be run on this host: runtime missing ({err})") from err
+    try:
+        runner = open_runner(fmt, path, threads)
+    except InputError:
+        raise
+    except Exception as err:  # a corrupt or unsupported file
+        raise InputError(expected_received(f"artifact {Path(path).name!r}", f"a loadable {fmt} model",
+                                           f"{type(err).__name__}: {str(err)[:300]}")) from err
+    if getattr(runner, "layout", "nhwc") == "nchw":
+        from pipeline.core.progress import stderr
+
+        stderr.print(f"{Path(path).name}: the model's input is channels-first (NCHW); "
+                     "preprocessed HWC images are fed transposed to CHW")
+    return fmt, runner, image_input_shape(runner), detect_precision(fmt, path, runner)
+
+
+def resolve_spec(artifact: Path, model_hwc: tuple[int, int, int], preprocess: Path | None,
+                 size: tuple[int, int] | None, preprocessing: str | None, color: str | None,
+                 interpolation: str | None) -> PreprocessSpec:
+    source = preprocess or (Path(artifact).parent / "preprocess.json")
+    if preprocess is not None or (preprocessing is None and source.is_file()):
+        try:
+            raw = json.loads(Path(source).read_text(encoding="utf-8"))
+            allowed = {f.name for f in fields(PreprocessSpec)}
+            if not isinstance(raw, dict) or not set(raw) <= allowed:
+                raise ValueError(f"keys {sorted(raw) if isinstance(raw, dict) else type(raw).__name__}")
+            spec = PreprocessSpec(**raw)
+        except (OSError, ValueError, TypeError) as err:
+            raise InputError(expected_received(f"preprocess spec {str(source)!r}",
+                                               f"a JSON object with keys from {sorted(allowed)}", err)) from err
+    else:
+        if preprocessing is None:
+            raise InputError(expected_received(
+                f"preprocessing for {Path(artifact).name!r}",
+                "--preprocess preprocess.json or --preprocessing {" + ",".join(RANGES) + "} (no preprocess.json "
+                "beside the artifact; edgepipe never guesses how a foreign model scales its inputs)", "none"))
+        h, w = size or model_hwc[:2]
+        spec = PreprocessSpec(int(h), int(w), model_hwc[2], preprocessing, interpolation or "bilinear",
+                              color or ("grayscale" if model_hwc[2] == 1 else "rgb"))
+    for name, value, allowed_values in (("preprocessing", spec.mode, tuple(RANGES)), ("color", spec.color, COLORS),
+                                        ("interpolation", spec.interpolation, INTERPOLATIONS)):
+        if value not in allowed_values:
+            raise InputError(expected_received(name, f"one of {list(allowed_values)}", repr(value)))
+    if tuple(spec.shape) != tuple(model_hwc):
+        raise InputError(expected_received(f"preprocessing for {Path(artifact).name!r}",
+                                           f"the model's input size (H, W, C) = {tuple(model_hwc)}",
+                                           f"{tuple(spec.shape)}"))
+    return spec
+
+
+def resolve_labels(artifact: Path, labels: Path | None, data: str) -> list[str]:
+    from pipeline.run.context import read_labels
+
+    if labels is not None:
+        return read_labels(labels)
+    beside = Path(artifact).parent / "labels.txt"
+    if beside.is_file():
+        return read_labels(beside)
+    d = Path(data)
+    if d.is_dir():
+        subdirs = sorted(p.name for p in d.iterdir() if p.is_dir())
+        if subdirs:
+            stderr.print(f"[yellow]labels[/]: the sorted sub-folder names {subdirs}; pass --labels if the model's "
+                         "class order differs", highlight=False, soft_wrap=True)
+            return subdirs
+    raise InputError(expected_received("labels", "--labels FILE, a labels.txt beside the artifact, or --data as a "
+                                       "folder of class sub-folders", f"none for {data!r}"))
+
+
+def load_images(data: str, labels: list[str], spec: PreprocessSpec, limit: int | None):
+    """Preprocessed images, labels and file paths from a folder or a CSV (deterministic subset)."""
+    from calibration.dataset import load_subset
+    from pipeline.config.schema import SplitSpec, Subset
+
+    with bar(f"loading images from {Path(data).name}", None, stderr) as advance:
+        return load_subset(Subset(source=str(data), split="all", size=limit), SplitSpec(), labels, spec,
+                           f"data {data!r}", advance)
+
+
+def _labels_in(data: Path) -> list[str]:
+    """Whatever class names the data itself uses (sub-folders, or the CSV's label column)."""
+    import csv
+
+    if data.is_dir():
+        return sorted(p.name for p in data.iterdir() if p.is_dir())
+    if data.is_file() and data.suffix.lower() == ".csv":
+        with open(data, newline="", encoding="utf-8") as f:
+            return sorted({(row.get("label") or "").strip() for row in csv.DictReader(f)} - {""})
+    return []
+
+
+def _scores(runner, images, what: str) -> np.ndarray:
+    from pipeline.validators.accuracy import predict_all
+
+    with bar(f"{what}: {len(images)} images", len(images), stderr) as advance:
+        return predict_all(runner, images, advance)
+
+
+def validate(artifact: Path, data: str, labels: Path | None = None, preprocess: Path | None = None,
+             size=None, preprocessing=None, color=None, interpolation=None, reference: Path | None = None,
+             threads: int = 2, limit: int | None = None, max_top1_drop: float | None = None) -> dict:
+    from pipeline.validators import parity as parity_mod
+    from pipeline.validators.accuracy import accuracy_metrics
+    from pipeline.validators.gates import exit_code
+    from pipeline.core.versions import host_facts
+
+    if max_top1_drop is not None and reference is None:
+        raise InputError(expected_received("--max-top1-drop", "--reference OTHER_ARTIFACT to measure a drop against",
+                                           "no --reference"))
+    fmt, runner, hwc, precision = open_artifact(artifact, threads)
+    spec = resolve_spec(artifact, hwc, preprocess, size, preprocessing, color, interpolation)
+    names = resolve_labels(artifact, labels, data)
+    batch = load_images(data, names, spec, limit)
+    if not (batch.labels >= 0).any():
+        raise InputError(expected_received(f"data {data!r}", "labeled images (class sub-folders or a CSV label)",
+                                           "none labeled"))
+    scores = _scores(runner, batch.images, Path(artifact).name)
+    if scores.shape[1] != len(names):
+        raise InputError(expected_received(f"labels for {Path(artifact).name!r}",
+                                           f"{scores.shape[1]} labels (the model's outputs)", f"{len(names)}: {names}"))
+    ref_scores = ref_info = parity = None
+    if reference is not None:
+        rfmt, rrunner, rhwc, rprec = open_artifact(reference, threads)
+        if tuple(rhwc) != tuple(hwc):
+            raise InputError(expected_received("--reference", f"an artifact with input {tuple(hwc)}", tuple(rhwc)))
+        ref_scores = _scores(rrunner, batch.images, Path(reference).name)
+        if ref_scores.shape != scores.shape:
+            raise InputError(expected_received("--reference", f"scores of shape {scores.shape}", ref_scores.shape))
+        ref_info = {"path": str(reference), "format": rfmt, "precision": rprec}
+        if precision != "int8" and rprec != "int8":  # parity is a float-vs-float check
+            parity = parity_mod.output_parity(scores, ref_scores)
+    acc = accuracy_metrics(scores, batch.labels, ref_scores, names)
+    reasons = []
+    if max_top1_drop is not None and acc["drop_points"] > max_top1_drop:
+        lo, hi = acc["drop_ci95_points"]
+        reasons.append(f"top-1 drop {acc['drop_points']:.2f} pts (95% CI {lo:+.2f}..{hi:+.2f}) "
+                       f"> max_top1_drop {max_top1_drop:g}")
+    if parity is not None and not parity["passed"]:
+        reasons.append(f"output parity: worst cosine {parity['cosine_min']:.6f}, max |diff| {parity['max_abs']:.2e}")
+    status = "failed" if reasons else "passed"
+    return {"edgepipe_validate": 1, "artifact": str(artifact), "format": fmt, "precision": precision,
+            "input_layout": getattr(runner, "layout", "nhwc"),
+            "runtime": getattr(runner, "runtime", None), "threads": threads,
+            "data": {"source": str(data), "count": len(batch), "sha256": batch.sha256}, "labels": names,
+            "preprocess": spec.as_dict(), "reference": ref_info, "accuracy": acc, "parity": parity,
+            "status": status, "reasons": reasons, "environment": host_facts(), "exit_code": exit_code([status])}
+
+
+def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size=None, preprocessing=None,
+          color=None, interpolation=None, runs: int = 50, warmup: int = 5, threads: int = 2,
+          thread_sweep: list[int] | None = None, limit: int | None = 50, end_to_end: bool = True,
+          max_p90_ms: float | None = None) -> dict:
+    from pipeline.validators.gates import exit_code
+    from pipeline.validators.latency import SWEEP_KEYS
+    from pipeline.validators.latency_child import measure_in_child
+    from pipeline.core.versions import host_facts
+
+    if data is None:
+        raise InputError(expected_received("--data", "a folder of images or a CSV (bench times real, preprocessed "
+                                           "images, never random tensors)", "none"))
+    fmt, runner, hwc, precision = open_artifact(artifact, threads)
+    layout = getattr(runner, "layout", "nhwc")
+    del runner  # the child process measures; the parent only needed the input shape and layout
+    spec = resolve_spec(artifact, hwc, preprocess, size, preprocessing, color, interpolation)
+    names = _labels_in(Path(data))  # labels do not matter for timing, only which files to read
+    batch = load_images(data, names, spec, limit)
+    paths = list(batch.paths) if end_to_end else None
+    e2e = runs if end_to_end else 0
+    with bar(f"{Path(artifact).name}: {runs} timed + {e2e} end-to-end runs", runs + e2e, stderr) as adv:
+        lat = measure_in_child(fmt, artifact, threads, batch.images, warmup, runs, None, spec, paths, e2e, adv)
+    if thread_sweep:
+        lat["thread_sweep"] = []
+        with bar(f"thread sweep {thread_sweep}", runs * len(thread_sweep), stderr) as adv:
+            for t in thread_sweep:
+                r = measure_in_child(fmt, artifact, t, batch.images, warmup, runs, progress=adv)
+                lat["thread_sweep"].append({"threads": t, **{k: r[k] for k in SWEEP_KEYS}})
+    reasons = []
+    if max_p90_ms is not None and lat["p90_ms"] > max_p90_ms:
+        reasons.append(f"p90 {lat['p90_ms']:.1f} ms > max_p90_ms {max_p90_ms:g}")
+    status = "failed" if reasons else "passed"
+    return {"edgepipe_bench": 1, "artifact": str(artifact), "format": fmt, "precision": precision,
+            "input_layout": layout,
+            "data": {"source": str(data), "count": len(batch), "sha256": batch.sha256},
+            "preprocess": spec.as_dict(), "latency": lat, "status": status, "reasons": reasons,
+            "environment": host_facts(), "exit_code": exit_code([status])}
+
+
+def render(result: dict):
+    """A terminal table for a validate or bench result."""
+    from rich.table import Table
+
+    t = Table(title=f"{Path(result['artifact']).name} ({result['format']}, {result['precision']}): "
+                    f"{result['status']}", title_justify="left", show_header=False)
+    acc, lat, par = result.get("accuracy"), result.get("latency"), result.get("parity")
+    if acc:
+        t.add_row("images", str(acc["n_images"]))
+        t.add_row("top-1", f"{acc['top1']:.4f}")
+        t.add_row(f"top-{acc['top5_k']}", f"{acc['top5']:.4f}")
+        t.add_row("per class", ", ".join(f"{c['label']} {c['accuracy']:.3f}" if c["accuracy"] is not None
+                                        else f"{c['label']} —" for c in acc["per_class"]))
+        if "drop_points" in acc:
+            lo, hi = acc["drop_ci95_points"]
+            t.add_row("Δ vs reference (pts)", f"{acc['drop_points']:+.2f}  95% CI [{lo:+.2f}, {hi:+.2f}]"
+                      + ("  within noise" if acc["drop_within_noise"] else ""))
+            t.add_row("agreement", f"{acc['agreement']:.4f}")
+    if par:
+        t.add_row("parity", f"worst cosine {par['cosine_min']:.6f}, max |diff| {par['max_abs']:.2e} "
+                            f"(tolerance {par['max_abs_tolerance']:g}) {'ok' if par['passed'] else 'FAILED'}")
+    if lat:
+        lo, hi = lat["p50_ci95_ms"]
+        t.add_row("load / first ms", f"{lat['load_ms']:.1f} / {lat['first_ms']:.1f}")
+        t.add_row("p50 / p90 / p99 ms", f"{lat['p50_ms']:.2f} / {lat['p90_ms']:.2f} / {lat['p99_ms']:.2f}  "
+                                        f"(p50 95% CI [{lo:.2f}, {hi:.2f}], {lat['runs']} runs)")
+        t.add_row("mean ms, throughput", f"{lat['mean_ms']:.2f}, {lat['throughput_ips']:.1f} images/s (batch 1)")
+        if lat.get("end_to_end"):
+            e = lat["end_to_end"]
+            t.add_row("end to end p50 / p90 ms", f"{e['p50_ms']:.2f} / {e['p90_ms']:.2f} "
+                                                 f"(preprocess p50 {e['preprocess_p50_ms']:.2f})")
+        t.add_row("peak RSS MB", f"{lat['peak_rss_mb']:.0f} (model + buffers {lat['rss_model_mb']:.0f})")
+        for s in lat.get("thread_sweep") or []:
+            t.add_row(f"threads {s['threads']}", f"p50 {s['p50_ms']:.2f} ms, p90 {s['p90_ms']:.2f} ms, "
+                                                 f"{s['throughput_ips']:.1f} images/s")
+        t.add_row("runtime, threads", f"{lat.get('runtime')}, {lat.get('threads')}")
+    env = result.get("environment") or {}
+    t.add_row("host", f"{env.get('cpu')} ({' '.join(env.get('isa_flags') or [])})")
+    for r in result.get("reasons") or []:
+        t.add_row("[red]failed[/]", r)
+    return t

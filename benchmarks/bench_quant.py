@@ -22,7 +22,7 @@ then shows the median of the R p50s and its ratio to the FP32 reference measured
 rounds. The rows' own p50s (measured when each row was built, possibly under other load) are
 kept in bench_quant.json but not shown then.
 
-Every conversion and measurement is a stage in DIR/stages (pipeline/cache.py): copy an
+Every conversion and measurement is a stage in DIR/stages (pipeline/core/cache.py): copy an
 earlier run's stages there (e.g. /work/elpv-out/stages) to reuse the FP32 reference; a rerun
 only computes what is missing. Results accumulate in DIR/bench_quant.json row by row.
 """
@@ -83,9 +83,9 @@ def _config(output: Path, target: str | None, recipe: str | None):
 
 class Bench:
     def __init__(self, output: Path):
+        from pipeline.examples.models import resolve_model
         from pipeline.run.context import RunContext
-        from pipeline.examples import resolve_model
-        from pipeline.run.orchestrate import _reference
+        from pipeline.run.reference import reference as _reference
 
         self.output = output
         cfg = _config(output, None, None)
@@ -106,7 +106,8 @@ class Bench:
 
     def measure(self, ctx, name: str, path: Path, make_runner) -> dict:
         from pipeline.core.hashing import sha256_file
-        from pipeline.run.orchestrate import _latency_stage, _scores_stage
+        from pipeline.run.reference import latency_stage as _latency_stage
+        from pipeline.run.reference import scores_stage as _scores_stage
         from pipeline.validators import accuracy as acc_mod
 
         files = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
@@ -141,8 +142,8 @@ class Bench:
             path = res.path / "model.tflite"
             return ctx, path, lambda: TFLiteRunner(path, threads), {}
         if which == "ort":
-            from targets import onnx_cpu
             from pipeline.formats.runners import ONNXRunner
+            from targets import onnx_cpu
 
             fp32, _ = onnx_cpu._onnx_stage(ctx, onnx_cpu.Options())
             src = fp32.path / fp32.meta["file"]

@@ -32,7 +32,7 @@ from pipeline.run.outdir import link_or_copy
 from targets.base import Job, QuantizedOptions
 
 NAME = "coral-edgetpu"
-QUANTIZER = "edgetpu"  # the TFLite converter, 8-bit full-integer only (pipeline/recipes.py)
+QUANTIZER = "edgetpu"  # the TFLite converter, 8-bit full-integer only (pipeline/quantize/recipes.py)
 DELEGATE = "libedgetpu.so.1"
 SOURCE = "model_int8.tflite"  # the uncompiled Edge-TPU-ready model inside every artifact
 
@@ -64,8 +64,8 @@ def _build(ctx, opts: Options) -> Artifact:
         src, versions, calib = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=recipe)
         record = {}
     else:  # full-integer repairs, never float layers; every rung has the recipe's calibration images
-        from pipeline.quantize.recipe_stages import full_integer_budget
         from pipeline.core.versions import tool_versions
+        from pipeline.quantize.recipe_stages import full_integer_budget
 
         src, pick = full_integer_budget(
             ctx, recipe, lambda rung: int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=rung)[0])

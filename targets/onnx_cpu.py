@@ -52,8 +52,8 @@ def _fp32(ctx, opts: Options, sm=None) -> Artifact:
 
 
 def _int8(ctx, opts: Options) -> Artifact:
-    from pipeline.stages.onnx import quantize_qdq
     from pipeline.quantize.recipe_stages import source_savedmodel
+    from pipeline.stages.onnx import quantize_qdq
 
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)

@@ -76,7 +76,7 @@ def _with_blob(ctx, opts: Options, ir: Artifact) -> Artifact:
                                recipe=ir.recipe, metadata={"compiled": res.meta})
 
 
-def _ir_stage(ctx, sm=None):
+def ir_stage(ctx, sm=None):
     from pipeline.stages.openvino import convert_ir
 
     sm = sm or ctx.savedmodel()
@@ -87,7 +87,7 @@ def _ir_stage(ctx, sm=None):
 
 
 def _fp32(ctx, sm=None) -> Artifact:
-    res, versions = _ir_stage(ctx, sm)
+    res, versions = ir_stage(ctx, sm)
     return Artifact.from_files(f"{NAME}/fp32", NAME, "openvino-ir", "fp32", res.path / res.meta["file"],
                                tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
 
@@ -96,11 +96,11 @@ def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
     """The NNCF INT8 stage of a recipe (quantized from the equalized IR when the recipe equalizes;
     accuracy control when it has a budget), shared with openvino-npu (`target_device="NPU"`: NNCF's
     NPU hardware config, its own stage). Returns (stage result, tool versions, calibration batch)."""
-    from pipeline.stages.openvino import quantize_nncf
     from pipeline.quantize.recipe_stages import nncf_budget_stage, source_savedmodel
+    from pipeline.stages.openvino import quantize_nncf
 
     calib = ctx.calibration_for(recipe)
-    ir, _ = _ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
+    ir, _ = ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
     versions = tool_versions("openvino", "nncf")
     if recipe.max_accuracy_drop is not None:
         return nncf_budget_stage(ctx, ir, recipe, calib, target_device), versions, calib

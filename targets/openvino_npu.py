@@ -52,8 +52,8 @@ def npu_devices() -> list[str]:
 
 
 def _npu_int8(ctx, opts: Options) -> Artifact:
-    from pipeline.quantize.recipes import resolve
     from pipeline.quantize.recipe_stages import budget_record
+    from pipeline.quantize.recipes import resolve
     from targets.openvino_compile import compile_and_export, config_for
     from targets.openvino_cpu import nncf_int8_stage
 
@@ -91,9 +91,9 @@ def _npu_latency_skip(artifact: Artifact) -> str | None:
 def _myriad_fp16(ctx) -> Artifact:
     from pipeline.stages.openvino import compress_fp16
     from targets.openvino_compile import opset_versions
-    from targets.openvino_cpu import _ir_stage
+    from targets.openvino_cpu import ir_stage
 
-    ir, versions = _ir_stage(ctx)
+    ir, versions = ir_stage(ctx)
     res = ctx.stage("ov-ir-fp16-myriad", {"ir": ir.key, **versions},
                     lambda out: {"file": compress_fp16(ir.path / ir.meta["file"], out).name})
     xml = res.path / res.meta["file"]

@@ -75,8 +75,8 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
     """The full-integer INT8 conversion stage, shared with coral-edgetpu: same options, same cache key,
     so an Edge TPU build reuses tflite-arm's conversion instead of converting twice.
     Returns (stage result, tool versions, calibration batch used)."""
-    from pipeline.quantize.recipes import BUILTIN
     from pipeline.quantize.recipe_stages import source_savedmodel, tflite_budget_stage
+    from pipeline.quantize.recipes import BUILTIN
     from pipeline.stages.tflite import convert_int8
 
     recipe = recipe or BUILTIN["default"]

@@ -16,8 +16,8 @@ from calibration import checks
 from pipeline.cli.app import app
 from pipeline.core.errors import InputError
 from pipeline.core.labels import check_outputs, read_labels
-from pipeline.run.outdir import locked_output
 from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
+from pipeline.run.outdir import locked_output
 from tests.conftest import tiny_config, write_config
 from tests.model_files import TINY_TFLITE, tiny_ir
 from tests.test_cache import lock_held_by_child  # one lock-holder child for every lock test
@@ -68,13 +68,13 @@ def test_keras_runner_checks_single_images_and_batches(tiny_assets):
 
 
 def test_every_runner_checks_its_input():
-    """A guard for runners added later (in targets/runtimes.py or a target's module): each `predict` must go
+    """A guard for runners added later (in pipeline/formats/runners.py or a target's module): each `predict` must go
     through `check_input`, the one shape/dtype/layout check that never reshapes."""
     import importlib
     import inspect
 
-    import targets
     import pipeline.formats.runners as rt
+    import targets
 
     modules = [rt, *(importlib.import_module(t.module) for t in targets.REGISTRY.values())]
     runners = {c for m in modules for _, c in inspect.getmembers(m, inspect.isclass)

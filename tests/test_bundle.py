@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from pipeline.boards.archive import pack, unpack
 from pipeline.boards.bundle import read_manifest
+from pipeline.boards.signing import keygen
 from pipeline.cli.app import app
 from pipeline.core.errors import BundleError
 from pipeline.core.hashing import sha256_file
-from pipeline.boards.signing import keygen
 
 runner = CliRunner()
 

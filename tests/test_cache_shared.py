@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from pipeline.core.cache import MARKER, StageCache
-from pipeline.executors.base import Failure, LocalExecutor, Task
+from pipeline.executors.base import Failure, Task
+from pipeline.executors.local import LocalExecutor
 
 
 def _slow_stage(root: str, counter: str, seconds: float):

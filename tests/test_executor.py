@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.errors import ConfigError, InputError
-from pipeline.executors.base import Failure, LocalExecutor, Task, make_executor, parse_spec
+from pipeline.executors.base import Failure, Task, parse_spec
+from pipeline.executors.factory import make_executor
+from pipeline.executors.local import LocalExecutor
 
 
 def square(x: int) -> dict:

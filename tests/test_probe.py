@@ -19,8 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 import targets
-from pipeline.core.artifacts import Artifact
 from pipeline.cli.app import app
+from pipeline.core.artifacts import Artifact
 from pipeline.run.probe import ArtifactProbeError, ProbeLimits, probe
 from tests.conftest import tiny_config, write_config
 from tests.model_files import BIG_TFLITE, HANG_TFLITE, TINY_TFLITE

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.executors.base import Failure, LocalExecutor, Task
+from pipeline.executors.base import Failure, Task
+from pipeline.executors.local import LocalExecutor
 from tests.conftest import tiny_config
 from tests.test_executor import always_die, count_and_fail, die_once, hold_board, overlaps, square
 
@@ -62,8 +63,8 @@ def test_ray_task_for_an_undeclared_board_fails_instead_of_hanging(ray_executor)
 
 
 def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray_executor):
-    from pipeline.sweeps.runner import run_sweep
     from pipeline.sweeps.config import parse_sweep
+    from pipeline.sweeps.runner import run_sweep
 
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"\x00not a zip archive")

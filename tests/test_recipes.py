@@ -127,7 +127,7 @@ def test_transform_fields_are_refused_until_their_stage_module_exists():
     r = Recipe(equalize_separable=True)
     msgs = problems(r, "tflite")
     if find_spec("pipeline.quantize.equalize") is None:
-        assert msgs == ["equalize_separable needs pipeline.stages.equalize, "
+        assert msgs == ["equalize_separable needs pipeline.quantize.equalize, "
                         "which this edgepipe build does not have yet"]
     else:
         assert msgs == []

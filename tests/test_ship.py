@@ -18,13 +18,13 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.boards import ship as ship_mod
-from pipeline.boards.lock import BoardLock
 from pipeline.boards.bundle import build_bundle, read_manifest, seal
-from pipeline.cli.app import app
-from pipeline.core.errors import RemoteError
+from pipeline.boards.lock import BoardLock
 from pipeline.boards.remote import Device, Remote, SSHOptions
 from pipeline.boards.ship import Board, remote_dir_name
 from pipeline.boards.signing import keygen
+from pipeline.cli.app import app
+from pipeline.core.errors import RemoteError
 from tests.sshd_board import free_port, start_sshd, stop_sshd
 
 runner = CliRunner()

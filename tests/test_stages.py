@@ -9,12 +9,12 @@ from calibration.dataset import load_subset
 from calibration.preprocess import PreprocessSpec
 from pipeline.config.schema import parse_config
 from pipeline.core.errors import InputError
+from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
 from pipeline.quantize.recipes import BUILTIN
 from pipeline.stages import openvino as ov_stage
 from pipeline.stages import tflite as tfl_stage
 from pipeline.stages.keras_model import load_keras, verify_io
 from pipeline.stages.savedmodel import export_savedmodel
-from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
 from tests.conftest import INPUT, tiny_config
 
 

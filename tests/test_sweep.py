@@ -13,12 +13,12 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pipeline.executors.board_resources import attach, board_tasks
 from pipeline.cli.app import app
 from pipeline.core.errors import ConfigError
 from pipeline.executors.base import Failure
+from pipeline.executors.board_resources import attach, board_tasks
+from pipeline.sweeps.config import SweepBoard, parse_sweep
 from pipeline.sweeps.leaderboard import best, leaderboard_table, pareto_front, summarize
-from pipeline.sweeps.config import Board, parse_sweep
 from tests.conftest import tiny_config
 
 RECIPES = [
@@ -119,7 +119,7 @@ def test_leaderboard_table_marks_front_and_best():
 
 
 def test_board_tasks_cover_built_artifacts_on_boards_that_take_their_target():
-    boards = [Board(name="pi", url="ssh://pi@pi", targets=["tflite-arm"]), Board(name="nuc", url="ssh://n@nuc")]
+    boards = [SweepBoard(name="pi", url="ssh://pi@pi", targets=["tflite-arm"]), SweepBoard(name="nuc", url="ssh://n@nuc")]
     rows = [dict(_row("a", 0.9, 1, target="tflite-arm"), dir="/x/a", sha256="aa"),
             dict(_row("b", 0.9, 1, target="openvino-cpu"), dir="/x/b", sha256="bb"),
             {"id": "c", "artifact": "tflite-arm/*", "target": "tflite-arm", "status": "error"}]

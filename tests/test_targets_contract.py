@@ -21,8 +21,8 @@ from pydantic import ValidationError
 from rich.console import Console
 
 import targets
-from pipeline.core.artifacts import Artifact
 from pipeline.config.schema import parse_config
+from pipeline.core.artifacts import Artifact
 from pipeline.core.errors import ConfigError
 from pipeline.core.hashing import sha256_file
 from tests.conftest import tiny_config

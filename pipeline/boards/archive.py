@@ -12,8 +12,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from pipeline.core.errors import BundleError
 from pipeline.boards.device_runner import bundle_files, safe_relpath
+from pipeline.core.errors import BundleError
 
 
 def pack(bundle_dir: Path, archive: Path) -> Path:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.boards import device_runner
+from pipeline.boards.signing import load_private, write_signature
 from pipeline.core.errors import BundleError, InputError
 from pipeline.core.hashing import sha256_file
-from pipeline.boards.signing import load_private, write_signature
 from pipeline.core.versions import tool_versions
-from pipeline.boards import device_runner
 
 MANIFEST = device_runner.MANIFEST
 SIGNATURE = device_runner.SIGNATURE

@@ -1,7 +1,7 @@
 """`edgepipe bench BUNDLE --device ssh://...`: the on-device runner on several boards at once.
 
 Each board gets the bundle (content-addressed, verified on the board; `current` is not
-touched; the board is locked as by `ship`, see pipeline/board_lock.py) and runs the runner on
+touched; the board is locked as by `ship`, see pipeline/boards/lock.py) and runs the runner on
 the bundle's shipped sample. Boards run concurrently; each
 has its own status, and one failing or hanging board never stops the others (every step has
 a timeout). Results are merged into a run's report.json under "devices", next to the host's
@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pipeline.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from pipeline.boards.lock import BoardLock
-from pipeline.core.errors import InputError, RemoteError
 from pipeline.boards.remote import Device, SSHOptions
 from pipeline.boards.ship import Board, remote_dir_name, require_pubkey, verified_bundle
+from pipeline.core.errors import InputError, RemoteError
 
 
 def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: Path, runs: int = 50,

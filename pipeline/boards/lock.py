@@ -23,8 +23,8 @@ import shlex
 import socket
 import uuid
 
-from pipeline.core.errors import RemoteError
 from pipeline.boards.remote import Remote
+from pipeline.core.errors import RemoteError
 
 DEFAULT_TIMEOUT = 900.0  # seconds without a heartbeat after which a lock is stale
 

@@ -7,7 +7,7 @@ Board layout under the device path R:
     R/bundles/<name>-v<N>-<id>/   bundles, content-addressed by manifest hash
     R/current -> bundles/...      the active bundle (a symlink, replaced with one rename)
     R/.staging/<tmp>/             uploads in progress
-    R/.lock/owner.json            the ship or bench holding the board (pipeline/board_lock.py)
+    R/.lock/owner.json            the ship or bench holding the board (pipeline/boards/lock.py)
 
 Steps: verify on the host (signature + every file) -> lock the board (fail fast if another ship
 holds it; break a stale lock) and sweep staging dirs left by killed ships -> probe the board
@@ -32,8 +32,8 @@ from pipeline.boards import bundle as bundle_mod
 from pipeline.boards.archive import unpack
 from pipeline.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from pipeline.boards.lock import BoardLock
-from pipeline.core.errors import BundleError, InputError, RemoteError
 from pipeline.boards.remote import Device, Remote, SSHOptions
+from pipeline.core.errors import BundleError, InputError, RemoteError
 
 RUNNER = Path(__file__).resolve().with_name("device_runner.py")
 MIN_AGREEMENT = 0.75  # smoke test: share of sample images whose board top-1 equals the host's

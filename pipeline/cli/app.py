@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import _fail, _json, _stdout, app
+from pipeline.cli.common import app, fail, jsonable, stdout_console
 from pipeline.core.errors import EdgepipeError
 
 
@@ -37,16 +37,16 @@ def run(
         if trust_model:
             overrides["model"] = {**cfg.model.model_dump(exclude_none=True), "trust": True}
         if overrides:
-            cfg = parse_config({**cfg.model_dump(mode="json", exclude_none=False), **_json(overrides)},
+            cfg = parse_config({**cfg.model_dump(mode="json", exclude_none=False), **jsonable(overrides)},
                                source="command line")
-        from pipeline.examples import resolve_model
         from pipeline.core.progress import stderr
+        from pipeline.examples.models import resolve_model
         from pipeline.reports.terminal import print_summary
         from pipeline.run.orchestrate import run_pipeline
 
         report = run_pipeline(cfg, resolve_model(cfg), wait=wait)
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (see main)
         from pipeline.core.progress import stderr
 
@@ -56,7 +56,7 @@ def run(
         raise typer.Exit(143 if isinstance(err, Terminated) else 130) from None
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
-    print_summary(report, stderr if as_json else _stdout(), cfg.output)
+    print_summary(report, stderr if as_json else stdout_console(), cfg.output)
     raise typer.Exit(report["exit_code"])
 
 
@@ -73,13 +73,13 @@ def sweep(
     try:
         overrides = {k: v for k, v in {"executor": executor, "output": output}.items() if v is not None}
         spec = load_sweep(config, overrides)
-        from pipeline.sweeps.leaderboard import print_leaderboard
         from pipeline.core.progress import stderr
+        from pipeline.sweeps.leaderboard import print_leaderboard
         from pipeline.sweeps.runner import run_sweep
 
         report = run_sweep(spec)
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
     except KeyboardInterrupt:
         from pipeline.core.progress import stderr
 
@@ -87,7 +87,7 @@ def sweep(
         raise typer.Exit(130) from None
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2, default=str) + "\n")
-    print_leaderboard(report, stderr if as_json else _stdout())
+    print_leaderboard(report, stderr if as_json else stdout_console())
     raise typer.Exit(report["exit_code"])
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import _fail, _ssh_options, app
+from pipeline.cli.common import app, fail, ssh_options
 from pipeline.core.errors import EdgepipeError
 
 
@@ -24,7 +24,7 @@ def keygen(
     try:
         priv, pub = make_keys(out or default_key_dir(), force)
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
     typer.echo(f"private key: {priv}\npublic key:  {pub}")
 
 
@@ -49,7 +49,7 @@ def bundle_cmd(
         if tar:
             typer.echo(pack(path, path.with_name(path.name + ".tar")))
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
     typer.echo(path)
 
 
@@ -69,7 +69,7 @@ def verify_cmd(
             typer.echo(f"ok: {manifest['name']} v{manifest['bundle_version']}, {len(manifest['files'])} files, "
                        f"signature valid ({pubkey})")
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
 
 
 @app.command()
@@ -96,12 +96,12 @@ def ship(
     from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
 
     try:
-        res = do_ship(bundle, to, _ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+        res = do_ship(bundle, to, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
                       pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python, keep=keep,
                       lock_timeout=lock_timeout)
     except ShipFailed as err:
         sys.stdout.write(json.dumps(err.report, indent=2, default=str) + "\n")
-        _fail(err)
+        fail(err)
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
     sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")

@@ -1,7 +1,7 @@
 """What every `edgepipe` command module shares: the Typer app, error exit, console, option sets.
 
-Commands live in pipeline/cli.py (run, sweep, examples), cli_inspect.py (targets, recipes,
-preflight, verify-arm), cli_boards.py (keygen, bundle, verify, ship) and cli_measure.py
+Commands live in app.py (run, sweep, examples), inspect.py (targets, recipes,
+preflight, verify-arm), boards.py (keygen, bundle, verify, ship) and measure.py
 (validate, bench). Heavy toolkits are imported only inside commands.
 """
 
@@ -19,14 +19,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Trained Keras Xception -> validated TFLite / OpenVINO INT8 edge artifacts.")
 
 
-def _fail(err: Exception) -> None:
+def fail(err: Exception) -> None:
     from pipeline.core.progress import stderr
 
     stderr.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)  # never hard-wrap messages
     raise typer.Exit(getattr(err, "exit_code", EXIT_BAD_INPUT))
 
 
-def _stdout():
+def stdout_console():
     from rich.console import Console
 
     console = Console()
@@ -35,17 +35,17 @@ def _stdout():
     return console
 
 
-def _json(d: dict) -> dict:
+def jsonable(d: dict) -> dict:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
-def _ssh_options(identity, known_hosts, connect_timeout, timeout, retries):
+def ssh_options(identity, known_hosts, connect_timeout, timeout, retries):
     from pipeline.boards.remote import SSHOptions
 
     return SSHOptions(identity, known_hosts, connect_timeout, timeout, retries)
 
 
-def _standalone(fn, as_json: bool, **kw) -> None:
+def run_standalone(fn, as_json: bool, **kw) -> None:
     from pipeline.core.progress import stderr
 
     try:
@@ -53,17 +53,17 @@ def _standalone(fn, as_json: bool, **kw) -> None:
 
         result = fn(**kw)
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
-        _stdout().print(render(result))
+        stdout_console().print(render(result))
     if result["reasons"]:
         stderr.print("[red]gate failed:[/] " + "; ".join(result["reasons"]), highlight=False)
     raise typer.Exit(result["exit_code"])
 
 
-_PRE = {
+PREPROCESS_OPTIONS = {
     "preprocess": typer.Option(None, help="preprocess.json (default: the one beside the artifact)"),
     "size": typer.Option(None, help="input height and width (default: the model's)"),
     "preprocessing": typer.Option(None, help="xception | unit | imagenet | raw (when there is no preprocess.json)"),

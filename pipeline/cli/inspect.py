@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import _fail, _stdout, app
+from pipeline.cli.common import app, fail, stdout_console
 from pipeline.core.errors import EdgepipeError
 
 
@@ -29,7 +29,7 @@ def list_targets(as_json: bool = typer.Option(False, "--json", help="machine-rea
         host = "ready" if r["available"] else "missing: " + ", ".join(r["missing"])
         t.add_row(r["name"], r["accepts"], ", ".join(r["precisions"]), r["artifact"], r["runtime"],
                   r["compiler"] or "—", r["device"] or "host CPU", host)
-    _stdout().print(t)
+    stdout_console().print(t)
 
 
 @app.command("recipes")
@@ -47,7 +47,7 @@ def list_recipes(
         try:
             user = dict(load_config(config).quantization.recipes)
         except EdgepipeError as err:
-            _fail(err)
+            fail(err)
     rows = describe_all(user)
     if as_json:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
@@ -58,7 +58,7 @@ def list_recipes(
     for r in rows:
         t.add_row(r["name"], r["summary"], *("yes" if r["quantizers"][q]["possible"] else "no" for q in QUANTIZERS),
                   r["description"])
-    _stdout().print(t)
+    stdout_console().print(t)
 
 
 @app.command()
@@ -72,11 +72,11 @@ def preflight(
     try:
         report = analyze(model)
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
     else:
-        _stdout().print(render_table(report))
+        stdout_console().print(render_table(report))
 
 
 @app.command("verify-arm")
@@ -97,5 +97,5 @@ def verify_arm(
     try:
         code = command(artifact, images, data, split, config, threads, cpu, as_json)
     except EdgepipeError as err:
-        _fail(err)
+        fail(err)
     raise typer.Exit(code)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import _PRE, _fail, _ssh_options, _standalone, app
+from pipeline.cli.common import PREPROCESS_OPTIONS, app, fail, run_standalone, ssh_options
 from pipeline.core.errors import EdgepipeError
 
 
@@ -18,13 +18,13 @@ def validate(
     data: str = typer.Option(..., help="folder of class sub-folders, or a CSV with path,label"),
     labels: Path | None = typer.Option(None, help="labels file, one per line (default: labels.txt beside the "
                                                   "artifact, else the data's class folders)"),
-    preprocess: Path | None = _PRE["preprocess"],
-    size: tuple[int, int] | None = _PRE["size"],
-    preprocessing: str | None = _PRE["preprocessing"],
-    color: str | None = _PRE["color"],
-    interpolation: str | None = _PRE["interpolation"],
+    preprocess: Path | None = PREPROCESS_OPTIONS["preprocess"],
+    size: tuple[int, int] | None = PREPROCESS_OPTIONS["size"],
+    preprocessing: str | None = PREPROCESS_OPTIONS["preprocessing"],
+    color: str | None = PREPROCESS_OPTIONS["color"],
+    interpolation: str | None = PREPROCESS_OPTIONS["interpolation"],
     reference: Path | None = typer.Option(None, help="another artifact to compare with (drop + CI, agreement, parity)"),
-    threads: int = _PRE["threads"],
+    threads: int = PREPROCESS_OPTIONS["threads"],
     limit: int | None = typer.Option(None, min=1, help="use at most this many images (deterministic)"),
     max_top1_drop: float | None = typer.Option(None, min=0, help="gate: points of top-1 below the reference"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable result on stdout"),
@@ -32,7 +32,7 @@ def validate(
     """Accuracy of any image-classifier artifact on labeled images (top-1/5, per class, confusion)."""
     from pipeline.run.standalone import validate as run_validate
 
-    _standalone(run_validate, as_json, artifact=artifact, data=data, labels=labels, preprocess=preprocess,
+    run_standalone(run_validate, as_json, artifact=artifact, data=data, labels=labels, preprocess=preprocess,
                 size=size, preprocessing=preprocessing, color=color, interpolation=interpolation,
                 reference=reference, threads=threads, limit=limit, max_top1_drop=max_top1_drop)
 
@@ -45,13 +45,13 @@ def bench(
                                             help="ssh://[user@]host[:port]/path (repeatable): benchmark on boards"),
     runs: int = typer.Option(50, min=1, help="timed runs (host: at least 10)"),
     warmup: int = typer.Option(5, min=0, help="untimed warmup runs"),
-    threads: int = _PRE["threads"],
+    threads: int = PREPROCESS_OPTIONS["threads"],
     data: str | None = typer.Option(None, help="host: images to time on: a folder (flat or class sub-dirs) or a CSV"),
-    preprocess: Path | None = _PRE["preprocess"],
-    size: tuple[int, int] | None = _PRE["size"],
-    preprocessing: str | None = _PRE["preprocessing"],
-    color: str | None = _PRE["color"],
-    interpolation: str | None = _PRE["interpolation"],
+    preprocess: Path | None = PREPROCESS_OPTIONS["preprocess"],
+    size: tuple[int, int] | None = PREPROCESS_OPTIONS["size"],
+    preprocessing: str | None = PREPROCESS_OPTIONS["preprocessing"],
+    color: str | None = PREPROCESS_OPTIONS["color"],
+    interpolation: str | None = PREPROCESS_OPTIONS["interpolation"],
     thread_sweep: str | None = typer.Option(None, help="host: also measure at these thread counts, e.g. 1,2,4"),
     images: int = typer.Option(50, min=1, help="host: distinct images to cycle over"),
     max_p90_ms: float | None = typer.Option(None, min=0, help="host: gate, p90 latency in ms"),
@@ -72,14 +72,14 @@ def bench(
 
     if device:
         from pipeline.boards.device_bench import bench_devices
-        from pipeline.core.progress import stderr
         from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
+        from pipeline.core.progress import stderr
 
         try:
-            res = bench_devices(target, device, _ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+            res = bench_devices(target, device, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
                                 pubkey or default_key_dir() / PUBLIC_NAME, runs, warmup, threads, remote_python, report)
         except EdgepipeError as err:
-            _fail(err)
+            fail(err)
         sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
         for d in res["devices"]:
             lat = d.get("latency") or {}
@@ -101,7 +101,7 @@ def bench(
             raise InputError(f"--thread-sweep: expected comma-separated positive integers. "
                              f"Received: {thread_sweep!r}") from None
     except InputError as err:
-        _fail(err)
-    _standalone(run_bench, as_json, artifact=target, data=data, preprocess=preprocess, size=size,
+        fail(err)
+    run_standalone(run_bench, as_json, artifact=target, data=data, preprocess=preprocess, size=size,
                 preprocessing=preprocessing, color=color, interpolation=interpolation, runs=runs, warmup=warmup,
                 threads=threads, thread_sweep=sweep, limit=images, max_p90_ms=max_p90_ms)

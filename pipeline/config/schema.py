@@ -146,7 +146,7 @@ class TargetEntry(Strict):
         try:
             opts = opts_cls.model_validate(self.options)
         except ValidationError as err:
-            raise ValueError(f"options for target {self.name!r}: " + _format(err, prefix="options")) from None
+            raise ValueError(f"options for target {self.name!r}: " + format_validation_error(err, prefix="options")) from None
         object.__setattr__(self, "options", opts.model_dump())
         return self
 
@@ -213,7 +213,7 @@ class PipelineConfig(Strict):
     probe: ProbeSpec = ProbeSpec()
     output: Path = Path("edgepipe-out")
     threads: PositiveInt = 2
-    executor: ExecutorSpec = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executor.py)")
+    executor: ExecutorSpec = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executors/base.py)")
 
     @field_validator("targets")
     @classmethod
@@ -250,7 +250,7 @@ class PipelineConfig(Strict):
         return resolve(entry.options.get("recipe", "default"), self.quantization.recipes)
 
 
-def _format(err: ValidationError, prefix: str = "") -> str:
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"]))
@@ -309,7 +309,7 @@ def parse_config(raw: Any, base: Path | None = None, source: str = "config") -> 
     try:
         return PipelineConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_format(err)}") from err
+        raise ConfigError(f"{source}: {format_validation_error(err)}") from err
 
 
 def load_config(path: str | Path) -> PipelineConfig:

@@ -119,3 +119,10 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def cache_root() -> Path:
+    """edgepipe's per-user cache (built example models, the arm64 userland): $EDGEPIPE_CACHE, else
+    $XDG_CACHE_HOME/edgepipe, else ~/.cache/edgepipe."""
+    env = os.environ.get("EDGEPIPE_CACHE")
+    return Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgepipe"

@@ -25,7 +25,8 @@ FILE = "elpv_xception.keras"
 
 
 def build_elpv_model(cfg) -> Path:
-    from pipeline.examples import cache_root, kitchenware_model_path
+    from pipeline.core.cache import cache_root
+    from pipeline.examples.kitchenware import kitchenware_model_path
 
     spec = PreprocessSpec.from_input(cfg.input)
     splits = cfg.data.splits

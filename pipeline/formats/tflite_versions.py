@@ -77,12 +77,12 @@ class RuntimeRequirement:
 
 def min_runtime_version(path: str | Path) -> RuntimeRequirement:
     """Read the flatbuffer (the pre-flight reader; no interpreter) and compute the requirement."""
-    from targets.edgetpu.preflight import _load_model, _op_name, _seq
+    from targets.edgetpu.preflight import load_model, op_name, seq
 
-    schema, model = _load_model(Path(path))
+    schema, model = load_model(Path(path))
     ops, unknown = [], []
-    for i, code in enumerate(_seq(model.operatorCodes)):
-        name, version = _op_name(schema, model, i), int(code.version or 1)
+    for i, code in enumerate(seq(model.operatorCodes)):
+        name, version = op_name(schema, model, i), int(code.version or 1)
         need = MIN_RUNTIME.get((name, version))
         ops.append({"op": name, "version": version, "min_runtime": need})
         if need is None:

@@ -1,6 +1,6 @@
 """The structure of a functional Keras model, read from its config: who feeds whom.
 
-Used by the equalization transforms (pipeline/stages/equalize.py) to find where a rescaling
+Used by the equalization transforms (pipeline/quantize/equalize.py) to find where a rescaling
 is valid; works on nested functional models (each graph is read separately).
 """
 

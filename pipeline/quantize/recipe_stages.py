@@ -120,9 +120,9 @@ def full_integer_budget(ctx, recipe, int8_stage):
     `int8_stage(rung_recipe)` (the shared, cached TFLite full-integer stage) and scored on the
     accuracy-control set (cached per model), until one is within budget. Returns the chosen
     rung's stage result and the pick (every measured rung, the choice and why)."""
+    from pipeline.formats.runners import TFLiteRunner
     from pipeline.quantize.accuracy_aware import full_integer_ladder, search_full_integer, top1
     from pipeline.validators.accuracy import predict_all
-    from pipeline.formats.runners import TFLiteRunner
 
     calib = ctx.calibration_for(recipe)
     images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)

@@ -1,15 +1,13 @@
-"""The terminal summary table (report.json is written by pipeline.run)."""
+"""The terminal summary table (report.json is written by pipeline.run.orchestrate)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.reports.numbers import fmt
+
 STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip", "partial": "⚠️ partial"}
-
-
-def _fmt(v, spec: str) -> str:
-    return "—" if v is None else format(v, spec)
 
 
 def _drop(acc: dict) -> str:
@@ -32,9 +30,9 @@ def summary_table(report: dict) -> Table:
         acc = r.get("accuracy") or {}
         lat = r.get("latency") or {}
         t.add_row(
-            r["artifact"], STATUS.get(r["status"], r["status"]), _fmt(r.get("size_mb"), ".1f"),
-            _fmt(acc.get("top1"), ".4f"), _drop(acc),
-            _fmt(acc.get("agreement"), ".3f"), _fmt(lat.get("p50_ms"), ".1f"), _fmt(lat.get("p90_ms"), ".1f"),
+            r["artifact"], STATUS.get(r["status"], r["status"]), fmt(r.get("size_mb"), ".1f"),
+            fmt(acc.get("top1"), ".4f"), _drop(acc),
+            fmt(acc.get("agreement"), ".3f"), fmt(lat.get("p50_ms"), ".1f"), fmt(lat.get("p90_ms"), ".1f"),
             "; ".join([*(r.get("reasons") or []), *([r["note"]] if r.get("note") else [])])[:240],
         )
     return t

@@ -32,6 +32,23 @@ class RunContext:
         self.is_savedmodel = _check_model_path(self.model_path, cfg.model.trust)
         self.model_sha = sha256_tree(self.model_path) if self.is_savedmodel else sha256_file(self.model_path)
         self._keras = None
+        self._worker_batches: dict[str, dict] = {}  # batches materialised by executor workers
+
+    # ---- what was loaded --------------------------------------------------------------
+    def batch_infos(self) -> dict[str, dict]:
+        """Source, split, count and hash of the calibration / validation batches this run loaded
+        (here, or in an executor's workers); batches never materialised are absent."""
+        out = dict(self._worker_batches)
+        for which in ("calibration", "validation"):
+            batch = vars(self).get(which)  # a cached_property's value, only if it was materialised
+            if batch is not None:
+                out[which] = {"source": batch.source, "split": batch.split, "count": len(batch),
+                              "sha256": batch.sha256}
+        return out
+
+    def note_worker_batches(self, infos: dict[str, dict]) -> None:
+        for which, info in infos.items():
+            self._worker_batches.setdefault(which, info)
 
     # ---- data -------------------------------------------------------------------------
     @cached_property
@@ -76,7 +93,7 @@ class RunContext:
         return sub
 
     def recipe(self, target: str):
-        """The resolved quantization recipe of a configured target (pipeline.recipes.Recipe)."""
+        """The resolved quantization recipe of a configured target (pipeline.quantize.recipes.Recipe)."""
         entry = next(e for e in self.cfg.targets if e.name == target)
         return self.cfg.recipe_for(entry)
 

@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.run.context import RunContext
 from pipeline.core.errors import EXIT_BAD_INPUT, InputError
-from pipeline.executors.base import Executor, Failure, Task, make_executor
+from pipeline.executors.base import Executor, Failure, Task
+from pipeline.executors.factory import make_executor
+from pipeline.run.context import RunContext
+from pipeline.run.reference import reference
+from pipeline.run.target import run_target
 
 
 def _context(payload: dict) -> RunContext:
@@ -27,41 +30,28 @@ def _context(payload: dict) -> RunContext:
     if payload.get("model"):
         model = Path(payload["model"])
     else:  # resolved in the worker: an example model is built where it is needed
-        from pipeline.examples import resolve_model
+        from pipeline.examples.models import resolve_model
 
         model = resolve_model(cfg)
     return RunContext(cfg, model, cache_root=Path(payload["cache_root"]))
 
 
-def batch_infos(ctx: RunContext) -> dict:
-    out = {}
-    for which in ("calibration", "validation"):
-        b = ctx.__dict__.get(which)
-        if b is not None:
-            out[which] = {"source": b.source, "split": b.split, "count": len(b), "sha256": b.sha256}
-    return out
-
-
 def prepare_model(payload: dict) -> dict:
     """The serial part of one model: FP32 reference scores and row, and the SavedModel export."""
-    from pipeline.run.orchestrate import _reference
-
     ctx = _context(payload)
-    ref = _reference(ctx)
+    ref = reference(ctx)
     if payload.get("savedmodel", True):
         ctx.savedmodel()
     return {"ref_row": ref["row"], "ref_scores": ref["scores"], "model": str(ctx.model_path),
-            "events": list(ctx.cache.events), "data": batch_infos(ctx)}
+            "events": list(ctx.cache.events), "data": ctx.batch_infos()}
 
 
 def target_cell(payload: dict) -> dict:
     """Build, validate, gate and publish every artifact of one target (`payload["target"]`, an index)."""
-    from pipeline.run.orchestrate import run_target
-
     ctx = _context(payload)
     entry = ctx.cfg.targets[payload.get("target", 0)]
     rows = run_target(ctx, entry, payload["ref_scores"])
-    return {"rows": rows, "events": list(ctx.cache.events), "data": batch_infos(ctx)}
+    return {"rows": rows, "events": list(ctx.cache.events), "data": ctx.batch_infos()}
 
 
 def merge_events(into: list, new: list) -> None:
@@ -87,8 +77,6 @@ def run_targets(ctx: RunContext, ref_scores, executor: Executor | None = None) -
     executor = make_executor(ctx.cfg.executor) if own else executor
     try:
         if not executor.parallel:
-            from pipeline.run.orchestrate import run_target
-
             return [row for entry in ctx.cfg.targets for row in run_target(ctx, entry, ref_scores)]
         return fan_out_targets(ctx, executor, ref_scores)
     finally:
@@ -110,7 +98,6 @@ def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[dic
         ctx.console.print(f"  {tasks[i].label}: {status}", highlight=False)
 
     rows: list[dict] = []
-    ctx.worker_batches = {}
     for entry, out in zip(cfg.targets, executor.run(tasks, on_result=done), strict=True):
         if isinstance(out, Failure):
             if out.kind == "input" and out.exit_code == EXIT_BAD_INPUT:
@@ -119,6 +106,5 @@ def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[dic
             continue
         rows += out["rows"]
         merge_events(ctx.cache.events, out["events"])
-        for which, info in out["data"].items():
-            ctx.worker_batches.setdefault(which, info)
+        ctx.note_worker_batches(out["data"])
     return rows

@@ -2,7 +2,7 @@
 
 A model file can crash a runtime (a segfault or abort in a kernel), hang it, or make it
 allocate without bound. The parent never finds out the hard way: a child process (a fresh
-interpreter: `python -m pipeline.probe`) limits its own address space (RLIMIT_AS) and core
+interpreter: `python -m pipeline.run.probe`) limits its own address space (RLIMIT_AS) and core
 dumps, builds the artifact's runner exactly as the validators do (the target's
 `make_runner(artifact, threads, **runner_params)`), and runs one inference on a zero image.
 The parent waits with a timeout, kills the child's whole process group if it is exceeded,

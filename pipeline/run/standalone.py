@@ -117,7 +117,7 @@ def resolve_spec(artifact: Path, model_hwc: tuple[int, int, int], preprocess: Pa
 
 
 def resolve_labels(artifact: Path, labels: Path | None, data: str) -> list[str]:
-    from pipeline.run.context import read_labels
+    from pipeline.core.labels import read_labels
 
     if labels is not None:
         return read_labels(labels)
@@ -167,10 +167,10 @@ def _scores(runner, images, what: str) -> np.ndarray:
 def validate(artifact: Path, data: str, labels: Path | None = None, preprocess: Path | None = None,
              size=None, preprocessing=None, color=None, interpolation=None, reference: Path | None = None,
              threads: int = 2, limit: int | None = None, max_top1_drop: float | None = None) -> dict:
+    from pipeline.core.versions import host_facts
     from pipeline.validators import parity as parity_mod
     from pipeline.validators.accuracy import accuracy_metrics
     from pipeline.validators.gates import exit_code
-    from pipeline.core.versions import host_facts
 
     if max_top1_drop is not None and reference is None:
         raise InputError(expected_received("--max-top1-drop", "--reference OTHER_ARTIFACT to measure a drop against",
@@ -218,10 +218,10 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
           color=None, interpolation=None, runs: int = 50, warmup: int = 5, threads: int = 2,
           thread_sweep: list[int] | None = None, limit: int | None = 50, end_to_end: bool = True,
           max_p90_ms: float | None = None) -> dict:
+    from pipeline.core.versions import host_facts
     from pipeline.validators.gates import exit_code
     from pipeline.validators.latency import SWEEP_KEYS
     from pipeline.validators.latency_child import measure_in_child
-    from pipeline.core.versions import host_facts
 
     if data is None:
         raise InputError(expected_received("--data", "a folder of images or a CSV (bench times real, preprocessed "

@@ -101,7 +101,7 @@ def nncf_arguments(recipe) -> dict:
 
 
 def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_device: str = "ANY") -> Path:
-    """`recipe`: pipeline.recipes.Recipe (None: NNCF's defaults). `target_device` selects NNCF's
+    """`recipe`: pipeline.quantize.recipes.Recipe (None: NNCF's defaults). `target_device` selects NNCF's
     hardware config (e.g. "NPU": the quantization scheme the NPU runs)."""
     import nncf
     import openvino as ov

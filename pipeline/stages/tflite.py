@@ -25,10 +25,10 @@ def convert_int8(saved_model: Path, out: Path, calib: np.ndarray, int8_io: bool 
     """Full-integer post-training quantization from real calibration images.
 
     With `int8_io`, the input/output tensors are integer: `io_dtype` (int8, or uint8 as older
-    Edge TPU pipelines expect), int16 for a 16x8 recipe. `recipe` (pipeline.recipes.Recipe,
+    Edge TPU pipelines expect), int16 for a 16x8 recipe. `recipe` (pipeline.quantize.recipes.Recipe,
     None = default): per-tensor weights disable the converter's per-channel quantization;
     activation_bits 16 selects the 16x8 op set (int16 activations, symmetric). Recipes the
-    converter cannot build were rejected by the config (pipeline.recipes.problems).
+    converter cannot build were rejected by the config (pipeline.quantize.recipes.problems).
     """
     import tensorflow as tf
 

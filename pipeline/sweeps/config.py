@@ -14,7 +14,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from pipeline.config.schema import ExecutorSpec, PipelineConfig, _format, example_config_path, load_config, parse_config
+from pipeline.config.schema import (
+    ExecutorSpec,
+    PipelineConfig,
+    example_config_path,
+    format_validation_error,
+    load_config,
+    parse_config,
+)
 from pipeline.core.errors import ConfigError
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # safe as a directory name
@@ -46,7 +53,7 @@ class SweepModel(_Strict):
         return {**spec, "trust": self.trust}
 
 
-class Recipe(_Strict):
+class SweepRecipe(_Strict):
     name: str = Field(pattern=NAME)
     options: dict[str, Any] = Field(default_factory=dict, description="merged into every target's options")
     targets: dict[str, dict[str, Any]] = Field(default_factory=dict, description="per-target option overrides")
@@ -57,7 +64,7 @@ class SweepTarget(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class Board(_Strict):
+class SweepBoard(_Strict):
     """A device registered for benchmarks: one Ray custom resource `board:NAME` of capacity 1."""
 
     name: str = Field(pattern=NAME)
@@ -73,10 +80,10 @@ class Board(_Strict):
 class SweepSpec(_Strict):
     base: str | dict[str, Any] = Field(description="pipeline.yaml path, 'example:NAME', or an inline mapping")
     models: list[SweepModel] | None = None
-    recipes: list[Recipe] = Field(default_factory=lambda: [Recipe(name="default")], min_length=1)
+    recipes: list[SweepRecipe] = Field(default_factory=lambda: [SweepRecipe(name="default")], min_length=1)
     targets: list[str | SweepTarget] | None = None
     gates: dict[str, Any] | None = None
-    boards: list[Board] = Field(default_factory=list)
+    boards: list[SweepBoard] = Field(default_factory=list)
     board_bench: str | None = Field(None, pattern=r"^[\w.]+:\w+$", description="module:function")
     output: Path = Path("sweep-out")
     executor: ExecutorSpec = "local"
@@ -142,7 +149,7 @@ def parse_sweep(raw: Any, base_dir: Path, source: str = "sweep") -> Sweep:
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError(f"{source}: {_format(err)}") from err
+        raise ConfigError(f"{source}: {format_validation_error(err)}") from err
     base = _load_base(spec.base, base_dir, source)
     cells = expand(spec, base, source)
     names = sorted({c.target for c in cells})

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from pipeline.reports.terminal import STATUS, _fmt
+from pipeline.reports.numbers import fmt
+from pipeline.reports.terminal import STATUS
 
 
 def _point(row: dict) -> tuple[float, float] | None:
@@ -71,9 +72,9 @@ def leaderboard_table(sweep: dict) -> Table:
         if r.get("boards"):
             note = "; ".join([note] * bool(note) + [_board_note(k, v) for k, v in r["boards"].items()])
         t.add_row(r.get("model", ""), r.get("recipe", "—"), r["artifact"], STATUS.get(r["status"], r["status"]),
-                  _fmt(r.get("size_mb"), ".1f"), _fmt(acc.get("top1"), ".4f"),
-                  _fmt(acc.get("drop_points"), "+.2f") if "drop_points" in acc else "—",
-                  _fmt(lat.get("p50_ms"), ".1f"), _fmt(lat.get("p90_ms"), ".1f"), mark, note[:140])
+                  fmt(r.get("size_mb"), ".1f"), fmt(acc.get("top1"), ".4f"),
+                  fmt(acc.get("drop_points"), "+.2f") if "drop_points" in acc else "—",
+                  fmt(lat.get("p50_ms"), ".1f"), fmt(lat.get("p90_ms"), ".1f"), mark, note[:140])
     return t
 
 

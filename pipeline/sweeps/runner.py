@@ -15,19 +15,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline.executors import board_resources as boards_mod
 from pipeline.core.cache import StageCache
 from pipeline.core.errors import EXIT_GATE_FAILED, EXIT_OK
-from pipeline.executors.base import Executor, Failure, Task, make_executor
-from pipeline.run.fanout import failed_row, merge_events, prepare_model, target_cell
-from pipeline.sweeps.leaderboard import summarize
-from pipeline.run.outdir import locked_output
 from pipeline.core.progress import stderr
+from pipeline.executors import board_resources as boards_mod
+from pipeline.executors.base import Executor, Failure, Task
+from pipeline.executors.factory import make_executor
+from pipeline.run.fanout import failed_row, merge_events, prepare_model, target_cell
+from pipeline.run.outdir import locked_output
 from pipeline.sweeps.config import Sweep
+from pipeline.sweeps.leaderboard import summarize
 
 
 def run_sweep(sweep: Sweep, executor: Executor | None = None, console=stderr) -> dict:
-    from pipeline.run.orchestrate import _write_json
+    from pipeline.core.jsonio import write_json
 
     t0 = time.perf_counter()
     spec, out = sweep.spec, sweep.output.resolve()
@@ -43,7 +44,7 @@ def run_sweep(sweep: Sweep, executor: Executor | None = None, console=stderr) ->
             if own:
                 executor.close()
         report["wall_seconds"] = round(time.perf_counter() - t0, 2)
-        _write_json(out / "sweep.json", report)
+        write_json(out / "sweep.json", report)
     return report
 
 

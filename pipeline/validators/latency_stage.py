@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pipeline.core.artifacts import Artifact
 from pipeline.core.progress import bar
-from pipeline.validators import latency as lat_mod
 from pipeline.core.versions import cpu_model
+from pipeline.validators import latency as lat_mod
 
 
 def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | None = None,

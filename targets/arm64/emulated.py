@@ -1,9 +1,9 @@
 """arm64-emulated: run a TFLite artifact on an arm64 userland under qemu-user and compare with the host.
 
-Both sides run the same on-device runner the boards use (`targets/device_runner.py`) on the
+Both sides run the same on-device runner the boards use (`pipeline/boards/device_runner.py`) on the
 same preprocessed images: once as aarch64 (`qemu-aarch64-static` + the cached userland of
-`targets/arm64_userland.py`, with aarch64 wheels of the host's LiteRT and numpy versions),
-once with the host's Python. The outputs are compared by `targets/arm64_compare.py`.
+`targets/arm64/userland.py`, with aarch64 wheels of the host's LiteRT and numpy versions),
+once with the host's Python. The outputs are compared by `targets/arm64/compare.py`.
 
 Latency measured under emulation is recorded as `emulated_latency`: it is the speed of a
 CPU emulator on this host, never a device figure.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import InputError, StageError, expected_received
 from pipeline.boards import device_runner
+from pipeline.core.errors import InputError, StageError, expected_received
 from targets.arm64 import compare as arm64_compare
 from targets.arm64 import userland as arm64_userland
 from targets.arm64.userland import DEFAULT_CPU, QEMU, Userland
@@ -157,8 +157,8 @@ def _tail(text: str, n: int = 4) -> str:
 
 def pipeline_row(ctx, artifact_name: str, precision: str, build, n: int, rows: list[dict]) -> dict:
     """The run report's row "<artifact> (arm64, emulated)": a cached stage keyed by artifact, data and userland."""
+    from pipeline.core.cache import cache_root
     from pipeline.core.errors import EdgepipeError
-    from pipeline.examples import cache_root
     from pipeline.core.hashing import sha256_file
     from pipeline.core.versions import cpu_model, tool_versions
 

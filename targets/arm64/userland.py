@@ -11,7 +11,7 @@ Built once per (suite, packages, wheel versions) into the edgepipe cache
 
 Then `qemu-aarch64-static -L DIR DIR/usr/bin/python3.11 script.py` runs Python as aarch64
 with `PYTHONPATH=DIR/site`. The build happens in a private temporary directory that is
-renamed into place only when complete (pipeline.cache.StageCache), under a file lock.
+renamed into place only when complete (pipeline.core.cache.StageCache), under a file lock.
 
 When the host cannot do this, `Unavailable` says why with a short status code and what to do.
 """
@@ -175,7 +175,7 @@ def ensure_userland(cache_root: Path | None = None, mirror: str = DEFAULT_MIRROR
     from pipeline.core.cache import StageCache
 
     if cache_root is None:
-        from pipeline.examples import cache_root as default_root
+        from pipeline.core.cache import cache_root as default_root
 
         cache_root = default_root()
     cache_root = Path(cache_root)

@@ -42,7 +42,7 @@ def load_data(model: Path, n: int, data: str | None = None, split: str = "test",
     from calibration.dataset import load_subset
     from calibration.preprocess import PreprocessSpec
     from pipeline.config.schema import SplitSpec, Subset, load_config
-    from pipeline.run.context import read_labels
+    from pipeline.core.labels import read_labels
 
     art_dir = model.parent
     if config is not None:
@@ -88,7 +88,7 @@ def _run_data(art_dir: Path) -> tuple[str, str]:
 def command(artifact: Path, n: int, data: str | None, split: str, config: Path | None, threads: int, cpu: str,
             as_json: bool) -> int:
     """The CLI command body: prints the result, returns the exit code."""
-    from pipeline.examples import cache_root
+    from pipeline.core.cache import cache_root
     from targets.arm64.emulated import verify
     from targets.arm64.userland import CPUS, cached_userland, host_problems
 

@@ -87,7 +87,7 @@ def recommend_segments(param_bytes: int, usable_sram_bytes: int = USABLE_SRAM_BY
     return max(1, math.ceil(param_bytes / usable_sram_bytes))
 
 
-def _seq(v) -> list:
+def seq(v) -> list:
     """Object-API vectors are numpy arrays, lists or None."""
     return [] if v is None else list(v)
 
@@ -96,7 +96,7 @@ def _enum_names(cls) -> dict[int, str]:
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
 
 
-def _load_model(path: Path):
+def load_model(path: Path):
     """The parsed flatbuffer, verified (indices in range, buffers inside the file) before anything reads it."""
     from pipeline.formats.inspect import read_tflite
 
@@ -104,7 +104,7 @@ def _load_model(path: Path):
     return schema, model
 
 
-def _op_name(schema, model, opcode_index: int) -> str:
+def op_name(schema, model, opcode_index: int) -> str:
     code = model.operatorCodes[opcode_index]
     # builtin_code holds codes >= 127; older files only set deprecated_builtin_code (int8, <= 127).
     builtin = max(code.builtinCode or 0, code.deprecatedBuiltinCode or 0)
@@ -117,7 +117,7 @@ def _op_name(schema, model, opcode_index: int) -> str:
 
 
 def _buffer_bytes(model, buffer_index: int) -> int:
-    if not buffer_index or buffer_index >= len(_seq(model.buffers)):
+    if not buffer_index or buffer_index >= len(seq(model.buffers)):
         return 0
     b = model.buffers[buffer_index]
     if b.data is not None and len(b.data):
@@ -127,7 +127,7 @@ def _buffer_bytes(model, buffer_index: int) -> int:
 
 def _tensor(model, sg, index: int, dtype_names: dict[int, str]) -> TensorInfo:
     t = sg.tensors[index]
-    shape = tuple(int(v) for v in (_seq(t.shapeSignature) or _seq(t.shape)))
+    shape = tuple(int(v) for v in (seq(t.shapeSignature) or seq(t.shape)))
     name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
     return TensorInfo(int(index), name, dtype_names.get(t.type, str(t.type)).lower(), shape,
                       _buffer_bytes(model, t.buffer) > 0)
@@ -193,15 +193,15 @@ def _check_op(op: str, options, inputs, outputs) -> tuple[bool, list[str]]:
 def analyze(path: str | Path) -> PreflightReport:
     """Pre-flight a .tflite model for the Edge TPU (subgraph 0, the one the compiler maps)."""
     path = Path(path)
-    schema, model = _load_model(path)
+    schema, model = load_model(path)
     sg = model.subgraphs[0]
     dtype_names = _enum_names(schema.TensorType)
     ops: list[OpReport] = []
     cpu_from: int | None = None
-    for i, operator in enumerate(_seq(sg.operators)):
-        name = _op_name(schema, model, operator.opcodeIndex)
-        ins = tuple(_tensor(model, sg, j, dtype_names) if j >= 0 else None for j in _seq(operator.inputs))
-        outs = tuple(_tensor(model, sg, j, dtype_names) for j in _seq(operator.outputs))
+    for i, operator in enumerate(seq(sg.operators)):
+        name = op_name(schema, model, operator.opcodeIndex)
+        ins = tuple(_tensor(model, sg, j, dtype_names) if j >= 0 else None for j in seq(operator.inputs))
+        outs = tuple(_tensor(model, sg, j, dtype_names) for j in seq(operator.outputs))
         supported, reasons = _check_op(name, operator.builtinOptions, ins, outs)
         if not supported and cpu_from is None:
             cpu_from = i
@@ -217,7 +217,7 @@ def analyze(path: str | Path) -> PreflightReport:
 
 def _param_bytes(model, sg) -> int:
     """Bytes of constant tensors (non-empty buffer); a buffer shared by several tensors counts once."""
-    buffers = {t.buffer for t in _seq(sg.tensors) if _buffer_bytes(model, t.buffer) > 0}
+    buffers = {t.buffer for t in seq(sg.tensors) if _buffer_bytes(model, t.buffer) > 0}
     return sum(_buffer_bytes(model, b) for b in buffers)
 
 

@@ -1,0 +1,59 @@
+"""The FP32 reference of a run (scores, row, latency) and the cached scores stage every artifact uses.
+
+A scores stage runs one runner over the validation images once and caches the raw scores; the
+reference row and every artifact row are computed from cached scores.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from calibration.checks import check_reference_accuracy
+from pipeline.core.artifacts import Artifact
+from pipeline.core.labels import check_outputs
+from pipeline.core.progress import bar
+from pipeline.core.versions import tool_versions
+from pipeline.run.context import RunContext
+from pipeline.validators import accuracy as acc_mod
+
+
+def scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tuple[np.ndarray, dict]:
+    """Scores of `runner_factory()` on the validation images: a cached stage named `name`."""
+    valid = ctx.validation
+
+    def fn(out: Path) -> dict:
+        runner = runner_factory()
+        with bar(f"{name}: {len(valid)} images", len(valid), ctx.console) as advance:
+            scores = acc_mod.predict_all(runner, valid.images, advance)
+        np.save(out / "scores.npy", scores)
+        return {"n": len(scores)}
+
+    res = ctx.stage(name, {**key, "data": valid.sha256}, fn)
+    return np.load(res.path / "scores.npy"), res.meta
+
+
+def latency_stage(ctx: RunContext, name: str, key: dict, runner_factory, art: Artifact | None = None,
+                  runner_params: dict | None = None) -> dict:
+    from pipeline.validators.latency_stage import latency_stage as stage
+
+    return stage(ctx, name, key, runner_factory, art, runner_params)
+
+
+def reference(ctx: RunContext) -> dict:
+    """{"scores": FP32 reference scores on the validation images, "row": its report row}."""
+    key = {"model": ctx.model_sha, **tool_versions("tensorflow", "keras")}
+    scores, _ = scores_stage(ctx, "accuracy-reference", key, ctx.reference_runner)
+    check_outputs(scores.shape[1], ctx.labels, "FP32 reference model")
+    check_reference_accuracy(scores, ctx.validation.labels, ctx.spec.mode, "FP32 reference on the validation data")
+    metrics = acc_mod.accuracy_metrics(scores, ctx.validation.labels, None, ctx.labels)
+    latency = latency_stage(ctx, "latency-reference", key, ctx.reference_runner)
+    size = sum(p.stat().st_size for p in ctx.model_path.rglob("*") if p.is_file()) if ctx.is_savedmodel \
+        else ctx.model_path.stat().st_size
+    name = "savedmodel/fp32 (reference)" if ctx.is_savedmodel else "keras/fp32 (reference)"
+    return {"scores": scores, "row": {
+        "artifact": name, "target": "reference", "precision": "fp32", "status": "reference",
+        "size_mb": size / 1e6, "accuracy": metrics, "latency": latency,
+        "sha256": ctx.model_sha, "reasons": [],
+    }}

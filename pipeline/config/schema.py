@@ -146,7 +146,8 @@ class TargetEntry(Strict):
         try:
             opts = opts_cls.model_validate(self.options)
         except ValidationError as err:
-            raise ValueError(f"options for target {self.name!r}: " + format_validation_error(err, prefix="options")) from None
+            raise ValueError(f"options for target {self.name!r}: "
+                             + format_validation_error(err, prefix="options")) from None
         object.__setattr__(self, "options", opts.model_dump())
         return self
 
@@ -213,7 +214,7 @@ class PipelineConfig(Strict):
     probe: ProbeSpec = ProbeSpec()
     output: Path = Path("edgepipe-out")
     threads: PositiveInt = 2
-    executor: ExecutorSpec = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executors/base.py)")
+    executor: ExecutorSpec = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executors)")
 
     @field_validator("targets")
     @classmethod

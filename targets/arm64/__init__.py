@@ -1,1 +1,6 @@
-"""TODO."""
+"""ARM artifacts on an arm64 userland under qemu-user: building the userland (`userland.py`), running
+the on-board runner there and on the host (`emulated.py`), comparing outputs (`compare.py`), and
+`edgepipe verify-arm` (`verify.py`).
+
+May import core, config, calibration, formats and `pipeline.boards.device_runner`.
+"""

@@ -106,3 +106,68 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path):
 def test_builtin_example_configs_are_valid(name):
     c = load_config(example_config_path(name))
     assert c.model.example == name
+
+
+def _path_fields(model_cls, prefix=()):
+    """Every (dotted path, field) of a schema typed as a config path (pipeline.config.paths), found by walking
+    the schema's annotations rather than by a hand-written list."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from pipeline.config.paths import resolve_path
+
+    out = []
+    for name, field in model_cls.model_fields.items():
+        def walk(tp):
+            if any(getattr(m, "func", None) is resolve_path for m in getattr(tp, "__metadata__", ())):
+                return True
+            found = False
+            for arg in typing.get_args(tp):
+                if isinstance(arg, type) and issubclass(arg, BaseModel):
+                    out.extend(_path_fields(arg, prefix + (name,)))
+                elif walk(arg):
+                    found = True
+            return found
+        if any(getattr(m, "func", None) is resolve_path for m in field.metadata) or walk(field.annotation):
+            out.append(".".join(prefix + (name,)))
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            out.extend(_path_fields(field.annotation, prefix + (name,)))
+    return out
+
+
+def test_every_path_field_of_the_schema_resolves_against_the_config_file(tmp_path):
+    """Relative paths in a config file are relative to the file, for every path field the schema has."""
+    from pipeline.config.schema import PipelineConfig
+
+    fields = set(_path_fields(PipelineConfig))
+    assert {"model.path", "data.calibration.source", "data.validation.source", "data.accuracy_control.source",
+            "data.labels", "output"} <= fields, fields
+    raw = tiny_config({"model": "m/model.keras", "data": "imgs"}, "out")
+    raw["data"]["labels"] = "labels.txt"
+    raw["data"]["accuracy_control"] = {"source": "control", "split": "all"}
+    (tmp_path / "cfg").mkdir()
+    c = load_config(write_config(tmp_path / "cfg" / "pipeline.yaml", raw))
+    base = tmp_path / "cfg"
+    assert c.model.path == base / "m/model.keras" and c.output == base / "out"
+    assert c.data.labels == base / "labels.txt"
+    for sub in (c.data.calibration, c.data.validation):
+        assert sub.source == str(base / "imgs")
+    assert c.data.accuracy_control.source == str(base / "control")
+    assert parse_config({**raw, "data": {**raw["data"], "calibration": {"source": "example:elpv", "split": "all"}}},
+                        base=base).data.calibration.source == "example:elpv"  # built-in sources stay as they are
+
+
+def test_relative_accuracy_control_overlapping_validation_is_refused(tmp_path):
+    """`data.accuracy_control` is resolved like every other path, so a relative spelling of the validation
+    folder cannot slip past the held-out check."""
+    raw = tiny_config({"model": "/m/model.keras", "data": str(tmp_path / "imgs")}, "out")
+    raw["data"]["accuracy_control"] = {"source": "imgs", "split": "test"}  # the same folder, written relative
+    with pytest.raises(ConfigError, match="data.accuracy_control: expected images held out from the validation"):
+        load_config(write_config(tmp_path / "pipeline.yaml", raw))
+
+
+def test_sweep_path_fields_resolve_against_the_sweep_file(tmp_path):
+    from pipeline.sweeps.config import SweepSpec
+
+    assert {"base", "output", "models.path"} <= set(_path_fields(SweepSpec))

@@ -1,6 +1,7 @@
 """pipeline.yaml: a strict schema (unknown keys rejected), loaded once, never rewritten.
 
-Relative paths in a config file are resolved against the file's own directory.
+Relative paths in a config file are resolved against the file's own directory: every path field is
+typed `ConfigPath` / `SourcePath` (pipeline/config/paths.py), so none can be forgotten.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from pipeline.config.paths import ConfigPath, SourcePath
 from pipeline.core.errors import ConfigError
 from pipeline.quantize.recipes import BUILTIN as BUILTIN_RECIPES
 from pipeline.quantize.recipes import Recipe
@@ -34,7 +36,7 @@ class ModelSpec(Strict):
     """Exactly one of: a built-in example name, or a path to a .keras file or a SavedModel directory."""
 
     example: Literal["elpv-xception", "kitchenware-xception"] | None = None
-    path: Path | None = None
+    path: ConfigPath | None = None
     trust: bool = Field(False, description="allow Keras models that need safe_mode=False (Lambda layers)")
 
     @model_validator(mode="after")
@@ -69,7 +71,7 @@ class SplitSpec(Strict):
 
 
 class Subset(Strict):
-    source: str = Field(description="'example:elpv', 'example:kitchenware', a class-folder dir or a CSV file")
+    source: SourcePath = Field(description="'example:elpv', 'example:kitchenware', a class-folder dir or a CSV file")
     split: Literal["train", "calibration", "test", "all"]
     size: PositiveInt | None = Field(None, description="use at most this many images (deterministic)")
 
@@ -81,7 +83,7 @@ class DataSpec(Strict):
         None, description="labeled images a max_accuracy_drop recipe measures its drop on "
                           "(default: the labeled calibration images); never the validation subset")
     splits: SplitSpec = SplitSpec()
-    labels: list[str] | Path
+    labels: list[str] | ConfigPath
     min_calibration: PositiveInt = 100
 
     @model_validator(mode="after")
@@ -212,7 +214,7 @@ class PipelineConfig(Strict):
     gates: GateSpec = GateSpec()
     latency: LatencySpec = LatencySpec()
     probe: ProbeSpec = ProbeSpec()
-    output: Path = Path("edgepipe-out")
+    output: ConfigPath = Path("edgepipe-out")
     threads: PositiveInt = 2
     executor: ExecutorSpec = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executors)")
 
@@ -272,43 +274,11 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(lines)
 
 
-def _resolve_paths(raw: dict, base: Path) -> dict:
-    """Make relative paths in the raw mapping relative to the config file's directory."""
-
-    def fix(v):
-        if isinstance(v, str) and not v.startswith("example:"):
-            try:
-                p = Path(v).expanduser()
-            except RuntimeError:  # "~someone/..." for a user this machine does not know
-                raise ConfigError(f"path {v!r}: expected '~' or '~user' with a known home directory. "
-                                  f"Received: an unknown user {v.split('/')[0]!r}") from None
-            return str(p if p.is_absolute() else (base / p))
-        return v
-
-    raw = dict(raw)
-    if isinstance(raw.get("model"), dict) and "path" in raw["model"]:
-        raw["model"] = {**raw["model"], "path": fix(raw["model"]["path"])}
-    data = raw.get("data")
-    if isinstance(data, dict):
-        data = dict(data)
-        for sub in ("calibration", "validation"):
-            if isinstance(data.get(sub), dict) and "source" in data[sub]:
-                data[sub] = {**data[sub], "source": fix(data[sub]["source"])}
-        if isinstance(data.get("labels"), str):
-            data["labels"] = fix(data["labels"])
-        raw["data"] = data
-    if isinstance(raw.get("output"), str):
-        raw["output"] = fix(raw["output"])
-    return raw
-
-
 def parse_config(raw: Any, base: Path | None = None, source: str = "config") -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level. Received: {type(raw).__name__}")
-    if base is not None:
-        raw = _resolve_paths(raw, base)
-    try:
-        return PipelineConfig.model_validate(raw)
+    try:  # relative path fields resolve against `base` (pipeline.config.paths)
+        return PipelineConfig.model_validate(raw, context={"base": base})
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from err
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from pipeline.config.paths import ConfigPath, SourcePath
 from pipeline.config.schema import (
     ExecutorSpec,
     PipelineConfig,
@@ -33,7 +34,7 @@ class _Strict(BaseModel):
 
 class SweepModel(_Strict):
     name: str | None = Field(None, pattern=NAME)
-    path: Path | None = None
+    path: ConfigPath | None = None
     example: str | None = None
     trust: bool = False
 
@@ -78,14 +79,14 @@ class SweepBoard(_Strict):
 
 
 class SweepSpec(_Strict):
-    base: str | dict[str, Any] = Field(description="pipeline.yaml path, 'example:NAME', or an inline mapping")
+    base: SourcePath | dict[str, Any] = Field(description="pipeline.yaml path, 'example:NAME', or an inline mapping")
     models: list[SweepModel] | None = None
     recipes: list[SweepRecipe] = Field(default_factory=lambda: [SweepRecipe(name="default")], min_length=1)
     targets: list[str | SweepTarget] | None = None
     gates: dict[str, Any] | None = None
     boards: list[SweepBoard] = Field(default_factory=list)
     board_bench: str | None = Field(None, pattern=r"^[\w.]+:\w+$", description="module:function")
-    output: Path = Path("sweep-out")
+    output: ConfigPath = Path("sweep-out")
     executor: ExecutorSpec = "local"
     threads: PositiveInt | None = None
     max_retries: int = Field(2, ge=0, le=10)
@@ -145,9 +146,8 @@ def load_sweep(path: str | Path, overrides: dict | None = None) -> Sweep:
 def parse_sweep(raw: Any, base_dir: Path, source: str = "sweep") -> Sweep:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level. Received: {type(raw).__name__}")
-    raw = _resolve(raw, base_dir)
-    try:
-        spec = SweepSpec.model_validate(raw)
+    try:  # relative path fields resolve against `base_dir` (pipeline.config.paths)
+        spec = SweepSpec.model_validate(raw, context={"base": base_dir})
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from err
     base = _load_base(spec.base, base_dir, source)
@@ -159,22 +159,6 @@ def parse_sweep(raw: Any, base_dir: Path, source: str = "sweep") -> Sweep:
             raise ConfigError(f"{source}: boards.{b.name}.targets: expected target names of this sweep {names}. "
                               f"Received: {unknown}")
     return Sweep(spec, base, cells, source)
-
-
-def _resolve(raw: dict, base_dir: Path) -> dict:
-    def fix(v):
-        p = Path(str(v)).expanduser()
-        return str(p if p.is_absolute() else base_dir / p)
-
-    raw = dict(raw)
-    if isinstance(raw.get("base"), str) and not raw["base"].startswith("example:"):
-        raw["base"] = fix(raw["base"])
-    if isinstance(raw.get("output"), str):
-        raw["output"] = fix(raw["output"])
-    if isinstance(raw.get("models"), list):
-        raw["models"] = [{**m, "path": fix(m["path"])} if isinstance(m, dict) and m.get("path") else m
-                         for m in raw["models"]]
-    return raw
 
 
 def _load_base(base, base_dir: Path, source: str) -> PipelineConfig:

@@ -119,7 +119,7 @@ def _path_fields(model_cls, prefix=()):
 
     out = []
     for name, field in model_cls.model_fields.items():
-        def walk(tp):
+        def walk(tp, name=name):
             if any(getattr(m, "func", None) is resolve_path for m in getattr(tp, "__metadata__", ())):
                 return True
             found = False

@@ -26,7 +26,7 @@ PREP_STAGES = {"accuracy-reference", "latency-reference", "savedmodel"}
 
 
 def tiny_assets(work: Path) -> dict:
-    from tests import tiny_xception
+    from tests.fixtures import tiny_xception
 
     model = work / "tiny_xception.keras"
     data = work / "data"
@@ -40,7 +40,7 @@ def tiny_assets(work: Path) -> dict:
 
 
 def sweep_raw(assets: dict, out: Path, threads: int) -> dict:
-    from tests.conftest import tiny_config
+    from tests.fixtures.configs import tiny_config
 
     return {
         "base": tiny_config(assets, out / "unused", threads=threads),

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
-import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from tests import tiny_xception  # noqa: E402
+from tests.fixtures import tiny_xception  # noqa: E402
+from tests.fixtures.configs import INPUT, tiny_config, write_config  # noqa: E402
 
-pytest_plugins = ["tests.reliability_fixtures"]  # the `resumed` session fixture (interrupted, resumed run)
+# session fixtures: `resumed` (an interrupted, resumed run) and `chromium` (headless Chromium for report tests)
+pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium"]
 
-INPUT = 71
 
 
 @pytest.fixture(scope="session")
@@ -28,33 +27,6 @@ def tiny_assets(tmp_path_factory) -> dict:
     model_path = root / "tiny_xception.keras"
     model.save(model_path)
     return {"root": root, "data": data, "model": model_path, "train_acc": train_acc}
-
-
-def tiny_config(assets: dict, out: Path, **overrides) -> dict:
-    cfg = {
-        "model": {"path": str(assets["model"])},
-        "input": {"size": [INPUT, INPUT], "channels": 3, "preprocessing": "xception"},
-        "data": {
-            "labels": list(tiny_xception.CLASSES),
-            "splits": {"seed": 0, "calibration": 30, "test_fraction": 0.3},
-            "calibration": {"source": str(assets["data"]), "split": "calibration"},
-            "validation": {"source": str(assets["data"]), "split": "test"},
-            "min_calibration": 20,
-        },
-        "targets": [{"name": "tflite-arm"}, {"name": "openvino-cpu"}],
-        "gates": {"max_top1_drop": 10.0},
-        "latency": {"warmup": 2, "runs": 50},
-        "output": str(out),
-        "threads": 2,
-    }
-    for key, value in overrides.items():
-        cfg[key] = value
-    return cfg
-
-
-def write_config(path: Path, cfg: dict) -> Path:
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 @pytest.fixture(scope="session")

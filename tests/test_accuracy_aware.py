@@ -9,8 +9,8 @@ from calibration.dataset import load_subset
 from calibration.preprocess import PreprocessSpec
 from pipeline.config.schema import SplitSpec, Subset
 from pipeline.quantize import accuracy_aware as aa
-from tests import tiny_xception
-from tests.conftest import INPUT
+from tests.fixtures import tiny_xception
+from tests.fixtures.configs import INPUT
 
 BUDGET = 2.0  # top-1 points
 
@@ -134,7 +134,7 @@ def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tmp_path
     """The recipe field reaches the TFLite budget stage; the artifact record says what was kept."""
     from pipeline.config.schema import parse_config
     from pipeline.run.orchestrate import run_pipeline
-    from tests.conftest import tiny_config
+    from tests.fixtures.configs import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path / "out",
                       targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"], "recipe": "b"}}],
@@ -188,7 +188,7 @@ def test_edgetpu_recipes_are_tflite_recipes_with_8_bit_only():
 def _coral_budget_run(model, tiny_assets, out, budget):
     from pipeline.config.schema import parse_config
     from pipeline.run.orchestrate import run_pipeline
-    from tests.conftest import tiny_config
+    from tests.fixtures.configs import tiny_config
 
     raw = tiny_config(tiny_assets, out, targets=[{"name": "coral-edgetpu", "options": {"recipe": "b"}}],
                       quantization={"recipes": {"b": {"max_accuracy_drop": budget}}})
@@ -255,7 +255,7 @@ def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_p
     from pipeline.config.schema import parse_config
     from pipeline.core.errors import ConfigError
     from pipeline.run.orchestrate import run_pipeline
-    from tests.conftest import tiny_config
+    from tests.fixtures.configs import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": "coral-edgetpu", "options": {"recipe": "b"}}],
                       quantization={"recipes": {"b": {"max_accuracy_drop": 50.0}}})

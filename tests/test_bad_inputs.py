@@ -18,9 +18,9 @@ from pipeline.core.errors import InputError
 from pipeline.core.labels import check_outputs, read_labels
 from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
 from pipeline.run.outdir import locked_output
-from tests.conftest import tiny_config, write_config
-from tests.model_files import TINY_TFLITE, tiny_ir
-from tests.test_cache import lock_held_by_child  # one lock-holder child for every lock test
+from tests.fixtures.configs import tiny_config, write_config
+from tests.fixtures.locks import lock_held_by_child
+from tests.fixtures.model_files import TINY_TFLITE, tiny_ir
 
 runner = CliRunner()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing as mp
 import time
 
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from pipeline.core.cache import MARKER, StageCache
 from pipeline.core.errors import OutputLockedError
 from pipeline.run.outdir import locked_output
+from tests.fixtures.locks import lock_held_by_child
 
 
 def test_hit_miss_and_parameter_change(tmp_path):
@@ -57,28 +56,6 @@ def test_leftover_temporaries_from_dead_processes_are_swept(tmp_path):
     (tmp_path / ".tmp-s-abc-999999999").mkdir()
     assert StageCache(tmp_path).sweep_temporaries() == 1
     assert not any(tmp_path.iterdir())
-
-
-def _hold_lock(path, ready, release):
-    with locked_output(path):
-        ready.set()
-        release.wait(10)
-
-
-@contextlib.contextmanager
-def lock_held_by_child(path):
-    """A spawned process holding the output lock of `path` until `release` is set (or the block ends).
-    Yields (process, release event); shared by the lock tests here and in test_bad_inputs.py."""
-    ctx = mp.get_context("spawn")
-    ready, release = ctx.Event(), ctx.Event()
-    p = ctx.Process(target=_hold_lock, args=(path, ready, release))
-    p.start()
-    try:
-        assert ready.wait(30)
-        yield p, release
-    finally:
-        release.set()
-        p.join(10)
 
 
 def test_second_run_on_same_output_fails_naming_the_holder(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 
 from pipeline.config.schema import example_config_path, load_config, parse_config
 from pipeline.core.errors import ConfigError
-from tests.conftest import tiny_config, write_config
+from tests.fixtures.configs import tiny_config, write_config
 
 FAKE_ASSETS = {"model": "/m/model.keras", "data": "/d"}
 

@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from pipeline.reports.model_card import read_front_matter
-from tests.test_report_outputs import _chromium, chromium  # noqa: F401  (fixture)
+from tests.fixtures.chromium import render
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_elpv_run_writes_reports_with_confidence_intervals(tmp_path, chromium):  # noqa: F811
+def test_elpv_run_writes_reports_with_confidence_intervals(tmp_path, chromium):
     from PIL import Image
 
     out = tmp_path / "out"
@@ -43,8 +43,8 @@ def test_elpv_run_writes_reports_with_confidence_intervals(tmp_path, chromium): 
         assert card["metrics"]["top1_drop_ci95_points"] == pytest.approx([lo, hi], abs=1e-3)
         assert card["dataset"]["validation"]["n_images"] == acc["n_images"] >= 600
     shot = tmp_path / "shot.png"
-    _chromium(chromium, out / "report.html", tmp_path, f"--screenshot={shot}")
+    render(chromium, out / "report.html", tmp_path, f"--screenshot={shot}")
     small = np.asarray(Image.open(shot).convert("RGB").resize((320, 600)))
     assert len({tuple(p) for p in small.reshape(-1, 3)}) > 200
-    dom = _chromium(chromium, out / "report.html", tmp_path, "--dump-dom").stdout
+    dom = render(chromium, out / "report.html", tmp_path, "--dump-dom").stdout
     assert '<table id="summary"' in dom and "openvino-cpu/int8" in dom and "tflite-arm/int8" in dom

@@ -9,8 +9,8 @@ from calibration.dataset import load_subset
 from calibration.preprocess import PreprocessSpec
 from pipeline.config.schema import SplitSpec, Subset
 from pipeline.quantize import equalize as eq
-from tests import tiny_xception
-from tests.conftest import INPUT
+from tests.fixtures import tiny_xception
+from tests.fixtures.configs import INPUT
 
 N_SEPARABLE = 16  # SeparableConv2D layers in the tiny Xception
 
@@ -208,7 +208,7 @@ def test_recipe_runs_equalization_inside_the_pipeline(tiny_assets, tmp_path):
 
     from pipeline.config.schema import parse_config
     from pipeline.run.orchestrate import run_pipeline
-    from tests.conftest import tiny_config
+    from tests.fixtures.configs import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path / "out",
                       targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"], "recipe": "eq"}}],

@@ -6,59 +6,14 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-from pipeline.core.errors import ConfigError, InputError
+from pipeline.core.errors import ConfigError
 from pipeline.executors.base import Failure, Task, parse_spec
 from pipeline.executors.factory import make_executor
 from pipeline.executors.local import LocalExecutor
-
-
-def square(x: int) -> dict:
-    return {"x": x * x, "pid": os.getpid()}
-
-
-def count_and_fail(counter: str) -> None:
-    with open(counter, "a") as f:
-        f.write("x")
-    raise RuntimeError("converter crashed")
-
-
-def bad_input(counter: str) -> None:
-    with open(counter, "a") as f:
-        f.write("x")
-    raise InputError("model: expected a .keras file. Received: 'x.txt'")
-
-
-def die_once(marker: str) -> str:
-    """Kill the worker process on the first attempt; succeed on the retry."""
-    m = Path(marker)
-    if not m.exists():
-        m.write_text("died")
-        os._exit(3)
-    return "survived"
-
-
-def always_die() -> None:
-    os._exit(7)
-
-
-def hold_board(board: str, seconds: float) -> dict:
-    start = time.monotonic()
-    time.sleep(seconds)
-    return {"board": board, "start": start, "end": time.monotonic(), "pid": os.getpid()}
-
-
-def overlaps(intervals: list[dict]) -> list[tuple]:
-    """Pairs of intervals on the same board that overlap in time."""
-    bad = []
-    for i, a in enumerate(intervals):
-        for b in intervals[i + 1:]:
-            if a["board"] == b["board"] and a["start"] < b["end"] and b["start"] < a["end"]:
-                bad.append((a, b))
-    return bad
+from tests.fixtures.executor_tasks import always_die, bad_input, count_and_fail, die_once, hold_board, overlaps, square
 
 
 def test_inline_executor_runs_in_order_in_this_process():

@@ -21,7 +21,7 @@ from pipeline.core.errors import EdgepipeError
 from pipeline.core.labels import read_labels
 from pipeline.formats.inspect import check_model_file
 from pipeline.run.probe import ProbeLimits, probe
-from tests.model_files import TINY_TFLITE, tiny_onnx
+from tests.fixtures.model_files import TINY_TFLITE, tiny_onnx
 
 LIMITS = ProbeLimits(timeout_s=20, memory_mb=4096)
 def fuzz(n: int) -> settings:

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from pipeline.cli.app import app
 from pipeline.core.errors import InputError
 from pipeline.formats.inspect import check_model_file, describe, sniff
-from tests.conftest import tiny_config, write_config
-from tests.model_files import TINY_TFLITE, tiny_ir, tiny_onnx
+from tests.fixtures.configs import tiny_config, write_config
+from tests.fixtures.model_files import TINY_TFLITE, tiny_ir, tiny_onnx
 
 ROOT = Path(__file__).resolve().parent.parent
 

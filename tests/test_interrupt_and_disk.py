@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from tests.conftest import write_config
+from tests.fixtures.configs import write_config
 
 
 def test_sigterm_is_handled_like_ctrl_c(resumed):

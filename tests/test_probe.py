@@ -22,8 +22,8 @@ import targets
 from pipeline.cli.app import app
 from pipeline.core.artifacts import Artifact
 from pipeline.run.probe import ArtifactProbeError, ProbeLimits, probe
-from tests.conftest import tiny_config, write_config
-from tests.model_files import BIG_TFLITE, HANG_TFLITE, TINY_TFLITE
+from tests.fixtures.configs import tiny_config, write_config
+from tests.fixtures.model_files import BIG_TFLITE, HANG_TFLITE, TINY_TFLITE
 
 
 def test_a_good_artifact_passes_and_reports_its_output():

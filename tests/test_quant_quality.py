@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.app import app
 from pipeline.diagnostics.layer_errors import keras_layer_names
-from tests.conftest import INPUT, tiny_config, write_config
+from tests.fixtures.configs import INPUT, tiny_config, write_config
 
 INT8 = ["tflite-arm/int8", "openvino-cpu/int8", "onnx-cpu/int8"]
 TARGETS = [{"name": "tflite-arm", "options": {"precisions": ["int8"]}},

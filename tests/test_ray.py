@@ -8,8 +8,8 @@ import pytest
 
 from pipeline.executors.base import Failure, Task
 from pipeline.executors.local import LocalExecutor
-from tests.conftest import tiny_config
-from tests.test_executor import always_die, count_and_fail, die_once, hold_board, overlaps, square
+from tests.fixtures.configs import tiny_config
+from tests.fixtures.executor_tasks import always_die, count_and_fail, die_once, hold_board, overlaps, square
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray

@@ -9,8 +9,8 @@ import pytest
 from pipeline.config.schema import parse_config
 from pipeline.core.errors import ConfigError
 from pipeline.quantize.recipes import BUILTIN, QUANTIZERS, Recipe, problems, resolve
-from tests.conftest import tiny_config
-from tests.test_cli_light import _probe
+from tests.fixtures.cli import cli_probe
+from tests.fixtures.configs import tiny_config
 
 FAKE_ASSETS = {"model": "/m/model.keras", "data": "/d"}
 
@@ -105,7 +105,7 @@ def test_nncf_arguments_follow_the_recipe():
 
 
 def test_cli_lists_recipes_without_importing_a_toolkit():
-    r = _probe("recipes", "--json")
+    r = cli_probe("recipes", "--json")
     assert r["code"] == 0 and r["heavy"] == []
     rows = {row["name"]: row for row in json.loads(r["out"])}
     assert set(BUILTIN) <= set(rows)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,10 @@ from typer.testing import CliRunner
 from pipeline.cli.app import app
 from pipeline.reports.html import write_html
 from pipeline.reports.model_card import read_front_matter
-from tests.conftest import tiny_config, write_config
+from tests.fixtures.chromium import render
+from tests.fixtures.configs import tiny_config, write_config
 
 runner = CliRunner()
-CHROMIUM = "/usr/bin/chromium"
 
 
 @pytest.fixture(scope="module")
@@ -30,30 +29,6 @@ def run(tiny_assets, tmp_path_factory):
     assert res.exit_code == 0, res.output
     return {"dir": d, "out": d / "out", "cfg": cfg, "output": res.output,
             "report": json.loads((d / "out" / "report.json").read_text())}
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium; the test setup installs it when missing (root, apt)."""
-    env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    install = ["apt-get", "install", "-y", "chromium"]
-    for cmd in (install, ["apt-get", "update"], install):  # update only when the lists are stale
-        if Path(CHROMIUM).exists():
-            break
-        subprocess.run(cmd, check=False, capture_output=True, env=env, timeout=900)
-    if not Path(CHROMIUM).exists():
-        pytest.fail("headless Chromium is needed for the report test: apt-get install -y chromium (see .ci/run)")
-    return CHROMIUM
-
-
-def _chromium(binary: str, html: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
-    profile.mkdir()
-    return subprocess.run(
-        [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", "--window-size=1280,2400", *args, html.resolve().as_uri()],
-        capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_report_json_holds_the_new_metrics(run):
@@ -139,7 +114,7 @@ def test_html_renders_in_headless_chromium(run, chromium, tmp_path):
 
     html = write_html(_decorated(run["report"]), tmp_path / "report.html")
     shot = tmp_path / "shot.png"
-    res = _chromium(chromium, html, tmp_path, f"--screenshot={shot}")
+    res = render(chromium, html, tmp_path, f"--screenshot={shot}")
     assert shot.is_file(), res.stderr[-2000:]
     img = Image.open(shot).convert("RGB")
     assert img.size == (1280, 2400)
@@ -149,7 +124,7 @@ def test_html_renders_in_headless_chromium(run, chromium, tmp_path):
     assert colours > 200, colours  # text, tables, chart colours: not a blank page
     assert non_white > 0.05, non_white
 
-    dom = _chromium(chromium, html, tmp_path, "--dump-dom").stdout
+    dom = render(chromium, html, tmp_path, "--dump-dom").stdout
     assert "<table id=\"summary\"" in dom
     for name in ("tflite-arm/fp32", "tflite-arm/int8", "openvino-cpu/fp32", "openvino-cpu/int8", "keras/fp32"):
         assert name in dom

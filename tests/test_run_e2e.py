@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from tests.conftest import tiny_config, write_config
+from tests.fixtures.configs import tiny_config, write_config
 
 runner = CliRunner()
 

@@ -25,7 +25,7 @@ from pipeline.boards.ship import Board, remote_dir_name
 from pipeline.boards.signing import keygen
 from pipeline.cli.app import app
 from pipeline.core.errors import RemoteError
-from tests.sshd_board import free_port, start_sshd, stop_sshd
+from tests.fixtures.sshd_board import free_port, start_sshd, stop_sshd
 
 runner = CliRunner()
 

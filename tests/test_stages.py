@@ -15,7 +15,7 @@ from pipeline.stages import openvino as ov_stage
 from pipeline.stages import tflite as tfl_stage
 from pipeline.stages.keras_model import load_keras, verify_io
 from pipeline.stages.savedmodel import export_savedmodel
-from tests.conftest import INPUT, tiny_config
+from tests.fixtures.configs import INPUT, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import tiny_xception
+from tests.fixtures import tiny_xception
 
 ROOT = Path(__file__).resolve().parents[1]
 

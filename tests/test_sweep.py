@@ -19,7 +19,7 @@ from pipeline.executors.base import Failure
 from pipeline.executors.board_resources import attach, board_tasks
 from pipeline.sweeps.config import SweepBoard, parse_sweep
 from pipeline.sweeps.leaderboard import best, leaderboard_table, pareto_front, summarize
-from tests.conftest import tiny_config
+from tests.fixtures.configs import tiny_config
 
 RECIPES = [
     {"name": "fast", "options": {"precisions": ["int8"]},

@@ -1,4 +1,5 @@
-"""The contract every deployment target satisfies, one subclass per target (real builds on the tiny Xception).
+"""The contract every registered deployment target satisfies (parametrized over `targets.REGISTRY`, real
+builds on the tiny Xception), then each target's own checks.
 
 A target's options are strict; its jobs build `Artifact` records whose files exist and match their
 sha256, or say precisely what this host lacks (`incomplete`, `latency_skip`); its runner runs on a
@@ -25,7 +26,7 @@ from pipeline.config.schema import parse_config
 from pipeline.core.artifacts import Artifact
 from pipeline.core.errors import ConfigError
 from pipeline.core.hashing import sha256_file
-from tests.conftest import tiny_config
+from tests.fixtures.configs import tiny_config
 
 HEAVY = ("tensorflow", "keras", "openvino", "nncf", "onnx", "onnxruntime", "tf2onnx")
 N_CLASSES = 3
@@ -41,164 +42,198 @@ def ctx(tiny_assets, tmp_path_factory):
     return RunContext(cfg, Path(cfg.model.path), console=Console(file=io.StringIO()))
 
 
-class TargetContract:
-    name: str
-    options: dict = {}
-    expected_jobs: tuple[str, ...] = ()
-
-    @pytest.fixture(scope="class")
-    def built(self, ctx):
-        mod = targets.load_module(self.name)
-        jobs = mod.jobs(ctx, mod.Options.model_validate(self.options))
-        return {job.name: (job, job.build()) for job in jobs}
-
-    def test_registry_row_says_what_the_host_needs(self):
-        row = targets.get(self.name).as_dict()
-        assert row["name"] == self.name and row["accepts"] and row["precisions"] and row["runtime"] and row["artifact"]
-        assert isinstance(row["available"], bool) and isinstance(row["missing"], list)
-        assert row["available"] == (row["missing"] == [])
-        assert set(row["host"]) == {"packages", "executables", "compiler", "libraries", "device"}
-
-    def test_options_are_strict(self, tiny_assets, tmp_path):
-        opts_cls = targets.load_module(self.name).Options
-        with pytest.raises(ValidationError):
-            opts_cls.model_validate({"no_such_option": 1})
-        with pytest.raises(ValidationError):
-            opts_cls.model_validate({"precisions": ["fp64"]})
-        cfg = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": self.name, "options": {"typo": 1}}])
-        with pytest.raises(ConfigError, match=rf"options for target '{self.name}'.*typo.*unknown key"):
-            parse_config(cfg)
-
-    def test_module_import_is_light(self):
-        code = (f"import sys, json, targets; targets.load_module({self.name!r}); "
-                f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).parents[1])
-        assert json.loads(out.stdout.strip().splitlines()[-1]) == []
-
-    def test_jobs_build_artifacts_whose_files_match_their_sha256(self, built):
-        assert tuple(built) == self.expected_jobs
-        for job, art in built.values():
-            assert isinstance(art, Artifact) and art.name == job.name and art.target == self.name
-            assert art.path.is_file() and art.path.name in art.files
-            for f in art.files:
-                assert (art.path.parent / f).is_file(), f
-            model_files = [art.path.name] + ([art.path.with_suffix(".bin").name] if art.format == "openvino-ir" else [])
-            digests = [sha256_file(art.path.parent / f) for f in model_files]
-            if len(digests) == 1:
-                assert art.sha256 == digests[0]
-            else:
-                import hashlib
-
-                assert art.sha256 == hashlib.sha256("".join(digests).encode()).hexdigest()
-            assert art.size_bytes == sum((art.path.parent / f).stat().st_size for f in model_files)
-            json.dumps(art.to_json())  # the record is JSON-able
-            for status in art.incomplete:  # precise statuses, never vague
-                assert status.startswith("not compiled: ") or "opset" in status, status
-
-    def test_runner_runs_on_a_preprocessed_image(self, built, ctx):
-        image = ctx.validation.images[0]
-        for job, art in built.values():
-            runner = job.runner(art, 2)
-            scores = runner.predict(image)
-            assert scores.shape == (N_CLASSES,) and scores.dtype == np.float32 and np.isfinite(scores).all()
-            assert abs(float(scores.sum()) - 1.0) < 0.05  # softmax head, (de)quantized
-            with pytest.raises(Exception, match="expected shape"):
-                runner.predict(image[:-1])
-
-    def test_latency_skip_is_a_precise_status(self, built):
-        for job, art in built.values():
-            skip = job.latency_skip(art) if job.latency_skip else None
-            assert skip is None or (skip.startswith("skipped: ") and len(skip) > 20)
+# Options the contract builds each target with (default: the target's own defaults); a target that is
+# registered but not listed here is still built and checked with its defaults.
+CONTRACT_OPTIONS = {"openvino-npu": {"myriad": True}}
+# The jobs each known target must produce with those options (a new target: every job name is checked to be
+# "<target>/<precision>" with a precision the registry row declares).
+EXPECTED_JOBS = {
+    "tflite-arm": ("tflite-arm/fp32", "tflite-arm/int8"),
+    "openvino-cpu": ("openvino-cpu/fp32", "openvino-cpu/int8"),
+    "coral-edgetpu": ("coral-edgetpu/int8",),
+    "openvino-npu": ("openvino-npu/int8", "openvino-npu/myriad-fp16"),
+    "onnx-cpu": ("onnx-cpu/fp32", "onnx-cpu/int8"),
+}
+TARGETS = sorted(targets.REGISTRY)
 
 
-class TestTFLiteArm(TargetContract):
-    name = "tflite-arm"
-    expected_jobs = ("tflite-arm/fp32", "tflite-arm/int8")
+@pytest.fixture(scope="module")
+def build(ctx):
+    """`build(name)`: that target's jobs built once per module with CONTRACT_OPTIONS -> {job name: (job, artifact)}."""
+    done: dict[str, dict] = {}
 
-    def test_min_runtime_version_matches_the_converters_own(self, built):
-        for _, art in built.values():
-            req = art.metadata["min_runtime"]
-            assert req["unknown"] == [] and req["computed"] is not None
-            # TF writes its own computation into the `min_runtime_version` metadata: ours must agree
-            assert req["computed"] == req["metadata"] == req["required"], req
-        int8 = built["tflite-arm/int8"][1].metadata["min_runtime"]
-        assert {o["op"] for o in int8["ops"]} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+    def _build(name: str) -> dict:
+        if name not in done:
+            mod = targets.load_module(name)
+            jobs = mod.jobs(ctx, mod.Options.model_validate(CONTRACT_OPTIONS.get(name, {})))
+            done[name] = {job.name: (job, job.build()) for job in jobs}
+        return done[name]
 
-    def test_xnnpack_off_gives_the_same_scores(self, built, ctx):
-        from targets.tflite_arm import make_runner
-
-        art = built["tflite-arm/int8"][1]
-        image = ctx.validation.images[1]
-        on, off = make_runner(art, 2, xnnpack=True), make_runner(art, 2, xnnpack=False)
-        assert on.info["xnnpack"] and not off.info["xnnpack"]
-        np.testing.assert_allclose(on.predict(image), off.predict(image), atol=0.02)
+    return _build
 
 
-class TestOpenVINOCPU(TargetContract):
-    name = "openvino-cpu"
-    expected_jobs = ("openvino-cpu/fp32", "openvino-cpu/int8")
-
-    def test_blob_is_reimported_with_the_same_precision_and_results(self, built, ctx):
-        from pipeline.formats.runners import OpenVINORunner
-
-        image = ctx.validation.images[2]
-        for job, art in built.values():
-            rec = art.metadata["compiled"]
-            assert f"{art.path.stem}.blob" in art.files and rec["device"] == "CPU" and rec["blob_bytes"] > 0
-            assert rec["inference_precision"] == "f32"
-            graph = rec["exec_graph"]
-            assert graph["isa"] and graph["kernels"] and graph["runtime_precisions"], graph
-            runner = job.runner(art, 2)
-            assert runner.info["loaded_from"] == "blob" and runner.info["inference_precision"] == "f32"
-            assert runner.info["inference_precision"] == OpenVINORunner(art.path, 2).info["inference_precision"]
-            np.testing.assert_allclose(runner.predict(image), OpenVINORunner(art.path, 2).predict(image), atol=1e-6)
-        int8 = built["openvino-cpu/int8"][1].metadata["compiled"]["exec_graph"]
-        assert any(p.lower() in {"i8", "u8"} for p in int8["runtime_precisions"]), int8
+def _no_edgetpu_compiler() -> None:
+    if targets.get("coral-edgetpu").host_status()["host"]["compiler"]:
+        pytest.skip("edgetpu_compiler is installed here: this test is about the host without it")
 
 
-class TestCoralEdgeTPU(TargetContract):
-    name = "coral-edgetpu"
-    expected_jobs = ("coral-edgetpu/int8",)
+@pytest.mark.parametrize("name", TARGETS)
+def test_registry_row_says_what_the_host_needs(name):
+    row = targets.get(name).as_dict()
+    assert row["name"] == name and row["accepts"] and row["precisions"] and row["runtime"] and row["artifact"]
+    assert isinstance(row["available"], bool) and isinstance(row["missing"], list)
+    assert row["available"] == (row["missing"] == [])
+    assert set(row["host"]) == {"packages", "executables", "compiler", "libraries", "device"}
 
-    @pytest.fixture(autouse=True, scope="class")
-    def _no_compiler(self):
-        if targets.get("coral-edgetpu").host_status()["host"]["compiler"]:
-            pytest.skip("edgetpu_compiler is installed here: this class tests the host without it")
 
-    def test_not_compiled_is_a_precise_status_with_the_install_hint(self, built):
-        job, art = built["coral-edgetpu/int8"]
-        assert len(art.incomplete) == 1
-        assert art.incomplete[0].startswith("not compiled: edgetpu_compiler not installed")
-        assert "apt-get install edgetpu-compiler" in art.incomplete[0]
-        assert art.path.name == "model_int8.tflite" and art.metadata["edgetpu"]["compiled"] == []
-        assert job.latency_skip(art).startswith("skipped: no Edge TPU model (not compiled)")
+@pytest.mark.parametrize("name", TARGETS)
+def test_options_are_strict(name, tiny_assets, tmp_path):
+    opts_cls = targets.load_module(name).Options
+    with pytest.raises(ValidationError):
+        opts_cls.model_validate({"no_such_option": 1})
+    with pytest.raises(ValidationError):
+        opts_cls.model_validate({"precisions": ["fp64"]})
+    cfg = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": name, "options": {"typo": 1}}])
+    with pytest.raises(ConfigError, match=rf"options for target '{name}'.*typo.*unknown key"):
+        parse_config(cfg)
 
-    def test_reuses_the_tflite_arm_int8_conversion_and_ships_the_preflight(self, built, ctx):
-        from targets.edgetpu.preflight import analyze
-        from targets.tflite_arm import int8_stage
 
-        _, art = built["coral-edgetpu/int8"]
-        arm, _, _ = int8_stage(ctx)
-        assert art.sha256 == sha256_file(arm.path / arm.meta["file"])  # the same conversion, not a second one
-        assert [e.name for e in ctx.cache.events].count("tflite-int8") == 1
-        saved = json.loads((art.path.parent / "preflight.json").read_text())
-        assert saved == json.loads(json.dumps({**analyze(art.path).to_json(), "path": "model_int8.tflite"}))
-        assert saved["all_on_edgetpu"] and len(saved["ops"]) > 20, [op["reasons"] for op in saved["ops"]]
-        assert "recommended segments: 1" in (art.path.parent / "preflight.txt").read_text()
-        assert art.metadata["edgetpu"]["preflight"]["recommended_segments"] == 1
+def test_module_imports_are_light():
+    """Importing every registered target's module imports no toolkit (one fresh interpreter for all)."""
+    code = (f"import sys, json, targets; [targets.load_module(n) for n in {TARGETS!r}]; "
+            f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).parents[1])
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
-    def test_uint8_io_option(self, ctx):
-        from targets import coral_edgetpu
-        from targets.edgetpu.preflight import analyze
 
-        (job,) = coral_edgetpu.jobs(ctx, coral_edgetpu.Options(io_dtype="uint8"))
-        art = job.build()
-        report = analyze(art.path)
-        assert report.ops[0].inputs[0].dtype == "uint8" and report.ops[-1].outputs[0].dtype == "uint8"
-        assert report.all_on_edgetpu
-        scores = job.runner(art, 2).predict(ctx.validation.images[0])
-        assert scores.shape == (N_CLASSES,) and abs(float(scores.sum()) - 1) < 0.05
+@pytest.mark.parametrize("name", TARGETS)
+def test_jobs_build_artifacts_whose_files_match_their_sha256(name, build):
+    built = build(name)
+    if name in EXPECTED_JOBS:
+        assert tuple(built) == EXPECTED_JOBS[name]
+    assert built, f"{name} built no job"
+    for job, art in built.values():
+        assert job.name.startswith(f"{name}/") and job.target == name
+        assert job.precision in targets.get(name).precisions, (job.precision, targets.get(name).precisions)
+        assert isinstance(art, Artifact) and art.name == job.name and art.target == name
+        assert art.path.is_file() and art.path.name in art.files
+        for f in art.files:
+            assert (art.path.parent / f).is_file(), f
+        model_files = [art.path.name] + ([art.path.with_suffix(".bin").name] if art.format == "openvino-ir" else [])
+        digests = [sha256_file(art.path.parent / f) for f in model_files]
+        if len(digests) == 1:
+            assert art.sha256 == digests[0]
+        else:
+            import hashlib
+
+            assert art.sha256 == hashlib.sha256("".join(digests).encode()).hexdigest()
+        assert art.size_bytes == sum((art.path.parent / f).stat().st_size for f in model_files)
+        json.dumps(art.to_json())  # the record is JSON-able
+        for status in art.incomplete:  # precise statuses, never vague
+            assert status.startswith("not compiled: ") or "opset" in status, status
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_runner_runs_on_a_preprocessed_image(name, build, ctx):
+    image = ctx.validation.images[0]
+    for job, art in build(name).values():
+        runner = job.runner(art, 2)
+        scores = runner.predict(image)
+        assert scores.shape == (N_CLASSES,) and scores.dtype == np.float32 and np.isfinite(scores).all()
+        assert abs(float(scores.sum()) - 1.0) < 0.05  # softmax head, (de)quantized
+        with pytest.raises(Exception, match="expected shape"):
+            runner.predict(image[:-1])
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_latency_skip_is_a_precise_status(name, build):
+    for job, art in build(name).values():
+        skip = job.latency_skip(art) if job.latency_skip else None
+        assert skip is None or (skip.startswith("skipped: ") and len(skip) > 20)
+
+
+def test_tflite_min_runtime_version_matches_the_converters_own(build):
+    built = build("tflite-arm")
+    for _, art in built.values():
+        req = art.metadata["min_runtime"]
+        assert req["unknown"] == [] and req["computed"] is not None
+        # TF writes its own computation into the `min_runtime_version` metadata: ours must agree
+        assert req["computed"] == req["metadata"] == req["required"], req
+    int8 = built["tflite-arm/int8"][1].metadata["min_runtime"]
+    assert {o["op"] for o in int8["ops"]} >= {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
+def test_tflite_xnnpack_off_gives_the_same_scores(build, ctx):
+    built = build("tflite-arm")
+    from targets.tflite_arm import make_runner
+
+    art = built["tflite-arm/int8"][1]
+    image = ctx.validation.images[1]
+    on, off = make_runner(art, 2, xnnpack=True), make_runner(art, 2, xnnpack=False)
+    assert on.info["xnnpack"] and not off.info["xnnpack"]
+    np.testing.assert_allclose(on.predict(image), off.predict(image), atol=0.02)
+
+
+def test_openvino_blob_is_reimported_with_the_same_precision_and_results(build, ctx):
+    built = build("openvino-cpu")
+    from pipeline.formats.runners import OpenVINORunner
+
+    image = ctx.validation.images[2]
+    for job, art in built.values():
+        rec = art.metadata["compiled"]
+        assert f"{art.path.stem}.blob" in art.files and rec["device"] == "CPU" and rec["blob_bytes"] > 0
+        assert rec["inference_precision"] == "f32"
+        graph = rec["exec_graph"]
+        assert graph["isa"] and graph["kernels"] and graph["runtime_precisions"], graph
+        runner = job.runner(art, 2)
+        assert runner.info["loaded_from"] == "blob" and runner.info["inference_precision"] == "f32"
+        assert runner.info["inference_precision"] == OpenVINORunner(art.path, 2).info["inference_precision"]
+        np.testing.assert_allclose(runner.predict(image), OpenVINORunner(art.path, 2).predict(image), atol=1e-6)
+    int8 = built["openvino-cpu/int8"][1].metadata["compiled"]["exec_graph"]
+    assert any(p.lower() in {"i8", "u8"} for p in int8["runtime_precisions"]), int8
+
+
+def test_coral_not_compiled_is_a_precise_status_with_the_install_hint(build):
+    _no_edgetpu_compiler()
+    built = build("coral-edgetpu")
+    job, art = built["coral-edgetpu/int8"]
+    assert len(art.incomplete) == 1
+    assert art.incomplete[0].startswith("not compiled: edgetpu_compiler not installed")
+    assert "apt-get install edgetpu-compiler" in art.incomplete[0]
+    assert art.path.name == "model_int8.tflite" and art.metadata["edgetpu"]["compiled"] == []
+    assert job.latency_skip(art).startswith("skipped: no Edge TPU model (not compiled)")
+
+
+def test_coral_reuses_the_tflite_arm_int8_conversion_and_ships_the_preflight(build, ctx):
+    _no_edgetpu_compiler()
+    built = build("coral-edgetpu")
+    from targets.edgetpu.preflight import analyze
+    from targets.tflite_arm import int8_stage
+
+    _, art = built["coral-edgetpu/int8"]
+    arm, _, _ = int8_stage(ctx)
+    assert art.sha256 == sha256_file(arm.path / arm.meta["file"])  # the same conversion, not a second one
+    assert [e.name for e in ctx.cache.events].count("tflite-int8") == 1
+    saved = json.loads((art.path.parent / "preflight.json").read_text())
+    assert saved == json.loads(json.dumps({**analyze(art.path).to_json(), "path": "model_int8.tflite"}))
+    assert saved["all_on_edgetpu"] and len(saved["ops"]) > 20, [op["reasons"] for op in saved["ops"]]
+    assert "recommended segments: 1" in (art.path.parent / "preflight.txt").read_text()
+    assert art.metadata["edgetpu"]["preflight"]["recommended_segments"] == 1
+
+
+def test_coral_uint8_io_option(ctx):
+    _no_edgetpu_compiler()
+    from targets import coral_edgetpu
+    from targets.edgetpu.preflight import analyze
+
+    (job,) = coral_edgetpu.jobs(ctx, coral_edgetpu.Options(io_dtype="uint8"))
+    art = job.build()
+    report = analyze(art.path)
+    assert report.ops[0].inputs[0].dtype == "uint8" and report.ops[-1].outputs[0].dtype == "uint8"
+    assert report.all_on_edgetpu
+    scores = job.runner(art, 2).predict(ctx.validation.images[0])
+    assert scores.shape == (N_CLASSES,) and abs(float(scores.sum()) - 1) < 0.05
 
 
 FAKE_COMPILER = """#!/usr/bin/env python3
@@ -225,12 +260,9 @@ print("Edge TPU Compiler version 16.0.384591198\\nStarted a compilation timeout 
 """
 
 
-class TestCoralEdgeTPUCompiled(TargetContract):
-    """The same contract with an `edgetpu_compiler` on PATH: a contract test of the wrapper (the fake
-    writes the documented outputs), not of Google's compiler."""
-
-    name = "coral-edgetpu"
-    expected_jobs = ("coral-edgetpu/int8",)
+class TestCoralEdgeTPUCompiled:
+    """coral-edgetpu with an `edgetpu_compiler` on PATH: a contract test of the wrapper (the fake writes the
+    documented outputs), not of Google's compiler. The generic contract runs on this build too."""
 
     @pytest.fixture(scope="class")
     def built(self, ctx, tmp_path_factory):
@@ -241,11 +273,19 @@ class TestCoralEdgeTPUCompiled(TargetContract):
         old = os.environ["PATH"]
         os.environ["PATH"] = f"{bindir}{os.pathsep}{old}"
         try:
-            mod = targets.load_module(self.name)
+            mod = targets.load_module("coral-edgetpu")
             jobs = mod.jobs(ctx, mod.Options())
             yield {job.name: (job, job.build()) for job in jobs}
         finally:
             os.environ["PATH"] = old
+
+    def test_jobs_and_runner_follow_the_contract(self, built, ctx):
+        assert tuple(built) == EXPECTED_JOBS["coral-edgetpu"]
+        for job, art in built.values():
+            assert art.path.is_file() and all((art.path.parent / f).is_file() for f in art.files)
+            assert art.sha256 == sha256_file(art.path)
+            scores = job.runner(art, 2).predict(ctx.validation.images[0])
+            assert scores.shape == (N_CLASSES,) and abs(float(scores.sum()) - 1.0) < 0.05
 
     def test_compiled_artifact_and_parsed_log(self, built):
         job, art = built["coral-edgetpu/int8"]
@@ -261,39 +301,39 @@ class TestCoralEdgeTPUCompiled(TargetContract):
         assert job.runner(art, 2).info["device"] == "cpu (no Edge TPU)"
 
 
-class TestOpenVINONPU(TargetContract):
-    name = "openvino-npu"
-    options = {"myriad": True}
-    expected_jobs = ("openvino-npu/int8", "openvino-npu/myriad-fp16")
+def test_npu_status_and_quantization(build):
+    built = build("openvino-npu")
+    job, art = built["openvino-npu/int8"]
+    if art.metadata["npu"]["compiled"]:
+        pytest.skip("an NPU is present: the blob path ran")
+    assert art.incomplete[0].startswith("not compiled: no NPU device (OpenVINO devices here: CPU")
+    assert art.metadata["npu"]["quantization"] == {"preset": "performance", "target_device": "NPU"}
+    assert job.latency_skip(art) == "skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR"
+    assert "FakeQuantize" in art.path.read_text()
 
-    def test_npu_status_and_quantization(self, built):
-        job, art = built["openvino-npu/int8"]
-        if art.metadata["npu"]["compiled"]:
-            pytest.skip("an NPU is present: the blob path ran")
-        assert art.incomplete[0].startswith("not compiled: no NPU device (OpenVINO devices here: CPU")
-        assert art.metadata["npu"]["quantization"] == {"preset": "performance", "target_device": "NPU"}
-        assert job.latency_skip(art) == "skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR"
-        assert "FakeQuantize" in art.path.read_text()
 
-    def test_recipe_reaches_the_npu_quantization(self, ctx, built):
-        """`recipe` (here nncf-mixed) changes the NPU IR and is recorded; the default keeps its stage."""
-        from targets import openvino_npu
+def test_recipe_reaches_the_npu_quantization(ctx, build):
+    built = build("openvino-npu")
+    """`recipe` (here nncf-mixed) changes the NPU IR and is recorded; the default keeps its stage."""
+    from targets import openvino_npu
 
-        _, default = built["openvino-npu/int8"]
-        assert default.recipe["name"] == "default"
-        (job,) = openvino_npu.jobs(ctx, openvino_npu.Options(recipe="nncf-mixed"))
-        art = job.build()
-        assert art.recipe["name"] == "nncf-mixed" and art.recipe["nncf_preset"] == "mixed"
-        assert art.metadata["npu"]["quantization"] == {"preset": "mixed", "target_device": "NPU"}
-        assert art.sha256 != default.sha256 and "FakeQuantize" in art.path.read_text()
+    _, default = built["openvino-npu/int8"]
+    assert default.recipe["name"] == "default"
+    (job,) = openvino_npu.jobs(ctx, openvino_npu.Options(recipe="nncf-mixed"))
+    art = job.build()
+    assert art.recipe["name"] == "nncf-mixed" and art.recipe["nncf_preset"] == "mixed"
+    assert art.metadata["npu"]["quantization"] == {"preset": "mixed", "target_device": "NPU"}
+    assert art.sha256 != default.sha256 and "FakeQuantize" in art.path.read_text()
 
-    def test_myriad_fp16_ir_states_its_runtime(self, built):
-        job, art = built["openvino-npu/myriad-fp16"]
-        assert art.precision == "fp16" and art.metadata["myriad"]["needs_runtime"] == "OpenVINO 2022.3 LTS"
-        assert 1 <= art.metadata["myriad"]["max_opset"] <= 10
-        assert "removed in OpenVINO 2023.0" in art.incomplete[0] and "2022.3 LTS" in art.incomplete[0]
-        assert 'element_type="f16"' in art.path.read_text()
-        assert "MYRIAD needs the OpenVINO 2022.3 LTS" in job.latency_skip(art)
+
+def test_myriad_fp16_ir_states_its_runtime(build):
+    built = build("openvino-npu")
+    job, art = built["openvino-npu/myriad-fp16"]
+    assert art.precision == "fp16" and art.metadata["myriad"]["needs_runtime"] == "OpenVINO 2022.3 LTS"
+    assert 1 <= art.metadata["myriad"]["max_opset"] <= 10
+    assert "removed in OpenVINO 2023.0" in art.incomplete[0] and "2022.3 LTS" in art.incomplete[0]
+    assert 'element_type="f16"' in art.path.read_text()
+    assert "MYRIAD needs the OpenVINO 2022.3 LTS" in job.latency_skip(art)
 
 
 def test_coral_compiler_failure_is_an_error_whose_log_is_kept(ctx, tmp_path, monkeypatch):

@@ -63,7 +63,7 @@ def _graph() -> dict[str, set[str]]:
     for name, path in MODULES.items():
         for mod, _, _ in _imports(name, path):
             target = _owner(mod)
-            if target and target != name and not name.startswith(target + "."):  # a package's own parents
+            if target and target != name:
                 graph[name].add(target)
     return graph
 

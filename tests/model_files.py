@@ -7,7 +7,8 @@ committed (< 2 KB each), so the tests need no converter:
   (sum > -1) stays true for a zero input: a genuine hang in the runtime's kernel loop, not a sleep;
 - `big.tflite`: input (1, 71, 71, 3); BROADCAST_TO + TILE to a (1, 100000, 8001) float tensor:
   3.2 GB at `allocate_tensors()`, so a child with a smaller address-space limit fails there.
-The ONNX and OpenVINO IR files are built at test time from `onnx.helper` (fast, no TensorFlow).
+The ONNX and OpenVINO IR files are built at test time from `onnx.helper` (fast, no TensorFlow); the
+.keras file and the SavedModel (`tiny_keras`, `tiny_savedmodel`) with Keras, untrained (a few seconds).
 """
 
 from __future__ import annotations
@@ -45,6 +46,29 @@ def tiny_ir(directory: Path) -> Path:
     xml = Path(directory) / "tiny_ir.xml"
     ov.save_model(ov.convert_model(str(tiny_onnx(Path(directory) / "for_ir.onnx"))), str(xml))
     return xml
+
+
+def tiny_keras(path: Path) -> Path:
+    """Conv -> global average pool -> softmax, input (None, 8, 8, 3), output (None, 4); untrained."""
+    import keras
+
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    model = keras.Model(inp, keras.layers.Softmax()(keras.layers.GlobalAveragePooling2D()(x)))
+    model.save(path)
+    return path
+
+
+def tiny_savedmodel(directory: Path) -> Path:
+    """`tiny_keras` exported as a SavedModel with a batch-1 serving signature (as edgepipe exports one)."""
+    import keras
+    import tensorflow as tf
+
+    model = keras.saving.load_model(tiny_keras(Path(directory) / "for_savedmodel.keras"), compile=False)
+    dest = Path(directory) / "saved_model"
+    model.export(str(dest), format="tf_saved_model", input_signature=[tf.TensorSpec((1, 8, 8, 3), tf.float32)],
+                 verbose=False)
+    return dest
 
 
 def _write_tflite_files() -> None:  # pragma: no cover - run by hand to regenerate tests/data

@@ -58,10 +58,9 @@ class Format:
 
     def looks_like(self, path: Path, head: bytes | None) -> bool:
         """`head` is the first 4 KiB of a file, None for a directory."""
-        mod = self.load()
         if self.directory:
-            return head is None and mod.looks_like_dir(Path(path))
-        return head is not None and mod.looks_like(head)
+            return head is None and self.load().looks_like_dir(Path(path))
+        return head is not None and self.load().looks_like(head)
 
     def check(self, path: Path, label: str) -> None:
         self.load().check(Path(path), label)

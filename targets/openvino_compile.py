@@ -18,6 +18,8 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from pipeline.formats.openvino_ir import plain
+
 COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"})
 # substrings of oneDNN primitive names -> instruction set, most specific first
 ISA_TOKENS = (("amx", "AMX"), ("avx512_core_vnni", "AVX-512 VNNI"), ("vnni", "VNNI"), ("avx512", "AVX-512"),
@@ -89,13 +91,6 @@ def _prop(obj, name: str, device: str | None = None) -> str | None:
     except RuntimeError:
         return None
     return plain(v)
-
-
-def plain(v):
-    """OpenVINO property values as JSON-friendly text: ov.Type f32 -> 'f32' (str() gives "<Type: 'float32'>")."""
-    if isinstance(v, int | str):
-        return v
-    return v.to_string() if hasattr(v, "to_string") else str(v)
 
 
 def opset_versions(xml: Path) -> dict[str, int]:

@@ -68,15 +68,16 @@ def test_keras_runner_checks_single_images_and_batches(tiny_assets):
 
 
 def test_every_runner_checks_its_input():
-    """A guard for runners added later (in pipeline/formats/runners.py or a target's module): each `predict` must go
-    through `check_input`, the one shape/dtype/layout check that never reshapes."""
+    """A guard for runners added later (in a format's module of the formats table or a target's module): each
+    `predict` must go through `check_input`, the one shape/dtype/layout check that never reshapes."""
     import importlib
     import inspect
 
-    import pipeline.formats.runners as rt
     import targets
+    from pipeline import formats
 
-    modules = [rt, *(importlib.import_module(t.module) for t in targets.REGISTRY.values())]
+    modules = [*(f.load() for f in formats.FORMATS),
+               *(importlib.import_module(t.module) for t in targets.REGISTRY.values())]
     runners = {c for m in modules for _, c in inspect.getmembers(m, inspect.isclass)
                if c.__module__ == m.__name__ and callable(getattr(c, "predict", None))}
     assert {"TFLiteRunner", "OpenVINORunner", "KerasRunner", "SavedModelRunner"} <= {c.__name__ for c in runners}

@@ -7,8 +7,9 @@ Layout of `<out>/<target>-<precision>-v<N>/`:
     manifest.json                          signed file set + provenance + metrics + version
     manifest.sig                           Ed25519 signature of manifest.json's bytes (not in the set)
 
-Verification (host and board) is `targets/device_runner.verify_bundle`: one implementation,
-stdlib only, so the board checks exactly what the host checks.
+Verification (host and board) is `device_runner.verify_bundle`: one implementation, stdlib only,
+so the board checks exactly what the host checks. Which runtimes a bundle asks the board for
+(`requires`) comes from the formats table (`Format.board_requires`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import formats
 from pipeline.boards import device_runner
 from pipeline.boards.signing import load_private, write_signature
 from pipeline.core.errors import BundleError, InputError
@@ -34,9 +36,6 @@ SIGNATURE = device_runner.SIGNATURE
 ARTIFACT_FILES = ("labels.txt", "preprocess.json", "artifact.json")
 MODEL_CARD = "README.md"
 SAMPLE_PER_CLASS = 2
-# Oldest runtimes a bundle asks the board for. tflite-runtime 2.11 is the newest wheel for
-# Python 3.7 and is what the `device-old` tox env tests the runner with.
-MIN_RUNTIMES = {"tflite": {"ai_edge_litert": "1.0", "tflite_runtime": "2.11"}, "openvino-ir": {}}
 _VERSION_DIR = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
 
 
@@ -90,7 +89,7 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
                                                                                  "openvino")},
             "metrics": record.get("metrics"),
             "status": record.get("status"),
-            "requires": dict(MIN_RUNTIMES.get(record["format"], {}), **_openvino_floor(record["format"])),
+            "requires": _board_requires(record["format"]),
             "sample": {"images": "sample/images.npy", "labels": "sample/labels.npy", "n": int(len(images)),
                        "host_predictions": [int(p) for p in host_preds], "host_top1": top1, **sample_info},
             "model_card": MODEL_CARD if MODEL_CARD in copied else None,
@@ -211,16 +210,14 @@ def _read_artifact(artifact_dir: Path) -> dict:
 
 
 def _host_predictions(fmt: str, model_path: Path, images: np.ndarray, threads: int) -> np.ndarray:
-    """The host's top-1 on the sample: the board's smoke test compares against these."""
-    from pipeline.formats.runners import OpenVINORunner, TFLiteRunner
+    """The host's top-1 on the sample (the format's host runner): the board's smoke test compares against these."""
+    from pipeline.formats.runners import open_runner
 
-    runner = TFLiteRunner(model_path, threads) if fmt == "tflite" else OpenVINORunner(model_path, threads)
+    runner = open_runner(fmt, model_path, threads, layout="nhwc")  # edgepipe's own artifacts are NHWC
     return np.array([int(np.argmax(runner.predict(x))) for x in images], dtype=np.int64)
 
 
-def _openvino_floor(fmt: str) -> dict:
-    """An OpenVINO IR asks for at least the release year it was validated with (IR readers are forward-only)."""
-    if fmt != "openvino-ir":
-        return {}
-    v = tool_versions("openvino")["openvino"]
-    return {"openvino": f"{v.split('.')[0]}.0"} if v else {}
+def _board_requires(fmt: str) -> dict:
+    """The oldest on-board runtimes a bundle of `fmt` asks for (the formats table; none for an unknown format)."""
+    known = formats.find(fmt)
+    return known.board_requires() if known else {}

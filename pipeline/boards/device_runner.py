@@ -44,6 +44,8 @@ EXIT_VERIFY = 2
 EXIT_RUNTIME = 4
 EXIT_INFERENCE = 5
 
+# The board columns of edgepipe's formats table (pipeline/formats/registry.py: board_runtimes, suffixes).
+# This file cannot import it (it runs alone on boards); tests/test_formats.py checks they agree.
 RUNTIMES_FOR_FORMAT = {"tflite": ("ai_edge_litert", "tflite_runtime"), "openvino-ir": ("openvino",)}
 FORMAT_OF_SUFFIX = {".tflite": "tflite", ".xml": "openvino-ir"}
 

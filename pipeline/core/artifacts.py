@@ -15,7 +15,7 @@ RECORD_NAME = "artifact.json"
 class Artifact:
     name: str  # e.g. "tflite-arm/int8"
     target: str
-    format: str  # tflite | openvino-ir | keras
+    format: str  # a name in the formats table (pipeline/formats/registry.py): tflite | openvino-ir | onnx
     precision: str  # fp32 | int8
     path: Path  # the main model file
     files: tuple[str, ...]  # every file of the artifact, relative to path.parent
@@ -35,6 +35,8 @@ class Artifact:
     def from_files(cls, name, target, fmt, precision, path: Path, extra_files: tuple[str, ...] = (), **kw) -> Artifact:
         """`sha256`/`size_bytes` cover the model files; `extra_files` (beside it) are shipped with it."""
         path = Path(path)
+        # = formats.get(fmt).model_files(path): core sits below the formats table, so it keeps this one
+        # rule itself; tests/test_formats.py checks it against the table's companions.
         model = (path.name, path.with_suffix(".bin").name) if fmt == "openvino-ir" else (path.name,)
         digests = [sha256_file(path.parent / f) for f in model]
         sha = digests[0] if len(digests) == 1 else _combine(digests)

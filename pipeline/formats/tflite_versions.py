@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.formats.tflite import op_name, read_tflite, seq
+
 # (op, version) -> minimum runtime version, from runtime_version.cc.
 MIN_RUNTIME: dict[tuple[str, int], str] = {
     **{("ADD", v): r for v, r in {1: "1.5.0", 2: "1.14.0", 3: "2.4.0", 4: "2.6.0", 5: "2.13.0"}.items()},
@@ -76,10 +78,8 @@ class RuntimeRequirement:
 
 
 def min_runtime_version(path: str | Path) -> RuntimeRequirement:
-    """Read the flatbuffer (the pre-flight reader; no interpreter) and compute the requirement."""
-    from targets.edgetpu.preflight import load_model, op_name, seq
-
-    schema, model = load_model(Path(path))
+    """Read the flatbuffer (the structural reader of `tflite.py`; no interpreter) and compute the requirement."""
+    schema, model = read_tflite(Path(path), what="TFLite model")
     ops, unknown = [], []
     for i, code in enumerate(seq(model.operatorCodes)):
         name, version = op_name(schema, model, i), int(code.version or 1)

@@ -98,11 +98,13 @@ def _tail(err: bytes | None) -> str:
 
 def probed_stage(ctx, art, job, key: dict) -> dict:
     """The run's pre-flight of one built artifact: structural check, then the child probe. Cached on success."""
+    from pipeline import formats
     from pipeline.core.errors import InputError
-    from pipeline.formats.inspect import EXPECTED, check_model_file, format_of
+    from pipeline.formats.inspect import check_model_file
 
     limits = ProbeLimits(ctx.cfg.probe.timeout_s, ctx.cfg.probe.memory_mb)
-    fmt = art.format if art.format in EXPECTED else format_of(art.path)  # None: no structural check known
+    known = formats.find(art.format) or formats.for_suffix(art.path)
+    fmt = known.name if known else None  # None: no structural check known
 
     def fn(out: Path) -> dict:
         try:
@@ -136,13 +138,11 @@ def _make_runner(req: dict):
 
         art = Artifact(path.name, req["target"], req["format"], "", path, (path.name,), "", 0)
         return targets.load_module(req["target"]).make_runner(art, req["threads"], **req["params"])
-    from pipeline.formats import runners as runtimes
+    from pipeline.formats.runners import RUNNERS, open_runner
 
-    if req["format"] == "tflite":
-        return runtimes.TFLiteRunner(path, req["threads"])
-    if req["format"] in ("openvino-ir", "onnx"):  # OpenVINO reads ONNX files with its ONNX frontend
-        return runtimes.OpenVINORunner(path, req["threads"])
-    raise EdgepipeError(expected_received("probe", "a target, or format tflite / openvino-ir / onnx", req["format"]))
+    if req["format"] in RUNNERS:  # a file without a target: its format's host runner, fed NHWC as edgepipe does
+        return open_runner(req["format"], path, req["threads"], layout="nhwc")
+    raise EdgepipeError(expected_received("probe", f"a target, or format {' / '.join(RUNNERS)}", req["format"]))
 
 
 def _child(req: dict) -> dict:

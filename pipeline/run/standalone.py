@@ -16,45 +16,35 @@ from pathlib import Path
 import numpy as np
 
 from calibration.preprocess import RANGES, PreprocessSpec
+from pipeline import formats
 from pipeline.core.errors import InputError, expected_received
 from pipeline.core.progress import bar, stderr
 
-FORMATS = {".tflite": "tflite", ".xml": "openvino-ir", ".onnx": "onnx"}
 COLORS = ("rgb", "grayscale_to_rgb", "grayscale")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 def detect_format(path: Path) -> str:
+    """The format of a foreign artifact file (one the formats table can open by path), its companions present."""
     path = Path(path)
+    openable = tuple(f for f in formats.FORMATS if f.opens_files)
     if not path.is_file():
-        raise InputError(expected_received("artifact", "an existing .tflite, .xml (OpenVINO IR) or .onnx file",
+        raise InputError(expected_received("artifact", f"an existing {formats.file_labels(openable)} file",
                                            repr(str(path))))
-    fmt = FORMATS.get(path.suffix.lower())
-    if fmt is None:
-        raise InputError(expected_received("artifact", "a .tflite, .xml (OpenVINO IR) or .onnx file",
-                                           repr(path.name)))
-    if fmt == "openvino-ir" and not path.with_suffix(".bin").is_file():
-        weights = path.with_suffix(".bin").name
-        raise InputError(expected_received(f"OpenVINO IR {path.name!r}", f"its weights {weights!r} beside it",
-                                           "no such file"))
-    return fmt
+    fmt = formats.for_suffix(path)
+    if fmt not in openable:
+        raise InputError(expected_received("artifact", f"a {formats.file_labels(openable)} file", repr(path.name)))
+    for suffix, what in fmt.companions:
+        companion = path.with_suffix(suffix).name
+        if not path.with_suffix(suffix).is_file():
+            raise InputError(expected_received(f"{fmt.title} {path.name!r}", f"its {what} {companion!r} beside it",
+                                               "no such file"))
+    return fmt.name
 
 
 def detect_precision(fmt: str, path: Path, runner=None) -> str:
-    """int8 when the graph holds quantized tensors or quantize ops; else fp32."""
-    if fmt == "tflite" and runner is not None:
-        quantized = any(d["dtype"] in (np.int8, np.uint8) and d["quantization"][0] != 0.0
-                        for d in runner.interp.get_tensor_details())
-        return "int8" if quantized else "fp32"
-    if fmt == "openvino-ir":
-        text = Path(path).read_text(errors="replace")
-        return "int8" if 'type="FakeQuantize"' in text or 'element_type="i8"' in text else "fp32"
-    if fmt == "onnx":
-        import onnx
-
-        ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
-        return "int8" if ops & {"QuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger"} else "fp32"
-    return "fp32"
+    """int8 when the graph holds quantized tensors or quantize ops; else fp32 (asked of the format's module)."""
+    return formats.get(fmt).detect_precision(path, runner)
 
 
 def open_artifact(path: Path, threads: int):

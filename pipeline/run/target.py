@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import targets
+from pipeline import formats
 from pipeline.core.artifacts import Artifact
 from pipeline.core.errors import ConfigError, DeviceUnavailableError, EdgepipeError, InputError
 from pipeline.core.labels import check_outputs
@@ -28,8 +29,6 @@ from pipeline.validators import accuracy as acc_mod
 from pipeline.validators import gates as gate_mod
 from pipeline.validators import parity as parity_mod
 
-RUNTIME_TOOLS = {"tflite": ("ai-edge-litert",), "openvino-ir": ("openvino",), "keras": ("tensorflow", "keras"),
-                 "onnx": ("onnxruntime",)}
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
 
 
@@ -57,7 +56,7 @@ def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
     try:
         art: Artifact = job.build()
         row.update(size_mb=art.size_bytes / 1e6, sha256=art.sha256, format=art.format)
-        fmt_tools = tool_versions(*RUNTIME_TOOLS.get(art.format, ()))
+        fmt_tools = tool_versions(*formats.runtime_packages(art.format))
         key = {"artifact": art.sha256, "runner": job.runner_params, **fmt_tools}
         probed_stage(ctx, art, job, key)  # structural check + load/first inference in a child process
         runner = lambda: job.runner(art, ctx.cfg.threads)  # noqa: E731

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.core.errors import expected_received
+from pipeline.formats.tflite import enum_names, op_name, read_tflite, seq
 from targets.edgetpu import ops as edgetpu_ops
 
 # Edge TPU on-chip SRAM for parameters. Approximate: of the 8 MB, some is used for other things
@@ -87,33 +88,9 @@ def recommend_segments(param_bytes: int, usable_sram_bytes: int = USABLE_SRAM_BY
     return max(1, math.ceil(param_bytes / usable_sram_bytes))
 
 
-def seq(v) -> list:
-    """Object-API vectors are numpy arrays, lists or None."""
-    return [] if v is None else list(v)
-
-
-def _enum_names(cls) -> dict[int, str]:
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def load_model(path: Path):
     """The parsed flatbuffer, verified (indices in range, buffers inside the file) before anything reads it."""
-    from pipeline.formats.inspect import read_tflite
-
-    schema, model = read_tflite(path, what="Edge TPU pre-flight input")
-    return schema, model
-
-
-def op_name(schema, model, opcode_index: int) -> str:
-    code = model.operatorCodes[opcode_index]
-    # builtin_code holds codes >= 127; older files only set deprecated_builtin_code (int8, <= 127).
-    builtin = max(code.builtinCode or 0, code.deprecatedBuiltinCode or 0)
-    names = _enum_names(schema.BuiltinOperator)
-    name = names.get(builtin, f"BUILTIN_{builtin}")
-    if name == "CUSTOM":
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
-        return f"CUSTOM({custom})"
-    return name
+    return read_tflite(path, what="Edge TPU pre-flight input")
 
 
 def _buffer_bytes(model, buffer_index: int) -> int:
@@ -195,7 +172,7 @@ def analyze(path: str | Path) -> PreflightReport:
     path = Path(path)
     schema, model = load_model(path)
     sg = model.subgraphs[0]
-    dtype_names = _enum_names(schema.TensorType)
+    dtype_names = enum_names(schema.TensorType)
     ops: list[OpReport] = []
     cpu_from: int | None = None
     for i, operator in enumerate(seq(sg.operators)):

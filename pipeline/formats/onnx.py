@@ -1,0 +1,70 @@
+"""ONNX (.onnx): sniffing, the structural check (`onnx.checker`, full check), and the host runner (ONNX Runtime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import InputError, expected_received
+from pipeline.formats.inspect import describe
+from pipeline.formats.runner_input import check_input, input_layout
+
+# tags of ModelProto fields that follow ir_version (field 1): producer_name .. opset_import, metadata
+_NEXT_TAGS = {0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x52, 0x5A, 0x62, 0x72}
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger"})
+
+
+def looks_like(head: bytes) -> bool:
+    """A heuristic (a protobuf has no magic): ir_version (field 1, a small varint) then another ModelProto field."""
+    return len(head) >= 3 and head[0] == 0x08 and 1 <= head[1] <= 30 and head[2] in _NEXT_TAGS
+
+
+def check(path: Path, label: str) -> None:
+    import onnx
+
+    try:  # a path (not a loaded proto): handles models > 2 GB and external data
+        onnx.checker.check_model(str(path), full_check=True)
+    except Exception as err:  # ValidationError, InferenceError, DecodeError, OSError ...
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(expected_received(label, "an ONNX model that passes onnx.checker (full check)",
+                                           f"{type(err).__name__}: {first[:300]} ({describe(path)})")) from None
+
+
+def detect_precision(path: Path, runner=None) -> str:
+    """int8 when the graph holds quantize or integer ops; else fp32."""
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    return "int8" if ops & QUANTIZED_OPS else "fp32"
+
+
+class ONNXRunner:
+    """ONNX Runtime, CPU execution provider. A symbolic batch means 1; NCHW only by an
+    explicit `layout` as for OpenVINORunner."""
+
+    def __init__(self, path: Path, threads: int, layout: str = "nhwc"):
+        import onnxruntime as ort
+
+        self.runtime = "onnxruntime"
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape)
+        if len(self.shape) != 4:
+            raise InputError(f"ONNX input {inp.name!r}: expected a 4-D image tensor. Received shape: {inp.shape}")
+        self.layout = input_layout(self.shape) if layout == "auto" else layout
+        self.dtype = np.float16 if inp.type == "tensor(float16)" else np.float32
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int, layout: str = "auto", **options) -> ONNXRunner:
+        """A foreign .onnx (standalone validate/bench)."""
+        return cls(Path(path), threads, layout)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        x = check_input(image, self.shape, "ONNX", self.layout).astype(self.dtype)
+        return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32).reshape(-1)

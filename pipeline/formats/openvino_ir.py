@@ -1,0 +1,138 @@
+"""OpenVINO IR (.xml + .bin): sniffing, the structural check of the XML and its weights, and the host runner.
+
+The check parses the XML (stdlib, no OpenVINO): a <net> with <layers>, edges between existing
+layers, every Const layer's size consistent with its shape and type, and a .bin beside it that
+holds every Const layer's bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.errors import InputError, expected_received
+from pipeline.core.versions import tool_versions
+from pipeline.formats.inspect import as_text
+from pipeline.formats.runner_input import check_input, input_layout
+
+_ITEMSIZE = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u64": 8,
+             "u32": 4, "u16": 2, "u8": 1, "boolean": 1}
+
+
+def looks_like(head: bytes) -> bool:
+    text = as_text(head)
+    return text is not None and text.lstrip("\ufeff \t\r\n").startswith("<") and "<net" in text
+
+
+def check(path: Path, label: str) -> None:
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise InputError(expected_received(label, "well-formed IR XML", f"a parse error: {err}")) from None
+    layers = root.findall("./layers/layer")
+    if root.tag != "net" or not layers:
+        raise InputError(expected_received(label, "an IR <net> with <layers>",
+                                           f"root <{root.tag}> with {len(layers)} layers"))
+    ids = {layer.get("id") for layer in layers}
+    for edge in root.findall("./edges/edge"):
+        if edge.get("from-layer") not in ids or edge.get("to-layer") not in ids:
+            raise InputError(expected_received(label, "edges between existing layers",
+                                               f"an edge {edge.get('from-layer')} -> {edge.get('to-layer')}"))
+    end = 0
+    for layer in layers:
+        data = layer.find("data")
+        if layer.get("type") != "Const" or data is None or data.get("offset") is None:
+            continue
+        try:
+            offset, size = int(data.get("offset")), int(data.get("size"))
+        except (TypeError, ValueError):
+            raise InputError(expected_received(label, "integer offset/size on Const layers",
+                                               f"{dict(data.attrib)} on layer {layer.get('id')}")) from None
+        itemsize = _ITEMSIZE.get(data.get("element_type", ""))
+        shape = data.get("shape")
+        if itemsize and shape is not None:
+            dims = [int(d) for d in shape.split(",") if d.strip()] if shape.strip() else []
+            if size != math.prod(dims) * itemsize:
+                raise InputError(expected_received(
+                    label, f"Const layer {layer.get('id')} of {math.prod(dims) * itemsize} bytes "
+                    f"({data.get('element_type')} {dims})", f"size={size}"))
+        end = max(end, offset + size)
+    bin_path = path.with_suffix(".bin")
+    have = bin_path.stat().st_size if bin_path.is_file() else None
+    if end and (have is None or have < end):
+        raise InputError(expected_received(
+            f"{label} weights {bin_path.name!r}", f"at least {end} bytes (the Const layers' extent)",
+            "no such file" if have is None else f"{have} bytes (truncated)"))
+
+
+def detect_precision(path: Path, runner=None) -> str:
+    """int8 when the IR holds FakeQuantize layers or i8 constants; else fp32."""
+    text = Path(path).read_text(errors="replace")
+    return "int8" if 'type="FakeQuantize"' in text or 'element_type="i8"' in text else "fp32"
+
+
+def board_floor() -> dict:
+    """An IR asks the board for at least the OpenVINO release year it was validated with (IR readers are
+    forward-only)."""
+    v = tool_versions("openvino")["openvino"]
+    return {"openvino": f"{v.split('.')[0]}.0"} if v else {}
+
+
+def plain(v):
+    """OpenVINO property values as JSON-friendly text: ov.Type f32 -> 'f32' (str() gives "<Type: 'float32'>")."""
+    if isinstance(v, int | str):
+        return v
+    return v.to_string() if hasattr(v, "to_string") else str(v)
+
+
+class OpenVINORunner:
+    """OpenVINO CPU plugin. `precision` is explicit: on CPUs with bf16 support the plugin's
+    default inference precision is bf16, which would make an "FP32" measurement a bf16 one.
+    A foreign IR with a dynamic batch is reshaped to batch 1; a channels-first IR is refused
+    unless the caller chose `layout="nchw"` or `"auto"` (see `check_input`)."""
+
+    def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str = "f32",
+                 layout: str = "nhwc", streams: int | None = None, blob: Path | None = None,
+                 cache_dir: Path | None = None):
+        """`blob`: a model compiled for this CPU (`export_model`), imported instead of compiling `path`.
+        The import gets the same config: without it the plugin re-applies its defaults (bf16 here)."""
+        import openvino as ov
+
+        self.runtime = "openvino"
+        core = ov.Core()
+        if cache_dir is not None:
+            core.set_property({"CACHE_DIR": str(cache_dir)})
+        config = {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": hint, "INFERENCE_PRECISION_HINT": precision}
+        if streams is not None:
+            config["NUM_STREAMS"] = streams
+        if blob is not None:
+            self.compiled = core.import_model(Path(blob).read_bytes(), "CPU", config)
+        else:
+            model = core.read_model(str(path))
+            pshape = model.input(0).get_partial_shape()
+            if pshape.rank.is_static and pshape.rank.get_length() == 4 and pshape[0].is_dynamic:
+                model.reshape({model.input(0).get_any_name(): [1, *[d.get_length() if d.is_static else -1
+                                                                   for d in list(pshape)[1:]]]})
+            self.compiled = core.compile_model(model, "CPU", config)
+        self.info = {"inference_precision": plain(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
+                     "performance_hint": plain(self.compiled.get_property("PERFORMANCE_HINT")),
+                     "streams": int(self.compiled.get_property("NUM_STREAMS")),
+                     "loaded_from": "blob" if blob is not None else "ir"}
+        self.request = self.compiled.create_infer_request()
+        self.shape = tuple(int(v) for v in self.compiled.input(0).get_shape())
+        self.layout = input_layout(self.shape) if layout == "auto" else layout
+
+    @classmethod
+    def from_file(cls, path: str | Path, threads: int, layout: str = "auto", **options) -> OpenVINORunner:
+        """A foreign IR (standalone validate/bench); options: `hint`, `inference_precision`."""
+        return cls(Path(path), threads, options.get("hint", "LATENCY"), options.get("inference_precision", "f32"),
+                   layout)
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        x = check_input(image, self.shape, "OpenVINO", self.layout)
+        self.request.infer({0: x})
+        return np.array(self.request.get_output_tensor(0).data, dtype=np.float32).reshape(-1)

@@ -27,7 +27,7 @@ from pipeline.core.artifacts import Artifact
 from pipeline.core.errors import InputError
 from pipeline.formats.inspect import check_model_file, describe, format_of, sniff
 from pipeline.formats.runners import RUNNERS, image_input_shape, open_runner
-from tests.model_files import TINY_TFLITE, tiny_ir, tiny_keras, tiny_onnx, tiny_savedmodel
+from tests.fixtures.model_files import TINY_TFLITE, tiny_ir, tiny_keras, tiny_onnx, tiny_savedmodel
 
 ROOT = Path(__file__).resolve().parent.parent
 # one real small file per format: a format added to the table without one here fails test_every_format_has_a_sample

@@ -237,8 +237,8 @@ class Bench:
         return out
 
     def reference_row(self) -> dict:
-        r = self.ref["row"]
-        return {"top1": r["accuracy"]["top1"], "p50_ms": r["latency"]["p50_ms"], "size_mb": r["size_mb"]}
+        r = self.ref["row"]  # a pipeline.reports.rows.ReportRow
+        return {"top1": r.accuracy["top1"], "p50_ms": r.latency["p50_ms"], "size_mb": r.size_mb}
 
 
 def _tflite_by_hand(saved_model: Path, out: Path, images: np.ndarray) -> dict:

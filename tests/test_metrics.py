@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pipeline.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
-from pipeline.validators import accuracy, gates, parity, stats
+from pipeline.validators import accuracy, gates, latency, parity, stats
 from pipeline.validators.latency import summarize
 
 
@@ -130,7 +130,7 @@ class _Gates:
 def test_gate_reasons_include_the_drop_ci_and_parity():
     acc = {"drop_points": 3.0, "drop_ci95_points": [1.5, 4.5]}
     par = {"passed": False, "cosine_min": 0.99, "min_cosine": 0.999, "max_abs": 0.2, "max_abs_tolerance": 1e-3}
-    reasons = gates.evaluate(_Gates(), acc, {"p90_ms": 1.0}, par)
+    reasons = [*accuracy.gate(_Gates(), acc), *latency.gate(_Gates(), {"p90_ms": 1.0}), *parity.gate(_Gates(), par)]
     assert any("95% CI +1.50..+4.50" in r for r in reasons) and any("output parity" in r for r in reasons)
 
 

@@ -127,8 +127,10 @@ def test_board_tasks_cover_built_artifacts_on_boards_that_take_their_target():
     assert [(r["id"], b) for r, b, _ in pairs] == [("a", "pi"), ("a", "nuc"), ("b", "nuc")]
     assert [t.resources for *_, t in pairs] == [{"board:pi": 1}, {"board:nuc": 1}, {"board:nuc": 1}]
     assert all(t.num_cpus == 0 for *_, t in pairs)
-    attach([{"p50_ms": 2.0}, Failure("x", "died", "worker died", 3), {"p50_ms": 3.0}], pairs)
-    assert rows[0]["boards"] == {"pi": {"p50_ms": 2.0}, "nuc": {"error": "worker died", "attempts": 3}}
+    new = attach(rows, [{"p50_ms": 2.0}, Failure("x", "died", "worker died", 3), {"p50_ms": 3.0}], pairs)
+    assert new[0]["boards"] == {"pi": {"p50_ms": 2.0}, "nuc": {"error": "worker died", "attempts": 3}}
+    assert new[1]["boards"] == {"nuc": {"p50_ms": 3.0}} and "boards" not in new[2]
+    assert all("boards" not in r for r in rows)  # new rows, the given ones unchanged
 
 
 # ---- a real tiny sweep on the process pool ---------------------------------------------------

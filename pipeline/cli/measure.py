@@ -74,6 +74,7 @@ def bench(
         from pipeline.boards.device_bench import bench_devices
         from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
         from pipeline.core.progress import stderr
+        from pipeline.reports.numbers import fmt
 
         try:
             res = bench_devices(target, device, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
@@ -83,7 +84,7 @@ def bench(
         sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
         for d in res["devices"]:
             lat = d.get("latency") or {}
-            p50 = f"p50 {lat['p50_ms']:.2f} ms" if lat.get("p50_ms") is not None else ""
+            p50 = f"p50 {fmt(lat['p50_ms'], '.2f')} ms" if lat.get("p50_ms") is not None else ""
             stderr.print(f"{d['device']}: {d['status']} {p50} {d.get('error') or ''}", highlight=False, soft_wrap=True)
         if not res["ok"]:
             raise typer.Exit(EXIT_PARTIAL)

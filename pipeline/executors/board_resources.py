@@ -61,8 +61,11 @@ def board_tasks(spec: str, boards, rows: list[dict]) -> list[tuple[dict, str, Ta
     return out
 
 
-def attach(results: list, pairs: list[tuple[dict, str, Task]]) -> None:
-    """Put each board's metrics (or error) into its artifact row under `boards`."""
+def attach(rows: list[dict], results: list, pairs: list[tuple[dict, str, Task]]) -> list[dict]:
+    """`rows` with each board's metrics (or error) under `boards` of its artifact row: new rows, the
+    given ones unchanged."""
+    boards: dict[int, dict] = {}  # id(row) -> its boards
     for (row, board, _), res in zip(pairs, results, strict=True):
         entry = {"error": res.reason, "attempts": res.attempts} if isinstance(res, Failure) else res
-        row.setdefault("boards", {})[board] = entry
+        boards.setdefault(id(row), dict(row.get("boards") or {}))[board] = entry
+    return [{**row, "boards": boards[id(row)]} if id(row) in boards else row for row in rows]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from html import escape
 
+from pipeline.reports.numbers import coord, fmt, tick
+
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569"]
 FONT = 'font-family="system-ui, sans-serif" font-size="12"'
 
@@ -21,10 +23,6 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
         out.append(round(v, 10))
         v += step
     return out
-
-
-def _fmt(v: float) -> str:
-    return f"{v:g}" if abs(v) >= 0.01 or v == 0 else f"{v:.1e}"
 
 
 class _Frame:
@@ -48,13 +46,13 @@ class _Frame:
              'fill="#f8fafc" stroke="#cbd5e1"/>']
         for t in self.yt:
             y = self.y(t)
-            s.append(f'<line x1="{self.x0}" x2="{self.x1}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e2e8f0"/>')
-            s.append(f'<text x="{self.x0 - 6}" y="{y + 4:.1f}" text-anchor="end" {FONT}>{_fmt(t)}</text>')
+            s.append(f'<line x1="{self.x0}" x2="{self.x1}" y1="{coord(y)}" y2="{coord(y)}" stroke="#e2e8f0"/>')
+            s.append(f'<text x="{self.x0 - 6}" y="{coord(y + 4)}" text-anchor="end" {FONT}>{tick(t)}</text>')
         if xticks:
             for t in self.xt:
                 x = self.x(t)
-                s.append(f'<line y1="{self.y0}" y2="{self.y1}" x1="{x:.1f}" x2="{x:.1f}" stroke="#e2e8f0"/>')
-                s.append(f'<text x="{x:.1f}" y="{self.y1 + 16}" text-anchor="middle" {FONT}>{_fmt(t)}</text>')
+                s.append(f'<line y1="{self.y0}" y2="{self.y1}" x1="{coord(x)}" x2="{coord(x)}" stroke="#e2e8f0"/>')
+                s.append(f'<text x="{coord(x)}" y="{self.y1 + 16}" text-anchor="middle" {FONT}>{tick(t)}</text>')
         s.append(f'<text x="{(self.x0 + self.x1) / 2}" y="{self.h - 8}" text-anchor="middle" {FONT}>'
                  f'{escape(xlabel)}</text>')
         s.append(f'<text transform="translate(14,{(self.y0 + self.y1) / 2}) rotate(-90)" text-anchor="middle" '
@@ -90,21 +88,21 @@ def scatter(points: list[dict], xlabel: str, ylabel: str, title: str, w: int = 7
     cand = [i for i, p in enumerate(points) if p.get("front", True)]  # e.g. not the non-deployable reference
     front = [cand[i] for i in pareto_front([(points[i]["x"], points[i]["y"]) for i in cand])]
     if len(front) > 1:
-        pts = " ".join(f"{f.x(points[i]['x']):.1f},{f.y(points[i]['y']):.1f}" for i in front)
+        pts = " ".join(f"{coord(f.x(points[i]['x']))},{coord(f.y(points[i]['y']))}" for i in front)
         body.append(f'<polyline points="{pts}" fill="none" stroke="#f59e0b" stroke-width="2.5" '
                     'stroke-dasharray="6 4"/>')
     for i, p in enumerate(points):
         c = PALETTE[i % len(PALETTE)]
         px, py = f.x(p["x"]), f.y(p["y"])
         if p.get("xerr"):
-            body.append(f'<line x1="{f.x(p["xerr"][0]):.1f}" x2="{f.x(p["xerr"][1]):.1f}" y1="{py:.1f}" '
-                        f'y2="{py:.1f}" stroke="{c}" stroke-width="1.5"/>')
+            body.append(f'<line x1="{coord(f.x(p["xerr"][0]))}" x2="{coord(f.x(p["xerr"][1]))}" y1="{coord(py)}" '
+                        f'y2="{coord(py)}" stroke="{c}" stroke-width="1.5"/>')
         if p.get("yerr"):
-            body.append(f'<line y1="{f.y(p["yerr"][0]):.1f}" y2="{f.y(p["yerr"][1]):.1f}" x1="{px:.1f}" '
-                        f'x2="{px:.1f}" stroke="{c}" stroke-width="1.5"/>')
+            body.append(f'<line y1="{coord(f.y(p["yerr"][0]))}" y2="{coord(f.y(p["yerr"][1]))}" x1="{coord(px)}" '
+                        f'x2="{coord(px)}" stroke="{c}" stroke-width="1.5"/>')
         ring = ' stroke="#f59e0b" stroke-width="3"' if i in front else ' stroke="white" stroke-width="1"'
-        shape = (f'<rect x="{px - 6:.1f}" y="{py - 6:.1f}" width="12" height="12" fill="{c}"{ring}/>'
-                 if p.get("hollow") else f'<circle cx="{px:.1f}" cy="{py:.1f}" r="7" fill="{c}"{ring}/>')
+        shape = (f'<rect x="{coord(px - 6)}" y="{coord(py - 6)}" width="12" height="12" fill="{c}"{ring}/>'
+                 if p.get("hollow") else f'<circle cx="{coord(px)}" cy="{coord(py)}" r="7" fill="{c}"{ring}/>')
         body.append(shape)
         ly = f.y0 + 14 + 18 * i
         body.append(f'<circle cx="{f.x1 + 16}" cy="{ly - 4}" r="6" fill="{c}"/>'
@@ -127,7 +125,7 @@ def grouped_bars(groups: list[str], series: list[tuple[str, list[float | None]]]
     bw = gw * 0.8 / len(series)
     for g, name in enumerate(groups):
         gx = f.x0 + g * gw
-        body.append(f'<text x="{gx + gw / 2:.1f}" y="{f.y1 + 16}" text-anchor="middle" {FONT}>'
+        body.append(f'<text x="{coord(gx + gw / 2)}" y="{f.y1 + 16}" text-anchor="middle" {FONT}>'
                     f'{escape(name[:18])}</text>')
         for s, (_, vs) in enumerate(series):
             v = vs[g] if g < len(vs) else None
@@ -135,8 +133,9 @@ def grouped_bars(groups: list[str], series: list[tuple[str, list[float | None]]]
                 continue
             x = gx + gw * 0.1 + s * bw
             y = f.y(v)
-            body.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{max(bw - 1, 1):.1f}" height="{f.y1 - y:.1f}" '
-                        f'fill="{PALETTE[s % len(PALETTE)]}"><title>{escape(series[s][0])}: {v:.4g}</title></rect>')
+            body.append(f'<rect x="{coord(x)}" y="{coord(y)}" width="{coord(max(bw - 1, 1))}" '
+                        f'height="{coord(f.y1 - y)}" fill="{PALETTE[s % len(PALETTE)]}">'
+                        f'<title>{escape(series[s][0])}: {fmt(v, ".4g")}</title></rect>')
     for s, (label, _) in enumerate(series):
         ly = f.y0 + 14 + 18 * s
         body.append(f'<rect x="{f.x1 + 10}" y="{ly - 10}" width="12" height="12" fill="{PALETTE[s % len(PALETTE)]}"/>'
@@ -158,13 +157,13 @@ def hbars(labels: list[str], values: list[float], xlabel: str, title: str, color
             'stroke="#cbd5e1"/>']
     for t in f.xt:
         x = f.x(t)
-        body.append(f'<line y1="{f.y0}" y2="{f.y1}" x1="{x:.1f}" x2="{x:.1f}" stroke="#e2e8f0"/>'
-                    f'<text x="{x:.1f}" y="{f.y1 + 16}" text-anchor="middle" {FONT}>{_fmt(t)}</text>')
+        body.append(f'<line y1="{f.y0}" y2="{f.y1}" x1="{coord(x)}" x2="{coord(x)}" stroke="#e2e8f0"/>'
+                    f'<text x="{coord(x)}" y="{f.y1 + 16}" text-anchor="middle" {FONT}>{tick(t)}</text>')
     for i, (lab, v) in enumerate(zip(labels, values, strict=True)):
         y = f.y0 + 2 + i * row
         x0, x1 = sorted((f.x(0.0), f.x(v)))
         body.append(f'<text x="{f.x0 - 6}" y="{y + 11}" text-anchor="end" {FONT}>{escape(lab[-34:])}</text>'
-                    f'<rect x="{x0:.1f}" y="{y}" width="{max(x1 - x0, 1):.1f}" height="{row - 4}" fill="{color}">'
-                    f'<title>{escape(lab)}: {v:.4g}</title></rect>')
+                    f'<rect x="{coord(x0)}" y="{y}" width="{coord(max(x1 - x0, 1))}" height="{row - 4}" fill="{color}">'
+                    f'<title>{escape(lab)}: {fmt(v, ".4g")}</title></rect>')
     body.append(f'<text x="{(f.x0 + f.x1) / 2}" y="{h - 6}" text-anchor="middle" {FONT}>{escape(xlabel)}</text>')
     return _svg(w, h, body, title)

@@ -14,6 +14,8 @@ from html import escape
 from pathlib import Path
 
 from pipeline.reports import charts as svg_charts
+from pipeline.reports.numbers import MISSING, fmt, fmt_range
+from pipeline.reports.rows import ReportRow
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;max-width:1400px;color:#0f172a;
@@ -40,25 +42,20 @@ EXIT_TEXT = {0: "every artifact passed its gates", 1: "a gate failed or an artif
              3: "partial: some artifacts or devices could not be validated"}
 
 
-def _f(v, spec=".4f", none="—"):
-    if v is None:
-        return none
-    try:
-        return format(v, spec)
-    except (TypeError, ValueError):
-        return escape(str(v))
+def _f(v, spec=".4f") -> str:
+    return escape(fmt(v, spec))
 
 
-def _is_emulated(row: dict) -> bool:
-    return "emulated" in str(row.get("target", "")) or bool(row.get("emulated"))
+def _is_emulated(row: ReportRow) -> bool:
+    return "emulated" in str(row.target or "") or bool(row.get("emulated"))
 
 
-def _name(row: dict) -> str:
-    return escape(row.get("artifact", "?")) + ('<span class="emu">emulated</span>' if _is_emulated(row) else "")
+def _name(row: ReportRow) -> str:
+    return escape(row.artifact) + ('<span class="emu">emulated</span>' if _is_emulated(row) else "")
 
 
-def _summary(rows: list[dict]) -> str:
-    ks = {(r.get("accuracy") or {}).get("top5_k") for r in rows} - {None}
+def _summary(rows: list[ReportRow]) -> str:
+    ks = {(r.accuracy or {}).get("top5_k") for r in rows} - {None}
     topk = f"top-{ks.pop()}" if len(ks) == 1 else "top-5 (k capped at classes)"
     head = ["artifact", "target", "precision", "status", "size MB", "top-1", topk, "Δ vs FP32 pts (95% CI)",
             "agree", "parity cos / max|Δ|", "p50 ms (95% CI)", "p90 ms", "p99 ms", "end-to-end p50 ms",
@@ -67,62 +64,61 @@ def _summary(rows: list[dict]) -> str:
            "".join(f"<th class='{'l' if h in ('artifact', 'target', 'reasons') else ''}'>{h}</th>" for h in head),
            "</tr></thead><tbody>"]
     for r in rows:
-        acc, lat, par = r.get("accuracy") or {}, r.get("latency") or {}, r.get("parity")
-        drop = "—"
+        acc, lat, par = r.accuracy or {}, r.latency or {}, r.parity
+        drop = MISSING
         if "drop_points" in acc:
             ci = acc.get("drop_ci95_points")
             cls = "noise" if acc.get("drop_within_noise") else "sig"
-            drop = f"{acc['drop_points']:+.2f}"
+            drop = fmt(acc["drop_points"], "+.2f")
             if ci:
                 note = ", within noise" if cls == "noise" else ""
-                drop += f" <span class='{cls}'>({ci[0]:+.2f}..{ci[1]:+.2f}{note})</span>"
+                drop += f" <span class='{cls}'>({fmt_range(ci, '+.2f')}{note})</span>"
         ci50 = lat.get("p50_ci95_ms")
-        p50 = _f(lat.get("p50_ms"), ".1f") + (f" ({ci50[0]:.1f}..{ci50[1]:.1f})" if ci50 else "")
+        p50 = _f(lat.get("p50_ms"), ".1f") + (f" ({fmt_range(ci50, '.1f')})" if ci50 else "")
         e2e = (lat.get("end_to_end") or {}).get("p50_ms")
         rss = lat.get("peak_rss_mb", lat.get("rss_delta_mb"))
-        parity = f"{par['cosine_min']:.6f} / {par['max_abs']:.1e}" if par else "—"
-        top5 = acc.get("top5")
-        top5 = _f(top5)
+        parity = f"{fmt(par['cosine_min'], '.6f')} / {fmt(par['max_abs'], '.1e')}" if par else MISSING
+        top5 = _f(acc.get("top5"))
         out.append(
             f"<tr><td class='l'>{_name(r)}</td><td class='l'>{escape(str(r.get('target', '')))}</td>"
             f"<td>{escape(str(r.get('precision', '')))}</td>"
-            f"<td class='{escape(str(r.get('status')))}'>{escape(str(r.get('status')))}</td>"
-            f"<td>{_f(r.get('size_mb'), '.1f')}</td><td>{_f(acc.get('top1'))}</td>"
+            f"<td class='{escape(str(r.status))}'>{escape(str(r.status))}</td>"
+            f"<td>{_f(r.size_mb, '.1f')}</td><td>{_f(acc.get('top1'))}</td>"
             f"<td>{top5}</td>"
             f"<td>{drop}</td><td>{_f(acc.get('agreement'), '.3f')}</td><td>{parity}</td><td>{p50}</td>"
             f"<td>{_f(lat.get('p90_ms'), '.1f')}</td><td>{_f(lat.get('p99_ms'), '.1f')}</td>"
             f"<td>{_f(e2e, '.1f')}</td><td>{_f(lat.get('throughput_ips'), '.1f')}</td><td>{_f(rss, '.0f')}</td>"
-            f"<td class='reason'>{escape('; '.join(r.get('reasons') or []))}</td></tr>")
+            f"<td class='reason'>{escape('; '.join(r.reasons))}</td></tr>")
     out.append("</tbody></table></div>")
     return "".join(out)
 
 
-def _scatter(rows: list[dict]) -> str:
+def _scatter(rows: list[ReportRow]) -> str:
     pts = []
     for r in rows:
-        acc, lat = r.get("accuracy") or {}, r.get("latency") or {}
+        acc, lat = r.accuracy or {}, r.latency or {}
         if acc.get("top1") is None or lat.get("p50_ms") is None:
             continue
-        pts.append({"label": r["artifact"] + (" (emulated)" if _is_emulated(r) else ""), "x": lat["p50_ms"],
-                    "y": acc["top1"], "xerr": lat.get("p50_ci95_ms"), "hollow": r.get("status") == "reference",
-                    "front": r.get("status") != "reference"})
+        pts.append({"label": r.artifact + (" (emulated)" if _is_emulated(r) else ""), "x": lat["p50_ms"],
+                    "y": acc["top1"], "xerr": lat.get("p50_ci95_ms"), "hollow": r.status == "reference",
+                    "front": r.status != "reference"})
     return svg_charts.scatter(pts, "latency p50 (ms, 95% CI)", "top-1", "accuracy vs latency")
 
 
-def _per_class(rows: list[dict], labels: list[str]) -> str:
+def _per_class(rows: list[ReportRow], labels: list[str]) -> str:
     series = []
     for r in rows:
-        pc = (r.get("accuracy") or {}).get("per_class")
+        pc = (r.accuracy or {}).get("per_class")
         if pc:
-            series.append((r["artifact"], [c["accuracy"] for c in pc]))
-    groups = labels or [c["label"] for c in (rows[0].get("accuracy") or {}).get("per_class", [])]
+            series.append((r.artifact, [c["accuracy"] for c in pc]))
+    groups = labels or [c["label"] for c in (rows[0].accuracy or {}).get("per_class", [])]
     return svg_charts.grouped_bars(groups, series, "accuracy", "per-class accuracy")
 
 
-def _confusions(rows: list[dict], labels: list[str]) -> str:
+def _confusions(rows: list[ReportRow], labels: list[str]) -> str:
     cards = []
     for r in rows:
-        cm = (r.get("accuracy") or {}).get("confusion")
+        cm = (r.accuracy or {}).get("confusion")
         if not cm:
             continue
         mx = max(max(row) for row in cm) or 1
@@ -131,7 +127,7 @@ def _confusions(rows: list[dict], labels: list[str]) -> str:
              + "".join(f"<th>{escape(n[:10])}</th>" for n in names) + "</tr>"]
         for i, row in enumerate(cm):
             cells = "".join(
-                f"<td style='background:rgba(37,99,235,{0.08 + 0.8 * v / mx:.2f});"
+                f"<td style='background:rgba(37,99,235,{fmt(0.08 + 0.8 * v / mx, '.2f')});"
                 f"color:{'#fff' if v / mx > 0.5 else '#0f172a'}'>{v}</td>" for v in row)
             t.append(f"<tr><td class='l'>{escape(names[i] if i < len(names) else str(i))}</td>{cells}</tr>")
         t.append("</table></div>")
@@ -139,32 +135,34 @@ def _confusions(rows: list[dict], labels: list[str]) -> str:
     return "<div class='grid'>" + "".join(cards) + "</div>" if cards else ""
 
 
-def _latency_details(rows: list[dict]) -> str:
+def _latency_details(rows: list[ReportRow]) -> str:
     out = ["<div class='wrap'><table><tr><th class='l'>artifact</th><th>load ms</th><th>first ms</th>"
            "<th>warmup</th><th>runs</th>"
            "<th>mean ms (95% CI)</th><th>e2e p50 / p90 ms</th><th>preprocess p50 ms</th><th>threads</th>"
            "<th class='l'>runtime</th><th class='l'>RSS</th></tr>"]
     sweeps = []
     for r in rows:
-        lat = r.get("latency")
+        lat = r.latency
         if not lat:
             continue
         e2e = lat.get("end_to_end") or {}
         mci = lat.get("mean_ci95_ms")
-        rss = (f"peak {lat['peak_rss_mb']:.0f} MB (model +{lat.get('rss_model_mb', 0):.0f})" if "peak_rss_mb" in lat
-               else f"delta {lat['rss_delta_mb']:.0f} MB (in-process)" if "rss_delta_mb" in lat else "—")
+        rss = (f"peak {_f(lat['peak_rss_mb'], '.0f')} MB (model +{_f(lat.get('rss_model_mb', 0), '.0f')})"
+               if "peak_rss_mb" in lat
+               else f"delta {_f(lat['rss_delta_mb'], '.0f')} MB (in-process)" if "rss_delta_mb" in lat else MISSING)
         out.append(
             f"<tr><td class='l'>{_name(r)}</td><td>{_f(lat.get('load_ms'), '.1f')}</td>"
             f"<td>{_f(lat.get('first_ms'), '.1f')}</td><td>{_f(lat.get('warmup'), 'd')}</td>"
             f"<td>{_f(lat.get('runs'), 'd')}</td><td>{_f(lat.get('mean_ms'), '.2f')}"
-            f"{f' ({mci[0]:.2f}..{mci[1]:.2f})' if mci else ''}</td>"
+            f"{' (' + fmt_range(mci, '.2f') + ')' if mci else ''}</td>"
             f"<td>{_f(e2e.get('p50_ms'), '.1f')} / {_f(e2e.get('p90_ms'), '.1f')}</td>"
             f"<td>{_f(e2e.get('preprocess_p50_ms'), '.2f')}</td><td>{_f(lat.get('threads'), 'd')}</td>"
             f"<td class='l'>{escape(str(lat.get('runtime')))} {escape(str(lat.get('inference_precision', '')))}</td>"
             f"<td class='l'>{rss}</td></tr>")
         for s in lat.get("thread_sweep") or []:
-            sweeps.append(f"<tr><td class='l'>{_name(r)}</td><td>{s['threads']}</td><td>{s['p50_ms']:.2f}</td>"
-                          f"<td>{s['p90_ms']:.2f}</td><td>{s['throughput_ips']:.1f}</td></tr>")
+            sweeps.append(f"<tr><td class='l'>{_name(r)}</td><td>{s['threads']}</td>"
+                          f"<td>{_f(s['p50_ms'], '.2f')}</td><td>{_f(s['p90_ms'], '.2f')}</td>"
+                          f"<td>{_f(s['throughput_ips'], '.1f')}</td></tr>")
     out.append("</table></div>")
     if sweeps:
         out.append("<h3>Thread sweep</h3><table><tr><th class='l'>artifact</th><th>threads</th><th>p50 ms</th>"
@@ -172,10 +170,10 @@ def _latency_details(rows: list[dict]) -> str:
     return "".join(out)
 
 
-def _per_layer(rows: list[dict]) -> str:
+def _per_layer(rows: list[ReportRow]) -> str:
     out = []
     for r in rows:
-        layers = r.get("per_layer")
+        layers = r.per_layer
         if not layers:
             continue
         key = "snr_db" if all(x.get("snr_db") is not None for x in layers) else "mse"
@@ -183,11 +181,12 @@ def _per_layer(rows: list[dict]) -> str:
         out.append(f"<h3>{_name(r)}: {key} per layer ({len(shown)} of {len(layers)})</h3>")
         out.append(svg_charts.hbars([str(x.get("layer")) for x in shown], [float(x[key]) for x in shown],
                                     "SNR dB (higher is better)" if key == "snr_db" else "MSE (lower is better)",
-                                    f"per-layer error {r['artifact']}"))
+                                    f"per-layer error {r.artifact}"))
         worst = sorted(layers, key=lambda x: x.get("snr_db", 0.0))[:5] if key == "snr_db" else []
         if worst:
             out.append("<p class='meta'>lowest SNR: " + ", ".join(
-                f"{escape(str(x['layer']))} {x['snr_db']:.1f} dB (cos {_f(x.get('cosine'), '.4f')})" for x in worst)
+                f"{escape(str(x['layer']))} {_f(x['snr_db'], '.1f')} dB (cos {_f(x.get('cosine'), '.4f')})"
+                for x in worst)
                 + "</p>")
     return "".join(out)
 
@@ -209,7 +208,7 @@ def _generic_table(items: list[dict], table_id: str) -> str:
                 v = ", ".join(f"{k}={_f(x, '.1f') if isinstance(x, float) else x}" for k, x in v.items()
                               if not isinstance(x, (dict, list)))
             elif isinstance(v, float):
-                v = f"{v:.4g}"
+                v = fmt(v, ".4g")
             cls = escape(str(v)) if c == "status" else "l"
             cells.append(f"<td class='{cls}'>{escape('' if v is None else str(v))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
@@ -233,12 +232,12 @@ def _stages(report: dict) -> str:
     if not st:
         return ""
     body = "".join(f"<tr><td class='l'>{escape(s['stage'])}</td><td>{'cached' if s['cached'] else 'ran'}</td>"
-                   f"<td>{s['seconds']:.1f}</td></tr>" for s in st)
+                   f"<td>{_f(s['seconds'], '.1f')}</td></tr>" for s in st)
     return f"<table><tr><th class='l'>stage</th><th>state</th><th>seconds</th></tr>{body}</table>"
 
 
 def render(report: dict) -> str:
-    rows = report.get("artifacts") or []
+    rows = [ReportRow.from_json(r) for r in report.get("artifacts") or []]
     labels = report.get("labels") or []
     code = report.get("exit_code", 0)
     model = report.get("model") or {}
@@ -253,7 +252,7 @@ def render(report: dict) -> str:
         f"<div class='meta'>model sha256 {escape(str(model.get('sha256', ''))[:16])}… · "
         f"{len(rows)} rows · validation: {escape(str(valid.get('source', 'cached')))} "
         f"{escape(str(valid.get('split', '')))} ({valid.get('count', '—')} images) · "
-        f"wall {report.get('wall_seconds', 0):.1f} s · generated {when}</div>",
+        f"wall {_f(report.get('wall_seconds', 0), '.1f')} s · generated {when}</div>",
         f"<div class='banner b{code if code in (0, 1, 3) else 1}'>exit code {code}: "
         f"{escape(EXIT_TEXT.get(code, 'see reasons'))}</div>",
         "<h2>Summary</h2>", _summary(rows),

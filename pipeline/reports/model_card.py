@@ -8,12 +8,9 @@ from pathlib import Path
 import yaml
 
 from pipeline import __version__
+from pipeline.reports.numbers import fmt, fmt_range, rounded, significant
 
 WEAK_CLASS = 0.5
-
-
-def _r(v, nd=4):
-    return None if v is None else round(float(v), nd)
 
 
 def card_data(ctx, art, extra: dict) -> dict:
@@ -23,25 +20,25 @@ def card_data(ctx, art, extra: dict) -> dict:
     cfg = ctx.cfg
     valid = cfg.data.validation
     metrics = {
-        "top1": _r(acc.get("top1")),
-        f"top{acc.get('top5_k', 5)}": _r(acc.get("top5")),
-        "reference_top1": _r(acc.get("ref_top1")),
-        "top1_drop_points": _r(acc.get("drop_points"), 3),
-        "top1_drop_ci95_points": [_r(v, 3) for v in acc.get("drop_ci95_points", [])] or None,
+        "top1": rounded(acc.get("top1")),
+        f"top{acc.get('top5_k', 5)}": rounded(acc.get("top5")),
+        "reference_top1": rounded(acc.get("ref_top1")),
+        "top1_drop_points": rounded(acc.get("drop_points"), 3),
+        "top1_drop_ci95_points": [rounded(v, 3) for v in acc.get("drop_ci95_points", [])] or None,
         "drop_within_noise": acc.get("drop_within_noise"),
-        "agreement_with_fp32": _r(acc.get("agreement")),
-        "per_class_accuracy": {c["label"]: _r(c["accuracy"]) for c in acc.get("per_class", [])},
-        "latency_ms": {k: _r(lat.get(f"{k}_ms"), 3) for k in ("p50", "p90", "p99", "mean")}
-        | {"p50_ci95": [_r(v, 3) for v in lat.get("p50_ci95_ms", [])]},
-        "end_to_end_ms": ({"p50": _r(lat["end_to_end"]["p50_ms"], 3), "p90": _r(lat["end_to_end"]["p90_ms"], 3),
-                           "preprocess_p50": _r(lat["end_to_end"]["preprocess_p50_ms"], 3)}
+        "agreement_with_fp32": rounded(acc.get("agreement")),
+        "per_class_accuracy": {c["label"]: rounded(c["accuracy"]) for c in acc.get("per_class", [])},
+        "latency_ms": {k: rounded(lat.get(f"{k}_ms"), 3) for k in ("p50", "p90", "p99", "mean")}
+        | {"p50_ci95": [rounded(v, 3) for v in lat.get("p50_ci95_ms", [])]},
+        "end_to_end_ms": ({k: rounded(lat["end_to_end"][f"{k}_ms"], 3) for k in ("p50", "p90", "preprocess_p50")}
                           if lat.get("end_to_end") else None),
-        "throughput_images_per_s": _r(lat.get("throughput_ips"), 2),
-        "load_ms": _r(lat.get("load_ms"), 1),
-        "peak_rss_mb": _r(lat.get("peak_rss_mb"), 1),
+        "throughput_images_per_s": rounded(lat.get("throughput_ips"), 2),
+        "load_ms": rounded(lat.get("load_ms"), 1),
+        "peak_rss_mb": rounded(lat.get("peak_rss_mb"), 1),
     }
     if par:
-        metrics["output_parity"] = {"cosine_min": _r(par["cosine_min"], 7), "max_abs": float(f"{par['max_abs']:.3g}"),
+        metrics["output_parity"] = {"cosine_min": rounded(par["cosine_min"], 7),
+                                    "max_abs": significant(par["max_abs"], 3),
                                     "tolerance": par["max_abs_tolerance"], "passed": par["passed"]}
     n = acc.get("n_images")
     limits = [
@@ -53,16 +50,16 @@ def card_data(ctx, art, extra: dict) -> dict:
         f"{ctx.spec.color}, {ctx.spec.mode} scaling, {ctx.spec.interpolation} resize).",
         f"Predicts only these {len(ctx.labels)} classes: {', '.join(ctx.labels)}.",
     ]
-    weak = [f"{c['label']} {c['accuracy']:.2f} (n={c['n']})" for c in acc.get("per_class", [])
+    weak = [f"{c['label']} {fmt(c['accuracy'], '.2f')} (n={c['n']})" for c in acc.get("per_class", [])
             if c["accuracy"] is not None and c["accuracy"] < WEAK_CLASS]
     if weak:
-        limits.append(f"Weak classes (accuracy < {WEAK_CLASS:g} on the validation images): {', '.join(weak)}.")
+        limits.append(f"Weak classes (accuracy < {fmt(WEAK_CLASS, 'g')} on the validation images): {', '.join(weak)}.")
     if art.precision == "int8":
         limits.append(f"INT8 calibrated on the calibration set with sha256 {art.calibration_sha256}; "
                       "inputs far outside its range lose accuracy.")
     return {
         "model": {"name": art.name, "file": art.path.name, "format": art.format, "sha256": art.sha256,
-                  "size_mb": _r(art.size_bytes / 1e6, 2), "source_model_sha256": art.source_model_sha256},
+                  "size_mb": rounded(art.size_bytes / 1e6, 2), "source_model_sha256": art.source_model_sha256},
         "target": art.target,
         "precision": art.precision,
         "dataset": {"validation": {"source": valid.source, "split": valid.split, "n_images": n,
@@ -82,7 +79,7 @@ def _ci_text(acc: dict) -> str:
     ci = acc.get("drop_ci95_points")
     if not ci:
         return "not available"
-    return f"{ci[0]:+.2f}..{ci[1]:+.2f}" + (" (within noise)" if acc.get("drop_within_noise") else "")
+    return fmt_range(ci, "+.2f") + (" (within noise)" if acc.get("drop_within_noise") else "")
 
 
 def render(data: dict) -> str:

@@ -2,10 +2,12 @@
 
     context.py      RunContext: config, stage cache, lazily loaded model and data
     reference.py    the FP32 reference (scores, row) and the cached scores stage
-    target.py       per target: build -> probe -> validate -> gate -> publish (one row per artifact)
+    target.py       per target: build -> probe -> scores -> validators (each with its gates) -> publish:
+                    one ReportRow per artifact (validators: pipeline/validators/registry.py)
     probe.py        load + first inference of each artifact in a child process with limits
     fanout.py       every target on an executor (the local executor is the one serial loop)
-    orchestrate.py  run_pipeline: lock the output, reference, targets, cross-quantizer, report.json/html
+    orchestrate.py  run_pipeline: lock the output, reference, targets, run validators (cross-quantizer),
+                    report.json/html
     outdir.py       the output directory's lock, atomic publication, leftovers
     standalone.py   `edgepipe validate | bench` on foreign artifacts
 

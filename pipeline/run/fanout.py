@@ -8,7 +8,7 @@ cache's per-stage lock), and artifacts move through the shared directory.
 
 What is serial, per model: loading the model, the FP32 reference and the SavedModel
 export (`prepare_model`). What fans out: each target's conversions, quantization,
-validators and publication (`target_cell`).
+validators and publication (`target_cell`). Rows cross the executor as JSON (`ReportRow.to_json`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from pipeline.core.errors import EXIT_BAD_INPUT, InputError
 from pipeline.executors.base import Executor, Failure, Task
 from pipeline.executors.factory import make_executor
+from pipeline.reports.rows import ReportRow
 from pipeline.run.context import RunContext
 from pipeline.run.reference import reference
 from pipeline.run.target import run_target
@@ -42,7 +43,7 @@ def prepare_model(payload: dict) -> dict:
     ref = reference(ctx)
     if payload.get("savedmodel", True):
         ctx.savedmodel()
-    return {"ref_row": ref["row"], "ref_scores": ref["scores"], "model": str(ctx.model_path),
+    return {"ref_row": ref["row"].to_json(), "ref_scores": ref["scores"], "model": str(ctx.model_path),
             "events": list(ctx.cache.events), "data": ctx.batch_infos()}
 
 
@@ -50,7 +51,7 @@ def target_cell(payload: dict) -> dict:
     """Build, validate, gate and publish every artifact of one target (`payload["target"]`, an index)."""
     ctx = _context(payload)
     entry = ctx.cfg.targets[payload.get("target", 0)]
-    rows = run_target(ctx, entry, payload["ref_scores"])
+    rows = [r.to_json() for r in run_target(ctx, entry, payload["ref_scores"])]
     return {"rows": rows, "events": list(ctx.cache.events), "data": ctx.batch_infos()}
 
 
@@ -66,12 +67,13 @@ def merge_events(into: list, new: list) -> None:
             into[i] = e
 
 
-def failed_row(target: str, failure: Failure) -> dict:
-    return {"artifact": f"{target}/*", "target": target, "precision": None, "status": "error",
-            "reasons": [failure.reason], "failure": failure.to_json()}
+def failed_row(target: str, failure: Failure) -> ReportRow:
+    """The row of a target (or sweep cell) whose task did not return: its artifacts are unknown."""
+    return ReportRow(artifact=f"{target}/*", target=target, precision=None, status="error",
+                     reasons=[failure.reason], failure=failure.to_json())
 
 
-def run_targets(ctx: RunContext, ref_scores, executor: Executor | None = None) -> list[dict]:
+def run_targets(ctx: RunContext, ref_scores, executor: Executor | None = None) -> list[ReportRow]:
     """Every target of `ctx.cfg` on `executor` (default: `ctx.cfg.executor`, created and closed here)."""
     own = executor is None
     executor = make_executor(ctx.cfg.executor) if own else executor
@@ -84,7 +86,7 @@ def run_targets(ctx: RunContext, ref_scores, executor: Executor | None = None) -
             executor.close()
 
 
-def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[dict]:
+def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[ReportRow]:
     cfg = ctx.cfg
     ctx.savedmodel()  # serial and shared by every target: export once, before fanning out
     base = {"config": cfg.model_dump(mode="json"), "model": str(ctx.model_path),
@@ -97,14 +99,14 @@ def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[dic
         status = f"[red]failed[/]: {out.reason}" if isinstance(out, Failure) else "[green]done[/]"
         ctx.console.print(f"  {tasks[i].label}: {status}", highlight=False)
 
-    rows: list[dict] = []
+    rows: list[ReportRow] = []
     for entry, out in zip(cfg.targets, executor.run(tasks, on_result=done), strict=True):
         if isinstance(out, Failure):
             if out.kind == "input" and out.exit_code == EXIT_BAD_INPUT:
                 raise InputError(out.reason.split(": ", 1)[-1])  # bad input aborts the run, as in-process
             rows.append(failed_row(entry.name, out))
             continue
-        rows += out["rows"]
+        rows += [ReportRow.from_json(r) for r in out["rows"]]
         merge_events(ctx.cache.events, out["events"])
         ctx.note_worker_batches(out["data"])
     return rows

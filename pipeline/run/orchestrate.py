@@ -1,5 +1,5 @@
 """`run_pipeline`: the whole run. Lock the output, FP32 reference, every target on the executor,
-the cross-quantizer check, report.json and report.html.
+the run validators (the cross-quantizer check), report.json and report.html.
 
 The per-target work is `pipeline.run.target.run_target`; `pipeline.run.fanout.run_targets` runs it
 for every target on the executor (the local executor is the one serial loop).
@@ -13,24 +13,35 @@ from pathlib import Path
 
 from pipeline.core.jsonio import write_json
 from pipeline.core.versions import host_facts
+from pipeline.reports.rows import ReportRow
 from pipeline.run.context import RunContext
 from pipeline.run.fanout import run_targets
 from pipeline.run.outdir import locked_output, sweep_leftovers, write_guard
 from pipeline.run.reference import reference
-from pipeline.validators import cross_quantizer
 from pipeline.validators import gates as gate_mod
+from pipeline.validators import registry
 
 
-def apply_cross_quantizer(cfg, rows: list[dict]) -> dict:
-    """Fail INT8 artifacts far below the others; their published artifact.json says so too."""
-    summary = cross_quantizer.check(rows, cfg.gates.cross_quantizer_max_gap)
-    for r in rows:
-        if r["artifact"] in summary["flagged"] and r.get("dir"):
-            record = Path(r["dir"]) / "artifact.json"
-            data = json.loads(record.read_text())
-            data.update(status=r["status"], gate_failures=r["reasons"], cross_quantizer=r["cross_quantizer"])
-            write_json(record, data)
-    return summary
+def apply_run_validators(cfg, rows: list[ReportRow]) -> tuple[list[ReportRow], dict]:
+    """Every run validator over all rows: a new row for each row it judged (failed on its gate
+    failures; the published artifact.json of a failed one says so too) and its summary by name."""
+    summaries = {}
+    for v in registry.RUN_VALIDATORS:
+        verdict = v.run(cfg.gates, [r.to_json() for r in rows])
+        judged = []
+        for r in rows:
+            res = verdict.rows.get(r.artifact)
+            if res is not None:
+                r = r.with_verdict(v.name, res.result, res.gate_failures)
+                if res.gate_failures and r.dir:
+                    record = Path(r.dir) / "artifact.json"
+                    data = json.loads(record.read_text())
+                    data.update({"status": r.status, "gate_failures": r.reasons, v.name: res.result})
+                    write_json(record, data)
+            judged.append(r)
+        rows = judged
+        summaries[v.name] = verdict.summary
+    return rows, summaries
 
 
 def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None) -> dict:
@@ -41,9 +52,8 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None) -> di
         ctx.cache.sweep_temporaries()
         sweep_leftovers(Path(cfg.output))
         ref = reference(ctx)
-        rows = [ref["row"], *run_targets(ctx, ref["scores"], executor)]
-        cross = apply_cross_quantizer(cfg, rows)
-        exit_code = gate_mod.exit_code(r["status"] for r in rows)  # "skipped" (optional check, reason given) is ok
+        rows, summaries = apply_run_validators(cfg, [ref["row"], *run_targets(ctx, ref["scores"], executor)])
+        exit_code = gate_mod.exit_code(r.status for r in rows)  # "skipped" (optional check, reason given) is ok
         batches = ctx.batch_infos()
         report = {
             "edgepipe_report": 1,
@@ -60,8 +70,8 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None) -> di
             "environment": host_facts(),
             "stages": [{"stage": e.name, "key": e.key, "cached": e.cached, "seconds": round(e.seconds, 3)}
                        for e in ctx.cache.events],
-            "artifacts": rows,
-            "cross_quantizer": cross,
+            "artifacts": [r.to_json() for r in rows],
+            **summaries,  # "cross_quantizer"
             "exit_code": exit_code,
             "wall_seconds": round(time.perf_counter() - t0, 2),
         }

@@ -15,6 +15,7 @@ from pipeline.core.artifacts import Artifact
 from pipeline.core.labels import check_outputs
 from pipeline.core.progress import bar
 from pipeline.core.versions import tool_versions
+from pipeline.reports.rows import ReportRow
 from pipeline.run.context import RunContext
 from pipeline.validators import accuracy as acc_mod
 
@@ -42,7 +43,7 @@ def latency_stage(ctx: RunContext, name: str, key: dict, runner_factory, art: Ar
 
 
 def reference(ctx: RunContext) -> dict:
-    """{"scores": FP32 reference scores on the validation images, "row": its report row}."""
+    """{"scores": FP32 reference scores on the validation images, "row": its ReportRow}."""
     key = {"model": ctx.model_sha, **tool_versions("tensorflow", "keras")}
     scores, _ = scores_stage(ctx, "accuracy-reference", key, ctx.reference_runner)
     check_outputs(scores.shape[1], ctx.labels, "FP32 reference model")
@@ -52,8 +53,7 @@ def reference(ctx: RunContext) -> dict:
     size = sum(p.stat().st_size for p in ctx.model_path.rglob("*") if p.is_file()) if ctx.is_savedmodel \
         else ctx.model_path.stat().st_size
     name = "savedmodel/fp32 (reference)" if ctx.is_savedmodel else "keras/fp32 (reference)"
-    return {"scores": scores, "row": {
-        "artifact": name, "target": "reference", "precision": "fp32", "status": "reference",
-        "size_mb": size / 1e6, "accuracy": metrics, "latency": latency,
-        "sha256": ctx.model_sha, "reasons": [],
-    }}
+    return {"scores": scores, "row": ReportRow(
+        artifact=name, target="reference", precision="fp32", status="reference",
+        size_mb=size / 1e6, accuracy=metrics, latency=latency, sha256=ctx.model_sha, reasons=[],
+    )}

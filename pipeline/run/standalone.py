@@ -247,37 +247,39 @@ def render(result: dict):
     """A terminal table for a validate or bench result."""
     from rich.table import Table
 
+    from pipeline.reports.numbers import fmt, fmt_range
+
     t = Table(title=f"{Path(result['artifact']).name} ({result['format']}, {result['precision']}): "
                     f"{result['status']}", title_justify="left", show_header=False)
     acc, lat, par = result.get("accuracy"), result.get("latency"), result.get("parity")
     if acc:
         t.add_row("images", str(acc["n_images"]))
-        t.add_row("top-1", f"{acc['top1']:.4f}")
-        t.add_row(f"top-{acc['top5_k']}", f"{acc['top5']:.4f}")
-        t.add_row("per class", ", ".join(f"{c['label']} {c['accuracy']:.3f}" if c["accuracy"] is not None
-                                        else f"{c['label']} —" for c in acc["per_class"]))
+        t.add_row("top-1", fmt(acc["top1"], ".4f"))
+        t.add_row(f"top-{acc['top5_k']}", fmt(acc["top5"], ".4f"))
+        t.add_row("per class", ", ".join(f"{c['label']} {fmt(c['accuracy'], '.3f')}" for c in acc["per_class"]))
         if "drop_points" in acc:
-            lo, hi = acc["drop_ci95_points"]
-            t.add_row("Δ vs reference (pts)", f"{acc['drop_points']:+.2f}  95% CI [{lo:+.2f}, {hi:+.2f}]"
+            t.add_row("Δ vs reference (pts)", f"{fmt(acc['drop_points'], '+.2f')}  95% CI "
+                      f"[{fmt_range(acc['drop_ci95_points'], '+.2f', ', ')}]"
                       + ("  within noise" if acc["drop_within_noise"] else ""))
-            t.add_row("agreement", f"{acc['agreement']:.4f}")
+            t.add_row("agreement", fmt(acc["agreement"], ".4f"))
     if par:
-        t.add_row("parity", f"worst cosine {par['cosine_min']:.6f}, max |diff| {par['max_abs']:.2e} "
-                            f"(tolerance {par['max_abs_tolerance']:g}) {'ok' if par['passed'] else 'FAILED'}")
+        t.add_row("parity", f"worst cosine {fmt(par['cosine_min'], '.6f')}, max |diff| {fmt(par['max_abs'], '.2e')} "
+                            f"(tolerance {fmt(par['max_abs_tolerance'], 'g')}) {'ok' if par['passed'] else 'FAILED'}")
     if lat:
-        lo, hi = lat["p50_ci95_ms"]
-        t.add_row("load / first ms", f"{lat['load_ms']:.1f} / {lat['first_ms']:.1f}")
-        t.add_row("p50 / p90 / p99 ms", f"{lat['p50_ms']:.2f} / {lat['p90_ms']:.2f} / {lat['p99_ms']:.2f}  "
-                                        f"(p50 95% CI [{lo:.2f}, {hi:.2f}], {lat['runs']} runs)")
-        t.add_row("mean ms, throughput", f"{lat['mean_ms']:.2f}, {lat['throughput_ips']:.1f} images/s (batch 1)")
+        t.add_row("load / first ms", f"{fmt(lat['load_ms'], '.1f')} / {fmt(lat['first_ms'], '.1f')}")
+        t.add_row("p50 / p90 / p99 ms", " / ".join(fmt(lat[k], ".2f") for k in ("p50_ms", "p90_ms", "p99_ms"))
+                  + f"  (p50 95% CI [{fmt_range(lat['p50_ci95_ms'], '.2f', ', ')}], {lat['runs']} runs)")
+        t.add_row("mean ms, throughput", f"{fmt(lat['mean_ms'], '.2f')}, {fmt(lat['throughput_ips'], '.1f')} "
+                                         "images/s (batch 1)")
         if lat.get("end_to_end"):
             e = lat["end_to_end"]
-            t.add_row("end to end p50 / p90 ms", f"{e['p50_ms']:.2f} / {e['p90_ms']:.2f} "
-                                                 f"(preprocess p50 {e['preprocess_p50_ms']:.2f})")
-        t.add_row("peak RSS MB", f"{lat['peak_rss_mb']:.0f} (model + buffers {lat['rss_model_mb']:.0f})")
+            t.add_row("end to end p50 / p90 ms", f"{fmt(e['p50_ms'], '.2f')} / {fmt(e['p90_ms'], '.2f')} "
+                                                 f"(preprocess p50 {fmt(e['preprocess_p50_ms'], '.2f')})")
+        t.add_row("peak RSS MB", f"{fmt(lat['peak_rss_mb'], '.0f')} "
+                                 f"(model + buffers {fmt(lat['rss_model_mb'], '.0f')})")
         for s in lat.get("thread_sweep") or []:
-            t.add_row(f"threads {s['threads']}", f"p50 {s['p50_ms']:.2f} ms, p90 {s['p90_ms']:.2f} ms, "
-                                                 f"{s['throughput_ips']:.1f} images/s")
+            t.add_row(f"threads {s['threads']}", f"p50 {fmt(s['p50_ms'], '.2f')} ms, p90 {fmt(s['p90_ms'], '.2f')} ms, "
+                                                 f"{fmt(s['throughput_ips'], '.1f')} images/s")
         t.add_row("runtime, threads", f"{lat.get('runtime')}, {lat.get('threads')}")
     env = result.get("environment") or {}
     t.add_row("host", f"{env.get('cpu')} ({' '.join(env.get('isa_flags') or [])})")

@@ -1,5 +1,7 @@
-"""One target of a run: build each artifact, probe it, validate it, gate it, publish it: one row each.
+"""One target of a run: build each artifact, probe it, score it, validate it, publish it: one row each.
 
+build -> probe -> scores (the cached `accuracy-*` stage) -> every validator of
+`pipeline.validators.registry.VALIDATORS` (each with its own gates) -> status -> publish -> `ReportRow`.
 One failing artifact becomes a row with its reason; the others still run. Bad input (InputError,
 ConfigError) aborts the run instead: nothing downstream of it can be trusted.
 """
@@ -21,15 +23,13 @@ from pipeline.core.errors import ConfigError, DeviceUnavailableError, EdgepipeEr
 from pipeline.core.labels import check_outputs
 from pipeline.core.versions import host_facts, tool_versions
 from pipeline.reports.model_card import write_model_card
+from pipeline.reports.rows import ReportRow
 from pipeline.run.context import RunContext
 from pipeline.run.outdir import link_or_copy, publish_dir, write_failure
 from pipeline.run.probe import probed_stage
-from pipeline.run.reference import latency_stage, scores_stage
-from pipeline.validators import accuracy as acc_mod
-from pipeline.validators import gates as gate_mod
-from pipeline.validators import parity as parity_mod
-
-FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")
+from pipeline.run.reference import scores_stage
+from pipeline.validators import registry
+from pipeline.validators.base import ValidationInputs, validate
 
 
 def publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
@@ -51,7 +51,7 @@ def publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
     return final
 
 
-def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
+def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> ReportRow:
     row = {"artifact": job.name, "target": job.target, "precision": job.precision, "reasons": []}
     try:
         art: Artifact = job.build()
@@ -62,29 +62,19 @@ def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
         runner = lambda: job.runner(art, ctx.cfg.threads)  # noqa: E731
         scores, _ = scores_stage(ctx, f"accuracy-{art.name.replace('/', '-')}", key, runner)
         check_outputs(scores.shape[1], ctx.labels, f"{art.name} artifact")
-        accuracy = acc_mod.accuracy_metrics(scores, ctx.validation.labels, ref_scores, ctx.labels)
-        parity = None
-        if art.precision in FLOAT_PRECISIONS:
-            g = ctx.cfg.gates
-            parity = parity_mod.output_parity(scores, ref_scores, g.parity_min_cosine or parity_mod.MIN_COSINE,
-                                              g.parity_max_abs)
-        skip = job.latency_skip(art) if job.latency_skip else None  # e.g. no Edge TPU on this host
-        latency = {"skipped": skip} if skip else \
-            latency_stage(ctx, f"latency-{art.name.replace('/', '-')}", key, runner, art, job.runner_params)
-        failed = gate_mod.evaluate(ctx.cfg.gates, accuracy, None if skip else latency, parity)
-        partial = list(art.incomplete) + ([skip] if skip else [])  # what this host could not do, never a pass
+        results = validate(registry.VALIDATORS, ValidationInputs(ctx, job, art, runner, key, scores, ref_scores))
+        failed = [f for r in results for f in r.gate_failures]
+        # what this host could not do (no compiler, no device): never a pass
+        partial = list(art.incomplete) + [p for r in results for p in r.partial]
         status = "failed" if failed else ("partial" if partial else "passed")
-        row.update(status=status, reasons=failed + partial, accuracy=accuracy, latency=latency,
-                   calibration_sha256=art.calibration_sha256, recipe=art.recipe)
-        if parity is not None:
-            row["parity"] = parity
+        row.update(status=status, reasons=failed + partial, calibration_sha256=art.calibration_sha256,
+                   recipe=art.recipe, **{r.name: r.result for r in results})
         if art.metadata:
             row["target_info"] = art.metadata
-        extra = per_layer(ctx, job, art)
-        row.update(extra)
-        metrics = {"accuracy": accuracy, "latency": latency, **({"parity": parity} if parity else {})}
-        row["dir"] = str(publish(ctx, art, {"metrics": metrics, "status": row["status"], "gate_failures": failed,
-                                            "environment": env_brief(), **extra}))
+        metrics = {r.name: r.result for r in results if not r.diagnostic}
+        diagnostics = {r.name: r.result for r in results if r.diagnostic}
+        row["dir"] = str(publish(ctx, art, {"metrics": metrics, "status": status, "gate_failures": failed,
+                                            "environment": env_brief(), **diagnostics}))
     except (InputError, ConfigError):
         raise  # bad input aborts the run (exit 2): nothing downstream can be trusted
     except DeviceUnavailableError as err:  # built, but not validated where it must run: partial (exit 3)
@@ -94,23 +84,10 @@ def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> dict:
             raise full from err  # disk full / read-only: abort; earlier outputs stay as they were
         if isinstance(err, EdgepipeError):
             row.update(status="error", reasons=[str(err)])
-            return row
-        # a toolchain failure for one artifact: a row, not an abort
-        row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
-                   traceback=traceback.format_exc(limit=8))
-    return row
-
-
-def per_layer(ctx: RunContext, job, art: Artifact) -> dict:
-    """`per_layer` rows (worst first) for INT8 artifacts; a diagnosis failure is recorded, not fatal."""
-    if job.diagnose is None or ctx.cfg.diagnostics.per_layer_images == 0:
-        return {}
-    try:
-        return {"per_layer": job.diagnose(art)}
-    except (InputError, ConfigError):
-        raise
-    except Exception as err:  # diagnostics must never cost the artifact its row
-        return {"per_layer_error": f"{type(err).__name__}: {err}"}
+        else:  # a toolchain failure for one artifact: a row, not an abort
+            row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
+                       traceback=traceback.format_exc(limit=8))
+    return ReportRow(**row)
 
 
 def env_brief() -> dict:
@@ -118,14 +95,15 @@ def env_brief() -> dict:
     return {"cpu": h["cpu"], "isa_flags": h["isa_flags"], "cores": h["cores"]}
 
 
-def run_target(ctx: RunContext, entry, ref_scores: np.ndarray) -> list[dict]:
+def run_target(ctx: RunContext, entry, ref_scores: np.ndarray) -> list[ReportRow]:
     """One target's artifacts: build, validate, gate, publish, then the target's extra check rows
-    (e.g. arm64 emulation). The unit an executor fans out."""
+    (e.g. arm64 emulation; a check takes the rows so far as JSON and returns one). The unit an
+    executor fans out."""
     rows = []
     mod = targets.load_module(entry.name)
     for job in mod.jobs(ctx, entry.typed_options()):
         ctx.console.print(f"[bold]{job.name}[/]")
         rows.append(artifact_row(ctx, job, ref_scores))
     for check in getattr(mod, "checks", lambda *_: [])(ctx, entry.typed_options()):
-        rows.append(check(rows))
+        rows.append(ReportRow.from_json(check([r.to_json() for r in rows])))
     return rows

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from pipeline.reports.numbers import fmt
+from pipeline.reports.numbers import MISSING, fmt
+from pipeline.reports.rows import ReportRow
 from pipeline.reports.terminal import STATUS
 
 
@@ -65,15 +66,15 @@ def leaderboard_table(sweep: dict) -> Table:
                       ("size MB", "right"), ("top-1", "right"), ("Δ (pts)", "right"), ("p50 ms", "right"),
                       ("p90 ms", "right"), ("front", "center"), ("note", "left")]:
         t.add_column(col, justify=just, no_wrap=col != "note")
-    for r in sweep["references"] + sweep["rows"]:
-        acc, lat = r.get("accuracy") or {}, r.get("latency") or {}
-        mark = ("★" if r.get("id") in front else "") + (" best" if r.get("id") in winners else "")
-        note = "; ".join(r.get("reasons") or [])
-        if r.get("boards"):
-            note = "; ".join([note] * bool(note) + [_board_note(k, v) for k, v in r["boards"].items()])
-        t.add_row(r.get("model", ""), r.get("recipe", "—"), r["artifact"], STATUS.get(r["status"], r["status"]),
-                  fmt(r.get("size_mb"), ".1f"), fmt(acc.get("top1"), ".4f"),
-                  fmt(acc.get("drop_points"), "+.2f") if "drop_points" in acc else "—",
+    for r in map(ReportRow.from_json, sweep["references"] + sweep["rows"]):
+        acc, lat = r.accuracy or {}, r.latency or {}
+        mark = ("★" if r.id in front else "") + (" best" if r.id in winners else "")
+        note = "; ".join(r.reasons)
+        if r.boards:
+            note = "; ".join([note] * bool(note) + [_board_note(k, v) for k, v in r.boards.items()])
+        t.add_row(r.get("model", ""), r.get("recipe", MISSING), r.artifact, STATUS.get(r.status, r.status),
+                  fmt(r.size_mb, ".1f"), fmt(acc.get("top1"), ".4f"),
+                  fmt(acc.get("drop_points"), "+.2f") if "drop_points" in acc else MISSING,
                   fmt(lat.get("p50_ms"), ".1f"), fmt(lat.get("p90_ms"), ".1f"), mark, note[:140])
     return t
 
@@ -81,7 +82,7 @@ def leaderboard_table(sweep: dict) -> Table:
 def _board_note(name: str, res: dict) -> str:
     if "error" in res:
         return f"{name}: error {res['error'][:60]}"
-    return f"{name}: p50 {res['p50_ms']:.1f} ms" if "p50_ms" in res else f"{name}: done"
+    return f"{name}: p50 {fmt(res['p50_ms'], '.1f')} ms" if "p50_ms" in res else f"{name}: done"
 
 
 def print_leaderboard(sweep: dict, console) -> None:
@@ -91,4 +92,5 @@ def print_leaderboard(sweep: dict, console) -> None:
         winner = s["best"] or "none passed the gates"
         console.print(f"[bold]{target}[/]: best {winner}   Pareto front (fast→accurate): {front}", highlight=False)
     console.print(f"gates: {sweep['gates']}; {len(sweep['cells'])} cells, {sweep['failed_cells']} failed; "
-                  f"wall time {sweep['wall_seconds']:.1f} s; report {sweep['output']}/sweep.json", highlight=False)
+                  f"wall time {fmt(sweep['wall_seconds'], '.1f')} s; report {sweep['output']}/sweep.json",
+                  highlight=False)

@@ -21,6 +21,7 @@ from pipeline.core.progress import stderr
 from pipeline.executors import board_resources as boards_mod
 from pipeline.executors.base import Executor, Failure, Task
 from pipeline.executors.factory import make_executor
+from pipeline.reports.rows import ReportRow
 from pipeline.run.fanout import failed_row, merge_events, prepare_model, target_cell
 from pipeline.run.outdir import locked_output
 from pipeline.sweeps.config import Sweep
@@ -81,7 +82,7 @@ def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:
         prep = prepared[c.model]
         if isinstance(prep, Failure):
             rows.append(_tag(failed_row(c.target, Failure(c.id, prep.kind, f"model {c.model}: {prep.reason}",
-                                                           prep.attempts)), c))
+                                                           prep.attempts)).to_json(), c))
             cells_out.append(_cell_json(c, "error", rows[-1]["reasons"][0]))
             continue
         payload = {"config": c.config.model_dump(mode="json"), "model": prep["model"], "cache_root": cache_root,
@@ -91,7 +92,7 @@ def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:
     results = executor.run(cell_tasks, on_result=lambda i, r: _say(console, cell_tasks[i].label, r))
     for c, res in zip(cell_of, results, strict=True):
         if isinstance(res, Failure):
-            rows.append(_tag(failed_row(c.target, res), c))
+            rows.append(_tag(failed_row(c.target, res).to_json(), c))
             cells_out.append(_cell_json(c, "error", res.reason))
             continue
         merge_events(events, res["events"])
@@ -105,7 +106,7 @@ def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:
     if sweep.spec.boards:
         pairs = boards_mod.board_tasks(sweep.spec.board_bench, sweep.spec.boards, rows)
         bench = executor.run([t for *_, t in pairs], on_result=lambda i, r: _say(console, pairs[i][2].label, r))
-        boards_mod.attach(bench, pairs)
+        rows = boards_mod.attach(rows, bench, pairs)
 
     failed_cells = sum(c["status"] != "passed" for c in cells_out)
     return {
@@ -131,8 +132,9 @@ def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:
 
 
 def _tag(row: dict, c) -> dict:
-    return {**row, "id": f"{c.model}/{c.recipe}/{row['artifact']}", "model": c.model, "recipe": c.recipe,
-            "cell": c.id}
+    """The row as sweep.json holds it: its id, model, cell, and the sweep recipe's name as `recipe`."""
+    return ReportRow.from_json(row).replace(id=f"{c.model}/{c.recipe}/{row['artifact']}", model=c.model,
+                                            recipe=c.recipe, cell=c.id).to_json()
 
 
 def _cell_json(c, status: str, reason: str | None) -> dict:

@@ -1,7 +1,8 @@
-"""Accuracy on labeled images, compared with the FP32 reference.
+"""Accuracy on labeled images, compared with the FP32 reference; its gate (`max_top1_drop`).
 
 Scores are computed once by a cached stage (`scores.npy`); everything here is a pure
 function of score arrays, so metrics can be recomputed from the cache at any time.
+`AccuracyValidator` is the registry's entry (`pipeline/validators/registry.py`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.validators import stats
+from pipeline.validators.base import ValidationInputs, ValidatorResult
 
 TOP_K = 5
 
@@ -87,3 +89,31 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, ref_scores: np.ndar
         m["drop_within_noise"] = bool(lo <= 0.0 <= hi)
         m["bootstrap"] = {"resamples": stats.BOOTSTRAP_RESAMPLES, "seed": stats.BOOTSTRAP_SEED, "paired": True}
     return m
+
+
+def gate(gates, accuracy: dict) -> list[str]:
+    """`max_top1_drop`: the drop vs FP32 in points (its 95% CI in the reason)."""
+    if gates.max_top1_drop is None or not accuracy or "drop_points" not in accuracy:
+        return []
+    if not accuracy["drop_points"] > gates.max_top1_drop:
+        return []
+    noise = ""
+    if "drop_ci95_points" in accuracy:
+        lo, hi = accuracy["drop_ci95_points"]
+        noise = f" (95% CI {lo:+.2f}..{hi:+.2f})"
+    return [f"top-1 drop {accuracy['drop_points']:.2f} pts{noise} > max_top1_drop {gates.max_top1_drop:g}"]
+
+
+class AccuracyValidator:
+    """Top-1 / top-k / per class / confusion, and the drop vs FP32, on the cached scores."""
+
+    name = "accuracy"
+    diagnostic = False
+
+    def applies(self, inputs: ValidationInputs) -> bool:
+        return True
+
+    def run(self, inputs: ValidationInputs) -> ValidatorResult:
+        ctx = inputs.ctx
+        acc = accuracy_metrics(inputs.scores, ctx.validation.labels, inputs.ref_scores, ctx.labels)
+        return ValidatorResult(self.name, acc, gate(inputs.gates, acc))

@@ -7,7 +7,8 @@ is measured separately, so preprocessing is never hidden in or left out of a num
 
 `measure` runs in this process (used for the Keras reference). Deployment artifacts are
 measured in a fresh child process (`latency_child`), so its peak RSS is that of a process
-that holds only the runtime, the model and its inputs.
+that holds only the runtime, the model and its inputs. `gate` is the `max_p90_ms` gate; the
+registry's entry, `LatencyValidator`, is in `latency_stage.py` (the cached stage).
 """
 
 from __future__ import annotations
@@ -22,6 +23,13 @@ from pipeline.validators import stats
 
 PROTOCOL = 3  # bump when the measurement changes: part of the cache key
 SWEEP_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "p50_ci95_ms", "throughput_ips", "peak_rss_mb")
+
+
+def gate(gates, latency: dict | None) -> list[str]:
+    """`max_p90_ms` on the steady-state p90 (nothing to judge when latency was not measured)."""
+    if gates.max_p90_ms is None or not latency or not latency["p90_ms"] > gates.max_p90_ms:
+        return []
+    return [f"p90 {latency['p90_ms']:.1f} ms > max_p90_ms {gates.max_p90_ms:g}"]
 
 
 def summarize(times_ms: np.ndarray, prefix: str = "") -> dict:

@@ -1,4 +1,5 @@
-"""The cached latency stage of a run: what is measured where, and its cache key."""
+"""The cached latency stage of a run (what is measured where, and its cache key), and
+`LatencyValidator`, the registry's entry that runs it for each artifact."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pipeline.core.artifacts import Artifact
 from pipeline.core.progress import bar
 from pipeline.core.versions import cpu_model
 from pipeline.validators import latency as lat_mod
+from pipeline.validators.base import ValidationInputs, ValidatorResult
 
 
 def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | None = None,
@@ -48,3 +50,23 @@ def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | Non
         return res
 
     return ctx.stage(name, params, fn).meta
+
+
+class LatencyValidator:
+    """Steady-state and end-to-end latency, in a child process (the `latency-<artifact>` stage).
+    A job that cannot be timed on this host (`job.latency_skip`, e.g. no Edge TPU) is partial."""
+
+    name = "latency"
+    diagnostic = False
+
+    def applies(self, inputs: ValidationInputs) -> bool:
+        return True
+
+    def run(self, inputs: ValidationInputs) -> ValidatorResult:
+        job, art = inputs.job, inputs.artifact
+        skip = job.latency_skip(art) if job.latency_skip else None
+        if skip:
+            return ValidatorResult(self.name, {"skipped": skip}, partial=[skip])
+        lat = latency_stage(inputs.ctx, inputs.stage_name("latency"), inputs.key, inputs.runner, art,
+                            job.runner_params)
+        return ValidatorResult(self.name, lat, lat_mod.gate(inputs.gates, lat))

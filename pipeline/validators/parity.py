@@ -1,9 +1,13 @@
-"""Output parity of a float artifact with its FP32 reference, on the same images."""
+"""Output parity of a float artifact with its FP32 reference, on the same images; its gate
+(`parity_min_cosine`, `parity_max_abs`). `ParityValidator` is the registry's entry."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from pipeline.validators.base import ValidationInputs, ValidatorResult
+
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")  # parity is a float-vs-float check
 MIN_COSINE = 0.999
 MAX_ABS = 1e-3  # on the output scores (softmax probabilities for the classifiers edgepipe builds)
 
@@ -27,3 +31,26 @@ def output_parity(scores: np.ndarray, ref_scores: np.ndarray, min_cosine: float 
         "max_abs_tolerance": max_abs,
         "passed": bool(cos.min() >= min_cosine and worst_abs <= max_abs),
     }
+
+
+def gate(gates, parity: dict) -> list[str]:
+    """Failed when the config has a parity gate (`parity_min_cosine` not None) and the outputs differ."""
+    if getattr(gates, "parity_min_cosine", None) is None or parity["passed"]:
+        return []
+    return [f"output parity: worst cosine {parity['cosine_min']:.6f} (min {parity['min_cosine']:g}), "
+            f"max |diff| {parity['max_abs']:.2e} (tolerance {parity['max_abs_tolerance']:g})"]
+
+
+class ParityValidator:
+    """Float artifacts only: every image's scores against the FP32 reference's."""
+
+    name = "parity"
+    diagnostic = False
+
+    def applies(self, inputs: ValidationInputs) -> bool:
+        return inputs.artifact.precision in FLOAT_PRECISIONS
+
+    def run(self, inputs: ValidationInputs) -> ValidatorResult:
+        g = inputs.gates
+        res = output_parity(inputs.scores, inputs.ref_scores, g.parity_min_cosine or MIN_COSINE, g.parity_max_abs)
+        return ValidatorResult(self.name, res, gate(g, res))

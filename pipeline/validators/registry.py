@@ -1,0 +1,28 @@
+"""The validators a run applies, in order. Adding one is a new module plus a line here
+(see pipeline/validators/README.md).
+
+`VALIDATORS` run on each built artifact after its scores are cached (`pipeline.run.target`); their
+gate failures, in this order, are the row's reasons. Latency comes before parity so the reasons read
+accuracy, latency, parity as they always have. `RUN_VALIDATORS` run once over all rows of a run
+(`pipeline.run.orchestrate`), after every target.
+"""
+
+from __future__ import annotations
+
+from pipeline.validators.accuracy import AccuracyValidator
+from pipeline.validators.base import RunValidator, Validator
+from pipeline.validators.cross_quantizer import CrossQuantizerValidator
+from pipeline.validators.latency_stage import LatencyValidator
+from pipeline.validators.parity import ParityValidator
+from pipeline.validators.per_layer import PerLayerValidator
+
+VALIDATORS: list[Validator] = [
+    AccuracyValidator(),
+    LatencyValidator(),
+    ParityValidator(),
+    PerLayerValidator(),
+]
+
+RUN_VALIDATORS: list[RunValidator] = [
+    CrossQuantizerValidator(),
+]

@@ -89,7 +89,7 @@ def test_recipe_resolution_prefers_the_config_and_cache_params_exclude_descripti
 def test_nncf_arguments_follow_the_recipe():
     import nncf
 
-    from pipeline.stages.openvino import nncf_arguments
+    from pipeline.quantize.quantizers.nncf import nncf_arguments
 
     assert nncf_arguments(BUILTIN["default"]) == {"preset": nncf.QuantizationPreset.PERFORMANCE}
     assert nncf_arguments(None) == {"preset": nncf.QuantizationPreset.PERFORMANCE}

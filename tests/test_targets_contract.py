@@ -175,8 +175,8 @@ class TestCoralEdgeTPU(TargetContract):
         assert job.latency_skip(art).startswith("skipped: no Edge TPU model (not compiled)")
 
     def test_reuses_the_tflite_arm_int8_conversion_and_ships_the_preflight(self, built, ctx):
+        from pipeline.quantize.quantizers.tflite import int8_stage
         from targets.edgetpu.preflight import analyze
-        from targets.tflite_arm import int8_stage
 
         _, art = built["coral-edgetpu/int8"]
         arm, _, _ = int8_stage(ctx)

@@ -8,11 +8,11 @@ log kept and parsed); when not, the artifact is the uncompiled model and the row
 when one is attached (libedgetpu delegate), otherwise on the CPU interpreter for the same int8 model,
 and latency is then "skipped: no Edge TPU".
 
-`recipe` is a TFLite recipe (8-bit only). With `max_accuracy_drop` the Edge TPU cannot keep layers
-in float (a float op splits the graph onto the CPU), so the budget is met with full-integer repairs
-(`pipeline/stages/recipe_stages.full_integer_budget`): the artifact record's
-`recipe.edgetpu_repair` says which rungs were measured on the accuracy-control set, what was
-chosen and why.
+`recipe` is a TFLite recipe (8-bit only): the Edge TPU quantizer (pipeline/quantize/quantizers/edgetpu.py).
+With `max_accuracy_drop` the Edge TPU cannot keep layers in float (a float op splits the graph onto the
+CPU), so the budget is met with full-integer repairs (`quantizers.edgetpu.full_integer_budget`): the
+artifact record's `recipe.edgetpu_repair` says which rungs were measured on the accuracy-control set,
+what was chosen and why.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pipeline.run.outdir import link_or_copy
 from targets.base import Job, QuantizedOptions
 
 NAME = "coral-edgetpu"
-QUANTIZER = "edgetpu"  # the TFLite converter, 8-bit full-integer only (pipeline/quantize/recipes.py)
+QUANTIZER = "edgetpu"  # the TFLite converter, 8-bit full-integer only (pipeline/quantize/quantizers/edgetpu.py)
 DELEGATE = "libedgetpu.so.1"
 SOURCE = "model_int8.tflite"  # the uncompiled Edge-TPU-ready model inside every artifact
 
@@ -55,22 +55,13 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
 
 def _build(ctx, opts: Options) -> Artifact:
+    from pipeline.quantize.quantizers.edgetpu import int8_stage
     from pipeline.quantize.recipes import resolve
     from targets.edgetpu import compiler as etc
-    from targets.tflite_arm import int8_stage, runtime_metadata
+    from targets.tflite_arm import runtime_metadata
 
     recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
-    if recipe.max_accuracy_drop is None:
-        src, versions, calib = int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=recipe)
-        record = {}
-    else:  # full-integer repairs, never float layers; every rung has the recipe's calibration images
-        from pipeline.core.versions import tool_versions
-        from pipeline.quantize.recipe_stages import full_integer_budget
-
-        src, pick = full_integer_budget(
-            ctx, recipe, lambda rung: int8_stage(ctx, int8_io=True, io_dtype=opts.io_dtype, recipe=rung)[0])
-        versions, calib = tool_versions("tensorflow"), ctx.calibration_for(recipe)
-        record = {"edgetpu_repair": pick}
+    src, versions, calib, record = int8_stage(ctx, recipe, opts.io_dtype)  # budget: full-integer repairs
     src_path = src.path / src.meta["file"]
     exe = etc.find_compiler()
     compiler = etc.compiler_version(exe) if exe else None

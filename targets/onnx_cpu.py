@@ -1,7 +1,7 @@
 """onnx-cpu: ONNX FP32 (tf2onnx from the SavedModel) and QDQ INT8 (onnxruntime quantize_static).
 
-The third quantizer: the same calibration images as TFLite and NNCF, fed through the ONNX
-Runtime CalibrationDataReader adapter (calibration/adapters.py).
+The third quantizer (pipeline/quantize/quantizers/onnxruntime.py): the same calibration images as TFLite
+and NNCF, fed through the ONNX Runtime CalibrationDataReader adapter (calibration/adapters.py).
 """
 
 from __future__ import annotations
@@ -52,16 +52,13 @@ def _fp32(ctx, opts: Options, sm=None) -> Artifact:
 
 
 def _int8(ctx, opts: Options) -> Artifact:
+    from pipeline.quantize.quantizers.onnxruntime import int8_stage
     from pipeline.quantize.recipe_stages import source_savedmodel
-    from pipeline.stages.onnx import quantize_qdq
 
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
     fp32, _ = _onnx_stage(ctx, opts, source_savedmodel(ctx, recipe, calib))  # equalized if the recipe asks
-    versions = tool_versions("onnx", "onnxruntime")
-    params = {"onnx": fp32.key, "calibration": calib.sha256, **recipe.key_params(), **versions}
-    res = ctx.stage("onnx-qdq-int8", params,
-                    lambda out: {"file": quantize_qdq(fp32.path / fp32.meta["file"], out, calib.images, recipe).name})
+    res, versions = int8_stage(ctx, fp32, recipe, calib)
     return Artifact.from_files(f"{NAME}/int8", NAME, "onnx", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
                                source_model_sha256=ctx.model_sha, stage_key=res.key,

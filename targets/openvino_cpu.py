@@ -1,4 +1,6 @@
-"""openvino-cpu: OpenVINO IR FP32 and NNCF INT8 IR for Intel CPUs."""
+"""openvino-cpu: OpenVINO IR FP32 and NNCF INT8 IR for Intel CPUs.
+
+The INT8 IR is the NNCF quantizer's stage (pipeline/quantize/quantizers/nncf.py) on this target's FP32 IR."""
 
 from __future__ import annotations
 
@@ -96,23 +98,12 @@ def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
     """The NNCF INT8 stage of a recipe (quantized from the equalized IR when the recipe equalizes;
     accuracy control when it has a budget), shared with openvino-npu (`target_device="NPU"`: NNCF's
     NPU hardware config, its own stage). Returns (stage result, tool versions, calibration batch)."""
-    from pipeline.quantize.recipe_stages import nncf_budget_stage, source_savedmodel
-    from pipeline.stages.openvino import quantize_nncf
+    from pipeline.quantize.quantizers.nncf import int8_stage
+    from pipeline.quantize.recipe_stages import source_savedmodel
 
     calib = ctx.calibration_for(recipe)
     ir, _ = ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
-    versions = tool_versions("openvino", "nncf")
-    if recipe.max_accuracy_drop is not None:
-        return nncf_budget_stage(ctx, ir, recipe, calib, target_device), versions, calib
-    # the default recipe adds nothing to the key: stages cached before recipes stay valid
-    params = {"ir": ir.key, "calibration": calib.sha256, "preset": recipe.nncf_preset or "performance",
-              **recipe.key_params(), **versions}
-    name = "nncf-int8"
-    if target_device != "ANY":
-        params["target_device"] = target_device
-        name = f"nncf-int8-{target_device.lower()}"
-    res = ctx.stage(name, params, lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images,
-                                                                     recipe, target_device=target_device).name})
+    res, versions = int8_stage(ctx, ir, recipe, calib, target_device)
     return res, versions, calib
 
 

@@ -1,4 +1,7 @@
-"""tflite-arm: TFLite FP32 and full-integer INT8 for ARM CPUs (XNNPACK)."""
+"""tflite-arm: TFLite FP32 and full-integer INT8 for ARM CPUs (XNNPACK).
+
+The INT8 model is the TFLite quantizer's stage (pipeline/quantize/quantizers/tflite.py), shared with
+coral-edgetpu."""
 
 from __future__ import annotations
 
@@ -71,31 +74,8 @@ def _fp32(ctx, sm=None) -> Artifact:
                                metadata=runtime_metadata(path))
 
 
-def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
-    """The full-integer INT8 conversion stage, shared with coral-edgetpu: same options, same cache key,
-    so an Edge TPU build reuses tflite-arm's conversion instead of converting twice.
-    Returns (stage result, tool versions, calibration batch used)."""
-    from pipeline.quantize.recipe_stages import source_savedmodel, tflite_budget_stage
-    from pipeline.quantize.recipes import BUILTIN
-    from pipeline.stages.tflite import convert_int8
-
-    recipe = recipe or BUILTIN["default"]
-    calib = ctx.calibration_for(recipe)
-    sm = source_savedmodel(ctx, recipe, calib)  # equalized when the recipe asks for it
-    versions = tool_versions("tensorflow")
-    params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": int8_io,
-              **recipe.key_params(), **versions}
-    if io_dtype != "int8":  # keeps the key of the default (int8 I/O) conversion unchanged
-        params["io_dtype"] = io_dtype
-    if recipe.max_accuracy_drop is not None:  # float I/O, the fewest layers kept in float
-        return tflite_budget_stage(ctx, sm, recipe, calib), versions, calib
-    res = ctx.stage("tflite-int8", params,
-                    lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, int8_io,
-                                                      recipe, io_dtype).name})
-    return res, versions, calib
-
-
 def _int8(ctx, opts: Options) -> Artifact:
+    from pipeline.quantize.quantizers.tflite import int8_stage
     from pipeline.quantize.recipe_stages import budget_record
 
     recipe = ctx.recipe(NAME)

@@ -80,10 +80,11 @@ def hostile(tiny_assets, tmp_path_factory):
 
 def test_tflite_budget_keeps_the_fewest_layers_in_float(hostile):
     from pipeline.formats.runners import TFLiteRunner, tflite_interpreter_class
+    from pipeline.quantize.quantizers.tflite import tflite_to_budget
 
     h = hostile
-    path, res = aa.tflite_to_budget(h["sm"], h["out"], h["calib"].images, h["control"].images,
-                                    h["control"].labels, h["ref"], BUDGET, debug_images=16, max_float_layers=6)
+    path, res = tflite_to_budget(h["sm"], h["out"], h["calib"].images, h["control"].images,
+                                 h["control"].labels, h["ref"], BUDGET, debug_images=16, max_float_layers=6)
     # the bad recipe really is out of budget with nothing in float ...
     assert res.steps[0].float_layers == () and res.steps[0].drop_points > 10 * BUDGET
     # ... every shorter prefix of the ranking was over budget, the chosen one is within it
@@ -110,7 +111,8 @@ def test_tflite_budget_keeps_the_fewest_layers_in_float(hostile):
 def test_nncf_accuracy_control_meets_the_budget(hostile):
     import openvino as ov
 
-    from pipeline.stages.openvino import convert_ir, quantize_nncf
+    from pipeline.quantize.quantizers.nncf import nncf_to_budget, quantize_nncf
+    from pipeline.stages.openvino import convert_ir
 
     h = hostile
     ir = convert_ir(h["sm"], h["out"], (INPUT, INPUT, 3))
@@ -124,8 +126,8 @@ def test_nncf_accuracy_control_meets_the_budget(hostile):
 
     assert 100 * (h["ref"] - top1_of(plain)) > BUDGET  # default NNCF is out of budget here too
     (h["out"] / "budget").mkdir()
-    path, info = aa.nncf_to_budget(ir, h["out"] / "budget", h["calib"].images, h["control"].images,
-                                   h["control"].labels, BUDGET)
+    path, info = nncf_to_budget(ir, h["out"] / "budget", h["calib"].images, h["control"].images,
+                                h["control"].labels, BUDGET)
     assert 100 * (h["ref"] - top1_of(path)) <= BUDGET
     assert info["fake_quantize_ops"] > 0  # still an INT8 model, not a float one
 

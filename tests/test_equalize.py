@@ -36,8 +36,8 @@ def separable(tiny):
 
 
 def _int8(model, out, calib, recipe=None):
+    from pipeline.quantize.quantizers.tflite import convert_int8
     from pipeline.stages.savedmodel import export_savedmodel
-    from pipeline.stages.tflite import convert_int8
 
     sm = export_savedmodel(model, out, (INPUT, INPUT, 3))
     return convert_int8(sm, out, calib, int8_io=True, recipe=recipe)

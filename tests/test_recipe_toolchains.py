@@ -9,9 +9,10 @@ from calibration.dataset import load_subset
 from calibration.preprocess import PreprocessSpec
 from pipeline.config.schema import parse_config
 from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
+from pipeline.quantize.quantizers import nncf as nncf_quantizer
+from pipeline.quantize.quantizers import tflite as tflite_quantizer
 from pipeline.quantize.recipes import BUILTIN, Recipe
 from pipeline.stages import openvino as ov_stage
-from pipeline.stages import tflite as tfl_stage
 from pipeline.stages.keras_model import load_keras
 from pipeline.stages.savedmodel import export_savedmodel
 from tests.fixtures.configs import tiny_config
@@ -36,7 +37,8 @@ def _agreement(runner, env) -> float:
 
 
 def test_tflite_16x8_has_int16_activations_and_int16_io(env):
-    path = tfl_stage.convert_int8(env["sm"], env["tmp"].mktemp("x16"), env["calib"], True, BUILTIN["tflite-16x8"])
+    path = tflite_quantizer.convert_int8(env["sm"], env["tmp"].mktemp("x16"), env["calib"], True,
+                                         BUILTIN["tflite-16x8"])
     r = TFLiteRunner(path, 2)
     assert r.inp["dtype"] == np.int16 and r.out["dtype"] == np.int16
     assert r.inp["quantization"][1] == 0  # symmetric int16
@@ -65,8 +67,8 @@ def _weight_scale_sizes(path) -> list[int]:
 
 
 def test_nncf_per_tensor_weights_reach_the_ir(env):
-    path = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn1"), env["calib"], BUILTIN["per-tensor"])
-    default = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn0"), env["calib"], BUILTIN["default"])
+    path = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp("nn1"), env["calib"], BUILTIN["per-tensor"])
+    default = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp("nn0"), env["calib"], BUILTIN["default"])
     per_tensor, per_channel = _weight_scale_sizes(path), _weight_scale_sizes(default)
     assert per_tensor and set(per_tensor) == {1}
     assert max(per_channel) > 1
@@ -92,8 +94,8 @@ def _asymmetric_activation_fqs(path) -> int:
 
 def test_nncf_mixed_preset_percentile_and_full_bias_correction(env):
     recipe = Recipe(nncf_preset="mixed", calibration="percentile", bias_correction="full")
-    path = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2"), env["calib"], recipe)
-    default = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2d"), env["calib"], BUILTIN["default"])
+    path = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2"), env["calib"], recipe)
+    default = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2d"), env["calib"], BUILTIN["default"])
     # the preset reached NNCF: asymmetric activation ranges appear, the performance preset has none
     assert _asymmetric_activation_fqs(path) > 0 and _asymmetric_activation_fqs(default) == 0
     # a working model, clearly above chance (1/3 on 3 classes); the tiny fixture is retrained for every
@@ -103,5 +105,5 @@ def test_nncf_mixed_preset_percentile_and_full_bias_correction(env):
 
 @pytest.mark.parametrize("name", ["mse", "nncf-smoothquant"])
 def test_nncf_histogram_estimator_and_smoothquant_build_working_models(env, name):
-    path = ov_stage.quantize_nncf(env["ir"], env["tmp"].mktemp(name), env["calib"], BUILTIN[name])
+    path = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp(name), env["calib"], BUILTIN[name])
     assert _agreement(OpenVINORunner(path, 2), env) >= 0.85

@@ -89,7 +89,7 @@ def test_recipe_resolution_prefers_the_config_and_cache_params_exclude_descripti
 def test_nncf_arguments_follow_the_recipe():
     import nncf
 
-    from pipeline.stages.openvino import nncf_arguments
+    from pipeline.quantize.quantizers.nncf import nncf_arguments
 
     assert nncf_arguments(BUILTIN["default"]) == {"preset": nncf.QuantizationPreset.PERFORMANCE}
     assert nncf_arguments(None) == {"preset": nncf.QuantizationPreset.PERFORMANCE}
@@ -131,3 +131,41 @@ def test_transform_fields_are_refused_until_their_stage_module_exists():
                         "which this edgepipe build does not have yet"]
     else:
         assert msgs == []
+
+
+def test_every_target_quantizer_has_one_module_with_its_capability_and_its_stage():
+    import targets
+    from pipeline.quantize import quantizers
+
+    used = {getattr(targets.load_module(name), "QUANTIZER", None) for name in targets.REGISTRY} - {None}
+    assert used == set(quantizers.NAMES) == set(QUANTIZERS)  # no target without a module, no orphan module
+    for name in quantizers.NAMES:
+        mod = quantizers.load(name)
+        assert callable(mod.problems) and callable(mod.int8_stage), name
+        assert mod.problems(BUILTIN["default"]) == []
+    with pytest.raises(KeyError, match=r"expected one of \['tflite', 'nncf', 'onnxruntime', 'edgetpu'\]\. "
+                                       r"Received: 'bogus'"):
+        quantizers.load("bogus")
+    assert problems(BUILTIN["default"], "bogus") == [
+        "unknown quantizer 'bogus'; expected one of ['tflite', 'nncf', 'onnxruntime', 'edgetpu']"]
+
+
+@pytest.mark.parametrize("stat", ["minmax", "mean_minmax", "percentile", "mse", "kl"])
+def test_a_statistic_a_quantizer_accepts_is_one_its_calls_use(stat):
+    """Capability and translation sit in one module: what `problems` accepts is exactly what the
+    toolchain call is given (NNCF: a range estimator; onnxruntime: a CalibrationMethod)."""
+    from onnxruntime.quantization import CalibrationMethod
+
+    from pipeline.quantize.quantizers.nncf import nncf_arguments
+    from pipeline.quantize.quantizers.onnxruntime import CALIBRATION_METHODS
+
+    recipe = Recipe(calibration=stat)
+    if not problems(recipe, "nncf"):
+        assert nncf_arguments(recipe)["advanced_parameters"].activations_range_estimator_params is not None
+    else:
+        assert "advanced_parameters" not in nncf_arguments(recipe)
+    if not problems(recipe, "onnxruntime"):
+        assert hasattr(CalibrationMethod, CALIBRATION_METHODS[stat])
+    else:
+        assert stat not in CALIBRATION_METHODS
+    assert (not problems(recipe, "tflite")) == (stat == "minmax") == (not problems(recipe, "edgetpu"))

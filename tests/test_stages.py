@@ -10,6 +10,8 @@ from calibration.preprocess import PreprocessSpec
 from pipeline.config.schema import parse_config
 from pipeline.core.errors import InputError
 from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
+from pipeline.quantize.quantizers import nncf as nncf_quantizer
+from pipeline.quantize.quantizers import tflite as tflite_quantizer
 from pipeline.quantize.recipes import BUILTIN
 from pipeline.stages import openvino as ov_stage
 from pipeline.stages import tflite as tfl_stage
@@ -64,7 +66,7 @@ def test_tflite_fp32_matches_keras(env):
 
 
 def test_tflite_int8_is_full_integer_and_agrees(env):
-    path = tfl_stage.convert_int8(env["sm"], env["tmp"].mktemp("t8"), env["calib"].images, int8_io=True)
+    path = tflite_quantizer.convert_int8(env["sm"], env["tmp"].mktemp("t8"), env["calib"].images, int8_io=True)
     runner = TFLiteRunner(path, 2)
     assert runner.inp["dtype"] == np.int8 and runner.out["dtype"] == np.int8
     ops = runner.interp._get_ops_details()
@@ -89,7 +91,7 @@ def test_nncf_int8_ir_is_quantized_and_agrees(env):
     import openvino as ov
 
     ir = env.get("ir") or ov_stage.convert_ir(env["sm"], env["tmp"].mktemp("ov2"), env["spec"].shape)
-    path = ov_stage.quantize_nncf(ir, env["tmp"].mktemp("nncf"), env["calib"].images)
+    path = nncf_quantizer.quantize_nncf(ir, env["tmp"].mktemp("nncf"), env["calib"].images)
     fq = [op for op in ov.Core().read_model(str(path)).get_ops() if op.get_type_name() == "FakeQuantize"]
     assert len(fq) > 10
     out = _scores(OpenVINORunner(path, 2), env["test"].images)
@@ -112,7 +114,7 @@ def test_openvino_ir_and_nncf_int8_are_reproducible_in_one_process(env):
     assert sha256_file(irs[0]) == sha256_file(irs[1]) and irs[0].parent != irs[1].parent
     assert str(env["tmp"].getbasetemp()) not in irs[0].read_text()  # no absolute path inside
     calib = env["calib"].images[:10]
-    q = [ov_stage.quantize_nncf(ir, env["tmp"].mktemp(f"repq{i}"), calib, BUILTIN["nncf-mixed"])
+    q = [nncf_quantizer.quantize_nncf(ir, env["tmp"].mktemp(f"repq{i}"), calib, BUILTIN["nncf-mixed"])
          for i, ir in enumerate(irs)]
     assert sha256_file(q[0]) == sha256_file(q[1])
     assert sha256_file(q[0].with_suffix(".bin")) == sha256_file(q[1].with_suffix(".bin"))

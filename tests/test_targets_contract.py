@@ -208,8 +208,8 @@ def test_coral_not_compiled_is_a_precise_status_with_the_install_hint(build):
 def test_coral_reuses_the_tflite_arm_int8_conversion_and_ships_the_preflight(build, ctx):
     _no_edgetpu_compiler()
     built = build("coral-edgetpu")
+    from pipeline.quantize.quantizers.tflite import int8_stage
     from targets.edgetpu.preflight import analyze
-    from targets.tflite_arm import int8_stage
 
     _, art = built["coral-edgetpu/int8"]
     arm, _, _ = int8_stage(ctx)

@@ -1,20 +1,17 @@
-"""Quantization to an accuracy budget (`max_accuracy_drop`, in top-1 points vs FP32).
+"""Quantization to an accuracy budget (`max_accuracy_drop`, in top-1 points vs FP32): the
+toolchain-free algorithms. How each toolchain runs them is in its quantizer module (`quantizers/`).
 
-- **TFLite**: the model is calibrated once (`tf.lite.experimental.QuantizationDebugger`
-  with the converter), every quantized layer is ranked by its own quantization error
-  (NumericVerify: RMSE of the layer's INT8 output vs its float output on the same INT8
-  input, divided by the output scale, i.e. in units of the quantization step), and the
-  worst layers are kept in float one by one (`denylisted_nodes`) until the top-1 drop on the
-  accuracy-control set is within budget. The loop stops at the first prefix of the ranking
-  that meets the budget, so it keeps the fewest layers *in ranking order*; every step's drop
-  is recorded. Re-quantizing with a denylist reuses the calibration (no re-calibration).
-- **OpenVINO**: `nncf.quantize_with_accuracy_control(..., max_drop=points/100,
-  drop_type=ABSOLUTE)` with a top-1 validation function.
-- **Edge TPU** runs only full-integer graphs (a float layer splits the graph and runs on the
-  CPU), so instead of float fallback it climbs a ladder of full-integer repairs
-  (`full_integer_ladder`: per-channel weights, separable equalization, cross-layer
-  equalization), measuring each on the accuracy-control set until one is within budget
-  (`search_full_integer`), and picks with `pick_full_integer`.
+- **Float fallback** (`greedy_float_fallback`, used by `quantizers/tflite.py`): the worst layers,
+  in the order the toolchain ranked them by their own quantization error, are kept in float one by
+  one until the top-1 drop on the accuracy-control set is within budget. The loop stops at the
+  first prefix of the ranking that meets the budget, so it keeps the fewest layers *in ranking
+  order*; every step's drop is recorded (`BudgetResult`). NNCF runs its own equivalent,
+  `nncf.quantize_with_accuracy_control` (`quantizers/nncf.py`).
+- **Full-integer repairs** (used by `quantizers/edgetpu.py`): the Edge TPU runs only full-integer
+  graphs (a float layer splits the graph and runs on the CPU), so instead of float fallback it
+  climbs a ladder of full-integer repairs (`full_integer_ladder`: per-channel weights, separable
+  equalization, cross-layer equalization), measuring each on the accuracy-control set until one is
+  within budget (`search_full_integer`), and picks with `pick_full_integer`.
 
 The accuracy-control set should not be the test split the final numbers are reported on;
 edgepipe's benchmark uses the (labeled, held-out) calibration split for it.
@@ -22,16 +19,10 @@ edgepipe's benchmark uses the (labeled, held-out) calibration split for it.
 
 from __future__ import annotations
 
-import csv
-import io
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
-
-from calibration.adapters import nncf_dataset, tflite_representative
 
 
 @dataclass(frozen=True)
@@ -90,120 +81,7 @@ def greedy_float_fallback(ranked: Sequence[str], evaluate: Callable[[tuple[str, 
     return res
 
 
-# ---- TFLite ------------------------------------------------------------------------------
-
-def rank_tflite_layers(debugger) -> list[dict]:
-    """Quantized layers, worst first, by RMSE / output scale (from the debugger's CSV dump)."""
-    debugger.run()
-    buf = io.StringIO()
-    debugger.layer_statistics_dump(buf)
-    rows = []
-    for r in csv.DictReader(io.StringIO(buf.getvalue())):
-        scale = float(r["scale"])
-        err = float(np.sqrt(float(r["mean_squared_error"]))) / scale if scale > 0 else float("inf")
-        rows.append({"tensor": r["tensor_name"], "op": r["op_name"], "rmse_over_scale": err})
-    return sorted(rows, key=lambda r: -r["rmse_over_scale"])
-
-
-def tflite_debugger(saved_model: Path, calib: np.ndarray, debug_images: np.ndarray, per_tensor: bool = False):
-    """Calibrate once; the debugger re-quantizes from that calibration with any denylist."""
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = tflite_representative(calib)
-    if per_tensor:
-        conv._experimental_disable_per_channel = True  # same switch as stages/tflite.py
-    return tf.lite.experimental.QuantizationDebugger(
-        converter=conv, debug_dataset=tflite_representative(debug_images))
-
-
-def requantize(debugger, float_layers: Sequence[str]) -> bytes:
-    """The INT8 model with `float_layers` (output tensor names) kept in float, float I/O."""
-    import tensorflow as tf
-
-    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
-        denylisted_nodes=list(float_layers) or None, fully_quantize=False)
-    return debugger.get_nondebug_quantized_model()
-
-
-def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control: np.ndarray,
-                     control_labels: np.ndarray, reference_top1: float, max_drop_points: float,
-                     threads: int = 2, debug_images: int = 32, max_float_layers: int | None = 12,
-                     per_tensor: bool = False) -> tuple[Path, BudgetResult]:
-    """Full-integer TFLite with the fewest float layers (in error order) that meet the budget."""
-    from pipeline.formats.runners import TFLiteRunner
-
-    debugger = tflite_debugger(saved_model, calib, control[:debug_images], per_tensor)
-    ranking = rank_tflite_layers(debugger)
-    models: dict[tuple[str, ...], bytes] = {}
-
-    def evaluate(layers: tuple[str, ...]) -> float:
-        blob = requantize(debugger, layers)
-        models[layers] = blob
-        with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
-            f.write(blob)
-            f.flush()
-            runner = TFLiteRunner(Path(f.name), threads)
-            scores = np.stack([runner.predict(img) for img in control])
-        return top1(scores, control_labels)
-
-    res = greedy_float_fallback([r["tensor"] for r in ranking], evaluate, reference_top1, max_drop_points,
-                                max_float_layers)
-    res.ranking = ranking
-    dest = Path(out) / "model_int8_budget.tflite"
-    dest.write_bytes(models[res.chosen.float_layers])
-    return dest, res
-
-
-# ---- OpenVINO / NNCF ------------------------------------------------------------------------
-
-def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, control_labels: np.ndarray,
-                   max_drop_points: float, recipe=None, max_float_layers: int = 12,
-                   ranking_subset_size: int = 100, target_device: str = "ANY") -> tuple[Path, dict]:
-    """`nncf.quantize_with_accuracy_control` with an absolute top-1 budget (and the recipe's
-    other NNCF settings, as `nncf.quantize` would get them). At most `max_float_layers`
-    quantizers are reverted (the same cap as the TFLite loop), ranked on
-    `ranking_subset_size` control images, which bounds the search time on a large model."""
-    import nncf
-    import openvino as ov
-    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
-
-    from pipeline.stages.openvino import nncf_arguments
-
-    kw = nncf_arguments(recipe)
-    if "advanced_parameters" in kw:
-        kw["advanced_quantization_parameters"] = kw.pop("advanced_parameters")
-
-    def validate(compiled, items) -> float:
-        output = compiled.outputs[0]
-        preds, labels = [], []
-        for img, label in items:
-            preds.append(int(np.argmax(compiled(img[None].astype(np.float32))[output][0])))
-            labels.append(int(label))
-        return float(np.mean(np.array(preds) == np.array(labels)))
-
-    model = ov.Core().read_model(str(ir))
-    validation = nncf.Dataset(list(zip(control, control_labels, strict=True)))
-    qmodel = nncf.quantize_with_accuracy_control(
-        model, nncf_dataset(calib), validation, validate, max_drop=max_drop_points / 100.0,
-        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), target_device=nncf.TargetDevice(target_device),
-        **kw,
-        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-            max_num_iterations=max_float_layers, ranking_subset_size=min(ranking_subset_size, len(control))))
-    dest = Path(out) / "model_int8_budget.xml"
-    ov.save_model(qmodel, str(dest), compress_to_fp16=False)
-    compiled = ov.Core().compile_model(qmodel, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    fq = sum(op.get_type_name() == "FakeQuantize" for op in qmodel.get_ops())
-    final = validate(compiled, zip(control, control_labels, strict=True))
-    fp32 = ov.Core().compile_model(str(ir), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    ref = validate(fp32, zip(control, control_labels, strict=True))
-    drop = 100.0 * (ref - final)
-    return dest, {"max_drop_points": max_drop_points, "control_top1": final, "control_drop_points": drop,
-                  "within_budget": drop <= max_drop_points + 1e-9, "fake_quantize_ops": fq}
-
-
-# ---- Edge TPU: full-integer repairs only ------------------------------------------------------
+# ---- full-integer repairs (the Edge TPU) ------------------------------------------------------
 
 @dataclass(frozen=True)
 class Candidate:

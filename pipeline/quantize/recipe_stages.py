@@ -1,11 +1,12 @@
-"""Cached stages for the recipe fields implemented in equalize.py and accuracy_aware.py.
+"""Cached stages for the recipe fields every quantizer shares (implemented in equalize.py and
+accuracy_aware.py); the quantizer-specific stages live in `quantizers/`.
 
 - `source_savedmodel(ctx, recipe)`: the SavedModel a quantizer starts from: the plain one, or
   (`equalize_separable` / `cross_layer_equalization`) one exported from the equalized Keras
   model, after checking that its float outputs match the original (<= 1e-4).
-- `tflite_budget_stage` / `nncf_budget_stage`: quantization to `max_accuracy_drop`.
-- `full_integer_budget`: the same budget for a full-integer-only target (Edge TPU): full-integer
-  repairs instead of float layers.
+- The accuracy-control set of a `max_accuracy_drop` budget (`control_set`, `control_key`,
+  `control_batch`) and the FP32 top-1 on it (`reference_top1`, a cached stage); `budget_record`:
+  what a budget stage chose, for the artifact record.
 
 The accuracy-control set is `data.accuracy_control` when configured, else the labeled part of the
 calibration split; never the validation split the artifact is then scored on.
@@ -68,7 +69,7 @@ def diagnosis_savedmodel(ctx, target: str):
     return source_savedmodel(ctx, recipe, ctx.calibration_for(recipe)) if wants_equalization(recipe) else None
 
 
-def _control_batch(ctx, calib):
+def control_batch(ctx, calib):
     """The batch the accuracy-control images come from: `data.accuracy_control`, else `calib`."""
     control = ctx.accuracy_control if ctx is not None else None
     return calib if control is None else control
@@ -85,7 +86,7 @@ def control_set(ctx, calib, budget: float | None = None) -> tuple[np.ndarray, np
     """The accuracy-control images: `data.accuracy_control` when configured, else the labeled
     calibration images. Warns when one image is worth more than the budget: a drop measured
     on them cannot tell a budget-meeting model from one that is not."""
-    calib = _control_batch(ctx, calib)
+    calib = control_batch(ctx, calib)
     labeled = calib.labels >= 0
     if not labeled.any():
         raise ConfigError("recipe max_accuracy_drop: expected labeled calibration images to measure the drop "
@@ -98,49 +99,20 @@ def control_set(ctx, calib, budget: float | None = None) -> tuple[np.ndarray, np
     return calib.images[labeled], calib.labels[labeled]
 
 
-def _resolution(labels: np.ndarray) -> dict:
+def resolution(labels: np.ndarray) -> dict:
+    """How many control images a budget was measured on, and what one of them is worth in top-1 points."""
     return {"control_images": len(labels), "resolution_points": 100.0 / len(labels)}
 
 
-def _reference_top1(ctx, calib, images: np.ndarray, labels: np.ndarray) -> float:
+def reference_top1(ctx, calib, images: np.ndarray, labels: np.ndarray) -> float:
     """FP32 top-1 of the configured model (Keras or SavedModel) on the accuracy-control set, a cached
     stage shared by every budget that measures against it."""
     from pipeline.quantize.accuracy_aware import top1
     from pipeline.validators.accuracy import predict_all
 
-    key = {"model": ctx.model_sha, "control": _control_batch(ctx, calib).sha256}
+    key = {"model": ctx.model_sha, "control": control_batch(ctx, calib).sha256}
     return ctx.stage("control-reference", key,
                      lambda out: {"top1": top1(predict_all(ctx.reference_runner(), images), labels)}).meta["top1"]
-
-
-def full_integer_budget(ctx, recipe, int8_stage):
-    """`max_accuracy_drop` for a target that runs only full-integer graphs (the Edge TPU).
-
-    Climbs `accuracy_aware.full_integer_ladder(recipe)`: each rung is built by
-    `int8_stage(rung_recipe)` (the shared, cached TFLite full-integer stage) and scored on the
-    accuracy-control set (cached per model), until one is within budget. Returns the chosen
-    rung's stage result and the pick (every measured rung, the choice and why)."""
-    from pipeline.formats.runners import TFLiteRunner
-    from pipeline.quantize.accuracy_aware import full_integer_ladder, search_full_integer, top1
-    from pipeline.validators.accuracy import predict_all
-
-    calib = ctx.calibration_for(recipe)
-    images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
-    ref = _reference_top1(ctx, calib, images, labels)
-    control_sha = _control_batch(ctx, calib).sha256
-    built = {}
-
-    def evaluate(name: str, rung) -> float:
-        res = built[name] = int8_stage(rung)
-        path = res.path / res.meta["file"]
-        score = ctx.stage("control-top1", {"tflite": res.key, "control": control_sha},
-                          lambda out: {"top1": top1(predict_all(TFLiteRunner(path, ctx.cfg.threads), images),
-                                                    labels)})
-        return 100.0 * (ref - score.meta["top1"])
-
-    pick = search_full_integer(full_integer_ladder(recipe), evaluate, recipe.max_accuracy_drop)
-    pick.update(control_reference_top1=ref, **_resolution(labels))
-    return built[pick["chosen"]], pick
 
 
 def budget_record(res) -> dict:
@@ -148,39 +120,3 @@ def budget_record(res) -> dict:
     keys = ("within_budget", "float_layers", "control_drop_points", "control_top1", "fake_quantize_ops",
             "control_images", "resolution_points")
     return {"accuracy_budget": {k: res.meta[k] for k in keys if k in res.meta}} if res.name.endswith("-budget") else {}
-
-
-def tflite_budget_stage(ctx, sm, recipe, calib):
-    from pipeline.quantize.accuracy_aware import tflite_to_budget
-
-    params = {"savedmodel": sm.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
-              **control_key(ctx), **tool_versions("tensorflow")}
-
-    def fn(out: Path) -> dict:
-        images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
-        ref = _reference_top1(ctx, calib, images, labels)
-        path, res = tflite_to_budget(sm.path / "saved_model", out, calib.images, images, labels, ref,
-                                     recipe.max_accuracy_drop, threads=ctx.cfg.threads,
-                                     per_tensor=recipe.weights == "per_tensor")
-        (out / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
-        return {"file": path.name, "within_budget": res.within_budget, **_resolution(labels),
-                "float_layers": list(res.chosen.float_layers), "control_drop_points": res.chosen.drop_points}
-
-    return ctx.stage("tflite-int8-budget", params, fn)
-
-
-def nncf_budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
-    from pipeline.quantize.accuracy_aware import nncf_to_budget
-
-    params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
-              **control_key(ctx), **tool_versions("openvino", "nncf")}
-    if target_device != "ANY":
-        params["target_device"] = target_device
-
-    def fn(out: Path) -> dict:
-        images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
-        path, info = nncf_to_budget(ir.path / ir.meta["file"], out, calib.images, images, labels,
-                                    recipe.max_accuracy_drop, recipe, target_device=target_device)
-        return {"file": path.name, **info, **_resolution(labels)}
-
-    return ctx.stage("nncf-int8-budget", params, fn)

@@ -6,9 +6,10 @@ the config under `quantization.recipes` and validated by the same schema. A fiel
 each toolchain does without a recipe (TFLiteConverter default full-integer PTQ, `nncf.quantize`
 with the performance preset, `quantize_static` QDQ per-channel MinMax).
 
-Whether a recipe is possible for a toolchain is decided here, from plain data, so that
-`edgepipe recipes` and config validation need no toolkit import. Each impossible combination
-is reported with the reason (what the toolchain's API offers instead).
+Whether a recipe is possible for a toolchain is decided by that quantizer's module
+(`quantizers/<name>.py`, beside the code that translates the recipe into the toolchain's calls),
+from plain data, so that `edgepipe recipes` and config validation need no toolkit import. Each
+impossible combination is reported with the reason (what the toolchain's API offers instead).
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-# The quantizers behind the targets (a target module declares `QUANTIZER = "..."`).
-QUANTIZERS = ("tflite", "nncf", "onnxruntime", "edgetpu")  # edgetpu: TFLite full-integer, 8-bit only
+from pipeline.quantize import quantizers
+
+# The quantizers behind the targets (a target module declares `QUANTIZER = "..."`), one module each.
+QUANTIZERS = quantizers.NAMES
 
 
 class Recipe(BaseModel):
@@ -47,7 +50,7 @@ class Recipe(BaseModel):
         None, description="NNCF bias correction; None = fast")
     smooth_quant: bool = Field(False, description="NNCF SmoothQuant on convolutions")
     smooth_quant_alpha: Annotated[float, Field(gt=0.0, le=1.0)] = 0.95
-    # --- model transforms / accuracy control (implemented in stages/equalize.py, stages/accuracy_aware.py)
+    # --- model transforms / accuracy control (equalize.py, accuracy_aware.py + each quantizer's budget)
     equalize_separable: bool = Field(False, description="rescale SeparableConv depthwise/pointwise channels")
     cross_layer_equalization: bool = Field(False, description="classic cross-layer weight equalization")
     max_accuracy_drop: Annotated[float, Field(ge=0.0)] | None = Field(
@@ -110,59 +113,16 @@ _NEEDS_MODULE = {"equalize_separable": "pipeline.quantize.equalize",
                  "cross_layer_equalization": "pipeline.quantize.equalize",
                  "max_accuracy_drop": "pipeline.quantize.accuracy_aware"}
 
-# What each toolchain offers, with the reason shown when a recipe asks for something else.
-_STAT_SUPPORT = {
-    "tflite": ({"minmax"}, "TFLiteConverter's calibrator records only min/max per tensor "
-                           "(no percentile, MSE or KL statistic in its API)"),
-    "nncf": ({"minmax", "mean_minmax", "percentile", "mse"},
-             "nncf.quantize range estimators are MINMAX, MEAN_MINMAX, MEAN_QUANTILE and HISTOGRAM (MSE); "
-             "it has no KL/entropy estimator"),
-    "onnxruntime": ({"minmax", "percentile", "kl"},
-                    "onnxruntime CalibrationMethod offers MinMax, Percentile and Entropy (KL); it has no MSE "
-                    "or mean-of-min/max statistic"),
-}
-
 
 def problems(recipe: Recipe, quantizer: str) -> list[str]:
-    """Why `recipe` cannot be built by `quantizer` (empty list = possible)."""
-    out: list[str] = []
+    """Why `recipe` cannot be built by `quantizer` (empty list = possible): the fields every quantizer
+    needs a module for, then the quantizer module's own `problems` (quantizers/<name>.py)."""
     if quantizer not in QUANTIZERS:
         return [f"unknown quantizer {quantizer!r}; expected one of {list(QUANTIZERS)}"]
-    for key, module in _NEEDS_MODULE.items():
-        if getattr(recipe, key) not in (None, False) and find_spec(module) is None:
-            out.append(f"{key} needs {module}, which this edgepipe build does not have yet")
-    tool = "tflite" if quantizer == "edgetpu" else quantizer  # the Edge TPU's models come from the TFLite converter
-    stats, why = _STAT_SUPPORT[tool]
-    if recipe.calibration is not None and recipe.calibration not in stats:
-        out.append(f"calibration {recipe.calibration!r} is not available: {why}")
-    if recipe.activation_bits == 16 and quantizer != "tflite":
-        out.append("activation_bits 16 (16x8) is a TFLite mode "
-                   "(OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8); "
-                   f"the {quantizer} path of edgepipe builds 8-bit activations only"
-                   + (" (the Edge TPU executes 8-bit integer ops only)" if quantizer == "edgetpu" else ""))
-    if tool == "tflite":
-        if recipe.activation_bits == 8 and recipe.activations == "symmetric":
-            out.append("activations 'symmetric' is not available with 8-bit TFLite: full-integer PTQ always "
-                       "gives int8 activations a zero point (asymmetric); use activation_bits 16 (symmetric int16)")
-        if recipe.activation_bits == 16 and recipe.activations == "asymmetric":
-            out.append("activations 'asymmetric' is not available with TFLite 16x8: int16 activations are "
-                       "symmetric (zero point 0)")
-    if recipe.max_accuracy_drop is not None:
-        if quantizer == "onnxruntime":
-            out.append("max_accuracy_drop: accuracy-aware quantization is implemented for TFLite "
-                       "(QuantizationDebugger float fallback) and NNCF (quantize_with_accuracy_control) only")
-        if quantizer == "tflite" and recipe.activation_bits == 16:
-            out.append("max_accuracy_drop with activation_bits 16: the float-fallback search runs on "
-                       "8-bit activations only")
-    if quantizer != "nncf":
-        for key, value in (("nncf_preset", recipe.nncf_preset), ("bias_correction", recipe.bias_correction)):
-            if value is not None:
-                out.append(f"{key} {value!r} is an NNCF setting; the {quantizer} quantizer has no such option")
-        if recipe.smooth_quant:
-            extra = (" (onnxruntime's SmoothQuant needs Intel Neural Compressor, which edgepipe does not "
-                     "install)") if quantizer == "onnxruntime" else " (TFLiteConverter has no SmoothQuant)"
-            out.append("smooth_quant is supported on the NNCF path only" + extra)
-    return out
+    out = [f"{key} needs {module}, which this edgepipe build does not have yet"
+           for key, module in _NEEDS_MODULE.items()
+           if getattr(recipe, key) not in (None, False) and find_spec(module) is None]
+    return out + quantizers.load(quantizer).problems(recipe)
 
 
 def resolve(name: str, user: dict[str, Recipe] | None = None) -> Recipe:

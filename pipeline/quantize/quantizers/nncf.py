@@ -1,0 +1,194 @@
+"""The NNCF quantizer: `nncf.quantize` (and `nncf.quantize_with_accuracy_control`) on an OpenVINO IR.
+
+What it can do (`problems`): MINMAX, MEAN_MINMAX, MEAN_QUANTILE (percentile) and HISTOGRAM (MSE) range
+estimators; symmetric or asymmetric 8-bit activations; per-channel or per-tensor weights; the
+performance / mixed presets, fast / full / no bias correction, SmoothQuant; a `max_accuracy_drop`
+budget through NNCF's own accuracy control.
+
+How a recipe becomes NNCF calls: `nncf_arguments(recipe)` gives the keyword arguments of
+`nncf.quantize` (None / the default recipe: NNCF's defaults); `quantize_nncf` and `nncf_to_budget`
+call NNCF with them; `int8_stage` / `budget_stage` are the cached stages (keyed by the FP32 IR stage).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.quantize.quantizers.base import no_16x8, unsupported_statistic
+
+# ---- what it can do ------------------------------------------------------------------------
+
+# recipe.calibration -> the nncf RangeEstimatorParametersSet it selects (percentile: MEAN_QUANTILE at its
+# outlier probability; mse: the histogram search minimising the quantization error)
+RANGE_ESTIMATORS = {"minmax": "MINMAX", "mean_minmax": "MEAN_MINMAX", "percentile": "MEAN_QUANTILE",
+                    "mse": "HISTOGRAM"}
+STATISTICS = frozenset(RANGE_ESTIMATORS)
+STATISTICS_WHY = ("nncf.quantize range estimators are MINMAX, MEAN_MINMAX, MEAN_QUANTILE and HISTOGRAM (MSE); "
+                  "it has no KL/entropy estimator")
+
+
+def problems(recipe) -> list[str]:
+    """Why NNCF cannot build `recipe` (empty list = possible)."""
+    return unsupported_statistic(recipe, STATISTICS, STATISTICS_WHY) + no_16x8(recipe, "nncf")
+
+
+# ---- how a recipe becomes NNCF calls ---------------------------------------------------------
+
+def nncf_arguments(recipe) -> dict:
+    """The keyword arguments of `nncf.quantize` a recipe asks for (None / default recipe: NNCF's defaults)."""
+    import nncf
+    from nncf.common.quantization.structs import QuantizationScheme
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        AdvancedSmoothQuantParameters,
+        QuantizationParameters,
+    )
+    from nncf.quantization.range_estimator import (
+        RangeEstimatorParameters,
+        RangeEstimatorParametersSet,
+        StatisticsCollectorParameters,
+    )
+
+    kw: dict = {"preset": nncf.QuantizationPreset((recipe and recipe.nncf_preset) or "performance")}
+    if recipe is None:
+        return kw
+    adv: dict = {}
+    if recipe.weights == "per_tensor":
+        adv["weights_quantization_params"] = QuantizationParameters(per_channel=False)
+    if recipe.activations is not None:
+        adv["activations_quantization_params"] = QuantizationParameters(
+            mode=QuantizationScheme.SYMMETRIC if recipe.activations == "symmetric" else QuantizationScheme.ASYMMETRIC)
+    if recipe.calibration in RANGE_ESTIMATORS:  # other statistics were refused by `problems`
+        estimator = getattr(RangeEstimatorParametersSet, RANGE_ESTIMATORS[recipe.calibration])
+        if recipe.calibration == "percentile":  # MEAN_QUANTILE at the recipe's outlier probability
+            prob = 1.0 - recipe.percentile / 100.0
+            lo, hi = (StatisticsCollectorParameters(side.statistics_type, side.aggregator_type,
+                                                    quantile_outlier_prob=prob)
+                      for side in (estimator.min, estimator.max))
+            estimator = RangeEstimatorParameters(min=lo, max=hi)
+        adv["activations_range_estimator_params"] = estimator
+    if recipe.bias_correction == "full":
+        kw["fast_bias_correction"] = False
+    elif recipe.bias_correction == "off":
+        adv["disable_bias_correction"] = True
+    if recipe.smooth_quant:
+        # NNCF 3.4 adds SmoothQuant to the pipeline only for ModelType.TRANSFORMER
+        kw["model_type"] = nncf.ModelType.TRANSFORMER
+        a = recipe.smooth_quant_alpha
+        adv["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(convolution=a, matmul=a)
+    if adv:
+        kw["advanced_parameters"] = AdvancedQuantizationParameters(**adv)
+    return kw
+
+
+def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_device: str = "ANY") -> Path:
+    """FP32 IR -> NNCF INT8 IR. `recipe`: pipeline.quantize.recipes.Recipe (None: NNCF's defaults).
+    `target_device` selects NNCF's hardware config (e.g. "NPU": the quantization scheme the NPU runs)."""
+    import nncf
+    import openvino as ov
+
+    from calibration.adapters import nncf_dataset
+    from pipeline.stages.openvino import canonical_names
+
+    model = ov.Core().read_model(str(ir))
+    source_names = frozenset(op.get_friendly_name() for op in model.get_ops())
+    qmodel = nncf.quantize(
+        model,
+        nncf_dataset(calib),
+        target_device=nncf.TargetDevice(target_device),
+        subset_size=len(calib),
+        **nncf_arguments(recipe),
+    )
+    canonical_names(qmodel, source_names, "nncf_")  # only the unnamed Constant/Convert nodes NNCF added
+    dest = Path(out) / "model_int8.xml"
+    ov.save_model(qmodel, str(dest), compress_to_fp16=False)
+    return dest
+
+
+def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, control_labels: np.ndarray,
+                   max_drop_points: float, recipe=None, max_float_layers: int = 12,
+                   ranking_subset_size: int = 100, target_device: str = "ANY") -> tuple[Path, dict]:
+    """`nncf.quantize_with_accuracy_control` with an absolute top-1 budget (and the recipe's
+    other NNCF settings, as `nncf.quantize` would get them). At most `max_float_layers`
+    quantizers are reverted (the same cap as the TFLite loop), ranked on
+    `ranking_subset_size` control images, which bounds the search time on a large model."""
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
+
+    from calibration.adapters import nncf_dataset
+
+    kw = nncf_arguments(recipe)
+    if "advanced_parameters" in kw:
+        kw["advanced_quantization_parameters"] = kw.pop("advanced_parameters")
+
+    def validate(compiled, items) -> float:
+        output = compiled.outputs[0]
+        preds, labels = [], []
+        for img, label in items:
+            preds.append(int(np.argmax(compiled(img[None].astype(np.float32))[output][0])))
+            labels.append(int(label))
+        return float(np.mean(np.array(preds) == np.array(labels)))
+
+    model = ov.Core().read_model(str(ir))
+    validation = nncf.Dataset(list(zip(control, control_labels, strict=True)))
+    qmodel = nncf.quantize_with_accuracy_control(
+        model, nncf_dataset(calib), validation, validate, max_drop=max_drop_points / 100.0,
+        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), target_device=nncf.TargetDevice(target_device),
+        **kw,
+        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+            max_num_iterations=max_float_layers, ranking_subset_size=min(ranking_subset_size, len(control))))
+    dest = Path(out) / "model_int8_budget.xml"
+    ov.save_model(qmodel, str(dest), compress_to_fp16=False)
+    compiled = ov.Core().compile_model(qmodel, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    fq = sum(op.get_type_name() == "FakeQuantize" for op in qmodel.get_ops())
+    final = validate(compiled, zip(control, control_labels, strict=True))
+    fp32 = ov.Core().compile_model(str(ir), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    ref = validate(fp32, zip(control, control_labels, strict=True))
+    drop = 100.0 * (ref - final)
+    return dest, {"max_drop_points": max_drop_points, "control_top1": final, "control_drop_points": drop,
+                  "within_budget": drop <= max_drop_points + 1e-9, "fake_quantize_ops": fq}
+
+
+# ---- the cached stages ---------------------------------------------------------------------
+
+def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
+    """The NNCF INT8 stage of a recipe from the FP32 IR stage `ir` (accuracy control when the recipe has a
+    budget); `target_device="NPU"`: NNCF's NPU hardware config, its own stage. Returns (stage result,
+    tool versions)."""
+    from pipeline.core.versions import tool_versions
+
+    versions = tool_versions("openvino", "nncf")
+    if recipe.max_accuracy_drop is not None:
+        return budget_stage(ctx, ir, recipe, calib, target_device), versions
+    # the default recipe adds nothing to the key: stages cached before recipes stay valid
+    params = {"ir": ir.key, "calibration": calib.sha256, "preset": recipe.nncf_preset or "performance",
+              **recipe.key_params(), **versions}
+    name = "nncf-int8"
+    if target_device != "ANY":
+        params["target_device"] = target_device
+        name = f"nncf-int8-{target_device.lower()}"
+    res = ctx.stage(name, params, lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images,
+                                                                     recipe, target_device=target_device).name})
+    return res, versions
+
+
+def budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
+    """`max_accuracy_drop` by NNCF's accuracy control: the cached `nncf_to_budget` of the IR stage `ir`."""
+    from pipeline.core.versions import tool_versions
+    from pipeline.quantize.recipe_stages import control_key, control_set, resolution
+
+    params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
+              **control_key(ctx), **tool_versions("openvino", "nncf")}
+    if target_device != "ANY":
+        params["target_device"] = target_device
+
+    def fn(out: Path) -> dict:
+        images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
+        path, info = nncf_to_budget(ir.path / ir.meta["file"], out, calib.images, images, labels,
+                                    recipe.max_accuracy_drop, recipe, target_device=target_device)
+        return {"file": path.name, **info, **resolution(labels)}
+
+    return ctx.stage("nncf-int8-budget", params, fn)

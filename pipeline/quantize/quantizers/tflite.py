@@ -1,0 +1,210 @@
+"""The TFLite quantizer: TFLiteConverter full-integer post-training quantization.
+
+What it can do (`problems`): min/max calibration only; int8 activations with a zero point
+(asymmetric), or 16x8 (int16 activations, symmetric); per-channel or per-tensor weights; a
+`max_accuracy_drop` budget met by keeping the worst layers in float (8-bit activations only).
+
+How a recipe becomes converter calls (`converter`, `convert_int8`): per-tensor weights disable the
+converter's per-channel quantization; `activation_bits: 16` selects the 16x8 op set. The budget
+(`tflite_to_budget`) calibrates once with `tf.lite.experimental.QuantizationDebugger`, ranks every
+quantized layer by its own error (RMSE of its INT8 output vs its float output on the same input,
+in quantization steps) and keeps the worst ones in float (`denylisted_nodes`), one by one, through
+`accuracy_aware.greedy_float_fallback`. `int8_stage` / `budget_stage` are the cached stages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.quantize.accuracy_aware import BudgetResult, greedy_float_fallback, top1
+from pipeline.quantize.quantizers.base import no_nncf_options, unsupported_statistic
+
+# ---- what it can do ------------------------------------------------------------------------
+
+STATISTICS = frozenset({"minmax"})
+STATISTICS_WHY = ("TFLiteConverter's calibrator records only min/max per tensor "
+                  "(no percentile, MSE or KL statistic in its API)")
+NO_SMOOTH_QUANT = " (TFLiteConverter has no SmoothQuant)"
+
+
+def scheme_problems(recipe) -> list[str]:
+    """The activation scheme the converter imposes for the recipe's activation bits."""
+    out = []
+    if recipe.activation_bits == 8 and recipe.activations == "symmetric":
+        out.append("activations 'symmetric' is not available with 8-bit TFLite: full-integer PTQ always "
+                   "gives int8 activations a zero point (asymmetric); use activation_bits 16 (symmetric int16)")
+    if recipe.activation_bits == 16 and recipe.activations == "asymmetric":
+        out.append("activations 'asymmetric' is not available with TFLite 16x8: int16 activations are "
+                   "symmetric (zero point 0)")
+    return out
+
+
+def problems(recipe) -> list[str]:
+    """Why the TFLite converter cannot build `recipe` (empty list = possible)."""
+    out = unsupported_statistic(recipe, STATISTICS, STATISTICS_WHY) + scheme_problems(recipe)
+    if recipe.max_accuracy_drop is not None and recipe.activation_bits == 16:
+        out.append("max_accuracy_drop with activation_bits 16: the float-fallback search runs on "
+                   "8-bit activations only")
+    return out + no_nncf_options(recipe, "tflite", NO_SMOOTH_QUANT)
+
+
+# ---- how a recipe becomes converter calls ----------------------------------------------------
+
+def converter(saved_model: Path, per_tensor: bool = False):
+    """The converter every TFLite INT8 path starts from (the plain conversion and the budget's debugger)."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    if per_tensor:
+        conv._experimental_disable_per_channel = True  # the converter's (private) per-tensor switch
+    return conv
+
+
+def convert_int8(saved_model: Path, out: Path, calib: np.ndarray, int8_io: bool = True, recipe=None,
+                 io_dtype: str = "int8") -> Path:
+    """Full-integer post-training quantization from real calibration images (built-in int8 ops only).
+
+    With `int8_io`, the input/output tensors are integer: `io_dtype` (int8, or uint8 as older
+    Edge TPU pipelines expect), int16 for a 16x8 recipe. `recipe` (pipeline.quantize.recipes.Recipe,
+    None = default): per-tensor weights disable the converter's per-channel quantization;
+    activation_bits 16 selects the 16x8 op set (int16 activations, symmetric). Recipes the
+    converter cannot build were rejected by the config (`problems`).
+    """
+    import tensorflow as tf
+
+    from calibration.adapters import tflite_representative
+    from pipeline.core.progress import bar
+
+    conv = converter(saved_model, per_tensor=recipe is not None and recipe.weights == "per_tensor")
+    x16 = recipe is not None and recipe.activation_bits == 16
+    if x16:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    else:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if int8_io:
+        dtype = tf.int16 if x16 else {"int8": tf.int8, "uint8": tf.uint8}[io_dtype]
+        conv.inference_input_type = dtype
+        conv.inference_output_type = dtype
+    dest = Path(out) / "model_int8.tflite"
+    with bar(f"TFLite INT8: calibrating on {len(calib)} images", len(calib)) as advance:
+        conv.representative_dataset = tflite_representative(calib, advance)
+        dest.write_bytes(conv.convert())
+    return dest
+
+
+def rank_tflite_layers(debugger) -> list[dict]:
+    """Quantized layers, worst first, by RMSE / output scale (from the debugger's CSV dump)."""
+    debugger.run()
+    buf = io.StringIO()
+    debugger.layer_statistics_dump(buf)
+    rows = []
+    for r in csv.DictReader(io.StringIO(buf.getvalue())):
+        scale = float(r["scale"])
+        err = float(np.sqrt(float(r["mean_squared_error"]))) / scale if scale > 0 else float("inf")
+        rows.append({"tensor": r["tensor_name"], "op": r["op_name"], "rmse_over_scale": err})
+    return sorted(rows, key=lambda r: -r["rmse_over_scale"])
+
+
+def tflite_debugger(saved_model: Path, calib: np.ndarray, debug_images: np.ndarray, per_tensor: bool = False):
+    """Calibrate once; the debugger re-quantizes from that calibration with any denylist."""
+    import tensorflow as tf
+
+    from calibration.adapters import tflite_representative
+
+    conv = converter(saved_model, per_tensor)
+    conv.representative_dataset = tflite_representative(calib)
+    return tf.lite.experimental.QuantizationDebugger(
+        converter=conv, debug_dataset=tflite_representative(debug_images))
+
+
+def requantize(debugger, float_layers: Sequence[str]) -> bytes:
+    """The INT8 model with `float_layers` (output tensor names) kept in float, float I/O."""
+    import tensorflow as tf
+
+    debugger.options = tf.lite.experimental.QuantizationDebugOptions(
+        denylisted_nodes=list(float_layers) or None, fully_quantize=False)
+    return debugger.get_nondebug_quantized_model()
+
+
+def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control: np.ndarray,
+                     control_labels: np.ndarray, reference_top1: float, max_drop_points: float,
+                     threads: int = 2, debug_images: int = 32, max_float_layers: int | None = 12,
+                     per_tensor: bool = False) -> tuple[Path, BudgetResult]:
+    """Full-integer TFLite with the fewest float layers (in error order) that meet the budget."""
+    from pipeline.formats.runners import TFLiteRunner
+
+    debugger = tflite_debugger(saved_model, calib, control[:debug_images], per_tensor)
+    ranking = rank_tflite_layers(debugger)
+    models: dict[tuple[str, ...], bytes] = {}
+
+    def evaluate(layers: tuple[str, ...]) -> float:
+        blob = requantize(debugger, layers)
+        models[layers] = blob
+        with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+            f.write(blob)
+            f.flush()
+            runner = TFLiteRunner(Path(f.name), threads)
+            scores = np.stack([runner.predict(img) for img in control])
+        return top1(scores, control_labels)
+
+    res = greedy_float_fallback([r["tensor"] for r in ranking], evaluate, reference_top1, max_drop_points,
+                                max_float_layers)
+    res.ranking = ranking
+    dest = Path(out) / "model_int8_budget.tflite"
+    dest.write_bytes(models[res.chosen.float_layers])
+    return dest, res
+
+
+# ---- the cached stages ---------------------------------------------------------------------
+
+def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
+    """The full-integer INT8 conversion stage, shared by tflite-arm and coral-edgetpu: same options, same
+    cache key, so an Edge TPU build reuses tflite-arm's conversion instead of converting twice.
+    Returns (stage result, tool versions, calibration batch used)."""
+    from pipeline.core.versions import tool_versions
+    from pipeline.quantize.recipe_stages import source_savedmodel
+    from pipeline.quantize.recipes import BUILTIN
+
+    recipe = recipe or BUILTIN["default"]
+    calib = ctx.calibration_for(recipe)
+    sm = source_savedmodel(ctx, recipe, calib)  # equalized when the recipe asks for it
+    versions = tool_versions("tensorflow")
+    params = {"savedmodel": sm.key, "calibration": calib.sha256, "int8_io": int8_io,
+              **recipe.key_params(), **versions}
+    if io_dtype != "int8":  # keeps the key of the default (int8 I/O) conversion unchanged
+        params["io_dtype"] = io_dtype
+    if recipe.max_accuracy_drop is not None:  # float I/O, the fewest layers kept in float
+        return budget_stage(ctx, sm, recipe, calib), versions, calib
+    res = ctx.stage("tflite-int8", params,
+                    lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, int8_io,
+                                                      recipe, io_dtype).name})
+    return res, versions, calib
+
+
+def budget_stage(ctx, sm, recipe, calib):
+    """`max_accuracy_drop` by float fallback: the cached `tflite_to_budget` of the SavedModel stage `sm`."""
+    from pipeline.core.versions import tool_versions
+    from pipeline.quantize.recipe_stages import control_key, control_set, reference_top1, resolution
+
+    params = {"savedmodel": sm.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
+              **control_key(ctx), **tool_versions("tensorflow")}
+
+    def fn(out: Path) -> dict:
+        images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
+        ref = reference_top1(ctx, calib, images, labels)
+        path, res = tflite_to_budget(sm.path / "saved_model", out, calib.images, images, labels, ref,
+                                     recipe.max_accuracy_drop, threads=ctx.cfg.threads,
+                                     per_tensor=recipe.weights == "per_tensor")
+        (out / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
+        return {"file": path.name, "within_budget": res.within_budget, **resolution(labels),
+                "float_layers": list(res.chosen.float_layers), "control_drop_points": res.chosen.drop_points}
+
+    return ctx.stage("tflite-int8-budget", params, fn)

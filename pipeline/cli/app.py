@@ -26,6 +26,9 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print report.json on stdout"),
     wait: bool = typer.Option(False, "--wait", help="if another run holds the output directory, wait for it"),
     executor: str | None = typer.Option(None, help="where targets run: local | process[=N] | ray[=ADDRESS]"),
+    mlflow: str | None = typer.Option(None, "--mlflow", is_flag=False, flag_value="./mlruns", metavar="[URI]",
+                                      help="log the run to MLflow (default ./mlruns; after CONFIG, or --mlflow=URI; "
+                                           "pip install 'edgepipe\\[mlflow]')"),
 ) -> None:
     """Convert, quantize, validate and gate every configured target's artifacts."""
     from pipeline.config.schema import example_config_path, load_config, parse_config
@@ -42,9 +45,13 @@ def run(
         from pipeline.core.progress import stderr
         from pipeline.examples.models import resolve_model
         from pipeline.reports.terminal import print_summary
+        from pipeline.reports.tracking import open_tracker
         from pipeline.run.orchestrate import run_pipeline
 
+        tracker = open_tracker(mlflow)  # before the run: a missing mlflow fails now, not after it
         report = run_pipeline(cfg, resolve_model(cfg), wait=wait)
+        if tracker:
+            tracker.log(report, cfg.model_dump(mode="json"), config, Path(cfg.output), stderr)
     except EdgepipeError as err:
         fail(err)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (see main)

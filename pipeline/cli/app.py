@@ -26,9 +26,8 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print report.json on stdout"),
     wait: bool = typer.Option(False, "--wait", help="if another run holds the output directory, wait for it"),
     executor: str | None = typer.Option(None, help="where targets run: local | process[=N] | ray[=ADDRESS]"),
-    mlflow: str | None = typer.Option(None, "--mlflow", is_flag=False, flag_value="./mlruns", metavar="[URI]",
-                                      help="log the run to MLflow (default ./mlruns; after CONFIG, or --mlflow=URI; "
-                                           "pip install 'edgepipe\\[mlflow]')"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="log the run to MLflow: the store $MLFLOW_TRACKING_URI "
+                                "names, else ./mlruns (pip install 'edgepipe\\[mlflow]')"),
 ) -> None:
     """Convert, quantize, validate and gate every configured target's artifacts."""
     from pipeline.config.schema import example_config_path, load_config, parse_config

@@ -41,7 +41,7 @@ def boxes(items: list[dict], xlabel: str, title: str, w: int = 960) -> str:
     xr = (lo / 1.2, hi * 1.2) if xlog else (0.0, hi * 1.05 or 1.0)
     row = 30
     h = 60 + row * len(items)
-    f = Frame(w, h, xr, (0, len(items)), left=250, right=200, top=10, bottom=45, xlog=xlog)
+    f = Frame(w, h, xr, (0, len(items)), left=250, right=230, top=10, bottom=45, xlog=xlog)
     body = f.axes(xlabel, "", yticks=False)
     for i, (it, s) in enumerate(zip(items, stats, strict=True)):
         c = PALETTE[i % len(PALETTE)]

@@ -92,7 +92,7 @@ def scatter(rows: list[ReportRow]) -> str:
 
 def latency_boxes(rows: list[ReportRow]) -> str:
     items = [{"label": r.artifact, "values": (r.latency or {}).get("timings_ms"),
-              "note": "busy machine" if r.busy() else None} for r in rows]
+              "note": "busy" if r.busy() else None} for r in rows]
     return charts_dist.boxes(items, "steady-state latency per image (ms)", "latency distribution")
 
 
@@ -180,6 +180,10 @@ def latency_details(rows: list[ReportRow]) -> dict:
         lat = r.latency
         if not lat:
             continue
+        if "p50_ms" not in lat:  # not measured here (e.g. no Edge TPU): say why, on one line
+            table.append({"artifact": r.artifact, "emulated": is_emulated(r), "busy": False,
+                          "skipped": str(lat.get("skipped") or lat)})
+            continue
         e2e = lat.get("end_to_end") or {}
         mci = lat.get("mean_ci95_ms")
         rss = (f"peak {fmt(lat['peak_rss_mb'], '.0f')} MB (model +{fmt(lat.get('rss_model_mb', 0), '.0f')})"
@@ -187,14 +191,13 @@ def latency_details(rows: list[ReportRow]) -> dict:
                else f"delta {fmt(lat['rss_delta_mb'], '.0f')} MB (in-process)" if "rss_delta_mb" in lat else MISSING)
         load, when = _load_text(lat.get("load") or {})
         table.append({
-            "artifact": r.artifact, "emulated": is_emulated(r), "busy": bool(r.busy()),
+            "artifact": r.artifact, "emulated": is_emulated(r), "busy": bool(r.busy()), "skipped": None,
             "cells": [fmt(lat.get("load_ms"), ".1f"), fmt(lat.get("first_ms"), ".1f"), fmt(lat.get("warmup"), "d"),
                       fmt(lat.get("runs"), "d"), fmt(lat.get("mean_ms"), ".2f"),
                       f"{fmt(e2e.get('p50_ms'), '.1f')} / {fmt(e2e.get('p90_ms'), '.1f')}",
                       fmt(e2e.get("preprocess_p50_ms"), ".2f"), fmt(lat.get("threads"), "d")],
             "mean_ci": _ci(mci, ".2f"),
-            "runtime": lat.get("skipped")
-            or f"{lat.get('runtime') or MISSING} {lat.get('inference_precision', '')}".strip(),
+            "runtime": f"{lat.get('runtime') or MISSING} {lat.get('inference_precision', '')}".strip(),
             "rss": rss,
             "load": load, "when": when})
         for s in lat.get("thread_sweep") or []:

@@ -1,11 +1,14 @@
-"""Experiment tracking: `edgepipe run ... --mlflow [URI]` logs a finished run to MLflow.
+"""Experiment tracking: `edgepipe run ... --mlflow` logs a finished run to MLflow.
 
-`open_tracker(uri)` is called before the run, so a missing package fails at once (a ConfigError naming
+The store is MLflow's own `MLFLOW_TRACKING_URI` when set, else `./mlruns` (a local file store). A plain
+path is a local file store; anything with a scheme (`http://`, `sqlite://`, `databricks`) is passed to
+MLflow as it is. (`--mlflow` is a plain flag: Typer has no options with an optional value.)
+
+`open_tracker(enabled)` is called before the run, so a missing package fails at once (a ConfigError naming
 the extra, `pip install 'edgepipe[mlflow]'`) instead of after the run; `Tracker.log` then records one
 MLflow run: the config (flattened into params, and as files), every row's metrics (`<artifact>/<metric>`,
 with the row's status and busy flag as tags), report.json, report.html, the model cards and the
-artifact directories. A plain path (default `./mlruns`) is a local file store; anything with a scheme
-(`http://`, `sqlite://`, `databricks`) is passed to MLflow as it is. mlflow is imported only here, lazily.
+artifact directories. mlflow is imported only here, lazily.
 """
 
 from __future__ import annotations
@@ -156,6 +159,9 @@ class Tracker:
         return run_id
 
 
-def open_tracker(uri: str | None) -> Tracker | None:
-    """None when --mlflow was not given; else a Tracker (mlflow imported now: a missing package fails here)."""
-    return None if uri is None else Tracker(uri)
+def open_tracker(enabled: bool, uri: str | None = None) -> Tracker | None:
+    """None when --mlflow was not given; else a Tracker for `uri`, else $MLFLOW_TRACKING_URI, else ./mlruns
+    (mlflow is imported now: a missing package fails here, before the run)."""
+    if not enabled:
+        return None
+    return Tracker(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI)

@@ -45,7 +45,7 @@ def run(tiny_assets, tmp_path_factory):
     d = tmp_path_factory.mktemp("views")
     targets = [{"name": "tflite-arm"}, {"name": "openvino-cpu", "options": {"precisions": ["int8"]}},
                {"name": "coral-edgetpu"}]
-    cfg = tiny_config(tiny_assets, d / "out", targets=targets, latency={"warmup": 2, "runs": 50})
+    cfg = tiny_config(tiny_assets, d / "out", targets=targets, latency={"warmup": 2, "runs": 50, "thread_sweep": [1]})
     store = d / "mlruns"
     res = runner.invoke(app, ["run", str(write_config(d / "p.yaml", cfg)), "--mlflow"],
                         env={"MLFLOW_TRACKING_URI": str(store)}, catch_exceptions=False)
@@ -83,6 +83,10 @@ def test_every_latency_records_the_machines_load_and_its_raw_timings(run):
         t = np.array(lat["timings_ms"])
         assert len(t) == lat["runs"] == 50 and np.median(t) == pytest.approx(lat["p50_ms"], rel=1e-3, abs=1e-3)
         assert t.min() == pytest.approx(lat["min_ms"], abs=1e-3)
+    for r in measured[1:]:  # each thread-sweep measurement (in its own child) records its load too
+        (sweep,) = r["latency"]["thread_sweep"]
+        assert sweep["threads"] == 1 and sweep["load"]["cores"] == os.cpu_count()
+        assert sweep["load"]["before"]["time"] >= r["latency"]["load"]["after"]["time"]
 
 
 def test_load_record_from_hand_made_snapshots(tmp_path):

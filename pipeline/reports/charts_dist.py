@@ -37,8 +37,8 @@ def boxes(items: list[dict], xlabel: str, title: str, w: int = 960) -> str:
     stats = [box_stats(it["values"]) for it in items]
     allv = [x for s in stats for x in (s["lo"], s["hi"], *s["outliers"])]
     xlog = wants_log(allv)
-    lo, hi = min(allv), max(allv)
-    xr = (lo / 1.2, hi * 1.2) if xlog else (0.0, hi * 1.05 or 1.0)
+    hi = max(allv)
+    xr = (min(v for v in allv if v > 0) / 1.2, hi * 1.2) if xlog else (0.0, hi * 1.05 or 1.0)
     row = 30
     h = 60 + row * len(items)
     f = Frame(w, h, xr, (0, len(items)), left=250, right=230, top=10, bottom=45, xlog=xlog)

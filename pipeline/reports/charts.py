@@ -171,8 +171,7 @@ def scatter(points: list[dict], xlabel: str, ylabel: str, title: str, w: int = 9
                     f'fill="none" stroke="{c}" stroke-width="1" stroke-opacity="0.7"/>'
                     f'<text x="{f.x1 + 18}" y="{coord(ly + 4)}" {FONT} fill="{c}" class="point-label">'
                     f'{escape(p["label"])}</text>')
-    body.append(f'<text x="{f.x1 - 4}" y="{f.y0 + 14}" text-anchor="end" {FONT} fill="#b45309">'
-                '- - Pareto front</text>')
+    body.append(f'<text x="{f.x0 + 6}" y="{f.y1 - 6}" {FONT} fill="#b45309">- - Pareto front</text>')
     return svg(w, h, body, title)
 
 

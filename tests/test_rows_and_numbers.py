@@ -113,6 +113,7 @@ RENDERERS = {  # module -> the functions that render (None: the whole module)
     "pipeline/reports/terminal.py": None,
     "pipeline/reports/html.py": None,
     "pipeline/reports/charts.py": None,
+    "pipeline/reports/charts_dist.py": None,
     "pipeline/reports/model_card.py": None,
     "pipeline/sweeps/leaderboard.py": None,
     "pipeline/run/standalone.py": {"render"},

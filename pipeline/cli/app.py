@@ -26,6 +26,8 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="print report.json on stdout"),
     wait: bool = typer.Option(False, "--wait", help="if another run holds the output directory, wait for it"),
     executor: str | None = typer.Option(None, help="where targets run: local | process[=N] | ray[=ADDRESS]"),
+    mlflow: bool = typer.Option(False, "--mlflow", help="log the run to MLflow: the store $MLFLOW_TRACKING_URI "
+                                "names, else ./mlruns (pip install 'edgepipe\\[mlflow]')"),
 ) -> None:
     """Convert, quantize, validate and gate every configured target's artifacts."""
     from pipeline.config.schema import example_config_path, load_config, parse_config
@@ -42,9 +44,13 @@ def run(
         from pipeline.core.progress import stderr
         from pipeline.examples.models import resolve_model
         from pipeline.reports.terminal import print_summary
+        from pipeline.reports.tracking import open_tracker
         from pipeline.run.orchestrate import run_pipeline
 
+        tracker = open_tracker(mlflow)  # before the run: a missing mlflow fails now, not after it
         report = run_pipeline(cfg, resolve_model(cfg), wait=wait)
+        if tracker:
+            tracker.log(report, cfg.model_dump(mode="json"), config, Path(cfg.output), stderr)
     except EdgepipeError as err:
         fail(err)
     except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (see main)

@@ -20,9 +20,12 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 
 def fail(err: Exception) -> None:
+    from rich.markup import escape
+
     from pipeline.core.progress import stderr
 
-    stderr.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)  # never hard-wrap messages
+    # never hard-wrap messages; brackets in them are text ("pip install 'edgepipe[mlflow]'"), not markup
+    stderr.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(getattr(err, "exit_code", EXIT_BAD_INPUT))
 
 

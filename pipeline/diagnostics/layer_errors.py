@@ -233,7 +233,8 @@ def openvino_errors(fp32: Path, int8: Path, images: np.ndarray, keras_model=None
     core = ov.Core()
     mf, mq = core.read_model(str(fp32)), core.read_model(str(int8))
     layer_of = openvino_layer_names(mf, keras_model)
-    f_ops = {op.get_friendly_name(): op for op in mf.get_ops() if op.get_type_name() in _OV_WEIGHTED}
+    # get_ordered_ops: topological order, so `position` is the depth in the network (get_ops is not ordered)
+    f_ops = {op.get_friendly_name(): op for op in mf.get_ordered_ops() if op.get_type_name() in _OV_WEIGHTED}
     q_ops = {op.get_friendly_name(): op for op in mq.get_ops()}
     order, f_outs, q_outs = [], [], []
     for name, op in f_ops.items():

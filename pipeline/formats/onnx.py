@@ -31,6 +31,29 @@ def check(path: Path, label: str) -> None:
                                            f"{type(err).__name__}: {first[:300]} ({describe(path)})")) from None
 
 
+def input_tensor(path: Path) -> dict:
+    """The first graph input (name, shape, element type), the model's opset and, in a QDQ model, the
+    scale and zero point of the QuantizeLinear that reads that input."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    inp = next(i for i in g.input if i.name not in inits)
+    tt = inp.type.tensor_type
+    out = {"name": inp.name, "shape": [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim],
+           "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name,
+           "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+    quant = next((n for n in g.node if n.op_type == "QuantizeLinear" and n.input[0] == inp.name), None)
+    values = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+    if quant is not None and quant.input[1] in values:
+        out["scale"] = float(values[quant.input[1]].reshape(-1)[0])
+        if len(quant.input) > 2 and quant.input[2] in values:
+            out["zero_point"] = int(values[quant.input[2]].reshape(-1)[0])
+    return out
+
+
 def detect_precision(path: Path, runner=None) -> str:
     """int8 when the graph holds quantize or integer ops; else fp32."""
     import onnx

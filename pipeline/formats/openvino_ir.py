@@ -69,6 +69,20 @@ def check(path: Path, label: str) -> None:
             "no such file" if have is None else f"{have} bytes (truncated)"))
 
 
+def input_tensor(path: Path) -> dict:
+    """The first Parameter of the IR XML (no runtime): name, shape, element type. An NNCF INT8 IR keeps a
+    float input; its quantization is the FakeQuantize layers inside the graph."""
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    layer = next((x for x in root.findall("./layers/layer") if x.get("type") == "Parameter"), None)
+    data = layer.find("data") if layer is not None else None
+    if data is None:
+        return {}
+    shape = [int(d) if d.strip().lstrip("-").isdigit() else -1 for d in (data.get("shape") or "").split(",") if d]
+    return {"name": layer.get("name"), "shape": shape, "dtype": data.get("element_type")}
+
+
 def detect_precision(path: Path, runner=None) -> str:
     """int8 when the IR holds FakeQuantize layers or i8 constants; else fp32."""
     text = Path(path).read_text(errors="replace")

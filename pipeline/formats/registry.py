@@ -15,6 +15,8 @@ A format module provides:
     detect_precision(path, runner) -> str    when `opens_files` ("int8" / "fp32")
     board_floor() -> dict                    optional: minimum on-board runtime versions known only
                                              at bundle time (added to `board_min_versions`)
+    input_tensor(path) -> dict               optional: the first input as stored in the file (name, shape,
+                                             dtype; scale and zero_point when it is quantized), no runtime
 
 `pipeline/boards/device_runner.py` (uploaded to boards as one file) keeps its own copy of the
 board columns; `tests/test_formats.py` checks that it agrees with this table.
@@ -77,6 +79,11 @@ class Format:
             except ImportError as err:
                 error = err
         raise error or ImportError(f"no host runtime is known for {self.name} models")
+
+    def input_tensor(self, path: Path) -> dict | None:
+        """The model's first input as its file stores it (None when the format module cannot say)."""
+        read = getattr(self.load(), "input_tensor", None)
+        return read(Path(path)) if read else None
 
     def model_files(self, path: Path) -> tuple[str, ...]:
         """The main file and its companions (an IR's .bin), by name, as they sit side by side."""

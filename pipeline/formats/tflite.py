@@ -127,6 +127,22 @@ def _problem(schema, model, file_size: int) -> str | None:
     return None
 
 
+def input_tensor(path: Path) -> dict:
+    """The first input tensor as stored in the flatbuffer (no interpreter): name, shape, type and, for an
+    integer input, its quantization (real = scale * (q - zero_point))."""
+    schema, model = read_tflite(Path(path), what="TFLite model")
+    sg = model.subgraphs[0]
+    t = sg.tensors[int(seq(sg.inputs)[0])]
+    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    q = t.quantization
+    scale, zero = (seq(q.scale), seq(q.zeroPoint)) if q is not None else ([], [])
+    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+    out = {"name": name, "shape": [int(d) for d in seq(t.shape)], "dtype": types.get(t.type, str(t.type)).lower()}
+    if scale:
+        out.update(scale=float(scale[0]), zero_point=int(zero[0]) if zero else 0)
+    return out
+
+
 # ---- the host runner -----------------------------------------------------------------------
 def tflite_interpreter_class():
     """LiteRT first; tflite-runtime on boards that only have it; TensorFlow's as a last resort."""

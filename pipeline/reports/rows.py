@@ -17,7 +17,22 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeline.reports.numbers import fmt
+
 Json = dict[str, Any]
+
+
+def busy_note(latency: Json | None) -> str | None:
+    """What every renderer says about a latency measured on a busy machine (its `load` says `busy`:
+    the 1-minute load average above the core count); None when it was not, or was not recorded."""
+    load = (latency or {}).get("load") or {}
+    if not load.get("busy"):
+        return None
+    peak = max((s["loadavg"][0] for s in (load.get("before") or {}, load.get("after") or {}) if s.get("loadavg")),
+               default=None)
+    steal = load.get("steal_pct")
+    return (f"latency measured on a busy machine: load average {fmt(peak, '.1f')} on {load.get('cores')} cores"
+            + (f", CPU steal {fmt(steal, '.1f')}%" if steal else ""))
 
 
 class ReportRow(BaseModel):
@@ -76,6 +91,10 @@ class ReportRow(BaseModel):
     def get(self, key: str, default: Any = None) -> Any:
         """A key of the JSON form (named or not), `default` when it was not set."""
         return self.to_json().get(key, default)
+
+    def busy(self) -> str | None:
+        """`busy_note` of this row's latency: set when it was measured on a busy machine."""
+        return busy_note(self.latency)
 
     def replace(self, **changes: Any) -> ReportRow:
         """A new row with `changes` (validated; keys keep their place, new keys go last)."""

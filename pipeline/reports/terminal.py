@@ -33,8 +33,9 @@ def summary_table(report: dict) -> Table:
         t.add_row(
             r.artifact, STATUS.get(r.status, r.status), fmt(r.size_mb, ".1f"),
             fmt(acc.get("top1"), ".4f"), _drop(acc),
-            fmt(acc.get("agreement"), ".3f"), fmt(lat.get("p50_ms"), ".1f"), fmt(lat.get("p90_ms"), ".1f"),
-            "; ".join([*r.reasons, *([r.note] if r.note else [])])[:240],
+            fmt(acc.get("agreement"), ".3f"), fmt(lat.get("p50_ms"), ".1f") + (" busy" if r.busy() else ""),
+            fmt(lat.get("p90_ms"), ".1f"),
+            "; ".join([*r.reasons, *([r.note] if r.note else []), *([r.busy()] if r.busy() else [])])[:240],
         )
     return t
 
@@ -69,6 +70,10 @@ def print_summary(report: dict, console: Console, output) -> None:
     )
     for line in recipe_notes(report):
         console.print(line)
+    busy = [r.artifact for r in map(ReportRow.from_json, report["artifacts"]) if r.busy()]
+    if busy:
+        console.print(f"[bold yellow]busy machine:[/] the latency of {len(busy)} row(s) was measured while the load "
+                      "average exceeded the core count; rerun on an idle machine before quoting it", highlight=False)
     cross = report.get("cross_quantizer") or {}
     if cross.get("flagged"):
         console.print(f"[bold red]cross-quantizer check:[/] {', '.join(cross['flagged'])} far below the other INT8 "

@@ -43,12 +43,22 @@ def publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
         (tmp / "preprocess.json").write_text(json.dumps(ctx.spec.as_dict(), indent=2))
         published = Artifact.from_json({**art.to_json(), "path": str(final / art.path.name)})
         published.write(tmp, record_extra)
-        write_model_card(tmp / "README.md", ctx, published, record_extra)
+        write_model_card(tmp / "README.md", ctx, published, record_extra, artifact_facts(art))
         publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written artifact directory
         raise
     return final
+
+
+def artifact_facts(art: Artifact) -> dict:
+    """What the model card reads from the artifact file itself: its first input tensor (with the int8
+    scale and zero point). A file the reader cannot parse gets a card without it, and the reason."""
+    fmt = formats.find(art.format)
+    try:
+        return {"input": fmt.input_tensor(art.path) if fmt else None}
+    except Exception as err:  # a card fact, never a reason to lose the artifact
+        return {"input": None, "input_error": f"{type(err).__name__}: {err}"}
 
 
 def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> ReportRow:

@@ -69,13 +69,14 @@ def leaderboard_table(sweep: dict) -> Table:
     for r in map(ReportRow.from_json, sweep["references"] + sweep["rows"]):
         acc, lat = r.accuracy or {}, r.latency or {}
         mark = ("★" if r.id in front else "") + (" best" if r.id in winners else "")
-        note = "; ".join(r.reasons)
+        note = "; ".join([*r.reasons, *([r.busy()] if r.busy() else [])])
         if r.boards:
             note = "; ".join([note] * bool(note) + [_board_note(k, v) for k, v in r.boards.items()])
         t.add_row(r.get("model", ""), r.get("recipe", MISSING), r.artifact, STATUS.get(r.status, r.status),
                   fmt(r.size_mb, ".1f"), fmt(acc.get("top1"), ".4f"),
                   fmt(acc.get("drop_points"), "+.2f") if "drop_points" in acc else MISSING,
-                  fmt(lat.get("p50_ms"), ".1f"), fmt(lat.get("p90_ms"), ".1f"), mark, note[:140])
+                  fmt(lat.get("p50_ms"), ".1f") + (" busy" if r.busy() else ""), fmt(lat.get("p90_ms"), ".1f"),
+                  mark, note[:140])
     return t
 
 

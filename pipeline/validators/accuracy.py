@@ -55,8 +55,8 @@ def per_class(cm: np.ndarray, class_names: list[str] | None = None) -> list[dict
 
 def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, ref_scores: np.ndarray | None,
                      class_names: list[str] | None = None) -> dict:
-    """Top-1, top-k, per-class accuracy, confusion matrix; with a reference: agreement, the
-    drop in points and a paired-bootstrap 95% CI on it ("within noise" when it holds 0)."""
+    """Top-1 (with a Wilson 95% CI), top-k, per-class accuracy, confusion matrix; with a reference:
+    agreement, the drop in points and a paired-bootstrap 95% CI on it ("within noise" when it holds 0)."""
     labels = np.asarray(labels)
     labeled = labels >= 0
     if not labeled.any():
@@ -73,6 +73,7 @@ def accuracy_metrics(scores: np.ndarray, labels: np.ndarray, ref_scores: np.ndar
     m = {
         "n_images": int(labeled.sum()),
         "top1": float(correct.mean()),
+        "top1_ci95": list(stats.wilson_ci(int(correct.sum()), int(len(correct)))),
         "top5": float(topk_correct(s, y, k).mean()),
         "top5_k": k,
         "per_class": per_class(cm, class_names),

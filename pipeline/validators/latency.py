@@ -3,7 +3,10 @@
 Steady state is summarised as p50/p90/p99/mean with a 95% CI on the median (order
 statistics: no distribution assumed) and on the mean (bootstrap), and single-stream
 throughput. End-to-end time (decode + resize + scale from the image file, then inference)
-is measured separately, so preprocessing is never hidden in or left out of a number.
+is measured separately, so preprocessing is never hidden in or left out of a number. The raw
+steady-state timings are kept (`timings_ms`, at most MAX_TIMINGS) and so is the machine's load
+around the measurement (`load`: load average and CPU steal before and after, `busy`; see
+`machine_load.py`). Neither is part of a cache key: a cached result from before simply lacks them.
 
 `measure` runs in this process (used for the Keras reference). Deployment artifacts are
 measured in a fresh child process (`latency_child`), so its peak RSS is that of a process
@@ -19,10 +22,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.validators import stats
+from pipeline.validators import machine_load, stats
 
 PROTOCOL = 3  # bump when the measurement changes: part of the cache key
 SWEEP_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "p50_ci95_ms", "throughput_ips", "peak_rss_mb")
+MAX_TIMINGS = 1000  # raw steady-state timings kept in the result (for the report's distribution chart)
 
 
 def gate(gates, latency: dict | None) -> list[str]:
@@ -48,6 +52,13 @@ def summarize(times_ms: np.ndarray, prefix: str = "") -> dict:
     return {f"{prefix}{k}": v for k, v in out.items()}
 
 
+def kept_timings(times_ms: np.ndarray, limit: int = MAX_TIMINGS) -> list[float]:
+    """The raw timings in run order, every k-th one when there are more than `limit` (0.1 us resolution)."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    step = max(1, -(-len(t) // limit))
+    return [round(float(v), 4) for v in t[::step]]
+
+
 def time_runner(runner, images: np.ndarray, warmup: int, runs: int, progress=None) -> dict:
     """First inference, warmup, then `runs` timed single-image inferences cycling over `images`."""
     t0 = time.perf_counter()
@@ -66,6 +77,7 @@ def time_runner(runner, images: np.ndarray, warmup: int, runs: int, progress=Non
     res = {"first_ms": first_ms, "warmup": warmup, "runs": runs, "images": int(min(runs, len(images))),
            **summarize(times)}
     res["throughput_ips"] = 1e3 / res["mean_ms"]  # single stream, batch 1
+    res["timings_ms"] = kept_timings(times)
     return res
 
 
@@ -101,9 +113,11 @@ def measure(make_runner: Callable[[], object], images: np.ndarray, warmup: int, 
     t0 = time.perf_counter()
     runner = make_runner()
     load_ms = (time.perf_counter() - t0) * 1e3
+    before = machine_load.snapshot()
     res = {"load_ms": load_ms, **time_runner(runner, images, warmup, runs, progress)}
     if spec is not None and paths:
         res["end_to_end"] = time_end_to_end(runner, spec, paths, runs)
     res.update(rss_scope="in-process delta", rss_delta_mb=_rss_mb() - rss0,
                runtime=getattr(runner, "runtime", None), **getattr(runner, "info", {}))
+    res["load"] = machine_load.record(before, machine_load.snapshot())
     return res

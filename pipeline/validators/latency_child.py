@@ -46,6 +46,7 @@ def _peak_rss_mb() -> tuple[float, str]:
 def _child(req_path: str) -> int:
     import psutil
 
+    from pipeline.validators import machine_load
     from pipeline.validators.latency import time_end_to_end, time_runner
 
     req = json.loads(Path(req_path).read_text())
@@ -68,12 +69,14 @@ def _child(req_path: str) -> int:
     runner = _open(req)
     load_ms = (time.perf_counter() - t0) * 1e3
     rss_loaded = proc.memory_info().rss / 1e6
+    before = machine_load.snapshot()
     res = {"load_ms": load_ms, **time_runner(runner, images, req["warmup"], req["runs"], tick)}
     if req.get("paths"):
         from calibration.preprocess import PreprocessSpec
 
         spec = PreprocessSpec(**req["spec"])
         res["end_to_end"] = time_end_to_end(runner, spec, req["paths"], req["e2e_runs"], tick)
+    res["load"] = machine_load.record(before, machine_load.snapshot())
     peak, method = _peak_rss_mb()
     res.update({
         "rss_scope": "child process", "rss_baseline_mb": rss_base, "rss_after_load_mb": rss_loaded,

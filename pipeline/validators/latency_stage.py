@@ -46,7 +46,8 @@ def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | Non
             with bar(f"{name}: thread sweep {sweep}", lat.runs * len(sweep), ctx.console) as adv:
                 for t in sweep:
                     r = child(t, False, adv)
-                    res["thread_sweep"].append({"threads": t, **{k: r[k] for k in lat_mod.SWEEP_KEYS}})
+                    res["thread_sweep"].append({"threads": t, **{k: r[k] for k in lat_mod.SWEEP_KEYS},
+                                                "load": r.get("load")})
         return res
 
     return ctx.stage(name, params, fn).meta

@@ -1,6 +1,6 @@
-"""Confidence intervals: a paired bootstrap for accuracy differences, an order-statistic
-(distribution-free) interval for a median. Pure numpy, fixed seeds: the same inputs give
-the same interval on every run."""
+"""Confidence intervals: a paired bootstrap for accuracy differences, a Wilson score interval for
+one accuracy, an order-statistic (distribution-free) interval for a median. Pure numpy, fixed
+seeds: the same inputs give the same interval on every run."""
 
 from __future__ import annotations
 
@@ -56,3 +56,17 @@ def median_ci(samples: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     x = np.sort(np.asarray(samples, dtype=np.float64))
     j, k = median_ci_ranks(len(x), level)
     return float(x[j]), float(x[k])
+
+
+def wilson_ci(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (e.g. top-1 accuracy on n images): inside [0, 1], and
+    sensible at 0 or n successes, where the normal approximation collapses to a point."""
+    if n <= 0:
+        raise ValueError(f"wilson_ci: expected n > 0 trials. Received: {n}")
+    z = {0.9: 1.6448536269514722, 0.95: 1.959963984540054, 0.99: 2.5758293035489004}[level]
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if successes == 0 else lo), (1.0 if successes == n else hi)

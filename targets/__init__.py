@@ -119,6 +119,7 @@ REGISTRY: dict[str, TargetInfo] = {
             precisions=("fp32", "int8"),
             runtime="ONNX Runtime (CPUExecutionProvider)",
             needs_packages=("tf2onnx", "onnx", "onnxruntime"),
+            artifact=".onnx FP32 (tf2onnx, opset 17 unless set) and QDQ INT8, both run by ONNX Runtime's CPU provider",
         ),
     )
 }

@@ -93,8 +93,11 @@ class RunContext:
         return sub
 
     def recipe(self, target: str):
-        """The resolved quantization recipe of a configured target (pipeline.quantize.recipes.Recipe)."""
-        entry = next(e for e in self.cfg.targets if e.name == target)
+        """The resolved quantization recipe of a target (pipeline.quantize.recipes.Recipe): its configured
+        `options.recipe`, or the default recipe for a target built without a config entry."""
+        from pipeline.config.schema import TargetEntry
+
+        entry = next((e for e in self.cfg.targets if e.name == target), None) or TargetEntry(name=target)
         return self.cfg.recipe_for(entry)
 
     # ---- model ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from calibration import checks
 from calibration.preprocess import PreprocessSpec
 from calibration.sources import open_source
 from calibration.splits import stratified_split
-from pipeline.core.errors import InputError
+from pipeline.core.errors import InputError, expected_received
 from pipeline.core.hashing import sha256_arrays
 
 
@@ -41,7 +41,7 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
         raise InputError(
             f"{what}: expected images in split {subset.split!r} of {subset.source!r}. Received: 0 images"
         )
-    images = np.empty((len(idx), *spec.shape), dtype=np.float32)
+    images = _allocate(len(idx), spec.shape, what)
     for j, i in enumerate(idx):
         try:
             images[j] = spec.load(records[i].path)
@@ -55,6 +55,23 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
     checks.validate(images, spec.shape, spec.mode, what)
     return Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split,
                  tuple(str(records[i].path) for i in idx))
+
+
+def _allocate(n: int, shape: tuple[int, int, int], what: str) -> np.ndarray:
+    """The batch array, or an InputError when it cannot fit in memory (never a MemoryError traceback)."""
+    import psutil
+
+    need = n * int(np.prod(shape)) * 4
+    avail = psutil.virtual_memory().available
+    try:
+        if need > 0.8 * avail:
+            raise MemoryError
+        return np.empty((n, *shape), dtype=np.float32)
+    except MemoryError:
+        expected = f"{n} preprocessed images of {shape[0]}x{shape[1]}x{shape[2]} float32 ({need / 2**30:.1f} GiB) " \
+                   "to fit in memory"
+        raise InputError(expected_received(what, expected, f"{avail / 2**30:.1f} GiB available; lower input.size or "
+                                                           "the subset's size")) from None
 
 
 def subsample(batch: Batch, n: int, seed: int) -> Batch:

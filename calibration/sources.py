@@ -2,16 +2,24 @@
 
 A source yields records (image path, class index or -1 when unlabeled); images are only
 decoded when a subset is materialised.
+
+CSV files are read as UTF-8 (with or without a byte-order mark); other encodings (Latin-1,
+UTF-16) are refused naming the first undecodable byte and its line. A row with a missing or extra
+field, or an empty path, is refused naming its line. A folder whose files are all of unsupported
+types names what it skipped. `check_source` lists a source and checks that every image is a
+regular file, without decoding anything (a run does it before it writes).
 """
 
 from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import InputError
+from pipeline.core import safeio
+from pipeline.core.errors import InputError, expected_received
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -29,7 +37,10 @@ def package_dir(package: str) -> Path:
     """Where a package lives, without importing it (its __init__ may be heavy)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"data source: expected the Python package {package!r} to be installed. Received: none")
+        from pipeline.core.extras import pip_hint
+
+        raise InputError(f"data source: expected the Python package {package!r} to be installed "
+                         f"({pip_hint([package])}). Received: none")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -80,22 +91,40 @@ def _folder(root: Path, labels: list[str]) -> list[Record]:
     return records
 
 
+def csv_rows(path: Path) -> list[tuple[int, str, str]]:
+    """(line number, path, label) of every data row of a CSV source with columns path,label."""
+    label = f"CSV source {str(path)!r}"
+    text = safeio.read_text(path, "CSV source", safeio.MAX_TEXT, bom="strip")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader, None)
+        if not header or not {"path", "label"} <= {h.strip() for h in header}:
+            raise InputError(expected_received(label, "columns 'path' and 'label' (a header line)",
+                                               repr(header)[:200]))
+        cols = [h.strip() for h in header]
+        i_path, i_label = cols.index("path"), cols.index("label")
+        rows = []
+        for row in reader:
+            if not row:
+                continue  # a blank line
+            if len(row) != len(cols):
+                raise InputError(expected_received(f"{label} line {reader.line_num}", f"{len(cols)} fields {cols}",
+                                                   f"{len(row)} fields {repr(row)[:200]}"))
+            if not row[i_path].strip():
+                raise InputError(expected_received(f"{label} line {reader.line_num}", "an image path", "an empty path"))
+            rows.append((reader.line_num, row[i_path], row[i_label].strip()))
+    except csv.Error as err:
+        raise InputError(expected_received(f"{label} line {reader.line_num}", "valid CSV", str(err))) from None
+    return rows
+
+
 def _csv(path: Path, labels: list[str]) -> list[Record]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise InputError(
-                f"CSV source {str(path)!r}: expected columns 'path' and 'label'. Received: {reader.fieldnames}"
-            )
-        records = []
-        for i, row in enumerate(reader, start=2):
-            lab = (row["label"] or "").strip()
-            if lab and lab not in labels:
-                raise InputError(
-                    f"CSV source {str(path)!r} line {i}: expected a label in {labels}. Received: {lab!r}"
-                )
-            p = Path(row["path"])
-            records.append(Record(p if p.is_absolute() else path.parent / p, labels.index(lab) if lab else -1))
+    records = []
+    for line, p, lab in csv_rows(path):
+        if lab and lab not in labels:
+            raise InputError(f"CSV source {str(path)!r} line {line}: expected a label in {labels}. Received: {lab!r}")
+        p = Path(p)
+        records.append(Record(p if p.is_absolute() else path.parent / p, labels.index(lab) if lab else -1))
     return records
 
 
@@ -105,15 +134,41 @@ def open_source(source: str, labels: list[str]) -> list[Record]:
         records = fn()
     else:
         p = Path(source)
-        if p.is_dir():
+        problem = safeio.stat_problem(p)
+        if problem == "a directory":
             records = _folder(p, labels)
-        elif p.is_file() and p.suffix.lower() == ".csv":
-            records = _csv(p, labels)
+        elif p.suffix.lower() == ".csv" and problem != "no such file or directory":
+            records = _csv(p, labels)  # a FIFO, device or link loop is named by the reader
         else:
             raise InputError(
                 f"data source: expected one of {sorted(EXAMPLES)}, a folder of class sub-folders, "
-                f"or a .csv file with columns path,label. Received: {source!r}"
+                f"or a .csv file with columns path,label. Received: {source!r}" + (f" ({problem})" if problem else "")
             )
     if not records:
-        raise InputError(f"data source {source!r}: expected at least one image. Received: 0 images")
+        skipped = _skipped(Path(source)) if source not in EXAMPLES else ""
+        raise InputError(f"data source {source!r}: expected at least one image. Received: 0 images{skipped}")
     return records
+
+
+def _skipped(root: Path) -> str:
+    """', skipped N files of other types: a.gif, b.webp, ...' for a folder source; '' otherwise."""
+    if not root.is_dir():
+        return ""
+    files = [p for d in (root, *(q for q in root.iterdir() if q.is_dir())) for p in sorted(d.iterdir())
+             if not p.is_dir() and p.suffix.lower() not in IMAGE_SUFFIXES]
+    if not files:
+        return ""
+    shown = ", ".join(repr(str(p.relative_to(root))) for p in files[:5])
+    return (f"; skipped {len(files)} file(s) of other types (supported: {', '.join(sorted(IMAGE_SUFFIXES))}): "
+            f"{shown}{', ...' if len(files) > 5 else ''}")
+
+
+def check_source(source: str, labels: list[str], what: str) -> int:
+    """List a source and check every image is a regular file (nothing decoded). Returns the image count."""
+    records = open_source(source, labels)
+    if source not in EXAMPLES:
+        for r in records:
+            problem = safeio.stat_problem(r.path)
+            if problem is not None:
+                raise InputError(expected_received(f"{what} image {str(r.path)!r}", "a regular image file", problem))
+    return len(records)

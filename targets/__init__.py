@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import asdict, dataclass
 
+from pipeline.core.extras import pip_hint
 from targets import host
 
 
@@ -51,10 +52,23 @@ class TargetInfo:
                      "libraries": libraries, "device": device},
         }
 
+    def how_to_finish(self, status: dict | None = None) -> str:
+        """The exact way to complete this target on this host ("" when nothing is missing): the extra
+        that brings missing Python packages (`pipeline/core/extras.py`), then `install` for a missing
+        compiler, executable, library or device."""
+        status = status if status is not None else self.host_status()
+        packages = [p for p, ok in status["host"]["packages"].items() if not ok]
+        others = [m for m in status["missing"] if m not in packages]
+        steps = [pip_hint(packages)] if packages else []
+        if others:
+            steps.append(self.install or f"install {', '.join(others)}")
+        return "; ".join(steps) + ("; then rerun" if steps else "")
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["device"] = host.DEVICES[self.device].name if self.device else None
-        return {**d, **self.host_status()}
+        status = self.host_status()
+        return {**d, **status, "how_to_finish": self.how_to_finish(status)}
 
 
 REGISTRY: dict[str, TargetInfo] = {
@@ -91,9 +105,11 @@ REGISTRY: dict[str, TargetInfo] = {
             needs_packages=("tensorflow", "ai_edge_litert"),
             artifact="Edge-TPU-ready INT8 .tflite + pre-flight report; *_edgetpu.tflite when compiled",
             compiler="edgetpu_compiler",
-            install=("edgetpu_compiler (x86-64 Debian/Ubuntu): add 'deb https://packages.cloud.google.com/apt "
-                     "coral-edgetpu-stable main' to /etc/apt/sources.list.d/coral-edgetpu.list with Google's apt "
-                     "key, then apt-get install edgetpu-compiler; runtime: apt-get install libedgetpu1-std"),
+            install=("x86-64 Debian/Ubuntu: curl https://packages.cloud.google.com/apt/doc/apt-key.gpg | sudo "
+                     "apt-key add -; echo 'deb https://packages.cloud.google.com/apt coral-edgetpu-stable main' | "
+                     "sudo tee /etc/apt/sources.list.d/coral-edgetpu.list; sudo apt-get update; sudo apt-get "
+                     "install edgetpu-compiler libedgetpu1-std (the compiler, or Coral's Colab notebook, makes the "
+                     "*_edgetpu.tflite; latency needs an attached Edge TPU: USB Accelerator or PCIe /dev/apex_0)"),
             device="edgetpu",
             device_libraries=("edgetpu",),
             notes="without the compiler: pre-flight report and CPU accuracy of the same int8 model",
@@ -107,7 +123,8 @@ REGISTRY: dict[str, TargetInfo] = {
             runtime="OpenVINO Runtime (NPU plugin); MYRIAD: OpenVINO 2022.3 LTS only",
             needs_packages=("openvino", "nncf"),
             artifact="OpenVINO IR (NPU-ready INT8) + NPU blob when an NPU is present; FP16 IR for MYRIAD",
-            install="an Intel NPU and its driver (intel-npu-driver, /dev/accel/accel0); OpenVINO lists it as 'NPU'",
+            install=("run on a machine with an Intel NPU (Core Ultra) and its Linux driver "
+                     "(github.com/intel/linux-npu-driver: /dev/accel/accel0), where OpenVINO lists the device 'NPU'"),
             device="npu",
             notes="MYRIAD (Neural Compute Stick 2) was removed in OpenVINO 2023.0: its FP16 IR needs 2022.3 LTS",
         ),

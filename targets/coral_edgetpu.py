@@ -4,9 +4,10 @@ The INT8 model is tflite-arm's conversion (builtin int8 ops only, static batch 1
 I/O; with int8 I/O it is the same cache entry, so it is converted once. Every artifact carries the
 pre-flight report (JSON + table). When `edgetpu_compiler` is on PATH it is compiled (`*_edgetpu.tflite`,
 log kept and parsed); when not, the artifact is the uncompiled model and the row says
-"not compiled: edgetpu_compiler not installed" with how to install it. Accuracy runs on an Edge TPU
-when one is attached (libedgetpu delegate), otherwise on the CPU interpreter for the same int8 model,
-and latency is then "skipped: no Edge TPU".
+"not compiled: edgetpu_compiler not installed" and, like every target this host cannot finish,
+`not available here` with how to install it (pipeline/run/availability.py, the registry's hint).
+Accuracy runs on an Edge TPU when one is attached (libedgetpu delegate), otherwise on the CPU
+interpreter for the same int8 model, and latency is then "skipped: no Edge TPU".
 
 `recipe` is a TFLite recipe (8-bit only): the Edge TPU quantizer (pipeline/quantize/quantizers/edgetpu.py).
 With `max_accuracy_drop` the Edge TPU cannot keep layers in float (a float op splits the graph onto the
@@ -71,7 +72,7 @@ def _build(ctx, opts: Options) -> Artifact:
     compiled = meta.get("compiled") or []
     main = res.path / (compiled[0] if compiled else SOURCE)
     extra = (SOURCE, "preflight.json", "preflight.txt", *compiled[1:], *meta.get("logs", []))
-    incomplete = () if exe else (f"{etc.NOT_INSTALLED} — {etc.INSTALL_HINT}",)
+    incomplete = () if exe else (etc.NOT_INSTALLED,)  # how to install it: the row's `how_to_finish` (registry)
     return Artifact.from_files(
         f"{NAME}/int8", NAME, "tflite", "int8", main, extra_files=extra,
         tool_versions={**versions, "edgetpu_compiler": compiler}, calibration_sha256=calib.sha256,

@@ -7,9 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import PositiveInt, model_validator
+from pydantic import model_validator
 
 from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import Threads
 from pipeline.core.versions import cpu_model, tool_versions
 from targets.base import Job, QuantizedOptions
 
@@ -23,8 +24,8 @@ class Options(QuantizedOptions):
     inference_precision: Literal["f32", "bf16", "f16"] = "f32"
     blob: bool = True  # also ship the model compiled for this CPU (export_model); the runner imports it
     model_cache: bool = True  # OpenVINO CACHE_DIR (<output>/ov-cache) when the runner compiles an IR
-    num_threads: PositiveInt | None = None  # INFERENCE_NUM_THREADS (default: the run's `threads`)
-    streams: PositiveInt | None = None  # NUM_STREAMS (default: what the hint picks)
+    num_threads: Threads | None = None  # INFERENCE_NUM_THREADS (default: the run's `threads`)
+    streams: Threads | None = None  # NUM_STREAMS (default: what the hint picks)
 
     @model_validator(mode="before")
     @classmethod

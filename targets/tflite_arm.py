@@ -5,9 +5,10 @@ coral-edgetpu."""
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveInt
+from pydantic import Field
 
 from pipeline.core.artifacts import Artifact
+from pipeline.core.bounds import Threads
 from pipeline.core.versions import tool_versions
 from targets.base import Job, QuantizedOptions
 
@@ -20,7 +21,7 @@ class Options(QuantizedOptions):
     verify_arm64: int = Field(0, ge=0, description="test images to run on an arm64 userland under emulation "
                                                    "and compare with the host (0: off)")
     xnnpack: bool = True  # LiteRT's default XNNPACK delegate (False: builtin kernels only)
-    num_threads: PositiveInt | None = None  # XNNPACK/interpreter threads (default: the run's `threads`)
+    num_threads: Threads | None = None  # XNNPACK/interpreter threads (default: the run's `threads`)
 
 
 def jobs(ctx, opts: Options) -> list[Job]:

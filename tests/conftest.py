@@ -11,8 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from tests.fixtures import tiny_xception  # noqa: E402
 from tests.fixtures.configs import INPUT, tiny_config, write_config  # noqa: E402
 
-# session fixtures: `resumed` (an interrupted, resumed run) and `chromium` (headless Chromium for report tests)
-pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium"]
+# session fixtures: `resumed` (an interrupted, resumed run), `chromium` (headless Chromium for report tests),
+# `tiny_built` (the tiny model's artifacts of every host target, each built once)
+pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium", "tests.fixtures.tiny_built"]
 
 
 

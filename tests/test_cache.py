@@ -9,6 +9,7 @@ import pytest
 from pipeline.core.cache import MARKER, StageCache
 from pipeline.core.errors import OutputLockedError
 from pipeline.run.outdir import locked_output
+from tests.fixtures.leftovers import dead_temp_dir
 from tests.fixtures.locks import lock_held_by_child
 
 
@@ -53,9 +54,13 @@ def test_a_directory_without_marker_is_not_a_hit_and_is_replaced(tmp_path):
 
 
 def test_leftover_temporaries_from_dead_processes_are_swept(tmp_path):
-    (tmp_path / ".tmp-s-abc-999999999").mkdir()
+    """Only folders carrying edgepipe's marker, written by a dead process, are swept; a user's folder
+    named like a leftover is not touched (found by its marker, never by its name)."""
+    dead_temp_dir(tmp_path / "s-abc")
+    (tmp_path / ".tmp-s-abc-999999999").mkdir()  # the old naming, but not edgepipe's: no marker
+    alive = dead_temp_dir(tmp_path / "s-def", pid=1)  # pid 1 is alive: another run's, left alone
     assert StageCache(tmp_path).sweep_temporaries() == 1
-    assert not any(tmp_path.iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([".tmp-s-abc-999999999", alive.name])
 
 
 def test_second_run_on_same_output_fails_naming_the_holder(tmp_path):

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.app import app
 from tests.fixtures.configs import write_config
+from tests.fixtures.leftovers import dead_temp_dir
 
 
 def test_sigterm_is_handled_like_ctrl_c(resumed):
@@ -104,17 +105,22 @@ def test_read_only_output_aborts_cleanly_and_keeps_previous_outputs(resumed, tmp
 
 
 def test_leftovers_of_a_killed_publish_are_undone(tmp_path):
-    """kill -9 between publish_dir's two renames leaves only `.old-<name>-<pid>`: the previous good
-    artifact is put back; temporary artifact dirs and report files of dead runs are removed."""
+    """kill -9 between publish_dir's two renames leaves only the marked "old" folder holding the previous
+    version: the previous good artifact is put back; marked temporary folders of dead runs are removed.
+    Folders are recognised by the marker edgepipe writes inside them, never by their names."""
     from pipeline.run.outdir import sweep_leftovers
 
     arts = tmp_path / "artifacts"
-    (arts / ".old-tflite-arm-int8-999999999").mkdir(parents=True)
-    (arts / ".old-tflite-arm-int8-999999999" / "model_int8.tflite").write_bytes(b"good")
-    (arts / ".tmp-tflite-arm-fp32-999999999").mkdir()
-    (tmp_path / ".report.json.tmp-999999999").write_text("{")
-    (arts / ".tmp-openvino-cpu-fp32-1").mkdir()  # pid 1 is alive: another run's, left alone
+    old = dead_temp_dir(arts / "tflite-arm-int8", "old")
+    (old / "previous").mkdir()
+    (old / "previous" / "model_int8.tflite").write_bytes(b"good")
+    dead_temp_dir(arts / "tflite-arm-fp32")
+    dead_temp_dir(tmp_path / "report.json")
+    alive = dead_temp_dir(arts / "openvino-cpu-fp32", pid=1)  # pid 1 is alive: another run's, left alone
+    (arts / ".tmp-mine-999999999").mkdir()  # named like an old leftover, but the user's own: no marker
+    (arts / ".old-tflite-arm-int8-999999999").mkdir()
     assert sweep_leftovers(tmp_path) == 3
     assert (arts / "tflite-arm-int8" / "model_int8.tflite").read_bytes() == b"good"
-    assert sorted(p.name for p in arts.iterdir()) == [".tmp-openvino-cpu-fp32-1", "tflite-arm-int8"]
-    assert not (tmp_path / ".report.json.tmp-999999999").exists()
+    assert sorted(p.name for p in arts.iterdir()) == sorted(
+        [".old-tflite-arm-int8-999999999", ".tmp-mine-999999999", alive.name, "tflite-arm-int8"])
+    assert [p.name for p in tmp_path.iterdir() if p.name != "artifacts"] == []

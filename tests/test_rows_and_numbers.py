@@ -117,6 +117,7 @@ RENDERERS = {  # module -> the functions that render (None: the whole module)
     "pipeline/reports/model_card.py": None,
     "pipeline/sweeps/leaderboard.py": None,
     "pipeline/run/standalone.py": {"render"},
+    "pipeline/reports/profile.py": {"lines"},
 }
 
 

@@ -44,6 +44,24 @@ def test_first_run_builds_validates_and_passes(first_run):
     assert "tflite-arm/int8" in res.output and "p90 ms" in res.output
 
 
+def test_first_run_profile_says_where_the_time_went(first_run):
+    prof = first_run["report"]["profile"]
+    kinds = prof["by_kind"]
+    # every stage mapped to a kind by the one table (nothing "other"), each counted once
+    assert {"reference", "convert", "quantize", "compile", "probe", "accuracy", "latency", "diagnose", "load"} \
+        <= set(kinds) and "other" not in kinds
+    assert sum(k["ran"] for name, k in kinds.items() if name != "load") == len(first_run["report"]["stages"])
+    assert [s["stage"] for s in prof["stages"]] == [s["stage"] for s in first_run["report"]["stages"]]
+    assert {x["what"] for x in prof["loads"]} >= {"validation images", "calibration images", "keras model"}
+    for name in ("reference", "convert", "quantize", "accuracy", "latency", "diagnose", "load"):
+        assert kinds[name]["wall_seconds"] > 0 and kinds[name]["cpu_seconds"] > 0, (name, kinds[name])
+    # the latency stages' child processes are in their CPU time; own times add up to no more than the run
+    own = sum(k["wall_seconds"] for k in kinds.values())
+    assert own <= prof["run"]["wall_seconds"] + 0.1 and prof["run"]["cpu_seconds"] > 0
+    assert abs(own + prof["outside_stages"]["wall_seconds"] - prof["run"]["wall_seconds"]) < 0.1
+    assert "time by kind" in first_run["res"].output and "quantize" in first_run["res"].output
+
+
 def test_artifact_directories_are_complete(first_run):
     out = first_run["dir"] / "out" / "artifacts"
     for name, files in {"tflite-arm-int8": ["model_int8.tflite"],
@@ -64,6 +82,12 @@ def test_rerun_runs_no_stage(first_run):
     report = json.loads((first_run["dir"] / "out" / "report.json").read_text())
     assert report["stages"] and all(s["cached"] for s in report["stages"])
     assert "0 ran" in res.output
+    # the warm run's profile: no stage ran, no model was loaded (images are, for their hash), and what the
+    # cache saved (what the stages cost when they ran)
+    kinds, loads = report["profile"]["by_kind"], report["profile"]["loads"]
+    assert all(k["ran"] == 0 for name, k in kinds.items() if name != "load"), kinds
+    assert "keras model" not in {x["what"] for x in loads}, loads
+    assert kinds["accuracy"]["cached_cost_wall_seconds"] > 0 and kinds["quantize"]["cached_cost_cpu_seconds"] > 0
 
 
 def test_changing_one_parameter_reruns_only_what_depends_on_it(first_run):
@@ -135,8 +159,9 @@ def test_missing_or_non_savedmodel_path_exits_2(tmp_path, tiny_assets, make, exp
     assert expected in res.output
 
 
-def test_device_targets_without_compiler_or_device_are_partial_exit_3(first_run):
-    """No edgetpu_compiler and no NPU here: each row is built, validated on the CPU and says what is missing."""
+def test_device_targets_without_compiler_or_device_are_not_available_here_exit_0(first_run):
+    """No edgetpu_compiler and no NPU here: each row is built, validated on the CPU, says what is missing and
+    how to finish it, and does not fail the run; --strict makes the same (cached) run partial, exit 3."""
     import targets
 
     have = [t for t in ("coral-edgetpu", "openvino-npu") if targets.get(t).host_status()["host"]["compiler"]
@@ -145,30 +170,58 @@ def test_device_targets_without_compiler_or_device_are_partial_exit_3(first_run)
         pytest.skip("this host has an Edge TPU toolchain or an NPU")
     cfg = dict(first_run["cfg"], targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"]}},
                                           {"name": "coral-edgetpu"}, {"name": "openvino-npu"}])
-    res = _run(write_config(first_run["dir"] / "devices.yaml", cfg))
-    assert res.exit_code == 3, res.output
+    path = write_config(first_run["dir"] / "devices.yaml", cfg)
+    res = _run(path)
+    assert res.exit_code == 0, res.output
     report = json.loads((first_run["dir"] / "out" / "report.json").read_text())
     rows = {r["artifact"]: r for r in report["artifacts"]}
-    assert rows["tflite-arm/int8"]["status"] == "passed" and report["exit_code"] == 3
+    assert rows["tflite-arm/int8"]["status"] == "passed" and report["exit_code"] == 0
     coral, npu = rows["coral-edgetpu/int8"], rows["openvino-npu/int8"]
-    assert coral["status"] == npu["status"] == "partial"
-    assert coral["reasons"][0].startswith("not compiled: edgetpu_compiler not installed")
+    assert coral["status"] == npu["status"] == "partial"  # report.json keeps `partial`, and says why
+    assert coral["not_available_here"] is npu["not_available_here"] is True
+    assert report["not_available_here"] == ["coral-edgetpu/int8", "openvino-npu/int8"] and report["strict"] is False
+    assert coral["how_to_finish"] == targets.get("coral-edgetpu").how_to_finish()
+    assert "apt-get install edgetpu-compiler" in coral["how_to_finish"]
+    assert coral["reasons"][0] == "not compiled: edgetpu_compiler not installed"
     assert coral["latency"] == {"skipped": coral["reasons"][1]} and "no Edge TPU" in coral["reasons"][1]
+    assert coral["reasons"][-1].startswith("not available here (missing: edgetpu_compiler")
+    assert coral["reasons"][-1].endswith(coral["how_to_finish"])
     assert coral["accuracy"]["agreement"] == rows["tflite-arm/int8"]["accuracy"]["agreement"]  # same int8 model
     assert npu["reasons"][0].startswith("not compiled: no NPU device") and npu["accuracy"]["n_images"] == 54
+    assert "linux-npu-driver" in npu["how_to_finish"]
     assert coral["target_info"]["edgetpu"]["preflight"]["all_on_edgetpu"] is True
     d = first_run["dir"] / "out" / "artifacts" / "coral-edgetpu-int8"
     assert {"model_int8.tflite", "preflight.json", "preflight.txt", "artifact.json"} <= {p.name for p in d.iterdir()}
-    assert json.loads((d / "artifact.json").read_text())["status"] == "partial"
+    record = json.loads((d / "artifact.json").read_text())
+    assert record["status"] == "partial" and record["not_available_here"] is True
+    assert record["how_to_finish"] == coral["how_to_finish"]
     ran = {s["stage"] for s in report["stages"] if not s["cached"]}
     assert "tflite-int8" not in ran  # the Edge TPU model is tflite-arm's cached conversion
-    assert "partial" in res.output and "not compiled: edgetpu_compiler" in res.output
+    assert "not available here" in res.output and "not compiled: edgetpu_compiler" in res.output
+    # the install hint in full, on its own line below the table (never cut in a cell)
+    assert f"  to finish it: {coral['how_to_finish']}" in res.output.splitlines()
+    html = (first_run["dir"] / "out" / "report.html").read_text()
+    assert "not available here" in html and "apt-get install edgetpu-compiler" in html
+
+    strict = _run(path, "--strict")
+    assert strict.exit_code == 3, strict.output
+    report = json.loads((first_run["dir"] / "out" / "report.json").read_text())
+    assert report["exit_code"] == 3 and report["strict"] is True
+    assert all(s["cached"] for s in report["stages"])
 
 
 def test_exit_code_precedence():
-    from pipeline.validators.gates import exit_code
+    from pipeline.validators.gates import exit_code, run_exit_code
 
     assert exit_code(["reference", "passed"]) == 0
     assert exit_code(["reference", "passed", "partial"]) == 3
     assert exit_code(["reference", "partial", "failed"]) == 1  # a failure wins over partial
     assert exit_code(["reference", "partial", "error"]) == 1
+    nah = {"status": "partial", "target": "coral-edgetpu", "not_available_here": True}
+    rows = [{"status": "reference"}, {"status": "passed", "target": "tflite-arm"}, nah]
+    assert run_exit_code(rows) == 0  # not available here: reported, not counted
+    assert run_exit_code(rows, strict=True) == 3
+    assert run_exit_code(rows, required=["coral-edgetpu"]) == 3
+    assert run_exit_code(rows, required=["tflite-arm"]) == 0
+    assert run_exit_code([*rows, {"status": "partial", "target": "openvino-cpu"}]) == 3  # other partials count
+    assert run_exit_code([*rows, {"status": "failed", "target": "openvino-cpu"}]) == 1

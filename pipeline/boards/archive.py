@@ -1,8 +1,13 @@
 """Bundle archives (.tar): pack a verified bundle directory, unpack one safely.
 
 Unpacking inspects every member before writing anything: absolute paths, `..`, symbolic and
-hard links, devices and FIFOs are refused, and so is a member name that appears twice. Members
-are extracted into a private temporary directory that is renamed into place only at the end.
+hard links, devices and FIFOs, sparse members are refused, and so is a member name that appears
+twice. The check streams the headers (a compressed archive is inflated once, never extracted):
+more than `MAX_MEMBERS` members, more than `MAX_TOTAL` bytes of members, or a decompressed stream
+more than `MAX_RATIO` times the archive's size (past `RATIO_FLOOR`) is refused as an archive bomb
+before a byte is written. The archive itself must be a regular file (`pipeline.core.safeio`).
+Members are extracted into a marked temporary directory (`pipeline.core.tempdirs`) that is renamed
+into place only at the end.
 """
 
 from __future__ import annotations
@@ -13,7 +18,13 @@ import tarfile
 from pathlib import Path
 
 from pipeline.boards.device_runner import bundle_files, safe_relpath
-from pipeline.core.errors import BundleError
+from pipeline.core import safeio, tempdirs
+from pipeline.core.errors import BundleError, InputError
+
+MAX_MEMBERS = 10_000
+MAX_TOTAL = 16 * safeio.GiB  # bytes of all members
+MAX_RATIO = 50  # decompressed tar stream / archive file size
+RATIO_FLOOR = 64 * safeio.MiB  # small archives may compress better than that
 
 
 def pack(bundle_dir: Path, archive: Path) -> Path:
@@ -22,7 +33,8 @@ def pack(bundle_dir: Path, archive: Path) -> Path:
     files, links = bundle_files(str(bundle_dir))
     if links:
         raise BundleError(f"pack {str(bundle_dir)!r}: expected regular files only. Received links: {links}")
-    tmp = archive.with_name(f".{archive.name}.tmp-{os.getpid()}")
+    shell = tempdirs.make_temp_dir(archive)
+    tmp = shell / archive.name
     with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
         for rel in files:
             info = tar.gettarinfo(str(bundle_dir / rel), arcname=f"{bundle_dir.name}/{rel}")
@@ -31,14 +43,31 @@ def pack(bundle_dir: Path, archive: Path) -> Path:
             with open(bundle_dir / rel, "rb") as f:
                 tar.addfile(info, f)
     os.replace(tmp, archive)
+    shutil.rmtree(shell, ignore_errors=True)
     return archive
 
 
-def check_members(tar: tarfile.TarFile, what: str) -> tuple[str, list[tarfile.TarInfo]]:
-    """All members must be regular files or directories under one top-level directory name."""
-    members = tar.getmembers()
+def check_members(tar: tarfile.TarFile, what: str, archive_bytes: int | None = None
+                  ) -> tuple[str, list[tarfile.TarInfo]]:
+    """All members must be regular files or directories under one top-level directory name; the
+    headers are read one at a time and the bomb limits checked as they stream by."""
+    members: list[tarfile.TarInfo] = []
     seen, tops = set(), set()
-    for m in members:
+    total = 0
+    limit = max(RATIO_FLOOR, MAX_RATIO * archive_bytes) if archive_bytes is not None else None
+    for m in tar:
+        members.append(m)
+        total += m.size
+        if len(members) > MAX_MEMBERS:
+            raise BundleError(f"{what}: expected at most {MAX_MEMBERS} members. Received: more")
+        if total > MAX_TOTAL:
+            raise BundleError(f"{what}: expected at most {safeio.human(MAX_TOTAL)} of files. Received: more")
+        if limit is not None and tar.offset > limit:
+            raise BundleError(f"{what}: expected an archive that inflates at most {MAX_RATIO}x its size "
+                              f"({safeio.human(archive_bytes)}). Received: more than {safeio.human(limit)} "
+                              "(an archive bomb?)")
+        if m.issparse():
+            raise BundleError(f"{what}: expected regular files. Received a sparse member: {m.name!r}")
         name = m.name[:-1] if m.name.endswith("/") else m.name
         if not safe_relpath(name):
             raise BundleError(f"{what}: expected relative paths inside the bundle. Received: {m.name!r}")
@@ -61,17 +90,26 @@ def unpack(archive: Path, dest_parent: Path) -> Path:
     archive, dest_parent = Path(archive), Path(dest_parent)
     what = f"bundle archive {str(archive)!r}"
     try:
-        tar = tarfile.open(archive, "r:*")
-    except (OSError, tarfile.TarError) as err:
-        raise BundleError(f"{what}: expected a .tar archive. Received: {err}") from err
-    with tar:
-        top, members = check_members(tar, what)
+        f = safeio.open_regular(archive, "bundle archive")
+    except InputError as err:
+        raise BundleError(str(err)) from None
+    size = os.fstat(f.fileno()).st_size
+    try:
+        tar = tarfile.open(fileobj=f, mode="r:*")
+        top, members = check_members(tar, what, size)
+    except (OSError, EOFError, tarfile.TarError, ValueError) as err:  # zlib/lzma/bz2 errors are OSError/EOFError
+        f.close()
+        raise BundleError(f"{what}: expected a .tar archive. Received: {type(err).__name__}: {err}") from None
+    except BaseException:
+        f.close()
+        raise
+    with f, tar:
         final = dest_parent / top
         if final.exists():
             raise BundleError(f"{what}: expected {str(final)!r} not to exist. Received: it exists")
-        tmp = dest_parent / f".tmp-unpack-{top}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        shell = tempdirs.make_temp_dir(final, stem=f"unpack-{top}")
+        tmp = shell / top
+        tmp.mkdir()
         try:
             for m in members:
                 rel = m.name.rstrip("/").split("/", 1)
@@ -81,9 +119,12 @@ def unpack(archive: Path, dest_parent: Path) -> Path:
                     continue
                 target.parent.mkdir(parents=True, exist_ok=True)
                 src = tar.extractfile(m)
-                with src, open(target, "xb") as f:
-                    shutil.copyfileobj(src, f)
-            os.replace(tmp, final)
+                with src, open(target, "xb") as dst:
+                    shutil.copyfileobj(src, dst)
+            os.rename(tmp, final)
+        except (EOFError, tarfile.TarError) as err:
+            raise BundleError(f"{what}: expected a readable .tar archive. Received: {type(err).__name__}: "
+                              f"{err}") from None
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(shell, ignore_errors=True)
     return final

@@ -27,7 +27,8 @@ import numpy as np
 from pipeline import formats
 from pipeline.boards import device_runner
 from pipeline.boards.signing import load_private, write_signature
-from pipeline.core.errors import BundleError, InputError
+from pipeline.core import safeio, tempdirs
+from pipeline.core.errors import BundleError, InputError, expected_received
 from pipeline.core.hashing import sha256_file
 from pipeline.core.versions import tool_versions
 
@@ -42,26 +43,34 @@ _VERSION_DIR = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
 def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None = None,
                  samples: str | None = None, per_class: int = SAMPLE_PER_CLASS, threads: int = 2) -> Path:
     """Bundle a published artifact directory; returns the new bundle directory (written atomically)."""
-    artifact_dir = Path(artifact_dir)
+    artifact_dir, out = Path(artifact_dir), Path(out)
+    if out.exists() and not out.is_dir():
+        raise BundleError(expected_received(f"--out {str(out)!r}", "a bundle store folder (new or existing)",
+                                            "an existing file"))
     load_private(key)  # a missing or wrong key fails before any work
     record = _read_artifact(artifact_dir)
     name = artifact_dir.name
-    out = Path(out)
     latest = latest_version(out, name)
     if version is None:
         version = latest + 1
     elif version <= latest:
         raise BundleError(f"bundle version: expected a version greater than {latest} (the newest {name} bundle in "
                           f"{str(out)!r}). Received: {version}")
-    labels = [ln.strip() for ln in (artifact_dir / "labels.txt").read_text(encoding="utf-8").splitlines() if ln.strip()]
-    spec = json.loads((artifact_dir / "preprocess.json").read_text())
+    from pipeline.core.labels import read_labels
+
+    labels = read_labels(artifact_dir / "labels.txt")
+    spec = _read_spec(artifact_dir / "preprocess.json")
     images, sample_labels, sample_info = select_sample(artifact_dir, labels, spec, samples, per_class)
     model_path = artifact_dir / record["files"][0]
     host_preds = _host_predictions(record["format"], model_path, images, threads)
 
     final = out / f"{name}-v{version}"
-    tmp = out / f".tmp-{final.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    if final.exists() or final.is_symlink():
+        raise BundleError(expected_received(f"bundle store {str(out)!r}", f"no {final.name!r} yet (bundles are never "
+                                            "overwritten)", f"{str(final)!r} exists and is not a bundle "
+                                            "(no manifest.json)" if not (final / MANIFEST).is_file() else "it exists"))
+    shell = tempdirs.make_temp_dir(final)  # marked as edgepipe's (pipeline.core.tempdirs); the bundle is built
+    tmp = shell / final.name  # inside it, so the marker is never part of the bundle's file set
     (tmp / "sample").mkdir(parents=True)
     try:
         copied = list(record["files"]) + list(ARTIFACT_FILES)
@@ -96,10 +105,9 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
         }
         seal(tmp, manifest, key)
         verify(tmp, None)  # the file set we just wrote must verify before it is published
-        out.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        os.rename(tmp, final)  # never replaces: a bundle that appeared meanwhile makes this fail
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(shell, ignore_errors=True)
     return final
 
 
@@ -135,9 +143,9 @@ def verify(bundle_dir: Path, pubkey: Path | None) -> dict:
 
 def read_manifest(bundle_dir: Path) -> dict:
     try:
-        return json.loads((Path(bundle_dir) / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise BundleError(f"bundle {str(bundle_dir)!r}: expected a readable {MANIFEST}. Received: {err}") from err
+        return json.loads(safeio.read_text(Path(bundle_dir) / MANIFEST, "bundle manifest"))
+    except (OSError, ValueError, RecursionError, InputError) as err:
+        raise BundleError(f"bundle {str(bundle_dir)!r}: expected a readable {MANIFEST}. Received: {err}") from None
 
 
 def latest_version(out: Path, name: str) -> int:
@@ -163,10 +171,10 @@ def select_sample(artifact_dir: Path, labels: list[str], spec: dict, samples: st
     else:
         report_path = artifact_dir.parent.parent / "report.json"
         try:
-            report = json.loads(report_path.read_text())
+            report = json.loads(safeio.read_text(report_path, "run report"))
             val, splits = report["data"]["validation"], report["data"].get("splits")
             source, split = val["source"], val["split"]
-        except (OSError, ValueError, KeyError, TypeError) as err:
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, InputError) as err:
             raise BundleError(f"sample images: expected the run's report {str(report_path)!r} naming the validation "
                               f"data, or --samples SOURCE. Received: {err}") from err
         if split != "all" and splits is None:
@@ -182,19 +190,35 @@ def select_sample(artifact_dir: Path, labels: list[str], spec: dict, samples: st
     if not chosen:
         raise InputError(f"sample images: expected labeled images in split {split!r} of {source!r}. Received: 0")
     pspec = PreprocessSpec(**spec)
-    images = np.stack([pspec.load(records[i].path) for i in chosen]).astype(np.float32)
+    images = np.stack([pspec.load(records[i].path) for i in chosen]).astype(np.float32)  # InputError if unreadable
     return images, all_labels[chosen], {"source": source, "split": split}
+
+
+def _read_json(path: Path, what: str):
+    from pipeline.core import safeio
+
+    try:
+        return json.loads(safeio.read_text(path, what))
+    except (ValueError, RecursionError) as err:
+        raise InputError(expected_received(f"{what} {str(path)!r}", "a JSON document", str(err)[:200])) from None
+
+
+RECORD_TYPES = {"files": list, "target": str, "format": str, "precision": str, "sha256": str}
 
 
 def _read_artifact(artifact_dir: Path) -> dict:
     if not artifact_dir.is_dir():
         raise InputError(f"artifact: expected a published artifact directory (<output>/artifacts/<name>/). "
                          f"Received: {str(artifact_dir)!r}")
-    try:
-        record = json.loads((artifact_dir / "artifact.json").read_text())
-    except (OSError, ValueError) as err:
-        raise InputError(f"artifact {str(artifact_dir)!r}: expected a readable artifact.json. Received: {err}") from err
-    for f in list(record.get("files", [])) + list(ARTIFACT_FILES):
+    record = _read_json(artifact_dir / "artifact.json", "artifact record")
+    label = f"artifact record {str(artifact_dir / 'artifact.json')!r}"
+    if not isinstance(record, dict):
+        raise InputError(expected_received(label, "a JSON object", type(record).__name__))
+    wrong = {k: type(record.get(k)).__name__ for k, t in RECORD_TYPES.items() if not isinstance(record.get(k), t)}
+    if wrong or not record["files"] or not all(isinstance(f, str) for f in record["files"]):
+        raise InputError(expected_received(label, "keys files (a non-empty list of file names), target, format, "
+                                           "precision, sha256 (strings)", f"wrong or missing: {wrong or 'files'}"))
+    for f in list(record["files"]) + list(ARTIFACT_FILES):
         p = artifact_dir / f
         if not device_runner.safe_relpath(f) or not p.exists() or stat.S_ISLNK(p.lstat().st_mode):
             raise InputError(f"artifact {str(artifact_dir)!r}: expected a regular file {f!r}. Received: "
@@ -207,6 +231,20 @@ def _read_artifact(artifact_dir: Path) -> dict:
         raise BundleError(f"artifact {str(artifact_dir)!r}: expected model sha256 {record['sha256']} "
                           f"(artifact.json). Received: {fresh.sha256}")
     return record
+
+
+def _read_spec(path: Path) -> dict:
+    from dataclasses import fields
+
+    from calibration.preprocess import PreprocessSpec
+
+    spec = _read_json(path, "preprocess spec")
+    allowed = {f.name for f in fields(PreprocessSpec)}
+    if not isinstance(spec, dict) or not {"height", "width"} <= set(spec) <= allowed or not all(
+            isinstance(spec.get(k, 3), int) and 0 < spec.get(k, 3) <= 4096 for k in ("height", "width", "channels")):
+        raise InputError(expected_received(f"preprocess spec {str(path)!r}",
+                                           f"a JSON object with keys from {sorted(allowed)}", repr(spec)[:200]))
+    return spec
 
 
 def _host_predictions(fmt: str, model_path: Path, images: np.ndarray, threads: int) -> np.ndarray:

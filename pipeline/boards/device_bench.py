@@ -11,7 +11,6 @@ numbers for the same artifact.
 from __future__ import annotations
 
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -94,9 +93,13 @@ def merge_into_report(path: Path, summary: dict) -> None:
     """Add the boards' rows to report.json["devices"] (replacing earlier rows for the same board and
     bundle name), with the host's numbers for that artifact beside them. Written atomically."""
     try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
+        from pipeline.core import safeio
+
+        report = json.loads(safeio.read_text(path, "--report"))
+    except (OSError, ValueError, RecursionError) as err:
         raise InputError(f"--report: expected a run's report.json. Received: {str(path)!r} ({err})") from err
+    if not isinstance(report, dict):
+        raise InputError(f"--report: expected a run's report.json (a JSON object). Received: {type(report).__name__}")
     name = summary["bundle"]["name"]
     host_row = next((r for r in report.get("artifacts", []) if r.get("artifact", "").replace("/", "-") == name), None)
     host = dict(summary["host"])
@@ -109,6 +112,6 @@ def merge_into_report(path: Path, summary: dict) -> None:
     for e in summary["devices"]:
         keep.append({"artifact": name, "bundle_version": summary["bundle"]["bundle_version"], "host": host, **e})
     report["devices"] = keep
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, path)
+    from pipeline.core.jsonio import write_json
+
+    write_json(path, report)

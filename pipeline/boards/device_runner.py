@@ -16,10 +16,13 @@ or too old, 5 the model failed to load or run. On failure the JSON has "ok": fal
 "error": {"kind", "message"}.
 
 Verification: every file listed in manifest.json must exist as a regular file with the listed
-size and sha256; no other file (and no link) may be in the bundle, except manifest.json and
-its signature manifest.sig. The Ed25519 signature over manifest.json's bytes is checked when
-`--pubkey` is given and the `cryptography` package is importable; otherwise the result says
-why it was not checked (the host always checks it before uploading).
+size and sha256; no other file (and no link, FIFO or device) may be in the bundle, except
+manifest.json and its signature manifest.sig. A manifest that is not a regular file of at most
+MAX_MANIFEST bytes, is not JSON, is nested deeper than JSON's parser allows, or has a field of
+the wrong type (`check_manifest`) is refused like a tampered bundle: exit 2. The Ed25519
+signature over manifest.json's bytes is checked when `--pubkey` is given and the `cryptography`
+package is importable; otherwise the result says why it was not checked (the host always checks
+it before uploading).
 """
 
 import argparse
@@ -46,6 +49,9 @@ EXIT_INFERENCE = 5
 
 # The board columns of edgepipe's formats table (pipeline/formats/registry.py: board_runtimes, suffixes).
 # This file cannot import it (it runs alone on boards); tests/test_formats.py checks they agree.
+MAX_MANIFEST = 16 * 1024 * 1024
+MAX_THREADS_PER_CORE = 4
+
 RUNTIMES_FOR_FORMAT = {"tflite": ("ai_edge_litert", "tflite_runtime"), "openvino-ir": ("openvino",)}
 FORMAT_OF_SUFFIX = {".tflite": "tflite", ".xml": "openvino-ir"}
 
@@ -113,14 +119,15 @@ def sha256_file(path):
 
 
 def bundle_files(root):
-    """Every non-directory entry under root (relative posix paths); links are reported as such."""
+    """Every non-directory entry under root (relative posix paths); links and special files (FIFOs,
+    devices, sockets: a read would block or never end) are reported in the second list."""
     found, links = [], []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in list(dirnames) + filenames:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
             mode = os.lstat(full).st_mode
-            if stat.S_ISLNK(mode):
+            if stat.S_ISLNK(mode) or not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
                 links.append(rel)
             elif not stat.S_ISDIR(mode):
                 found.append(rel)
@@ -132,17 +139,68 @@ def read_manifest(root):
     if not os.path.isfile(path) or os.path.islink(path):
         raise RunnerError("verification", "bundle %r: expected a regular file %s. Received: none" % (root, MANIFEST),
                           EXIT_VERIFY)
-    with open(path, "rb") as f:
-        raw = f.read()
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RunnerError("verification", "%s: expected a regular file" % MANIFEST, EXIT_VERIFY)
+        raw = f.read(MAX_MANIFEST + 1)
+    if len(raw) > MAX_MANIFEST:
+        raise RunnerError("verification", "%s: expected at most %d bytes. Received: more" % (MANIFEST, MAX_MANIFEST),
+                          EXIT_VERIFY)
     try:
         manifest = json.loads(raw.decode("utf-8"))
-    except ValueError as err:
-        raise RunnerError("verification", "%s: expected JSON. Received: %s" % (MANIFEST, err), EXIT_VERIFY) from err
+    except (ValueError, RecursionError) as err:  # RecursionError: nested deeper than the parser allows
+        raise RunnerError("verification", "%s: expected JSON. Received: %s: %s"
+                          % (MANIFEST, type(err).__name__, str(err)[:200]), EXIT_VERIFY) from None
     if not isinstance(manifest, dict) or manifest.get("edgepipe_bundle") != BUNDLE_FORMAT:
         raise RunnerError("verification", "%s: expected edgepipe_bundle=%d. Received: %r"
                           % (MANIFEST, BUNDLE_FORMAT, manifest.get("edgepipe_bundle") if isinstance(manifest, dict)
                              else type(manifest).__name__), EXIT_VERIFY)
+    check_manifest(manifest)
     return manifest, raw
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check_manifest(manifest):
+    """The types every reader of a manifest relies on; a wrong one is a verification error (exit 2)."""
+    def bad(where, expected, value):
+        text = repr(value)
+        raise RunnerError("verification", "%s %s: expected %s. Received: %s"
+                          % (MANIFEST, where, expected, text if len(text) <= 80 else text[:80] + "..."), EXIT_VERIFY)
+
+    files = manifest.get("files")
+    if not isinstance(files, list):
+        bad("files", "a list", type(files).__name__)
+    for i, entry in enumerate(files):
+        if not isinstance(entry, dict):
+            bad("files[%d]" % i, "an object with path, size, sha256", type(entry).__name__)
+        if not _is_int(entry.get("size")) or entry.get("size") < 0:
+            bad("files[%d].size" % i, "a non-negative integer", entry.get("size"))
+        sha = entry.get("sha256")
+        if not isinstance(sha, str) or not re.match(r"^[0-9a-f]{64}$", sha):
+            bad("files[%d].sha256" % i, "64 hex digits", sha)
+    model = manifest.get("model")
+    if not (isinstance(model, dict) and isinstance(model.get("file"), str) and isinstance(model.get("format"), str)):
+        bad("model", "an object with string 'file' and 'format'", model)
+    sample = manifest.get("sample")
+    if sample is not None:
+        if not isinstance(sample, dict) or not all(isinstance(sample.get(k), str) for k in ("images", "labels")):
+            bad("sample", "null or an object with string 'images' and 'labels'", sample)
+        preds = sample.get("host_predictions")
+        if preds is not None and not (isinstance(preds, list) and all(_is_int(p) for p in preds)):
+            bad("sample.host_predictions", "a list of integers", preds)
+    requires = manifest.get("requires")
+    if requires is not None and not (isinstance(requires, dict) and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in requires.items())):
+        bad("requires", "an object of runtime -> version strings", requires)
+    for key in ("name", "target", "precision"):
+        if manifest.get(key) is not None and not isinstance(manifest.get(key), str):
+            bad(key, "a string", manifest.get(key))
+    if manifest.get("bundle_version") is not None and not _is_int(manifest.get("bundle_version")):
+        bad("bundle_version", "an integer", manifest.get("bundle_version"))
 
 
 def verify_signature(root, raw, pubkey):
@@ -185,25 +243,29 @@ def verify_bundle(root, pubkey=None):
     """Check every file against the manifest. Returns (manifest, verification dict)."""
     manifest, raw = read_manifest(root)
     listed = {}
-    for entry in manifest.get("files", []):
-        rel = entry.get("path") if isinstance(entry, dict) else None
+    for entry in manifest["files"]:
+        rel = entry.get("path")
         if not safe_relpath(rel):
             raise RunnerError("verification", "manifest: expected relative paths inside the bundle. Received: %r"
                               % (rel,), EXIT_VERIFY)
         listed[rel] = entry
     if not listed:
         raise RunnerError("verification", "manifest: expected a non-empty 'files' list. Received: none", EXIT_VERIFY)
-    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
-    sample = manifest.get("sample") if isinstance(manifest.get("sample"), dict) else {}
+    model = manifest["model"]
+    sample = manifest.get("sample") or {}
     for what, ref in (("model.file", model.get("file")), ("sample.images", sample.get("images", "")),
                       ("sample.labels", sample.get("labels", ""))):
         if ref != "" and ref not in listed:
             raise RunnerError("verification", "manifest %s: expected one of the listed files. Received: %r"
                               % (what, ref), EXIT_VERIFY)
-    present, links = bundle_files(root)
+    present, odd = bundle_files(root)
+    links = [p for p in odd if os.path.islink(os.path.join(root, *p.split("/")))]
     if links:
         raise RunnerError("verification", "bundle: expected regular files only. Received links: %s"
                           % ", ".join(links), EXIT_VERIFY)
+    if odd:
+        raise RunnerError("verification", "bundle: expected regular files only. Received special files (FIFO, "
+                          "device or socket): %s" % ", ".join(odd), EXIT_VERIFY)
     extra = [p for p in present if p not in listed and p not in UNSIGNED]
     if extra:
         raise RunnerError("verification", "bundle: expected only the files in the manifest. Received extra files: %s"
@@ -497,8 +559,11 @@ def _main(args):
         raise RunnerError("usage", "expected exactly one of BUNDLE_DIR or --model FILE", EXIT_USAGE)
     if bool(args.inputs) != bool(args.outputs):
         raise RunnerError("usage", "--inputs and --outputs go together", EXIT_USAGE)
-    if args.runs < 0 or args.warmup < 0 or args.threads < 1:
-        raise RunnerError("usage", "expected --runs >= 0, --warmup >= 0, --threads >= 1", EXIT_USAGE)
+    max_threads = MAX_THREADS_PER_CORE * (os.cpu_count() or 1)
+    if not (0 <= args.runs <= 1000000 and 0 <= args.warmup <= 100000 and 1 <= args.threads <= max_threads):
+        raise RunnerError("usage", "expected 0 <= --runs <= 1000000, 0 <= --warmup <= 100000, 1 <= --threads <= %d "
+                          "(4 x the cores). Received: %d, %d, %d" % (max_threads, args.runs, args.warmup, args.threads),
+                          EXIT_USAGE)
     out = {}
     manifest = {}
     if args.bundle is not None:

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from pipeline.core import safeio
 from pipeline.core.errors import BundleError, InputError
 
 PRIVATE_NAME = "edgepipe.key"
@@ -48,7 +49,7 @@ def load_private(path: Path):
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     try:
-        key = load_pem_private_key(Path(path).read_bytes(), password=None)
+        key = load_pem_private_key(safeio.read_bytes(path, "signing key", 64 * safeio.KiB), password=None)
     except (OSError, ValueError, TypeError) as err:
         raise InputError(f"signing key {str(path)!r}: expected an unencrypted Ed25519 PEM private key "
                          f"(edgepipe keygen). Received: {err}") from err
@@ -80,7 +81,7 @@ def check_public_key(path: Path) -> Path:
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
     try:
-        key = load_pem_public_key(Path(path).read_bytes())
+        key = load_pem_public_key(safeio.read_bytes(path, "public key", 64 * safeio.KiB))
     except (OSError, ValueError) as err:
         raise BundleError(f"public key {str(path)!r}: expected an Ed25519 PEM public key (edgepipe keygen). "
                           f"Received: {err}") from err

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import app, fail, ssh_options
+from pipeline.cli.common import app, fail, json_out, ssh_options
 from pipeline.core.errors import EdgepipeError
+
+JSON = "machine-readable output on stdout (errors too)"
+
+
+def plain(value) -> str:
+    from pipeline.reports.escape import terminal
+
+    return terminal(value, markup=False)
 
 
 @app.command()
 def keygen(
-    out: Path | None = typer.Option(None, help="key directory (default: $EDGEPIPE_KEYS or ~/.config/edgepipe/keys)"),
+    out: Path | None = typer.Option(None, "-o", "--output", "--out",
+                                    help="key directory (default: $EDGEPIPE_KEYS or ~/.config/edgepipe/keys)"),
     force: bool = typer.Option(False, "--force", help="replace an existing key pair"),
+    as_json: bool = typer.Option(False, "--json", help=JSON),
 ) -> None:
     """Create the Ed25519 key pair that signs bundles (edgepipe.key, edgepipe.pub)."""
     from pipeline.boards.signing import default_key_dir
@@ -24,20 +32,25 @@ def keygen(
     try:
         priv, pub = make_keys(out or default_key_dir(), force)
     except EdgepipeError as err:
-        fail(err)
-    typer.echo(f"private key: {priv}\npublic key:  {pub}")
+        fail(err, as_json)
+    if as_json:
+        json_out({"private_key": str(priv), "public_key": str(pub)})
+    else:
+        typer.echo(f"private key: {plain(priv)}\npublic key:  {plain(pub)}")
 
 
 @app.command("bundle")
 def bundle_cmd(
     artifact: Path = typer.Argument(..., help="a published artifact dir: <output>/artifacts/<target>-<precision>"),
-    out: Path = typer.Option(..., "--out", help="bundle store; the bundle goes to OUT/<target>-<precision>-v<N>"),
+    out: Path = typer.Option(..., "-o", "--output", "--out",
+                             help="bundle store; the bundle goes to OUTPUT/<target>-<precision>-v<N>"),
     key: Path | None = typer.Option(None, help="Ed25519 private key (default: the edgepipe keygen key)"),
     version: int | None = typer.Option(None, min=1, help="bundle version (default: newest in OUT + 1)"),
     samples: str | None = typer.Option(None,
                                   help="labeled images for the on-board sample (default: the run's test split)"),
     per_class: int = typer.Option(2, min=1, help="sample images per class"),
-    tar: bool = typer.Option(False, "--tar", help="also write OUT/<bundle>.tar"),
+    tar: bool = typer.Option(False, "--tar", help="also write OUTPUT/<bundle>.tar"),
+    as_json: bool = typer.Option(False, "--json", help=JSON),
 ) -> None:
     """Bundle a published artifact: files + manifest (sha256, provenance, metrics, version) + signature."""
     from pipeline.boards.archive import pack
@@ -46,17 +59,22 @@ def bundle_cmd(
 
     try:
         path = build_bundle(artifact, out, key or default_key_dir() / PRIVATE_NAME, version, samples, per_class)
-        if tar:
-            typer.echo(pack(path, path.with_name(path.name + ".tar")))
+        archive = pack(path, path.with_name(path.name + ".tar")) if tar else None
     except EdgepipeError as err:
-        fail(err)
-    typer.echo(path)
+        fail(err, as_json)
+    if as_json:
+        json_out({"bundle": str(path), "tar": str(archive) if archive else None})
+        return
+    if archive:
+        typer.echo(plain(archive))
+    typer.echo(plain(path))
 
 
 @app.command("verify")
 def verify_cmd(
     bundle: Path = typer.Argument(..., help="bundle directory or .tar"),
     pubkey: Path | None = typer.Option(None, help="trusted public key (default: the edgepipe keygen key)"),
+    as_json: bool = typer.Option(False, "--json", help=JSON),
 ) -> None:
     """Verify a bundle's signature and every file against its manifest (exit 2 if refused)."""
     from pipeline.boards.ship import require_pubkey, verified_bundle
@@ -66,10 +84,15 @@ def verify_cmd(
     try:
         require_pubkey(pubkey)
         with verified_bundle(bundle, pubkey) as (_, manifest):
-            typer.echo(f"ok: {manifest['name']} v{manifest['bundle_version']}, {len(manifest['files'])} files, "
-                       f"signature valid ({pubkey})")
+            result = {"ok": True, "name": manifest["name"], "bundle_version": manifest["bundle_version"],
+                      "files": len(manifest["files"]), "pubkey": str(pubkey)}
     except EdgepipeError as err:
-        fail(err)
+        fail(err, as_json)
+    if as_json:
+        json_out(result)
+    else:
+        typer.echo(f"ok: {plain(result['name'])} v{result['bundle_version']}, {result['files']} files, "
+                   f"signature valid ({plain(pubkey)})")
 
 
 @app.command()
@@ -88,6 +111,8 @@ def ship(
                                             "(current and the previous one are always kept)"),
     lock_timeout: float = typer.Option(900, min=1, help="break a board lock not refreshed for this many seconds "
                                                         "(must exceed --timeout)"),
+    as_json: bool = typer.Option(False, "--json", help="errors as JSON too (the ship report is JSON on stdout "
+                                                       "either way)"),
 ) -> None:
     """Upload a bundle to a board, verify it there, switch `current` atomically, smoke-test, roll back on failure.
     One ship per board at a time (PATH/.lock; exit 3 naming the holder); old bundles are pruned (--keep)."""
@@ -100,8 +125,8 @@ def ship(
                       pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python, keep=keep,
                       lock_timeout=lock_timeout)
     except ShipFailed as err:
-        sys.stdout.write(json.dumps(err.report, indent=2, default=str) + "\n")
+        json_out(err.report)
         fail(err)
     except EdgepipeError as err:
-        fail(err)
-    sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
+        fail(err, as_json)
+    json_out(res)

@@ -1,8 +1,10 @@
 """What every `edgepipe` command module shares: the Typer app, error exit, console, option sets.
 
-Commands live in app.py (run, sweep, examples), inspect.py (targets, recipes,
-preflight, verify-arm), boards.py (keygen, bundle, verify, ship) and measure.py
-(validate, bench). Heavy toolkits are imported only inside commands.
+Commands live in app.py (run, init, sweep, examples, schema, and the options every command shares),
+inspect.py (targets, recipes, preflight, verify-arm), boards.py (keygen, bundle, verify, ship) and
+measure.py (validate, bench). Heavy toolkits are imported only inside commands. Conventions: `-h`,
+`--json` on every command (JSON on stdout for every outcome, errors included), `-o/--output`, flags
+that take no value.
 """
 
 from __future__ import annotations
@@ -12,29 +14,75 @@ import sys
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 from pipeline.core.errors import EXIT_BAD_INPUT, EdgepipeError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Trained Keras Xception -> validated TFLite / OpenVINO INT8 edge artifacts.")
+
+def plain_flags(command, ctx) -> None:
+    """Flags read as flags in the help: no `<bool>` / `<int>` type after them (they take no value)."""
+    for param in command.get_params(ctx):
+        if getattr(param, "is_flag", False) or getattr(param, "count", False):
+            param.metavar = ""
 
 
-def fail(err: Exception) -> None:
-    from rich.markup import escape
+class Group(TyperGroup):
+    """The `edgepipe` group: every command's help shows its flags as plain flags."""
 
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            plain_flags(command, ctx)
+        return command
+
+    def format_help(self, ctx, formatter) -> None:
+        plain_flags(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+app = typer.Typer(cls=Group, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Trained Keras Xception -> validated TFLite / OpenVINO / ONNX INT8 edge artifacts.\n\n"
+                       "Start with `edgepipe run` (the built-in example), or `edgepipe run MODEL --data DIR`.")
+
+
+def json_out(data) -> None:
+    """Machine-readable output: JSON on stdout (everything for people goes to stderr)."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def fail(err: Exception, as_json: bool = False) -> None:
+    """Exit with the error's code; the message on stderr, and with `--json` also as JSON on stdout."""
     from pipeline.core.progress import stderr
+    from pipeline.reports.escape import terminal
 
-    # never hard-wrap messages; brackets in them are text ("pip install 'edgepipe[mlflow]'"), not markup
-    stderr.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
+    if as_json:
+        json_out({"error": str(err), "type": type(err).__name__,
+                  "exit_code": getattr(err, "exit_code", EXIT_BAD_INPUT)})
+    stderr.quiet = False  # -q silences progress, never an error
+    # messages quote user input (paths, labels, YAML values): escaped for the terminal, never hard-wrapped
+    stderr.print(f"[bold red]error:[/] {terminal(str(err))}", highlight=False, soft_wrap=True)
     raise typer.Exit(getattr(err, "exit_code", EXIT_BAD_INPUT))
 
 
-def stdout_console():
+def interrupted(err: KeyboardInterrupt, what: str = "completed stages are cached, unfinished ones were "
+                                                  "discarded; rerun to resume") -> None:
+    """Ctrl-C (exit 130) or SIGTERM (exit 143): say so, then exit."""
+    from pipeline.core.children import Terminated
+    from pipeline.core.progress import stderr
+
+    term = isinstance(err, Terminated)
+    stderr.print(f"[yellow]{'terminated (SIGTERM)' if term else 'interrupted'}[/]: {what}")
+    raise typer.Exit(143 if term else 130)
+
+
+def stdout_console(stderr: bool = False):
+    """A console for tables (on stderr when stdout holds --json output)."""
     from rich.console import Console
 
-    console = Console()
+    console = Console(stderr=stderr)
     if not console.is_terminal:  # piped or logged: do not squeeze the table into 80 columns
-        console = Console(width=160)
+        console = Console(stderr=stderr, width=160)
     return console
 
 
@@ -56,13 +104,17 @@ def run_standalone(fn, as_json: bool, **kw) -> None:
 
         result = fn(**kw)
     except EdgepipeError as err:
-        fail(err)
+        fail(err, as_json)
+    except KeyboardInterrupt as err:  # the supervised child was killed on the way out
+        interrupted(err, "nothing was written")
     if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+        json_out(result)
     else:
         stdout_console().print(render(result))
     if result["reasons"]:
-        stderr.print("[red]gate failed:[/] " + "; ".join(result["reasons"]), highlight=False)
+        from pipeline.reports.escape import terminal
+
+        stderr.print("[red]gate failed:[/] " + terminal("; ".join(result["reasons"])), highlight=False)
     raise typer.Exit(result["exit_code"])
 
 
@@ -72,5 +124,9 @@ PREPROCESS_OPTIONS = {
     "preprocessing": typer.Option(None, help="xception | unit | imagenet | raw (when there is no preprocess.json)"),
     "color": typer.Option(None, help="rgb | grayscale_to_rgb | grayscale"),
     "interpolation": typer.Option(None, help="bilinear | bicubic | nearest"),
-    "threads": typer.Option(2, min=1, help="inference threads"),
+    "threads": typer.Option(2, min=1, help="inference threads (at most 4 x the cores)"),
+    "timeout": typer.Option(600.0, "--child-timeout", min=1, max=86400,
+                            help="seconds the model's child process may go without progress before it is killed"),
+    "memory_mb": typer.Option(8192, min=256, max=1 << 22, help="address-space limit of the model's child process, "
+                                                               "MiB"),
 }

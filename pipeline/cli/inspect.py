@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import app, fail, stdout_console
+from pipeline.cli.common import app, fail, json_out, stdout_console
 from pipeline.core.errors import EdgepipeError
 
 
@@ -19,7 +17,7 @@ def list_targets(as_json: bool = typer.Option(False, "--json", help="machine-rea
 
     rows = [t.as_dict() for t in registry.REGISTRY.values()]
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        json_out(rows)
         return
     from rich.table import Table
 
@@ -29,7 +27,12 @@ def list_targets(as_json: bool = typer.Option(False, "--json", help="machine-rea
         host = "ready" if r["available"] else "missing: " + ", ".join(r["missing"])
         t.add_row(r["name"], r["accepts"], ", ".join(r["precisions"]), r["artifact"], r["runtime"],
                   r["compiler"] or "—", r["device"] or "host CPU", host)
-    stdout_console().print(t)
+    console = stdout_console()
+    console.print(t)
+    for r in rows:  # in full, each on its own lines: never cut in a table cell
+        if r["how_to_finish"]:
+            console.print(f"{r['name']}: to finish it on this host:\n  {r['how_to_finish']}", highlight=False,
+                          markup=False, soft_wrap=True)
 
 
 @app.command("recipes")
@@ -47,10 +50,10 @@ def list_recipes(
         try:
             user = dict(load_config(config).quantization.recipes)
         except EdgepipeError as err:
-            fail(err)
+            fail(err, as_json)
     rows = describe_all(user)
     if as_json:
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        json_out(rows)
         return
     from rich.table import Table
 
@@ -72,9 +75,9 @@ def preflight(
     try:
         report = analyze(model)
     except EdgepipeError as err:
-        fail(err)
+        fail(err, as_json)
     if as_json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+        json_out(report.to_json())
     else:
         stdout_console().print(render_table(report))
 
@@ -97,5 +100,5 @@ def verify_arm(
     try:
         code = command(artifact, images, data, split, config, threads, cpu, as_json)
     except EdgepipeError as err:
-        fail(err)
+        fail(err, as_json)
     raise typer.Exit(code)

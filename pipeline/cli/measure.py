@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import PREPROCESS_OPTIONS, app, fail, run_standalone, ssh_options
+from pipeline.cli.common import PREPROCESS_OPTIONS, app, fail, json_out, run_standalone, ssh_options
+from pipeline.core.bounds import MAX_IMAGES, MAX_RUNS, MAX_WARMUP
 from pipeline.core.errors import EdgepipeError
 
 
@@ -25,26 +24,30 @@ def validate(
     interpolation: str | None = PREPROCESS_OPTIONS["interpolation"],
     reference: Path | None = typer.Option(None, help="another artifact to compare with (drop + CI, agreement, parity)"),
     threads: int = PREPROCESS_OPTIONS["threads"],
-    limit: int | None = typer.Option(None, min=1, help="use at most this many images (deterministic)"),
+    limit: int | None = typer.Option(None, min=1, max=MAX_IMAGES, help="use at most this many images "
+                                                                       "(deterministic)"),
     max_top1_drop: float | None = typer.Option(None, min=0, help="gate: points of top-1 below the reference"),
     as_json: bool = typer.Option(False, "--json", help="machine-readable result on stdout"),
+    timeout: float = PREPROCESS_OPTIONS["timeout"],
+    memory_mb: int = PREPROCESS_OPTIONS["memory_mb"],
 ) -> None:
     """Accuracy of any image-classifier artifact on labeled images (top-1/5, per class, confusion)."""
     from pipeline.run.standalone import validate as run_validate
 
     run_standalone(run_validate, as_json, artifact=artifact, data=data, labels=labels, preprocess=preprocess,
                 size=size, preprocessing=preprocessing, color=color, interpolation=interpolation,
-                reference=reference, threads=threads, limit=limit, max_top1_drop=max_top1_drop)
+                reference=reference, threads=threads, limit=limit, max_top1_drop=max_top1_drop, timeout=timeout,
+                memory_mb=memory_mb)
 
 
 @app.command()
 def bench(
-    target: Path = typer.Argument(..., help="an artifact (.tflite, OpenVINO IR .xml, .onnx) to time on this host; "
-                                            "with --device, a bundle directory or .tar to time on the boards"),
+    artifact: Path = typer.Argument(..., help="an artifact (.tflite, OpenVINO IR .xml, .onnx) to time on this host; "
+                                              "with --device, a bundle directory or .tar to time on the boards"),
     device: list[str] | None = typer.Option(None, "--device",
                                             help="ssh://[user@]host[:port]/path (repeatable): benchmark on boards"),
-    runs: int = typer.Option(50, min=1, help="timed runs (host: at least 10)"),
-    warmup: int = typer.Option(5, min=0, help="untimed warmup runs"),
+    runs: int = typer.Option(50, min=1, max=MAX_RUNS, help="timed runs (host: at least 10)"),
+    warmup: int = typer.Option(5, min=0, max=MAX_WARMUP, help="untimed warmup runs"),
     threads: int = PREPROCESS_OPTIONS["threads"],
     data: str | None = typer.Option(None, help="host: images to time on: a folder (flat or class sub-dirs) or a CSV"),
     preprocess: Path | None = PREPROCESS_OPTIONS["preprocess"],
@@ -53,9 +56,9 @@ def bench(
     color: str | None = PREPROCESS_OPTIONS["color"],
     interpolation: str | None = PREPROCESS_OPTIONS["interpolation"],
     thread_sweep: str | None = typer.Option(None, help="host: also measure at these thread counts, e.g. 1,2,4"),
-    images: int = typer.Option(50, min=1, help="host: distinct images to cycle over"),
+    images: int = typer.Option(50, min=1, max=MAX_IMAGES, help="host: distinct images to cycle over"),
     max_p90_ms: float | None = typer.Option(None, min=0, help="host: gate, p90 latency in ms"),
-    as_json: bool = typer.Option(False, "--json", help="host: machine-readable result on stdout"),
+    as_json: bool = typer.Option(False, "--json", help="machine-readable result on stdout (boards: always)"),
     report: Path | None = typer.Option(None, help="boards: a run's report.json, to add the boards' rows under "
                                                   "\"devices\""),
     identity: Path | None = typer.Option(None, help="boards: ssh private key"),
@@ -65,6 +68,8 @@ def bench(
     connect_timeout: int = typer.Option(5, min=1, help="boards: ssh connect timeout, seconds"),
     timeout: float = typer.Option(300, min=1, help="boards: timeout of each remote command, seconds"),
     retries: int = typer.Option(1, min=0, max=5, help="boards: extra attempts after a connection failure"),
+    timeout_s: float = PREPROCESS_OPTIONS["timeout"],
+    memory_mb: int = PREPROCESS_OPTIONS["memory_mb"],
 ) -> None:
     """Latency of an artifact on this host (real preprocessed images, clean child process), or of a bundle on
     boards over SSH, concurrently (--device; exit 3 if any board failed)."""
@@ -74,18 +79,20 @@ def bench(
         from pipeline.boards.device_bench import bench_devices
         from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
         from pipeline.core.progress import stderr
+        from pipeline.reports.escape import terminal
         from pipeline.reports.numbers import fmt
 
         try:
-            res = bench_devices(target, device, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+            res = bench_devices(artifact, device, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
                                 pubkey or default_key_dir() / PUBLIC_NAME, runs, warmup, threads, remote_python, report)
         except EdgepipeError as err:
-            fail(err)
-        sys.stdout.write(json.dumps(res, indent=2, default=str) + "\n")
+            fail(err, as_json)
+        json_out(res)
         for d in res["devices"]:
             lat = d.get("latency") or {}
             p50 = f"p50 {fmt(lat['p50_ms'], '.2f')} ms" if lat.get("p50_ms") is not None else ""
-            stderr.print(f"{d['device']}: {d['status']} {p50} {d.get('error') or ''}", highlight=False, soft_wrap=True)
+            stderr.print(terminal(f"{d['device']}: {d['status']} {p50} {d.get('error') or ''}"), highlight=False,
+                         soft_wrap=True)
         if not res["ok"]:
             raise typer.Exit(EXIT_PARTIAL)
         return
@@ -102,7 +109,8 @@ def bench(
             raise InputError(f"--thread-sweep: expected comma-separated positive integers. "
                              f"Received: {thread_sweep!r}") from None
     except InputError as err:
-        fail(err)
-    run_standalone(run_bench, as_json, artifact=target, data=data, preprocess=preprocess, size=size,
+        fail(err, as_json)
+    run_standalone(run_bench, as_json, artifact=artifact, data=data, preprocess=preprocess, size=size,
                 preprocessing=preprocessing, color=color, interpolation=interpolation, runs=runs, warmup=warmup,
-                threads=threads, thread_sweep=sweep, limit=images, max_p90_ms=max_p90_ms)
+                threads=threads, thread_sweep=sweep, limit=images, max_p90_ms=max_p90_ms, timeout=timeout_s,
+                memory_mb=memory_mb)

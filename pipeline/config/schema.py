@@ -14,13 +14,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from pipeline.config.paths import ConfigPath, SourcePath
+from pipeline.core.bounds import CalibrationImages, Images, InputSide, Runs, Seed, Threads, Warmup
 from pipeline.core.errors import ConfigError
 from pipeline.quantize.recipes import BUILTIN as BUILTIN_RECIPES
 from pipeline.quantize.recipes import Recipe
@@ -50,7 +50,7 @@ class ModelSpec(Strict):
 
 
 class InputSpec(Strict):
-    size: tuple[PositiveInt, PositiveInt] = Field((299, 299), description="height, width")
+    size: tuple[InputSide, InputSide] = Field((299, 299), description="height, width (at most 2048 each)")
     channels: Literal[1, 3] = 3
     preprocessing: Literal["xception", "unit", "imagenet", "raw"] = "xception"
     interpolation: Literal["bilinear", "bicubic", "nearest"] = "bilinear"
@@ -65,15 +65,15 @@ class InputSpec(Strict):
 
 
 class SplitSpec(Strict):
-    seed: int = 0
-    calibration: PositiveInt = 300
+    seed: Seed = 0
+    calibration: CalibrationImages = 300
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.3
 
 
 class Subset(Strict):
     source: SourcePath = Field(description="'example:elpv', 'example:kitchenware', a class-folder dir or a CSV file")
     split: Literal["train", "calibration", "test", "all"]
-    size: PositiveInt | None = Field(None, description="use at most this many images (deterministic)")
+    size: Images | None = Field(None, description="use at most this many images (deterministic)")
 
 
 class DataSpec(Strict):
@@ -84,7 +84,7 @@ class DataSpec(Strict):
                           "(default: the labeled calibration images); never the validation subset")
     splits: SplitSpec = SplitSpec()
     labels: list[str] | ConfigPath
-    min_calibration: PositiveInt = 100
+    min_calibration: CalibrationImages = 100
 
     @model_validator(mode="after")
     def _control_is_held_out(self):
@@ -101,6 +101,11 @@ class DataSpec(Strict):
         if isinstance(v, list):
             if len(v) < 2:
                 raise ValueError(f"expected at least 2 class labels. Received: {v}")
+            # labels.txt holds one label per line: a label must survive that round trip
+            bad = [x for x in v if not x or x != x.strip() or any(c in x for c in "\n\r\x00\x0b\x0c\x85\u2028\u2029")]
+            if bad:
+                raise ValueError("expected non-empty labels without line breaks, NUL or surrounding spaces "
+                                 f"(labels.txt holds one per line). Received: {bad[:3]!r}")
             dup = sorted({x for x in v if v.count(x) > 1})
             if dup:
                 raise ValueError(f"expected unique class labels. Received duplicates: {dup}")
@@ -119,9 +124,10 @@ class GateSpec(Strict):
 
 
 class LatencySpec(Strict):
-    warmup: Annotated[int, Field(ge=0)] = 5
-    runs: Annotated[int, Field(ge=50)] = 50
-    thread_sweep: list[PositiveInt] | None = Field(None, description="also measure at these thread counts")
+    warmup: Warmup = 5
+    runs: Annotated[Runs, Field(ge=50)] = 50
+    thread_sweep: Annotated[list[Threads], Field(max_length=16)] | None = Field(
+        None, description="also measure at these thread counts")
     end_to_end: bool = Field(True, description="also time decode + preprocess + inference from the image file")
 
 
@@ -130,6 +136,8 @@ class TargetEntry(Strict):
 
     name: str
     options: dict[str, Any] = Field(default_factory=dict)
+    required: bool = Field(False, description="when this host cannot finish the target (no compiler, device or "
+                                              "package: `not available here`), the run exits 3 instead of 0")
 
     @field_validator("name")
     @classmethod
@@ -166,7 +174,7 @@ class TargetEntry(Strict):
 
 
 class DiagnosticsSpec(Strict):
-    per_layer_images: Annotated[int, Field(ge=0)] = Field(
+    per_layer_images: Annotated[int, Field(ge=0, le=1000)] = Field(
         16, description="validation images for the per-layer INT8 error report (0 = no report)")
 
 
@@ -187,8 +195,8 @@ class QuantizationSpec(Strict):
 class ProbeSpec(Strict):
     """Each artifact is loaded and first-run in a child process with these limits before the run uses it."""
 
-    timeout_s: Annotated[float, Field(gt=0)] = 120.0
-    memory_mb: Annotated[int, Field(ge=256)] = 8192
+    timeout_s: Annotated[float, Field(gt=0, le=86400)] = 120.0
+    memory_mb: Annotated[int, Field(ge=256, le=1 << 22)] = 8192
 
 
 def _valid_executor(v: str) -> str:
@@ -215,7 +223,7 @@ class PipelineConfig(Strict):
     latency: LatencySpec = LatencySpec()
     probe: ProbeSpec = ProbeSpec()
     output: ConfigPath = Path("edgepipe-out")
-    threads: PositiveInt = 2
+    threads: Threads = 2
     executor: ExecutorSpec = Field("local", description="local | process[=N] | ray[=ADDRESS] (pipeline/executors)")
 
     @field_validator("targets")
@@ -254,6 +262,8 @@ class PipelineConfig(Strict):
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    from pipeline.config.yamlfile import bounded
+
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"]))
@@ -262,7 +272,7 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
             continue
         loc = loc or "(top level)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown key (not part of the schema). Received: {e['input']!r}")
+            lines.append(f"{loc}: unknown key (not part of the schema). Received: {bounded(e['input'])}")
         elif e["type"] == "missing":
             lines.append(f"{loc}: required key is missing")
         else:
@@ -270,7 +280,10 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
             if "Received" in msg:
                 lines.append(f"{loc}: {msg}")
             else:
-                lines.append(f"{loc}: {msg}. Received: {e.get('input')!r}")
+                lines.append(f"{loc}: {msg}. Received: {bounded(e.get('input'))}")
+        if len(lines) >= 10:
+            lines.append(f"... ({len(err.errors()) - 10} more)")
+            break
     return "; ".join(lines)
 
 
@@ -284,19 +297,10 @@ def parse_config(raw: Any, base: Path | None = None, source: str = "config") -> 
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    import yaml
+    from pipeline.config.yamlfile import load_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file: expected an existing YAML file. Received: {str(path)!r}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as err:
-        from pipeline.formats.inspect import describe
-
-        raise ConfigError(f"{path}: expected UTF-8 YAML text. Received: {describe(path)}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: expected valid UTF-8 YAML. Received a parse error: {err}") from err
+    raw = load_yaml(path, "config file")
     return parse_config(raw, base=path.parent.resolve(), source=str(path))
 
 

@@ -2,10 +2,15 @@
 
 A stage's output directory is named `<stage>-<key>` where key is a hash of the stage
 name, its inputs' hashes, its parameters and the tool versions it depends on. The stage
-writes into a private temporary directory; only when it returns is a `_stage.json`
-marker written and the directory renamed into place (an atomic rename on one
+writes into a private temporary directory (marked as edgepipe's own, see
+pipeline.core.tempdirs); only when it returns is a `_stage.json` marker written and the
+directory renamed into place (an atomic rename on one
 filesystem). So an interrupted stage never leaves a directory that looks complete, and
 a rerun with unchanged inputs runs nothing.
+
+Each stage that runs is timed (wall and CPU seconds, `pipeline/core/timing.py`): its cost is in its
+StageResult and in its marker, so a cache hit still says what the stage cost when it ran. `span`
+times work outside stages (loading images or the model) on the same clock; both feed the run's profile.
 
 Several workers (processes, Ray tasks) may share one cache directory. A per-stage file lock
 makes a stage run once: the second worker waits for the lock, then finds the published
@@ -17,14 +22,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from filelock import FileLock
 
+from pipeline.core import tempdirs
 from pipeline.core.hashing import stable_hash
+from pipeline.core.timing import Clock, Cost, Span
 
 MARKER = "_stage.json"
 LOCKS = ".locks"  # per-stage lock files (never swept: a lock file is harmless, and may be held)
@@ -38,15 +45,25 @@ class StageResult:
     cached: bool
     seconds: float
     meta: dict = field(default_factory=dict)
+    cost: Cost | None = None  # this run's cost when it ran here; when cached, what it cost when it ran (if recorded)
 
 
 @dataclass
 class StageCache:
     root: Path
     events: list[StageResult] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)  # timed work outside stages (loads)
+    clock: Clock = field(default_factory=Clock, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
+
+    @contextmanager
+    def span(self, name: str, kind: str = "load") -> Iterator[None]:
+        """Time work that is not a stage (e.g. loading the validation images) on the stages' clock."""
+        with self.clock.span() as m:
+            yield
+        self.spans.append(Span(name, kind, m.cost))
 
     @staticmethod
     def key_for(name: str, inputs: dict) -> str:
@@ -59,7 +76,7 @@ class StageCache:
         if not marker.is_file():
             return None
         meta = json.loads(marker.read_text())
-        return StageResult(name, key, out, True, 0.0, meta.get("meta", {}))
+        return StageResult(name, key, out, True, 0.0, meta.get("meta", {}), Cost.from_json(meta.get("cost")))
 
     def run(self, name: str, inputs: dict, fn: Callable[[Path], dict | None]) -> StageResult:
         """Return the cached result for (name, inputs) or run `fn(tmpdir)` and publish it."""
@@ -80,35 +97,27 @@ class StageCache:
 
     def _compute(self, name: str, key: str, inputs: dict, fn: Callable[[Path], dict | None]) -> StageResult:
         out = self.root / f"{name}-{key}"
-        tmp = self.root / f".tmp-{name}-{key}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        t0 = time.perf_counter()
+        tmp = tempdirs.make_temp_dir(out, stem=f"{name}-{key}")  # marked: only ever swept by its marker
         try:
-            meta = fn(tmp) or {}
-            seconds = time.perf_counter() - t0
-            record = {"stage": name, "key": key, "inputs": inputs, "meta": meta, "seconds": seconds}
+            with self.clock.span() as m:
+                meta = fn(tmp) or {}
+            seconds = m.cost.wall
+            record = {"stage": name, "key": key, "inputs": inputs, "meta": meta, "seconds": seconds,
+                      "cost": m.cost.to_json()}
             (tmp / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
             if out.exists():  # a leftover without a marker (never complete): replace it
                 shutil.rmtree(out)
+            tempdirs.unmark(tmp)
             os.replace(tmp, out)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return StageResult(name, key, out, False, seconds, meta)
+        return StageResult(name, key, out, False, seconds, meta, m.cost)
 
     def sweep_temporaries(self) -> int:
-        """Remove `.tmp-*` dirs left by runs that were killed (kill -9 leaves them)."""
-        n = 0
-        if self.root.is_dir():
-            for p in self.root.glob(".tmp-*"):
-                pid = p.name.rsplit("-", 1)[-1]
-                if pid.isdigit() and pid_alive(int(pid)) and int(pid) != os.getpid():
-                    continue
-                shutil.rmtree(p, ignore_errors=True)
-                n += 1
-        return n
+        """Remove the temporary folders of killed runs (kill -9 leaves them): only folders carrying
+        edgepipe's marker, written by a process that is gone (pipeline.core.tempdirs)."""
+        return tempdirs.sweep(self.root)
 
 
 def pid_alive(pid: int) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.core import safeio
 from pipeline.core.errors import InputError, expected_received
 
 
@@ -13,11 +14,7 @@ def read_labels(labels) -> list[str]:
         return labels
     path = Path(labels)
     label = f"labels file {str(path)!r}"
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise InputError(expected_received("labels file", "a readable file",
-                                           f"{str(path)!r} ({err.strerror})")) from err
+    raw = safeio.read_bytes(path, "labels file", safeio.MAX_TEXT)  # a regular file (no FIFO, device, loop)
     if raw.startswith(b"\xef\xbb\xbf"):
         raise InputError(expected_received(label, "UTF-8 text without a byte-order mark",
                                            "a UTF-8 BOM (EF BB BF) at the start; save it as plain UTF-8"))

@@ -14,7 +14,7 @@ stderr = Console(stderr=True)
 def bar(description: str, total: int, console: Console = stderr):
     with Progress(
         TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        console=console, transient=True, disable=not console.is_terminal,  # piped or logged: no blank lines
     ) as prog:
         task = prog.add_task(description, total=total)
         yield lambda n=1: prog.advance(task, n)

@@ -30,7 +30,9 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError as err:
-            raise ConfigError("executor 'ray': expected the ray package (pip install 'edgepipe[ray]'). "
+            from pipeline.core.extras import pip_hint
+
+            raise ConfigError(f"executor 'ray': expected the ray package ({pip_hint(['ray'])}). "
                               "Received: ray is not installed") from err
         self.ray = ray
         self.address = address

@@ -1,4 +1,5 @@
 """Artifact formats, one place each: the formats table (`registry.py`) and one module per format.
+An untrusted SavedModel's ops are read without TensorFlow in `savedmodel_ops.py`.
 
     registry.py         the table: a frozen `Format` row per format (name, suffixes, sniff kind,
                         host runner, runtime packages and modules, companions, board runtimes);

@@ -5,12 +5,17 @@ table (`registry.py`) and then a few common non-model kinds; `describe(path)` sa
 for error messages; `check_model_file(path, fmt)` runs the format's own structural check
 (in its module): a zero-byte, truncated or wrong-kind file is an `InputError` that names the
 file, what was expected and what it looks like. Only parsers are imported, never an interpreter.
+
+Refused before any parser reads a byte (`pipeline.core.safeio`): FIFOs, devices, sockets, link
+loops, files over `MAX_MODEL`; each format's check adds its own caps (a .keras archive's member
+sizes and compression ratios: `keras.py`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.core import safeio
 from pipeline.core.errors import InputError, expected_received
 from pipeline.formats.registry import FORMATS, find, for_suffix
 
@@ -26,12 +31,16 @@ def sniff(path: Path) -> str:
     """The kind of a file from its first bytes: a format's `kind` (tflite, onnx, openvino-xml, zip, savedmodel),
     or missing, directory, empty, hdf5, xml, text, unknown."""
     path = Path(path)
-    if not path.exists():
-        return "missing"
-    if path.is_dir():
+    problem = safeio.stat_problem(path)
+    if problem == "a directory":
         return next((f.kind for f in FORMATS if f.looks_like(path, None)), "directory")
-    with path.open("rb") as f:
-        head = f.read(HEAD_BYTES)
+    if problem is not None:  # missing, or a FIFO / device / socket / link loop: never opened for reading
+        return "missing" if problem == "no such file or directory" else "special"
+    try:
+        with safeio.open_regular(path, "file") as f:
+            head = f.read(HEAD_BYTES)
+    except InputError:
+        return "special"
     if not head:
         return "empty"
     for fmt in FORMATS:
@@ -49,8 +58,8 @@ def describe(path: Path) -> str:
     """What a file looks like, for messages: 'an empty file (0 bytes)', 'a TFLite flatbuffer (1234 bytes)'..."""
     path = Path(path)
     kind = sniff(path)
-    if kind == "missing":
-        return "no such file or directory"
+    if kind in ("missing", "special"):
+        return safeio.stat_problem(path) or "an unreadable file"
     nouns = {**{f.kind: f.noun for f in FORMATS if f.noun}, **_TEXT_NOUNS}
     if path.is_dir():
         return nouns.get(kind, "a directory")
@@ -59,7 +68,7 @@ def describe(path: Path) -> str:
         return "an empty file (0 bytes)"
     if kind in nouns:
         return f"{nouns[kind]} ({size} bytes)"
-    with path.open("rb") as f:
+    with safeio.open_regular(path, "file") as f:
         head = f.read(16)
     for magic, name in _MAGIC:
         if head.startswith(magic):
@@ -94,8 +103,11 @@ def check_model_file(path: Path, fmt: str | None = None, what: str = "model") ->
     if known is None:
         suffixes = sorted(s for f in FORMATS for s in f.suffixes)
         raise InputError(expected_received(label, f"one of {suffixes}", describe(path)))
-    if not (path.is_dir() if known.directory else path.is_file()):
+    problem = safeio.stat_problem(path)
+    if (problem != "a directory") if known.directory else (problem is not None):
         raise InputError(expected_received(label, known.expected, describe(path)))
+    if not known.directory:
+        safeio.check_regular(path, what, safeio.MAX_MODEL, label)
     kind = sniff(path)
     if kind != known.kind and not (known.loose_sniff and kind == "unknown"):
         raise InputError(expected_received(label, known.expected, describe(path)))

@@ -1,7 +1,11 @@
 """Keras (.keras): sniffing (a zip archive), the structural check of the archive, and the FP32 reference runner.
 
 The check reads every member (CRC errors and truncation show there) and wants `config.json`;
-it never deserializes the model (that is `pipeline/stages/keras_model.py`, with safe_mode).
+it never deserializes the model (that is `pipeline/stages/keras_model.py`, with safe_mode). An archive
+is refused when its members claim more than `KERAS_MAX_TOTAL` bytes, more than `KERAS_MAX_MEMBERS`
+members, a member path that is absolute or climbs out with `..`, a JSON member over `KERAS_MAX_JSON`,
+or a compression ratio over `KERAS_MAX_RATIO` for a member over 16 MiB (a zip bomb): Python's zipfile
+never inflates a member past the size it claims, so the claims bound what Keras will read.
 """
 
 from __future__ import annotations
@@ -11,8 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core import safeio
 from pipeline.core.errors import InputError, expected_received
 from pipeline.formats.runner_input import check_input
+
+KERAS_MAX_TOTAL = 8 * safeio.GiB  # all members, uncompressed
+KERAS_MAX_MEMBERS = 10_000
+KERAS_MAX_JSON = 64 * safeio.MiB  # config.json, metadata.json (Keras parses them in memory)
+KERAS_MAX_RATIO = 100  # uncompressed / compressed, for members over 16 MiB (Keras stores members uncompressed)
 
 
 def looks_like(head: bytes) -> bool:
@@ -23,6 +33,7 @@ def check(path: Path, label: str) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             names = set(z.namelist())
+            _check_zip_sizes(z.infolist(), label)  # before anything inflates a member
             bad = z.testzip()  # reads every member: CRC errors and truncation show here
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as err:
         raise InputError(expected_received(label, "a complete .keras zip archive",
@@ -35,8 +46,34 @@ def check(path: Path, label: str) -> None:
                                            f"a zip archive with {sorted(names)[:5]}"))
 
 
+def _check_zip_sizes(infos: list[zipfile.ZipInfo], label: str) -> None:
+    """Caps on what a .keras archive's members claim (the sizes zipfile will inflate them to, at most)."""
+    if len(infos) > KERAS_MAX_MEMBERS:
+        raise InputError(expected_received(label, f"at most {KERAS_MAX_MEMBERS} archive members", len(infos)))
+    total = 0
+    for info in infos:
+        parts = info.filename.replace("\\", "/").split("/")
+        if info.filename.startswith("/") or ".." in parts or ":" in parts[0]:
+            raise InputError(expected_received(label, "archive members with relative paths inside the archive",
+                                               repr(info.filename)))
+        total += info.file_size
+        ratio = info.file_size / max(1, info.compress_size)
+        if info.filename.endswith(".json") and info.file_size > KERAS_MAX_JSON:
+            raise InputError(expected_received(label, f"{info.filename} of at most {safeio.human(KERAS_MAX_JSON)}",
+                                               f"{safeio.human(info.file_size)} uncompressed"))
+        if info.file_size > 16 * safeio.MiB and ratio > KERAS_MAX_RATIO:
+            raise InputError(expected_received(
+                label, f"archive members compressed at most {KERAS_MAX_RATIO}:1 (a zip bomb otherwise)",
+                f"{info.filename} inflating {safeio.human(info.compress_size)} to {safeio.human(info.file_size)}"))
+    if total > KERAS_MAX_TOTAL:
+        raise InputError(expected_received(label, f"at most {safeio.human(KERAS_MAX_TOTAL)} uncompressed",
+                                           f"{safeio.human(total)} in {len(infos)} members"))
+BATCH = 16  # Keras batched predict's batch size for accuracy passes (the cached reference scores were made so)
+
+
 class KerasRunner:
-    """The FP32 reference."""
+    """The FP32 reference. `predict_many` (accuracy passes) is Keras' batched predict: per image the
+    same scores as `predict` to float rounding (<= 1e-6, `tests/test_throughput.py`)."""
 
     def __init__(self, model):
         self.runtime = "keras"
@@ -46,7 +83,88 @@ class KerasRunner:
     def predict(self, image: np.ndarray) -> np.ndarray:
         return np.asarray(self.model(check_input(image, self.shape, "Keras"), training=False))[0].astype(np.float32)
 
-    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+    def predict_many(self, images: np.ndarray, progress=None) -> np.ndarray:
         if len(images):
             check_input(images[0], self.shape, "Keras")
-        return np.asarray(self.model.predict(images, batch_size=16, verbose=0), dtype=np.float32)
+        callbacks = [_progress_callback(progress, len(images))] if progress else []
+        return np.asarray(self.model.predict(images, batch_size=BATCH, verbose=0, callbacks=callbacks),
+                          dtype=np.float32)
+
+    def predict_batch(self, images: np.ndarray) -> np.ndarray:
+        return self.predict_many(images)
+
+
+def _progress_callback(progress, n: int):
+    """A Keras callback that advances `progress` by each finished batch's size (changes no number)."""
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def on_predict_batch_end(self, batch, logs=None):
+            progress(min(BATCH, n - batch * BATCH))
+
+    return Progress()
+
+
+def io_shapes(path: Path) -> tuple[tuple | None, int | None]:
+    """The model's input shape (H, W, C) and class count from the archive's config.json, without loading the
+    model (no Keras import): (None, None) for what the config does not say plainly (e.g. a subclassed model)."""
+    import json
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
+        return None, None
+    body = config.get("config") if isinstance(config, dict) else None
+    layers = body.get("layers") if isinstance(body, dict) else None
+    if not isinstance(layers, list) or not layers:
+        return None, None
+    by_name = {layer.get("name") or (layer.get("config") or {}).get("name"): layer for layer in layers
+               if isinstance(layer, dict)}
+    shape = None
+    for layer in layers:
+        cfg = layer.get("config") or {} if isinstance(layer, dict) else {}
+        dims = cfg.get("batch_shape") or cfg.get("batch_input_shape")
+        if isinstance(dims, list) and len(dims) == 4:
+            shape = tuple(dims[1:])
+            break
+    outputs = body.get("output_layers")
+    name = outputs[0][0] if isinstance(outputs, list) and outputs and isinstance(outputs[0], list) else None
+    layer = by_name.get(name) if name else layers[-1]
+    n_classes = None
+    for _ in range(8):  # up through Activation / Softmax / Dropout layers to the one that has `units`
+        if not isinstance(layer, dict):
+            break
+        units = (layer.get("config") or {}).get("units")
+        if isinstance(units, int):
+            n_classes = units
+            break
+        layer = by_name.get(_inbound(layer))
+    return shape, n_classes
+
+
+def _inbound(layer: dict) -> str | None:
+    """The name of the layer feeding `layer` (Keras 3 `keras_history`, or the Keras 2 nested lists)."""
+    nodes = layer.get("inbound_nodes") or []
+    try:
+        arg = nodes[0]["args"][0] if isinstance(nodes[0], dict) else nodes[0][0]
+        return arg["config"]["keras_history"][0] if isinstance(arg, dict) else arg[0]
+    except (IndexError, KeyError, TypeError):
+        return None
+
+
+def rescales_input(path: Path) -> bool:
+    """True when the model's config (nested models included) has a Rescaling layer: such a model (e.g. Keras'
+    EfficientNet) scales its own input and takes pixels as 0..255. Read from config.json, never loaded."""
+    import json
+
+    def walk(node) -> bool:
+        if isinstance(node, dict):
+            return node.get("class_name") == "Rescaling" or any(walk(v) for v in node.values())
+        return isinstance(node, list) and any(walk(v) for v in node)
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return walk(json.loads(z.read("config.json")))
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError):
+        return False

@@ -9,6 +9,7 @@ import numpy as np
 from pipeline.core.errors import InputError, expected_received
 from pipeline.formats.inspect import describe
 from pipeline.formats.runner_input import check_input, input_layout
+from pipeline.formats.throughput import one_by_one, per_core
 
 # tags of ModelProto fields that follow ir_version (field 1): producer_name .. opset_import, metadata
 _NEXT_TAGS = {0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x52, 0x5A, 0x62, 0x72}
@@ -64,7 +65,8 @@ def detect_precision(path: Path, runner=None) -> str:
 
 class ONNXRunner:
     """ONNX Runtime, CPU execution provider. A symbolic batch means 1; NCHW only by an
-    explicit `layout` as for OpenVINORunner."""
+    explicit `layout` as for OpenVINORunner. `predict_many` (accuracy passes) runs one session with
+    one intra-op thread per thread, side by side."""
 
     def __init__(self, path: Path, threads: int, layout: str = "nhwc"):
         import onnxruntime as ort
@@ -75,6 +77,7 @@ class ONNXRunner:
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.path, self.threads = Path(path), threads
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in inp.shape)
@@ -91,3 +94,10 @@ class ONNXRunner:
     def predict(self, image: np.ndarray) -> np.ndarray:
         x = check_input(image, self.shape, "ONNX", self.layout).astype(self.dtype)
         return np.asarray(self.session.run(None, {self.input_name: x})[0], dtype=np.float32).reshape(-1)
+
+    def predict_many(self, images: np.ndarray, progress=None) -> np.ndarray:
+        """Scores of many images, the same as `predict` on each: one single-threaded session per thread
+        this runner was given, side by side (`tests/test_throughput.py`)."""
+        if self.threads <= 1:
+            return one_by_one(self, images, progress)
+        return per_core(lambda: ONNXRunner(self.path, 1, self.layout), self.threads, images, progress)

@@ -30,6 +30,17 @@ __all__ = ["RUNNERS", "KerasRunner", "ONNXRunner", "OpenVINORunner", "SavedModel
 RUNNERS = {f.name: f.runner for f in FORMATS if f.opens_files}
 
 
+def runtime_missing(fmt: str) -> str | None:
+    """Why this host cannot run `fmt` (no runtime installed), or None; found without importing the runtime
+    (importing onnxruntime writes a device id into the user's cache)."""
+    import importlib.util
+
+    wanted = get(fmt).runtime_modules
+    if any(importlib.util.find_spec(m.split(".")[0]) is not None for m in wanted):
+        return None
+    return f"No module named {' or '.join(repr(m) for m in wanted)}"
+
+
 def runtime_module(fmt: str):
     """Import the runtime a format needs (ImportError when it is missing on this host)."""
     return get(fmt).import_runtime()

@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core import safeio
 from pipeline.core.errors import InputError, expected_received
 from pipeline.formats.inspect import describe
 from pipeline.formats.registry import get
 from pipeline.formats.runner_input import check_input
+from pipeline.formats.throughput import one_by_one, per_core
 
 EXPECTED = get("tflite").expected
 # byte size of the TFLite tensor types whose constant data size follows from the shape
@@ -69,9 +71,9 @@ def op_name(schema, model, opcode_index: int) -> str:
 
 
 def _read(path: Path, label: str):
-    if not path.is_file():
+    if safeio.stat_problem(path) is not None:
         raise InputError(expected_received(label, EXPECTED, describe(path)))
-    buf = path.read_bytes()
+    buf = safeio.read_bytes(path, "model", safeio.MAX_MODEL, label)
     if len(buf) < 8 or not looks_like(buf):
         raise InputError(expected_received(label, EXPECTED, describe(path)))
     schema = tflite_schema()
@@ -165,7 +167,8 @@ def tflite_interpreter_class():
 class TFLiteRunner:
     """`xnnpack=False` uses the builtin kernels without the default XNNPACK delegate; `delegates`
     are loaded delegates (e.g. libedgetpu's), applied before the default ones. `preserve_all_tensors`
-    (diagnostics only) keeps every intermediate tensor readable, which also means the builtin kernels."""
+    (diagnostics only) keeps every intermediate tensor readable, which also means the builtin kernels.
+    `predict_many` (accuracy passes) runs one single-threaded interpreter per thread, side by side."""
 
     def __init__(self, path: Path, threads: int, xnnpack: bool = True, delegates: list | None = None,
                  preserve_all_tensors: bool = False):
@@ -182,7 +185,9 @@ class TFLiteRunner:
             resolver = import_module(cls.__module__).OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             kw["experimental_op_resolver_type"] = resolver
         self.interp = cls(model_path=str(path), num_threads=threads, **kw)
+        self.path = Path(path)
         self.info = {"threads": threads, "xnnpack": xnnpack}
+        self.one_device = bool(delegates) or preserve_all_tensors  # an accelerator, or a diagnostic interpreter
         self.interp.allocate_tensors()
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
@@ -208,6 +213,15 @@ class TFLiteRunner:
             scale, zp = self.out["quantization"]
             y = (y.astype(np.float32) - zp) * scale
         return y.astype(np.float32)
+
+    def predict_many(self, images: np.ndarray, progress=None) -> np.ndarray:
+        """Scores of many images, the same as `predict` on each: one interpreter with 1 thread per thread
+        this runner was given, side by side (XNNPACK's results do not depend on its thread count:
+        `tests/test_throughput.py`). With delegates (one accelerator) or preserved tensors, image by image."""
+        threads = self.info["threads"]
+        if self.one_device or threads <= 1:
+            return one_by_one(self, images, progress)
+        return per_core(lambda: TFLiteRunner(self.path, 1, xnnpack=self.info["xnnpack"]), threads, images, progress)
 
 
 def detect_precision(path: Path, runner=None) -> str:

@@ -8,8 +8,8 @@ per-layer charts are in `charts_dist.py`. Every number is formatted by `numbers.
 from __future__ import annotations
 
 import math
-from html import escape
 
+from pipeline.reports.escape import html as escape
 from pipeline.reports.numbers import coord, fmt, tick
 
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569"]

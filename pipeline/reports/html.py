@@ -15,14 +15,15 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 
 import jinja2
 from markupsafe import Markup
 
+from pipeline.core.tempdirs import atomic_write_text
 from pipeline.reports import charts as svg_charts
 from pipeline.reports import charts_dist
+from pipeline.reports.escape import html as escape
 from pipeline.reports.numbers import MISSING, fmt, fmt_range
 from pipeline.reports.rows import ReportRow
 
@@ -32,9 +33,15 @@ EXIT_TEXT = {0: "every artifact passed its gates", 1: "a gate failed or an artif
 MIN_DELTA_SPAN = 2.0  # points: the per-class Δ chart spans at least ±this
 
 
+def _safe_text(value):
+    """Every value a template prints: HTML-escaped with control characters replaced (pipeline.reports.escape.html);
+    markup the renderer built itself (charts) passes as is."""
+    return value if isinstance(value, Markup) or value is None else Markup(escape(value))
+
+
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True, trim_blocks=True,
-                             lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+                             lstrip_blocks=True, undefined=jinja2.StrictUndefined, finalize=_safe_text)
     env.filters.update(fmt=fmt, fmt_range=fmt_range)
     return env
 
@@ -58,6 +65,7 @@ def _summary_row(r: ReportRow) -> dict:
     notes = list(r.reasons) + ([r.note] if r.note else []) + ([r.busy()] if r.busy() else [])
     return {
         "artifact": r.artifact, "emulated": is_emulated(r), "status": str(r.status or ""),
+        "status_text": "not available here" if r.not_available_here else str(r.status or ""),
         "busy": bool(r.busy()), "notes": notes,
         "size": fmt(r.size_mb, ".1f"), "top1": fmt(acc.get("top1"), ".4f"), "top1_ci": _ci(acc.get("top1_ci95"), ".3f"),
         "topk": fmt(acc.get("top5"), ".4f"), "drop": drop, "drop_ci": drop_ci, "noise": noise,
@@ -272,7 +280,8 @@ def render(report: dict) -> str:
         "valid_split": str(valid.get("split", "")),
         "valid_count": str(valid.get("count", MISSING)), "wall": fmt(report.get("wall_seconds", 0), ".1f"),
         "generated": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "code": code, "banner": code if code in (0, 1, 3) else 1, "exit_text": EXIT_TEXT.get(code, "see reasons"),
+        "code": code, "banner": code if code in (0, 1, 3) else 1, "exit_text": EXIT_TEXT.get(code, "see reasons")
+        + _not_available(report),
         "busy": [r.artifact for r in rows if r.busy()],
         "topk": topk_label(rows, n_classes),
         "summary": [_summary_row(r) for r in rows],
@@ -292,8 +301,13 @@ def render(report: dict) -> str:
 
 
 def write_html(report: dict, path: Path) -> Path:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(render(report), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(Path(path), render(report))
+
+
+def _not_available(report: dict) -> str:
+    """The banner's note when some artifacts could not be finished on this host (their reasons say how)."""
+    names = report.get("not_available_here") or []
+    if not names:
+        return ""
+    counted = "they make the run partial" if report.get("exit_code") == 3 else "not counted as a failure"
+    return f"; not available here: {', '.join(names)} ({counted}; each row's reasons say how to finish it)"

@@ -18,6 +18,7 @@ import jinja2
 import yaml
 
 from pipeline import __version__
+from pipeline.reports import escape
 from pipeline.reports.numbers import MISSING, fmt, fmt_range, rounded, significant
 from pipeline.reports.rows import busy_note
 from pipeline.reports.run_snippets import snippet
@@ -36,24 +37,18 @@ LICENSE_NOTE = Raw("edgepipe does not know the source model's license: this deri
 
 
 def md(value) -> str:
-    """A value as Markdown text: HTML and Markdown specials escaped, on one line."""
+    """A value as Markdown text (pipeline.reports.escape.markdown); None is a dash, Raw text passes as is."""
     if value is None:
         return MISSING
     if isinstance(value, Raw):
         return value
-    text = str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = "".join("\\" + c if c in "\\`*_[]|#~" else c for c in text)
-    return " ".join(text.splitlines())
-
-
-def _longest_backticks(text: str) -> int:
-    return max((len(run) for run in re.findall(r"`+", text)), default=0)
+    return escape.markdown(value)
 
 
 def code(value) -> Raw:
     """Inline code: a backtick fence longer than any run of backticks inside."""
     text = " ".join(str(value).splitlines())
-    fence = "`" * (_longest_backticks(text) + 1)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
     return Raw(f"{fence}{pad}{text}{pad}{fence}")
 
@@ -240,7 +235,7 @@ def render(data: dict, preprocess: dict | None = None) -> str:
 
 
 def _fence(text: str) -> str:
-    fence = "`" * max(3, _longest_backticks(text) + 1)
+    fence = "`" * max(3, max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
     return f"{fence}python\n{text}{fence}"
 
 

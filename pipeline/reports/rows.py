@@ -60,6 +60,9 @@ class ReportRow(BaseModel):
     per_layer_error: str | None = None
     dir: str | None = None  # the published artifact directory
     cross_quantizer: Json | None = None  # a run validator's result: set after the row was published
+    # a partial row this host cannot finish (no compiler, device or package): pipeline/run/availability.py
+    not_available_here: bool | None = None
+    how_to_finish: str | None = None
     # a row that went wrong
     traceback: str | None = None
     failure: Json | None = None  # an executor Failure (a target or cell that did not return)

@@ -5,10 +5,14 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from pipeline.reports.escape import terminal as esc
 from pipeline.reports.numbers import MISSING, fmt, fmt_range
+from pipeline.reports.profile import lines
 from pipeline.reports.rows import ReportRow
 
 STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip", "partial": "⚠️ partial"}
+NOT_AVAILABLE = "➖ not available here"  # a partial row this host cannot finish (pipeline/run/availability.py)
+FINISH_PREFIX = "not available here"  # its reason line, printed in full below the table instead of in the cell
 
 
 def _drop(acc: dict) -> str:
@@ -30,12 +34,14 @@ def summary_table(report: dict) -> Table:
     for r in map(ReportRow.from_json, report["artifacts"]):
         acc = r.accuracy or {}
         lat = r.latency or {}
+        reasons = [x for x in r.reasons if not (r.not_available_here and x.startswith(FINISH_PREFIX))]
+        status = NOT_AVAILABLE if r.not_available_here else STATUS.get(r.status, r.status)
         t.add_row(
-            r.artifact, STATUS.get(r.status, r.status), fmt(r.size_mb, ".1f"),
+            esc(r.artifact), esc(status), fmt(r.size_mb, ".1f"),
             fmt(acc.get("top1"), ".4f"), _drop(acc),
             fmt(acc.get("agreement"), ".3f"), fmt(lat.get("p50_ms"), ".1f") + (" busy" if r.busy() else ""),
             fmt(lat.get("p90_ms"), ".1f"),
-            "; ".join([*r.reasons, *([r.note] if r.note else []), *([r.busy()] if r.busy() else [])])[:240],
+            esc("; ".join([*reasons, *([r.note] if r.note else []), *([r.busy()] if r.busy() else [])])[:240]),
         )
     return t
 
@@ -60,23 +66,46 @@ def recipe_notes(report: dict) -> list[str]:
     return out
 
 
+def not_available_lines(report: dict) -> list[str]:
+    """Below the table, each on its own line and never cut: what this host could not finish and the exact way
+    to finish it, then whether that counts for the exit code."""
+    rows = [r for r in map(ReportRow.from_json, report["artifacts"]) if r.not_available_here]
+    if not rows:
+        return []
+    out = []
+    for r in rows:
+        out += [f"{r.artifact}: not available here; to finish it:", f"  {r.how_to_finish}"]
+    if report.get("exit_code") == 0:
+        out.append(f"{len(rows)} artifact(s) not available here: built and checked as far as this host allows; "
+                   "not a failure (mark the target `required: true` or pass --strict to make it exit 3)")
+    return out
+
+
 def print_summary(report: dict, console: Console, output) -> None:
     console.print(summary_table(report))
+    for line in not_available_lines(report):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     stages = report["stages"]
     ran = [s for s in stages if not s["cached"]]
     console.print(
         f"stages: {len(stages)} total, {len(stages) - len(ran)} cached, {len(ran)} ran; "
         f"wall time {fmt(report['wall_seconds'], '.1f')} s"
     )
+    if ran and report.get("profile"):  # where the time went, by stage kind
+        console.print("time by kind (own time of each stage; CPU = process + children):")
+        for line in lines(report["profile"]):
+            console.print(f"  {line}", highlight=False)
     for line in recipe_notes(report):
-        console.print(line)
+        console.print(esc(line))
     busy = [r.artifact for r in map(ReportRow.from_json, report["artifacts"]) if r.busy()]
     if busy:
         console.print(f"[bold yellow]busy machine:[/] the latency of {len(busy)} row(s) was measured while the load "
                       "average exceeded the core count; rerun on an idle machine before quoting it", highlight=False)
     cross = report.get("cross_quantizer") or {}
     if cross.get("flagged"):
-        console.print(f"[bold red]cross-quantizer check:[/] {', '.join(cross['flagged'])} far below the other INT8 "
+        flagged = esc(", ".join(cross["flagged"]))
+        console.print(f"[bold red]cross-quantizer check:[/] {flagged} far below the other INT8 "
                       f"artifacts (> {fmt(cross['max_gap_points'], 'g')} pts)")
-    console.print(f"report: {output}/report.json   html: {output}/report.html   "
-                  f"artifacts (each with a README.md model card): {output}/artifacts/")
+    out = esc(output)
+    console.print(f"report: {out}/report.json   html: {out}/report.html   "
+                  f"artifacts (each with a README.md model card): {out}/artifacts/")

@@ -29,7 +29,7 @@ class RunContext:
         self.spec = PreprocessSpec.from_input(cfg.input)
         self.labels = read_labels(cfg.data.labels)
         self.cache = StageCache(Path(cache_root) if cache_root is not None else Path(cfg.output) / "stages")
-        self.is_savedmodel = _check_model_path(self.model_path, cfg.model.trust)
+        self.is_savedmodel = check_model_input(self.model_path, cfg.model.trust)
         self.model_sha = sha256_tree(self.model_path) if self.is_savedmodel else sha256_file(self.model_path)
         self._keras = None
         self._worker_batches: dict[str, dict] = {}  # batches materialised by executor workers
@@ -53,7 +53,8 @@ class RunContext:
     # ---- data -------------------------------------------------------------------------
     @cached_property
     def calibration(self) -> Batch:
-        with bar("loading calibration images", None, self.console) as advance:
+        with self.cache.span("calibration images"), \
+                bar("loading calibration images", None, self.console) as advance:
             b = load_subset(self.cfg.data.calibration, self.cfg.data.splits, self.labels, self.spec,
                             "calibration data", advance)
         checks.check_count(len(b), self.cfg.data.min_calibration, "calibration data")
@@ -62,7 +63,8 @@ class RunContext:
 
     @cached_property
     def validation(self) -> Batch:
-        with bar("loading validation images", None, self.console) as advance:
+        with self.cache.span("validation images"), \
+                bar("loading validation images", None, self.console) as advance:
             b = load_subset(self.cfg.data.validation, self.cfg.data.splits, self.labels, self.spec,
                             "validation data", advance)
         if not (b.labels >= 0).any():
@@ -75,7 +77,8 @@ class RunContext:
         subset = self.cfg.data.accuracy_control
         if subset is None:
             return None
-        with bar("loading accuracy-control images", None, self.console) as advance:
+        with self.cache.span("accuracy-control images"), \
+                bar("loading accuracy-control images", None, self.console) as advance:
             b = load_subset(subset, self.cfg.data.splits, self.labels, self.spec, "accuracy-control data", advance)
         if not (b.labels >= 0).any():
             raise InputError("accuracy-control data: expected labeled images. Received: none labeled")
@@ -105,9 +108,10 @@ class RunContext:
         if self._keras is None:
             from pipeline.stages.keras_model import load_keras, verify_io
 
-            _set_tf_threads(self.cfg.threads)
-            model = load_keras(self.model_path, trust=self.cfg.model.trust)
-            verify_io(model, self.spec.shape, len(self.labels), f"model {str(self.model_path)!r}")
+            with self.cache.span("keras model"):
+                _set_tf_threads(self.cfg.threads)
+                model = load_keras(self.model_path, trust=self.cfg.model.trust)
+                verify_io(model, self.spec.shape, len(self.labels), f"model {str(self.model_path)!r}")
             self._keras = model
         return self._keras
 
@@ -118,8 +122,9 @@ class RunContext:
         if self.is_savedmodel:
             from pipeline.stages.savedmodel import load_serving
 
-            _set_tf_threads(self.cfg.threads)
-            return SavedModelRunner(load_serving(self.model_path, self.spec.shape, len(self.labels)))
+            with self.cache.span("savedmodel signature"):
+                _set_tf_threads(self.cfg.threads)
+                return SavedModelRunner(load_serving(self.model_path, self.spec.shape, len(self.labels)))
         return KerasRunner(self.keras_model())
 
     def savedmodel(self) -> StageResult:
@@ -149,21 +154,30 @@ class RunContext:
         if res.cached:  # another worker sharing the cache computed it while this one waited
             self.console.print(f"  [dim]cached[/]  {name}  (computed by another worker)")
         else:
-            self.console.print(f"  [green]ran[/]     {name}  ({res.seconds:.1f} s)")
+            cpu = f", cpu {res.cost.cpu:.1f} s" if res.cost is not None else ""
+            self.console.print(f"  [green]ran[/]     {name}  ({res.seconds:.1f} s{cpu})")
         return res
 
 
-def _check_model_path(path: Path, trust: bool) -> bool:
-    """True for a SavedModel directory, False for a model file; anything else is an InputError."""
+def check_model_input(path: Path, trust: bool) -> bool:
+    """True for a SavedModel directory, False for a model file; anything else is an InputError. Reads,
+    never runs: an untrusted SavedModel's graphs are checked for side-effect ops (formats.savedmodel_ops)."""
+    from pipeline.core import safeio
     from pipeline.stages.savedmodel import is_savedmodel_dir
 
-    if not path.exists():
+    problem = safeio.stat_problem(path)
+    if problem in ("no such file or directory",) or (problem and "link" in problem):
         raise InputError(f"model: expected a .keras file or a SavedModel directory. Received: {str(path)!r} "
-                         "(no such file or directory)")
-    if path.is_dir():
+                         f"({problem})")
+    if problem == "a directory":
         if not is_savedmodel_dir(path):
             raise InputError(f"model {str(path)!r}: expected a SavedModel directory (with saved_model.pb). "
                              f"Received: a directory without saved_model.pb")
+        safeio.check_tree(path, "SavedModel directory")
+        if not trust:
+            from pipeline.formats.savedmodel_ops import check_savedmodel
+
+            check_savedmodel(path)
         return True
     from pipeline.stages.keras_model import check_model_path
 

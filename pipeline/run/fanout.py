@@ -44,7 +44,7 @@ def prepare_model(payload: dict) -> dict:
     if payload.get("savedmodel", True):
         ctx.savedmodel()
     return {"ref_row": ref["row"].to_json(), "ref_scores": ref["scores"], "model": str(ctx.model_path),
-            "events": list(ctx.cache.events), "data": ctx.batch_infos()}
+            "events": list(ctx.cache.events), "spans": list(ctx.cache.spans), "data": ctx.batch_infos()}
 
 
 def target_cell(payload: dict) -> dict:
@@ -52,7 +52,7 @@ def target_cell(payload: dict) -> dict:
     ctx = _context(payload)
     entry = ctx.cfg.targets[payload.get("target", 0)]
     rows = [r.to_json() for r in run_target(ctx, entry, payload["ref_scores"])]
-    return {"rows": rows, "events": list(ctx.cache.events), "data": ctx.batch_infos()}
+    return {"rows": rows, "events": list(ctx.cache.events), "spans": list(ctx.cache.spans), "data": ctx.batch_infos()}
 
 
 def merge_events(into: list, new: list) -> None:
@@ -96,8 +96,10 @@ def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[Rep
     ctx.console.print(f"[bold]fan-out[/]: {len(tasks)} target(s) on executor {executor.name}")
 
     def done(i: int, out) -> None:
-        status = f"[red]failed[/]: {out.reason}" if isinstance(out, Failure) else "[green]done[/]"
-        ctx.console.print(f"  {tasks[i].label}: {status}", highlight=False)
+        from pipeline.reports.escape import terminal as esc
+
+        status = f"[red]failed[/]: {esc(out.reason)}" if isinstance(out, Failure) else "[green]done[/]"
+        ctx.console.print(f"  {esc(tasks[i].label)}: {status}", highlight=False)
 
     rows: list[ReportRow] = []
     for entry, out in zip(cfg.targets, executor.run(tasks, on_result=done), strict=True):
@@ -108,5 +110,6 @@ def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[Rep
             continue
         rows += [ReportRow.from_json(r) for r in out["rows"]]
         merge_events(ctx.cache.events, out["events"])
+        ctx.cache.spans.extend(out.get("spans", []))  # loads a worker did, for the run's profile
         ctx.note_worker_batches(out["data"])
     return rows

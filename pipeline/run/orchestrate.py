@@ -1,5 +1,5 @@
-"""`run_pipeline`: the whole run. Lock the output, FP32 reference, every target on the executor,
-the run validators (the cross-quantizer check), report.json and report.html.
+"""`run_pipeline`: the whole run. Check every input (pipeline.run.precheck), lock the output, FP32
+reference, every target on the executor, the cross-quantizer check, report.json and report.html.
 
 The per-target work is `pipeline.run.target.run_target`; `pipeline.run.fanout.run_targets` runs it
 for every target on the executor (the local executor is the one serial loop).
@@ -8,15 +8,19 @@ for every target on the executor (the local executor is the one serial loop).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 from pipeline.core.jsonio import write_json
+from pipeline.core.timing import cpu_seconds
 from pipeline.core.versions import host_facts
+from pipeline.reports.profile import profile
 from pipeline.reports.rows import ReportRow
 from pipeline.run.context import RunContext
 from pipeline.run.fanout import run_targets
 from pipeline.run.outdir import locked_output, sweep_leftovers, write_guard
+from pipeline.run.precheck import check_run
 from pipeline.run.reference import reference
 from pipeline.validators import gates as gate_mod
 from pipeline.validators import registry
@@ -44,16 +48,21 @@ def apply_run_validators(cfg, rows: list[ReportRow]) -> tuple[list[ReportRow], d
     return rows, summaries
 
 
-def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None) -> dict:
-    """`executor`: where the targets run (default: from `cfg.executor`; `local` runs them here)."""
-    t0 = time.perf_counter()
+def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None, strict: bool = False) -> dict:
+    """`executor`: where the targets run (default: from `cfg.executor`; `local` runs them here).
+    `strict`: a target this host cannot finish (`not available here`) makes the run partial (exit 3),
+    as a target marked `required: true` always does."""
+    t0, cpu0, load0 = time.perf_counter(), cpu_seconds(), os.getloadavg()[0]
+    ctx = RunContext(cfg, model_path)  # model and labels checked (reads only)
+    check_run(ctx)  # data listed, output folder allowed: before the folder, its lock or a sweep is touched
     with locked_output(Path(cfg.output), wait=wait), write_guard(Path(cfg.output)):
-        ctx = RunContext(cfg, model_path)
         ctx.cache.sweep_temporaries()
         sweep_leftovers(Path(cfg.output))
         ref = reference(ctx)
         rows, summaries = apply_run_validators(cfg, [ref["row"], *run_targets(ctx, ref["scores"], executor)])
-        exit_code = gate_mod.exit_code(r.status for r in rows)  # "skipped" (optional check, reason given) is ok
+        required = [t.name for t in cfg.targets if t.required]
+        # "skipped" (optional check, reason given) is ok; so is "not available here" unless required or strict
+        exit_code = gate_mod.run_exit_code([r.to_json() for r in rows], required, strict)
         batches = ctx.batch_infos()
         report = {
             "edgepipe_report": 1,
@@ -72,9 +81,14 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None) -> di
                        for e in ctx.cache.events],
             "artifacts": [r.to_json() for r in rows],
             **summaries,  # "cross_quantizer"
+            "not_available_here": [r.artifact for r in rows if r.not_available_here],
+            "strict": strict,
             "exit_code": exit_code,
             "wall_seconds": round(time.perf_counter() - t0, 2),
         }
+        # where the time went, by stage kind (wall and CPU seconds): pipeline/reports/profile.py
+        report["profile"] = profile(ctx.cache.events, ctx.cache.spans, time.perf_counter() - t0,
+                                    cpu_seconds() - cpu0, (load0, os.getloadavg()[0]))
         write_json(Path(cfg.output) / "report.json", report)
         from pipeline.reports.html import write_html
 

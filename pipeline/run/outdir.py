@@ -1,4 +1,14 @@
-"""The output directory: an exclusive lock naming its holder, and atomic publication."""
+"""The output directory: checked before anything is written, an exclusive lock naming its holder,
+atomic publication, and the sweep of leftovers of killed runs.
+
+`check_output_dir` (called before the folder, its lock or any sweep is touched) refuses an output
+folder that is the filesystem root or the home directory; whose path holds a glob character
+(TensorFlow finds a SavedModel's variables by pattern: stages under it could not be read back);
+that overlaps an input (the model, the labels file, a data source: either inside the other);
+that is not a directory; or that is a non-empty folder edgepipe did not create (no
+`.edgepipe.lock` in it, and entries other than the ones edgepipe writes, `OUTPUT_ENTRIES`). Leftovers are found by the
+marker edgepipe writes inside each temporary folder (`pipeline.core.tempdirs`), never by name.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +21,13 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.core.cache import pid_alive
-from pipeline.core.errors import InputError, OutputLockedError, OutputWriteError
+from pipeline.core import tempdirs
+from pipeline.core.errors import InputError, OutputLockedError, OutputWriteError, expected_received
 
 LOCK_NAME = ".edgepipe.lock"
+GLOB_CHARS = ("*", "?", "[", "]", "\\")
+# what edgepipe writes into an output folder: a folder holding only these (e.g. a copied stage cache) is edgepipe's
+OUTPUT_ENTRIES = {LOCK_NAME, "stages", "artifacts", "logs", "report.json", "report.html", "cells", "sweep.json"}
 
 
 @contextmanager
@@ -39,8 +52,10 @@ def locked_output(path: Path, wait: bool = False):
                     "wait for it to finish (--wait) or choose another --output"
                 ) from err
             from pipeline.core.progress import stderr
+            from pipeline.reports.escape import terminal as esc
 
-            stderr.print(f"waiting for the edgepipe run holding {str(path)!r} ({holder}) ...", highlight=False)
+            stderr.print(f"waiting for the edgepipe run holding {esc(repr(str(path)))} ({esc(holder)}) ...",
+                         highlight=False)
             fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode(), 0)
@@ -63,16 +78,14 @@ def write_guard(out: Path):
         raise fail from err
 
 
+def make_temp_dir(final: Path) -> Path:
+    """A marked temporary folder beside `final` (see pipeline.core.tempdirs): fill it, then `publish_dir`."""
+    return tempdirs.make_temp_dir(Path(final))
+
+
 def publish_dir(tmp: Path, final: Path) -> None:
     """Replace `final` by `tmp` so that readers see the old or the new, never a mix."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists():
-        old = final.with_name(f".old-{final.name}-{os.getpid()}")
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    tempdirs.publish_dir(tmp, final)
 
 
 def link_or_copy(src: Path, dst: Path) -> None:
@@ -111,26 +124,50 @@ def write_failure(err: BaseException, out: Path) -> OutputWriteError | None:
 
 
 def sweep_leftovers(root: Path) -> int:
-    """Undo what a killed run left in `root`: temporary artifact dirs and report files are removed; an
-    artifact caught between the two renames of `publish_dir` gets its previous version back."""
+    """Undo what a killed run left in `root` and `root/artifacts`: marked temporary folders of dead
+    processes are removed; an artifact caught between the two renames of `publish_dir` gets its
+    previous version back. Unmarked folders are never touched, whatever their names."""
     root = Path(root)
-    n = 0
-    for d in (root, root / "artifacts"):
-        if not d.is_dir():
-            continue
-        for p in d.glob(".*"):
-            name, _, pid = p.name.rpartition("-")
-            if not pid.isdigit() or not p.name.startswith((".tmp-", ".old-", ".report.json.tmp")):
-                continue
-            if int(pid) != os.getpid() and pid_alive(int(pid)):
-                continue
-            final = d / name.removeprefix(".old-")
-            if p.name.startswith(".old-") and not final.exists():
-                os.replace(p, final)  # the previous good artifact: restore it
-            elif p.is_dir():
-                shutil.rmtree(p, ignore_errors=True)
-            else:
-                p.unlink(missing_ok=True)
-            n += 1
-    return n
+    return tempdirs.sweep(root) + tempdirs.sweep(root / "artifacts")
 
+
+def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
+    """Refuse an output folder that would write over something that is not edgepipe's (see the module
+    docstring). `inputs`: what each input is called in messages -> its path (None: not a path)."""
+    out = Path(out).expanduser()
+    label = f"output directory {str(out)!r}"
+    resolved = out.resolve()
+    if resolved == Path(resolved.anchor):
+        raise InputError(expected_received(label, "a folder for edgepipe's outputs", "the filesystem root"))
+    glob = sorted(set(str(resolved)) & set(GLOB_CHARS))
+    if glob:  # TensorFlow finds checkpoint files by pattern: the SavedModel under stages/ would not be found
+        raise InputError(expected_received(label, f"a path without the characters {' '.join(GLOB_CHARS)} (TensorFlow "
+                                                  "reads the SavedModel's variables by glob pattern)",
+                                           f"a path with {' '.join(glob)}; choose another --output"))
+    home = Path.home().resolve()
+    if resolved == home:
+        raise InputError(expected_received(label, "a folder for edgepipe's outputs (e.g. ~/edgepipe-out)",
+                                           "your home directory"))
+    for what, path in inputs.items():
+        if path is None:
+            continue
+        p = Path(path).expanduser().resolve()
+        if p == resolved or resolved in p.parents or p in resolved.parents:
+            where = "is the same path as" if p == resolved else "is inside" if p in resolved.parents else "contains"
+            raise InputError(expected_received(label, f"a folder apart from every input; it {where} the {what}",
+                                               f"{what} {str(path)!r}; choose another --output"))
+    if out.is_symlink() and not out.exists():
+        raise InputError(expected_received(label, "a folder", "a dangling symbolic link"))
+    if out.exists():
+        if not out.is_dir():
+            raise InputError(expected_received(label, "a folder", "an existing file"))
+        try:
+            names = [p.name for p in out.iterdir()]
+        except OSError as err:
+            raise InputError(expected_received(label, "a readable folder", err.strerror)) from None
+        foreign = [n for n in names if n not in OUTPUT_ENTRIES and tempdirs.read_marker(out / n) is None]
+        if foreign and LOCK_NAME not in names:
+            shown = ", ".join(repr(n) for n in sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+            raise InputError(expected_received(
+                label, "a new or empty folder, or one an earlier edgepipe run wrote",
+                f"a non-empty folder edgepipe did not create ({len(names)} entries: {shown}); choose another --output"))

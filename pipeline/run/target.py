@@ -9,7 +9,6 @@ ConfigError) aborts the run instead: nothing downstream of it can be trusted.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import traceback
 from pathlib import Path
@@ -24,8 +23,9 @@ from pipeline.core.labels import check_outputs
 from pipeline.core.versions import host_facts, tool_versions
 from pipeline.reports.model_card import write_model_card
 from pipeline.reports.rows import ReportRow
+from pipeline.run.availability import host_gap, mark, unbuildable_row
 from pipeline.run.context import RunContext
-from pipeline.run.outdir import link_or_copy, publish_dir, write_failure
+from pipeline.run.outdir import link_or_copy, make_temp_dir, publish_dir, write_failure
 from pipeline.run.probe import probed_stage
 from pipeline.run.reference import scores_stage
 from pipeline.validators import registry
@@ -34,8 +34,7 @@ from pipeline.validators.base import ValidationInputs, validate
 
 def publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
     final = Path(ctx.cfg.output) / "artifacts" / art.name.replace("/", "-")
-    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
-    tmp.mkdir(parents=True)
+    tmp = make_temp_dir(final)
     try:
         for f in art.files:
             link_or_copy(art.path.parent / f, tmp / f)
@@ -77,18 +76,21 @@ def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> ReportRow:
         # what this host could not do (no compiler, no device): never a pass
         partial = list(art.incomplete) + [p for r in results for p in r.partial]
         status = "failed" if failed else ("partial" if partial else "passed")
-        row.update(status=status, reasons=failed + partial, calibration_sha256=art.calibration_sha256,
-                   recipe=art.recipe, **{r.name: r.result for r in results})
+        row.update(status=status, reasons=failed + partial)
+        mark(row, host_gap(job.target) if status == "partial" else None)  # no compiler / device here: says so
+        row.update(calibration_sha256=art.calibration_sha256, recipe=art.recipe, **{r.name: r.result for r in results})
         if art.metadata:
             row["target_info"] = art.metadata
         metrics = {r.name: r.result for r in results if not r.diagnostic}
         diagnostics = {r.name: r.result for r in results if r.diagnostic}
+        finish = {k: row[k] for k in ("not_available_here", "how_to_finish") if k in row}
         row["dir"] = str(publish(ctx, art, {"metrics": metrics, "status": status, "gate_failures": failed,
-                                            "environment": env_brief(), **diagnostics}))
+                                            **finish, "environment": env_brief(), **diagnostics}))
     except (InputError, ConfigError):
         raise  # bad input aborts the run (exit 2): nothing downstream can be trusted
     except DeviceUnavailableError as err:  # built, but not validated where it must run: partial (exit 3)
         row.update(status="partial", reasons=[str(err)])
+        mark(row, host_gap(job.target))
     except Exception as err:
         if (full := write_failure(err, Path(ctx.cfg.output))) is not None:
             raise full from err  # disk full / read-only: abort; earlier outputs stay as they were
@@ -109,6 +111,9 @@ def run_target(ctx: RunContext, entry, ref_scores: np.ndarray) -> list[ReportRow
     """One target's artifacts: build, validate, gate, publish, then the target's extra check rows
     (e.g. arm64 emulation; a check takes the rows so far as JSON and returns one). The unit an
     executor fans out."""
+    unbuildable = unbuildable_row(entry.name)  # its extra is not installed: nothing to build here
+    if unbuildable is not None:
+        return [unbuildable]
     rows = []
     mod = targets.load_module(entry.name)
     for job in mod.jobs(ctx, entry.typed_options()):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipeline.config.paths import ConfigPath, SourcePath
 from pipeline.config.schema import (
@@ -23,6 +23,7 @@ from pipeline.config.schema import (
     load_config,
     parse_config,
 )
+from pipeline.core.bounds import Threads
 from pipeline.core.errors import ConfigError
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # safe as a directory name
@@ -88,7 +89,7 @@ class SweepSpec(_Strict):
     board_bench: str | None = Field(None, pattern=r"^[\w.]+:\w+$", description="module:function")
     output: ConfigPath = Path("sweep-out")
     executor: ExecutorSpec = "local"
-    threads: PositiveInt | None = None
+    threads: Threads | None = None
     max_retries: int = Field(2, ge=0, le=10)
 
     @model_validator(mode="after")
@@ -129,15 +130,10 @@ class Sweep:
 
 def load_sweep(path: str | Path, overrides: dict | None = None) -> Sweep:
     """`overrides`: top-level keys from the command line (e.g. output, executor)."""
-    import yaml
+    from pipeline.config.yamlfile import load_yaml
 
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file: expected an existing YAML file. Received: {str(path)!r}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ConfigError(f"{path}: expected valid UTF-8 YAML. Received a parse error: {err}") from err
+    raw = load_yaml(path, "sweep file")
     if isinstance(raw, dict) and overrides:
         raw = {**raw, **{k: str(Path(v).resolve()) if k == "output" else v for k, v in overrides.items()}}
     return parse_sweep(raw, base_dir=path.parent.resolve(), source=str(path))

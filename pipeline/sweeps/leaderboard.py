@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from pipeline.reports.escape import terminal as esc
 from pipeline.reports.numbers import MISSING, fmt
 from pipeline.reports.rows import ReportRow
 from pipeline.reports.terminal import STATUS
@@ -72,11 +73,12 @@ def leaderboard_table(sweep: dict) -> Table:
         note = "; ".join([*r.reasons, *([r.busy()] if r.busy() else [])])
         if r.boards:
             note = "; ".join([note] * bool(note) + [_board_note(k, v) for k, v in r.boards.items()])
-        t.add_row(r.get("model", ""), r.get("recipe", MISSING), r.artifact, STATUS.get(r.status, r.status),
+        t.add_row(esc(r.get("model", "")), esc(r.get("recipe", MISSING)), esc(r.artifact),
+                  esc(STATUS.get(r.status, r.status)),
                   fmt(r.size_mb, ".1f"), fmt(acc.get("top1"), ".4f"),
                   fmt(acc.get("drop_points"), "+.2f") if "drop_points" in acc else MISSING,
                   fmt(lat.get("p50_ms"), ".1f") + (" busy" if r.busy() else ""), fmt(lat.get("p90_ms"), ".1f"),
-                  mark, note[:140])
+                  mark, esc(note[:140]))
     return t
 
 
@@ -89,9 +91,9 @@ def _board_note(name: str, res: dict) -> str:
 def print_leaderboard(sweep: dict, console) -> None:
     console.print(leaderboard_table(sweep))
     for target, s in sweep["targets"].items():
-        front = ", ".join(s["pareto"]) or "—"
-        winner = s["best"] or "none passed the gates"
-        console.print(f"[bold]{target}[/]: best {winner}   Pareto front (fast→accurate): {front}", highlight=False)
-    console.print(f"gates: {sweep['gates']}; {len(sweep['cells'])} cells, {sweep['failed_cells']} failed; "
-                  f"wall time {fmt(sweep['wall_seconds'], '.1f')} s; report {sweep['output']}/sweep.json",
+        front = esc(", ".join(s["pareto"]) or "—")
+        winner = esc(s["best"] or "none passed the gates")
+        console.print(f"[bold]{esc(target)}[/]: best {winner}   Pareto front (fast→accurate): {front}", highlight=False)
+    console.print(f"gates: {esc(sweep['gates'])}; {len(sweep['cells'])} cells, {sweep['failed_cells']} failed; "
+                  f"wall time {fmt(sweep['wall_seconds'], '.1f')} s; report {esc(sweep['output'])}/sweep.json",
                   highlight=False)

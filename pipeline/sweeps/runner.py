@@ -24,6 +24,7 @@ from pipeline.executors.factory import make_executor
 from pipeline.reports.rows import ReportRow
 from pipeline.run.fanout import failed_row, merge_events, prepare_model, target_cell
 from pipeline.run.outdir import locked_output
+from pipeline.run.precheck import check_sweep_inputs
 from pipeline.sweeps.config import Sweep
 from pipeline.sweeps.leaderboard import summarize
 
@@ -33,6 +34,7 @@ def run_sweep(sweep: Sweep, executor: Executor | None = None, console=stderr) ->
 
     t0 = time.perf_counter()
     spec, out = sweep.spec, sweep.output.resolve()
+    check_sweep_inputs(sweep)  # models, labels, data and the output folder: before anything is written
     with locked_output(out):
         StageCache(out / "stages").sweep_temporaries()  # only the driver sweeps: workers may be writing
         own = executor is None
@@ -50,8 +52,10 @@ def run_sweep(sweep: Sweep, executor: Executor | None = None, console=stderr) ->
 
 
 def _say(console, label: str, res) -> None:
-    status = f"[red]failed[/] ({res.reason})" if isinstance(res, Failure) else "[green]done[/]"
-    console.print(f"  {label}: {status}", highlight=False)
+    from pipeline.reports.escape import terminal as esc
+
+    status = f"[red]failed[/] ({esc(res.reason)})" if isinstance(res, Failure) else "[green]done[/]"
+    console.print(f"  {esc(label)}: {status}", highlight=False)
 
 
 def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:

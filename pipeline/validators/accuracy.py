@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from pipeline.formats.throughput import one_by_one
 from pipeline.validators import stats
 from pipeline.validators.base import ValidationInputs, ValidatorResult
 
@@ -16,17 +17,11 @@ TOP_K = 5
 
 
 def predict_all(runner, images: np.ndarray, progress=None) -> np.ndarray:
-    if hasattr(runner, "predict_batch"):
-        out = runner.predict_batch(images)
-        if progress:
-            progress(len(images))
-        return out
-    out = []
-    for img in images:
-        out.append(runner.predict(img))
-        if progress:
-            progress(1)
-    return np.stack(out)
+    """Scores of every image: the runner's throughput path (`predict_many`, the same scores as one
+    `predict` per image: pipeline/formats/throughput.py) when it has one, else image by image."""
+    if hasattr(runner, "predict_many"):
+        return runner.predict_many(images, progress)
+    return one_by_one(runner, images, progress)
 
 
 def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:

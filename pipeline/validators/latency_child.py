@@ -6,24 +6,26 @@ process holding the runtime, the model and the few input images it cycles over. 
 
 `measure_in_child` is the parent side: it writes the request, streams progress into a bar,
 and turns a missing runtime into DeviceUnavailableError (exit 3: could not be validated here).
+The child is supervised like every model run (`pipeline.core.children`): memory and CPU limits,
+its own process group, killed when it makes no progress for the timeout or when edgepipe stops.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.children import Limits, limit_self, run_limited
 from pipeline.core.errors import DeviceUnavailableError, StageError
 
 RUNTIME_MISSING = 3
+DEFAULT_LIMITS = Limits(timeout_s=600.0)  # no progress for 10 minutes: hung
 
 
 def _peak_rss_mb() -> tuple[float, str]:
@@ -49,6 +51,7 @@ def _child(req_path: str) -> int:
     from pipeline.validators import machine_load
     from pipeline.validators.latency import time_end_to_end, time_runner
 
+    limit_self()  # the limits the parent put in the environment
     req = json.loads(Path(req_path).read_text())
 
     def tick(n=1):
@@ -104,9 +107,13 @@ def _open(req: dict):
 
 def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarray, warmup: int, runs: int,
                      options: dict | None = None, spec=None, paths: list[str] | None = None,
-                     e2e_runs: int | None = None, progress=None, timeout: float = 3600,
-                     artifact: dict | None = None, target: str | None = None) -> dict:
-    """Run the measurement in a child; `progress(n)` is called as timed runs complete."""
+                     e2e_runs: int | None = None, progress=None, timeout: float | None = None,
+                     artifact: dict | None = None, target: str | None = None, limits: Limits | None = None) -> dict:
+    """Run the measurement in a supervised child; `progress(n)` is called as timed runs complete.
+    `limits` (default DEFAULT_LIMITS; `timeout` overrides its time without progress)."""
+    limits = limits or DEFAULT_LIMITS
+    if timeout is not None:
+        limits = Limits(timeout, limits.memory_mb, limits.cpu_s)
     n_used = max(1, min(len(images), max(runs, warmup + 1)))
     with tempfile.TemporaryDirectory(prefix="edgepipe-lat-") as tmp:
         np.save(Path(tmp) / "images.npy", np.ascontiguousarray(images[:n_used]))
@@ -116,38 +123,28 @@ def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarra
         if spec is not None and paths:
             req.update(spec=spec.as_dict(), paths=[str(p) for p in paths], e2e_runs=int(e2e_runs or runs))
         (Path(tmp) / "req.json").write_text(json.dumps(req))
-        env = {**os.environ, "PYTHONPATH": _pythonpath(), "TF_CPP_MIN_LOG_LEVEL": "2"}
-        err_path = Path(tmp) / "stderr.txt"
-        with open(err_path, "w") as err_file:
-            proc = subprocess.Popen([sys.executable, "-m", "pipeline.validators.latency_child",
-                                     str(Path(tmp) / "req.json")],
-                                    stdout=subprocess.PIPE, stderr=err_file, text=True, env=env)
-            result = None
-            watchdog = threading.Timer(timeout, proc.kill)  # a hung runtime must not hang the run
-            watchdog.start()
-            try:
-                for line in proc.stdout:
-                    if line.startswith("progress ") and progress:
-                        progress(int(line.split()[1]))
-                    elif line.startswith("result "):
-                        result = json.loads(line[len("result "):])
-                rc = proc.wait()
-            finally:
-                watchdog.cancel()
-        if rc == RUNTIME_MISSING:
-            raise DeviceUnavailableError(f"{Path(path).name}: cannot be measured on this host: "
-                                         f"{(result or {}).get('error', 'runtime missing')}")
-        if rc != 0 or result is None:
-            tail = err_path.read_text(errors="replace")[-1500:]
-            raise StageError(f"latency measurement of {Path(path).name} failed (child exit {rc}): {tail.strip()}")
+        found: dict = {}
+
+        def on_line(line: str) -> None:
+            if line.startswith("progress ") and progress:
+                progress(int(line.split()[1]))
+            elif line.startswith("result "):
+                found["result"] = json.loads(line[len("result "):])
+
+        steps = runs + (req.get("e2e_runs") or 0) + warmup
+        out = run_limited("pipeline.validators.latency_child", [Path(tmp) / "req.json"], limits, threads, steps,
+                          on_line)
+    result, rc = found.get("result"), out.returncode
+    if rc == RUNTIME_MISSING:
+        raise DeviceUnavailableError(f"{Path(path).name}: cannot be measured on this host: "
+                                     f"{(result or {}).get('error', 'runtime missing')}")
+    if out.timed_out:
+        raise StageError(f"latency measurement of {Path(path).name}: expected progress within {limits.timeout_s:g} s "
+                         f"({limits.describe()}). Received: none (hung; the child was killed)")
+    if rc != 0 or result is None:
+        raise StageError(f"latency measurement of {Path(path).name} failed (child exit {rc}): "
+                         f"{out.stderr[-1500:].strip()}")
     return result
-
-
-def _pythonpath() -> str:
-    """The child must import the same edgepipe as the parent (also when run from a checkout)."""
-    root = str(Path(__file__).resolve().parents[2])
-    rest = os.environ.get("PYTHONPATH", "")
-    return root + (os.pathsep + rest if rest else "")
 
 
 if __name__ == "__main__":

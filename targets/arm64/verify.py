@@ -77,9 +77,11 @@ def _spec_beside(art_dir: Path):
 def _run_data(art_dir: Path) -> tuple[str, str]:
     report = art_dir.parent.parent / "report.json"
     try:
-        valid = json.loads(report.read_text())["data"]["validation"]
+        from pipeline.core import safeio
+
+        valid = json.loads(safeio.read_text(report, "run report"))["data"]["validation"]
         return valid["source"], valid["split"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, InputError):
         raise InputError("data: expected --data SOURCE (a class-folder directory, a CSV, or example:elpv) or "
                          f"--config, since no run report with validation data was found at {report}. "
                          "Received: none") from None

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.logs import tame_logger, toolkit_stdout
 from pipeline.quantize.quantizers.base import no_16x8, unsupported_statistic
 
 # ---- what it can do ------------------------------------------------------------------------
@@ -94,13 +95,15 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
 
     model = ov.Core().read_model(str(ir))
     source_names = frozenset(op.get_friendly_name() for op in model.get_ops())
-    qmodel = nncf.quantize(
-        model,
-        nncf_dataset(calib),
-        target_device=nncf.TargetDevice(target_device),
-        subset_size=len(calib),
-        **nncf_arguments(recipe),
-    )
+    tame_logger("nncf")  # NNCF logs INFO to stdout; its progress bars print there too: stdout is for --json
+    with toolkit_stdout():
+        qmodel = nncf.quantize(
+            model,
+            nncf_dataset(calib),
+            target_device=nncf.TargetDevice(target_device),
+            subset_size=len(calib),
+            **nncf_arguments(recipe),
+        )
     canonical_names(qmodel, source_names, "nncf_")  # only the unnamed Constant/Convert nodes NNCF added
     dest = Path(out) / "model_int8.xml"
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
@@ -134,12 +137,14 @@ def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, 
 
     model = ov.Core().read_model(str(ir))
     validation = nncf.Dataset(list(zip(control, control_labels, strict=True)))
-    qmodel = nncf.quantize_with_accuracy_control(
-        model, nncf_dataset(calib), validation, validate, max_drop=max_drop_points / 100.0,
-        drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), target_device=nncf.TargetDevice(target_device),
-        **kw,
-        advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-            max_num_iterations=max_float_layers, ranking_subset_size=min(ranking_subset_size, len(control))))
+    tame_logger("nncf")
+    with toolkit_stdout():
+        qmodel = nncf.quantize_with_accuracy_control(
+            model, nncf_dataset(calib), validation, validate, max_drop=max_drop_points / 100.0,
+            drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), target_device=nncf.TargetDevice(target_device),
+            **kw,
+            advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
+                max_num_iterations=max_float_layers, ranking_subset_size=min(ranking_subset_size, len(control))))
     dest = Path(out) / "model_int8_budget.xml"
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
     compiled = ov.Core().compile_model(qmodel, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})

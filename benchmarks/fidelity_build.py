@@ -1,0 +1,249 @@
+"""Artifacts for bench_fidelity.py: Keras-level sources (plain or transformed), the three quantizers,
+each toolchain's defaults run by hand, and the fp16 / bf16 floors. Every build is a cached stage.
+
+A *source* is a Keras model (the example's, or one produced from it by a chain of transforms from
+pipeline/quantize/) exported to a SavedModel; each transform is its own stage keyed by its parent,
+its parameters and the calibration images, so a chain shares its prefix with every other chain.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.core.hashing import sha256_file, stable_hash
+from pipeline.core.versions import tool_versions
+
+RUNNERS = {"tflite": ".tflite", "openvino": ".xml", "onnx": ".onnx"}
+
+
+def transforms() -> dict:
+    """name -> fn(model, calib_images, params, control) -> (new model, info dict). Imported lazily."""
+    def eq_sep(model, images, params, _control):
+        from pipeline.quantize.equalize import equalize
+
+        new, rep = equalize(model, images, separable=True, cross_layer=False, alpha=params.get("alpha", 0.5))
+        return new, {"separable_layers": len(rep.separable)}
+
+    def reseq(model, images, params, _control):
+        from pipeline.quantize import residual_equalize
+
+        return residual_equalize.equalize_residual_stream(model, images[: params.get("images", 64)],
+                                                          max_scale=params.get("max_scale", 16.0))
+
+    def biascorr(model, images, params, _control):
+        from pipeline.quantize import bias_correction
+
+        return bias_correction.correct_weight_bias(model, images[: params.get("images", 64)])
+
+    def round_(model, images, params, _control):
+        from pipeline.quantize import adaround
+
+        return adaround.learn_rounding(model, images[: params.get("images", 32)], **params.get("options", {}))
+
+    return {"eq-sep": eq_sep, "reseq": reseq, "biascorr": biascorr, "adaround": round_}
+
+
+class Builder:
+    """Builds (and caches) every artifact of the bench in `ctx`'s stage cache."""
+
+    def __init__(self, ctx, calib, control):
+        self.ctx = ctx
+        self.calib = calib
+        self.control = control
+
+    # ---- sources ---------------------------------------------------------------------
+    def source(self, chain: tuple) -> dict:
+        """{"savedmodel": dir, "keras": path or None, "key": str} of a transform chain (() = the model)."""
+        if not chain:
+            sm = self.ctx.savedmodel()
+            return {"savedmodel": sm.path / "saved_model", "keras": self.ctx.model_path, "key": sm.key}
+        parent = self.source(chain[:-1])
+        name, params = chain[-1]
+        key = {"parent": parent["key"], "transform": name, "params": params, "calibration": self.calib.sha256,
+               **tool_versions("tensorflow", "keras")}
+
+        def fn(out: Path) -> dict:
+            import keras
+
+            from pipeline.quantize.equalize import max_output_diff
+            from pipeline.stages.savedmodel import export_savedmodel
+
+            model = keras.saving.load_model(parent["keras"], compile=False)
+            new, info = transforms()[name](model, self.calib.images, params, self.control)
+            info["max_output_diff_vs_parent"] = max_output_diff(model, new, self.calib.images[:16])
+            new.save(out / "model.keras")
+            export_savedmodel(new, out, self.ctx.spec.shape)
+            (out / "transform.json").write_text(json.dumps(info, indent=1, default=float))
+            return {k: v for k, v in info.items() if isinstance(v, int | float | str)}
+
+        res = self.ctx.stage(f"fid-source-{name}", key, fn)
+        return {"savedmodel": res.path / "saved_model", "keras": res.path / "model.keras", "key": res.key,
+                "meta": res.meta}
+
+    # ---- float conversions -----------------------------------------------------------
+    def ir(self, chain: tuple) -> Path:
+        from pipeline.stages.openvino import convert_ir
+
+        src = self.source(chain)
+        res = self.ctx.stage("fid-ov-ir", {"source": src["key"], "shape": list(self.ctx.spec.shape),
+                                           **tool_versions("openvino")},
+                             lambda out: {"file": convert_ir(src["savedmodel"], out, self.ctx.spec.shape).name})
+        return res.path / res.meta["file"]
+
+    def onnx(self, chain: tuple) -> Path:
+        from pipeline.stages.onnx import convert_onnx
+
+        src = self.source(chain)
+        res = self.ctx.stage("fid-onnx-fp32", {"source": src["key"], **tool_versions("tensorflow", "tf2onnx", "onnx")},
+                             lambda out: {"file": convert_onnx(src["savedmodel"], out).name})
+        return res.path / res.meta["file"]
+
+    def tflite_fp32(self, chain: tuple) -> Path:
+        from pipeline.stages.tflite import convert_fp32
+
+        src = self.source(chain)
+        res = self.ctx.stage("fid-tflite-fp32", {"source": src["key"], **tool_versions("tensorflow")},
+                             lambda out: {"file": convert_fp32(src["savedmodel"], out).name})
+        return res.path / res.meta["file"]
+
+    # ---- edgepipe's quantizers (the same stage functions the targets use) -------------
+    def quantized(self, tool: str, chain: tuple, recipe: dict) -> Path:
+        from pipeline.quantize.recipes import Recipe
+
+        r = Recipe(**recipe)
+        calib = self.calib.images
+        if tool == "tflite":
+            from pipeline.quantize.quantizers.tflite import convert_int8
+
+            src = self.source(chain)
+            key = {"source": src["key"], "recipe": r.cache_params(), "calibration": self.calib.sha256,
+                   **tool_versions("tensorflow")}
+            def fn(out):
+                return {"file": convert_int8(src["savedmodel"], out, calib, True, r).name}
+        elif tool == "nncf":
+            from pipeline.quantize.quantizers.nncf import quantize_nncf
+
+            ir = self.ir(chain)
+            key = {"ir": sha256_file(ir), "recipe": r.cache_params(), "calibration": self.calib.sha256,
+                   **tool_versions("openvino", "nncf")}
+            def fn(out):
+                return {"file": quantize_nncf(ir, out, calib, r).name}
+        elif tool == "ort":
+            from pipeline.quantize.quantizers.onnxruntime import quantize_qdq
+
+            src = self.onnx(chain)
+            key = {"onnx": sha256_file(src), "recipe": r.cache_params(), "calibration": self.calib.sha256,
+                   **tool_versions("onnx", "onnxruntime")}
+            def fn(out):
+                return {"file": quantize_qdq(src, out, calib, r).name}
+        else:
+            raise ValueError(f"expected tool tflite, nncf or ort. Received: {tool!r}")
+        res = self.ctx.stage(f"fid-{tool}-int8", key, fn)
+        return res.path / res.meta["file"]
+
+    # ---- the toolchains' defaults by hand, and the floors ----------------------------
+    def by_hand(self, tool: str) -> Path:
+        if tool == "tflite":
+            src = self.source(())
+            res = self.ctx.stage("bench-tflite-by-hand", {"savedmodel": src["key"], "calibration": self.calib.sha256,
+                                                          **tool_versions("tensorflow")},
+                                 lambda out: _tflite_by_hand(src["savedmodel"], out, self.calib.images))
+            return res.path / "model.tflite"
+        if tool == "nncf":
+            src = self.source(())
+            res = self.ctx.stage("bench-nncf-by-hand", {"savedmodel": src["key"], "calibration": self.calib.sha256,
+                                                        "shape": list(self.ctx.spec.shape),
+                                                        **tool_versions("openvino", "nncf")},
+                                 lambda out: _nncf_by_hand(src["savedmodel"], out, self.calib.images,
+                                                           self.ctx.spec.shape))
+            return res.path / "model.xml"
+        onnx = self.onnx(())
+        res = self.ctx.stage("bench-ort-by-hand", {"onnx": sha256_file(onnx), "calibration": self.calib.sha256,
+                                                   **tool_versions("onnxruntime")},
+                             lambda out: _ort_by_hand(onnx, out, self.calib.images))
+        return res.path / "model.onnx"
+
+    def fp16(self) -> Path:
+        src = self.source(())
+        res = self.ctx.stage("fid-tflite-fp16", {"savedmodel": src["key"], **tool_versions("tensorflow")},
+                             lambda out: _tflite_fp16(src["savedmodel"], out))
+        return res.path / "model_fp16.tflite"
+
+
+def runner_factory(path: Path, threads: int, precision: str = "f32"):
+    from pipeline.formats.runners import ONNXRunner, OpenVINORunner, TFLiteRunner
+
+    if path.suffix == ".tflite":
+        return lambda: TFLiteRunner(path, threads)
+    if path.suffix == ".xml":
+        return lambda: OpenVINORunner(path, threads, precision=precision)
+    if path.suffix == ".onnx":
+        return lambda: ONNXRunner(path, threads)
+    raise ValueError(f"expected a .tflite, .xml or .onnx artifact. Received: {str(path)!r}")
+
+
+def artifact_key(path: Path) -> str:
+    files = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
+    return stable_hash([sha256_file(f) for f in files])
+
+
+def bf16_supported() -> dict:
+    """Whether this CPU runs bf16 natively (what OpenVINO's CPU plugin needs for a bf16 hint)."""
+    flags: set[str] = set()
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    have = sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "amx_fp16"})
+    return {"flags": have, "supported": bool(have)}
+
+
+def _tflite_by_hand(saved_model: Path, out: Path, images: np.ndarray) -> dict:
+    """TFLiteConverter's default post-training quantization, as its documentation shows it."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([img[None]] for img in images)
+    (out / "model.tflite").write_bytes(conv.convert())
+    return {}
+
+
+def _nncf_by_hand(saved_model: Path, out: Path, images: np.ndarray, shape) -> dict:
+    """ov.convert_model + nncf.quantize with every default (batch fixed to 1 for the runner)."""
+    import nncf
+    import openvino as ov
+
+    model = ov.convert_model(str(saved_model))
+    model.reshape([1, *shape])
+    qmodel = nncf.quantize(model, nncf.Dataset(images, lambda img: img[None]))
+    ov.save_model(qmodel, str(out / "model.xml"))
+    return {}
+
+
+def _ort_by_hand(model: Path, out: Path, images: np.ndarray) -> dict:
+    """onnxruntime.quantization.quantize_static with its defaults (QDQ, per-tensor, MinMax, int8);
+    `CalibMaxIntermediateOutputs` only bounds memory (MinMax otherwise keeps every image's activations)."""
+    from onnxruntime.quantization import quantize_static
+
+    from calibration.adapters import onnx_calibration_reader
+
+    quantize_static(str(model), str(out / "model.onnx"), onnx_calibration_reader(model, images),
+                    extra_options={"CalibMaxIntermediateOutputs": 16})
+    return {}
+
+
+def _tflite_fp16(saved_model: Path, out: Path) -> dict:
+    """The fp16 floor: TFLite's float16 post-training quantization (fp16 weights; XNNPACK computes
+    in fp32 on CPUs without native fp16 arithmetic, so this floors the weights' rounding only)."""
+    import tensorflow as tf
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+    (out / "model_fp16.tflite").write_bytes(conv.convert())
+    return {}

@@ -1,0 +1,53 @@
+"""The rows of bench_fidelity.py: (name, toolchain, kind, Keras transform chain, recipe).
+
+`chain` is a tuple of (transform, params) steps applied to the Keras model before conversion
+(fidelity_build.transforms); `recipe` is a pipeline.quantize.recipes.Recipe as a dict.
+Kinds: plain (edgepipe's `default` recipe, the latency baseline of its toolchain), by-hand (the
+toolchain's defaults run by hand), fp32 / fp16 / bf16 (floors), method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+TOOLS = {"tflite": "tflite-arm", "nncf": "openvino-cpu", "ort": "onnx-cpu"}
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    tool: str
+    kind: str
+    chain: tuple = ()
+    recipe: dict = field(default_factory=dict)
+
+
+def _m(tool: str, label: str, chain: tuple = (), **recipe) -> Row:
+    return Row(f"{TOOLS[tool]}/int8 {label}", tool, "method", chain, recipe)
+
+
+EQ_SEP = ("eq-sep", {"alpha": 0.5})
+RESEQ = ("reseq", {"images": 64})
+BIASCORR = ("biascorr", {"images": 64})
+ADAROUND = ("adaround", {"images": 32})
+
+PLAIN = {t: f"{a}/int8 plain" for t, a in TOOLS.items()}
+
+ROWS: list[Row] = [
+    # the plain artifacts (latency baselines), the by-hand defaults, the floors
+    *[Row(PLAIN[t], t, "plain") for t in TOOLS],
+    Row("tflite by hand (TFLiteConverter default PTQ)", "tflite", "by-hand"),
+    Row("openvino by hand (nncf.quantize defaults)", "nncf", "by-hand"),
+    Row("onnx by hand (quantize_static defaults)", "ort", "by-hand"),
+    Row("tflite/fp32 (float floor)", "tflite", "fp32"),
+    Row("tflite/fp16 weights (floor)", "tflite", "fp16"),
+    Row("openvino/bf16 (floor)", "nncf", "bf16"),
+    # methods alone
+    *[_m(t, "eq-sep", (EQ_SEP,)) for t in TOOLS],
+    *[_m(t, "reseq", (RESEQ,)) for t in TOOLS],
+    *[_m(t, "biascorr", (BIASCORR,)) for t in ("tflite", "ort")],
+    _m("nncf", "mse ranges", calibration="mse"),
+    _m("ort", "percentile ranges", calibration="percentile"),
+    _m("ort", "entropy ranges", calibration="kl"),
+    *[_m(t, "adaround", (ADAROUND,)) for t in TOOLS],
+]

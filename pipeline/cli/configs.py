@@ -1,0 +1,137 @@
+"""`edgepipe init | schema`, and the config `edgepipe run` starts from: a pipeline.yaml, a built-in example,
+or your own model with `--data` (built by `pipeline/run/from_model.py`, every choice stated on stderr, and
+written to OUTPUT/pipeline.yaml after the run so that file repeats it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+
+from pipeline.cli.common import app, fail, json_out, jsonable
+from pipeline.core.errors import EdgepipeError
+
+OWN = "With your own MODEL"
+
+
+def run_config(source: Path | None, example: str, own: dict, *, output=None, threads=None, executor=None,
+               trust: bool = False):
+    """(config, plan): `plan` is None for a pipeline.yaml or an example, else how the config was built for a model."""
+    from pipeline.config.schema import example_config_path, load_config, parse_config
+    from pipeline.core.errors import ConfigError, expected_received
+    from pipeline.run.from_model import source_kind
+
+    kind = "example" if source is None else source_kind(source)
+    flags = {"precision": "--int8/--fp32"}
+    given = [flags.get(k, f"--{k}") for k, v in own.items() if v is not None]
+    if kind != "model":
+        if given:
+            what = "the built-in example" if source is None else "a pipeline.yaml"
+            raise ConfigError(expected_received(", ".join(given), "a MODEL as the first argument (they build its "
+                                                "config)", f"{what}; set these keys in the YAML instead"))
+        cfg = load_config(source if source is not None else example_config_path(example))
+        overrides = {k: v for k, v in {"output": output, "threads": threads, "executor": executor}.items()
+                     if v is not None}
+        if trust:
+            overrides["model"] = {**cfg.model.model_dump(exclude_none=True), "trust": True}
+        if overrides:
+            cfg = parse_config({**cfg.model_dump(mode="json", exclude_none=False), **jsonable(overrides)},
+                               source="command line")
+        return cfg, None
+    if own["data"] is None:
+        raise ConfigError(expected_received("--data", f"labeled images for {source.name} (a folder of class "
+                                            "sub-folders, or a CSV path,label)",
+                                            "none; or write a pipeline.yaml with `edgepipe init MODEL`"))
+    plan = _plan(source, own, output=output, threads=threads, executor=executor, trust=trust)
+    from pipeline.run.from_model import build_config
+
+    return build_config(plan), plan
+
+
+def _plan(model: Path, own: dict, **kw):
+    from pipeline.core.progress import stderr
+    from pipeline.run.from_model import plan_for_model
+
+    names = [t.strip() for t in own["targets"].split(",") if t.strip()] if own.get("targets") else None
+    plan = plan_for_model(model, own.get("data"), target_names=names, labels=own.get("labels"),
+                          precision=own.get("precision"), preprocessing=own.get("preprocessing"), **kw)
+    for note in plan.notes:  # every choice, one line each
+        stderr.print(note, highlight=False, markup=False, soft_wrap=True)
+    return plan
+
+
+def write_repeatable(plan, cfg) -> Path:
+    """OUTPUT/pipeline.yaml: the config this run used, commented; `edgepipe run` on it repeats the run."""
+    from pipeline.core.progress import stderr
+    from pipeline.run.from_model import config_yaml
+
+    dest = Path(cfg.output) / "pipeline.yaml"
+    how = f"edgepipe run {Path(str(cfg.model.path)).name} --data ..."
+    _write(dest, config_yaml(plan, cfg, how, dest))
+    stderr.print(f"config: {dest} (`edgepipe run {dest}` repeats this run)", highlight=False, markup=False,
+                 soft_wrap=True)
+    return dest
+
+
+def _write(dest: Path, text: str) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, dest)
+
+
+@app.command()
+def init(
+    model: Path = typer.Argument(..., help="your model: a .keras file or a SavedModel directory"),
+    data: str | None = typer.Option(None, help="labeled images: a folder of class sub-folders, or a CSV path,label "
+                                               "(default: placeholders to fill in)"),
+    targets: str | None = typer.Option(None, help="comma-separated targets (default: those this host can build)"),
+    labels: Path | None = typer.Option(None, help="labels file, one class per line in output order (default: the "
+                                                  "class folders' names, sorted)"),
+    precision: bool | None = typer.Option(None, "--int8/--fp32", help="INT8 or FP32 artifacts only (default: each "
+                                                                      "target's own)"),
+    preprocessing: str | None = typer.Option(None, help="xception | unit | imagenet | raw (default: xception)"),
+    output: Path = typer.Option(Path("pipeline.yaml"), "-o", "--output", help="the pipeline.yaml to write"),
+    force: bool = typer.Option(False, "--force", help="replace an existing file"),
+    trust_model: bool = typer.Option(False, "--trust-model", help="allow Keras models needing safe_mode=False"),
+    as_json: bool = typer.Option(False, "--json", help="print what was written (path, notes) as JSON"),
+) -> None:
+    """Write a commented pipeline.yaml for your model (input size read from the model, labels from --data)."""
+    from pipeline.core.errors import ConfigError, expected_received
+    from pipeline.run.from_model import build_config, config_yaml, source_kind
+
+    try:
+        if source_kind(model) != "model":
+            raise ConfigError(expected_received("MODEL", "a .keras file or a SavedModel directory",
+                                                f"{str(model)!r}, a YAML file (`edgepipe run` runs it)"))
+        if output.exists() and not force:
+            raise ConfigError(expected_received(f"--output {str(output)!r}", "a new file (or --force to replace it)",
+                                                "an existing file"))
+        own = {"data": data, "targets": targets, "labels": labels,
+               "precision": None if precision is None else ("int8" if precision else "fp32"),
+               "preprocessing": preprocessing}
+        plan = _plan(model, own, trust=trust_model, for_file=True)
+        dest = output.resolve()
+        cfg = build_config(plan, base=dest.parent)
+        _write(dest, config_yaml(plan, cfg, f"edgepipe init {model.name}", dest))
+    except EdgepipeError as err:
+        fail(err, as_json)
+    except OSError as err:
+        from pipeline.core.errors import OutputWriteError
+
+        fail(OutputWriteError(f"--output {str(output)!r}: expected a writable file. Received: {err.strerror}"),
+             as_json)
+    if as_json:
+        json_out({"written": str(dest), "notes": plan.notes})
+    else:
+        typer.echo(f"wrote {dest}: check the lines marked TODO, then `edgepipe run {dest}`"
+                   if data is None else f"wrote {dest}: `edgepipe run {dest}` runs it")
+
+
+@app.command()
+def schema(as_json: bool = typer.Option(False, "--json", help="accepted for uniformity: the schema is JSON")) -> None:
+    """Print the JSON schema of pipeline.yaml, generated from its pydantic model (for editors and validators)."""
+    from pipeline.config.schema_json import pipeline_schema
+
+    del as_json
+    json_out(pipeline_schema())

@@ -1,0 +1,81 @@
+"""YAML files (pipeline.yaml, sweep.yaml) read within limits, with bounded error messages.
+
+Refused with a `ConfigError` before the document is built: a path that is not a regular file
+(FIFO, device, link loop: `pipeline.core.safeio`), a file over `MAX_BYTES`, text that is not
+UTF-8 (a UTF-8 byte-order mark is accepted), more than `MAX_ALIASES` aliases (an alias bomb:
+each alias may expand a whole subtree, and schema errors would print the expansion), nesting
+deeper than `MAX_DEPTH`, or more than `MAX_EVENTS` parse events. The limits are checked on the
+parser's event stream, which is iterative, so even the check cannot recurse or expand anything.
+Every message that quotes input is cut to `MAX_QUOTE` characters (`bounded`).
+"""
+
+from __future__ import annotations
+
+import reprlib
+from pathlib import Path
+from typing import Any
+
+from pipeline.core import safeio
+from pipeline.core.errors import ConfigError, EdgepipeError
+
+MAX_BYTES = safeio.MAX_CONFIG
+MAX_ALIASES = 100
+MAX_DEPTH = 50
+MAX_EVENTS = 200_000
+MAX_QUOTE = 200
+
+_repr = reprlib.Repr()
+_repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict, _repr.maxlevel = 100, 100, 6, 6, 3
+
+
+def bounded(value: Any) -> str:
+    """repr(value) cut to a readable length, never expanding a deep or shared structure."""
+    text = _repr.repr(value)
+    return text if len(text) <= MAX_QUOTE else text[:MAX_QUOTE] + "..."
+
+
+def load_yaml(path: str | Path, what: str) -> Any:
+    """The document of a YAML file, or a ConfigError naming the file and the problem."""
+    import yaml
+
+    path = Path(path)
+    problem = safeio.stat_problem(path)
+    if problem is not None:
+        raise ConfigError(f"{what}: expected an existing YAML file. Received: {str(path)!r} ({problem})")
+    try:
+        text = safeio.read_text(path, what, MAX_BYTES, bom="strip")
+    except EdgepipeError as err:
+        if "UTF-8" in str(err):
+            from pipeline.formats.inspect import describe
+
+            raise ConfigError(f"{path}: expected UTF-8 YAML text. Received: {describe(path)}") from None
+        raise ConfigError(str(err)) from None
+    try:
+        check_events(yaml.parse(text, Loader=yaml.SafeLoader), path)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: expected valid UTF-8 YAML. Received a parse error: "
+                          f"{str(err)[:MAX_QUOTE * 2]}") from None
+    except RecursionError:  # belt and braces: the depth check runs first
+        raise ConfigError(f"{path}: expected YAML nested at most {MAX_DEPTH} levels. Received: deeper") from None
+
+
+def check_events(events, path: Path) -> None:
+    import yaml
+
+    aliases = depth = n = 0
+    for ev in events:
+        n += 1
+        if n > MAX_EVENTS:
+            raise ConfigError(f"{path}: expected at most {MAX_EVENTS} YAML nodes. Received: more")
+        if isinstance(ev, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise ConfigError(f"{path}: expected at most {MAX_ALIASES} YAML aliases (*name). Received: more "
+                                  "(an alias bomb expands each one)")
+        elif isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{path}: expected YAML nested at most {MAX_DEPTH} levels. Received: deeper")
+        elif isinstance(ev, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1

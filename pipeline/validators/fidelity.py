@@ -1,0 +1,130 @@
+"""Fidelity of a quantized artifact to its FP32 reference, from the two score arrays alone (pure numpy).
+
+Top-1 accuracy on a few hundred images moves by a whole image at a time and mostly measures the
+data set; how faithfully an INT8 artifact reproduces the FP32 model is a property of the artifact:
+
+- **agreement**: the share of images whose top-1 class equals the FP32 top-1, with a 95% Wilson
+  score interval (exact enough near 1, where the normal approximation collapses to zero width);
+- **output SNR** (dB): 10·log10(Σ ref² / Σ (ref − q)²) over every image and class, the energy of
+  the reference scores over the energy of the difference (+6 dB = half the error amplitude);
+- **mean KL divergence** KL(ref ‖ q) per image, scores read as probabilities (clipped at 1e-12
+  and renormalised per row; softmax outputs pass through unchanged);
+- **flips**: every image whose top-1 changed, with its FP32 top-1 margin (top score minus the
+  runner-up): flips at small margins are the ones any small error moves.
+
+`fidelity_gate` turns the metrics into gate failure reasons (`min_agreement`, `min_output_snr_db`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+Z95 = 1.959963984540054  # two-sided 95% normal quantile
+KL_EPS = 1e-12
+
+
+def _check(ref: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ref = np.asarray(ref, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if ref.ndim != 2 or ref.shape != q.shape or ref.shape[0] == 0:
+        raise ValueError("fidelity: expected two equal-shape (images, classes) score arrays. "
+                         f"Received: {ref.shape} and {q.shape}")
+    if not (np.isfinite(ref).all() and np.isfinite(q).all()):
+        raise ValueError("fidelity: expected finite scores. Received: NaN or infinity in the scores")
+    return ref, q
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (95% by default)."""
+    if n <= 0:
+        raise ValueError(f"wilson_interval: expected n > 0. Received: {n}")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def output_snr_db(ref: np.ndarray, q: np.ndarray) -> float:
+    """10·log10(Σ ref² / Σ (ref − q)²); +inf for identical scores."""
+    ref, q = _check(ref, q)
+    err = float(((ref - q) ** 2).sum())
+    sig = float((ref ** 2).sum())
+    if err == 0.0:
+        return math.inf
+    return 10.0 * math.log10(sig / err) if sig > 0 else -math.inf
+
+
+def _as_prob(s: np.ndarray) -> np.ndarray:
+    p = np.clip(s, KL_EPS, None)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def kl_per_image(ref: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """KL(ref ‖ q) of each image, in nats."""
+    ref, q = _check(ref, q)
+    p, r = _as_prob(ref), _as_prob(q)
+    return (p * (np.log(p) - np.log(r))).sum(axis=1)
+
+
+def margins(scores: np.ndarray) -> np.ndarray:
+    """Top score minus the runner-up, per image (0 for a single class)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape[1] < 2:
+        return np.zeros(len(s))
+    top2 = np.sort(s, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def fidelity_metrics(ref: np.ndarray, q: np.ndarray, names: list[str] | None = None,
+                     class_names: list[str] | None = None) -> dict:
+    """Agreement (+ 95% CI), output SNR, mean KL and the flipped images (sorted by FP32 margin).
+
+    `names`: optional per-image identifiers (e.g. file paths) copied into the flip list."""
+    ref, q = _check(ref, q)
+    n = len(ref)
+    r_top, q_top = ref.argmax(axis=1), q.argmax(axis=1)
+    same = r_top == q_top
+    agree = int(same.sum())
+    lo, hi = wilson_interval(agree, n)
+    kl = kl_per_image(ref, q)
+    snr = output_snr_db(ref, q)
+    m = margins(ref)
+    flipped = np.flatnonzero(~same)
+    flips = []
+    for i in flipped[np.argsort(m[flipped], kind="stable")]:
+        row = {"index": int(i), "ref_top1": int(r_top[i]), "top1": int(q_top[i]), "ref_margin": float(m[i])}
+        if class_names:
+            row["ref_label"], row["label"] = class_names[r_top[i]], class_names[q_top[i]]
+        if names is not None:
+            row["name"] = str(names[i])
+        flips.append(row)
+    return {
+        "n_images": n,
+        "agreement": agree / n,
+        "agreement_ci95": [lo, hi],
+        "flipped": n - agree,
+        "output_snr_db": snr if math.isfinite(snr) else 999.0,  # JSON has no infinity
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "max_abs_diff": float(np.abs(ref - q).max()),
+        "flip_margin_median": float(np.median(m[flipped])) if len(flipped) else None,
+        "ref_margin_below_0.1": float((m < 0.1).mean()),
+        "flips": flips,
+    }
+
+
+def fidelity_gate(metrics: dict, min_agreement: float | None = None,
+                  min_output_snr_db: float | None = None) -> list[str]:
+    """Failure reasons of the fidelity gates (empty: passed, or no gate set)."""
+    reasons = []
+    if min_agreement is not None and metrics["agreement"] < min_agreement:
+        lo, hi = metrics["agreement_ci95"]
+        reasons.append(f"agreement with FP32 top-1 {metrics['agreement']:.3f} (95% CI {lo:.3f}-{hi:.3f}, "
+                       f"{metrics['flipped']} of {metrics['n_images']} images flipped) < min_agreement "
+                       f"{min_agreement:g}")
+    if min_output_snr_db is not None and metrics["output_snr_db"] < min_output_snr_db:
+        reasons.append(f"output SNR {metrics['output_snr_db']:.1f} dB < min_output_snr_db {min_output_snr_db:g} dB")
+    return reasons

@@ -1,0 +1,330 @@
+"""Hostile inputs, fixed at the mechanism (issue 18): validate before writing, leftovers by marker,
+every file read a regular file within limits, numbers bounded, decoding right or refused.
+
+Nothing here trains, loads or converts a model: a structurally valid .keras stand-in is enough for
+every check that runs before a model is loaded, so each case takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import zipfile
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from calibration.preprocess import PreprocessSpec
+from calibration.sources import open_source
+from pipeline.cli.app import app
+from pipeline.config.schema import load_config, parse_config
+from pipeline.core import tempdirs
+from pipeline.core.errors import ConfigError, InputError
+from pipeline.formats.inspect import check_model_file
+from tests.fixtures.hostile import CLASSES, cli, config, fake_keras, image_folder, snapshot, write_yaml
+from tests.fixtures.leftovers import dead_temp_dir
+
+runner = CliRunner()
+
+
+def run_cli(*args):
+    res = runner.invoke(app, [*map(str, args)])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception  # no traceback
+    return res
+
+
+@pytest.fixture()
+def world(tmp_path):
+    model = fake_keras(tmp_path / "m.keras")
+    data = image_folder(tmp_path / "data")
+    return {"root": tmp_path, "model": model, "data": data}
+
+
+# ---- 1. validate before writing --------------------------------------------------------------
+@pytest.mark.parametrize("where, message", [
+    (lambda w: w["data"], "it is the same path as the calibration data"),
+    (lambda w: w["data"] / "red", "it is inside the calibration data"),
+    (lambda w: w["root"], "it contains the model"),
+])
+def test_an_output_folder_overlapping_an_input_is_refused_and_nothing_is_written(world, where, message):
+    before = snapshot(world["root"])
+    cfg = write_yaml(world["root"] / "p.yaml", config(world["model"], world["data"], where(world)))
+    res = run_cli("run", cfg)
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert snapshot(world["root"]) == {**before, "p.yaml": snapshot(world["root"])["p.yaml"]}
+
+
+def test_output_at_the_root_or_home_is_refused_without_a_lock_file(world, monkeypatch):
+    home = world["root"] / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    root_lock_existed = os.path.exists("/.edgepipe.lock")
+    for out, said in (("/", "the filesystem root"), (home, "your home directory")):
+        res = run_cli("run", write_yaml(world["root"] / "p.yaml", config(world["model"], world["data"], out)))
+        assert res.exit_code == 2 and said in res.output, res.output
+    assert list(home.iterdir()) == [] and os.path.exists("/.edgepipe.lock") == root_lock_existed
+
+
+def test_a_non_empty_folder_edgepipe_did_not_create_is_refused(world):
+    out = world["root"] / "mine"
+    (out / "notes").mkdir(parents=True)
+    (out / "thesis.tex").write_text("years of work")
+    before = snapshot(out)
+    res = run_cli("run", write_yaml(world["root"] / "p.yaml", config(world["model"], world["data"], out)))
+    assert res.exit_code == 2 and "a non-empty folder edgepipe did not create" in res.output, res.output
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("spoil, said", [
+    (lambda w: w["model"].unlink(), "no such file or directory"),
+    (lambda w: os.mkfifo(w["data"] / "blue" / "9.png"), "a FIFO (named pipe)"),
+    (lambda w: (w["data"] / "green" / "0.png").unlink() or (w["data"] / "green" / "0.png").symlink_to("0.png"),
+     "a symbolic-link loop"),
+])
+def test_a_refused_run_creates_no_output_folder(world, spoil, said):
+    spoil(world)
+    out = world["root"] / "out"
+    res = run_cli("run", write_yaml(world["root"] / "p.yaml", config(world["model"], world["data"], out)))
+    assert res.exit_code == 2 and said in res.output, res.output
+    assert not out.exists()
+
+
+def test_a_refused_run_never_touches_folders_named_like_leftovers(world):
+    """The issue's data loss: sub-folders of the output named like old leftovers, deleted by a refused run."""
+    out = world["root"] / "out"
+    out.mkdir()
+    (out / ".edgepipe.lock").write_text("")  # an earlier edgepipe run's folder
+    for rel in (".tmp-experiment-12", ".old-results-34", "artifacts/.tmp-mine-999999999", "stages/.tmp-s-k-1"):
+        (out / rel).mkdir(parents=True)
+        (out / rel / "keep.txt").write_text("mine")
+    before = snapshot(out)
+    (world["data"] / "red" / "0.png").write_bytes(b"")  # fine for listing: refused later, when decoded
+    (world["root"] / "labels.txt").write_text("only-one\n")
+    cfg = config(world["model"], world["data"], out)
+    cfg["data"]["labels"] = str(world["root"] / "labels.txt")
+    res = run_cli("run", write_yaml(world["root"] / "p.yaml", cfg))
+    assert res.exit_code == 2 and "at least 2 class labels" in res.output, res.output
+    assert snapshot(out) == before
+
+
+def test_a_sweep_is_checked_before_its_output_folder_exists(world):
+    base = config(world["model"], world["data"], world["root"] / "unused")
+    base["model"]["path"] = str(world["root"] / "missing.keras")
+    sweep = write_yaml(world["root"] / "s.yaml", {"base": base, "output": str(world["root"] / "sweep-out")})
+    res = run_cli("sweep", sweep)
+    assert res.exit_code == 2 and "no such file or directory" in res.output, res.output
+    assert not (world["root"] / "sweep-out").exists()
+
+
+# ---- 2. leftovers are edgepipe's own, provably -------------------------------------------------
+def test_only_marked_folders_of_dead_processes_are_swept(tmp_path):
+    gone = dead_temp_dir(tmp_path / "a")
+    own = dead_temp_dir(tmp_path / "b", pid=os.getpid())  # an earlier run of this process: swept too
+    alive = dead_temp_dir(tmp_path / "c", pid=1)
+    elsewhere = dead_temp_dir(tmp_path / "d")
+    rec = json.loads((elsewhere / tempdirs.MARKER).read_text())
+    (elsewhere / tempdirs.MARKER).write_text(json.dumps({**rec, "host": socket.gethostname() + "-other"}))
+    copied = tmp_path / ".tmp-copied-999999999"  # a marker copied into a user's folder names another folder
+    copied.mkdir()
+    (copied / tempdirs.MARKER).write_text((dead_temp_dir(tmp_path / "e") / tempdirs.MARKER).read_text())
+    garbage = tmp_path / ".tmp-garbage-999999999"
+    garbage.mkdir()
+    (garbage / tempdirs.MARKER).write_text("{not json")
+    fifo = tmp_path / ".tmp-fifo-999999999"
+    fifo.mkdir()
+    os.mkfifo(fifo / tempdirs.MARKER)  # never read (a reader would block)
+    link = tmp_path / ".tmp-link-999999999"
+    link.symlink_to(alive)
+    assert tempdirs.sweep(tmp_path) == 3  # gone, own, and e's real folder
+    left = {p.name for p in tmp_path.iterdir()}
+    assert gone.name not in left and own.name not in left
+    assert {alive.name, elsewhere.name, copied.name, garbage.name, fifo.name, link.name} <= left
+
+
+def test_publish_replaces_atomically_and_a_killed_publish_gets_its_previous_version_back(tmp_path):
+    final = tmp_path / "art"
+    for version in ("v1", "v2"):
+        tmp = tempdirs.make_temp_dir(final)
+        (tmp / "model").write_text(version)
+        tempdirs.publish_dir(tmp, final)
+    assert (final / "model").read_text() == "v2" and sorted(p.name for p in tmp_path.iterdir()) == ["art"]
+    assert not (final / tempdirs.MARKER).exists()
+    old = dead_temp_dir(final, "old")  # killed between the two renames: the previous version waits in "old"
+    os.rename(final, old / "previous")
+    assert tempdirs.sweep(tmp_path) == 1 and (final / "model").read_text() == "v2"
+
+
+# ---- 4. every file read is a regular file within limits ------------------------------------------
+def test_a_fifo_model_is_refused_not_waited_on(world):
+    fifo = world["root"] / "fifo.keras"
+    os.mkfifo(fifo)
+    cfg = write_yaml(world["root"] / "p.yaml", config(fifo, world["data"], world["root"] / "out"))
+    res = cli("run", cfg, timeout=60)  # a real process: a hang fails the test instead of blocking it forever
+    assert res.returncode == 2 and "a FIFO (named pipe)" in res.stderr and "Traceback" not in res.stderr, res.stderr
+
+
+def test_fifo_config_labels_and_csv_are_refused(tmp_path):
+    for name in ("p.yaml", "labels.txt", "data.csv"):
+        os.mkfifo(tmp_path / name)
+    with pytest.raises(ConfigError, match="a FIFO"):
+        load_config(tmp_path / "p.yaml")
+    from pipeline.core.labels import read_labels
+
+    with pytest.raises(InputError, match=r"labels file .*: expected a regular file\. Received: a FIFO"):
+        read_labels(tmp_path / "labels.txt")
+    with pytest.raises(InputError, match=r"CSV source .*Received: a FIFO"):
+        open_source(str(tmp_path / "data.csv"), ["a", "b"])
+
+
+def test_yaml_alias_bomb_and_deep_nesting_are_refused_quickly_with_short_messages(tmp_path):
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefghijkl", "bcdefghijklm", strict=True))
+    bomb += "model: {path: m.keras}\nthreads: *m\n"  # 9^13 leaves once expanded
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    with pytest.raises(ConfigError, match=r"expected at most 100 YAML aliases") as err:
+        load_config(tmp_path / "bomb.yaml")
+    assert len(str(err.value)) < 500
+    (tmp_path / "deep.yaml").write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match=r"nested at most 50 levels"):
+        load_config(tmp_path / "deep.yaml")
+    (tmp_path / "big.yaml").write_text("# " + "x" * (2 << 20) + "\n")
+    with pytest.raises(ConfigError, match=r"at most 1\.0 MiB"):
+        load_config(tmp_path / "big.yaml")
+
+
+def test_a_few_aliases_still_work_and_schema_errors_quote_their_input_briefly(tmp_path, world):
+    cfg = config(world["model"], world["data"], world["root"] / "out")
+    text = write_yaml(tmp_path / "p.yaml", cfg).read_text() + "gates: {max_top1_drop: &d 2.0, max_p90_ms: *d}\n"
+    (tmp_path / "p.yaml").write_text(text)
+    assert load_config(tmp_path / "p.yaml").gates.max_p90_ms == 2.0
+    with pytest.raises(ConfigError) as err:
+        parse_config({**cfg, "threads": ["x" * 10_000] * 1000, **{f"junk{i}": list(range(1000)) for i in range(50)}})
+    assert len(str(err.value)) < 2500 and "more)" in str(err.value)
+
+
+def test_keras_archives_are_capped_before_anything_inflates(tmp_path):
+    big_json = fake_keras(tmp_path / "json.keras", {"config.json": b" " * (65 << 20)}, zipfile.ZIP_DEFLATED)
+    with pytest.raises(InputError, match=r"config\.json of at most 64\.0 MiB\. Received: 65\.0 MiB uncompressed"):
+        check_model_file(big_json, "keras")
+    bomb = fake_keras(tmp_path / "bomb.keras", {"config.json": b"{}", "model.weights.h5": b"\0" * (40 << 20)},
+                      zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < (1 << 20)
+    with pytest.raises(InputError, match=r"compressed at most 100:1 \(a zip bomb otherwise\)\. Received: "
+                                         r"model\.weights\.h5 inflating"):
+        check_model_file(bomb, "keras")
+
+
+def test_images_are_regular_files_within_a_pixel_limit(tmp_path):
+    from PIL import Image
+
+    spec = PreprocessSpec(8, 8, 3, "raw")
+    Image.new("1", (10_000, 9_000)).save(tmp_path / "huge.png")  # 90 M pixels in a few kB
+    with pytest.raises(InputError, match=r"at most 89478485 pixels \(a decompression bomb otherwise\)\. Received: "
+                                         r".*90000000 pixels"):
+        spec.load(tmp_path / "huge.png")
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with pytest.raises(InputError, match=r"expected a readable image file .*Received: "):
+        spec.load(tmp_path / "bad.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    with pytest.raises(InputError, match=r"Received: a FIFO"):
+        spec.load(tmp_path / "pipe.png")
+
+
+# ---- 6. numbers bounded in the schema ----------------------------------------------------------------
+@pytest.mark.parametrize("patch, said", [
+    ({"threads": 10_000}, "expected at most 4 x the"),
+    ({"threads": 2**40}, "expected at most 4 x the"),
+    ({"input": {"size": [100_000, 100_000]}}, "input.size.0: Input should be less than or equal to 2048"),
+    ({"latency": {"runs": 10**9}}, "latency.runs: Input should be less than or equal to 100000"),
+    ({"latency": {"thread_sweep": [1, 10_000]}}, "latency.thread_sweep.1: expected at most 4 x the"),
+    ({"data": {"splits": {"calibration": 10**9}}}, "data.splits.calibration: Input should be less than or equal"),
+    ({"data": {"splits": {"seed": -1}}}, "data.splits.seed: Input should be greater than or equal to 0"),
+    ({"diagnostics": {"per_layer_images": 10**6}}, "diagnostics.per_layer_images"),
+])
+def test_numbers_are_bounded_with_a_clear_message(world, patch, said):
+    cfg = config(world["model"], world["data"], world["root"] / "out")
+    for k, v in patch.items():
+        cfg[k] = {**cfg.get(k, {}), **v} if isinstance(v, dict) else v
+    with pytest.raises(ConfigError, match="Received") as err:
+        parse_config(cfg)
+    assert said in str(err.value)
+
+
+def test_command_line_thread_counts_are_bounded(world):
+    res = run_cli("validate", world["model"], "--data", world["data"], "--threads", 10_000)
+    assert res.exit_code == 2 and "--threads: expected at most 4 x the" in res.output, res.output
+
+
+# ---- 7. decoding right or refused ------------------------------------------------------------------
+def test_16_bit_images_are_scaled_not_clipped(tmp_path):
+    from PIL import Image
+
+    levels = np.array([[0, 257 * 100], [32768, 65535]], np.uint16).repeat(4, 0).repeat(4, 1)
+    Image.fromarray(levels).save(tmp_path / "g16.png")
+    assert Image.open(tmp_path / "g16.png").mode == "I;16"
+    x = PreprocessSpec(8, 8, 3, "raw", interpolation="nearest").load(tmp_path / "g16.png")
+    assert x.shape == (8, 8, 3)
+    assert x[0, 0, 0] == 0 and x[0, 7, 0] == pytest.approx(100, abs=1e-3)
+    assert x[7, 0, 0] == pytest.approx(127.5, abs=0.01) and x[7, 7, 2] == pytest.approx(255, abs=1e-3)
+
+
+def test_csv_sources_handle_a_bom_refuse_latin1_and_name_short_rows(tmp_path):
+    image_folder(tmp_path, classes=("a",), per_class=1)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbfpath,label\na/0.png,a\n")
+    assert [r.label for r in open_source(str(tmp_path / "bom.csv"), ["a", "b"])] == [0]
+    (tmp_path / "latin1.csv").write_bytes("path,label\na/0.png,a\ncaf\u00e9.png,b\n".encode("latin-1"))
+    with pytest.raises(InputError, match=r"expected UTF-8 text\. Received: undecodable byte 0xe9 on line 3"):
+        open_source(str(tmp_path / "latin1.csv"), ["a", "b"])
+    (tmp_path / "short.csv").write_text("path,label\na/0.png,a\na/0.png\n")
+    with pytest.raises(InputError, match=r"line 3: expected 2 fields \['path', 'label'\]\. Received: 1 fields"):
+        open_source(str(tmp_path / "short.csv"), ["a", "b"])
+    (tmp_path / "utf16.csv").write_bytes("path,label\n".encode("utf-16"))
+    with pytest.raises(InputError, match=r"expected UTF-8 text\. Received: UTF-16"):
+        open_source(str(tmp_path / "utf16.csv"), ["a", "b"])
+
+
+def test_a_folder_of_unsupported_images_names_what_it_skipped(tmp_path):
+    for name in ("a.gif", "b.webp", "c.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    with pytest.raises(InputError, match=r"Received: 0 images; skipped 3 file\(s\) of other types \(supported: "
+                                         r"\.bmp.*\): 'a\.gif', 'b\.webp', 'c\.txt'"):
+        open_source(str(tmp_path), list(CLASSES))
+
+
+# ---- held clean before issue 18, kept so -------------------------------------------------------------
+def test_keras_member_paths_xxe_entity_bombs_and_escaping_onnx_data_stay_refused(tmp_path):
+    trav = fake_keras(tmp_path / "trav.keras", {"config.json": b"{}", "../../evil.py": b"print(1)"})
+    with pytest.raises(InputError, match=r"relative paths inside the archive\. Received: '\.\./\.\./evil\.py'"):
+        check_model_file(trav, "keras")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET")
+    (tmp_path / "xxe.xml").write_text(f'<?xml version="1.0"?><!DOCTYPE net [<!ENTITY x SYSTEM "file://{secret}">]>'
+                                      '<net><layers><layer id="0" type="Parameter">&x;</layer></layers></net>')
+    (tmp_path / "xxe.bin").write_bytes(b"")
+    try:
+        check_model_file(tmp_path / "xxe.xml")  # external entities are never fetched
+    except InputError as err:
+        assert "TOP-SECRET" not in str(err)
+    entities = "".join(f'<!ENTITY {c} "{("&" + p + ";") * 10}">' for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    laughs = f'<?xml version="1.0"?><!DOCTYPE net [<!ENTITY a "aaaaaaaaaa">{entities}]><net>&i;</net>'
+    (tmp_path / "laughs.xml").write_text(laughs)
+    (tmp_path / "laughs.bin").write_bytes(b"")
+    with pytest.raises(InputError, match=r"well-formed IR XML"):
+        check_model_file(tmp_path / "laughs.xml")  # expat's amplification limit, not a gigabyte string
+    import onnx
+    from onnx import TensorProto, helper
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [4], [0.0] * 4)
+    w.data_location = TensorProto.EXTERNAL
+    del w.float_data[:]
+    w.external_data.add(key="location", value=str(secret))
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "escape.onnx")
+    with pytest.raises(InputError, match=r"passes onnx\.checker"):
+        check_model_file(tmp_path / "escape.onnx", "onnx")

@@ -120,7 +120,7 @@ class Bench:
             return {"tflite": b.tflite_fp32, "nncf": b.ir, "ort": b.onnx}[row.tool](row.chain), "f32"
         if row.kind == "bf16":
             return b.ir(row.chain), "bf16"
-        return b.quantized(row.tool, row.chain, row.recipe), "f32"
+        return b.quantized(row.tool, row.chain, row.recipe, row.native), "f32"
 
     def measure(self, row: Row, split: str) -> dict:
         from pipeline.validators.accuracy import accuracy_metrics

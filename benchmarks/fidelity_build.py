@@ -38,12 +38,12 @@ def transforms() -> dict:
 
         return bias_correction.correct_weight_bias(model, images[: params.get("images", 64)])
 
-    def round_(model, images, params, _control):
-        from pipeline.quantize import adaround
+    def gptq(model, images, params, _control):
+        from pipeline.quantize import learned_rounding
 
-        return adaround.learn_rounding(model, images[: params.get("images", 32)], **params.get("options", {}))
+        return learned_rounding.learn_rounding(model, images[: params.get("images", 32)])
 
-    return {"eq-sep": eq_sep, "reseq": reseq, "biascorr": biascorr, "adaround": round_}
+    return {"eq-sep": eq_sep, "reseq": reseq, "biascorr": biascorr, "gptq": gptq}
 
 
 class Builder:
@@ -110,10 +110,14 @@ class Builder:
         return res.path / res.meta["file"]
 
     # ---- edgepipe's quantizers (the same stage functions the targets use) -------------
-    def quantized(self, tool: str, chain: tuple, recipe: dict) -> Path:
+    def quantized(self, tool: str, chain: tuple, recipe: dict, native: dict | None = None) -> Path:
+        """The INT8 artifact of `tool` for a source chain and a recipe; `native`: toolchain options the
+        Recipe schema does not have yet (nncf: overflow_fix; ort: reduce_range, activation_type,
+        weight_type, extra_options), passed to the toolchain as they are."""
         from pipeline.quantize.recipes import Recipe
 
         r = Recipe(**recipe)
+        native = native or {}
         calib = self.calib.images
         if tool == "tflite":
             from pipeline.quantize.quantizers.tflite import convert_int8
@@ -121,26 +125,27 @@ class Builder:
             src = self.source(chain)
             key = {"source": src["key"], "recipe": r.cache_params(), "calibration": self.calib.sha256,
                    **tool_versions("tensorflow")}
+
             def fn(out):
                 return {"file": convert_int8(src["savedmodel"], out, calib, True, r).name}
         elif tool == "nncf":
-            from pipeline.quantize.quantizers.nncf import quantize_nncf
-
             ir = self.ir(chain)
             key = {"ir": sha256_file(ir), "recipe": r.cache_params(), "calibration": self.calib.sha256,
                    **tool_versions("openvino", "nncf")}
-            def fn(out):
-                return {"file": quantize_nncf(ir, out, calib, r).name}
-        elif tool == "ort":
-            from pipeline.quantize.quantizers.onnxruntime import quantize_qdq
 
+            def fn(out):
+                return {"file": _nncf(ir, out, calib, r, native).name}
+        elif tool == "ort":
             src = self.onnx(chain)
             key = {"onnx": sha256_file(src), "recipe": r.cache_params(), "calibration": self.calib.sha256,
                    **tool_versions("onnx", "onnxruntime")}
+
             def fn(out):
-                return {"file": quantize_qdq(src, out, calib, r).name}
+                return {"file": _ort(src, out, calib, r, native).name}
         else:
             raise ValueError(f"expected tool tflite, nncf or ort. Received: {tool!r}")
+        if native:
+            key["native"] = native
         res = self.ctx.stage(f"fid-{tool}-int8", key, fn)
         return res.path / res.meta["file"]
 
@@ -247,3 +252,56 @@ def _tflite_fp16(saved_model: Path, out: Path) -> dict:
     conv.target_spec.supported_types = [tf.float16]
     (out / "model_fp16.tflite").write_bytes(conv.convert())
     return {}
+
+
+def _nncf(ir: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
+    """pipeline.quantize.quantizers.nncf.quantize_nncf plus NNCF advanced parameters the recipe has no field for."""
+    if not native:
+        from pipeline.quantize.quantizers.nncf import quantize_nncf
+
+        return quantize_nncf(ir, out, calib, recipe)
+    import nncf
+    import openvino as ov
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    from calibration.adapters import nncf_dataset
+    from pipeline.quantize.quantizers.nncf import nncf_arguments
+    from pipeline.stages.openvino import canonical_names
+
+    kw = nncf_arguments(recipe)
+    adv = kw.pop("advanced_parameters", None) or AdvancedQuantizationParameters()
+    if "overflow_fix" in native:
+        adv.overflow_fix = OverflowFix(native["overflow_fix"])
+    model = ov.Core().read_model(str(ir))
+    names = frozenset(op.get_friendly_name() for op in model.get_ops())
+    q = nncf.quantize(model, nncf_dataset(calib), subset_size=len(calib), advanced_parameters=adv, **kw)
+    canonical_names(q, names, "nncf_")
+    dest = Path(out) / "model_int8.xml"
+    ov.save_model(q, str(dest), compress_to_fp16=False)
+    return dest
+
+
+def _ort(model: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
+    """pipeline.quantize.quantizers.onnxruntime.quantize_qdq plus quantize_static arguments the recipe has no field for."""
+    if not native:
+        from pipeline.quantize.quantizers.onnxruntime import quantize_qdq
+
+        return quantize_qdq(model, out, calib, recipe)
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from calibration.adapters import onnx_calibration_reader
+    from pipeline.quantize.quantizers.onnxruntime import CALIBRATION_METHODS
+
+    dest = Path(out) / "model_int8.onnx"
+    n = len(calib)
+    extra = {"CalibStridedMinMax": max(d for d in range(1, min(16, n) + 1) if n % d == 0),
+             **native.get("extra_options", {})}
+    method = CALIBRATION_METHODS[recipe.calibration]
+    if method == "Percentile":
+        extra["CalibPercentile"] = recipe.percentile
+    quantize_static(str(model), str(dest), onnx_calibration_reader(model, calib), quant_format=QuantFormat.QDQ,
+                    per_channel=recipe.weights == "per_channel", reduce_range=native.get("reduce_range", False),
+                    activation_type=getattr(QuantType, native.get("activation_type", "QInt8")),
+                    weight_type=getattr(QuantType, native.get("weight_type", "QInt8")),
+                    calibrate_method=getattr(CalibrationMethod, method), extra_options=extra)
+    return dest

@@ -20,16 +20,22 @@ class Row:
     kind: str
     chain: tuple = ()
     recipe: dict = field(default_factory=dict)
+    native: dict = field(default_factory=dict)
 
 
-def _m(tool: str, label: str, chain: tuple = (), **recipe) -> Row:
-    return Row(f"{TOOLS[tool]}/int8 {label}", tool, "method", chain, recipe)
+def _m(tool: str, label: str, chain: tuple = (), native: dict | None = None, **recipe) -> Row:
+    return Row(f"{TOOLS[tool]}/int8 {label}", tool, "method", chain, recipe, native or {})
+
+
+OVERFLOW = {"overflow_fix": "enable"}  # NNCF: 7-bit weights everywhere (int16 saturation on non-VNNI CPUs)
+REDUCE = {"reduce_range": True}  # ORT: 7-bit weights (the same fix)
+U8U8 = {"activation_type": "QUInt8", "weight_type": "QUInt8"}  # ORT: the u8 x u8 kernels
 
 
 EQ_SEP = ("eq-sep", {"alpha": 0.5})
 RESEQ = ("reseq", {"images": 64})
 BIASCORR = ("biascorr", {"images": 64})
-ADAROUND = ("adaround", {"images": 32})
+GPTQ = ("gptq", {"images": 32})
 
 PLAIN = {t: f"{a}/int8 plain" for t, a in TOOLS.items()}
 
@@ -42,12 +48,16 @@ ROWS: list[Row] = [
     Row("tflite/fp32 (float floor)", "tflite", "fp32"),
     Row("tflite/fp16 weights (floor)", "tflite", "fp16"),
     Row("openvino/bf16 (floor)", "nncf", "bf16"),
-    # methods alone
+    # methods alone: this CPU's kernels first (x86 without VNNI: int16 saturation of u8 x s8 pairs)
+    _m("nncf", "overflow-fix", native=OVERFLOW),
+    _m("ort", "reduce-range", native=REDUCE),
+    _m("ort", "u8u8", native=U8U8),
     *[_m(t, "eq-sep", (EQ_SEP,)) for t in TOOLS],
     *[_m(t, "reseq", (RESEQ,)) for t in TOOLS],
     *[_m(t, "biascorr", (BIASCORR,)) for t in ("tflite", "ort")],
     _m("nncf", "mse ranges", calibration="mse"),
     _m("ort", "percentile ranges", calibration="percentile"),
     _m("ort", "entropy ranges", calibration="kl"),
-    *[_m(t, "adaround", (ADAROUND,)) for t in TOOLS],
+    *[_m(t, "gptq", (GPTQ,)) for t in ("tflite", "ort")],
+    _m("nncf", "gptq", (GPTQ,)),
 ]

@@ -108,3 +108,54 @@ def test_residual_equalization_refuses_bad_parameters(tiny):
         req.equalize_residual_stream(tiny["model"], tiny["calib"], alphas=(0.5, 1.5))
     with pytest.raises(ValueError, match="max_scale"):
         req.equalize_residual_stream(tiny["model"], tiny["calib"], max_scale=0.5)
+
+
+def _weights_on_grid(model):
+    """A copy with every conv / dense kernel rounded to the converters' per-channel INT8 grid, float
+    activations: the weight-rounding error alone, as every converter will make it."""
+    from pipeline.quantize.keras_graph import copy_model
+    from pipeline.quantize.keras_taps import on_grid, weighted_layers
+
+    new = copy_model(model)
+    for _, layer in weighted_layers(new):
+        w = layer.get_weights()
+        kind = type(layer).__name__
+        if kind == "SeparableConv2D":
+            w[0], w[1] = on_grid(w[0], "DepthwiseConv2D"), on_grid(w[1], "Pointwise")
+        else:
+            w[0] = on_grid(w[0], kind)
+        layer.set_weights(w)
+    return new
+
+
+def test_bias_correction_lowers_the_mean_output_error(tiny):
+    """Held-out test images: the mean (over images and pixels) error per output channel that rounding the
+    weights to the converters' INT8 grid causes at every corrected layer's folded output (the conv and
+    its BatchNorm), fed FP32 inputs, without and with the correction, and at the pooled features."""
+    import keras
+
+    from pipeline.quantize import bias_correction as bc
+
+    model, test = tiny["model"], tiny["test"]
+    new, report = bc.correct_weight_bias(model, tiny["calib"])
+    convs = [ly.name for ly in model.layers if type(ly).__name__ in ("Conv2D", "SeparableConv2D", "Dense")]
+    assert report["n_corrected"] == len(convs) and report["skipped"] == []
+    before = bc.output_shifts(model, test)  # of the original model: what the INT8 weights shift
+    # the corrected model's folded outputs with INT8 weights vs the original model's float outputs
+    q = _weights_on_grid(new)
+    after, base = {}, {}
+    for name in convs:
+        bn = next((c for c in model.layers if type(c).__name__ == "BatchNormalization"
+                   and c.input is model.get_layer(name).output), None)
+        out = (bn or model.get_layer(name)).name
+        for m, store in ((q, after), (_weights_on_grid(model), base)):
+            taps = keras.Model(m.inputs, [m.get_layer(out).output, m.get_layer(name).input])
+            ref = keras.Model(model.inputs, model.get_layer(out).output).predict(test, verbose=0)
+            store[name] = float(np.abs((np.asarray(taps.predict(test, verbose=0)[0]) - ref)
+                                       .reshape(-1, ref.shape[-1]).mean(axis=0)).mean())
+    assert set(before) == set(convs)
+    lower = [n for n in convs if after[n] < base[n]]
+    assert len(lower) >= 0.8 * len(convs), {n: (base[n], after[n]) for n in convs}
+    assert np.mean([after[n] for n in convs]) < 0.7 * np.mean([base[n] for n in convs])
+    # the float model moves by about as much as rounding its weights to the INT8 grid moves it
+    assert max_output_diff(model, new, test) < 2 * max_output_diff(model, _weights_on_grid(model), test)

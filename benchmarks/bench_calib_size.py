@@ -44,7 +44,7 @@ def config_for(size: int, full: int, out: Path, only: list[str] | None = None) -
 def run(cfg: dict, workdir: Path) -> dict:
     path = workdir / f"calib-{abs(hash(json.dumps(cfg, sort_keys=True)))}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "run", str(path)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "edgepipe.cli.app", "run", str(path)], cwd=ROOT,
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     report = Path(cfg["output"]) / "report.json"
     if proc.returncode not in (0, 1) or not report.exists():

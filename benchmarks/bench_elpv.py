@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.reports.profile import lines  # noqa: E402  (after the path: run from a checkout)
+from edgepipe.reports.profile import lines  # noqa: E402  (after the path: run from a checkout)
 
 
 def _children_cpu() -> float:
@@ -39,7 +39,7 @@ def _children_cpu() -> float:
 
 def run(out: Path, env: dict) -> dict:
     load0, cpu0, t0 = os.getloadavg()[0], _children_cpu(), time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "run", "--output", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "edgepipe.cli.app", "run", "--output", str(out)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
     report_path = out / "report.json"

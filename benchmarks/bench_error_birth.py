@@ -22,12 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_fidelity import Bench  # noqa: E402
 
-from pipeline.core.versions import tool_versions  # noqa: E402
+from edgepipe.core.versions import tool_versions  # noqa: E402
 
 
 def tflite(bench: Bench, images: np.ndarray) -> dict:
-    from pipeline.diagnostics import error_birth
-    from pipeline.diagnostics.layer_errors import keras_layer_names
+    from edgepipe.diagnostics import error_birth
+    from edgepipe.diagnostics.layer_errors import keras_layer_names
 
     ctx, b = bench.ctx, bench.build
     src = b.source(())
@@ -45,8 +45,8 @@ def tflite(bench: Bench, images: np.ndarray) -> dict:
 
 
 def openvino(bench: Bench, images: np.ndarray, kernels: str) -> dict:
-    from pipeline.core.hashing import sha256_file
-    from pipeline.diagnostics import error_birth
+    from edgepipe.core.hashing import sha256_file
+    from edgepipe.diagnostics import error_birth
 
     ctx, b = bench.ctx, bench.build
     ir, int8 = b.ir(()), b.quantized("nncf", (), {})
@@ -96,7 +96,7 @@ def main() -> None:
         (args.output / name).write_text(json.dumps(rep, indent=1))
         print(summary(rep))
     if len(reports) == 3:
-        from pipeline.diagnostics.error_birth import kernel_error
+        from edgepipe.diagnostics.error_birth import kernel_error
 
         loss = kernel_error(reports[2], reports[1])
         print("openvino: local SNR lost to this CPU's int8 kernels (worst first):")

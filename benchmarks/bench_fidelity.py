@@ -48,7 +48,7 @@ LAT = "_latency"
 def _config(output: Path):
     import yaml
 
-    from pipeline.config.schema import example_config_path, parse_config
+    from edgepipe.config.schema import example_config_path, parse_config
 
     path = example_config_path("elpv-xception")
     raw = yaml.safe_load(path.read_text())
@@ -66,10 +66,10 @@ def steal() -> dict:
 
 class Bench:
     def __init__(self, output: Path):
-        from calibration.dataset import load_subset
-        from pipeline.config.schema import Subset
-        from pipeline.examples.models import resolve_model
-        from pipeline.run.context import RunContext
+        from edgepipe.calibration.dataset import load_subset
+        from edgepipe.config.schema import Subset
+        from edgepipe.examples.models import resolve_model
+        from edgepipe.engine.context import RunContext
 
         self.output = output
         cfg = _config(output)
@@ -85,7 +85,7 @@ class Bench:
 
     # ---- scores ----------------------------------------------------------------------
     def scores(self, split: str, key: dict, make_runner, label: str) -> np.ndarray:
-        from pipeline.validators.accuracy import predict_all
+        from edgepipe.validators.accuracy import predict_all
 
         batch = self.splits[split]
 
@@ -99,11 +99,11 @@ class Bench:
         return np.load(res.path / "scores.npy")
 
     def reference(self, split: str) -> np.ndarray:
-        from pipeline.core.versions import tool_versions
+        from edgepipe.core.versions import tool_versions
 
         key = {"model": self.ctx.model_sha, **tool_versions("tensorflow", "keras")}
         if split == "test":  # the same stage as the pipeline's own reference
-            from pipeline.run.reference import scores_stage
+            from edgepipe.engine.reference import scores_stage
 
             return scores_stage(self.ctx, "accuracy-reference", key, self.ctx.reference_runner)[0]
         return self.scores(split, {"reference": key}, self.ctx.reference_runner, "keras/fp32")
@@ -123,8 +123,8 @@ class Bench:
         return b.quantized(row.tool, row.chain, row.recipe, row.native), "f32"
 
     def measure(self, row: Row, split: str) -> dict:
-        from pipeline.validators.accuracy import accuracy_metrics
-        from pipeline.validators.fidelity import fidelity_metrics
+        from edgepipe.validators.accuracy import accuracy_metrics
+        from edgepipe.validators.fidelity import fidelity_metrics
 
         path, precision = self.artifact(row)
         make = runner_factory(path, self.ctx.cfg.threads, precision)
@@ -164,8 +164,8 @@ class Bench:
 
     # ---- latency, side by side -------------------------------------------------------
     def side_by_side(self, names: list[str], rounds: int) -> None:
-        from pipeline.core.versions import host_facts
-        from pipeline.validators import latency as lat_mod
+        from edgepipe.core.versions import host_facts
+        from edgepipe.validators import latency as lat_mod
 
         factories = {}
         for row in ROWS:

@@ -70,7 +70,7 @@ SIDE = "_side_by_side"  # bench_quant.json key of the --latency-rounds measureme
 def _config(output: Path, target: str | None, recipe: str | None):
     import yaml
 
-    from pipeline.config.schema import example_config_path, parse_config
+    from edgepipe.config.schema import example_config_path, parse_config
 
     path = example_config_path("elpv-xception")
     raw = yaml.safe_load(path.read_text())
@@ -83,9 +83,9 @@ def _config(output: Path, target: str | None, recipe: str | None):
 
 class Bench:
     def __init__(self, output: Path):
-        from pipeline.examples.models import resolve_model
-        from pipeline.run.context import RunContext
-        from pipeline.run.reference import reference as _reference
+        from edgepipe.examples.models import resolve_model
+        from edgepipe.engine.context import RunContext
+        from edgepipe.engine.reference import reference as _reference
 
         self.output = output
         cfg = _config(output, None, None)
@@ -96,7 +96,7 @@ class Bench:
         self.results = json.loads(self.results_path.read_text()) if self.results_path.exists() else {}
 
     def context(self, target: str, recipe: str):
-        from pipeline.run.context import RunContext
+        from edgepipe.engine.context import RunContext
 
         ctx = RunContext(_config(self.output, target, recipe), self.model_path)
         ctx.__dict__["calibration"] = self.base.calibration  # load the images once
@@ -105,10 +105,10 @@ class Bench:
         return ctx
 
     def measure(self, ctx, name: str, path: Path, make_runner) -> dict:
-        from pipeline.core.hashing import sha256_file
-        from pipeline.run.reference import latency_stage as _latency_stage
-        from pipeline.run.reference import scores_stage as _scores_stage
-        from pipeline.validators import accuracy as acc_mod
+        from edgepipe.core.hashing import sha256_file
+        from edgepipe.engine.reference import latency_stage as _latency_stage
+        from edgepipe.engine.reference import scores_stage as _scores_stage
+        from edgepipe.validators import accuracy as acc_mod
 
         files = [path] + ([path.with_suffix(".bin")] if path.suffix == ".xml" else [])
         key = {"artifact": [sha256_file(f) for f in files], "runner": name.split(" ")[0]}
@@ -128,8 +128,8 @@ class Bench:
         return self.edgepipe(target, recipe)
 
     def by_hand(self, which: str) -> tuple:
-        from pipeline.core.versions import tool_versions
-        from pipeline.formats.runners import OpenVINORunner, TFLiteRunner
+        from edgepipe.core.versions import tool_versions
+        from edgepipe.formats.runners import OpenVINORunner, TFLiteRunner
 
         ctx = self.context("tflite-arm", "default")
         sm = ctx.savedmodel()
@@ -142,8 +142,8 @@ class Bench:
             path = res.path / "model.tflite"
             return ctx, path, lambda: TFLiteRunner(path, threads), {}
         if which == "ort":
-            from pipeline.formats.runners import ONNXRunner
-            from targets import onnx_cpu
+            from edgepipe.formats.runners import ONNXRunner
+            from edgepipe.targets import onnx_cpu
 
             fp32, _ = onnx_cpu._onnx_stage(ctx, onnx_cpu.Options())
             src = fp32.path / fp32.meta["file"]
@@ -159,7 +159,7 @@ class Bench:
         return ctx, path, lambda: OpenVINORunner(path, threads), {}
 
     def edgepipe(self, target: str, recipe: str) -> tuple:
-        import targets
+        from edgepipe import targets
 
         ctx = self.context(target, recipe)
         entry = ctx.cfg.targets[0]
@@ -173,7 +173,7 @@ class Bench:
 
     def side_by_side(self, rounds: int) -> None:
         """p50 of the reference and every measured row, interleaved in one process (see the docstring)."""
-        from pipeline.validators import latency as lat_mod
+        from edgepipe.validators import latency as lat_mod
 
         factories = {"reference": self.base.reference_runner}
         for name, target, recipe in ROWS:
@@ -225,7 +225,7 @@ class Bench:
             def fn(stage_dir: Path, d=d) -> dict:
                 import keras
 
-                from pipeline.quantize.equalize import max_output_diff
+                from edgepipe.quantize.equalize import max_output_diff
 
                 new = keras.saving.load_model(d / "equalized.keras", compile=False)
                 return {"max_output_diff": max_output_diff(self.base.keras_model(), new,
@@ -237,7 +237,7 @@ class Bench:
         return out
 
     def reference_row(self) -> dict:
-        r = self.ref["row"]  # a pipeline.reports.rows.ReportRow
+        r = self.ref["row"]  # a edgepipe.reports.rows.ReportRow
         return {"top1": r.accuracy["top1"], "p50_ms": r.latency["p50_ms"], "size_mb": r.size_mb}
 
 
@@ -268,7 +268,7 @@ def _ort_by_hand(model: Path, out: Path, images: np.ndarray) -> dict:
     """onnxruntime.quantization.quantize_static with its defaults (QDQ, per-tensor, MinMax, int8)."""
     from onnxruntime.quantization import quantize_static
 
-    from calibration.adapters import onnx_calibration_reader
+    from edgepipe.calibration.adapters import onnx_calibration_reader
 
     quantize_static(str(model), str(out / "model.onnx"), onnx_calibration_reader(model, images),
                     extra_options={"CalibMaxIntermediateOutputs": 16})

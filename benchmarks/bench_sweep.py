@@ -56,10 +56,10 @@ def sweep_raw(assets: dict, out: Path, threads: int) -> dict:
 
 
 def run_once(kind: str, assets: dict, out: Path, threads: int) -> dict:
-    from pipeline.core.progress import stderr
-    from pipeline.executors.factory import make_executor
-    from pipeline.sweeps.config import parse_sweep
-    from pipeline.sweeps.runner import run_sweep
+    from edgepipe.core.progress import stderr
+    from edgepipe.executors.factory import make_executor
+    from edgepipe.sweeps.config import parse_sweep
+    from edgepipe.sweeps.runner import run_sweep
 
     shutil.rmtree(out, ignore_errors=True)
     sweep = parse_sweep(sweep_raw(assets, out, threads), base_dir=out.parent)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.hashing import sha256_file, stable_hash
-from pipeline.core.versions import tool_versions
+from edgepipe.core.hashing import sha256_file, stable_hash
+from edgepipe.core.versions import tool_versions
 
 RUNNERS = {"tflite": ".tflite", "openvino": ".xml", "onnx": ".onnx"}
 
@@ -22,24 +22,24 @@ RUNNERS = {"tflite": ".tflite", "openvino": ".xml", "onnx": ".onnx"}
 def transforms() -> dict:
     """name -> fn(model, calib_images, params, control) -> (new model, info dict). Imported lazily."""
     def eq_sep(model, images, params, _control):
-        from pipeline.quantize.equalize import equalize
+        from edgepipe.quantize.equalize import equalize
 
         new, rep = equalize(model, images, separable=True, cross_layer=False, alpha=params.get("alpha", 0.5))
         return new, {"separable_layers": len(rep.separable)}
 
     def reseq(model, images, params, _control):
-        from pipeline.quantize import residual_equalize
+        from edgepipe.quantize import residual_equalize
 
         return residual_equalize.equalize_residual_stream(model, images[: params.get("images", 64)],
                                                           max_scale=params.get("max_scale", 16.0))
 
     def biascorr(model, images, params, _control):
-        from pipeline.quantize import bias_correction
+        from edgepipe.quantize import bias_correction
 
         return bias_correction.correct_weight_bias(model, images[: params.get("images", 64)])
 
     def gptq(model, images, params, _control):
-        from pipeline.quantize import learned_rounding
+        from edgepipe.quantize import learned_rounding
 
         return learned_rounding.learn_rounding(model, images[: params.get("images", 32)])
 
@@ -68,8 +68,8 @@ class Builder:
         def fn(out: Path) -> dict:
             import keras
 
-            from pipeline.quantize.equalize import max_output_diff
-            from pipeline.stages.savedmodel import export_savedmodel
+            from edgepipe.quantize.equalize import max_output_diff
+            from edgepipe.stages.savedmodel import export_savedmodel
 
             model = keras.saving.load_model(parent["keras"], compile=False)
             new, info = transforms()[name](model, self.calib.images, params, self.control)
@@ -85,7 +85,7 @@ class Builder:
 
     # ---- float conversions -----------------------------------------------------------
     def ir(self, chain: tuple) -> Path:
-        from pipeline.stages.openvino import convert_ir
+        from edgepipe.stages.openvino import convert_ir
 
         src = self.source(chain)
         res = self.ctx.stage("fid-ov-ir", {"source": src["key"], "shape": list(self.ctx.spec.shape),
@@ -94,7 +94,7 @@ class Builder:
         return res.path / res.meta["file"]
 
     def onnx(self, chain: tuple) -> Path:
-        from pipeline.stages.onnx import convert_onnx
+        from edgepipe.stages.onnx import convert_onnx
 
         src = self.source(chain)
         res = self.ctx.stage("fid-onnx-fp32", {"source": src["key"], **tool_versions("tensorflow", "tf2onnx", "onnx")},
@@ -102,7 +102,7 @@ class Builder:
         return res.path / res.meta["file"]
 
     def tflite_fp32(self, chain: tuple) -> Path:
-        from pipeline.stages.tflite import convert_fp32
+        from edgepipe.stages.tflite import convert_fp32
 
         src = self.source(chain)
         res = self.ctx.stage("fid-tflite-fp32", {"source": src["key"], **tool_versions("tensorflow")},
@@ -114,13 +114,13 @@ class Builder:
         """The INT8 artifact of `tool` for a source chain and a recipe; `native`: toolchain options the
         Recipe schema does not have yet (nncf: overflow_fix; ort: reduce_range, activation_type,
         weight_type, extra_options), passed to the toolchain as they are."""
-        from pipeline.quantize.recipes import Recipe
+        from edgepipe.quantize.recipes import Recipe
 
         r = Recipe(**recipe)
         native = native or {}
         calib = self.calib.images
         if tool == "tflite":
-            from pipeline.quantize.quantizers.tflite import convert_int8
+            from edgepipe.quantize.quantizers.tflite import convert_int8
 
             src = self.source(chain)
             key = {"source": src["key"], "recipe": r.cache_params(), "calibration": self.calib.sha256,
@@ -179,7 +179,7 @@ class Builder:
 
 
 def runner_factory(path: Path, threads: int, precision: str = "f32"):
-    from pipeline.formats.runners import ONNXRunner, OpenVINORunner, TFLiteRunner
+    from edgepipe.formats.runners import ONNXRunner, OpenVINORunner, TFLiteRunner
 
     if path.suffix == ".tflite":
         return lambda: TFLiteRunner(path, threads)
@@ -235,7 +235,7 @@ def _ort_by_hand(model: Path, out: Path, images: np.ndarray) -> dict:
     `CalibMaxIntermediateOutputs` only bounds memory (MinMax otherwise keeps every image's activations)."""
     from onnxruntime.quantization import quantize_static
 
-    from calibration.adapters import onnx_calibration_reader
+    from edgepipe.calibration.adapters import onnx_calibration_reader
 
     quantize_static(str(model), str(out / "model.onnx"), onnx_calibration_reader(model, images),
                     extra_options={"CalibMaxIntermediateOutputs": 16})
@@ -255,18 +255,18 @@ def _tflite_fp16(saved_model: Path, out: Path) -> dict:
 
 
 def _nncf(ir: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
-    """pipeline.quantize.quantizers.nncf.quantize_nncf plus NNCF advanced parameters the recipe has no field for."""
+    """edgepipe.quantize.quantizers.nncf.quantize_nncf plus NNCF advanced parameters the recipe has no field for."""
     if not native:
-        from pipeline.quantize.quantizers.nncf import quantize_nncf
+        from edgepipe.quantize.quantizers.nncf import quantize_nncf
 
         return quantize_nncf(ir, out, calib, recipe)
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    from calibration.adapters import nncf_dataset
-    from pipeline.quantize.quantizers.nncf import nncf_arguments
-    from pipeline.stages.openvino import canonical_names
+    from edgepipe.calibration.adapters import nncf_dataset
+    from edgepipe.quantize.quantizers.nncf import nncf_arguments
+    from edgepipe.stages.openvino import canonical_names
 
     kw = nncf_arguments(recipe)
     adv = kw.pop("advanced_parameters", None) or AdvancedQuantizationParameters()
@@ -282,15 +282,15 @@ def _nncf(ir: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
 
 
 def _ort(model: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
-    """pipeline.quantize.quantizers.onnxruntime.quantize_qdq plus quantize_static arguments the recipe has no field for."""
+    """edgepipe.quantize.quantizers.onnxruntime.quantize_qdq plus quantize_static arguments the recipe has no field for."""
     if not native:
-        from pipeline.quantize.quantizers.onnxruntime import quantize_qdq
+        from edgepipe.quantize.quantizers.onnxruntime import quantize_qdq
 
         return quantize_qdq(model, out, calib, recipe)
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from calibration.adapters import onnx_calibration_reader
-    from pipeline.quantize.quantizers.onnxruntime import CALIBRATION_METHODS
+    from edgepipe.calibration.adapters import onnx_calibration_reader
+    from edgepipe.quantize.quantizers.onnxruntime import CALIBRATION_METHODS
 
     dest = Path(out) / "model_int8.onnx"
     n = len(calib)

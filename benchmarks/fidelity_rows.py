@@ -1,7 +1,7 @@
 """The rows of bench_fidelity.py: (name, toolchain, kind, Keras transform chain, recipe).
 
 `chain` is a tuple of (transform, params) steps applied to the Keras model before conversion
-(fidelity_build.transforms); `recipe` is a pipeline.quantize.recipes.Recipe as a dict.
+(fidelity_build.transforms); `recipe` is a edgepipe.quantize.recipes.Recipe as a dict.
 Kinds: plain (edgepipe's `default` recipe, the latency baseline of its toolchain), by-hand (the
 toolchain's defaults run by hand), fp32 / fp16 / bf16 (floors), method.
 """

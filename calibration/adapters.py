@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from calibration.checks import check_batch
+from edgepipe.calibration.checks import check_batch
 
 
 def tflite_representative(images: np.ndarray, progress=None):

@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from calibration.preprocess import RANGES
-from pipeline.core.errors import InputError
+from edgepipe.calibration.preprocess import RANGES
+from edgepipe.core.errors import InputError
 
 log = logging.getLogger("edgepipe")
 

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from calibration import checks
-from calibration.preprocess import PreprocessSpec
-from calibration.sources import open_source
-from calibration.splits import stratified_split
-from pipeline.core.errors import InputError, expected_received
-from pipeline.core.hashing import sha256_arrays
+from edgepipe.calibration import checks
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.calibration.sources import open_source
+from edgepipe.calibration.splits import stratified_split
+from edgepipe.core.errors import InputError, expected_received
+from edgepipe.core.hashing import sha256_arrays
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 `xception` is `keras.applications.xception.preprocess_input`: RGB scaled to [-1, 1].
 
 Image files are decoded right or refused (`decode`): the file must be a regular file of at most
-`MAX_IMAGE` bytes (no FIFO, device or link loop: `pipeline.core.safeio`) and at most `MAX_PIXELS`
+`MAX_IMAGE` bytes (no FIFO, device or link loop: `edgepipe.core.safeio`) and at most `MAX_PIXELS`
 pixels (Pillow's decompression-bomb limit, checked from the header before any pixel is decoded);
 8-bit images go through Pillow's conversions exactly as always; 16-bit images (`I;16*`, and `I`
 with values above 255) are scaled by 255/65535 in float, never clipped at 255; float images
@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.core import safeio
-from pipeline.core.errors import InputError, expected_received
+from edgepipe.core import safeio
+from edgepipe.core.errors import InputError, expected_received
 
 MAX_IMAGE = safeio.MAX_IMAGE
 MAX_PIXELS = 89_478_485  # Pillow's Image.MAX_IMAGE_PIXELS: its DecompressionBombWarning threshold

@@ -18,8 +18,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core import safeio
-from pipeline.core.errors import InputError, expected_received
+from edgepipe.core import safeio
+from edgepipe.core.errors import InputError, expected_received
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -37,7 +37,7 @@ def package_dir(package: str) -> Path:
     """Where a package lives, without importing it (its __init__ may be heavy)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        from pipeline.core.extras import pip_hint
+        from edgepipe.core.extras import pip_hint
 
         raise InputError(f"data source: expected the Python package {package!r} to be installed "
                          f"({pip_hint([package])}). Received: none")

@@ -10,7 +10,7 @@ The house, bottom to top (a package may import the ones listed before it, never 
     validators/   accuracy, parity, latency, per-layer, cross-quantizer, gates (a list behind one protocol)
     config/       pipeline.yaml's strict schema (imports targets' registry and quantize.recipes lazily)
     reports/      the typed report row, one number formatter, terminal / HTML / model-card renderers
-    run/          one run: context, FP32 reference, per-target rows, probe, fan-out, output directory
+    engine/       one run: context, FP32 reference, per-target rows, probe, fan-out, output directory
     executors/    where tasks run: local (the one serial loop), a process pool, Ray
     boards/       bundles, signatures, archives, boards over SSH, ship, on-board bench and runner
     sweeps/       models x recipes x targets on an executor, and the leaderboard
@@ -20,6 +20,22 @@ The house, bottom to top (a package may import the ones listed before it, never 
 Deployment targets live in the top-level `targets/` package (a registry plus one module per target),
 data in `calibration/`. Heavy toolkits (TensorFlow, OpenVINO, NNCF, ONNX) are imported lazily inside
 the functions that need them, so importing this package and `edgepipe --help` stay fast.
+
+Installed, this folder is the package `edgepipe` (targets/ is `edgepipe.targets`, calibration/ is
+`edgepipe.calibration`); the Python API is `edgepipe.run / validate / bench / targets()` (api.py).
 """
 
 __version__ = "0.1.0"
+
+# The Python API (pipeline/api.py), imported on first use so `import edgepipe` stays light.
+API = ("run", "validate", "bench", "list_targets", "Report")
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name in API:
+        return getattr(importlib.import_module(f"{__name__}.api"), name)
+    if name in ("targets", "calibration"):  # the registry sub-package; `edgepipe.targets()` lists the targets
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

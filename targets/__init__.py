@@ -8,10 +8,12 @@ when that target is used.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from dataclasses import asdict, dataclass
 
-from pipeline.core.extras import pip_hint
-from targets import host
+from edgepipe.core.extras import pip_hint
+from edgepipe.targets import host
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ REGISTRY: dict[str, TargetInfo] = {
     for t in (
         TargetInfo(
             name="tflite-arm",
-            module="targets.tflite_arm",
+            module="edgepipe.targets.tflite_arm",
             description="TensorFlow Lite for ARM CPUs (XNNPACK): FP32 and full-integer INT8",
             accepts="TensorFlow SavedModel",
             precisions=("fp32", "int8"),
@@ -86,7 +88,7 @@ REGISTRY: dict[str, TargetInfo] = {
         ),
         TargetInfo(
             name="openvino-cpu",
-            module="targets.openvino_cpu",
+            module="edgepipe.targets.openvino_cpu",
             description="OpenVINO IR for Intel CPUs: FP32 IR and NNCF INT8 IR",
             accepts="TensorFlow SavedModel",
             precisions=("fp32", "int8"),
@@ -97,7 +99,7 @@ REGISTRY: dict[str, TargetInfo] = {
         ),
         TargetInfo(
             name="coral-edgetpu",
-            module="targets.coral_edgetpu",
+            module="edgepipe.targets.coral_edgetpu",
             description="Coral Edge TPU: full-integer TFLite (builtin int8 ops, static batch 1), edgetpu_compiler",
             accepts="TensorFlow SavedModel",
             precisions=("int8",),
@@ -116,7 +118,7 @@ REGISTRY: dict[str, TargetInfo] = {
         ),
         TargetInfo(
             name="openvino-npu",
-            module="targets.openvino_npu",
+            module="edgepipe.targets.openvino_npu",
             description="Intel NPU (Core Ultra): static batch-1 NNCF INT8 IR for NPU; MYRIAD FP16 IR option",
             accepts="TensorFlow SavedModel",
             precisions=("int8", "fp16"),
@@ -130,7 +132,7 @@ REGISTRY: dict[str, TargetInfo] = {
         ),
         TargetInfo(
             name="onnx-cpu",
-            module="targets.onnx_cpu",
+            module="edgepipe.targets.onnx_cpu",
             description="ONNX for CPUs: FP32 via tf2onnx and QDQ INT8 via onnxruntime quantize_static",
             accepts="TensorFlow SavedModel",
             precisions=("fp32", "int8"),
@@ -154,3 +156,13 @@ def get(name: str) -> TargetInfo:
 def load_module(name: str):
     """Import a target's module (cheap: heavy toolkits load inside its functions)."""
     return importlib.import_module(get(name).module)
+
+
+class RegistryModule(types.ModuleType):
+    """This package, callable: `edgepipe.targets()` lists every target with what this host has."""
+
+    def __call__(self) -> list[dict]:
+        return [info.as_dict() for info in REGISTRY.values()]
+
+
+sys.modules[__name__].__class__ = RegistryModule

@@ -5,7 +5,7 @@ A target module defines:
 - `jobs(ctx, options) -> list[Job]`: the artifacts it produces, each built lazily, each
   with the runner that executes it on this host (options such as hints bound in);
 - `make_runner(artifact, threads, **job.runner_params) -> runner`: the same runner, built from
-  plain data, so that `pipeline/run/probe.py` can load and first-run the artifact in a child process.
+  plain data, so that `pipeline/engine/probe.py` can load and first-run the artifact in a child process.
 
 A job's build returns an `Artifact`. What the host cannot do (no compiler, no device) is never a
 silent success: it goes into `Artifact.incomplete` or `Job.latency_skip` as a precise status, and
@@ -40,7 +40,7 @@ class Job:
     name: str
     target: str
     precision: str
-    build: Callable[[], object]  # -> pipeline.core.artifacts.Artifact
+    build: Callable[[], object]  # -> edgepipe.core.artifacts.Artifact
     runner: Callable[[object, int], object]  # (artifact, threads) -> runner with .predict(image)
     runner_params: dict = field(default_factory=dict)  # part of the validators' cache key
     # (artifact) -> None, or why latency cannot be measured on this host ("skipped: no Edge TPU");

@@ -5,7 +5,7 @@ I/O; with int8 I/O it is the same cache entry, so it is converted once. Every ar
 pre-flight report (JSON + table). When `edgetpu_compiler` is on PATH it is compiled (`*_edgetpu.tflite`,
 log kept and parsed); when not, the artifact is the uncompiled model and the row says
 "not compiled: edgetpu_compiler not installed" and, like every target this host cannot finish,
-`not available here` with how to install it (pipeline/run/availability.py, the registry's hint).
+`not available here` with how to install it (pipeline/engine/availability.py, the registry's hint).
 Accuracy runs on an Edge TPU when one is attached (libedgetpu delegate), otherwise on the CPU
 interpreter for the same int8 model, and latency is then "skipped: no Edge TPU".
 
@@ -27,10 +27,10 @@ from typing import Literal
 
 from pydantic import Field, PositiveInt
 
-from pipeline.core.artifacts import Artifact
-from pipeline.core.errors import StageError
-from pipeline.run.outdir import link_or_copy
-from targets.base import Job, QuantizedOptions
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.errors import StageError
+from edgepipe.engine.outdir import link_or_copy
+from edgepipe.targets.base import Job, QuantizedOptions
 
 NAME = "coral-edgetpu"
 QUANTIZER = "edgetpu"  # the TFLite converter, 8-bit full-integer only (pipeline/quantize/quantizers/edgetpu.py)
@@ -56,10 +56,10 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
 
 def _build(ctx, opts: Options) -> Artifact:
-    from pipeline.quantize.quantizers.edgetpu import int8_stage
-    from pipeline.quantize.recipes import resolve
-    from targets.edgetpu import compiler as etc
-    from targets.tflite_arm import runtime_metadata
+    from edgepipe.quantize.quantizers.edgetpu import int8_stage
+    from edgepipe.quantize.recipes import resolve
+    from edgepipe.targets.edgetpu import compiler as etc
+    from edgepipe.targets.tflite_arm import runtime_metadata
 
     recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
     src, versions, calib, record = int8_stage(ctx, recipe, opts.io_dtype)  # budget: full-integer repairs
@@ -87,8 +87,8 @@ def _compile_stage(src: Path, out: Path, opts: Options, exe: str | None) -> dict
     """Pre-flight (always) and compile (when the compiler exists) into one artifact directory."""
     from rich.console import Console
 
-    from targets.edgetpu import compiler as etc
-    from targets.edgetpu.preflight import analyze, render_table
+    from edgepipe.targets.edgetpu import compiler as etc
+    from edgepipe.targets.edgetpu.preflight import analyze, render_table
 
     link_or_copy(src, out / SOURCE)
     report = analyze(out / SOURCE)
@@ -133,7 +133,7 @@ def _load_delegate():
     """libedgetpu's TFLite delegate, from the interpreter module in use (LiteRT or tflite-runtime)."""
     from importlib import import_module
 
-    from pipeline.formats.runners import tflite_interpreter_class
+    from edgepipe.formats.runners import tflite_interpreter_class
 
     cls, _ = tflite_interpreter_class()
     return import_module(cls.__module__).load_delegate(DELEGATE)
@@ -142,7 +142,7 @@ def _load_delegate():
 @lru_cache(maxsize=1)
 def edgetpu_delegate_error() -> str | None:
     """None when the libedgetpu delegate loads (an Edge TPU is attached), else why not."""
-    from targets import host
+    from edgepipe.targets import host
 
     if not host.has_library("edgetpu"):
         return f"{DELEGATE} not installed (Coral runtime: apt-get install libedgetpu1-std)"
@@ -172,7 +172,7 @@ def make_runner(artifact: Artifact, threads: int, device: str = "edgetpu"):
     """The compiled model on the Edge TPU (libedgetpu delegate) when possible, else the same int8
     model on the CPU interpreter (an Edge TPU model's custom op cannot run without the delegate).
     `device="cpu"` (the job's runner_params on a host without an Edge TPU) always takes the CPU."""
-    from pipeline.formats.runners import TFLiteRunner
+    from edgepipe.formats.runners import TFLiteRunner
 
     compiled = artifact.metadata.get("edgetpu", {}).get("compiled") or []
     if device == "edgetpu" and len(compiled) == 1 and edgetpu_delegate_error() is None:

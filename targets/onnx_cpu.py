@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.core.artifacts import Artifact
-from pipeline.core.versions import tool_versions
-from targets.base import Job, QuantizedOptions
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.versions import tool_versions
+from edgepipe.targets.base import Job, QuantizedOptions
 
 NAME = "onnx-cpu"
 QUANTIZER = "onnxruntime"
@@ -25,8 +25,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
     builders = {"fp32": lambda: _fp32(ctx, opts), "int8": lambda: _int8(ctx, opts)}
 
     def diagnose(artifact):
-        from pipeline.diagnostics.layer_errors import layer_error_stage
-        from pipeline.quantize.recipe_stages import diagnosis_savedmodel
+        from edgepipe.diagnostics.layer_errors import layer_error_stage
+        from edgepipe.quantize.recipe_stages import diagnosis_savedmodel
 
         return layer_error_stage(ctx, "onnx", _fp32(ctx, opts, diagnosis_savedmodel(ctx, NAME)), artifact)
 
@@ -36,7 +36,7 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
 
 def _onnx_stage(ctx, opts: Options, sm=None):
-    from pipeline.stages.onnx import convert_onnx
+    from edgepipe.stages.onnx import convert_onnx
 
     sm = sm or ctx.savedmodel()
     versions = tool_versions("tensorflow", "tf2onnx", "onnx")
@@ -52,8 +52,8 @@ def _fp32(ctx, opts: Options, sm=None) -> Artifact:
 
 
 def _int8(ctx, opts: Options) -> Artifact:
-    from pipeline.quantize.quantizers.onnxruntime import int8_stage
-    from pipeline.quantize.recipe_stages import source_savedmodel
+    from edgepipe.quantize.quantizers.onnxruntime import int8_stage
+    from edgepipe.quantize.recipe_stages import source_savedmodel
 
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
@@ -66,6 +66,6 @@ def _int8(ctx, opts: Options) -> Artifact:
 
 
 def make_runner(artifact: Artifact, threads: int):
-    from pipeline.formats.runners import ONNXRunner
+    from edgepipe.formats.runners import ONNXRunner
 
     return ONNXRunner(artifact.path, threads)

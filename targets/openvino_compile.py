@@ -18,7 +18,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from pipeline.formats.openvino_ir import plain
+from edgepipe.formats.openvino_ir import plain
 
 COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"})
 # substrings of oneDNN primitive names -> instruction set, most specific first

@@ -9,10 +9,10 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import Threads
-from pipeline.core.versions import cpu_model, tool_versions
-from targets.base import Job, QuantizedOptions
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.bounds import Threads
+from edgepipe.core.versions import cpu_model, tool_versions
+from edgepipe.targets.base import Job, QuantizedOptions
 
 NAME = "openvino-cpu"
 QUANTIZER = "nncf"
@@ -48,8 +48,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
                            opts.num_threads, opts.blob, cache_dir)
 
     def diagnose(artifact):
-        from pipeline.diagnostics.layer_errors import layer_error_stage
-        from pipeline.quantize.recipe_stages import diagnosis_savedmodel
+        from edgepipe.diagnostics.layer_errors import layer_error_stage
+        from edgepipe.quantize.recipe_stages import diagnosis_savedmodel
 
         return layer_error_stage(ctx, "openvino", _fp32(ctx, diagnosis_savedmodel(ctx, NAME)), artifact)
 
@@ -65,7 +65,7 @@ def _with_blob(ctx, opts: Options, ir: Artifact) -> Artifact:
     """The IR plus its blob compiled for this host's CPU (a stage keyed by the CPU and OpenVINO version)."""
     if not opts.blob:
         return ir
-    from targets.openvino_compile import compile_and_export, config_for
+    from edgepipe.targets.openvino_compile import compile_and_export, config_for
 
     config = config_for(opts.num_threads or ctx.cfg.threads, opts.hint, opts.inference_precision, opts.streams)
     stem = ir.path.stem
@@ -80,7 +80,7 @@ def _with_blob(ctx, opts: Options, ir: Artifact) -> Artifact:
 
 
 def ir_stage(ctx, sm=None):
-    from pipeline.stages.openvino import convert_ir
+    from edgepipe.stages.openvino import convert_ir
 
     sm = sm or ctx.savedmodel()
     versions = tool_versions("openvino")
@@ -99,8 +99,8 @@ def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
     """The NNCF INT8 stage of a recipe (quantized from the equalized IR when the recipe equalizes;
     accuracy control when it has a budget), shared with openvino-npu (`target_device="NPU"`: NNCF's
     NPU hardware config, its own stage). Returns (stage result, tool versions, calibration batch)."""
-    from pipeline.quantize.quantizers.nncf import int8_stage
-    from pipeline.quantize.recipe_stages import source_savedmodel
+    from edgepipe.quantize.quantizers.nncf import int8_stage
+    from edgepipe.quantize.recipe_stages import source_savedmodel
 
     calib = ctx.calibration_for(recipe)
     ir, _ = ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
@@ -109,7 +109,7 @@ def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
 
 
 def _int8(ctx, opts: Options) -> Artifact:
-    from pipeline.quantize.recipe_stages import budget_record
+    from edgepipe.quantize.recipe_stages import budget_record
 
     recipe = ctx.recipe(NAME)
     res, versions, calib = nncf_int8_stage(ctx, recipe)
@@ -124,7 +124,7 @@ def make_runner(artifact: Artifact, threads: int, hint: str = "LATENCY", inferen
                 cache_dir: Path | None = None):
     """Imports the artifact's CPU blob when it has one (same config as compiled), else compiles the IR.
     Plain-data arguments (the job's runner_params), so the probe can build it in a child process."""
-    from pipeline.formats.runners import OpenVINORunner
+    from edgepipe.formats.runners import OpenVINORunner
 
     has_blob = blob and f"{artifact.path.stem}.blob" in artifact.files
     return OpenVINORunner(artifact.path, num_threads or threads, hint, inference_precision, streams=streams,

@@ -19,9 +19,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from pipeline.core.artifacts import Artifact
-from pipeline.core.errors import ConfigError
-from targets.base import Job, QuantizedOptions
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.errors import ConfigError
+from edgepipe.targets.base import Job, QuantizedOptions
 
 NAME = "openvino-npu"
 QUANTIZER = "nncf"
@@ -52,10 +52,10 @@ def npu_devices() -> list[str]:
 
 
 def _npu_int8(ctx, opts: Options) -> Artifact:
-    from pipeline.quantize.recipe_stages import budget_record
-    from pipeline.quantize.recipes import resolve
-    from targets.openvino_compile import compile_and_export, config_for
-    from targets.openvino_cpu import nncf_int8_stage
+    from edgepipe.quantize.recipe_stages import budget_record
+    from edgepipe.quantize.recipes import resolve
+    from edgepipe.targets.openvino_compile import compile_and_export, config_for
+    from edgepipe.targets.openvino_cpu import nncf_int8_stage
 
     recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
     res, versions, calib = nncf_int8_stage(ctx, recipe, target_device="NPU")
@@ -88,9 +88,9 @@ def _npu_latency_skip(artifact: Artifact) -> str | None:
 
 
 def _myriad_fp16(ctx) -> Artifact:
-    from pipeline.stages.openvino import compress_fp16
-    from targets.openvino_compile import opset_versions
-    from targets.openvino_cpu import ir_stage
+    from edgepipe.stages.openvino import compress_fp16
+    from edgepipe.targets.openvino_compile import opset_versions
+    from edgepipe.targets.openvino_cpu import ir_stage
 
     ir, versions = ir_stage(ctx)
     res = ctx.stage("ov-ir-fp16-myriad", {"ir": ir.key, **versions},
@@ -121,7 +121,7 @@ def make_runner(artifact: Artifact, threads: int, device: str = "CPU"):
 
 def _cpu_runner(artifact: Artifact, threads: int):
     """Accuracy on this host: the same IR on the CPU plugin (f32, so the IR's own quantization decides)."""
-    from pipeline.formats.runners import OpenVINORunner
+    from edgepipe.formats.runners import OpenVINORunner
 
     runner = OpenVINORunner(Path(artifact.path), threads, "LATENCY", "f32")
     runner.info["device"] = "CPU (stand-in)"

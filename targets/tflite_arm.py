@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from pipeline.core.artifacts import Artifact
-from pipeline.core.bounds import Threads
-from pipeline.core.versions import tool_versions
-from targets.base import Job, QuantizedOptions
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.bounds import Threads
+from edgepipe.core.versions import tool_versions
+from edgepipe.targets.base import Job, QuantizedOptions
 
 NAME = "tflite-arm"
 QUANTIZER = "tflite"
@@ -31,8 +31,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
         return make_runner(artifact, threads, opts.xnnpack, opts.num_threads)
 
     def diagnose(artifact):
-        from pipeline.diagnostics.layer_errors import layer_error_stage
-        from pipeline.quantize.recipe_stages import diagnosis_savedmodel
+        from edgepipe.diagnostics.layer_errors import layer_error_stage
+        from edgepipe.quantize.recipe_stages import diagnosis_savedmodel
 
         return layer_error_stage(ctx, "tflite", _fp32(ctx, diagnosis_savedmodel(ctx, NAME)), artifact)
 
@@ -46,7 +46,7 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
 def runtime_metadata(path) -> dict:
     """The minimum TFLite runtime version the artifact needs (from its op versions and metadata)."""
-    from pipeline.formats.tflite_versions import min_runtime_version
+    from edgepipe.formats.tflite_versions import min_runtime_version
 
     return {"min_runtime": min_runtime_version(path).to_json()}
 
@@ -55,7 +55,7 @@ def checks(ctx, opts: Options) -> list:
     """Extra report rows: with `verify_arm64: N`, each artifact on arm64 (emulated) vs the host."""
     if not opts.verify_arm64:
         return []
-    from targets.arm64.emulated import pipeline_row
+    from edgepipe.targets.arm64.emulated import pipeline_row
 
     builders = {"fp32": lambda: _fp32(ctx), "int8": lambda: _int8(ctx, opts)}
     return [lambda rows, p=p: pipeline_row(ctx, f"{NAME}/{p}", p, builders[p], opts.verify_arm64, rows)
@@ -63,7 +63,7 @@ def checks(ctx, opts: Options) -> list:
 
 
 def _fp32(ctx, sm=None) -> Artifact:
-    from pipeline.stages.tflite import convert_fp32
+    from edgepipe.stages.tflite import convert_fp32
 
     sm = sm or ctx.savedmodel()
     versions = tool_versions("tensorflow")
@@ -76,8 +76,8 @@ def _fp32(ctx, sm=None) -> Artifact:
 
 
 def _int8(ctx, opts: Options) -> Artifact:
-    from pipeline.quantize.quantizers.tflite import int8_stage
-    from pipeline.quantize.recipe_stages import budget_record
+    from edgepipe.quantize.quantizers.tflite import int8_stage
+    from edgepipe.quantize.recipe_stages import budget_record
 
     recipe = ctx.recipe(NAME)
     res, versions, calib = int8_stage(ctx, opts.int8_io, recipe=recipe)
@@ -90,6 +90,6 @@ def _int8(ctx, opts: Options) -> Artifact:
 
 
 def make_runner(artifact: Artifact, threads: int, xnnpack: bool = True, num_threads: int | None = None):
-    from pipeline.formats.runners import TFLiteRunner
+    from edgepipe.formats.runners import TFLiteRunner
 
     return TFLiteRunner(artifact.path, num_threads or threads, xnnpack=xnnpack)

@@ -36,8 +36,8 @@ def tiny_int8_run(tiny_assets, tmp_path_factory) -> dict:
     (for the bundle / ship / bench tests)."""
     from typer.testing import CliRunner
 
-    from pipeline.boards.signing import keygen
-    from pipeline.cli.app import app
+    from edgepipe.boards.signing import keygen
+    from edgepipe.cli.app import app
 
     d = tmp_path_factory.mktemp("int8run")
     cfg = tiny_config(tiny_assets, d / "out", targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"]}}])

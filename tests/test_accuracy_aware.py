@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.dataset import load_subset
-from calibration.preprocess import PreprocessSpec
-from pipeline.config.schema import SplitSpec, Subset
-from pipeline.quantize import accuracy_aware as aa
+from edgepipe.calibration.dataset import load_subset
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.config.schema import SplitSpec, Subset
+from edgepipe.quantize import accuracy_aware as aa
 from tests.fixtures import tiny_xception
 from tests.fixtures.configs import INPUT
 
@@ -56,7 +56,7 @@ def hostile(tiny_assets, tmp_path_factory):
     layer (the classifier) in float repairs it: a bad recipe with a known minimal fix."""
     import keras
 
-    from pipeline.stages.savedmodel import export_savedmodel
+    from edgepipe.stages.savedmodel import export_savedmodel
 
     model = keras.saving.load_model(tiny_assets["model"], compile=False)
     bn = model.get_layer("block8_sepconv2_bn")
@@ -79,8 +79,8 @@ def hostile(tiny_assets, tmp_path_factory):
 
 
 def test_tflite_budget_keeps_the_fewest_layers_in_float(hostile):
-    from pipeline.formats.runners import TFLiteRunner, tflite_interpreter_class
-    from pipeline.quantize.quantizers.tflite import tflite_to_budget
+    from edgepipe.formats.runners import TFLiteRunner, tflite_interpreter_class
+    from edgepipe.quantize.quantizers.tflite import tflite_to_budget
 
     h = hostile
     path, res = tflite_to_budget(h["sm"], h["out"], h["calib"].images, h["control"].images,
@@ -111,8 +111,8 @@ def test_tflite_budget_keeps_the_fewest_layers_in_float(hostile):
 def test_nncf_accuracy_control_meets_the_budget(hostile):
     import openvino as ov
 
-    from pipeline.quantize.quantizers.nncf import nncf_to_budget, quantize_nncf
-    from pipeline.stages.openvino import convert_ir
+    from edgepipe.quantize.quantizers.nncf import nncf_to_budget, quantize_nncf
+    from edgepipe.stages.openvino import convert_ir
 
     h = hostile
     ir = convert_ir(h["sm"], h["out"], (INPUT, INPUT, 3))
@@ -134,8 +134,8 @@ def test_nncf_accuracy_control_meets_the_budget(hostile):
 
 def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tmp_path):
     """The recipe field reaches the TFLite budget stage; the artifact record says what was kept."""
-    from pipeline.config.schema import parse_config
-    from pipeline.run.orchestrate import run_pipeline
+    from edgepipe.config.schema import parse_config
+    from edgepipe.engine.orchestrate import run_pipeline
     from tests.fixtures.configs import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path / "out",
@@ -154,7 +154,7 @@ def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tmp_path
 # ---- Edge TPU: full-integer repairs instead of float layers -------------------------------------
 
 def test_full_integer_ladder_stacks_only_missing_repairs():
-    from pipeline.quantize.recipes import Recipe
+    from edgepipe.quantize.recipes import Recipe
 
     ladder = aa.full_integer_ladder(Recipe(max_accuracy_drop=0.3))
     assert [(n, t) for n, _, t in ladder] == [("recipe", 0), ("eq-sep", 1), ("eq-sep+cle", 2)]
@@ -166,7 +166,7 @@ def test_full_integer_ladder_stacks_only_missing_repairs():
 
 
 def test_full_integer_search_stops_at_the_first_rung_within_budget():
-    from pipeline.quantize.recipes import Recipe
+    from edgepipe.quantize.recipes import Recipe
 
     ladder = aa.full_integer_ladder(Recipe(max_accuracy_drop=0.3))
     drops = {"recipe": 0.5, "eq-sep": 0.1, "eq-sep+cle": 0.0}
@@ -179,7 +179,7 @@ def test_full_integer_search_stops_at_the_first_rung_within_budget():
 
 
 def test_edgetpu_recipes_are_tflite_recipes_with_8_bit_only():
-    from pipeline.quantize.recipes import BUILTIN, Recipe, problems
+    from edgepipe.quantize.recipes import BUILTIN, Recipe, problems
 
     assert problems(Recipe(max_accuracy_drop=0.3, equalize_separable=True), "edgetpu") == []
     assert any("8-bit integer ops only" in p for p in problems(BUILTIN["tflite-16x8"], "edgetpu"))
@@ -188,8 +188,8 @@ def test_edgetpu_recipes_are_tflite_recipes_with_8_bit_only():
 
 
 def _coral_budget_run(model, tiny_assets, out, budget):
-    from pipeline.config.schema import parse_config
-    from pipeline.run.orchestrate import run_pipeline
+    from edgepipe.config.schema import parse_config
+    from edgepipe.engine.orchestrate import run_pipeline
     from tests.fixtures.configs import tiny_config
 
     raw = tiny_config(tiny_assets, out, targets=[{"name": "coral-edgetpu", "options": {"recipe": "b"}}],
@@ -200,7 +200,7 @@ def _coral_budget_run(model, tiny_assets, out, budget):
 
 
 def test_edgetpu_budget_takes_the_plain_full_integer_model_when_it_is_within_budget(tiny_assets, tmp_path):
-    from pipeline.core.hashing import sha256_file
+    from edgepipe.core.hashing import sha256_file
 
     row, pick = _coral_budget_run(tiny_assets["model"], tiny_assets, tmp_path / "out", 100.0)
     assert pick["chosen"] == "recipe" and pick["within_budget"]
@@ -216,7 +216,7 @@ def test_edgetpu_budget_never_keeps_float_layers_and_says_when_no_repair_suffice
     """The hostile model needs its classifier in float (see the TFLite test above); the Edge TPU
     cannot do that, so every full-integer rung is measured, none meets the budget, the smallest
     drop is chosen and flagged, and the artifact is still a full-integer model."""
-    from pipeline.formats.runners import tflite_interpreter_class
+    from edgepipe.formats.runners import tflite_interpreter_class
 
     path = tmp_path / "hostile.keras"
     hostile["model"].save(path)
@@ -236,8 +236,8 @@ def test_edgetpu_budget_never_keeps_float_layers_and_says_when_no_repair_suffice
 def test_control_set_warns_when_one_image_is_coarser_than_the_budget(caplog):
     from types import SimpleNamespace
 
-    from pipeline.core.errors import ConfigError
-    from pipeline.quantize.recipe_stages import control_set
+    from edgepipe.core.errors import ConfigError
+    from edgepipe.quantize.recipe_stages import control_set
 
     calib = SimpleNamespace(images=np.zeros((301, 2, 2, 3), np.float32), labels=np.array([0] * 300 + [-1]))
     with caplog.at_level("WARNING", logger="edgepipe"):
@@ -254,9 +254,9 @@ def test_control_set_warns_when_one_image_is_coarser_than_the_budget(caplog):
 
 
 def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_path):
-    from pipeline.config.schema import parse_config
-    from pipeline.core.errors import ConfigError
-    from pipeline.run.orchestrate import run_pipeline
+    from edgepipe.config.schema import parse_config
+    from edgepipe.core.errors import ConfigError
+    from edgepipe.engine.orchestrate import run_pipeline
     from tests.fixtures.configs import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": "coral-edgetpu", "options": {"recipe": "b"}}],
@@ -274,7 +274,7 @@ def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_p
 
 
 def test_terminal_names_what_a_budget_chose():
-    from pipeline.reports.terminal import recipe_notes
+    from edgepipe.reports.terminal import recipe_notes
 
     rows = [{"artifact": "coral-edgetpu/int8", "recipe": {"max_accuracy_drop": 0.3, "edgetpu_repair": {
                 "control_images": 300, "why": "eq-sep: within the 0.3-point budget (-0.13)"}}},

@@ -12,7 +12,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
+from edgepipe.cli.app import app
 from tests.fixtures.configs import tiny_config, write_config
 
 pytestmark = pytest.mark.arm64
@@ -22,7 +22,7 @@ N_IMAGES = 4
 
 @pytest.fixture(scope="module")
 def emulated_run(tiny_assets, tmp_path_factory):
-    from targets.arm64.userland import host_problems
+    from edgepipe.targets.arm64.userland import host_problems
 
     problem = host_problems()
     if problem is not None:

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.core.errors import ConfigError, StageError
-from targets.arm64 import emulated as arm64_emulated
-from targets.arm64 import userland as arm64_userland
-from targets.arm64.compare import Tolerance, compare, max_abs_diff, summary
-from targets.arm64.userland import APT_HINT, Unavailable, Userland
+from edgepipe.cli.app import app
+from edgepipe.core.errors import ConfigError, StageError
+from edgepipe.targets.arm64 import emulated as arm64_emulated
+from edgepipe.targets.arm64 import userland as arm64_userland
+from edgepipe.targets.arm64.compare import Tolerance, compare, max_abs_diff, summary
+from edgepipe.targets.arm64.userland import APT_HINT, Unavailable, Userland
 
 ASSETS = Path(__file__).parent / "device" / "assets"
 runner = CliRunner()
@@ -197,7 +197,7 @@ def test_verify_arm_cli_bad_input_exits_2(args, match):
 
 
 def test_verify_arm_needs_preprocessing_and_data_sources(tmp_path):
-    from targets.arm64.verify import load_data, resolve_artifact
+    from edgepipe.targets.arm64.verify import load_data, resolve_artifact
 
     art = tmp_path / "out" / "artifacts" / "tflite-arm-int8"
     art.mkdir(parents=True)
@@ -227,7 +227,7 @@ def test_pipeline_row_is_skipped_with_the_reason_when_the_host_cannot(monkeypatc
 
 
 def test_verify_arm64_option_is_validated():
-    from pipeline.config.schema import TargetEntry
+    from edgepipe.config.schema import TargetEntry
 
     assert TargetEntry(name="tflite-arm", options={"verify_arm64": 4}).typed_options().verify_arm64 == 4
     with pytest.raises(ValueError, match="verify_arm64"):

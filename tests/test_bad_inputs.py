@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from calibration import checks
-from pipeline.cli.app import app
-from pipeline.core.errors import InputError
-from pipeline.core.labels import check_outputs, read_labels
-from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
-from pipeline.run.outdir import locked_output
+from edgepipe.calibration import checks
+from edgepipe.cli.app import app
+from edgepipe.core.errors import InputError
+from edgepipe.core.labels import check_outputs, read_labels
+from edgepipe.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
+from edgepipe.engine.outdir import locked_output
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.locks import lock_held_by_child
 from tests.fixtures.model_files import TINY_TFLITE, tiny_ir
@@ -26,8 +26,8 @@ runner = CliRunner()
 
 
 def test_config_path_with_an_unknown_user_is_a_config_error(tmp_path):
-    from pipeline.config.schema import load_config
-    from pipeline.core.errors import ConfigError
+    from edgepipe.config.schema import load_config
+    from edgepipe.core.errors import ConfigError
 
     p = tmp_path / "p.yaml"
     p.write_text("model: {path: ~nosuchuser/m.keras}\ntargets: [{name: tflite-arm}]\n"
@@ -73,8 +73,8 @@ def test_every_runner_checks_its_input():
     import importlib
     import inspect
 
-    import targets
-    from pipeline import formats
+    from edgepipe import targets
+    from edgepipe import formats
 
     modules = [*(f.load() for f in formats.FORMATS),
                *(importlib.import_module(t.module) for t in targets.REGISTRY.values())]
@@ -196,8 +196,8 @@ def test_second_cli_run_names_the_holder(tmp_path, tiny_assets):
 
 # ---- rows 6-7 wired into the data loader (the unit checks are in test_calibration.py) ----------------
 def _ctx(tiny_assets, tmp_path, **data):
-    from pipeline.config.schema import parse_config
-    from pipeline.run.context import RunContext
+    from edgepipe.config.schema import parse_config
+    from edgepipe.engine.context import RunContext
 
     cfg = tiny_config(tiny_assets, tmp_path / "out")
     cfg["data"].update(data)
@@ -206,13 +206,13 @@ def _ctx(tiny_assets, tmp_path, **data):
 
 def test_non_finite_pixels_stop_the_data_loader(tiny_assets, tmp_path, monkeypatch):
     """A preprocessing that divides by a zero std makes inf/NaN: the batch never reaches a converter."""
-    import calibration.preprocess as pp
+    import edgepipe.calibration.preprocess as pp
 
     monkeypatch.setattr(pp, "IMAGENET_STD", (0.0, 0.0, 0.0))
     cfg = tiny_config(tiny_assets, tmp_path / "out")
     cfg["input"]["preprocessing"] = "imagenet"
-    from pipeline.config.schema import parse_config
-    from pipeline.run.context import RunContext
+    from edgepipe.config.schema import parse_config
+    from edgepipe.engine.context import RunContext
 
     ctx = RunContext(parse_config(cfg), tiny_assets["model"])
     with pytest.raises(InputError, match=r"calibration data: expected finite pixel values\. Received NaN/inf in 30 "

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.boards.archive import pack, unpack
-from pipeline.boards.bundle import read_manifest
-from pipeline.boards.signing import keygen
-from pipeline.cli.app import app
-from pipeline.core.errors import BundleError
-from pipeline.core.hashing import sha256_file
+from edgepipe.boards.archive import pack, unpack
+from edgepipe.boards.bundle import read_manifest
+from edgepipe.boards.signing import keygen
+from edgepipe.cli.app import app
+from edgepipe.core.errors import BundleError
+from edgepipe.core.hashing import sha256_file
 
 runner = CliRunner()
 

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from pipeline.core.cache import MARKER, StageCache
-from pipeline.core.errors import OutputLockedError
-from pipeline.run.outdir import locked_output
+from edgepipe.core.cache import MARKER, StageCache
+from edgepipe.core.errors import OutputLockedError
+from edgepipe.engine.outdir import locked_output
 from tests.fixtures.leftovers import dead_temp_dir
 from tests.fixtures.locks import lock_held_by_child
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline.core.cache import MARKER, StageCache
-from pipeline.executors.base import Failure, Task
-from pipeline.executors.local import LocalExecutor
+from edgepipe.core.cache import MARKER, StageCache
+from edgepipe.executors.base import Failure, Task
+from edgepipe.executors.local import LocalExecutor
 
 
 def _slow_stage(root: str, counter: str, seconds: float):

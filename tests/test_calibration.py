@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from calibration import checks
-from calibration.preprocess import PreprocessSpec
-from calibration.sources import _elpv, open_source
-from calibration.splits import stratified_split
-from pipeline.core.errors import InputError
+from edgepipe.calibration import checks
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.calibration.sources import _elpv, open_source
+from edgepipe.calibration.splits import stratified_split
+from edgepipe.core.errors import InputError
 
 
 def test_split_is_deterministic_disjoint_and_stratified():

@@ -7,10 +7,10 @@ import logging
 import numpy as np
 import pytest
 
-from calibration import checks
-from calibration.adapters import nncf_dataset, onnx_calibration_reader, tflite_representative
-from calibration.dataset import Batch, subsample
-from pipeline.core.errors import InputError
+from edgepipe.calibration import checks
+from edgepipe.calibration.adapters import nncf_dataset, onnx_calibration_reader, tflite_representative
+from edgepipe.calibration.dataset import Batch, subsample
+from edgepipe.core.errors import InputError
 
 GOOD = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 3)).astype(np.float32)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config.schema import example_config_path, load_config, parse_config
-from pipeline.core.errors import ConfigError
+from edgepipe.config.schema import example_config_path, load_config, parse_config
+from edgepipe.core.errors import ConfigError
 from tests.fixtures.configs import tiny_config, write_config
 
 FAKE_ASSETS = {"model": "/m/model.keras", "data": "/d"}
@@ -109,13 +109,13 @@ def test_builtin_example_configs_are_valid(name):
 
 
 def _path_fields(model_cls, prefix=()):
-    """Every (dotted path, field) of a schema typed as a config path (pipeline.config.paths), found by walking
+    """Every (dotted path, field) of a schema typed as a config path (edgepipe.config.paths), found by walking
     the schema's annotations rather than by a hand-written list."""
     import typing
 
     from pydantic import BaseModel
 
-    from pipeline.config.paths import resolve_path
+    from edgepipe.config.paths import resolve_path
 
     out = []
     for name, field in model_cls.model_fields.items():
@@ -138,7 +138,7 @@ def _path_fields(model_cls, prefix=()):
 
 def test_every_path_field_of_the_schema_resolves_against_the_config_file(tmp_path):
     """Relative paths in a config file are relative to the file, for every path field the schema has."""
-    from pipeline.config.schema import PipelineConfig
+    from edgepipe.config.schema import PipelineConfig
 
     fields = set(_path_fields(PipelineConfig))
     assert {"model.path", "data.calibration.source", "data.validation.source", "data.accuracy_control.source",
@@ -168,6 +168,6 @@ def test_relative_accuracy_control_overlapping_validation_is_refused(tmp_path):
 
 
 def test_sweep_path_fields_resolve_against_the_sweep_file(tmp_path):
-    from pipeline.sweeps.config import SweepSpec
+    from edgepipe.sweeps.config import SweepSpec
 
     assert {"base", "output", "models.path"} <= set(_path_fields(SweepSpec))

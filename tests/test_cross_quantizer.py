@@ -6,9 +6,9 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
-from pipeline.reports.rows import ReportRow
-from pipeline.run.orchestrate import apply_run_validators
-from pipeline.validators.cross_quantizer import compare
+from edgepipe.reports.rows import ReportRow
+from edgepipe.engine.orchestrate import apply_run_validators
+from edgepipe.validators.cross_quantizer import compare
 
 
 def _row(name, top1, precision="int8", status="passed"):

@@ -21,7 +21,7 @@ TOP_FILES = ("ARCHITECTURE.md", "tox.ini", "pyproject.toml")
 # the documents issue 14 asks for: each must exist
 REQUIRED = ("README.md", "ARCHITECTURE.md", "targets/README.md", "tests/README.md", "benchmarks/README.md",
             "pipeline/quantize/README.md", "pipeline/validators/README.md", "pipeline/boards/README.md",
-            "pipeline/sweeps/README.md", "pipeline/run/README.md")
+            "pipeline/sweeps/README.md", "pipeline/engine/README.md")
 
 FENCE = re.compile(r"^\s*```")
 SPAN = re.compile(r"`([^`\n]+)`")
@@ -62,7 +62,7 @@ def backticked(text: str) -> list[str]:
 def clean(path: str) -> str:
     path = path.rstrip(".:,")
     path = path.split("::")[0].split("[")[0]  # pytest ids: tests/test_x.py::test_y[param]
-    head, sep, _ = path.partition(":")  # pipeline/run/target.py:publish
+    head, sep, _ = path.partition(":")  # pipeline/engine/target.py:publish
     return head if sep and head.endswith(".py") else path
 
 
@@ -113,7 +113,7 @@ def test_readme_is_at_most_250_lines():
 
 
 def test_the_readme_example_config_is_valid(tmp_path):
-    from pipeline.config.schema import parse_config
+    from edgepipe.config.schema import parse_config
 
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Your own model", 1)[1]
@@ -162,10 +162,10 @@ def test_every_relative_link_resolves(doc):
 
 
 def test_the_path_finder_finds_paths_and_skips_placeholders():
-    text = ("See `pipeline/run/target.py:publish`, `tests/test_probe.py::test_x[truncated]`, "
+    text = ("See `pipeline/engine/target.py:publish`, `tests/test_probe.py::test_x[truncated]`, "
             "`targets/<name>.py`, `python benchmarks/bench_sweep.py --work DIR`, `edgepipe-out/artifacts/x`, "
             "`pipeline/FOO/bar.py`, `~/.cache/edgepipe/examples`.\n```sh\npython examples/x.yaml\n```\n")
-    assert repo_paths(text) == {"pipeline/run/target.py", "tests/test_probe.py", "benchmarks/bench_sweep.py",
+    assert repo_paths(text) == {"pipeline/engine/target.py", "tests/test_probe.py", "benchmarks/bench_sweep.py",
                                 "examples/x.yaml"}
     assert slug("Standalone commands: `edgepipe validate`, `edgepipe bench`") == \
         "standalone-commands-edgepipe-validate-edgepipe-bench"

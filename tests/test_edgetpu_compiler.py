@@ -18,8 +18,8 @@ import textwrap
 
 import pytest
 
-from pipeline.core.errors import StageError
-from targets.edgetpu import compiler as etc
+from edgepipe.core.errors import StageError
+from edgepipe.targets.edgetpu import compiler as etc
 
 # Edge TPU Compiler 15 stdout, as in google-coral/edgetpu#393 (sizes and counts from that report).
 STDOUT_V15 = """\

@@ -9,8 +9,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline.core.errors import InputError  # noqa: E402
-from targets.edgetpu import preflight as pf  # noqa: E402
+from edgepipe.core.errors import InputError  # noqa: E402
+from edgepipe.targets.edgetpu import preflight as pf  # noqa: E402
 
 tf = pytest.importorskip("tensorflow")
 keras = tf.keras
@@ -173,7 +173,7 @@ def test_cli_preflight_json_and_bad_file(models, tmp_path):
 
     from typer.testing import CliRunner
 
-    from pipeline.cli.app import app
+    from edgepipe.cli.app import app
 
     res = CliRunner().invoke(app, ["preflight", str(models["int8"]), "--json"])
     assert res.exit_code == 0, res.output

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.reports.model_card import read_front_matter
+from edgepipe.reports.model_card import read_front_matter
 from tests.fixtures.chromium import render
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,7 @@ def test_elpv_run_writes_reports_with_confidence_intervals(tmp_path, chromium):
 
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "run", "--output", str(out)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "edgepipe.cli.app", "run", "--output", str(out)], env=env,
                           capture_output=True, text=True, timeout=3 * 3600)
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())

@@ -11,11 +11,11 @@ pytestmark = pytest.mark.slow
 def test_elpv_model_reuses_the_imagenet_backbone_unchanged_and_learns():
     import keras
 
-    from calibration.dataset import load_subset
-    from calibration.preprocess import PreprocessSpec
-    from pipeline.config.schema import example_config_path, load_config
-    from pipeline.examples.kitchenware import kitchenware_model_path
-    from pipeline.examples.models import resolve_model
+    from edgepipe.calibration.dataset import load_subset
+    from edgepipe.calibration.preprocess import PreprocessSpec
+    from edgepipe.config.schema import example_config_path, load_config
+    from edgepipe.examples.kitchenware import kitchenware_model_path
+    from edgepipe.examples.models import resolve_model
 
     cfg = load_config(example_config_path("elpv-xception"))
     model = keras.saving.load_model(resolve_model(cfg), compile=False, safe_mode=True)

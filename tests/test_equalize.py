@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.dataset import load_subset
-from calibration.preprocess import PreprocessSpec
-from pipeline.config.schema import SplitSpec, Subset
-from pipeline.quantize import equalize as eq
+from edgepipe.calibration.dataset import load_subset
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.config.schema import SplitSpec, Subset
+from edgepipe.quantize import equalize as eq
 from tests.fixtures import tiny_xception
 from tests.fixtures.configs import INPUT
 
@@ -36,22 +36,22 @@ def separable(tiny):
 
 
 def _int8(model, out, calib, recipe=None):
-    from pipeline.quantize.quantizers.tflite import convert_int8
-    from pipeline.stages.savedmodel import export_savedmodel
+    from edgepipe.quantize.quantizers.tflite import convert_int8
+    from edgepipe.stages.savedmodel import export_savedmodel
 
     sm = export_savedmodel(model, out, (INPUT, INPUT, 3))
     return convert_int8(sm, out, calib, int8_io=True, recipe=recipe)
 
 
 def _run_tflite(path, images):
-    from pipeline.formats.runners import TFLiteRunner
+    from edgepipe.formats.runners import TFLiteRunner
 
     r = TFLiteRunner(path, 2)
     return np.stack([r.predict(x) for x in images])
 
 
 def _depthwise_output_scales(path) -> list[float]:
-    from pipeline.formats.runners import tflite_interpreter_class
+    from edgepipe.formats.runners import tflite_interpreter_class
 
     cls, _ = tflite_interpreter_class()
     interp = cls(model_path=str(path))
@@ -98,7 +98,7 @@ def test_flattening_alpha_1_makes_the_ranges_equal(tiny):
 def test_tflite_keeps_the_intermediate_and_int8_outputs_change(tiny, separable, tmp_path):
     """The converter lowers SeparableConv2D to DEPTHWISE_CONV_2D -> CONV_2D with an int8 tensor
     between them (no fusion), so equalizing that tensor changes the INT8 model."""
-    from pipeline.formats.runners import tflite_interpreter_class
+    from edgepipe.formats.runners import tflite_interpreter_class
 
     base = _int8(tiny["model"], tmp_path / "base", tiny["calib"])
     equal = _int8(separable["model"], tmp_path / "eq", tiny["calib"])
@@ -126,7 +126,7 @@ def test_tflite_keeps_the_intermediate_and_int8_outputs_change(tiny, separable, 
 
 
 def test_cross_layer_equalization_balances_weights_and_keeps_float(tiny, tmp_path):
-    from pipeline.quantize.recipes import BUILTIN
+    from edgepipe.quantize.recipes import BUILTIN
 
     new, report = eq.equalize(tiny["model"], tiny["calib"], separable=False, cross_layer=True)
     assert eq.max_output_diff(tiny["model"], new, tiny["test"]) <= 1e-4
@@ -206,8 +206,8 @@ def test_recipe_runs_equalization_inside_the_pipeline(tiny_assets, tmp_path):
     SavedModel (its own cached stage) and validated like any other artifact."""
     import json
 
-    from pipeline.config.schema import parse_config
-    from pipeline.run.orchestrate import run_pipeline
+    from edgepipe.config.schema import parse_config
+    from edgepipe.engine.orchestrate import run_pipeline
     from tests.fixtures.configs import tiny_config
 
     raw = tiny_config(tiny_assets, tmp_path / "out",

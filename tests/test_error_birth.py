@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.dataset import load_subset
-from calibration.preprocess import PreprocessSpec
-from pipeline.config.schema import SplitSpec, Subset
-from pipeline.diagnostics import error_birth
-from pipeline.diagnostics.layer_errors import keras_layer_names
-from pipeline.quantize.equalize import depthwise_ranges, max_output_diff
+from edgepipe.calibration.dataset import load_subset
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.config.schema import SplitSpec, Subset
+from edgepipe.diagnostics import error_birth
+from edgepipe.diagnostics.layer_errors import keras_layer_names
+from edgepipe.quantize.equalize import depthwise_ranges, max_output_diff
 from tests.fixtures import tiny_xception
 from tests.fixtures.configs import INPUT
 
@@ -25,7 +25,7 @@ def damaged(tiny_assets, tmp_path_factory):
     but the per-tensor INT8 grid of that layer's depthwise->pointwise intermediate is 64x coarser."""
     import keras
 
-    from pipeline.stages.savedmodel import export_savedmodel
+    from edgepipe.stages.savedmodel import export_savedmodel
 
     spec = PreprocessSpec(INPUT, INPUT)
     splits = SplitSpec(seed=0, calibration=30, test_fraction=0.3)
@@ -72,8 +72,8 @@ def test_tflite_names_the_damaged_layer(damaged):
 def test_openvino_names_the_damaged_layer(damaged):
     """On the IR's quantization math (CPU-independent). With the CPU's int8 kernels the report has the
     same rows; on x86 CPUs without VNNI their int16 saturation adds error of its own to the 1x1 convs."""
-    from pipeline.quantize.quantizers.nncf import quantize_nncf
-    from pipeline.stages.openvino import convert_ir
+    from edgepipe.quantize.quantizers.nncf import quantize_nncf
+    from edgepipe.stages.openvino import convert_ir
 
     ir = convert_ir(damaged["sm"], damaged["out"], (INPUT, INPUT, 3))
     int8 = quantize_nncf(ir, damaged["out"], damaged["calib"])

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from pipeline.core.errors import ConfigError
-from pipeline.executors.base import Failure, Task, parse_spec
-from pipeline.executors.factory import make_executor
-from pipeline.executors.local import LocalExecutor
+from edgepipe.core.errors import ConfigError
+from edgepipe.executors.base import Failure, Task, parse_spec
+from edgepipe.executors.factory import make_executor
+from edgepipe.executors.local import LocalExecutor
 from tests.fixtures.executor_tasks import always_die, bad_input, count_and_fail, die_once, hold_board, overlaps, square
 
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.validators import fidelity as fid
+from edgepipe.validators import fidelity as fid
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

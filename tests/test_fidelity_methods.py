@@ -7,11 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.dataset import load_subset
-from calibration.preprocess import PreprocessSpec
-from pipeline.config.schema import SplitSpec, Subset
-from pipeline.quantize import residual_equalize as req
-from pipeline.quantize.equalize import max_output_diff
+from edgepipe.calibration.dataset import load_subset
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.config.schema import SplitSpec, Subset
+from edgepipe.quantize import residual_equalize as req
+from edgepipe.quantize.equalize import max_output_diff
 from tests.fixtures import tiny_xception
 from tests.fixtures.configs import INPUT
 
@@ -69,7 +69,7 @@ def imbalanced(tiny):
     float function unchanged): the trained tiny model's own streams are nearly balanced (max / median
     channel range ~2, and its 30 calibration images do not bound unseen images' ranges, so equalizing
     them mostly picks alpha 0, i.e. leaves them alone); real Xception streams are less even."""
-    from pipeline.quantize.keras_graph import copy_model
+    from edgepipe.quantize.keras_graph import copy_model
 
     rng = np.random.default_rng(0)
     model = copy_model(tiny["model"])
@@ -113,8 +113,8 @@ def test_residual_equalization_refuses_bad_parameters(tiny):
 def _weights_on_grid(model):
     """A copy with every conv / dense kernel rounded to the converters' per-channel INT8 grid, float
     activations: the weight-rounding error alone, as every converter will make it."""
-    from pipeline.quantize.keras_graph import copy_model
-    from pipeline.quantize.keras_taps import on_grid, weighted_layers
+    from edgepipe.quantize.keras_graph import copy_model
+    from edgepipe.quantize.keras_taps import on_grid, weighted_layers
 
     new = copy_model(model)
     for _, layer in weighted_layers(new):
@@ -134,7 +134,7 @@ def test_bias_correction_lowers_the_mean_output_error(tiny):
     its BatchNorm), fed FP32 inputs, without and with the correction, and at the pooled features."""
     import keras
 
-    from pipeline.quantize import bias_correction as bc
+    from edgepipe.quantize import bias_correction as bc
 
     model, test = tiny["model"], tiny["test"]
     new, report = bc.correct_weight_bias(model, tiny["calib"])

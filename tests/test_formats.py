@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import formats
-from pipeline.boards import device_runner
-from pipeline.core.artifacts import Artifact
-from pipeline.core.errors import InputError
-from pipeline.formats.inspect import check_model_file, describe, format_of, sniff
-from pipeline.formats.runners import RUNNERS, image_input_shape, open_runner
+from edgepipe import formats
+from edgepipe.boards import device_runner
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.errors import InputError
+from edgepipe.formats.inspect import check_model_file, describe, format_of, sniff
+from edgepipe.formats.runners import RUNNERS, image_input_shape, open_runner
 from tests.fixtures.model_files import TINY_TFLITE, tiny_ir, tiny_keras, tiny_onnx, tiny_savedmodel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ def test_its_host_runtime_imports(fmt):
 
 @pytest.mark.parametrize("fmt", [f for f in formats.FORMATS if f.opens_files], ids=by_name)
 def test_a_format_the_standalone_commands_open_runs(samples, fmt):
-    from pipeline.run.standalone import detect_format, detect_precision
+    from edgepipe.engine.standalone import detect_format, detect_precision
 
     p = samples[fmt.name]
     assert detect_format(p) == fmt.name
@@ -170,7 +170,7 @@ def test_a_format_the_standalone_commands_open_runs(samples, fmt):
 
 @pytest.mark.parametrize("fmt", [f for f in formats.FORMATS if f.companions], ids=by_name)
 def test_a_missing_companion_is_named(samples, fmt, tmp_path):
-    from pipeline.run.standalone import detect_format
+    from edgepipe.engine.standalone import detect_format
 
     p = copy_sample(fmt, samples[fmt.name], tmp_path)
     for suffix, what in fmt.companions:
@@ -198,7 +198,7 @@ def test_runtime_packages_are_the_validator_cache_keys_of_before():
 
 
 def test_the_standalone_files_message_follows_the_table():
-    from pipeline.run.standalone import detect_format
+    from edgepipe.engine.standalone import detect_format
 
     assert formats.file_labels(tuple(f for f in formats.FORMATS if f.opens_files)) == \
         ".tflite, .xml (OpenVINO IR) or .onnx"
@@ -225,6 +225,6 @@ def test_listing_the_table_imports_no_toolkit_and_no_format_module():
             "rows = [(f.name, f.suffixes, f.runtime_packages, f.board_runtimes) for f in formats.FORMATS]\n"
             "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('numpy', 'tensorflow', 'keras', 'openvino', 'onnx', 'onnxruntime', 'ai_edge_litert') "
-            "or (m.startswith('pipeline.formats.') and m != 'pipeline.formats.registry'))))")
+            "or (m.startswith('edgepipe.formats.') and m != 'edgepipe.formats.registry'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
+from edgepipe.cli.app import app
 from tests.fixtures import tiny_xception
 from tests.fixtures.cli import cli_probe
 
@@ -48,14 +48,14 @@ def one_line(tiny_assets, tmp_path_factory):
         (data / f"{i}_{name}").symlink_to(Path(tiny_assets["data"]) / name, target_is_directory=True)
     env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "EDGEPIPE_VERBOSITY")}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli.app", "run", str(tiny_assets["model"]), "--data",
+    proc = subprocess.run([sys.executable, "-m", "edgepipe.cli.app", "run", str(tiny_assets["model"]), "--data",
                            str(data), "--targets", "tflite-arm,coral-edgetpu", "--int8", "-o", str(d / "out"),
                            "--json"], capture_output=True, text=True, env=env, cwd=d, timeout=1800)
     return {"dir": d, "data": data, "out": d / "out", "proc": proc, "model": Path(tiny_assets["model"])}
 
 
 def _no_compiler():
-    import targets
+    from edgepipe import targets
 
     if targets.get("coral-edgetpu").host_status()["host"]["compiler"]:
         pytest.skip("this host has edgetpu_compiler: coral-edgetpu is available here")
@@ -95,7 +95,7 @@ def test_no_toolkit_log_lines_reach_stderr(one_line):
 
 
 def test_written_config_repeats_the_run(one_line):
-    from pipeline.config.schema import load_config
+    from edgepipe.config.schema import load_config
 
     _no_compiler()
     path = one_line["out"] / "pipeline.yaml"
@@ -163,8 +163,8 @@ def test_model_without_data_and_artifacts_are_refused(one_line, tmp_path):
 
 
 def test_source_is_decided_by_the_file(tmp_path, one_line):
-    from pipeline.core.errors import InputError
-    from pipeline.run.from_model import source_kind
+    from edgepipe.core.errors import InputError
+    from edgepipe.engine.from_model import source_kind
 
     cfg = tmp_path / "config"  # YAML without a suffix: sniffed as text
     cfg.write_text("model: {example: elpv-xception}\n")
@@ -181,7 +181,7 @@ def test_model_shapes_are_read_without_loading_the_model(tmp_path, one_line):
     from tests.fixtures.model_files import tiny_savedmodel
 
     sm = tiny_savedmodel(tmp_path)
-    probe = ("import sys, json; from pipeline.formats import keras, savedmodel; "
+    probe = ("import sys, json; from edgepipe.formats import keras, savedmodel; "
              f"print(json.dumps([keras.io_shapes({str(one_line['model'])!r}), savedmodel.io_shapes({str(sm)!r}), "
              "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))]))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
@@ -190,7 +190,7 @@ def test_model_shapes_are_read_without_loading_the_model(tmp_path, one_line):
 
 
 def test_init_writes_a_commented_config_that_loads(one_line, tmp_path):
-    from pipeline.config.schema import load_config
+    from edgepipe.config.schema import load_config
 
     dest = tmp_path / "cfg" / "pipeline.yaml"
     dest.parent.mkdir()
@@ -232,7 +232,7 @@ def test_schema_is_generated_and_validates_the_example_configs(one_line):
 
 
 def test_version_and_short_help_import_no_toolkit():
-    from pipeline import __version__
+    from edgepipe import __version__
 
     r = cli_probe("--version")
     assert r["code"] == 0 and r["out"].strip() == f"edgepipe {__version__}" and r["heavy"] == []
@@ -273,9 +273,9 @@ def test_json_on_keygen_bundle_verify(tiny_int8_run, tmp_path):
 
 
 def test_a_missing_extra_names_the_extra(monkeypatch):
-    import targets
-    from pipeline.run.availability import unbuildable_row
-    from targets import host
+    from edgepipe import targets
+    from edgepipe.engine.availability import unbuildable_row
+    from edgepipe.targets import host
 
     real = host.has_package
     monkeypatch.setattr(host, "has_package", lambda name: name not in ("onnxruntime", "tf2onnx") and real(name))
@@ -290,7 +290,7 @@ def test_a_missing_extra_names_the_extra(monkeypatch):
 def test_extras_match_pyproject_and_tox():
     import configparser
 
-    from pipeline.core.extras import EXTRAS
+    from edgepipe.core.extras import EXTRAS
 
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
@@ -308,7 +308,7 @@ def test_extras_match_pyproject_and_tox():
 
 
 def test_terminal_and_availability_agree_on_the_reason_prefix():
-    from pipeline.reports.terminal import FINISH_PREFIX
-    from pipeline.run.availability import PREFIX
+    from edgepipe.reports.terminal import FINISH_PREFIX
+    from edgepipe.engine.availability import PREFIX
 
     assert FINISH_PREFIX == PREFIX

@@ -2,7 +2,7 @@
 
 The property: validating a mutated file either accepts it or raises an EdgepipeError, and a model
 that passes the structural check is loaded and first-run only in the child process of
-`pipeline/run/probe.py` (which either succeeds or raises an EdgepipeError). Any other exception, or a
+`pipeline/engine/probe.py` (which either succeeds or raises an EdgepipeError). Any other exception, or a
 crash of this (the parent) process, fails the test. 20 + 12 + 15 + 10 examples.
 """
 
@@ -16,11 +16,11 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pipeline.config.schema import load_config
-from pipeline.core.errors import EdgepipeError
-from pipeline.core.labels import read_labels
-from pipeline.formats.inspect import check_model_file
-from pipeline.run.probe import ProbeLimits, probe
+from edgepipe.config.schema import load_config
+from edgepipe.core.errors import EdgepipeError
+from edgepipe.core.labels import read_labels
+from edgepipe.formats.inspect import check_model_file
+from edgepipe.engine.probe import ProbeLimits, probe
 from tests.fixtures.model_files import TINY_TFLITE, tiny_onnx
 
 LIMITS = ProbeLimits(timeout_s=20, memory_mb=4096)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from targets import host
+from edgepipe.targets import host
 
 
 def _usb(root, name, vendor, product):

@@ -15,11 +15,11 @@ import tarfile
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.boards.archive import unpack
-from pipeline.boards.signing import keygen
-from pipeline.cli.app import app
-from pipeline.core.artifacts import Artifact
-from pipeline.core.errors import BundleError
+from edgepipe.boards.archive import unpack
+from edgepipe.boards.signing import keygen
+from edgepipe.cli.app import app
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.errors import BundleError
 from tests.fixtures.hostile import CLASSES, ROOT, image_folder, snapshot
 from tests.fixtures.model_files import TINY_TFLITE
 

@@ -16,13 +16,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from calibration.preprocess import PreprocessSpec
-from calibration.sources import open_source
-from pipeline.cli.app import app
-from pipeline.config.schema import load_config, parse_config
-from pipeline.core import tempdirs
-from pipeline.core.errors import ConfigError, InputError
-from pipeline.formats.inspect import check_model_file
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.calibration.sources import open_source
+from edgepipe.cli.app import app
+from edgepipe.config.schema import load_config, parse_config
+from edgepipe.core import tempdirs
+from edgepipe.core.errors import ConfigError, InputError
+from edgepipe.formats.inspect import check_model_file
 from tests.fixtures.hostile import CLASSES, cli, config, fake_keras, image_folder, snapshot, write_yaml
 from tests.fixtures.leftovers import dead_temp_dir
 
@@ -170,7 +170,7 @@ def test_fifo_config_labels_and_csv_are_refused(tmp_path):
         os.mkfifo(tmp_path / name)
     with pytest.raises(ConfigError, match="a FIFO"):
         load_config(tmp_path / "p.yaml")
-    from pipeline.core.labels import read_labels
+    from edgepipe.core.labels import read_labels
 
     with pytest.raises(InputError, match=r"labels file .*: expected a regular file\. Received: a FIFO"):
         read_labels(tmp_path / "labels.txt")

@@ -18,9 +18,9 @@ import psutil
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.core.errors import InputError
-from pipeline.formats.savedmodel_ops import check_savedmodel, forbidden_ops
+from edgepipe.cli.app import app
+from edgepipe.core.errors import InputError
+from edgepipe.formats.savedmodel_ops import check_savedmodel, forbidden_ops
 from tests.fixtures.hostile import ROOT, cli, config, image_folder, write_yaml
 from tests.fixtures.model_files import HANG_TFLITE, TINY_TFLITE
 
@@ -134,7 +134,7 @@ def test_a_real_savedmodel_that_writes_a_file_is_refused_without_trust(tmp_path)
     res = CliRunner().invoke(app, ["run", str(write_yaml(tmp_path / "p.yaml", config(tmp_path / "evil", data, out)))])
     assert res.exit_code == 2 and "WriteFile" in res.output and "--trust-model" in res.output, res.output
     assert not victim.exists() and not out.exists()
-    from pipeline.run.context import check_model_input
+    from edgepipe.engine.context import check_model_input
 
     assert check_model_input(tmp_path / "evil", trust=True) is True  # trusted: the user's call
     # (a real Keras export passing untrusted is the user-SavedModel run in tests/test_run_e2e.py)
@@ -162,7 +162,7 @@ def test_validate_and_bench_kill_a_hanging_model_at_the_timeout(data71):
 
 def test_sigterm_stops_validate_and_its_child(data71):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli.app", "validate", str(HANG_TFLITE), "--data",
+    proc = subprocess.Popen([sys.executable, "-m", "edgepipe.cli.app", "validate", str(HANG_TFLITE), "--data",
                              str(data71), "--preprocessing", "unit"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     children = []
@@ -181,7 +181,7 @@ def test_sigterm_stops_validate_and_its_child(data71):
 
 def test_sigterm_stops_the_process_even_when_the_main_thread_cannot_handle_it(tmp_path):
     """The backstop: a handler that never runs (a main thread stuck in native code) still ends in exit 143."""
-    script = ("import signal, time; from pipeline.core.children import install_sigterm; install_sigterm(1.0); "
+    script = ("import signal, time; from edgepipe.core.children import install_sigterm; install_sigterm(1.0); "
               "signal.signal(signal.SIGTERM, lambda *a: None); print('ready', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(ROOT)},
                             stdout=subprocess.PIPE, text=True)

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.reports import escape
-from pipeline.reports.model_card import read_front_matter
+from edgepipe.cli.app import app
+from edgepipe.reports import escape
+from edgepipe.reports.model_card import read_front_matter
 from tests.fixtures import tiny_xception
 from tests.fixtures.configs import INPUT
 
@@ -118,8 +118,8 @@ def test_a_whole_run_with_hostile_names_escapes_every_output(hostile_run):
 
 
 def test_an_output_path_tensorflow_would_glob_is_refused(tmp_path):
-    from pipeline.core.errors import InputError
-    from pipeline.run.outdir import check_output_dir
+    from edgepipe.core.errors import InputError
+    from edgepipe.engine.outdir import check_output_dir
 
     with pytest.raises(InputError, match=r"expected a path without the characters \* \? \[ \] .*Received: a path "
                                          r"with \[ \]"):

@@ -117,7 +117,7 @@ def bundle_case(draw):
 
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
-    from pipeline.boards.signing import keygen
+    from edgepipe.boards.signing import keygen
 
     d = tmp_path_factory.mktemp("prop")
     key, pub = keygen(d / "keys")

@@ -2,7 +2,9 @@
 
 - no module imports a private name (`_x`) from another module;
 - no import cycle between modules, counting imports inside functions (lazy ones) too;
-- every package opens with a docstring that says what lives there.
+- every package opens with a docstring that says what lives there;
+- the three folders install as one package, `edgepipe` (pyproject's package-dir), and every import uses
+  those installed names (an import of a bare `pipeline`/`targets`/`calibration` would shadow-break).
 """
 
 from __future__ import annotations
@@ -13,16 +15,22 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("pipeline", "targets", "calibration")
+# repository folder -> installed package name (pyproject.toml [tool.setuptools] package-dir)
+FOLDERS = {"pipeline": "edgepipe", "targets": "edgepipe.targets", "calibration": "edgepipe.calibration"}
+PACKAGES = ("edgepipe",)
+
+
+def _installed_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    parts = parts[:-1] if parts[-1] == "__init__" else parts
+    return ".".join((FOLDERS[parts[0]], *parts[1:]))
 
 
 def _modules() -> dict[str, Path]:
     out = {}
-    for pkg in PACKAGES:
-        for path in sorted((ROOT / pkg).rglob("*.py")):
-            parts = path.relative_to(ROOT).with_suffix("").parts
-            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-            out[name] = path
+    for folder in FOLDERS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            out[_installed_name(path)] = path
     return out
 
 
@@ -123,15 +131,38 @@ def test_no_import_cycles_including_lazy_imports():
 def test_the_checks_catch_what_they_claim(tmp_path, monkeypatch):
     """The two checks above are not vacuous: a planted private import and a planted cycle are found."""
     a, b = tmp_path / "a.py", tmp_path / "b.py"
-    a.write_text("from pipeline.core.errors import _hidden\n\ndef f():\n    import pipeline.fake_b\n")
-    b.write_text("import pipeline.fake_a\n")
-    monkeypatch.setitem(MODULES, "pipeline.fake_a", a)
-    monkeypatch.setitem(MODULES, "pipeline.fake_b", b)
-    assert any("imports _hidden from pipeline.core.errors" in x for x in private_imports())
-    assert ["pipeline.fake_a", "pipeline.fake_b"] in cycles(_graph())
+    a.write_text("from edgepipe.core.errors import _hidden\n\ndef f():\n    import edgepipe.fake_b\n")
+    b.write_text("import edgepipe.fake_a\n")
+    monkeypatch.setitem(MODULES, "edgepipe.fake_a", a)
+    monkeypatch.setitem(MODULES, "edgepipe.fake_b", b)
+    assert any("imports _hidden from edgepipe.core.errors" in x for x in private_imports())
+    assert ["edgepipe.fake_a", "edgepipe.fake_b"] in cycles(_graph())
 
 
 @pytest.mark.parametrize("package", sorted(n for n, p in MODULES.items() if p.name == "__init__.py"))
 def test_every_package_says_what_lives_there(package):
     doc = ast.get_docstring(ast.parse(MODULES[package].read_text(encoding="utf-8")))
     assert doc and len(doc) > 40 and "TODO" not in doc, f"{package}: a docstring saying what lives there"
+
+
+def test_every_package_folder_is_installed_under_edgepipe():
+    """pyproject lists the packages by hand (package-dir maps the folders): a new sub-package must be listed."""
+    import tomllib
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
+    assert tool["package-dir"] == {v: k for k, v in FOLDERS.items()}
+    folders = {_installed_name(p) for f in FOLDERS for p in (ROOT / f).rglob("__init__.py")}
+    assert set(tool["packages"]) == folders
+
+
+@pytest.mark.parametrize("folder", ["pipeline", "targets", "calibration", "tests", "benchmarks"])
+def test_no_code_imports_the_bare_folder_names(folder):
+    """Installed, only `edgepipe` exists: `import pipeline` / `from targets import` would break (or pick up a
+    user's own pipeline.py). The on-board runner is standalone (stdlib + numpy) and imports neither."""
+    bare = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            bare += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in FOLDERS]
+    assert bare == []

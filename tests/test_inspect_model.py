@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.core.errors import InputError
-from pipeline.formats.inspect import check_model_file, describe, sniff
+from edgepipe.cli.app import app
+from edgepipe.core.errors import InputError
+from edgepipe.formats.inspect import check_model_file, describe, sniff
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.model_files import TINY_TFLITE, tiny_ir, tiny_onnx
 
@@ -111,7 +111,7 @@ def test_keras_archive_with_a_damaged_member(files, tmp_path):
 
 def test_structural_check_loads_no_runtime(files):
     """Rejected before any runtime kernel could run: checking every format imports no interpreter."""
-    code = ("import sys, json; from pathlib import Path; from pipeline.formats.inspect import check_model_file\n"
+    code = ("import sys, json; from pathlib import Path; from edgepipe.formats.inspect import check_model_file\n"
             f"for p in {[str(p) for p in files.values()]!r}: check_model_file(Path(p))\n"
             "heavy = ['ai_edge_litert.interpreter', 'openvino', 'onnxruntime', 'tensorflow', 'tflite_runtime']\n"
             "print(json.dumps([m for m in heavy if m in sys.modules]))")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
+from edgepipe.cli.app import app
 from tests.fixtures.configs import write_config
 from tests.fixtures.leftovers import dead_temp_dir
 
@@ -108,7 +108,7 @@ def test_leftovers_of_a_killed_publish_are_undone(tmp_path):
     """kill -9 between publish_dir's two renames leaves only the marked "old" folder holding the previous
     version: the previous good artifact is put back; marked temporary folders of dead runs are removed.
     Folders are recognised by the marker edgepipe writes inside them, never by their names."""
-    from pipeline.run.outdir import sweep_leftovers
+    from edgepipe.engine.outdir import sweep_leftovers
 
     arts = tmp_path / "artifacts"
     old = dead_temp_dir(arts / "tflite-arm-int8", "old")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
-from pipeline.validators import accuracy, gates, latency, parity, stats
-from pipeline.validators.latency import summarize
+from edgepipe.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
+from edgepipe.validators import accuracy, gates, latency, parity, stats
+from edgepipe.validators.latency import summarize
 
 
 def _onehot(pred, n=6, hi=0.9):

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pipeline.core.errors import InputError
-from pipeline.stages.keras_model import load_keras
+from edgepipe.core.errors import InputError
+from edgepipe.stages.keras_model import load_keras
 
 
 @pytest.fixture(scope="module")

@@ -18,10 +18,10 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-import targets
-from pipeline.cli.app import app
-from pipeline.core.artifacts import Artifact
-from pipeline.run.probe import ArtifactProbeError, ProbeLimits, probe
+from edgepipe import targets
+from edgepipe.cli.app import app
+from edgepipe.core.artifacts import Artifact
+from edgepipe.engine.probe import ArtifactProbeError, ProbeLimits, probe
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.model_files import BIG_TFLITE, HANG_TFLITE, TINY_TFLITE
 
@@ -82,7 +82,7 @@ def _truncated(tmp_path):
 def test_the_run_survives_and_reports_the_bad_artifact(tmp_path, tiny_assets, monkeypatch, shared_out, make_bad,
                                                        limits, reason):
     """The tflite-arm/int8 stage's output is replaced by a bad model file; everything after is the real run."""
-    from targets import tflite_arm
+    from edgepipe.targets import tflite_arm
 
     bad = make_bad(tmp_path)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from pipeline.core.cache import StageCache
-from pipeline.core.timing import Clock, Cost
-from pipeline.reports.profile import kind_of, lines, profile
+from edgepipe.core.cache import StageCache
+from edgepipe.core.timing import Clock, Cost
+from edgepipe.reports.profile import kind_of, lines, profile
 
 
 def _busy(seconds: float) -> None:  # os.times() ticks in 10 ms steps: the asserts allow one tick

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.diagnostics.layer_errors import keras_layer_names
+from edgepipe.cli.app import app
+from edgepipe.diagnostics.layer_errors import keras_layer_names
 from tests.fixtures.configs import INPUT, tiny_config, write_config
 
 INT8 = ["tflite-arm/int8", "openvino-cpu/int8", "onnx-cpu/int8"]
@@ -50,7 +50,7 @@ def test_three_quantizers_pass_and_agree(three):
 def test_onnx_fp32_matches_keras_and_qdq_int8_is_close(three):
     import onnx
 
-    from pipeline.formats.runners import ONNXRunner
+    from edgepipe.formats.runners import ONNXRunner
 
     fp32, int8 = three["rows"]["onnx-cpu/fp32"], three["rows"]["onnx-cpu/int8"]
     assert fp32["accuracy"]["agreement"] == 1.0 and fp32["accuracy"]["drop_points"] == 0.0
@@ -130,7 +130,7 @@ def test_cross_quantizer_check_fails_a_broken_artifact(three):
 
 def test_recipes_reach_the_toolchains(three, tiny_assets):
     """per-tensor weights + a 12-image calibration subset for TFLite; KL calibration for ORT."""
-    from pipeline.formats.runners import TFLiteRunner
+    from edgepipe.formats.runners import TFLiteRunner
 
     d = three["dir"] / "recipes"
     d.mkdir()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.executors.base import Failure, Task
-from pipeline.executors.local import LocalExecutor
+from edgepipe.executors.base import Failure, Task
+from edgepipe.executors.local import LocalExecutor
 from tests.fixtures.configs import tiny_config
 from tests.fixtures.executor_tasks import always_die, count_and_fail, die_once, hold_board, overlaps, square
 
@@ -19,7 +19,7 @@ BOARDS = {"board:rpi4-01": 1, "board:rpi4-02": 1}
 
 @pytest.fixture(scope="module")
 def ray_executor():
-    from pipeline.executors.ray_executor import RayExecutor
+    from edgepipe.executors.ray_executor import RayExecutor
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, resources=BOARDS, logging_level="WARNING")
     try:
@@ -63,8 +63,8 @@ def test_ray_task_for_an_undeclared_board_fails_instead_of_hanging(ray_executor)
 
 
 def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray_executor):
-    from pipeline.sweeps.config import parse_sweep
-    from pipeline.sweeps.runner import run_sweep
+    from edgepipe.sweeps.config import parse_sweep
+    from edgepipe.sweeps.runner import run_sweep
 
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"\x00not a zip archive")

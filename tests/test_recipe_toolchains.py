@@ -5,16 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.dataset import load_subset
-from calibration.preprocess import PreprocessSpec
-from pipeline.config.schema import parse_config
-from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
-from pipeline.quantize.quantizers import nncf as nncf_quantizer
-from pipeline.quantize.quantizers import tflite as tflite_quantizer
-from pipeline.quantize.recipes import BUILTIN, Recipe
-from pipeline.stages import openvino as ov_stage
-from pipeline.stages.keras_model import load_keras
-from pipeline.stages.savedmodel import export_savedmodel
+from edgepipe.calibration.dataset import load_subset
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.config.schema import parse_config
+from edgepipe.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
+from edgepipe.quantize.quantizers import nncf as nncf_quantizer
+from edgepipe.quantize.quantizers import tflite as tflite_quantizer
+from edgepipe.quantize.recipes import BUILTIN, Recipe
+from edgepipe.stages import openvino as ov_stage
+from edgepipe.stages.keras_model import load_keras
+from edgepipe.stages.savedmodel import export_savedmodel
 from tests.fixtures.configs import tiny_config
 
 

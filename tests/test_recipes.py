@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pipeline.config.schema import parse_config
-from pipeline.core.errors import ConfigError
-from pipeline.quantize.recipes import BUILTIN, QUANTIZERS, Recipe, problems, resolve
+from edgepipe.config.schema import parse_config
+from edgepipe.core.errors import ConfigError
+from edgepipe.quantize.recipes import BUILTIN, QUANTIZERS, Recipe, problems, resolve
 from tests.fixtures.cli import cli_probe
 from tests.fixtures.configs import tiny_config
 
@@ -89,7 +89,7 @@ def test_recipe_resolution_prefers_the_config_and_cache_params_exclude_descripti
 def test_nncf_arguments_follow_the_recipe():
     import nncf
 
-    from pipeline.quantize.quantizers.nncf import nncf_arguments
+    from edgepipe.quantize.quantizers.nncf import nncf_arguments
 
     assert nncf_arguments(BUILTIN["default"]) == {"preset": nncf.QuantizationPreset.PERFORMANCE}
     assert nncf_arguments(None) == {"preset": nncf.QuantizationPreset.PERFORMANCE}
@@ -126,16 +126,16 @@ def test_transform_fields_are_refused_until_their_stage_module_exists():
 
     r = Recipe(equalize_separable=True)
     msgs = problems(r, "tflite")
-    if find_spec("pipeline.quantize.equalize") is None:
-        assert msgs == ["equalize_separable needs pipeline.quantize.equalize, "
+    if find_spec("edgepipe.quantize.equalize") is None:
+        assert msgs == ["equalize_separable needs edgepipe.quantize.equalize, "
                         "which this edgepipe build does not have yet"]
     else:
         assert msgs == []
 
 
 def test_every_target_quantizer_has_one_module_with_its_capability_and_its_stage():
-    import targets
-    from pipeline.quantize import quantizers
+    from edgepipe import targets
+    from edgepipe.quantize import quantizers
 
     used = {getattr(targets.load_module(name), "QUANTIZER", None) for name in targets.REGISTRY} - {None}
     assert used == set(quantizers.NAMES) == set(QUANTIZERS)  # no target without a module, no orphan module
@@ -156,8 +156,8 @@ def test_a_statistic_a_quantizer_accepts_is_one_its_calls_use(stat):
     toolchain call is given (NNCF: a range estimator; onnxruntime: a CalibrationMethod)."""
     from onnxruntime.quantization import CalibrationMethod
 
-    from pipeline.quantize.quantizers.nncf import nncf_arguments
-    from pipeline.quantize.quantizers.onnxruntime import CALIBRATION_METHODS
+    from edgepipe.quantize.quantizers.nncf import nncf_arguments
+    from edgepipe.quantize.quantizers.onnxruntime import CALIBRATION_METHODS
 
     recipe = Recipe(calibration=stat)
     if not problems(recipe, "nncf"):

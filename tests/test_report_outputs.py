@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.reports.html import write_html
-from pipeline.reports.model_card import read_front_matter
+from edgepipe.cli.app import app
+from edgepipe.reports.html import write_html
+from edgepipe.reports.model_card import read_front_matter
 from tests.fixtures.chromium import render
 from tests.fixtures.configs import tiny_config, write_config
 
@@ -138,8 +138,8 @@ def test_html_renders_in_headless_chromium(run, chromium, tmp_path):
 def test_artifact_that_cannot_be_validated_gives_exit_3(run, tmp_path, monkeypatch):
     """A built artifact whose device cannot be reached is a row with its reason; the others
     still run and pass; the run is partial (exit 3), not failed."""
-    import targets.openvino_cpu as ov_target
-    from pipeline.core.errors import DeviceUnavailableError
+    import edgepipe.targets.openvino_cpu as ov_target
+    from edgepipe.core.errors import DeviceUnavailableError
 
     def unreachable(artifact, threads, *options):
         raise DeviceUnavailableError(f"{artifact.name}: device CPU@board-7 unreachable (connection refused)")

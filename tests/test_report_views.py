@@ -27,12 +27,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.reports import charts, charts_dist, html, model_card
-from pipeline.reports.model_card import read_front_matter
-from pipeline.reports.numbers import fmt
-from pipeline.validators import machine_load
-from pipeline.validators.stats import wilson_ci
+from edgepipe.cli.app import app
+from edgepipe.reports import charts, charts_dist, html, model_card
+from edgepipe.reports.model_card import read_front_matter
+from edgepipe.reports.numbers import fmt
+from edgepipe.validators import machine_load
+from edgepipe.validators.stats import wilson_ci
 from tests.fixtures.chromium import render
 from tests.fixtures.configs import tiny_config, write_config
 
@@ -119,8 +119,8 @@ def _busy(report: dict, name: str) -> dict:
 def test_busy_rows_are_flagged_in_every_renderer(run, tmp_path):
     from rich.console import Console
 
-    from pipeline.reports.terminal import print_summary
-    from pipeline.sweeps.leaderboard import leaderboard_table
+    from edgepipe.reports.terminal import print_summary
+    from edgepipe.sweeps.leaderboard import leaderboard_table
 
     rep = _busy(run["report"], "tflite-arm/int8")
     note = "latency measured on a busy machine: load average 260.0 on 2 cores"
@@ -304,8 +304,8 @@ def _snippet(readme: Path) -> str:
 
 @pytest.mark.parametrize("name", ["tflite-arm/int8", "openvino-cpu/int8"])
 def test_the_how_to_run_program_runs_and_agrees_with_edgepipe(run, tiny_assets, tmp_path, name):
-    from calibration.preprocess import PreprocessSpec
-    from pipeline.formats.runners import open_runner
+    from edgepipe.calibration.preprocess import PreprocessSpec
+    from edgepipe.formats.runners import open_runner
 
     row = run["rows"][name]
     work = tmp_path / "artifact"

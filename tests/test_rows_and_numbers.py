@@ -2,7 +2,7 @@
 
 - `ReportRow` round-trips every kind of row a run or sweep writes (keys, values and key order);
   changes make new rows.
-- A validator added to `pipeline.validators.registry.VALIDATORS` shows up in the row, in artifact.json,
+- A validator added to `edgepipe.validators.registry.VALIDATORS` shows up in the row, in artifact.json,
   and its gate failure fails the row, without touching any other module (a real run, all stages cached).
 - Renderers format numbers only through `pipeline/reports/numbers.py` (an `ast` walk).
 """
@@ -18,11 +18,11 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.reports import numbers
-from pipeline.reports.rows import ReportRow
-from pipeline.validators import registry
-from pipeline.validators.base import ValidationInputs, ValidatorResult
+from edgepipe.cli.app import app
+from edgepipe.reports import numbers
+from edgepipe.reports.rows import ReportRow
+from edgepipe.validators import registry
+from edgepipe.validators.base import ValidationInputs, ValidatorResult
 from tests.fixtures.configs import tiny_config, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -116,7 +116,7 @@ RENDERERS = {  # module -> the functions that render (None: the whole module)
     "pipeline/reports/charts_dist.py": None,
     "pipeline/reports/model_card.py": None,
     "pipeline/sweeps/leaderboard.py": None,
-    "pipeline/run/standalone.py": {"render"},
+    "pipeline/engine/standalone.py": {"render"},
     "pipeline/reports/profile.py": {"lines"},
 }
 
@@ -145,8 +145,8 @@ def test_renderers_format_numbers_only_through_numbers_py(path):
                                           if isinstance(n, ast.FunctionDef) and n.name in only]
     assert only is None or {s.name for s in scopes} == only  # the renderer is still there
     found = [f for scope in scopes for f in _own_formatting(scope)]
-    assert not found, f"{path} formats numbers itself (use pipeline.reports.numbers): {found}"
-    assert "pipeline.reports.numbers" in (ROOT / path).read_text(encoding="utf-8")
+    assert not found, f"{path} formats numbers itself (use edgepipe.reports.numbers): {found}"
+    assert "edgepipe.reports.numbers" in (ROOT / path).read_text(encoding="utf-8")
 
 
 def test_the_ast_check_catches_each_kind_of_own_formatting():

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
+from edgepipe.cli.app import app
 from tests.fixtures.configs import tiny_config, write_config
 
 runner = CliRunner()
@@ -162,7 +162,7 @@ def test_missing_or_non_savedmodel_path_exits_2(tmp_path, tiny_assets, make, exp
 def test_device_targets_without_compiler_or_device_are_not_available_here_exit_0(first_run):
     """No edgetpu_compiler and no NPU here: each row is built, validated on the CPU, says what is missing and
     how to finish it, and does not fail the run; --strict makes the same (cached) run partial, exit 3."""
-    import targets
+    from edgepipe import targets
 
     have = [t for t in ("coral-edgetpu", "openvino-npu") if targets.get(t).host_status()["host"]["compiler"]
             or targets.get(t).host_status()["host"]["device"]]
@@ -211,7 +211,7 @@ def test_device_targets_without_compiler_or_device_are_not_available_here_exit_0
 
 
 def test_exit_code_precedence():
-    from pipeline.validators.gates import exit_code, run_exit_code
+    from edgepipe.validators.gates import exit_code, run_exit_code
 
     assert exit_code(["reference", "passed"]) == 0
     assert exit_code(["reference", "passed", "partial"]) == 3

@@ -17,14 +17,14 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.boards import ship as ship_mod
-from pipeline.boards.bundle import build_bundle, read_manifest, seal
-from pipeline.boards.lock import BoardLock
-from pipeline.boards.remote import Device, Remote, SSHOptions
-from pipeline.boards.ship import Board, remote_dir_name
-from pipeline.boards.signing import keygen
-from pipeline.cli.app import app
-from pipeline.core.errors import RemoteError
+from edgepipe.boards import ship as ship_mod
+from edgepipe.boards.bundle import build_bundle, read_manifest, seal
+from edgepipe.boards.lock import BoardLock
+from edgepipe.boards.remote import Device, Remote, SSHOptions
+from edgepipe.boards.ship import Board, remote_dir_name
+from edgepipe.boards.signing import keygen
+from edgepipe.cli.app import app
+from edgepipe.core.errors import RemoteError
 from tests.fixtures.sshd_board import free_port, start_sshd, stop_sshd
 
 runner = CliRunner()

@@ -5,18 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibration.dataset import load_subset
-from calibration.preprocess import PreprocessSpec
-from pipeline.config.schema import parse_config
-from pipeline.core.errors import InputError
-from pipeline.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
-from pipeline.quantize.quantizers import nncf as nncf_quantizer
-from pipeline.quantize.quantizers import tflite as tflite_quantizer
-from pipeline.quantize.recipes import BUILTIN
-from pipeline.stages import openvino as ov_stage
-from pipeline.stages import tflite as tfl_stage
-from pipeline.stages.keras_model import load_keras, verify_io
-from pipeline.stages.savedmodel import export_savedmodel
+from edgepipe.calibration.dataset import load_subset
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.config.schema import parse_config
+from edgepipe.core.errors import InputError
+from edgepipe.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
+from edgepipe.quantize.quantizers import nncf as nncf_quantizer
+from edgepipe.quantize.quantizers import tflite as tflite_quantizer
+from edgepipe.quantize.recipes import BUILTIN
+from edgepipe.stages import openvino as ov_stage
+from edgepipe.stages import tflite as tfl_stage
+from edgepipe.stages.keras_model import load_keras, verify_io
+from edgepipe.stages.savedmodel import export_savedmodel
 from tests.fixtures.configs import INPUT, tiny_config
 
 
@@ -108,7 +108,7 @@ def test_runner_refuses_wrong_layout(env):
 def test_openvino_ir_and_nncf_int8_are_reproducible_in_one_process(env):
     """Same SavedModel -> same bytes, whatever the output directory and however many models this
     process converted before (OpenVINO names unnamed ops from a process-wide counter)."""
-    from pipeline.core.hashing import sha256_file
+    from edgepipe.core.hashing import sha256_file
 
     irs = [ov_stage.convert_ir(env["sm"], env["tmp"].mktemp(f"rep{i}"), env["spec"].shape) for i in range(2)]
     assert sha256_file(irs[0]) == sha256_file(irs[1]) and irs[0].parent != irs[1].parent

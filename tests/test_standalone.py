@@ -34,9 +34,9 @@ def foreign(tiny_assets, tmp_path_factory):
     ir = d / "ir" / "classifier.xml"
     ov.save_model(ov.convert_model(str(sm)), str(ir), compress_to_fp16=False)
     # the answer the validators must reproduce: the Keras model's own top-1 on the same 60 images
-    from calibration.dataset import load_subset
-    from calibration.preprocess import PreprocessSpec
-    from pipeline.config.schema import SplitSpec, Subset
+    from edgepipe.calibration.dataset import load_subset
+    from edgepipe.calibration.preprocess import PreprocessSpec
+    from edgepipe.config.schema import SplitSpec, Subset
 
     batch = load_subset(Subset(source=str(tiny_assets["data"]), split="all", size=60), SplitSpec(),
                         list(tiny_xception.CLASSES), PreprocessSpec(71, 71), "test data")
@@ -51,7 +51,7 @@ def foreign(tiny_assets, tmp_path_factory):
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-m", "pipeline.cli.app", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "edgepipe.cli.app", *map(str, args)], capture_output=True, text=True,
                           env=env, timeout=600, cwd=ROOT)
 
 
@@ -170,9 +170,9 @@ def _nchw_onnx(path: Path) -> Path:
 
 
 def test_validate_and_bench_foreign_onnx_nchw(foreign, tmp_path):
-    from calibration.dataset import load_subset
-    from calibration.preprocess import PreprocessSpec
-    from pipeline.config.schema import SplitSpec, Subset
+    from edgepipe.calibration.dataset import load_subset
+    from edgepipe.calibration.preprocess import PreprocessSpec
+    from edgepipe.config.schema import SplitSpec, Subset
 
     model = _nchw_onnx(tmp_path / "means.onnx")
     labels = tmp_path / "labels.txt"

@@ -13,12 +13,12 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pipeline.cli.app import app
-from pipeline.core.errors import ConfigError
-from pipeline.executors.base import Failure
-from pipeline.executors.board_resources import attach, board_tasks
-from pipeline.sweeps.config import SweepBoard, parse_sweep
-from pipeline.sweeps.leaderboard import best, leaderboard_table, pareto_front, summarize
+from edgepipe.cli.app import app
+from edgepipe.core.errors import ConfigError
+from edgepipe.executors.base import Failure
+from edgepipe.executors.board_resources import attach, board_tasks
+from edgepipe.sweeps.config import SweepBoard, parse_sweep
+from edgepipe.sweeps.leaderboard import best, leaderboard_table, pareto_front, summarize
 from tests.fixtures.configs import tiny_config
 
 RECIPES = [

@@ -21,11 +21,11 @@ import pytest
 from pydantic import ValidationError
 from rich.console import Console
 
-import targets
-from pipeline.config.schema import parse_config
-from pipeline.core.artifacts import Artifact
-from pipeline.core.errors import ConfigError
-from pipeline.core.hashing import sha256_file
+from edgepipe import targets
+from edgepipe.config.schema import parse_config
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.errors import ConfigError
+from edgepipe.core.hashing import sha256_file
 from tests.fixtures.configs import tiny_config
 
 HEAVY = ("tensorflow", "keras", "openvino", "nncf", "onnx", "onnxruntime", "tf2onnx")
@@ -35,7 +35,7 @@ N_CLASSES = 3
 @pytest.fixture(scope="module")
 def ctx(tiny_assets, tmp_path_factory):
     """One RunContext (and stage cache) shared by every target, as in a run."""
-    from pipeline.run.context import RunContext
+    from edgepipe.engine.context import RunContext
 
     out = tmp_path_factory.mktemp("contract") / "out"
     cfg = parse_config(tiny_config(tiny_assets, out))
@@ -166,7 +166,7 @@ def test_tflite_min_runtime_version_matches_the_converters_own(build):
 
 def test_tflite_xnnpack_off_gives_the_same_scores(build, ctx):
     built = build("tflite-arm")
-    from targets.tflite_arm import make_runner
+    from edgepipe.targets.tflite_arm import make_runner
 
     art = built["tflite-arm/int8"][1]
     image = ctx.validation.images[1]
@@ -177,7 +177,7 @@ def test_tflite_xnnpack_off_gives_the_same_scores(build, ctx):
 
 def test_openvino_blob_is_reimported_with_the_same_precision_and_results(build, ctx):
     built = build("openvino-cpu")
-    from pipeline.formats.runners import OpenVINORunner
+    from edgepipe.formats.runners import OpenVINORunner
 
     image = ctx.validation.images[2]
     for job, art in built.values():
@@ -208,8 +208,8 @@ def test_coral_not_compiled_is_a_precise_status_with_the_install_hint(build):
 def test_coral_reuses_the_tflite_arm_int8_conversion_and_ships_the_preflight(build, ctx):
     _no_edgetpu_compiler()
     built = build("coral-edgetpu")
-    from pipeline.quantize.quantizers.tflite import int8_stage
-    from targets.edgetpu.preflight import analyze
+    from edgepipe.quantize.quantizers.tflite import int8_stage
+    from edgepipe.targets.edgetpu.preflight import analyze
 
     _, art = built["coral-edgetpu/int8"]
     arm, _, _ = int8_stage(ctx)
@@ -224,8 +224,8 @@ def test_coral_reuses_the_tflite_arm_int8_conversion_and_ships_the_preflight(bui
 
 def test_coral_uint8_io_option(ctx):
     _no_edgetpu_compiler()
-    from targets import coral_edgetpu
-    from targets.edgetpu.preflight import analyze
+    from edgepipe.targets import coral_edgetpu
+    from edgepipe.targets.edgetpu.preflight import analyze
 
     (job,) = coral_edgetpu.jobs(ctx, coral_edgetpu.Options(io_dtype="uint8"))
     art = job.build()
@@ -315,7 +315,7 @@ def test_npu_status_and_quantization(build):
 def test_recipe_reaches_the_npu_quantization(ctx, build):
     built = build("openvino-npu")
     """`recipe` (here nncf-mixed) changes the NPU IR and is recorded; the default keeps its stage."""
-    from targets import openvino_npu
+    from edgepipe.targets import openvino_npu
 
     _, default = built["openvino-npu/int8"]
     assert default.recipe["name"] == "default"
@@ -338,7 +338,7 @@ def test_myriad_fp16_ir_states_its_runtime(build):
 
 def test_coral_compiler_failure_is_an_error_whose_log_is_kept(ctx, tmp_path, monkeypatch):
     """A failing compiler (fake, exit 1) is a precise error, not a partial or passed artifact; its log survives."""
-    from targets import coral_edgetpu
+    from edgepipe.targets import coral_edgetpu
 
     exe = tmp_path / "edgetpu_compiler"
     exe.write_text(f"#!{sys.executable}\nimport sys\nif sys.argv[1:] == ['--version']:\n"

@@ -16,11 +16,11 @@ import time
 import numpy as np
 import pytest
 
-from pipeline.formats import onnx as onnx_fmt
-from pipeline.formats import tflite as tflite_fmt
-from pipeline.formats import throughput
-from pipeline.formats.throughput import one_by_one, per_core
-from pipeline.validators.accuracy import predict_all
+from edgepipe.formats import onnx as onnx_fmt
+from edgepipe.formats import tflite as tflite_fmt
+from edgepipe.formats import throughput
+from edgepipe.formats.throughput import one_by_one, per_core
+from edgepipe.validators.accuracy import predict_all
 
 ARTIFACTS = ["tflite-arm/fp32", "tflite-arm/int8", "openvino-cpu/fp32", "openvino-cpu/int8", "onnx-cpu/fp32",
              "onnx-cpu/int8"]
@@ -76,7 +76,7 @@ def test_throughput_path_gives_the_batch_1_scores(tiny_built, name, monkeypatch)
 
 def test_openvino_throughput_path_from_the_ir_gives_the_batch_1_scores(tiny_built):
     """Without a blob (the NPU row's CPU stand-in, `edgepipe validate` on a foreign IR): compiled from the IR."""
-    from pipeline.formats.runners import OpenVINORunner
+    from edgepipe.formats.runners import OpenVINORunner
 
     runner = OpenVINORunner(tiny_built.artifact("openvino-cpu/int8").path, 2)
     hints = _spy_compile(runner)
@@ -86,7 +86,7 @@ def test_openvino_throughput_path_from_the_ir_gives_the_batch_1_scores(tiny_buil
 
 
 def test_keras_batched_predict_gives_the_batch_1_scores(tiny_built):
-    from pipeline.formats.runners import KerasRunner
+    from edgepipe.formats.runners import KerasRunner
 
     runner = KerasRunner(tiny_built.ctx.keras_model())
     images = tiny_built.ctx.validation.images
@@ -100,8 +100,8 @@ def test_keras_batched_predict_gives_the_batch_1_scores(tiny_built):
 def test_savedmodel_with_a_free_batch_is_scored_in_batches(tiny_built, tmp_path):
     import tensorflow as tf
 
-    from pipeline.formats.runners import SavedModelRunner
-    from pipeline.stages.savedmodel import load_serving
+    from edgepipe.formats.runners import SavedModelRunner
+    from edgepipe.stages.savedmodel import load_serving
 
     shape = tiny_built.ctx.spec.shape
     tiny_built.ctx.keras_model().export(str(tmp_path / "sm"), format="tf_saved_model", verbose=False,

@@ -4,5 +4,5 @@
 `device_bench.py` (`edgepipe bench --device`), and `device_runner.py`: the one-file on-board runner
 (Python >= 3.7, numpy + one runtime; it imports nothing from edgepipe and is uploaded as is).
 
-May import `pipeline.core` and `pipeline.formats`.
+May import `edgepipe.core` and `edgepipe.formats`.
 """

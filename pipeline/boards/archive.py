@@ -5,8 +5,8 @@ hard links, devices and FIFOs, sparse members are refused, and so is a member na
 twice. The check streams the headers (a compressed archive is inflated once, never extracted):
 more than `MAX_MEMBERS` members, more than `MAX_TOTAL` bytes of members, or a decompressed stream
 more than `MAX_RATIO` times the archive's size (past `RATIO_FLOOR`) is refused as an archive bomb
-before a byte is written. The archive itself must be a regular file (`pipeline.core.safeio`).
-Members are extracted into a marked temporary directory (`pipeline.core.tempdirs`) that is renamed
+before a byte is written. The archive itself must be a regular file (`edgepipe.core.safeio`).
+Members are extracted into a marked temporary directory (`edgepipe.core.tempdirs`) that is renamed
 into place only at the end.
 """
 
@@ -17,9 +17,9 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from pipeline.boards.device_runner import bundle_files, safe_relpath
-from pipeline.core import safeio, tempdirs
-from pipeline.core.errors import BundleError, InputError
+from edgepipe.boards.device_runner import bundle_files, safe_relpath
+from edgepipe.core import safeio, tempdirs
+from edgepipe.core.errors import BundleError, InputError
 
 MAX_MEMBERS = 10_000
 MAX_TOTAL = 16 * safeio.GiB  # bytes of all members

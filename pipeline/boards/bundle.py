@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import formats
-from pipeline.boards import device_runner
-from pipeline.boards.signing import load_private, write_signature
-from pipeline.core import safeio, tempdirs
-from pipeline.core.errors import BundleError, InputError, expected_received
-from pipeline.core.hashing import sha256_file
-from pipeline.core.versions import tool_versions
+from edgepipe import formats
+from edgepipe.boards import device_runner
+from edgepipe.boards.signing import load_private, write_signature
+from edgepipe.core import safeio, tempdirs
+from edgepipe.core.errors import BundleError, InputError, expected_received
+from edgepipe.core.hashing import sha256_file
+from edgepipe.core.versions import tool_versions
 
 MANIFEST = device_runner.MANIFEST
 SIGNATURE = device_runner.SIGNATURE
@@ -56,7 +56,7 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
     elif version <= latest:
         raise BundleError(f"bundle version: expected a version greater than {latest} (the newest {name} bundle in "
                           f"{str(out)!r}). Received: {version}")
-    from pipeline.core.labels import read_labels
+    from edgepipe.core.labels import read_labels
 
     labels = read_labels(artifact_dir / "labels.txt")
     spec = _read_spec(artifact_dir / "preprocess.json")
@@ -69,7 +69,7 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
         raise BundleError(expected_received(f"bundle store {str(out)!r}", f"no {final.name!r} yet (bundles are never "
                                             "overwritten)", f"{str(final)!r} exists and is not a bundle "
                                             "(no manifest.json)" if not (final / MANIFEST).is_file() else "it exists"))
-    shell = tempdirs.make_temp_dir(final)  # marked as edgepipe's (pipeline.core.tempdirs); the bundle is built
+    shell = tempdirs.make_temp_dir(final)  # marked as edgepipe's (edgepipe.core.tempdirs); the bundle is built
     tmp = shell / final.name  # inside it, so the marker is never part of the bundle's file set
     (tmp / "sample").mkdir(parents=True)
     try:
@@ -162,9 +162,9 @@ def latest_version(out: Path, name: str) -> int:
 def select_sample(artifact_dir: Path, labels: list[str], spec: dict, samples: str | None,
                   per_class: int) -> tuple[np.ndarray, np.ndarray, dict]:
     """The first `per_class` images of each class from the run's validation split (or from `samples`)."""
-    from calibration.preprocess import PreprocessSpec
-    from calibration.sources import open_source
-    from calibration.splits import stratified_split
+    from edgepipe.calibration.preprocess import PreprocessSpec
+    from edgepipe.calibration.sources import open_source
+    from edgepipe.calibration.splits import stratified_split
 
     if samples is not None:
         source, split, splits = samples, "all", None
@@ -195,7 +195,7 @@ def select_sample(artifact_dir: Path, labels: list[str], spec: dict, samples: st
 
 
 def _read_json(path: Path, what: str):
-    from pipeline.core import safeio
+    from edgepipe.core import safeio
 
     try:
         return json.loads(safeio.read_text(path, what))
@@ -223,7 +223,7 @@ def _read_artifact(artifact_dir: Path) -> dict:
         if not device_runner.safe_relpath(f) or not p.exists() or stat.S_ISLNK(p.lstat().st_mode):
             raise InputError(f"artifact {str(artifact_dir)!r}: expected a regular file {f!r}. Received: "
                              f"{'a link' if p.is_symlink() else 'none'}")
-    from pipeline.core.artifacts import Artifact
+    from edgepipe.core.artifacts import Artifact
 
     fresh = Artifact.from_files("x", record["target"], record["format"], record["precision"],
                                 artifact_dir / record["files"][0])
@@ -236,7 +236,7 @@ def _read_artifact(artifact_dir: Path) -> dict:
 def _read_spec(path: Path) -> dict:
     from dataclasses import fields
 
-    from calibration.preprocess import PreprocessSpec
+    from edgepipe.calibration.preprocess import PreprocessSpec
 
     spec = _read_json(path, "preprocess spec")
     allowed = {f.name for f in fields(PreprocessSpec)}
@@ -249,7 +249,7 @@ def _read_spec(path: Path) -> dict:
 
 def _host_predictions(fmt: str, model_path: Path, images: np.ndarray, threads: int) -> np.ndarray:
     """The host's top-1 on the sample (the format's host runner): the board's smoke test compares against these."""
-    from pipeline.formats.runners import open_runner
+    from edgepipe.formats.runners import open_runner
 
     runner = open_runner(fmt, model_path, threads, layout="nhwc")  # edgepipe's own artifacts are NHWC
     return np.array([int(np.argmax(runner.predict(x))) for x in images], dtype=np.int64)

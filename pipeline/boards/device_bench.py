@@ -15,11 +15,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pipeline.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
-from pipeline.boards.lock import BoardLock
-from pipeline.boards.remote import Device, SSHOptions
-from pipeline.boards.ship import Board, remote_dir_name, require_pubkey, verified_bundle
-from pipeline.core.errors import InputError, RemoteError
+from edgepipe.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from edgepipe.boards.lock import BoardLock
+from edgepipe.boards.remote import Device, SSHOptions
+from edgepipe.boards.ship import Board, remote_dir_name, require_pubkey, verified_bundle
+from edgepipe.core.errors import InputError, RemoteError
 
 
 def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: Path, runs: int = 50,
@@ -93,7 +93,7 @@ def merge_into_report(path: Path, summary: dict) -> None:
     """Add the boards' rows to report.json["devices"] (replacing earlier rows for the same board and
     bundle name), with the host's numbers for that artifact beside them. Written atomically."""
     try:
-        from pipeline.core import safeio
+        from edgepipe.core import safeio
 
         report = json.loads(safeio.read_text(path, "--report"))
     except (OSError, ValueError, RecursionError) as err:
@@ -112,6 +112,6 @@ def merge_into_report(path: Path, summary: dict) -> None:
     for e in summary["devices"]:
         keep.append({"artifact": name, "bundle_version": summary["bundle"]["bundle_version"], "host": host, **e})
     report["devices"] = keep
-    from pipeline.core.jsonio import write_json
+    from edgepipe.core.jsonio import write_json
 
     write_json(path, report)

@@ -23,8 +23,8 @@ import shlex
 import socket
 import uuid
 
-from pipeline.boards.remote import Remote
-from pipeline.core.errors import RemoteError
+from edgepipe.boards.remote import Remote
+from edgepipe.core.errors import RemoteError
 
 DEFAULT_TIMEOUT = 900.0  # seconds without a heartbeat after which a lock is stale
 
@@ -132,7 +132,7 @@ class BoardLock:
         cmd = (f"{shlex.quote(self.python)} -c {shlex.quote(_SCRIPT)} {action} {d.q('.lock')} {d.q('.staging')} "
                f"{self.token} {self.timeout} {shlex.quote(json.dumps(owner))}")
         res = self.remote.run(cmd)
-        from pipeline.boards.device_runner import parse_output
+        from edgepipe.boards.device_runner import parse_output
 
         out = parse_output(res.stdout)
         if res.returncode != 0 or out is None:
@@ -169,7 +169,7 @@ class BoardLock:
         try:
             self.release()
         except RemoteError as err:  # the board went away: the lock goes stale after `timeout`
-            from pipeline.core.progress import stderr
+            from edgepipe.core.progress import stderr
 
             stderr.print(f"[yellow]warning:[/] could not release {self.where}: {err}", highlight=False)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pipeline.core.errors import InputError, RemoteError
+from edgepipe.core.errors import InputError, RemoteError
 
 RETRYABLE = ("unreachable",)
 _CLASSES = (  # (substring of ssh's stderr, status)

@@ -28,12 +28,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from pipeline.boards import bundle as bundle_mod
-from pipeline.boards.archive import unpack
-from pipeline.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
-from pipeline.boards.lock import BoardLock
-from pipeline.boards.remote import Device, Remote, SSHOptions
-from pipeline.core.errors import BundleError, InputError, RemoteError
+from edgepipe.boards import bundle as bundle_mod
+from edgepipe.boards.archive import unpack
+from edgepipe.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
+from edgepipe.boards.lock import BoardLock
+from edgepipe.boards.remote import Device, Remote, SSHOptions
+from edgepipe.core.errors import BundleError, InputError, RemoteError
 
 RUNNER = Path(__file__).resolve().with_name("device_runner.py")
 MIN_AGREEMENT = 0.75  # smoke test: share of sample images whose board top-1 equals the host's
@@ -238,7 +238,7 @@ class ShipFailed(RemoteError):
 
 
 def require_pubkey(pubkey: Path) -> None:
-    from pipeline.boards.signing import check_public_key
+    from edgepipe.boards.signing import check_public_key
 
     check_public_key(pubkey)
 
@@ -253,7 +253,7 @@ def _smoke_problem(code: int, out: dict, min_agreement: float) -> str | None:
 
 
 def _runner_json(res) -> dict:
-    from pipeline.boards.device_runner import parse_output
+    from edgepipe.boards.device_runner import parse_output
 
     out = parse_output(res.stdout)
     if out is not None:

@@ -13,8 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from pipeline.core import safeio
-from pipeline.core.errors import BundleError, InputError
+from edgepipe.core import safeio
+from edgepipe.core.errors import BundleError, InputError
 
 PRIVATE_NAME = "edgepipe.key"
 PUBLIC_NAME = "edgepipe.pub"

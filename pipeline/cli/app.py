@@ -10,13 +10,13 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import app, fail, interrupted, json_out, stdout_console
-from pipeline.core.errors import EdgepipeError
+from edgepipe.cli.common import app, fail, interrupted, json_out, stdout_console
+from edgepipe.core.errors import EdgepipeError
 
 
 def _version(value: bool) -> None:
     if value:
-        from pipeline import __version__
+        from edgepipe import __version__
 
         typer.echo(f"edgepipe {__version__}")
         raise typer.Exit()
@@ -32,8 +32,8 @@ def common(
     quiet: bool = typer.Option(False, "-q", "--quiet", help="errors and results only (no progress lines)"),
 ) -> None:
     """Options every command shares (they go before the command: `edgepipe -v run ...`)."""
-    from pipeline.core.logs import QUIET, filter_toolkit_noise, set_verbosity
-    from pipeline.core.progress import stderr
+    from edgepipe.core.logs import QUIET, filter_toolkit_noise, set_verbosity
+    from edgepipe.core.progress import stderr
 
     set_verbosity(QUIET if quiet else verbose)
     stderr.quiet = quiet  # errors still print (cli.common.fail)
@@ -75,18 +75,18 @@ def run(
                                                         "package: 'not available here') makes the run exit 3"),
 ) -> None:
     """A pipeline.yaml, a built-in example, or your model with --data (pipeline/cli/configs.py), run."""
-    from pipeline.cli.configs import run_config, write_repeatable
+    from edgepipe.cli.configs import run_config, write_repeatable
 
     try:
         cfg, plan = run_config(source, example, {"data": data, "targets": targets, "labels": labels,
                                                  "precision": None if precision is None else
                                                  ("int8" if precision else "fp32"), "preprocessing": preprocessing},
                                output=output, threads=threads, executor=executor, trust=trust_model)
-        from pipeline.core.progress import stderr
-        from pipeline.examples.models import resolve_model
-        from pipeline.reports.terminal import print_summary
-        from pipeline.reports.tracking import open_tracker
-        from pipeline.run.orchestrate import run_pipeline
+        from edgepipe.core.progress import stderr
+        from edgepipe.examples.models import resolve_model
+        from edgepipe.reports.terminal import print_summary
+        from edgepipe.reports.tracking import open_tracker
+        from edgepipe.engine.orchestrate import run_pipeline
 
         tracker = open_tracker(mlflow)  # before the run: a missing mlflow fails now, not after it
         report = run_pipeline(cfg, resolve_model(cfg), wait=wait, strict=strict)
@@ -113,13 +113,13 @@ def sweep(
     as_json: bool = typer.Option(False, "--json", help="print sweep.json on stdout"),
 ) -> None:
     """Run a sweep on an executor; print the leaderboard, Pareto fronts and the best candidate per target."""
-    from pipeline.sweeps.config import load_sweep
+    from edgepipe.sweeps.config import load_sweep
 
     try:
         overrides = {k: v for k, v in {"executor": executor, "output": output}.items() if v is not None}
         spec = load_sweep(config, overrides)
-        from pipeline.sweeps.leaderboard import print_leaderboard
-        from pipeline.sweeps.runner import run_sweep
+        from edgepipe.sweeps.leaderboard import print_leaderboard
+        from edgepipe.sweeps.runner import run_sweep
 
         report = run_sweep(spec)
     except EdgepipeError as err:
@@ -135,7 +135,7 @@ def sweep(
 @app.command()
 def examples(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """List the built-in examples (`edgepipe run --example NAME`)."""
-    from pipeline.config.schema import EXAMPLE_MODELS
+    from edgepipe.config.schema import EXAMPLE_MODELS
 
     if as_json:
         json_out(list(EXAMPLE_MODELS))
@@ -146,13 +146,13 @@ def examples(as_json: bool = typer.Option(False, "--json", help="machine-readabl
 
 class _PlainFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        from pipeline.reports.escape import terminal
+        from edgepipe.reports.escape import terminal
 
         return terminal(super().format(record), markup=False)
 
 
 def main() -> None:
-    from pipeline.core.children import install_sigterm
+    from edgepipe.core.children import install_sigterm
 
     install_sigterm()  # SIGTERM -> Terminated (exit 143), and a hard stop if the main thread is stuck
     handler = logging.StreamHandler()
@@ -163,7 +163,7 @@ def main() -> None:
 
 # the other command groups register on `app` when imported, after run/sweep/examples, in --help order
 for _group in ("configs", "inspect", "measure", "boards"):
-    importlib.import_module(f"pipeline.cli.{_group}")
+    importlib.import_module(f"{__package__}.{_group}")
 
 if __name__ == "__main__":
     main()

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import app, fail, json_out, ssh_options
-from pipeline.core.errors import EdgepipeError
+from edgepipe.cli.common import app, fail, json_out, ssh_options
+from edgepipe.core.errors import EdgepipeError
 
 JSON = "machine-readable output on stdout (errors too)"
 
 
 def plain(value) -> str:
-    from pipeline.reports.escape import terminal
+    from edgepipe.reports.escape import terminal
 
     return terminal(value, markup=False)
 
@@ -26,8 +26,8 @@ def keygen(
     as_json: bool = typer.Option(False, "--json", help=JSON),
 ) -> None:
     """Create the Ed25519 key pair that signs bundles (edgepipe.key, edgepipe.pub)."""
-    from pipeline.boards.signing import default_key_dir
-    from pipeline.boards.signing import keygen as make_keys
+    from edgepipe.boards.signing import default_key_dir
+    from edgepipe.boards.signing import keygen as make_keys
 
     try:
         priv, pub = make_keys(out or default_key_dir(), force)
@@ -53,9 +53,9 @@ def bundle_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON),
 ) -> None:
     """Bundle a published artifact: files + manifest (sha256, provenance, metrics, version) + signature."""
-    from pipeline.boards.archive import pack
-    from pipeline.boards.bundle import build_bundle
-    from pipeline.boards.signing import PRIVATE_NAME, default_key_dir
+    from edgepipe.boards.archive import pack
+    from edgepipe.boards.bundle import build_bundle
+    from edgepipe.boards.signing import PRIVATE_NAME, default_key_dir
 
     try:
         path = build_bundle(artifact, out, key or default_key_dir() / PRIVATE_NAME, version, samples, per_class)
@@ -77,8 +77,8 @@ def verify_cmd(
     as_json: bool = typer.Option(False, "--json", help=JSON),
 ) -> None:
     """Verify a bundle's signature and every file against its manifest (exit 2 if refused)."""
-    from pipeline.boards.ship import require_pubkey, verified_bundle
-    from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
+    from edgepipe.boards.ship import require_pubkey, verified_bundle
+    from edgepipe.boards.signing import PUBLIC_NAME, default_key_dir
 
     pubkey = pubkey or default_key_dir() / PUBLIC_NAME
     try:
@@ -116,9 +116,9 @@ def ship(
 ) -> None:
     """Upload a bundle to a board, verify it there, switch `current` atomically, smoke-test, roll back on failure.
     One ship per board at a time (PATH/.lock; exit 3 naming the holder); old bundles are pruned (--keep)."""
-    from pipeline.boards.ship import ShipFailed
-    from pipeline.boards.ship import ship as do_ship
-    from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
+    from edgepipe.boards.ship import ShipFailed
+    from edgepipe.boards.ship import ship as do_ship
+    from edgepipe.boards.signing import PUBLIC_NAME, default_key_dir
 
     try:
         res = do_ship(bundle, to, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),

@@ -16,7 +16,7 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 
-from pipeline.core.errors import EXIT_BAD_INPUT, EdgepipeError
+from edgepipe.core.errors import EXIT_BAD_INPUT, EdgepipeError
 
 
 def plain_flags(command, ctx) -> None:
@@ -53,8 +53,8 @@ def json_out(data) -> None:
 
 def fail(err: Exception, as_json: bool = False) -> None:
     """Exit with the error's code; the message on stderr, and with `--json` also as JSON on stdout."""
-    from pipeline.core.progress import stderr
-    from pipeline.reports.escape import terminal
+    from edgepipe.core.progress import stderr
+    from edgepipe.reports.escape import terminal
 
     if as_json:
         json_out({"error": str(err), "type": type(err).__name__,
@@ -68,8 +68,8 @@ def fail(err: Exception, as_json: bool = False) -> None:
 def interrupted(err: KeyboardInterrupt, what: str = "completed stages are cached, unfinished ones were "
                                                   "discarded; rerun to resume") -> None:
     """Ctrl-C (exit 130) or SIGTERM (exit 143): say so, then exit."""
-    from pipeline.core.children import Terminated
-    from pipeline.core.progress import stderr
+    from edgepipe.core.children import Terminated
+    from edgepipe.core.progress import stderr
 
     term = isinstance(err, Terminated)
     stderr.print(f"[yellow]{'terminated (SIGTERM)' if term else 'interrupted'}[/]: {what}")
@@ -91,16 +91,16 @@ def jsonable(d: dict) -> dict:
 
 
 def ssh_options(identity, known_hosts, connect_timeout, timeout, retries):
-    from pipeline.boards.remote import SSHOptions
+    from edgepipe.boards.remote import SSHOptions
 
     return SSHOptions(identity, known_hosts, connect_timeout, timeout, retries)
 
 
 def run_standalone(fn, as_json: bool, **kw) -> None:
-    from pipeline.core.progress import stderr
+    from edgepipe.core.progress import stderr
 
     try:
-        from pipeline.run.standalone import render
+        from edgepipe.engine.standalone import render
 
         result = fn(**kw)
     except EdgepipeError as err:
@@ -112,7 +112,7 @@ def run_standalone(fn, as_json: bool, **kw) -> None:
     else:
         stdout_console().print(render(result))
     if result["reasons"]:
-        from pipeline.reports.escape import terminal
+        from edgepipe.reports.escape import terminal
 
         stderr.print("[red]gate failed:[/] " + terminal("; ".join(result["reasons"])), highlight=False)
     raise typer.Exit(result["exit_code"])

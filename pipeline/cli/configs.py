@@ -1,5 +1,5 @@
 """`edgepipe init | schema`, and the config `edgepipe run` starts from: a pipeline.yaml, a built-in example,
-or your own model with `--data` (built by `pipeline/run/from_model.py`, every choice stated on stderr, and
+or your own model with `--data` (built by `pipeline/engine/from_model.py`, every choice stated on stderr, and
 written to OUTPUT/pipeline.yaml after the run so that file repeats it)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import app, fail, json_out, jsonable
-from pipeline.core.errors import EdgepipeError
+from edgepipe.cli.common import app, fail, json_out, jsonable
+from edgepipe.core.errors import EdgepipeError
 
 OWN = "With your own MODEL"
 
@@ -18,9 +18,9 @@ OWN = "With your own MODEL"
 def run_config(source: Path | None, example: str, own: dict, *, output=None, threads=None, executor=None,
                trust: bool = False):
     """(config, plan): `plan` is None for a pipeline.yaml or an example, else how the config was built for a model."""
-    from pipeline.config.schema import example_config_path, load_config, parse_config
-    from pipeline.core.errors import ConfigError, expected_received
-    from pipeline.run.from_model import source_kind
+    from edgepipe.config.schema import example_config_path, load_config, parse_config
+    from edgepipe.core.errors import ConfigError, expected_received
+    from edgepipe.engine.from_model import source_kind
 
     kind = "example" if source is None else source_kind(source)
     flags = {"precision": "--int8/--fp32"}
@@ -44,14 +44,14 @@ def run_config(source: Path | None, example: str, own: dict, *, output=None, thr
                                             "sub-folders, or a CSV path,label)",
                                             "none; or write a pipeline.yaml with `edgepipe init MODEL`"))
     plan = _plan(source, own, output=output, threads=threads, executor=executor, trust=trust)
-    from pipeline.run.from_model import build_config
+    from edgepipe.engine.from_model import build_config
 
     return build_config(plan), plan
 
 
 def _plan(model: Path, own: dict, **kw):
-    from pipeline.core.progress import stderr
-    from pipeline.run.from_model import plan_for_model
+    from edgepipe.core.progress import stderr
+    from edgepipe.engine.from_model import plan_for_model
 
     names = [t.strip() for t in own["targets"].split(",") if t.strip()] if own.get("targets") else None
     plan = plan_for_model(model, own.get("data"), target_names=names, labels=own.get("labels"),
@@ -63,8 +63,8 @@ def _plan(model: Path, own: dict, **kw):
 
 def write_repeatable(plan, cfg) -> Path:
     """OUTPUT/pipeline.yaml: the config this run used, commented; `edgepipe run` on it repeats the run."""
-    from pipeline.core.progress import stderr
-    from pipeline.run.from_model import config_yaml
+    from edgepipe.core.progress import stderr
+    from edgepipe.engine.from_model import config_yaml
 
     dest = Path(cfg.output) / "pipeline.yaml"
     how = f"edgepipe run {Path(str(cfg.model.path)).name} --data ..."
@@ -97,8 +97,8 @@ def init(
     as_json: bool = typer.Option(False, "--json", help="print what was written (path, notes) as JSON"),
 ) -> None:
     """Write a commented pipeline.yaml for your model (input size read from the model, labels from --data)."""
-    from pipeline.core.errors import ConfigError, expected_received
-    from pipeline.run.from_model import build_config, config_yaml, source_kind
+    from edgepipe.core.errors import ConfigError, expected_received
+    from edgepipe.engine.from_model import build_config, config_yaml, source_kind
 
     try:
         if source_kind(model) != "model":
@@ -117,7 +117,7 @@ def init(
     except EdgepipeError as err:
         fail(err, as_json)
     except OSError as err:
-        from pipeline.core.errors import OutputWriteError
+        from edgepipe.core.errors import OutputWriteError
 
         fail(OutputWriteError(f"--output {str(output)!r}: expected a writable file. Received: {err.strerror}"),
              as_json)
@@ -131,7 +131,7 @@ def init(
 @app.command()
 def schema(as_json: bool = typer.Option(False, "--json", help="accepted for uniformity: the schema is JSON")) -> None:
     """Print the JSON schema of pipeline.yaml, generated from its pydantic model (for editors and validators)."""
-    from pipeline.config.schema_json import pipeline_schema
+    from edgepipe.config.schema_json import pipeline_schema
 
     del as_json
     json_out(pipeline_schema())

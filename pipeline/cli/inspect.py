@@ -6,14 +6,14 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import app, fail, json_out, stdout_console
-from pipeline.core.errors import EdgepipeError
+from edgepipe.cli.common import app, fail, json_out, stdout_console
+from edgepipe.core.errors import EdgepipeError
 
 
 @app.command("targets")
 def list_targets(as_json: bool = typer.Option(False, "--json", help="machine-readable output")) -> None:
     """List deployment targets and whether this host can build them (imports no toolkit)."""
-    import targets as registry
+    from edgepipe import targets as registry
 
     rows = [t.as_dict() for t in registry.REGISTRY.values()]
     if as_json:
@@ -41,11 +41,11 @@ def list_recipes(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """List quantization recipes and which quantizers can build each (imports no toolkit)."""
-    from pipeline.quantize.recipes import QUANTIZERS, describe_all
+    from edgepipe.quantize.recipes import QUANTIZERS, describe_all
 
     user = {}
     if config is not None:
-        from pipeline.config.schema import load_config
+        from edgepipe.config.schema import load_config
 
         try:
             user = dict(load_config(config).quantization.recipes)
@@ -70,7 +70,7 @@ def preflight(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Edge TPU pre-flight (no compiler needed): ops, first CPU fallback, SRAM estimate, segments."""
-    from targets.edgetpu.preflight import analyze, render_table
+    from edgepipe.targets.edgetpu.preflight import analyze, render_table
 
     try:
         report = analyze(model)
@@ -95,7 +95,7 @@ def verify_arm(
     as_json: bool = typer.Option(False, "--json", help="machine-readable output"),
 ) -> None:
     """Run a TFLite artifact on an arm64 userland under emulation (qemu-user) and compare with the host."""
-    from targets.arm64.verify import command
+    from edgepipe.targets.arm64.verify import command
 
     try:
         code = command(artifact, images, data, split, config, threads, cpu, as_json)

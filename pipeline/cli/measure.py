@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from pipeline.cli.common import PREPROCESS_OPTIONS, app, fail, json_out, run_standalone, ssh_options
-from pipeline.core.bounds import MAX_IMAGES, MAX_RUNS, MAX_WARMUP
-from pipeline.core.errors import EdgepipeError
+from edgepipe.cli.common import PREPROCESS_OPTIONS, app, fail, json_out, run_standalone, ssh_options
+from edgepipe.core.bounds import MAX_IMAGES, MAX_RUNS, MAX_WARMUP
+from edgepipe.core.errors import EdgepipeError
 
 
 @app.command()
@@ -32,7 +32,7 @@ def validate(
     memory_mb: int = PREPROCESS_OPTIONS["memory_mb"],
 ) -> None:
     """Accuracy of any image-classifier artifact on labeled images (top-1/5, per class, confusion)."""
-    from pipeline.run.standalone import validate as run_validate
+    from edgepipe.engine.standalone import validate as run_validate
 
     run_standalone(run_validate, as_json, artifact=artifact, data=data, labels=labels, preprocess=preprocess,
                 size=size, preprocessing=preprocessing, color=color, interpolation=interpolation,
@@ -73,14 +73,14 @@ def bench(
 ) -> None:
     """Latency of an artifact on this host (real preprocessed images, clean child process), or of a bundle on
     boards over SSH, concurrently (--device; exit 3 if any board failed)."""
-    from pipeline.core.errors import EXIT_PARTIAL, InputError
+    from edgepipe.core.errors import EXIT_PARTIAL, InputError
 
     if device:
-        from pipeline.boards.device_bench import bench_devices
-        from pipeline.boards.signing import PUBLIC_NAME, default_key_dir
-        from pipeline.core.progress import stderr
-        from pipeline.reports.escape import terminal
-        from pipeline.reports.numbers import fmt
+        from edgepipe.boards.device_bench import bench_devices
+        from edgepipe.boards.signing import PUBLIC_NAME, default_key_dir
+        from edgepipe.core.progress import stderr
+        from edgepipe.reports.escape import terminal
+        from edgepipe.reports.numbers import fmt
 
         try:
             res = bench_devices(artifact, device, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
@@ -96,7 +96,7 @@ def bench(
         if not res["ok"]:
             raise typer.Exit(EXIT_PARTIAL)
         return
-    from pipeline.run.standalone import bench as run_bench
+    from edgepipe.engine.standalone import bench as run_bench
 
     try:
         if runs < 10:

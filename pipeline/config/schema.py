@@ -19,11 +19,11 @@ from pydantic import (
     model_validator,
 )
 
-from pipeline.config.paths import ConfigPath, SourcePath
-from pipeline.core.bounds import CalibrationImages, Images, InputSide, Runs, Seed, Threads, Warmup
-from pipeline.core.errors import ConfigError
-from pipeline.quantize.recipes import BUILTIN as BUILTIN_RECIPES
-from pipeline.quantize.recipes import Recipe
+from edgepipe.config.paths import ConfigPath, SourcePath
+from edgepipe.core.bounds import CalibrationImages, Images, InputSide, Runs, Seed, Threads, Warmup
+from edgepipe.core.errors import ConfigError
+from edgepipe.quantize.recipes import BUILTIN as BUILTIN_RECIPES
+from edgepipe.quantize.recipes import Recipe
 
 EXAMPLE_MODELS = ("elpv-xception", "kitchenware-xception")
 
@@ -142,7 +142,7 @@ class TargetEntry(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v):
-        import targets
+        from edgepipe import targets
 
         if v not in targets.REGISTRY:
             raise ValueError(f"expected one of {sorted(targets.REGISTRY)}. Received: {v!r}")
@@ -150,7 +150,7 @@ class TargetEntry(Strict):
 
     @model_validator(mode="after")
     def _options(self):
-        import targets
+        from edgepipe import targets
 
         opts_cls = targets.load_module(self.name).Options
         try:
@@ -162,13 +162,13 @@ class TargetEntry(Strict):
         return self
 
     def typed_options(self):
-        import targets
+        from edgepipe import targets
 
         return targets.load_module(self.name).Options.model_validate(self.options)
 
     def quantizer(self) -> str | None:
         """The quantizer behind this target (module constant QUANTIZER), if it quantizes."""
-        import targets
+        from edgepipe import targets
 
         return getattr(targets.load_module(self.name), "QUANTIZER", None)
 
@@ -200,7 +200,7 @@ class ProbeSpec(Strict):
 
 
 def _valid_executor(v: str) -> str:
-    from pipeline.executors.base import parse_spec
+    from edgepipe.executors.base import parse_spec
 
     try:
         parse_spec(v)
@@ -238,7 +238,7 @@ class PipelineConfig(Strict):
     @model_validator(mode="after")
     def _recipes_possible(self):
         """Each target's recipe exists and its quantizer can build it (else: say why)."""
-        from pipeline.quantize.recipes import problems
+        from edgepipe.quantize.recipes import problems
 
         for i, entry in enumerate(self.targets):
             name = entry.options.get("recipe")
@@ -256,13 +256,13 @@ class PipelineConfig(Strict):
         return self
 
     def recipe_for(self, entry: TargetEntry) -> Recipe:
-        from pipeline.quantize.recipes import resolve
+        from edgepipe.quantize.recipes import resolve
 
         return resolve(entry.options.get("recipe", "default"), self.quantization.recipes)
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
-    from pipeline.config.yamlfile import bounded
+    from edgepipe.config.yamlfile import bounded
 
     lines = []
     for e in err.errors():
@@ -290,14 +290,14 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
 def parse_config(raw: Any, base: Path | None = None, source: str = "config") -> PipelineConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level. Received: {type(raw).__name__}")
-    try:  # relative path fields resolve against `base` (pipeline.config.paths)
+    try:  # relative path fields resolve against `base` (edgepipe.config.paths)
         return PipelineConfig.model_validate(raw, context={"base": base})
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from err
 
 
 def load_config(path: str | Path) -> PipelineConfig:
-    from pipeline.config.yamlfile import load_yaml
+    from edgepipe.config.yamlfile import load_yaml
 
     path = Path(path)
     raw = load_yaml(path, "config file")

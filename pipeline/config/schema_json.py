@@ -12,8 +12,8 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 def pipeline_schema() -> dict:
-    import targets
-    from pipeline.config.schema import PipelineConfig
+    from edgepipe import targets
+    from edgepipe.config.schema import PipelineConfig
 
     schema = PipelineConfig.model_json_schema()
     defs = schema.setdefault("$defs", {})

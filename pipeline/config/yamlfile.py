@@ -1,7 +1,7 @@
 """YAML files (pipeline.yaml, sweep.yaml) read within limits, with bounded error messages.
 
 Refused with a `ConfigError` before the document is built: a path that is not a regular file
-(FIFO, device, link loop: `pipeline.core.safeio`), a file over `MAX_BYTES`, text that is not
+(FIFO, device, link loop: `edgepipe.core.safeio`), a file over `MAX_BYTES`, text that is not
 UTF-8 (a UTF-8 byte-order mark is accepted), more than `MAX_ALIASES` aliases (an alias bomb:
 each alias may expand a whole subtree, and schema errors would print the expansion), nesting
 deeper than `MAX_DEPTH`, or more than `MAX_EVENTS` parse events. The limits are checked on the
@@ -15,8 +15,8 @@ import reprlib
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import safeio
-from pipeline.core.errors import ConfigError, EdgepipeError
+from edgepipe.core import safeio
+from edgepipe.core.errors import ConfigError, EdgepipeError
 
 MAX_BYTES = safeio.MAX_CONFIG
 MAX_ALIASES = 100
@@ -46,7 +46,7 @@ def load_yaml(path: str | Path, what: str) -> Any:
         text = safeio.read_text(path, what, MAX_BYTES, bom="strip")
     except EdgepipeError as err:
         if "UTF-8" in str(err):
-            from pipeline.formats.inspect import describe
+            from edgepipe.formats.inspect import describe
 
             raise ConfigError(f"{path}: expected UTF-8 YAML text. Received: {describe(path)}") from None
         raise ConfigError(str(err)) from None

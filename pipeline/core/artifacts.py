@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.core.hashing import sha256_file
+from edgepipe.core.hashing import sha256_file
 
 RECORD_NAME = "artifact.json"
 

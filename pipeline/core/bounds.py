@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from pipeline.core.errors import InputError, expected_received
+from edgepipe.core.errors import InputError, expected_received
 
 THREADS_PER_CORE = 4
 MAX_INPUT_SIDE = 2048  # pixels; Xception takes 299, and 2048 x 2048 x 3 float32 is already 48 MiB per image

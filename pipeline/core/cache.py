@@ -3,7 +3,7 @@
 A stage's output directory is named `<stage>-<key>` where key is a hash of the stage
 name, its inputs' hashes, its parameters and the tool versions it depends on. The stage
 writes into a private temporary directory (marked as edgepipe's own, see
-pipeline.core.tempdirs); only when it returns is a `_stage.json` marker written and the
+edgepipe.core.tempdirs); only when it returns is a `_stage.json` marker written and the
 directory renamed into place (an atomic rename on one
 filesystem). So an interrupted stage never leaves a directory that looks complete, and
 a rerun with unchanged inputs runs nothing.
@@ -29,9 +29,9 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pipeline.core import tempdirs
-from pipeline.core.hashing import stable_hash
-from pipeline.core.timing import Clock, Cost, Span
+from edgepipe.core import tempdirs
+from edgepipe.core.hashing import stable_hash
+from edgepipe.core.timing import Clock, Cost, Span
 
 MARKER = "_stage.json"
 LOCKS = ".locks"  # per-stage lock files (never swept: a lock file is harmless, and may be held)
@@ -116,7 +116,7 @@ class StageCache:
 
     def sweep_temporaries(self) -> int:
         """Remove the temporary folders of killed runs (kill -9 leaves them): only folders carrying
-        edgepipe's marker, written by a process that is gone (pipeline.core.tempdirs)."""
+        edgepipe's marker, written by a process that is gone (edgepipe.core.tempdirs)."""
         return tempdirs.sweep(self.root)
 
 

@@ -75,7 +75,7 @@ def child_env(limits: Limits, cpu_s: int, scratch: Path) -> dict:
     """The environment of a child: edgepipe first on its path, its limits, quiet TensorFlow logs, and a
     private home / cache / temporary folder (runtimes write there; removed with the child), while
     edgepipe's own cache stays where the parent has it."""
-    from pipeline.core.cache import cache_root
+    from edgepipe.core.cache import cache_root
 
     root = str(Path(__file__).resolve().parents[2])
     rest = os.environ.get("PYTHONPATH", "")

@@ -3,7 +3,7 @@
 The core distribution is TensorFlow + LiteRT and small pure-Python packages; each toolkit a target
 or an executor needs beyond that is an extra (pyproject.toml's `[project.optional-dependencies]`,
 which `tests/test_front_door.py` checks against this map). Names are import names, as
-`targets.host.has_package` probes them.
+`edgepipe.targets.host.has_package` probes them.
 """
 
 from __future__ import annotations

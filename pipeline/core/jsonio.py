@@ -1,13 +1,13 @@
 """JSON files written atomically: through a marked temporary folder beside the file, then one
 `os.replace` (never a half-written file; a killed write leaves only a folder edgepipe can prove is
-its own, see pipeline.core.tempdirs)."""
+its own, see edgepipe.core.tempdirs)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from pipeline.core.tempdirs import atomic_write_text
+from edgepipe.core.tempdirs import atomic_write_text
 
 
 def dumps(obj) -> str:

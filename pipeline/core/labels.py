@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core import safeio
-from pipeline.core.errors import InputError, expected_received
+from edgepipe.core import safeio
+from edgepipe.core.errors import InputError, expected_received
 
 
 def read_labels(labels) -> list[str]:

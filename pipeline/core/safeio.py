@@ -19,7 +19,7 @@ import os
 import stat
 from pathlib import Path
 
-from pipeline.core.errors import InputError, expected_received
+from edgepipe.core.errors import InputError, expected_received
 
 KiB, MiB, GiB = 1 << 10, 1 << 20, 1 << 30
 

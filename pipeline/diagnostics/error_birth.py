@@ -48,8 +48,8 @@ def concentration(rows: list[dict]) -> dict:
 
 def tflite_report(saved_model: Path, calib: np.ndarray, images: np.ndarray, known: set[str],
                   threads: int = 1, per_tensor: bool = False, progress=None) -> dict:
-    from pipeline.diagnostics import local_tflite
-    from pipeline.diagnostics.layer_errors import keras_layers
+    from edgepipe.diagnostics import local_tflite
+    from edgepipe.diagnostics.layer_errors import keras_layers
 
     calibrated = local_tflite.calibrate(saved_model, calib, per_tensor)
     rows = local_tflite.local_and_accumulated(calibrated, images, threads=threads, per_tensor=per_tensor,
@@ -70,8 +70,8 @@ def openvino_report(fp32_ir: Path, int8_ir: Path, images: np.ndarray, keras_mode
     "fq-math" (the IR's FakeQuantize computed in float: the quantization itself, CPU-independent)."""
     import openvino as ov
 
-    from pipeline.diagnostics import local_openvino
-    from pipeline.diagnostics.layer_errors import openvino_layer_names
+    from edgepipe.diagnostics import local_openvino
+    from edgepipe.diagnostics.layer_errors import openvino_layer_names
 
     rows = local_openvino.local_and_accumulated(fp32_ir, int8_ir, images, threads, kernels, progress)
     names = openvino_layer_names(ov.Core().read_model(str(fp32_ir)), keras_model)

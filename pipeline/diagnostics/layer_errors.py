@@ -122,7 +122,7 @@ def summarize(accs: dict[str, _Acc], order: list[str], known: set[str], text: di
 
 # ---- backends ----------------------------------------------------------------------------
 def tflite_errors(fp32: Path, int8: Path, images: np.ndarray, threads: int = 1) -> tuple[dict, list, dict, dict]:
-    from pipeline.formats.runners import TFLiteRunner
+    from edgepipe.formats.runners import TFLiteRunner
 
     runners = [TFLiteRunner(p, threads, preserve_all_tensors=True) for p in (fp32, int8)]
 
@@ -341,8 +341,8 @@ def per_layer_report(kind: str, fp32: Path, int8: Path, images: np.ndarray, know
 # ---- the cached stage --------------------------------------------------------------------
 def layer_error_stage(ctx, kind: str, fp32, int8, n_images: int | None = None) -> list[dict]:
     """Cached per (both artifacts' hashes, images, tool versions): the `per_layer` rows of an INT8 artifact."""
-    from pipeline.core.hashing import stable_hash
-    from pipeline.core.versions import tool_versions
+    from edgepipe.core.hashing import stable_hash
+    from edgepipe.core.versions import tool_versions
 
     valid = ctx.validation
     images = valid.images[:n_images or ctx.cfg.diagnostics.per_layer_images or N_IMAGES]

@@ -47,7 +47,7 @@ def quantize(calibrated: bytes, denylisted_nodes: list[str] | None = None, per_t
 
 
 def _interpreter(content: bytes, threads: int):
-    from pipeline.formats.runners import TFLiteRunner
+    from edgepipe.formats.runners import TFLiteRunner
 
     with tempfile.NamedTemporaryFile(suffix=".tflite", delete=False) as f:
         f.write(content)

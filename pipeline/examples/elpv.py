@@ -13,20 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.dataset import load_subset
-from calibration.preprocess import PreprocessSpec
-from calibration.sources import ELPV_LABELS
-from pipeline.core.cache import StageCache
-from pipeline.core.progress import bar, stderr
-from pipeline.core.versions import tool_versions
+from edgepipe.calibration.dataset import load_subset
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.calibration.sources import ELPV_LABELS
+from edgepipe.core.cache import StageCache
+from edgepipe.core.progress import bar, stderr
+from edgepipe.core.versions import tool_versions
 
 RECIPE = {"recipe": 2, "head": "softmax", "epochs": 300, "l2": 1e-3, "lr": 1e-2, "feature_batch": 16}
 FILE = "elpv_xception.keras"
 
 
 def build_elpv_model(cfg) -> Path:
-    from pipeline.core.cache import cache_root
-    from pipeline.examples.kitchenware import kitchenware_model_path
+    from edgepipe.core.cache import cache_root
+    from edgepipe.examples.kitchenware import kitchenware_model_path
 
     spec = PreprocessSpec.from_input(cfg.input)
     splits = cfg.data.splits
@@ -48,7 +48,7 @@ def _build(out: Path, kitchenware: Path, spec: PreprocessSpec, splits, threads: 
     import keras
     import tensorflow as tf
 
-    from pipeline.config.schema import Subset
+    from edgepipe.config.schema import Subset
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from calibration.sources import package_dir
+from edgepipe.calibration.sources import package_dir
 
 KITCHENWARE_MODEL = ("trained_models", "kitchenware_xception_model_val-acc_0.901.keras")
 

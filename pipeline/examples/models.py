@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.examples.kitchenware import kitchenware_model_path
+from edgepipe.examples.kitchenware import kitchenware_model_path
 
 
 def resolve_model(cfg) -> Path:
@@ -12,6 +12,6 @@ def resolve_model(cfg) -> Path:
         return Path(cfg.model.path)
     if cfg.model.example == "kitchenware-xception":
         return kitchenware_model_path()
-    from pipeline.examples.elpv import build_elpv_model
+    from edgepipe.examples.elpv import build_elpv_model
 
     return build_elpv_model(cfg)

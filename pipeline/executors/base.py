@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipeline.core.errors import ConfigError, EdgepipeError
+from edgepipe.core.errors import ConfigError, EdgepipeError
 
 DEFAULT_RETRIES = 2
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import importlib
 
-from pipeline.core.errors import ConfigError
-from pipeline.executors.base import Failure, Task
+from edgepipe.core.errors import ConfigError
+from edgepipe.executors.base import Failure, Task
 
 
 def resources(boards) -> dict[str, float]:

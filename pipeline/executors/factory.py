@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pipeline.executors.base import DEFAULT_RETRIES, Executor, machine_cpus, parse_spec
-from pipeline.executors.local import LocalExecutor
+from edgepipe.executors.base import DEFAULT_RETRIES, Executor, machine_cpus, parse_spec
+from edgepipe.executors.local import LocalExecutor
 
 
 def make_executor(spec: str, *, resources: Mapping[str, float] | None = None,
@@ -16,6 +16,6 @@ def make_executor(spec: str, *, resources: Mapping[str, float] | None = None,
     if kind == "process":
         return LocalExecutor(int(arg) if arg else machine_cpus(), processes=True, max_retries=max_retries,
                              resources=resources)
-    from pipeline.executors.ray_executor import RayExecutor
+    from edgepipe.executors.ray_executor import RayExecutor
 
     return RayExecutor(arg, resources=resources, max_retries=max_retries)

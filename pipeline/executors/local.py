@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import wait
 from typing import Any
 
-from pipeline.core.errors import ConfigError
-from pipeline.executors.base import DEFAULT_RETRIES, Executor, Failure, OnResult, Task, error_failure, invoke
+from edgepipe.core.errors import ConfigError
+from edgepipe.executors.base import DEFAULT_RETRIES, Executor, Failure, OnResult, Task, error_failure, invoke
 
 
 class LocalExecutor(Executor):

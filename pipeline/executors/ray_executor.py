@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pipeline.core.errors import ConfigError
-from pipeline.executors.base import DEFAULT_RETRIES, Executor, Failure, OnResult, Task, invoke
+from edgepipe.core.errors import ConfigError
+from edgepipe.executors.base import DEFAULT_RETRIES, Executor, Failure, OnResult, Task, invoke
 
 
 class RayExecutor(Executor):
@@ -30,7 +30,7 @@ class RayExecutor(Executor):
         try:
             import ray
         except ImportError as err:
-            from pipeline.core.extras import pip_hint
+            from edgepipe.core.extras import pip_hint
 
             raise ConfigError(f"executor 'ray': expected the ray package ({pip_hint(['ray'])}). "
                               "Received: ray is not installed") from err
@@ -47,9 +47,9 @@ class RayExecutor(Executor):
                          include_dashboard=False, runtime_env=env, logging_level="WARNING")
             else:
                 if ship_code:
-                    import calibration
-                    import pipeline
-                    import targets
+                    from edgepipe import calibration
+                    import edgepipe
+                    from edgepipe import targets
 
                     env["py_modules"] = [pipeline, calibration, targets]
                 try:

@@ -20,12 +20,12 @@ keeping their own dict of formats; `README.md` here has the checklist for adding
 the table imports nothing: a format's module is imported when it is used, and toolkits only
 inside its functions.
 
-May import `pipeline.core` and `calibration` only (the TFLite runner borrows
-`pipeline.boards.device_runner.quantize_input`, a stdlib + numpy leaf, so host and boards
+May import `edgepipe.core` and `calibration` only (the TFLite runner borrows
+`edgepipe.boards.device_runner.quantize_input`, a stdlib + numpy leaf, so host and boards
 quantize inputs the same way).
 """
 
-from pipeline.formats.registry import (
+from edgepipe.formats.registry import (
     FORMATS,
     Format,
     file_labels,

@@ -6,7 +6,7 @@ for error messages; `check_model_file(path, fmt)` runs the format's own structur
 (in its module): a zero-byte, truncated or wrong-kind file is an `InputError` that names the
 file, what was expected and what it looks like. Only parsers are imported, never an interpreter.
 
-Refused before any parser reads a byte (`pipeline.core.safeio`): FIFOs, devices, sockets, link
+Refused before any parser reads a byte (`edgepipe.core.safeio`): FIFOs, devices, sockets, link
 loops, files over `MAX_MODEL`; each format's check adds its own caps (a .keras archive's member
 sizes and compression ratios: `keras.py`).
 """
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core import safeio
-from pipeline.core.errors import InputError, expected_received
-from pipeline.formats.registry import FORMATS, find, for_suffix
+from edgepipe.core import safeio
+from edgepipe.core.errors import InputError, expected_received
+from edgepipe.formats.registry import FORMATS, find, for_suffix
 
 HEAD_BYTES = 4096
 # kinds that are no model format edgepipe handles, by magic bytes (for messages only)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core import safeio
-from pipeline.core.errors import InputError, expected_received
-from pipeline.formats.runner_input import check_input
+from edgepipe.core import safeio
+from edgepipe.core.errors import InputError, expected_received
+from edgepipe.formats.runner_input import check_input
 
 KERAS_MAX_TOTAL = 8 * safeio.GiB  # all members, uncompressed
 KERAS_MAX_MEMBERS = 10_000

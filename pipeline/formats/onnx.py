@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import InputError, expected_received
-from pipeline.formats.inspect import describe
-from pipeline.formats.runner_input import check_input, input_layout
-from pipeline.formats.throughput import one_by_one, per_core
+from edgepipe.core.errors import InputError, expected_received
+from edgepipe.formats.inspect import describe
+from edgepipe.formats.runner_input import check_input, input_layout
+from edgepipe.formats.throughput import one_by_one, per_core
 
 # tags of ModelProto fields that follow ir_version (field 1): producer_name .. opset_import, metadata
 _NEXT_TAGS = {0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x52, 0x5A, 0x62, 0x72}

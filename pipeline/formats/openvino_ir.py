@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core import safeio
-from pipeline.core.errors import InputError, expected_received
-from pipeline.core.versions import tool_versions
-from pipeline.formats.inspect import as_text
-from pipeline.formats.runner_input import check_input, input_layout
-from pipeline.formats.throughput import one_by_one
+from edgepipe.core import safeio
+from edgepipe.core.errors import InputError, expected_received
+from edgepipe.core.versions import tool_versions
+from edgepipe.formats.inspect import as_text
+from edgepipe.formats.runner_input import check_input, input_layout
+from edgepipe.formats.throughput import one_by_one
 
 _ITEMSIZE = {"f64": 8, "f32": 4, "f16": 2, "bf16": 2, "i64": 8, "i32": 4, "i16": 2, "i8": 1, "u64": 8,
              "u32": 4, "u16": 2, "u8": 1, "boolean": 1}

@@ -28,7 +28,7 @@ import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import InputError, expected_received
+from edgepipe.core.errors import InputError, expected_received
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class Format:
 
 FORMATS: tuple[Format, ...] = (
     Format(
-        name="tflite", title="TFLite", module="pipeline.formats.tflite", suffixes=(".tflite",), kind="tflite",
+        name="tflite", title="TFLite", module="edgepipe.formats.tflite", suffixes=(".tflite",), kind="tflite",
         expected="a TFLite flatbuffer (identifier 'TFL3')", noun="a TFLite flatbuffer", runner="TFLiteRunner",
         opens_files=True, runtime_packages=("ai-edge-litert",),
         runtime_modules=("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow"),
@@ -113,23 +113,23 @@ FORMATS: tuple[Format, ...] = (
         board_min_versions=(("ai_edge_litert", "1.0"), ("tflite_runtime", "2.11")),
     ),
     Format(
-        name="openvino-ir", title="OpenVINO IR", module="pipeline.formats.openvino_ir", suffixes=(".xml",),
+        name="openvino-ir", title="OpenVINO IR", module="edgepipe.formats.openvino_ir", suffixes=(".xml",),
         kind="openvino-xml", expected="an OpenVINO IR .xml file with its .bin", noun="an OpenVINO IR XML file",
         runner="OpenVINORunner", companions=((".bin", "weights"),), opens_files=True,
         runtime_packages=("openvino",), runtime_modules=("openvino",), board_runtimes=("openvino",),
     ),
     Format(
-        name="onnx", title="ONNX", module="pipeline.formats.onnx", suffixes=(".onnx",), kind="onnx",
+        name="onnx", title="ONNX", module="edgepipe.formats.onnx", suffixes=(".onnx",), kind="onnx",
         expected="an ONNX protobuf model", noun="an ONNX protobuf", runner="ONNXRunner", loose_sniff=True,
         opens_files=True, runtime_packages=("onnxruntime",), runtime_modules=("onnxruntime",),
     ),
     Format(
-        name="keras", title="Keras", module="pipeline.formats.keras", suffixes=(".keras",), kind="zip",
+        name="keras", title="Keras", module="edgepipe.formats.keras", suffixes=(".keras",), kind="zip",
         expected="a .keras zip archive", runner="KerasRunner", runtime_packages=("tensorflow", "keras"),
         runtime_modules=("keras",),
     ),
     Format(
-        name="savedmodel", title="SavedModel", module="pipeline.formats.savedmodel", suffixes=(), kind="savedmodel",
+        name="savedmodel", title="SavedModel", module="edgepipe.formats.savedmodel", suffixes=(), kind="savedmodel",
         expected="a SavedModel directory (saved_model.pb and its variables)", noun="a SavedModel directory",
         runner="SavedModelRunner", directory=True, runtime_packages=("tensorflow",),
         runtime_modules=("tensorflow",),

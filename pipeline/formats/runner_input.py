@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.core.errors import InputError
+from edgepipe.core.errors import InputError
 
 
 def check_input(image, want: tuple[int, ...], runtime: str, layout: str = "nhwc") -> np.ndarray:

@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.errors import InputError
-from pipeline.formats.keras import KerasRunner
-from pipeline.formats.onnx import ONNXRunner
-from pipeline.formats.openvino_ir import OpenVINORunner
-from pipeline.formats.registry import FORMATS, get
-from pipeline.formats.runner_input import check_input, image_input_shape, input_layout
-from pipeline.formats.savedmodel import SavedModelRunner
-from pipeline.formats.tflite import TFLiteRunner, tflite_interpreter_class
+from edgepipe.core.errors import InputError
+from edgepipe.formats.keras import KerasRunner
+from edgepipe.formats.onnx import ONNXRunner
+from edgepipe.formats.openvino_ir import OpenVINORunner
+from edgepipe.formats.registry import FORMATS, get
+from edgepipe.formats.runner_input import check_input, image_input_shape, input_layout
+from edgepipe.formats.savedmodel import SavedModelRunner
+from edgepipe.formats.tflite import TFLiteRunner, tflite_interpreter_class
 
 __all__ = ["RUNNERS", "KerasRunner", "ONNXRunner", "OpenVINORunner", "SavedModelRunner", "TFLiteRunner",
            "check_input", "image_input_shape", "input_layout", "open_runner", "runtime_module",

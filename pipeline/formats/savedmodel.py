@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import InputError, expected_received
-from pipeline.formats.runner_input import check_input
-from pipeline.formats.throughput import one_by_one
+from edgepipe.core.errors import InputError, expected_received
+from edgepipe.formats.runner_input import check_input
+from edgepipe.formats.throughput import one_by_one
 
 GRAPH = "saved_model.pb"
 META_GRAPHS_FIELD = 2  # SavedModel.meta_graphs (field 1 is saved_model_schema_version)

@@ -18,15 +18,15 @@ A text `saved_model.pbtxt` cannot be checked this way and is refused without tru
 Other formats that can carry code: a `.keras` file is loaded with Keras' `safe_mode` (Lambda
 layers and custom objects refused), a legacy `.h5` is refused without trust. A `.tflite`, `.onnx`
 or OpenVINO IR runs only the runtime's built-in kernels (edgepipe registers no custom-op
-library), and a foreign one is first run in a limited child process (`pipeline.run.probe`).
+library), and a foreign one is first run in a limited child process (`edgepipe.engine.probe`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core import safeio
-from pipeline.core.errors import InputError, expected_received
+from edgepipe.core import safeio
+from edgepipe.core.errors import InputError, expected_received
 
 MAX_PB = 2 * safeio.GiB  # protobuf's own limit for one message
 

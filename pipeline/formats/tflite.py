@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core import safeio
-from pipeline.core.errors import InputError, expected_received
-from pipeline.formats.inspect import describe
-from pipeline.formats.registry import get
-from pipeline.formats.runner_input import check_input
-from pipeline.formats.throughput import one_by_one, per_core
+from edgepipe.core import safeio
+from edgepipe.core.errors import InputError, expected_received
+from edgepipe.formats.inspect import describe
+from edgepipe.formats.registry import get
+from edgepipe.formats.runner_input import check_input
+from edgepipe.formats.throughput import one_by_one, per_core
 
 EXPECTED = get("tflite").expected
 # byte size of the TFLite tensor types whose constant data size follows from the shape
@@ -200,7 +200,7 @@ class TFLiteRunner:
 
     def _quantize(self, x: np.ndarray) -> np.ndarray:
         # one quantization for host and boards; device_runner is a stdlib + numpy leaf module
-        from pipeline.boards.device_runner import quantize_input
+        from edgepipe.boards.device_runner import quantize_input
 
         return quantize_input(np, x, self.inp["dtype"], self.inp["quantization"])
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.formats.tflite import op_name, read_tflite, seq
+from edgepipe.formats.tflite import op_name, read_tflite, seq
 
 # (op, version) -> minimum runtime version, from runtime_version.cc.
 MIN_RUNTIME: dict[tuple[str, int], str] = {

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.quantize.keras_graph import copy_model, functional_models, graph_of, layers_by_path
-from pipeline.quantize.keras_taps import layer_inputs, on_grid, weighted_layers
+from edgepipe.quantize.keras_graph import copy_model, functional_models, graph_of, layers_by_path
+from edgepipe.quantize.keras_taps import layer_inputs, on_grid, weighted_layers
 
 
 def _conv(layer, x, kernel):

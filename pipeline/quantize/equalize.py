@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.quantize.keras_graph import Graph, copy_model, functional_models, graph_of, is_functional, layers_by_path
+from edgepipe.quantize.keras_graph import Graph, copy_model, functional_models, graph_of, is_functional, layers_by_path
 
 CONV_CONSUMERS = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
 

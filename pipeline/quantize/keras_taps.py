@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.quantize.keras_graph import functional_models, graph_of, is_functional, layers_by_path
+from edgepipe.quantize.keras_graph import functional_models, graph_of, is_functional, layers_by_path
 
 WEIGHTED = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
 QMAX = 127

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.quantize.keras_graph import copy_model
-from pipeline.quantize.keras_taps import QMAX, grid, layer_inputs, weighted_layers
+from edgepipe.quantize.keras_graph import copy_model
+from edgepipe.quantize.keras_taps import QMAX, grid, layer_inputs, weighted_layers
 
 DAMP = 0.01
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.errors import ConfigError, StageError
-from pipeline.core.versions import tool_versions
+from edgepipe.core.errors import ConfigError, StageError
+from edgepipe.core.versions import tool_versions
 
 log = logging.getLogger("edgepipe")
 FLOAT_TOLERANCE = 1e-4  # max |equalized(x) - original(x)| on calibration images
@@ -42,8 +42,8 @@ def source_savedmodel(ctx, recipe, calib):
               **tool_versions("tensorflow", "keras")}
 
     def fn(out: Path) -> dict:
-        from pipeline.quantize.equalize import equalize, max_output_diff
-        from pipeline.stages.savedmodel import export_savedmodel
+        from edgepipe.quantize.equalize import equalize, max_output_diff
+        from edgepipe.stages.savedmodel import export_savedmodel
 
         model = ctx.keras_model()
         new, report = equalize(model, calib.images, separable=recipe.equalize_separable,
@@ -107,8 +107,8 @@ def resolution(labels: np.ndarray) -> dict:
 def reference_top1(ctx, calib, images: np.ndarray, labels: np.ndarray) -> float:
     """FP32 top-1 of the configured model (Keras or SavedModel) on the accuracy-control set, a cached
     stage shared by every budget that measures against it."""
-    from pipeline.quantize.accuracy_aware import top1
-    from pipeline.validators.accuracy import predict_all
+    from edgepipe.quantize.accuracy_aware import top1
+    from edgepipe.validators.accuracy import predict_all
 
     key = {"model": ctx.model_sha, "control": control_batch(ctx, calib).sha256}
     return ctx.stage("control-reference", key,

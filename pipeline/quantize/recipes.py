@@ -19,7 +19,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from pipeline.quantize import quantizers
+from edgepipe.quantize import quantizers
 
 # The quantizers behind the targets (a target module declares `QUANTIZER = "..."`), one module each.
 QUANTIZERS = quantizers.NAMES
@@ -109,9 +109,9 @@ BUILTIN: dict[str, Recipe] = {
 
 # Recipe fields whose implementation lives in its own stage module: refused (not silently ignored)
 # while that module is absent from this build.
-_NEEDS_MODULE = {"equalize_separable": "pipeline.quantize.equalize",
-                 "cross_layer_equalization": "pipeline.quantize.equalize",
-                 "max_accuracy_drop": "pipeline.quantize.accuracy_aware"}
+_NEEDS_MODULE = {"equalize_separable": "edgepipe.quantize.equalize",
+                 "cross_layer_equalization": "edgepipe.quantize.equalize",
+                 "max_accuracy_drop": "edgepipe.quantize.accuracy_aware"}
 
 
 def problems(recipe: Recipe, quantizer: str) -> list[str]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.quantize.keras_graph import copy_model, functional_models, graph_of
+from edgepipe.quantize.keras_graph import copy_model, functional_models, graph_of
 
 READERS = ("SeparableConv2D", "DepthwiseConv2D", "Conv2D")
 

@@ -5,6 +5,6 @@ busy-machine note), `terminal.py` (the summary table), `html.py` + `templates/re
 `numbers.py` (the one number formatter every renderer uses), `escape.py` (one escaping helper per output
 medium, for every user string).
 
-May import `pipeline.core` only: renderers read the report (rows as ReportRow or plain JSON), never a
+May import `edgepipe.core` only: renderers read the report (rows as ReportRow or plain JSON), never a
 toolkit (jinja2 and yaml are plain libraries; mlflow is imported lazily by `tracking.py` alone).
 """

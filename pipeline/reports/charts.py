@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
-from pipeline.reports.escape import html as escape
-from pipeline.reports.numbers import coord, fmt, tick
+from edgepipe.reports.escape import html as escape
+from edgepipe.reports.numbers import coord, fmt, tick
 
 PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#d97706", "#7c3aed", "#0891b2", "#db2777", "#65a30d", "#475569"]
 FONT = 'font-family="system-ui, sans-serif" font-size="12"'

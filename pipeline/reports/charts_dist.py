@@ -3,9 +3,9 @@ timings) and the per-layer error across toolchains (`layer_dots`, layers in netw
 
 from __future__ import annotations
 
-from pipeline.reports.charts import FONT, PALETTE, Frame, svg, wants_log
-from pipeline.reports.escape import html as escape
-from pipeline.reports.numbers import coord, fmt, tick
+from edgepipe.reports.charts import FONT, PALETTE, Frame, svg, wants_log
+from edgepipe.reports.escape import html as escape
+from edgepipe.reports.numbers import coord, fmt, tick
 
 MAX_OUTLIERS = 40  # drawn per box: the most extreme ones
 

@@ -10,7 +10,7 @@ quote them are escaped at the point they are emitted:
     front_matter(d)  YAML front matter: safe_dump, with every string that holds a line break or
                      a non-printable character double-quoted (escaped), and the result checked to
                      hold no document marker ('---' / '...') of its own
-    json_text(o)     JSON files: the json module escapes every string (pipeline.core.jsonio.dumps)
+    json_text(o)     JSON files: the json module escapes every string (edgepipe.core.jsonio.dumps)
     terminal(s)      the terminal (rich): ANSI/VT escape sequences and other control characters
                      removed or shown as \\xNN, bidirectional overrides dropped, rich markup escaped
 """
@@ -20,7 +20,7 @@ from __future__ import annotations
 import html as _html
 import re
 
-from pipeline.core.jsonio import dumps
+from edgepipe.core.jsonio import dumps
 
 # C0 controls except tab/newline, DEL, C1 controls
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")

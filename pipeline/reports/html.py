@@ -20,12 +20,12 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from pipeline.core.tempdirs import atomic_write_text
-from pipeline.reports import charts as svg_charts
-from pipeline.reports import charts_dist
-from pipeline.reports.escape import html as escape
-from pipeline.reports.numbers import MISSING, fmt, fmt_range
-from pipeline.reports.rows import ReportRow
+from edgepipe.core.tempdirs import atomic_write_text
+from edgepipe.reports import charts as svg_charts
+from edgepipe.reports import charts_dist
+from edgepipe.reports.escape import html as escape
+from edgepipe.reports.numbers import MISSING, fmt, fmt_range
+from edgepipe.reports.rows import ReportRow
 
 TEMPLATES = Path(__file__).with_name("templates")
 EXIT_TEXT = {0: "every artifact passed its gates", 1: "a gate failed or an artifact failed to build",
@@ -34,7 +34,7 @@ MIN_DELTA_SPAN = 2.0  # points: the per-class Δ chart spans at least ±this
 
 
 def _safe_text(value):
-    """Every value a template prints: HTML-escaped with control characters replaced (pipeline.reports.escape.html);
+    """Every value a template prints: HTML-escaped with control characters replaced (edgepipe.reports.escape.html);
     markup the renderer built itself (charts) passes as is."""
     return value if isinstance(value, Markup) or value is None else Markup(escape(value))
 

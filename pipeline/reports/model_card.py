@@ -17,11 +17,11 @@ from pathlib import Path
 import jinja2
 import yaml
 
-from pipeline import __version__
-from pipeline.reports import escape
-from pipeline.reports.numbers import MISSING, fmt, fmt_range, rounded, significant
-from pipeline.reports.rows import busy_note
-from pipeline.reports.run_snippets import snippet
+from edgepipe import __version__
+from edgepipe.reports import escape
+from edgepipe.reports.numbers import MISSING, fmt, fmt_range, rounded, significant
+from edgepipe.reports.rows import busy_note
+from edgepipe.reports.run_snippets import snippet
 
 WEAK_CLASS = 0.5
 TEMPLATES = Path(__file__).with_name("templates")
@@ -37,7 +37,7 @@ LICENSE_NOTE = Raw("edgepipe does not know the source model's license: this deri
 
 
 def md(value) -> str:
-    """A value as Markdown text (pipeline.reports.escape.markdown); None is a dash, Raw text passes as is."""
+    """A value as Markdown text (edgepipe.reports.escape.markdown); None is a dash, Raw text passes as is."""
     if value is None:
         return MISSING
     if isinstance(value, Raw):

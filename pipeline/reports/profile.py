@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 
-from pipeline.reports.numbers import fmt, rounded
+from edgepipe.reports.numbers import fmt, rounded
 
 # stage name pattern -> kind; the first match wins (so the reference's stages come before `accuracy-*`)
 KINDS: tuple[tuple[str, str], ...] = (

@@ -1,6 +1,6 @@
 """The typed report row: one artifact (or check, or reference, or failed target) of a run or sweep.
 
-`ReportRow` is frozen. Producers build one (`pipeline.run.reference`, `pipeline.run.target`, the
+`ReportRow` is frozen. Producers build one (`edgepipe.engine.reference`, `edgepipe.engine.target`, the
 fan-out's failed rows, a target's check rows); anything that changes a row (the cross-quantizer check,
 a sweep's tags, board benchmarks) makes a new one with `replace` or `with_verdict`.
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.reports.numbers import fmt
+from edgepipe.reports.numbers import fmt
 
 Json = dict[str, Any]
 
@@ -49,7 +49,7 @@ class ReportRow(BaseModel):
     sha256: str | None = None
     format: str | None = None
     status: str | None = None  # passed | failed | error | partial | reference | skipped | unreachable
-    # validators' results (pipeline.validators.registry), under each validator's name
+    # validators' results (edgepipe.validators.registry), under each validator's name
     accuracy: Json | None = None
     latency: Json | None = None
     calibration_sha256: str | None = None
@@ -60,7 +60,7 @@ class ReportRow(BaseModel):
     per_layer_error: str | None = None
     dir: str | None = None  # the published artifact directory
     cross_quantizer: Json | None = None  # a run validator's result: set after the row was published
-    # a partial row this host cannot finish (no compiler, device or package): pipeline/run/availability.py
+    # a partial row this host cannot finish (no compiler, device or package): pipeline/engine/availability.py
     not_available_here: bool | None = None
     how_to_finish: str | None = None
     # a row that went wrong

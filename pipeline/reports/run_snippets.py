@@ -8,7 +8,7 @@ and its score. File names enter it as Python literals (`repr`), never as code.
 
 from __future__ import annotations
 
-from pipeline.reports.numbers import fmt
+from edgepipe.reports.numbers import fmt
 
 RESAMPLE = {"bilinear": "BILINEAR", "bicubic": "BICUBIC", "nearest": "NEAREST"}
 SCALE = {

@@ -1,17 +1,17 @@
-"""The terminal summary table (report.json is written by pipeline.run.orchestrate)."""
+"""The terminal summary table (report.json is written by edgepipe.engine.orchestrate)."""
 
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.reports.escape import terminal as esc
-from pipeline.reports.numbers import MISSING, fmt, fmt_range
-from pipeline.reports.profile import lines
-from pipeline.reports.rows import ReportRow
+from edgepipe.reports.escape import terminal as esc
+from edgepipe.reports.numbers import MISSING, fmt, fmt_range
+from edgepipe.reports.profile import lines
+from edgepipe.reports.rows import ReportRow
 
 STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip", "partial": "⚠️ partial"}
-NOT_AVAILABLE = "➖ not available here"  # a partial row this host cannot finish (pipeline/run/availability.py)
+NOT_AVAILABLE = "➖ not available here"  # a partial row this host cannot finish (pipeline/engine/availability.py)
 FINISH_PREFIX = "not available here"  # its reason line, printed in full below the table instead of in the cell
 
 

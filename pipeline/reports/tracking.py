@@ -20,8 +20,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.core.errors import ConfigError, expected_received
-from pipeline.reports.rows import ReportRow
+from edgepipe.core.errors import ConfigError, expected_received
+from edgepipe.reports.rows import ReportRow
 
 DEFAULT_URI = "./mlruns"
 EXPERIMENT = "edgepipe"  # MLFLOW_EXPERIMENT_NAME overrides it

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.errors import InputError
-from pipeline.formats.inspect import check_model_file, describe, sniff
+from edgepipe.core.errors import InputError
+from edgepipe.formats.inspect import check_model_file, describe, sniff
 
 
 def load_keras(path: Path, trust: bool = False):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipeline.core.errors import StageError
+from edgepipe.core.errors import StageError
 
 
 def convert_onnx(saved_model: Path, out: Path, opset: int = 17, timeout: int = 1800) -> Path:

@@ -32,7 +32,7 @@ def load_serving(path: Path, shape: tuple[int, int, int], n_classes: int):
     """The `serving_default` signature of a SavedModel, with its I/O verified against the config."""
     import tensorflow as tf
 
-    from pipeline.core.errors import InputError
+    from edgepipe.core.errors import InputError
 
     try:
         loaded = tf.saved_model.load(str(path))
@@ -43,7 +43,7 @@ def load_serving(path: Path, shape: tuple[int, int, int], n_classes: int):
         raise InputError(
             f"model {str(path)!r}: expected a 'serving_default' signature. Received: {list(loaded.signatures)}"
         )
-    from pipeline.stages.keras_model import check_io
+    from edgepipe.stages.keras_model import check_io
 
     args = fn.structured_input_signature[1]
     outs = fn.structured_outputs

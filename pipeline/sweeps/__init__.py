@@ -2,5 +2,5 @@
 pipeline config), `runner.py` (every cell on an executor), `leaderboard.py` (Pareto fronts, best
 candidate under the gates).
 
-May import core, config, run, executors and reports.
+May import core, config, engine, executors and reports.
 """

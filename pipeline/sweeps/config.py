@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from pipeline.config.paths import ConfigPath, SourcePath
-from pipeline.config.schema import (
+from edgepipe.config.paths import ConfigPath, SourcePath
+from edgepipe.config.schema import (
     ExecutorSpec,
     PipelineConfig,
     example_config_path,
@@ -23,8 +23,8 @@ from pipeline.config.schema import (
     load_config,
     parse_config,
 )
-from pipeline.core.bounds import Threads
-from pipeline.core.errors import ConfigError
+from edgepipe.core.bounds import Threads
+from edgepipe.core.errors import ConfigError
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # safe as a directory name
 
@@ -130,7 +130,7 @@ class Sweep:
 
 def load_sweep(path: str | Path, overrides: dict | None = None) -> Sweep:
     """`overrides`: top-level keys from the command line (e.g. output, executor)."""
-    from pipeline.config.yamlfile import load_yaml
+    from edgepipe.config.yamlfile import load_yaml
 
     path = Path(path)
     raw = load_yaml(path, "sweep file")
@@ -142,7 +142,7 @@ def load_sweep(path: str | Path, overrides: dict | None = None) -> Sweep:
 def parse_sweep(raw: Any, base_dir: Path, source: str = "sweep") -> Sweep:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level. Received: {type(raw).__name__}")
-    try:  # relative path fields resolve against `base_dir` (pipeline.config.paths)
+    try:  # relative path fields resolve against `base_dir` (edgepipe.config.paths)
         spec = SweepSpec.model_validate(raw, context={"base": base_dir})
     except ValidationError as err:
         raise ConfigError(f"{source}: {format_validation_error(err)}") from err

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from pipeline.reports.escape import terminal as esc
-from pipeline.reports.numbers import MISSING, fmt
-from pipeline.reports.rows import ReportRow
-from pipeline.reports.terminal import STATUS
+from edgepipe.reports.escape import terminal as esc
+from edgepipe.reports.numbers import MISSING, fmt
+from edgepipe.reports.rows import ReportRow
+from edgepipe.reports.terminal import STATUS
 
 
 def _point(row: dict) -> tuple[float, float] | None:

@@ -15,22 +15,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from pipeline.core.cache import StageCache
-from pipeline.core.errors import EXIT_GATE_FAILED, EXIT_OK
-from pipeline.core.progress import stderr
-from pipeline.executors import board_resources as boards_mod
-from pipeline.executors.base import Executor, Failure, Task
-from pipeline.executors.factory import make_executor
-from pipeline.reports.rows import ReportRow
-from pipeline.run.fanout import failed_row, merge_events, prepare_model, target_cell
-from pipeline.run.outdir import locked_output
-from pipeline.run.precheck import check_sweep_inputs
-from pipeline.sweeps.config import Sweep
-from pipeline.sweeps.leaderboard import summarize
+from edgepipe.core.cache import StageCache
+from edgepipe.core.errors import EXIT_GATE_FAILED, EXIT_OK
+from edgepipe.core.progress import stderr
+from edgepipe.executors import board_resources as boards_mod
+from edgepipe.executors.base import Executor, Failure, Task
+from edgepipe.executors.factory import make_executor
+from edgepipe.reports.rows import ReportRow
+from edgepipe.engine.fanout import failed_row, merge_events, prepare_model, target_cell
+from edgepipe.engine.outdir import locked_output
+from edgepipe.engine.precheck import check_sweep_inputs
+from edgepipe.sweeps.config import Sweep
+from edgepipe.sweeps.leaderboard import summarize
 
 
 def run_sweep(sweep: Sweep, executor: Executor | None = None, console=stderr) -> dict:
-    from pipeline.core.jsonio import write_json
+    from edgepipe.core.jsonio import write_json
 
     t0 = time.perf_counter()
     spec, out = sweep.spec, sweep.output.resolve()
@@ -52,7 +52,7 @@ def run_sweep(sweep: Sweep, executor: Executor | None = None, console=stderr) ->
 
 
 def _say(console, label: str, res) -> None:
-    from pipeline.reports.escape import terminal as esc
+    from edgepipe.reports.escape import terminal as esc
 
     status = f"[red]failed[/] ({esc(res.reason)})" if isinstance(res, Failure) else "[green]done[/]"
     console.print(f"  {esc(label)}: {status}", highlight=False)

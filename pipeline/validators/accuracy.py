@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.formats.throughput import one_by_one
-from pipeline.validators import stats
-from pipeline.validators.base import ValidationInputs, ValidatorResult
+from edgepipe.formats.throughput import one_by_one
+from edgepipe.validators import stats
+from edgepipe.validators.base import ValidationInputs, ValidatorResult
 
 TOP_K = 5
 

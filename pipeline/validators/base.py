@@ -9,7 +9,7 @@ only) and what this host could not do (`partial`: never a pass, never a failure)
 A run validator (`RunValidator`) looks at all rows of a run at once (the cross-quantizer check) and
 returns a result per row it judged plus a summary for report.json.
 
-The ordered lists are in `pipeline.validators.registry`.
+The ordered lists are in `edgepipe.validators.registry`.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.core.artifacts import Artifact
-from pipeline.core.errors import ConfigError, InputError
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.errors import ConfigError, InputError
 
 
 @dataclass(frozen=True)
 class ValidationInputs:
-    ctx: Any  # pipeline.run.context.RunContext: config (`ctx.cfg.gates`), validation data, stage cache, console
+    ctx: Any  # edgepipe.engine.context.RunContext: config (`ctx.cfg.gates`), validation data, stage cache, console
     job: Any  # targets.base.Job: the target's runner, options, latency_skip and diagnose hooks
     artifact: Artifact
     runner: Callable[[], Any]  # a fresh runner of the artifact on this host
@@ -54,7 +54,7 @@ class ValidatorResult:
 
 
 class Validator(Protocol):
-    """One entry of `pipeline.validators.registry.VALIDATORS`."""
+    """One entry of `edgepipe.validators.registry.VALIDATORS`."""
 
     name: str
     # False: a metric (artifact.json `metrics`; an exception errors the row). True: a diagnostic
@@ -73,7 +73,7 @@ class RunVerdict:
 
 
 class RunValidator(Protocol):
-    """One entry of `pipeline.validators.registry.RUN_VALIDATORS`: judges the rows of a whole run."""
+    """One entry of `edgepipe.validators.registry.RUN_VALIDATORS`: judges the rows of a whole run."""
 
     name: str
 

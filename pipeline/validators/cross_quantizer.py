@@ -9,9 +9,9 @@ run once saw Xception fall to 1% top-1 on one backend while the others kept 78%)
 On small validation sets a few images are many points (one of 9 images is 11 points), so the
 gap must also exceed NOISE_IMAGES images' worth of top-1 to count.
 
-A run validator (`pipeline.validators.base.RunValidator`): it reads every row of the run and returns
+A run validator (`edgepipe.validators.base.RunValidator`): it reads every row of the run and returns
 a result per INT8 row it compared (`cross_quantizer` in that row) with the flagged ones' gate failures;
-the run makes the new, failed rows (`pipeline.run.orchestrate`).
+the run makes the new, failed rows (`edgepipe.engine.orchestrate`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping
 
-from pipeline.validators.base import RunVerdict, ValidatorResult
+from edgepipe.validators.base import RunVerdict, ValidatorResult
 
 NAME = "cross_quantizer"
 NOISE_IMAGES = 3

@@ -6,13 +6,13 @@ check: cross_quantizer_max_gap); a row fails when any of them does. What is left
 statuses make the run's exit code.
 
 A `partial` row marked `not_available_here` (this host lacks the target's compiler, device or package:
-pipeline/run/availability.py) is reported but does not count, unless its target is `required: true` or
+pipeline/engine/availability.py) is reported but does not count, unless its target is `required: true` or
 the run is `--strict`: then it is partial, as any other (exit 3).
 """
 
 from __future__ import annotations
 
-from pipeline.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
+from edgepipe.core.errors import EXIT_GATE_FAILED, EXIT_OK, EXIT_PARTIAL
 
 FAILED = {"failed", "error"}
 PARTIAL = {"partial", "unreachable"}

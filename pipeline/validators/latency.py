@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pipeline.validators import machine_load, stats
+from edgepipe.validators import machine_load, stats
 
 PROTOCOL = 3  # bump when the measurement changes: part of the cache key
 SWEEP_KEYS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "p50_ci95_ms", "throughput_ips", "peak_rss_mb")

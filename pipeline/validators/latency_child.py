@@ -1,4 +1,4 @@
-"""Latency measured in a fresh child process: `python -m pipeline.validators.latency_child REQ.json`.
+"""Latency measured in a fresh child process: `python -m edgepipe.validators.latency_child REQ.json`.
 
 The child imports only the artifact's runtime, so its peak RSS (VmHWM) is that of a
 process holding the runtime, the model and the few input images it cycles over. It prints
@@ -6,7 +6,7 @@ process holding the runtime, the model and the few input images it cycles over. 
 
 `measure_in_child` is the parent side: it writes the request, streams progress into a bar,
 and turns a missing runtime into DeviceUnavailableError (exit 3: could not be validated here).
-The child is supervised like every model run (`pipeline.core.children`): memory and CPU limits,
+The child is supervised like every model run (`edgepipe.core.children`): memory and CPU limits,
 its own process group, killed when it makes no progress for the timeout or when edgepipe stops.
 """
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.children import Limits, limit_self, run_limited
-from pipeline.core.errors import DeviceUnavailableError, StageError
+from edgepipe.core.children import Limits, limit_self, run_limited
+from edgepipe.core.errors import DeviceUnavailableError, StageError
 
 RUNTIME_MISSING = 3
 DEFAULT_LIMITS = Limits(timeout_s=600.0)  # no progress for 10 minutes: hung
@@ -48,8 +48,8 @@ def _peak_rss_mb() -> tuple[float, str]:
 def _child(req_path: str) -> int:
     import psutil
 
-    from pipeline.validators import machine_load
-    from pipeline.validators.latency import time_end_to_end, time_runner
+    from edgepipe.validators import machine_load
+    from edgepipe.validators.latency import time_end_to_end, time_runner
 
     limit_self()  # the limits the parent put in the environment
     req = json.loads(Path(req_path).read_text())
@@ -59,7 +59,7 @@ def _child(req_path: str) -> int:
         sys.stdout.flush()
 
     try:
-        from pipeline.formats.runners import runtime_module
+        from edgepipe.formats.runners import runtime_module
 
         runtime_module(req["format"])  # import the runtime before the baseline
     except ImportError as err:
@@ -75,7 +75,7 @@ def _child(req_path: str) -> int:
     before = machine_load.snapshot()
     res = {"load_ms": load_ms, **time_runner(runner, images, req["warmup"], req["runs"], tick)}
     if req.get("paths"):
-        from calibration.preprocess import PreprocessSpec
+        from edgepipe.calibration.preprocess import PreprocessSpec
 
         spec = PreprocessSpec(**req["spec"])
         res["end_to_end"] = time_end_to_end(runner, spec, req["paths"], req["e2e_runs"], tick)
@@ -95,12 +95,12 @@ def _open(req: dict):
     """The pipeline's artifacts: exactly the validators' runner (the target's make_runner with the
     job's options, so e.g. an OpenVINO CPU blob is imported as deployed); foreign files: open_runner."""
     if req.get("artifact") and req.get("target"):
-        import targets
-        from pipeline.core.artifacts import Artifact
+        from edgepipe import targets
+        from edgepipe.core.artifacts import Artifact
 
         art = Artifact.from_json(req["artifact"])
         return targets.load_module(req["target"]).make_runner(art, req["threads"], **req.get("options", {}))
-    from pipeline.formats.runners import open_runner
+    from edgepipe.formats.runners import open_runner
 
     return open_runner(req["format"], req["path"], req["threads"], **req.get("options", {}))
 
@@ -132,7 +132,7 @@ def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarra
                 found["result"] = json.loads(line[len("result "):])
 
         steps = runs + (req.get("e2e_runs") or 0) + warmup
-        out = run_limited("pipeline.validators.latency_child", [Path(tmp) / "req.json"], limits, threads, steps,
+        out = run_limited("edgepipe.validators.latency_child", [Path(tmp) / "req.json"], limits, threads, steps,
                           on_line)
     result, rc = found.get("result"), out.returncode
     if rc == RUNTIME_MISSING:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.artifacts import Artifact
-from pipeline.core.progress import bar
-from pipeline.core.versions import cpu_model
-from pipeline.validators import latency as lat_mod
-from pipeline.validators.base import ValidationInputs, ValidatorResult
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.progress import bar
+from edgepipe.core.versions import cpu_model
+from edgepipe.validators import latency as lat_mod
+from edgepipe.validators.base import ValidationInputs, ValidatorResult
 
 
 def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | None = None,
                   runner_params: dict | None = None) -> dict:
     """Cached latency. A deployment artifact whose format edgepipe can open is measured in a
     child process (clean peak RSS); the reference (and any other runner) in this process."""
-    from pipeline.formats.runners import RUNNERS
+    from edgepipe.formats.runners import RUNNERS
 
     lat = ctx.cfg.latency
     valid = ctx.validation
@@ -32,7 +32,7 @@ def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | Non
             with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
                 res = lat_mod.measure(runner_factory, valid.images, lat.warmup, lat.runs, adv, ctx.spec, paths)
             return {**res, "threads": ctx.cfg.threads}
-        from pipeline.validators.latency_child import measure_in_child
+        from edgepipe.validators.latency_child import measure_in_child
 
         def child(threads, with_e2e, advance):
             return measure_in_child(art.format, art.path, threads, valid.images, lat.warmup, lat.runs,

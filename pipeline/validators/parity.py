@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.validators.base import ValidationInputs, ValidatorResult
+from edgepipe.validators.base import ValidationInputs, ValidatorResult
 
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")  # parity is a float-vs-float check
 MIN_COSINE = 0.999

@@ -7,7 +7,7 @@ keeps its row. The work is the target's `job.diagnose` (pipeline/diagnostics/lay
 
 from __future__ import annotations
 
-from pipeline.validators.base import ValidationInputs, ValidatorResult
+from edgepipe.validators.base import ValidationInputs, ValidatorResult
 
 
 class PerLayerValidator:

@@ -2,5 +2,5 @@
 the on-board runner there and on the host (`emulated.py`), comparing outputs (`compare.py`), and
 `edgepipe verify-arm` (`verify.py`).
 
-May import core, config, calibration, formats and `pipeline.boards.device_runner`.
+May import core, config, calibration, formats and `edgepipe.boards.device_runner`.
 """

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from pipeline.core.errors import StageError, expected_received
+from edgepipe.core.errors import StageError, expected_received
 
 
 @dataclass(frozen=True)

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.boards import device_runner
-from pipeline.core.errors import InputError, StageError, expected_received
-from targets.arm64 import compare as arm64_compare
-from targets.arm64 import userland as arm64_userland
-from targets.arm64.userland import DEFAULT_CPU, QEMU, Userland
+from edgepipe.boards import device_runner
+from edgepipe.core.errors import InputError, StageError, expected_received
+from edgepipe.targets.arm64 import compare as arm64_compare
+from edgepipe.targets.arm64 import userland as arm64_userland
+from edgepipe.targets.arm64.userland import DEFAULT_CPU, QEMU, Userland
 
 RUNNER = Path(device_runner.__file__).resolve()
 RUNTIME = "ai_edge_litert"
@@ -139,13 +139,13 @@ def qemu_version() -> str | None:
 
 
 def _host_cpu() -> str:
-    from pipeline.core.versions import cpu_model
+    from edgepipe.core.versions import cpu_model
 
     return cpu_model()
 
 
 def _last_json(stdout: str) -> dict:
-    from pipeline.boards.device_runner import parse_output
+    from edgepipe.boards.device_runner import parse_output
 
     return parse_output(stdout) or {}
 
@@ -157,10 +157,10 @@ def _tail(text: str, n: int = 4) -> str:
 
 def pipeline_row(ctx, artifact_name: str, precision: str, build, n: int, rows: list[dict]) -> dict:
     """The run report's row "<artifact> (arm64, emulated)": a cached stage keyed by artifact, data and userland."""
-    from pipeline.core.cache import cache_root
-    from pipeline.core.errors import EdgepipeError
-    from pipeline.core.hashing import sha256_file
-    from pipeline.core.versions import cpu_model, tool_versions
+    from edgepipe.core.cache import cache_root
+    from edgepipe.core.errors import EdgepipeError
+    from edgepipe.core.hashing import sha256_file
+    from edgepipe.core.versions import cpu_model, tool_versions
 
     row = {"artifact": f"{artifact_name} (arm64, emulated)", "target": "arm64-emulated", "precision": precision,
            "reasons": []}

@@ -11,7 +11,7 @@ Built once per (suite, packages, wheel versions) into the edgepipe cache
 
 Then `qemu-aarch64-static -L DIR DIR/usr/bin/python3.11 script.py` runs Python as aarch64
 with `PYTHONPATH=DIR/site`. The build happens in a private temporary directory that is
-renamed into place only when complete (pipeline.core.cache.StageCache), under a file lock.
+renamed into place only when complete (edgepipe.core.cache.StageCache), under a file lock.
 
 When the host cannot do this, `Unavailable` says why with a short status code and what to do.
 """
@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.core.errors import EXIT_PARTIAL, ConfigError, EdgepipeError
+from edgepipe.core.errors import EXIT_PARTIAL, ConfigError, EdgepipeError
 
 SUITE = "bookworm"
 PYTHON = "python3.11"  # bookworm's Python
@@ -128,7 +128,7 @@ def _host_cpu_ids() -> list[int]:
 
 def wheel_pins() -> dict[str, str | None]:
     """The host's versions of the wheels (None: not installed on the host; then the newest)."""
-    from pipeline.core.versions import version_of
+    from edgepipe.core.versions import version_of
 
     return {w: version_of(w) for w in WHEELS}
 
@@ -161,7 +161,7 @@ def host_problems(need_build: bool = True) -> Unavailable | None:
 
 
 def cached_userland(cache_root: Path, mirror: str = DEFAULT_MIRROR) -> Userland | None:
-    from pipeline.core.cache import StageCache
+    from edgepipe.core.cache import StageCache
 
     hit = StageCache(cache_root).lookup("arm64-rootfs", userland_params(mirror))
     return Userland(hit.path, hit.key) if hit is not None else None
@@ -172,10 +172,10 @@ def ensure_userland(cache_root: Path | None = None, mirror: str = DEFAULT_MIRROR
     """The cached userland, building it first if needed. Raises Unavailable with a status."""
     from filelock import FileLock
 
-    from pipeline.core.cache import StageCache
+    from edgepipe.core.cache import StageCache
 
     if cache_root is None:
-        from pipeline.core.cache import cache_root as default_root
+        from edgepipe.core.cache import cache_root as default_root
 
         cache_root = default_root()
     cache_root = Path(cache_root)
@@ -273,6 +273,6 @@ def _which_sbin(tool: str) -> str | None:
 
 
 def _stderr_log(msg: str) -> None:
-    from pipeline.core.progress import stderr
+    from edgepipe.core.progress import stderr
 
     stderr.print(f"  {msg}", highlight=False, soft_wrap=True)

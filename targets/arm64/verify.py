@@ -12,9 +12,9 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline.core.errors import ConfigError, InputError, expected_received
-from pipeline.core.progress import stderr
-from targets.arm64.userland import Unavailable
+from edgepipe.core.errors import ConfigError, InputError, expected_received
+from edgepipe.core.progress import stderr
+from edgepipe.targets.arm64.userland import Unavailable
 
 
 def resolve_artifact(path: Path) -> Path:
@@ -39,10 +39,10 @@ def load_data(model: Path, n: int, data: str | None = None, split: str = "test",
     """(images, labels, description) for `n` images, preprocessed as the artifact expects."""
     from pydantic import ValidationError
 
-    from calibration.dataset import load_subset
-    from calibration.preprocess import PreprocessSpec
-    from pipeline.config.schema import SplitSpec, Subset, load_config
-    from pipeline.core.labels import read_labels
+    from edgepipe.calibration.dataset import load_subset
+    from edgepipe.calibration.preprocess import PreprocessSpec
+    from edgepipe.config.schema import SplitSpec, Subset, load_config
+    from edgepipe.core.labels import read_labels
 
     art_dir = model.parent
     if config is not None:
@@ -62,7 +62,7 @@ def load_data(model: Path, n: int, data: str | None = None, split: str = "test",
 
 
 def _spec_beside(art_dir: Path):
-    from calibration.preprocess import PreprocessSpec
+    from edgepipe.calibration.preprocess import PreprocessSpec
 
     path = art_dir / "preprocess.json"
     if not path.is_file():
@@ -77,7 +77,7 @@ def _spec_beside(art_dir: Path):
 def _run_data(art_dir: Path) -> tuple[str, str]:
     report = art_dir.parent.parent / "report.json"
     try:
-        from pipeline.core import safeio
+        from edgepipe.core import safeio
 
         valid = json.loads(safeio.read_text(report, "run report"))["data"]["validation"]
         return valid["source"], valid["split"]
@@ -90,9 +90,9 @@ def _run_data(art_dir: Path) -> tuple[str, str]:
 def command(artifact: Path, n: int, data: str | None, split: str, config: Path | None, threads: int, cpu: str,
             as_json: bool) -> int:
     """The CLI command body: prints the result, returns the exit code."""
-    from pipeline.core.cache import cache_root
-    from targets.arm64.emulated import verify
-    from targets.arm64.userland import CPUS, cached_userland, host_problems
+    from edgepipe.core.cache import cache_root
+    from edgepipe.targets.arm64.emulated import verify
+    from edgepipe.targets.arm64.userland import CPUS, cached_userland, host_problems
 
     if cpu not in CPUS:
         raise ConfigError(expected_received("--cpu", f"one of {sorted(CPUS)}", repr(cpu)))

@@ -2,5 +2,5 @@
 pre-flight that reads a .tflite without the compiler (`preflight.py`), and the `edgetpu_compiler`
 wrapper and log parser (`compiler.py`).
 
-May import `pipeline.core` and `pipeline.formats`.
+May import `edgepipe.core` and `edgepipe.formats`.
 """

@@ -2,7 +2,7 @@
 
 The compiler prints a summary per output model on stdout and writes an operation log
 (`<name>_edgetpu.log`) with one row per (operator, status). Both formats are parsed into the same
-shape as the pre-flight report (`targets.edgetpu.preflight`): ops placed on the Edge TPU or the CPU
+shape as the pre-flight report (`edgepipe.targets.edgetpu.preflight`): ops placed on the Edge TPU or the CPU
 and why, plus on-chip / off-chip parameter memory. Formats as the compiler prints them (Edge TPU
 Compiler 14-16, e.g. google-coral/edgetpu issues #393, #659, #512, #714):
 
@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from pipeline.core.errors import StageError
+from edgepipe.core.errors import StageError
 
 COMPILER = "edgetpu_compiler"
 INSTALL_HINT = (

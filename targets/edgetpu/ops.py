@@ -4,7 +4,7 @@ Source: coral.ai, "TensorFlow models on the Edge TPU" -> "Supported operations"
 (https://coral.ai/docs/edgetpu/models-intro/#supported-operations), transcribed for Edge TPU
 compiler 16. Keys are TFLite builtin operator names (`BuiltinOperator`), values are the
 documented known limitations ("" when none). Only some limitations can be checked from the
-flatbuffer alone; those are checked in `targets.edgetpu.preflight`, the others are reported as
+flatbuffer alone; those are checked in `edgepipe.targets.edgetpu.preflight`, the others are reported as
 notes. Ops not in this table (e.g. DEQUANTIZE, CUMSUM, SIN, any Flex/custom op) run on the CPU.
 """
 

@@ -15,9 +15,9 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from pipeline.core.errors import expected_received
-from pipeline.formats.tflite import enum_names, op_name, read_tflite, seq
-from targets.edgetpu import ops as edgetpu_ops
+from edgepipe.core.errors import expected_received
+from edgepipe.formats.tflite import enum_names, op_name, read_tflite, seq
+from edgepipe.targets.edgetpu import ops as edgetpu_ops
 
 # Edge TPU on-chip SRAM for parameters. Approximate: of the 8 MB, some is used for other things
 # (the compiled executable, activations), so not all of it can cache weights.

@@ -14,7 +14,7 @@ plain data, no toolkit import) and its cached INT8 stage(s) (`int8_stage`), whic
 from the recipe and call the toolchain. Shared refusal messages live in `base.py`.
 
 This registry maps a quantizer's name (a target module's `QUANTIZER`) to its module, imported only
-when asked for. May import core, calibration, formats, stages and the rest of `pipeline.quantize`.
+when asked for. May import core, calibration, formats, stages and the rest of `edgepipe.quantize`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import importlib
 from types import ModuleType
 
 MODULES: dict[str, str] = {
-    "tflite": "pipeline.quantize.quantizers.tflite",
-    "nncf": "pipeline.quantize.quantizers.nncf",
-    "onnxruntime": "pipeline.quantize.quantizers.onnxruntime",
-    "edgetpu": "pipeline.quantize.quantizers.edgetpu",  # TFLite full-integer, 8-bit only
+    "tflite": "edgepipe.quantize.quantizers.tflite",
+    "nncf": "edgepipe.quantize.quantizers.nncf",
+    "onnxruntime": "edgepipe.quantize.quantizers.onnxruntime",
+    "edgetpu": "edgepipe.quantize.quantizers.edgetpu",  # TFLite full-integer, 8-bit only
 }
 NAMES: tuple[str, ...] = tuple(MODULES)
 

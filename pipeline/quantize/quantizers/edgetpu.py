@@ -12,8 +12,8 @@ stage and scored on the accuracy-control set, until one is within budget.
 
 from __future__ import annotations
 
-from pipeline.quantize.quantizers import tflite
-from pipeline.quantize.quantizers.base import no_16x8, no_nncf_options, unsupported_statistic
+from edgepipe.quantize.quantizers import tflite
+from edgepipe.quantize.quantizers.base import no_16x8, no_nncf_options, unsupported_statistic
 
 
 def problems(recipe) -> list[str]:
@@ -31,7 +31,7 @@ def int8_stage(ctx, recipe, io_dtype: str = "int8"):
         src, versions, calib = tflite.int8_stage(ctx, int8_io=True, io_dtype=io_dtype, recipe=recipe)
         return src, versions, calib, {}
     # full-integer repairs, never float layers; every rung has the recipe's calibration images
-    from pipeline.core.versions import tool_versions
+    from edgepipe.core.versions import tool_versions
 
     src, pick = full_integer_budget(
         ctx, recipe, lambda rung: tflite.int8_stage(ctx, int8_io=True, io_dtype=io_dtype, recipe=rung)[0])
@@ -45,10 +45,10 @@ def full_integer_budget(ctx, recipe, int8_stage):
     `int8_stage(rung_recipe)` (the shared, cached TFLite full-integer stage) and scored on the
     accuracy-control set (cached per model), until one is within budget. Returns the chosen
     rung's stage result and the pick (every measured rung, the choice and why)."""
-    from pipeline.formats.runners import TFLiteRunner
-    from pipeline.quantize.accuracy_aware import full_integer_ladder, search_full_integer, top1
-    from pipeline.quantize.recipe_stages import control_batch, control_set, reference_top1, resolution
-    from pipeline.validators.accuracy import predict_all
+    from edgepipe.formats.runners import TFLiteRunner
+    from edgepipe.quantize.accuracy_aware import full_integer_ladder, search_full_integer, top1
+    from edgepipe.quantize.recipe_stages import control_batch, control_set, reference_top1, resolution
+    from edgepipe.validators.accuracy import predict_all
 
     calib = ctx.calibration_for(recipe)
     images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.logs import tame_logger, toolkit_stdout
-from pipeline.quantize.quantizers.base import no_16x8, unsupported_statistic
+from edgepipe.core.logs import tame_logger, toolkit_stdout
+from edgepipe.quantize.quantizers.base import no_16x8, unsupported_statistic
 
 # ---- what it can do ------------------------------------------------------------------------
 
@@ -85,13 +85,13 @@ def nncf_arguments(recipe) -> dict:
 
 
 def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_device: str = "ANY") -> Path:
-    """FP32 IR -> NNCF INT8 IR. `recipe`: pipeline.quantize.recipes.Recipe (None: NNCF's defaults).
+    """FP32 IR -> NNCF INT8 IR. `recipe`: edgepipe.quantize.recipes.Recipe (None: NNCF's defaults).
     `target_device` selects NNCF's hardware config (e.g. "NPU": the quantization scheme the NPU runs)."""
     import nncf
     import openvino as ov
 
-    from calibration.adapters import nncf_dataset
-    from pipeline.stages.openvino import canonical_names
+    from edgepipe.calibration.adapters import nncf_dataset
+    from edgepipe.stages.openvino import canonical_names
 
     model = ov.Core().read_model(str(ir))
     source_names = frozenset(op.get_friendly_name() for op in model.get_ops())
@@ -121,7 +121,7 @@ def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, 
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
-    from calibration.adapters import nncf_dataset
+    from edgepipe.calibration.adapters import nncf_dataset
 
     kw = nncf_arguments(recipe)
     if "advanced_parameters" in kw:
@@ -163,7 +163,7 @@ def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
     """The NNCF INT8 stage of a recipe from the FP32 IR stage `ir` (accuracy control when the recipe has a
     budget); `target_device="NPU"`: NNCF's NPU hardware config, its own stage. Returns (stage result,
     tool versions)."""
-    from pipeline.core.versions import tool_versions
+    from edgepipe.core.versions import tool_versions
 
     versions = tool_versions("openvino", "nncf")
     if recipe.max_accuracy_drop is not None:
@@ -182,8 +182,8 @@ def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
 
 def budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
     """`max_accuracy_drop` by NNCF's accuracy control: the cached `nncf_to_budget` of the IR stage `ir`."""
-    from pipeline.core.versions import tool_versions
-    from pipeline.quantize.recipe_stages import control_key, control_set, resolution
+    from edgepipe.core.versions import tool_versions
+    from edgepipe.quantize.recipe_stages import control_key, control_set, resolution
 
     params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
               **control_key(ctx), **tool_versions("openvino", "nncf")}

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.quantize.quantizers.base import no_16x8, no_nncf_options, unsupported_statistic
+from edgepipe.quantize.quantizers.base import no_16x8, no_nncf_options, unsupported_statistic
 
 # ---- what it can do ------------------------------------------------------------------------
 
@@ -50,7 +50,7 @@ def quantize_qdq(model: Path, out: Path, calib: np.ndarray, recipe=None) -> Path
     """Static QDQ INT8 (int8 weights and activations) with the recipe's calibration statistic."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    from calibration.adapters import onnx_calibration_reader
+    from edgepipe.calibration.adapters import onnx_calibration_reader
 
     dest = Path(out) / "model_int8.onnx"
     method = CALIBRATION_METHODS[recipe.calibration if recipe else None]
@@ -86,7 +86,7 @@ class _DropPreprocessHint(logging.Filter):
 
 def int8_stage(ctx, fp32, recipe, calib):
     """The QDQ INT8 stage of a recipe from the ONNX FP32 stage `fp32`. Returns (stage result, tool versions)."""
-    from pipeline.core.versions import tool_versions
+    from edgepipe.core.versions import tool_versions
 
     versions = tool_versions("onnx", "onnxruntime")
     params = {"onnx": fp32.key, "calibration": calib.sha256, **recipe.key_params(), **versions}

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.quantize.accuracy_aware import BudgetResult, greedy_float_fallback, top1
-from pipeline.quantize.quantizers.base import no_nncf_options, unsupported_statistic
+from edgepipe.quantize.accuracy_aware import BudgetResult, greedy_float_fallback, top1
+from edgepipe.quantize.quantizers.base import no_nncf_options, unsupported_statistic
 
 # ---- what it can do ------------------------------------------------------------------------
 
@@ -73,15 +73,15 @@ def convert_int8(saved_model: Path, out: Path, calib: np.ndarray, int8_io: bool 
     """Full-integer post-training quantization from real calibration images (built-in int8 ops only).
 
     With `int8_io`, the input/output tensors are integer: `io_dtype` (int8, or uint8 as older
-    Edge TPU pipelines expect), int16 for a 16x8 recipe. `recipe` (pipeline.quantize.recipes.Recipe,
+    Edge TPU pipelines expect), int16 for a 16x8 recipe. `recipe` (edgepipe.quantize.recipes.Recipe,
     None = default): per-tensor weights disable the converter's per-channel quantization;
     activation_bits 16 selects the 16x8 op set (int16 activations, symmetric). Recipes the
     converter cannot build were rejected by the config (`problems`).
     """
     import tensorflow as tf
 
-    from calibration.adapters import tflite_representative
-    from pipeline.core.progress import bar
+    from edgepipe.calibration.adapters import tflite_representative
+    from edgepipe.core.progress import bar
 
     conv = converter(saved_model, per_tensor=recipe is not None and recipe.weights == "per_tensor")
     x16 = recipe is not None and recipe.activation_bits == 16
@@ -117,7 +117,7 @@ def tflite_debugger(saved_model: Path, calib: np.ndarray, debug_images: np.ndarr
     """Calibrate once; the debugger re-quantizes from that calibration with any denylist."""
     import tensorflow as tf
 
-    from calibration.adapters import tflite_representative
+    from edgepipe.calibration.adapters import tflite_representative
 
     conv = converter(saved_model, per_tensor)
     conv.representative_dataset = tflite_representative(calib)
@@ -139,7 +139,7 @@ def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control: n
                      threads: int = 2, debug_images: int = 32, max_float_layers: int | None = 12,
                      per_tensor: bool = False) -> tuple[Path, BudgetResult]:
     """Full-integer TFLite with the fewest float layers (in error order) that meet the budget."""
-    from pipeline.formats.runners import TFLiteRunner
+    from edgepipe.formats.runners import TFLiteRunner
 
     debugger = tflite_debugger(saved_model, calib, control[:debug_images], per_tensor)
     ranking = rank_tflite_layers(debugger)
@@ -169,9 +169,9 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
     """The full-integer INT8 conversion stage, shared by tflite-arm and coral-edgetpu: same options, same
     cache key, so an Edge TPU build reuses tflite-arm's conversion instead of converting twice.
     Returns (stage result, tool versions, calibration batch used)."""
-    from pipeline.core.versions import tool_versions
-    from pipeline.quantize.recipe_stages import source_savedmodel
-    from pipeline.quantize.recipes import BUILTIN
+    from edgepipe.core.versions import tool_versions
+    from edgepipe.quantize.recipe_stages import source_savedmodel
+    from edgepipe.quantize.recipes import BUILTIN
 
     recipe = recipe or BUILTIN["default"]
     calib = ctx.calibration_for(recipe)
@@ -191,8 +191,8 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
 
 def budget_stage(ctx, sm, recipe, calib):
     """`max_accuracy_drop` by float fallback: the cached `tflite_to_budget` of the SavedModel stage `sm`."""
-    from pipeline.core.versions import tool_versions
-    from pipeline.quantize.recipe_stages import control_key, control_set, reference_top1, resolution
+    from edgepipe.core.versions import tool_versions
+    from edgepipe.quantize.recipe_stages import control_key, control_set, reference_top1, resolution
 
     params = {"savedmodel": sm.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
               **control_key(ctx), **tool_versions("tensorflow")}

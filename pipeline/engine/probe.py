@@ -3,7 +3,7 @@ and run a foreign model entirely in such a child (`run_foreign`: `edgepipe valid
 
 A model file can crash a runtime (a segfault or abort in a kernel), hang it, or make it
 allocate without bound. The parent never finds out the hard way: a child process (a fresh
-interpreter: `python -m pipeline.run.probe`, supervised by `pipeline.core.children`) limits its
+interpreter: `python -m edgepipe.engine.probe`, supervised by `edgepipe.core.children`) limits its
 own address space (RLIMIT_AS), CPU time and core dumps, builds the artifact's runner exactly as
 the validators do (the target's `make_runner(artifact, threads, **runner_params)`; a foreign file:
 `open_runner`), and runs one inference on a zero image. The parent kills the child's whole
@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.core.children import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits, limit_self, run_limited, stderr_tail
-from pipeline.core.errors import EdgepipeError, InputError, StageError, expected_received
+from edgepipe.core.children import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits, limit_self, run_limited, stderr_tail
+from edgepipe.core.errors import EdgepipeError, InputError, StageError, expected_received
 
 ProbeLimits = Limits  # the pipeline's limits (config `probe`) are the supervised child's limits
 __all__ = ["DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT_S", "ArtifactProbeError", "ProbeLimits", "probe", "run_foreign"]
@@ -74,7 +74,7 @@ def _in_child(request: dict, limits: Limits, threads: int, what: str, doing: str
     with tempfile.TemporaryDirectory(prefix="edgepipe-probe-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps(request))
-        out = run_limited("pipeline.run.probe", [req, res], limits, threads, steps, on_line)
+        out = run_limited("edgepipe.engine.probe", [req, res], limits, threads, steps, on_line)
         result = json.loads(res.read_text()) if res.is_file() else None
     tail = stderr_tail(out.stderr)
     if out.timed_out:
@@ -91,8 +91,8 @@ def _in_child(request: dict, limits: Limits, threads: int, what: str, doing: str
 
 def probed_stage(ctx, art, job, key: dict) -> dict:
     """The run's pre-flight of one built artifact: structural check, then the child probe. Cached on success."""
-    from pipeline import formats
-    from pipeline.formats.inspect import check_model_file
+    from edgepipe import formats
+    from edgepipe.formats.inspect import check_model_file
 
     limits = ProbeLimits(ctx.cfg.probe.timeout_s, ctx.cfg.probe.memory_mb)
     known = formats.find(art.format) or formats.for_suffix(art.path)
@@ -113,19 +113,19 @@ def probed_stage(ctx, art, job, key: dict) -> dict:
 
 # ---- the child ----------------------------------------------------------------------------
 def _make_runner(req: dict):
-    from pipeline.core.artifacts import Artifact
+    from edgepipe.core.artifacts import Artifact
 
     path = Path(req["path"])
     if req.get("foreign"):  # a file edgepipe did not build: the standalone commands' runner (layout "auto")
-        from pipeline.formats.runners import open_runner
+        from edgepipe.formats.runners import open_runner
 
         return open_runner(req["format"], path, req["threads"])
     if req["target"]:  # exactly the validators' runner: the target's make_runner with the job's options
-        import targets
+        from edgepipe import targets
 
         art = Artifact(path.name, req["target"], req["format"], "", path, (path.name,), "", 0)
         return targets.load_module(req["target"]).make_runner(art, req["threads"], **req["params"])
-    from pipeline.formats.runners import RUNNERS, open_runner
+    from edgepipe.formats.runners import RUNNERS, open_runner
 
     if req["format"] in RUNNERS:  # a file without a target: its format's host runner, fed NHWC as edgepipe does
         return open_runner(req["format"], path, req["threads"], layout="nhwc")
@@ -149,8 +149,8 @@ def _child(req: dict) -> dict:
     load_s = time.perf_counter() - t0
     facts: dict = {}
     if req.get("foreign"):
-        from pipeline import formats
-        from pipeline.formats.runners import image_input_shape
+        from edgepipe import formats
+        from edgepipe.formats.runners import image_input_shape
 
         shape = image_input_shape(runner)
         facts.update(input_hwc=list(shape), layout=getattr(runner, "layout", "nhwc"),

@@ -12,9 +12,9 @@ which extra to install.
 
 from __future__ import annotations
 
-import targets
-from pipeline.core.extras import extra_for
-from pipeline.reports.rows import ReportRow
+from edgepipe import targets
+from edgepipe.core.extras import extra_for
+from edgepipe.reports.rows import ReportRow
 
 PREFIX = "not available here"  # the reason line of a marked row starts with this
 

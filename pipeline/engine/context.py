@@ -9,15 +9,15 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from calibration import checks
-from calibration.dataset import Batch, load_subset, subsample
-from calibration.preprocess import PreprocessSpec
-from pipeline.core.cache import StageCache, StageResult
-from pipeline.core.errors import InputError
-from pipeline.core.hashing import sha256_file, sha256_tree
-from pipeline.core.labels import read_labels
-from pipeline.core.progress import bar, stderr
-from pipeline.core.versions import tool_versions
+from edgepipe.calibration import checks
+from edgepipe.calibration.dataset import Batch, load_subset, subsample
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.core.cache import StageCache, StageResult
+from edgepipe.core.errors import InputError
+from edgepipe.core.hashing import sha256_file, sha256_tree
+from edgepipe.core.labels import read_labels
+from edgepipe.core.progress import bar, stderr
+from edgepipe.core.versions import tool_versions
 
 
 class RunContext:
@@ -96,9 +96,9 @@ class RunContext:
         return sub
 
     def recipe(self, target: str):
-        """The resolved quantization recipe of a target (pipeline.quantize.recipes.Recipe): its configured
+        """The resolved quantization recipe of a target (edgepipe.quantize.recipes.Recipe): its configured
         `options.recipe`, or the default recipe for a target built without a config entry."""
-        from pipeline.config.schema import TargetEntry
+        from edgepipe.config.schema import TargetEntry
 
         entry = next((e for e in self.cfg.targets if e.name == target), None) or TargetEntry(name=target)
         return self.cfg.recipe_for(entry)
@@ -106,7 +106,7 @@ class RunContext:
     # ---- model ------------------------------------------------------------------------
     def keras_model(self):
         if self._keras is None:
-            from pipeline.stages.keras_model import load_keras, verify_io
+            from edgepipe.stages.keras_model import load_keras, verify_io
 
             with self.cache.span("keras model"):
                 _set_tf_threads(self.cfg.threads)
@@ -117,10 +117,10 @@ class RunContext:
 
     def reference_runner(self):
         """The FP32 reference: the Keras model, or a user SavedModel's serving signature."""
-        from pipeline.formats.runners import KerasRunner, SavedModelRunner
+        from edgepipe.formats.runners import KerasRunner, SavedModelRunner
 
         if self.is_savedmodel:
-            from pipeline.stages.savedmodel import load_serving
+            from edgepipe.stages.savedmodel import load_serving
 
             with self.cache.span("savedmodel signature"):
                 _set_tf_threads(self.cfg.threads)
@@ -128,7 +128,7 @@ class RunContext:
         return KerasRunner(self.keras_model())
 
     def savedmodel(self) -> StageResult:
-        from pipeline.stages.savedmodel import copy_savedmodel, export_savedmodel
+        from edgepipe.stages.savedmodel import copy_savedmodel, export_savedmodel
 
         params = {"model": self.model_sha, "shape": list(self.spec.shape), **tool_versions("tensorflow", "keras")}
         if self.is_savedmodel:
@@ -162,8 +162,8 @@ class RunContext:
 def check_model_input(path: Path, trust: bool) -> bool:
     """True for a SavedModel directory, False for a model file; anything else is an InputError. Reads,
     never runs: an untrusted SavedModel's graphs are checked for side-effect ops (formats.savedmodel_ops)."""
-    from pipeline.core import safeio
-    from pipeline.stages.savedmodel import is_savedmodel_dir
+    from edgepipe.core import safeio
+    from edgepipe.stages.savedmodel import is_savedmodel_dir
 
     problem = safeio.stat_problem(path)
     if problem in ("no such file or directory",) or (problem and "link" in problem):
@@ -175,11 +175,11 @@ def check_model_input(path: Path, trust: bool) -> bool:
                              f"Received: a directory without saved_model.pb")
         safeio.check_tree(path, "SavedModel directory")
         if not trust:
-            from pipeline.formats.savedmodel_ops import check_savedmodel
+            from edgepipe.formats.savedmodel_ops import check_savedmodel
 
             check_savedmodel(path)
         return True
-    from pipeline.stages.keras_model import check_model_path
+    from edgepipe.stages.keras_model import check_model_path
 
     check_model_path(path, trust)
     return False

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.checks import check_reference_accuracy
-from pipeline.core.artifacts import Artifact
-from pipeline.core.labels import check_outputs
-from pipeline.core.progress import bar
-from pipeline.core.versions import tool_versions
-from pipeline.reports.rows import ReportRow
-from pipeline.run.context import RunContext
-from pipeline.validators import accuracy as acc_mod
+from edgepipe.calibration.checks import check_reference_accuracy
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.labels import check_outputs
+from edgepipe.core.progress import bar
+from edgepipe.core.versions import tool_versions
+from edgepipe.reports.rows import ReportRow
+from edgepipe.engine.context import RunContext
+from edgepipe.validators import accuracy as acc_mod
 
 
 def scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tuple[np.ndarray, dict]:
@@ -37,7 +37,7 @@ def scores_stage(ctx: RunContext, name: str, key: dict, runner_factory) -> tuple
 
 def latency_stage(ctx: RunContext, name: str, key: dict, runner_factory, art: Artifact | None = None,
                   runner_params: dict | None = None) -> dict:
-    from pipeline.validators.latency_stage import latency_stage as stage
+    from edgepipe.validators.latency_stage import latency_stage as stage
 
     return stage(ctx, name, key, runner_factory, art, runner_params)
 

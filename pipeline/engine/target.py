@@ -1,7 +1,7 @@
 """One target of a run: build each artifact, probe it, score it, validate it, publish it: one row each.
 
 build -> probe -> scores (the cached `accuracy-*` stage) -> every validator of
-`pipeline.validators.registry.VALIDATORS` (each with its own gates) -> status -> publish -> `ReportRow`.
+`edgepipe.validators.registry.VALIDATORS` (each with its own gates) -> status -> publish -> `ReportRow`.
 One failing artifact becomes a row with its reason; the others still run. Bad input (InputError,
 ConfigError) aborts the run instead: nothing downstream of it can be trusted.
 """
@@ -15,21 +15,21 @@ from pathlib import Path
 
 import numpy as np
 
-import targets
-from pipeline import formats
-from pipeline.core.artifacts import Artifact
-from pipeline.core.errors import ConfigError, DeviceUnavailableError, EdgepipeError, InputError
-from pipeline.core.labels import check_outputs
-from pipeline.core.versions import host_facts, tool_versions
-from pipeline.reports.model_card import write_model_card
-from pipeline.reports.rows import ReportRow
-from pipeline.run.availability import host_gap, mark, unbuildable_row
-from pipeline.run.context import RunContext
-from pipeline.run.outdir import link_or_copy, make_temp_dir, publish_dir, write_failure
-from pipeline.run.probe import probed_stage
-from pipeline.run.reference import scores_stage
-from pipeline.validators import registry
-from pipeline.validators.base import ValidationInputs, validate
+from edgepipe import targets
+from edgepipe import formats
+from edgepipe.core.artifacts import Artifact
+from edgepipe.core.errors import ConfigError, DeviceUnavailableError, EdgepipeError, InputError
+from edgepipe.core.labels import check_outputs
+from edgepipe.core.versions import host_facts, tool_versions
+from edgepipe.reports.model_card import write_model_card
+from edgepipe.reports.rows import ReportRow
+from edgepipe.engine.availability import host_gap, mark, unbuildable_row
+from edgepipe.engine.context import RunContext
+from edgepipe.engine.outdir import link_or_copy, make_temp_dir, publish_dir, write_failure
+from edgepipe.engine.probe import probed_stage
+from edgepipe.engine.reference import scores_stage
+from edgepipe.validators import registry
+from edgepipe.validators.base import ValidationInputs, validate
 
 
 def publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:

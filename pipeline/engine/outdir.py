@@ -7,7 +7,7 @@ folder that is the filesystem root or the home directory; whose path holds a glo
 that overlaps an input (the model, the labels file, a data source: either inside the other);
 that is not a directory; or that is a non-empty folder edgepipe did not create (no
 `.edgepipe.lock` in it, and entries other than the ones edgepipe writes, `OUTPUT_ENTRIES`). Leftovers are found by the
-marker edgepipe writes inside each temporary folder (`pipeline.core.tempdirs`), never by name.
+marker edgepipe writes inside each temporary folder (`edgepipe.core.tempdirs`), never by name.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import socket
 from contextlib import contextmanager
 from pathlib import Path
 
-from pipeline.core import tempdirs
-from pipeline.core.errors import InputError, OutputLockedError, OutputWriteError, expected_received
+from edgepipe.core import tempdirs
+from edgepipe.core.errors import InputError, OutputLockedError, OutputWriteError, expected_received
 
 LOCK_NAME = ".edgepipe.lock"
 GLOB_CHARS = ("*", "?", "[", "]", "\\")
@@ -51,8 +51,8 @@ def locked_output(path: Path, wait: bool = False):
                     f"output directory {str(path)!r} is in use by another edgepipe run ({holder}); "
                     "wait for it to finish (--wait) or choose another --output"
                 ) from err
-            from pipeline.core.progress import stderr
-            from pipeline.reports.escape import terminal as esc
+            from edgepipe.core.progress import stderr
+            from edgepipe.reports.escape import terminal as esc
 
             stderr.print(f"waiting for the edgepipe run holding {esc(repr(str(path)))} ({esc(holder)}) ...",
                          highlight=False)
@@ -79,7 +79,7 @@ def write_guard(out: Path):
 
 
 def make_temp_dir(final: Path) -> Path:
-    """A marked temporary folder beside `final` (see pipeline.core.tempdirs): fill it, then `publish_dir`."""
+    """A marked temporary folder beside `final` (see edgepipe.core.tempdirs): fill it, then `publish_dir`."""
     return tempdirs.make_temp_dir(Path(final))
 
 

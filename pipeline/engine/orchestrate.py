@@ -1,7 +1,7 @@
-"""`run_pipeline`: the whole run. Check every input (pipeline.run.precheck), lock the output, FP32
+"""`run_pipeline`: the whole run. Check every input (edgepipe.engine.precheck), lock the output, FP32
 reference, every target on the executor, the cross-quantizer check, report.json and report.html.
 
-The per-target work is `pipeline.run.target.run_target`; `pipeline.run.fanout.run_targets` runs it
+The per-target work is `edgepipe.engine.target.run_target`; `edgepipe.engine.fanout.run_targets` runs it
 for every target on the executor (the local executor is the one serial loop).
 """
 
@@ -12,18 +12,18 @@ import os
 import time
 from pathlib import Path
 
-from pipeline.core.jsonio import write_json
-from pipeline.core.timing import cpu_seconds
-from pipeline.core.versions import host_facts
-from pipeline.reports.profile import profile
-from pipeline.reports.rows import ReportRow
-from pipeline.run.context import RunContext
-from pipeline.run.fanout import run_targets
-from pipeline.run.outdir import locked_output, sweep_leftovers, write_guard
-from pipeline.run.precheck import check_run
-from pipeline.run.reference import reference
-from pipeline.validators import gates as gate_mod
-from pipeline.validators import registry
+from edgepipe.core.jsonio import write_json
+from edgepipe.core.timing import cpu_seconds
+from edgepipe.core.versions import host_facts
+from edgepipe.reports.profile import profile
+from edgepipe.reports.rows import ReportRow
+from edgepipe.engine.context import RunContext
+from edgepipe.engine.fanout import run_targets
+from edgepipe.engine.outdir import locked_output, sweep_leftovers, write_guard
+from edgepipe.engine.precheck import check_run
+from edgepipe.engine.reference import reference
+from edgepipe.validators import gates as gate_mod
+from edgepipe.validators import registry
 
 
 def apply_run_validators(cfg, rows: list[ReportRow]) -> tuple[list[ReportRow], dict]:
@@ -90,7 +90,7 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None, stric
         report["profile"] = profile(ctx.cache.events, ctx.cache.spans, time.perf_counter() - t0,
                                     cpu_seconds() - cpu0, (load0, os.getloadavg()[0]))
         write_json(Path(cfg.output) / "report.json", report)
-        from pipeline.reports.html import write_html
+        from edgepipe.reports.html import write_html
 
         write_html(report, Path(cfg.output) / "report.html")
     return report

@@ -2,7 +2,7 @@
 
 Everything that can be read from the files is, and every choice is stated (one note each, for stderr):
 the input size and channels from the model (the .keras archive's config.json or the SavedModel's
-serving signature, read without loading the model: `pipeline.formats`), the labels from the class
+serving signature, read without loading the model: `edgepipe.formats`), the labels from the class
 folders (sorted) or the CSV's label column, the targets this host can build (the registry's host
 status), and the schema's defaults for the rest. The mapping goes through the same pydantic schema as
 a file (`parse_config`), and `config_yaml` writes it back as a commented pipeline.yaml that is checked
@@ -14,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import targets
-from pipeline import __version__, formats
-from pipeline.config.render import render
-from pipeline.config.schema import GateSpec, LatencySpec, PipelineConfig, SplitSpec, parse_config
-from pipeline.core.errors import ConfigError, InputError, expected_received
-from pipeline.formats.inspect import describe, sniff
+from edgepipe import targets
+from edgepipe import __version__, formats
+from edgepipe.config.render import render
+from edgepipe.config.schema import GateSpec, LatencySpec, PipelineConfig, SplitSpec, parse_config
+from edgepipe.core.errors import ConfigError, InputError, expected_received
+from edgepipe.formats.inspect import describe, sniff
 
 CONFIG_SUFFIXES = (".yaml", ".yml")
 MODEL_SUFFIXES = (".keras", ".h5")
@@ -33,7 +33,7 @@ GATE_COMMENTS = {"max_top1_drop": "points of top-1 an artifact may lose vs the F
 
 def source_kind(path: Path) -> str:
     """'config' (a pipeline.yaml) or 'model' (.keras, SavedModel directory, legacy .h5): by the suffix
-    when it says, else by the file's bytes (pipeline.formats); anything else is an InputError."""
+    when it says, else by the file's bytes (edgepipe.formats); anything else is an InputError."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in CONFIG_SUFFIXES:
@@ -73,7 +73,7 @@ def model_io(model: Path, trust: bool = False) -> tuple[tuple | None, int | None
         hwc, n = fmt.load().io_shapes(model)
         if hwc is not None:
             return hwc, n, ("the model's config.json" if fmt.name == "keras" else "the SavedModel's serving signature")
-    from pipeline.stages.keras_model import load_keras  # a config.json that does not say: load it (safe_mode)
+    from edgepipe.stages.keras_model import load_keras  # a config.json that does not say: load it (safe_mode)
 
     keras_model = load_keras(model, trust)
     return (tuple(keras_model.inputs[0].shape[1:]), int(keras_model.outputs[0].shape[-1]),
@@ -81,7 +81,7 @@ def model_io(model: Path, trust: bool = False) -> tuple[tuple | None, int | None
 
 
 def _labels(plan: Plan, data: str, labels: Path | None, n_classes: int | None) -> list[str]:
-    from pipeline.core.labels import read_labels
+    from edgepipe.core.labels import read_labels
 
     if labels is not None:
         found = read_labels(labels)
@@ -117,8 +117,8 @@ def _labels(plan: Plan, data: str, labels: Path | None, n_classes: int | None) -
 def _data(plan: Plan, data: str, labels: list[str]) -> None:
     import numpy as np
 
-    from calibration.sources import open_source
-    from calibration.splits import stratified_split
+    from edgepipe.calibration.sources import open_source
+    from edgepipe.calibration.splits import stratified_split
 
     source = data if data.startswith("example:") else str(Path(data).resolve())
     plan.raw["data"].update(splits=SplitSpec().model_dump(), calibration={"source": source, "split": "calibration"},

@@ -7,9 +7,9 @@ defaults to the model's input size). Labels: `--labels`, else `labels.txt` besid
 artifact, else the class sub-folder names of `--data`.
 
 A foreign model is never loaded in this process: its load, first inference and every score are
-computed in a supervised child (`pipeline.run.probe.run_foreign`), its latency in the latency
-child (`pipeline.validators.latency_child`), both with wall (no progress for `timeout` seconds),
-CPU and memory limits (`pipeline.core.children`); a model that hangs, crashes or fails is an
+computed in a supervised child (`edgepipe.engine.probe.run_foreign`), its latency in the latency
+child (`edgepipe.validators.latency_child`), both with wall (no progress for `timeout` seconds),
+CPU and memory limits (`edgepipe.core.children`); a model that hangs, crashes or fails is an
 InputError naming it (exit 2), a missing runtime exit 3.
 """
 
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.preprocess import RANGES, PreprocessSpec
-from pipeline import formats
-from pipeline.core import safeio
-from pipeline.core.bounds import MAX_INPUT_SIDE, check_threads
-from pipeline.core.children import DEFAULT_MEMORY_MB, Limits
-from pipeline.core.errors import InputError, StageError, expected_received
-from pipeline.core.progress import bar, stderr
+from edgepipe.calibration.preprocess import RANGES, PreprocessSpec
+from edgepipe import formats
+from edgepipe.core import safeio
+from edgepipe.core.bounds import MAX_INPUT_SIDE, check_threads
+from edgepipe.core.children import DEFAULT_MEMORY_MB, Limits
+from edgepipe.core.errors import InputError, StageError, expected_received
+from edgepipe.core.progress import bar, stderr
 
 COLORS = ("rgb", "grayscale_to_rgb", "grayscale")
 INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
@@ -62,8 +62,8 @@ def detect_precision(fmt: str, path: Path, runner=None) -> str:
 def open_artifact(path: Path, threads: int, limits: Limits | None = None) -> tuple[str, dict]:
     """(format, facts: input_hwc, layout, precision, runtime) of an artifact file, found by loading and
     first-running it in a limited child process; a missing runtime is exit 3, any failure exit 2."""
-    from pipeline.core.errors import DeviceUnavailableError
-    from pipeline.formats.runners import runtime_missing
+    from edgepipe.core.errors import DeviceUnavailableError
+    from edgepipe.formats.runners import runtime_missing
 
     fmt = detect_format(path)
     missing = runtime_missing(fmt)  # found, not imported: the runtime only ever loads in the child
@@ -77,7 +77,7 @@ def open_artifact(path: Path, threads: int, limits: Limits | None = None) -> tup
 
 
 def _foreign(path: Path, fmt: str, threads: int, limits: Limits | None, images=None, progress=None) -> dict:
-    from pipeline.run.probe import ArtifactProbeError, run_foreign
+    from edgepipe.engine.probe import ArtifactProbeError, run_foreign
 
     try:
         return run_foreign(path, fmt, threads, limits or Limits(DEFAULT_TIMEOUT_S, DEFAULT_MEMORY_MB), images,
@@ -87,7 +87,7 @@ def _foreign(path: Path, fmt: str, threads: int, limits: Limits | None, images=N
 
 
 def safe(text: str) -> str:
-    from pipeline.reports.escape import terminal
+    from edgepipe.reports.escape import terminal
 
     return terminal(text)
 
@@ -133,7 +133,7 @@ def resolve_spec(artifact: Path, model_hwc: tuple[int, int, int], preprocess: Pa
 
 
 def resolve_labels(artifact: Path, labels: Path | None, data: str) -> list[str]:
-    from pipeline.core.labels import read_labels
+    from edgepipe.core.labels import read_labels
 
     if labels is not None:
         return read_labels(labels)
@@ -153,8 +153,8 @@ def resolve_labels(artifact: Path, labels: Path | None, data: str) -> list[str]:
 
 def load_images(data: str, labels: list[str], spec: PreprocessSpec, limit: int | None):
     """Preprocessed images, labels and file paths from a folder or a CSV (deterministic subset)."""
-    from calibration.dataset import load_subset
-    from pipeline.config.schema import SplitSpec, Subset
+    from edgepipe.calibration.dataset import load_subset
+    from edgepipe.config.schema import SplitSpec, Subset
 
     with bar(f"loading images from {safe(Path(data).name)}", None, stderr) as advance:
         return load_subset(Subset(source=str(data), split="all", size=limit), SplitSpec(), labels, spec,
@@ -163,7 +163,7 @@ def load_images(data: str, labels: list[str], spec: PreprocessSpec, limit: int |
 
 def _labels_in(data: Path) -> list[str]:
     """Whatever class names the data itself uses (sub-folders, or the CSV's label column)."""
-    from calibration.sources import csv_rows
+    from edgepipe.calibration.sources import csv_rows
 
     if data.is_dir():
         return sorted(p.name for p in data.iterdir() if p.is_dir())
@@ -181,10 +181,10 @@ def validate(artifact: Path, data: str, labels: Path | None = None, preprocess: 
              size=None, preprocessing=None, color=None, interpolation=None, reference: Path | None = None,
              threads: int = 2, limit: int | None = None, max_top1_drop: float | None = None,
              timeout: float = DEFAULT_TIMEOUT_S, memory_mb: int = DEFAULT_MEMORY_MB) -> dict:
-    from pipeline.core.versions import host_facts
-    from pipeline.validators import parity as parity_mod
-    from pipeline.validators.accuracy import accuracy_metrics
-    from pipeline.validators.gates import exit_code
+    from edgepipe.core.versions import host_facts
+    from edgepipe.validators import parity as parity_mod
+    from edgepipe.validators.accuracy import accuracy_metrics
+    from edgepipe.validators.gates import exit_code
 
     if max_top1_drop is not None and reference is None:
         raise InputError(expected_received("--max-top1-drop", "--reference OTHER_ARTIFACT to measure a drop against",
@@ -236,10 +236,10 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
           thread_sweep: list[int] | None = None, limit: int | None = 50, end_to_end: bool = True,
           max_p90_ms: float | None = None, timeout: float = DEFAULT_TIMEOUT_S,
           memory_mb: int = DEFAULT_MEMORY_MB) -> dict:
-    from pipeline.core.versions import host_facts
-    from pipeline.validators.gates import exit_code
-    from pipeline.validators.latency import SWEEP_KEYS
-    from pipeline.validators.latency_child import measure_in_child
+    from edgepipe.core.versions import host_facts
+    from edgepipe.validators.gates import exit_code
+    from edgepipe.validators.latency import SWEEP_KEYS
+    from edgepipe.validators.latency_child import measure_in_child
 
     if data is None:
         raise InputError(expected_received("--data", "a folder of images or a CSV (bench times real, preprocessed "
@@ -281,7 +281,7 @@ def render(result: dict):
     """A terminal table for a validate or bench result."""
     from rich.table import Table
 
-    from pipeline.reports.numbers import fmt, fmt_range
+    from edgepipe.reports.numbers import fmt, fmt_range
 
     t = Table(title=f"{safe(Path(result['artifact']).name)} ({result['format']}, {result['precision']}): "
                     f"{result['status']}", title_justify="left", show_header=False)

@@ -15,23 +15,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.core.errors import EXIT_BAD_INPUT, InputError
-from pipeline.executors.base import Executor, Failure, Task
-from pipeline.executors.factory import make_executor
-from pipeline.reports.rows import ReportRow
-from pipeline.run.context import RunContext
-from pipeline.run.reference import reference
-from pipeline.run.target import run_target
+from edgepipe.core.errors import EXIT_BAD_INPUT, InputError
+from edgepipe.executors.base import Executor, Failure, Task
+from edgepipe.executors.factory import make_executor
+from edgepipe.reports.rows import ReportRow
+from edgepipe.engine.context import RunContext
+from edgepipe.engine.reference import reference
+from edgepipe.engine.target import run_target
 
 
 def _context(payload: dict) -> RunContext:
-    from pipeline.config.schema import parse_config
+    from edgepipe.config.schema import parse_config
 
     cfg = parse_config(payload["config"], source=payload.get("source", "worker config"))
     if payload.get("model"):
         model = Path(payload["model"])
     else:  # resolved in the worker: an example model is built where it is needed
-        from pipeline.examples.models import resolve_model
+        from edgepipe.examples.models import resolve_model
 
         model = resolve_model(cfg)
     return RunContext(cfg, model, cache_root=Path(payload["cache_root"]))
@@ -96,7 +96,7 @@ def fan_out_targets(ctx: RunContext, executor: Executor, ref_scores) -> list[Rep
     ctx.console.print(f"[bold]fan-out[/]: {len(tasks)} target(s) on executor {executor.name}")
 
     def done(i: int, out) -> None:
-        from pipeline.reports.escape import terminal as esc
+        from edgepipe.reports.escape import terminal as esc
 
         status = f"[red]failed[/]: {esc(out.reason)}" if isinstance(out, Failure) else "[green]done[/]"
         ctx.console.print(f"  {esc(tasks[i].label)}: {status}", highlight=False)

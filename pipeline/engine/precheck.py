@@ -5,7 +5,7 @@ as it found it.
 Checked, in order, reading only: the model (a regular .keras file or a SavedModel directory of
 regular files; an untrusted SavedModel's ops, see formats.savedmodel_ops), the labels, every data
 source (listed; every image a regular file; nothing decoded, so a warm run still loads no image),
-and the output folder itself (`pipeline.run.outdir.check_output_dir`: not `/`, not $HOME, apart from
+and the output folder itself (`edgepipe.engine.outdir.check_output_dir`: not `/`, not $HOME, apart from
 every input, new or empty or an earlier edgepipe run's). What can only be found by decoding (a
 corrupt image) or by running (a reference at chance) is still a clean exit-2 error later, and then
 the output folder is one edgepipe created.
@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from calibration.sources import EXAMPLES, check_source
-from pipeline.core.labels import read_labels
-from pipeline.run.context import check_model_input
-from pipeline.run.outdir import check_output_dir
+from edgepipe.calibration.sources import EXAMPLES, check_source
+from edgepipe.core.labels import read_labels
+from edgepipe.engine.context import check_model_input
+from edgepipe.engine.outdir import check_output_dir
 
 
 def data_inputs(cfg, labels: list[str]) -> dict[str, Path | None]:

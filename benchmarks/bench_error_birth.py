@@ -79,7 +79,7 @@ def summary(rep: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--output", type=Path, default=Path("/work/fid-out"))
+    ap.add_argument("--output", type=Path, default=Path("edgepipe-bench-fidelity"))
     ap.add_argument("--images", type=int, default=8)
     ap.add_argument("--toolchains", default="tflite,openvino")
     args = ap.parse_args()

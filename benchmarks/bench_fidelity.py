@@ -240,7 +240,7 @@ def table(results: dict, split: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--output", type=Path, default=Path("/work/fid-out"))
+    ap.add_argument("--output", type=Path, default=Path("edgepipe-bench-fidelity"))
     ap.add_argument("--rows", default="", help="comma-separated substrings of row names (default: all)")
     ap.add_argument("--split", choices=["control", "test"], default="control")
     ap.add_argument("--table", action="store_true", help="only print the table from DIR/bench_fidelity.json")

@@ -23,7 +23,7 @@ rounds. The rows' own p50s (measured when each row was built, possibly under oth
 kept in bench_quant.json but not shown then.
 
 Every conversion and measurement is a stage in DIR/stages (pipeline/core/cache.py): copy an
-earlier run's stages there (e.g. /work/elpv-out/stages) to reuse the FP32 reference; a rerun
+earlier run's stages there (e.g. a previous run's OUTPUT/stages) to reuse the FP32 reference; a rerun
 only computes what is missing. Results accumulate in DIR/bench_quant.json row by row.
 """
 

@@ -107,3 +107,26 @@ def test_nncf_mixed_preset_percentile_and_full_bias_correction(env):
 def test_nncf_histogram_estimator_and_smoothquant_build_working_models(env, name):
     path = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp(name), env["calib"], BUILTIN[name])
     assert _agreement(OpenVINORunner(path, 2), env) >= 0.85
+
+
+def test_onnxruntime_seven_bit_weights_stay_within_the_7_bit_range(env, tmp_path):
+    """The no-saturation recipe on the real quantize_static: every int8 weight initializer lies in [-64, 64]
+    (reduce_range), where the default recipe uses the full [-127, 127]; both still agree with FP32."""
+    import onnx
+    from onnx import numpy_helper
+
+    from edgepipe.formats.runners import ONNXRunner
+    from edgepipe.quantize.quantizers.onnxruntime import quantize_qdq
+    from edgepipe.stages.onnx import convert_onnx
+
+    fp32 = convert_onnx(env["sm"], tmp_path)
+    spans = {}
+    for name in ("default", "no-saturation"):
+        path = quantize_qdq(fp32, env["tmp"].mktemp(name), env["calib"], BUILTIN[name])
+        weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+                   if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
+        assert weights
+        spans[name] = (min(int(w.min()) for w in weights), max(int(w.max()) for w in weights))
+        assert _agreement(ONNXRunner(path, 2, "auto"), env) >= 0.8, name
+    assert -64 <= spans["no-saturation"][0] and spans["no-saturation"][1] <= 64  # symmetric 7-bit
+    assert spans["default"][1] > 64 or spans["default"][0] < -64

@@ -104,6 +104,25 @@ def test_nncf_arguments_follow_the_recipe():
     assert sq["advanced_parameters"].smooth_quant_alphas.convolution == 0.5
 
 
+def test_seven_bit_weights_reach_nncf_and_are_refused_where_no_api_has_them():
+    """`weight_bits: 7` (the no-saturation recipe) is NNCF's overflow fix on every layer and ORT's reduce_range;
+    TFLite and the Edge TPU refuse it with the reason; the field leaves every other recipe's cache key as is."""
+    from nncf.quantization.advanced_parameters import OverflowFix
+
+    from edgepipe.quantize.quantizers.nncf import nncf_arguments
+    from edgepipe.quantize.recipes import problems
+
+    recipe = BUILTIN["no-saturation"]
+    assert nncf_arguments(recipe)["advanced_parameters"].overflow_fix == OverflowFix.ENABLE
+    assert nncf_arguments(BUILTIN["mse"])["advanced_parameters"].overflow_fix is None  # NNCF picks its own
+    assert problems(recipe, "nncf") == [] and problems(recipe, "onnxruntime") == []
+    for quantizer in ("tflite", "edgetpu"):
+        (why,) = problems(recipe, quantizer)
+        assert why.startswith(f"weight_bits 7 is not available on the {quantizer} path") and "XNNPACK" in why
+    assert "weight_bits" not in BUILTIN["eq-sep"].cache_params() and BUILTIN["default"].key_params() == {}
+    assert recipe.cache_params()["weight_bits"] == 7 and "7-bit weight range" in recipe.summary()
+
+
 def test_cli_lists_recipes_without_importing_a_toolkit():
     r = cli_probe("recipes", "--json")
     assert r["code"] == 0 and r["heavy"] == []

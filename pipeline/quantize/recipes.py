@@ -37,6 +37,10 @@ class Recipe(BaseModel):
     activations: Literal["symmetric", "asymmetric"] | None = Field(
         None, description="activation scheme; None = the toolchain's default")
     activation_bits: Literal[8, 16] = Field(8, description="16 = TFLite 16x8 (int16 activations, int8 weights)")
+    weight_bits: Literal[7, 8] = Field(
+        8, description="7 = int8 weights on a 7-bit range (NNCF overflow_fix=enable, ONNX Runtime reduce_range): "
+        "no int16 saturation in the u8 x s8 dot products of x86 CPUs without VNNI (AVX2, AVX-512F); "
+        "costs one bit of weight resolution")
     calibration: Literal["minmax", "mean_minmax", "percentile", "mse", "kl"] | None = Field(
         None, description="activation range statistic; None = the toolchain's default")
     percentile: Annotated[float, Field(gt=90.0, lt=100.0)] = Field(
@@ -57,8 +61,12 @@ class Recipe(BaseModel):
         None, description="accuracy-aware quantization budget, top-1 points vs FP32")
 
     def cache_params(self) -> dict:
-        """Everything that can change the artifact: part of the stage cache key."""
-        return self.model_dump(exclude={"description"})
+        """Everything that can change the artifact: part of the stage cache key. A field added after
+        artifacts were cached is left out at its default, so those artifacts stay valid."""
+        params = self.model_dump(exclude={"description"})
+        if params["weight_bits"] == 8:
+            del params["weight_bits"]
+        return params
 
     def key_params(self) -> dict:
         """The recipe's part of a stage cache key. The default recipe adds nothing: it is exactly what
@@ -70,6 +78,8 @@ class Recipe(BaseModel):
         parts = [self.weights.replace("_", "-") + " weights"]
         if self.activation_bits == 16:
             parts.append("int16 activations (16x8)")
+        if self.weight_bits == 7:
+            parts.append("7-bit weight range")
         if self.activations:
             parts.append(f"{self.activations} activations")
         if self.calibration:
@@ -97,6 +107,9 @@ BUILTIN: dict[str, Recipe] = {
                              bias_correction="full"),
     "nncf-smoothquant": Recipe(description="NNCF SmoothQuant on convolutions", smooth_quant=True,
                                smooth_quant_alpha=0.5),
+    "no-saturation": Recipe(description="weights on a 7-bit range: no int16 saturation in x86 int8 kernels "
+                                        "without VNNI (NNCF overflow fix everywhere, ONNX Runtime reduce_range)",
+                            weight_bits=7),
     "minmax": Recipe(description="global min/max activation ranges", calibration="minmax"),
     "percentile": Recipe(description="99.99th percentile activation ranges", calibration="percentile"),
     "mse": Recipe(description="histogram ranges minimising quantization MSE (NNCF)", calibration="mse"),

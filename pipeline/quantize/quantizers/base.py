@@ -32,3 +32,10 @@ def no_nncf_options(recipe, quantizer: str, smooth_quant_why: str) -> list[str]:
     if recipe.smooth_quant:
         out.append("smooth_quant is supported on the NNCF path only" + smooth_quant_why)
     return out
+
+
+def no_7bit_weights(recipe, quantizer: str, why: str) -> list[str]:
+    """A 7-bit weight range, on a quantizer whose API has no such option."""
+    if recipe.weight_bits == 7:
+        return [f"weight_bits 7 is not available on the {quantizer} path: {why}"]
+    return []

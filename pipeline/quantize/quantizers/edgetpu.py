@@ -13,7 +13,7 @@ stage and scored on the accuracy-control set, until one is within budget.
 from __future__ import annotations
 
 from edgepipe.quantize.quantizers import tflite
-from edgepipe.quantize.quantizers.base import no_16x8, no_nncf_options, unsupported_statistic
+from edgepipe.quantize.quantizers.base import no_16x8, no_7bit_weights, no_nncf_options, unsupported_statistic
 
 
 def problems(recipe) -> list[str]:
@@ -21,7 +21,8 @@ def problems(recipe) -> list[str]:
     return (unsupported_statistic(recipe, tflite.STATISTICS, tflite.STATISTICS_WHY)
             + no_16x8(recipe, "edgetpu", " (the Edge TPU executes 8-bit integer ops only)")
             + tflite.scheme_problems(recipe)
-            + no_nncf_options(recipe, "edgetpu", tflite.NO_SMOOTH_QUANT))
+            + no_nncf_options(recipe, "edgetpu", tflite.NO_SMOOTH_QUANT)
+            + no_7bit_weights(recipe, "edgetpu", tflite.NO_7BIT))
 
 
 def int8_stage(ctx, recipe, io_dtype: str = "int8"):

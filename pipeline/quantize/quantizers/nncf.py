@@ -44,6 +44,7 @@ def nncf_arguments(recipe) -> dict:
     from nncf.quantization.advanced_parameters import (
         AdvancedQuantizationParameters,
         AdvancedSmoothQuantParameters,
+        OverflowFix,
         QuantizationParameters,
     )
     from nncf.quantization.range_estimator import (
@@ -70,6 +71,8 @@ def nncf_arguments(recipe) -> dict:
                       for side in (estimator.min, estimator.max))
             estimator = RangeEstimatorParameters(min=lo, max=hi)
         adv["activations_range_estimator_params"] = estimator
+    if recipe.weight_bits == 7:  # NNCF's default fixes the first layer only (OverflowFix.FIRST_LAYER)
+        adv["overflow_fix"] = OverflowFix.ENABLE
     if recipe.bias_correction == "full":
         kw["fast_bias_correction"] = False
     elif recipe.bias_correction == "off":

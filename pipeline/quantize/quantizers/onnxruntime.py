@@ -67,6 +67,7 @@ def quantize_qdq(model: Path, out: Path, calib: np.ndarray, recipe=None) -> Path
             str(model), str(dest), onnx_calibration_reader(model, calib),
             quant_format=QuantFormat.QDQ,
             per_channel=recipe is None or recipe.weights == "per_channel",
+            reduce_range=recipe is not None and recipe.weight_bits == 7,  # 7-bit weights
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, method),

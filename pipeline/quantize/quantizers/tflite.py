@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.quantize.accuracy_aware import BudgetResult, greedy_float_fallback, top1
-from edgepipe.quantize.quantizers.base import no_nncf_options, unsupported_statistic
+from edgepipe.quantize.quantizers.base import no_7bit_weights, no_nncf_options, unsupported_statistic
 
 # ---- what it can do ------------------------------------------------------------------------
 
@@ -32,6 +32,8 @@ STATISTICS = frozenset({"minmax"})
 STATISTICS_WHY = ("TFLiteConverter's calibrator records only min/max per tensor "
                   "(no percentile, MSE or KL statistic in its API)")
 NO_SMOOTH_QUANT = " (TFLiteConverter has no SmoothQuant)"
+NO_7BIT = ("TFLiteConverter always uses the full symmetric int8 weight range, and TFLite's int8 kernels "
+           "(XNNPACK, the Edge TPU) accumulate without int16 saturation, so there is nothing to avoid")
 
 
 def scheme_problems(recipe) -> list[str]:
@@ -52,7 +54,7 @@ def problems(recipe) -> list[str]:
     if recipe.max_accuracy_drop is not None and recipe.activation_bits == 16:
         out.append("max_accuracy_drop with activation_bits 16: the float-fallback search runs on "
                    "8-bit activations only")
-    return out + no_nncf_options(recipe, "tflite", NO_SMOOTH_QUANT)
+    return out + no_nncf_options(recipe, "tflite", NO_SMOOTH_QUANT) + no_7bit_weights(recipe, "tflite", NO_7BIT)
 
 
 # ---- how a recipe becomes converter calls ----------------------------------------------------

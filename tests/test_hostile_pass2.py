@@ -53,3 +53,43 @@ def test_a_key_given_twice_and_a_huge_integer_are_config_errors_naming_the_lines
     cfg = load_config(tmp_path / "merge.yaml")
     assert (cfg.latency.warmup, cfg.latency.runs) == (3, 60)
     assert not (tmp_path / "out").exists()
+
+
+# ---- labels: one rule wherever they come from ------------------------------------------------------
+@pytest.mark.parametrize("bad", ["hori\x0czontal", "a\u2028b", "a\x1cb", "a\x85b", "a\x00b", "x" * 10_000])
+def test_labels_that_labels_txt_cannot_hold_are_refused_from_a_file_the_yaml_and_class_folders(tmp_path, world, bad):
+    """labels.txt is one label per line, read on the board with splitlines(): a form feed, U+2028, the
+    other splitlines() breaks or NUL would make one label two (and shift every class after it)."""
+    from edgepipe.config.schema import parse_config
+    from edgepipe.core.errors import InputError
+    from edgepipe.core.labels import read_labels
+    from edgepipe.engine.from_model import Plan, _labels
+
+    (tmp_path / "labels.txt").write_text(f"red\n{bad}\nblue\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"expected non-empty labels of at most 256 characters") as err:
+        read_labels(tmp_path / "labels.txt")
+    assert len(str(err.value)) < 1000  # a 10,000-character label is quoted cut, never whole
+    with pytest.raises(ConfigError, match=r"data\.labels: expected non-empty labels of at most 256"):
+        cfg = config(world["model"], world["data"], tmp_path / "out")
+        parse_config({**cfg, "data": {**cfg["data"], "labels": ["red", bad, "blue"]}})
+    if "\x00" not in bad and len(bad) < 200:  # a folder name can hold the others
+        folders = image_folder(tmp_path / "folders", classes=("red", bad, "blue"), per_class=1)
+        with pytest.raises(InputError, match=r"class labels \(the class folders .*expected non-empty labels"):
+            _labels(Plan({"data": {}}), str(folders), None, None)
+    cfg = config(world["model"], world["data"], tmp_path / "out")
+    yml = write_yaml(tmp_path / "p.yaml", {**cfg, "data": {**cfg["data"], "labels": str(tmp_path / "labels.txt")}})
+    res = run_cli("run", yml)
+    assert res.exit_code == 2 and "expected non-empty labels" in res.output and len(res.output) < 2000, res.output
+
+
+def test_the_one_line_form_reads_a_csv_through_the_csv_source_reader(tmp_path):
+    """`edgepipe run MODEL --data x.csv` read the labels with its own csv.DictReader: a Latin-1 file was a
+    UnicodeDecodeError traceback, a BOM hid the first column. Now the CSV source reader reads it."""
+    from edgepipe.core.errors import InputError
+    from edgepipe.engine.from_model import Plan, _labels
+
+    (tmp_path / "latin1.csv").write_bytes(b"path,label\nx.png,caf\xe9\ny.png,b\n")
+    with pytest.raises(InputError, match=r"expected UTF-8 text\. Received: undecodable byte 0xe9 on line 2"):
+        _labels(Plan({"data": {}}), str(tmp_path / "latin1.csv"), None, None)
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbflabel,path\ncat,x.png\ndog,y.png\n")
+    assert _labels(Plan({"data": {}}), str(tmp_path / "bom.csv"), None, None) == ["cat", "dog"]

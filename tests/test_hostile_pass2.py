@@ -93,3 +93,20 @@ def test_the_one_line_form_reads_a_csv_through_the_csv_source_reader(tmp_path):
         _labels(Plan({"data": {}}), str(tmp_path / "latin1.csv"), None, None)
     (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbflabel,path\ncat,x.png\ndog,y.png\n")
     assert _labels(Plan({"data": {}}), str(tmp_path / "bom.csv"), None, None) == ["cat", "dog"]
+
+
+# ---- the one-line form's output path ---------------------------------------------------------------
+def test_the_one_line_form_keeps_a_symlinked_output_a_link_so_a_dangling_one_is_refused(world, monkeypatch):
+    """`edgepipe run MODEL --data DIR -o out` with `out -> /elsewhere/new` dangling: the one-line form
+    resolved the path before the output check, so the check saw a plain new path and the run created
+    /elsewhere/new (a folder at the root, for `-> /nonexistent`). The path is now absolute, unresolved."""
+    from edgepipe.engine import from_model
+
+    monkeypatch.setattr(from_model, "model_io", lambda model, trust=False: ((71, 71, 3), 4, "a test"))
+    target = world["root"] / "elsewhere" / "new"
+    (world["root"] / "out").symlink_to(target)
+    before = snapshot(world["root"])
+    res = run_cli("run", world["model"], "--data", world["data"], "-o", world["root"] / "out", "--fp32",
+                  "--targets", "tflite-arm")
+    assert res.exit_code == 2 and "expected a folder. Received: a dangling symbolic link" in res.output, res.output
+    assert not target.parent.exists() and snapshot(world["root"]) == before

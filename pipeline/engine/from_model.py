@@ -11,6 +11,8 @@ to load to the same config, so `edgepipe run <output>/pipeline.yaml` repeats the
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -215,7 +217,9 @@ def plan_for_model(model: Path, data: str | None, *, target_names: list[str] | N
         plan.raw["output"] = "edgepipe-out"
         plan.comments["output"] = "artifacts, report.json, report.html, stage cache (relative: to this file)"
     else:
-        plan.raw["output"] = str(Path(output or "edgepipe-out").resolve())
+        # absolute, but not resolved: a symbolic link stays a link, so the output check sees it (a dangling
+        # `-o out -> /elsewhere` was resolved here and a folder created at its target)
+        plan.raw["output"] = os.path.abspath(os.path.expanduser(str(output or "edgepipe-out")))
         plan.note("output", f"output: {plan.raw['output']}", "artifacts, report.json, report.html, stage cache")
     if threads is not None:
         plan.raw["threads"] = threads

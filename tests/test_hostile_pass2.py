@@ -110,3 +110,24 @@ def test_the_one_line_form_keeps_a_symlinked_output_a_link_so_a_dangling_one_is_
                   "--targets", "tflite-arm")
     assert res.exit_code == 2 and "expected a folder. Received: a dangling symbolic link" in res.output, res.output
     assert not target.parent.exists() and snapshot(world["root"]) == before
+
+
+# ---- init never replaces an input, and never leaves a temporary behind ------------------------------
+def test_init_force_never_replaces_its_own_inputs_and_a_failed_write_leaves_nothing(world, monkeypatch):
+    from edgepipe.engine import from_model
+
+    monkeypatch.setattr(from_model, "model_io", lambda model, trust=False: ((71, 71, 3), 4, "a test"))
+    labels = world["root"] / "labels.txt"
+    labels.write_text("red\ngreen\nblue\ngray\n")
+    before = snapshot(world["root"])
+    for out, said in [(world["model"], "it is the model"), (labels, "it is the labels file"),
+                      (world["data"] / "p.yaml", "it is inside the data")]:
+        res = run_cli("init", world["model"], "--data", world["data"], "--labels", labels, "-o", out, "--force")
+        assert res.exit_code == 2 and said in res.output, res.output  # --force replaced the model with YAML
+        assert snapshot(world["root"]) == before
+    (world["root"] / "adir").mkdir()
+    res = run_cli("init", world["model"], "--data", world["data"], "-o", world["root"] / "adir", "--force")
+    assert res.exit_code == 2 and "expected a writable file" in res.output, res.output
+    assert not list(world["root"].glob(".adir.tmp-*"))  # the half-written temporary was left here
+    res = run_cli("init", world["model"], "--data", world["data"], "-o", world["root"] / "p.yaml")
+    assert res.exit_code == 0 and (world["root"] / "p.yaml").is_file(), res.output

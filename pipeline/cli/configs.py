@@ -75,9 +75,30 @@ def write_repeatable(plan, cfg) -> Path:
 
 
 def _write(dest: Path, text: str) -> None:
+    """Write `dest` whole or not at all: the temporary file is removed when the write or rename fails."""
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, dest)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _apart_from_inputs(output: Path, inputs: dict[str, str | Path | None]) -> None:
+    """`init -o FILE` never replaces one of its own inputs, --force or not (it would destroy the model)."""
+    from edgepipe.core.errors import ConfigError, expected_received
+
+    dest = output.expanduser().resolve()
+    for what, path in inputs.items():
+        if path is None or str(path).startswith("example:"):
+            continue
+        p = Path(path).expanduser().resolve()
+        if p == dest or p in dest.parents:
+            where = "is" if p == dest else "is inside"
+            raise ConfigError(expected_received(f"--output {str(output)!r}", "a pipeline.yaml apart from every input "
+                                                f"(--force replaces only a file that is not one); it {where} the "
+                                                f"{what}", f"{what} {str(path)!r}; choose another --output"))
 
 
 @app.command()
@@ -104,6 +125,7 @@ def init(
         if source_kind(model) != "model":
             raise ConfigError(expected_received("MODEL", "a .keras file or a SavedModel directory",
                                                 f"{str(model)!r}, a YAML file (`edgepipe run` runs it)"))
+        _apart_from_inputs(output, {"model": model, "labels file": labels, "data": data})
         if output.exists() and not force:
             raise ConfigError(expected_received(f"--output {str(output)!r}", "a new file (or --force to replace it)",
                                                 "an existing file"))

@@ -6,6 +6,8 @@ where it is born. Nothing here trains or loads a model: the structurally valid .
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from typer.testing import CliRunner
 
@@ -131,3 +133,32 @@ def test_init_force_never_replaces_its_own_inputs_and_a_failed_write_leaves_noth
     assert not list(world["root"].glob(".adir.tmp-*"))  # the half-written temporary was left here
     res = run_cli("init", world["model"], "--data", world["data"], "-o", world["root"] / "p.yaml")
     assert res.exit_code == 0 and (world["root"] / "p.yaml").is_file(), res.output
+
+
+# ---- keygen -----------------------------------------------------------------------------------------
+def test_keygen_refuses_a_file_a_dangling_link_and_odd_key_paths_and_never_splits_a_pair(tmp_path):
+    """keygen -o FILE or -o DANGLING_LINK was a FileExistsError traceback; with only edgepipe.pub present
+    the refusal named edgepipe.key; a folder at edgepipe.pub with --force replaced the private key, then
+    failed, leaving a new private key beside no public one."""
+    (tmp_path / "afile").write_text("precious")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for out, said in [("afile", "expected a folder. Received: an existing file"),
+                      ("dangling", "expected a folder. Received: a dangling symbolic link"),
+                      ("afile/sub", "expected a writable folder. Received: Not a directory")]:
+        res = run_cli("keygen", "-o", tmp_path / out)
+        assert res.exit_code == 2 and said in res.output, res.output
+    assert (tmp_path / "afile").read_text() == "precious" and not (tmp_path / "nowhere").exists()
+    half = tmp_path / "half"
+    half.mkdir()
+    (half / "edgepipe.pub").write_text("a public key someone relies on")
+    res = run_cli("keygen", "-o", half)
+    assert res.exit_code == 2 and "Received: edgepipe.pub exists" in res.output, res.output
+    odd = tmp_path / "odd"
+    (odd / "edgepipe.pub").mkdir(parents=True)
+    (odd / "edgepipe.key").write_text("the old private key")
+    res = run_cli("keygen", "-o", odd, "--force")
+    assert res.exit_code == 2 and "edgepipe.pub not a regular file" in res.output, res.output
+    assert (odd / "edgepipe.key").read_text() == "the old private key" and sorted(os.listdir(odd)) == [
+        "edgepipe.key", "edgepipe.pub"]
+    res = run_cli("keygen", "-o", tmp_path / "fresh")
+    assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "fresh")) == ["edgepipe.key", "edgepipe.pub"]

@@ -162,3 +162,22 @@ def test_keygen_refuses_a_file_a_dangling_link_and_odd_key_paths_and_never_split
         "edgepipe.key", "edgepipe.pub"]
     res = run_cli("keygen", "-o", tmp_path / "fresh")
     assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "fresh")) == ["edgepipe.key", "edgepipe.pub"]
+
+
+# ---- executor: process=N bounded like threads --------------------------------------------------------
+@pytest.mark.parametrize("spec, said", [
+    ("process=99999", r"expected process=N with N at most 4 x the cores of this host = \d+ worker processes\. "
+                      r"Received: 'process=99999'"),
+    ("process=²", r"expected 'local', 'process', 'process=N' \(N >= 1\).*Received: 'process=²'"),  # isdigit() said yes
+    ("process=" + "9" * 5000, r"Received: 'process=9+\.\.\.9+'$"),  # int() refused > 4300 digits in its own words
+])
+def test_process_workers_are_bounded_and_ascii(world, spec, said):
+    from edgepipe.config.schema import parse_config
+    from edgepipe.core.bounds import max_threads
+    from edgepipe.executors.base import parse_spec
+
+    with pytest.raises(ConfigError, match=said):
+        parse_spec(spec)
+    with pytest.raises(ConfigError, match=r"executor: expected"):
+        parse_config({**config(world["model"], world["data"], world["root"] / "out"), "executor": spec})
+    assert parse_spec(f"process={max_threads()}") == ("process", str(max_threads()))

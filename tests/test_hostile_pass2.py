@@ -181,3 +181,22 @@ def test_process_workers_are_bounded_and_ascii(world, spec, said):
     with pytest.raises(ConfigError, match=r"executor: expected"):
         parse_config({**config(world["model"], world["data"], world["root"] / "out"), "executor": spec})
     assert parse_spec(f"process={max_threads()}") == ("process", str(max_threads()))
+
+
+# ---- empty option values ------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, said", [
+    (["--data", ""], "--data: expected labeled images: a folder of class sub-folders or a CSV path,label. "
+                     "Received: an empty value"),  # read the current folder's sub-folders as the classes
+    (["--data", "DATA", "--targets", ",,"], "--targets: expected comma-separated target names"),
+])
+def test_an_empty_data_or_targets_value_is_refused_not_read_as_a_default(world, monkeypatch, args, said):
+    from edgepipe.engine import from_model
+
+    monkeypatch.setattr(from_model, "model_io", lambda model, trust=False: ((71, 71, 3), 4, "a test"))
+    monkeypatch.chdir(world["root"])
+    args = [str(world["data"]) if a == "DATA" else a for a in args]
+    before = snapshot(world["root"])
+    for command in (["run", world["model"], "-o", world["root"] / "out"], ["init", world["model"]]):
+        res = run_cli(*command, *args)
+        assert res.exit_code == 2 and said in res.output, res.output
+    assert snapshot(world["root"]) == before

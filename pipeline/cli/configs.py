@@ -53,7 +53,17 @@ def _plan(model: Path, own: dict, **kw):
     from edgepipe.core.progress import stderr
     from edgepipe.engine.from_model import plan_for_model
 
-    names = [t.strip() for t in own["targets"].split(",") if t.strip()] if own.get("targets") else None
+    from edgepipe.core.errors import ConfigError, expected_received
+
+    # an empty value is a mistake, not "the default": --data '' read the current folder as the data set,
+    # --targets ',' built nothing and said "at least one that builds None"
+    if own.get("data") is not None and not own["data"].strip():
+        raise ConfigError(expected_received("--data", "labeled images: a folder of class sub-folders or a CSV "
+                                            "path,label", "an empty value"))
+    names = [t.strip() for t in own["targets"].split(",") if t.strip()] if own.get("targets") is not None else None
+    if names == []:
+        raise ConfigError(expected_received("--targets", "comma-separated target names (`edgepipe targets` lists "
+                                            "them)", f"{own['targets']!r}, no name"))
     plan = plan_for_model(model, own.get("data"), target_names=names, labels=own.get("labels"),
                           precision=own.get("precision"), preprocessing=own.get("preprocessing"), **kw)
     for note in plan.notes:  # every choice, one line each
@@ -91,7 +101,7 @@ def _apart_from_inputs(output: Path, inputs: dict[str, str | Path | None]) -> No
 
     dest = output.expanduser().resolve()
     for what, path in inputs.items():
-        if path is None or str(path).startswith("example:"):
+        if path is None or not str(path).strip() or str(path).startswith("example:"):
             continue
         p = Path(path).expanduser().resolve()
         if p == dest or p in dest.parents:

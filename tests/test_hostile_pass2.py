@@ -200,3 +200,13 @@ def test_an_empty_data_or_targets_value_is_refused_not_read_as_a_default(world, 
         res = run_cli(*command, *args)
         assert res.exit_code == 2 and said in res.output, res.output
     assert snapshot(world["root"]) == before
+
+
+def test_a_csv_naming_its_path_or_label_column_twice_is_refused(tmp_path):
+    from edgepipe.calibration.sources import csv_rows
+    from edgepipe.core.errors import InputError
+
+    (tmp_path / "two.csv").write_text("path,label,label\nx.png,red,green\n")  # the first 'label' was taken
+    with pytest.raises(InputError, match=r"line 1: expected each of the columns 'path' and 'label' once\. "
+                                         r"Received: 'label' more than once"):
+        csv_rows(tmp_path / "two.csv")

@@ -102,6 +102,11 @@ def csv_rows(path: Path) -> list[tuple[int, str, str]]:
             raise InputError(expected_received(label, "columns 'path' and 'label' (a header line)",
                                                repr(header)[:200]))
         cols = [h.strip() for h in header]
+        twice = [c for c in ("path", "label") if cols.count(c) > 1]
+        if twice:  # which one is meant? the first was taken silently
+            raise InputError(expected_received(f"{label} line 1", "each of the columns 'path' and 'label' once",
+                                               f"{', '.join(repr(c) for c in twice)} more than once in "
+                                               f"{repr(header)[:200]}"))
         i_path, i_label = cols.index("path"), cols.index("label")
         rows = []
         for row in reader:

@@ -136,8 +136,8 @@ def test_a_reference_at_chance_stops_the_run_before_any_artifact(tmp_path, tiny_
     (b"\xff\xfea\x00\n\x00", r"expected UTF-8 text\. Received: UTF-16"),
     (b"caf\xe9\nbar\n", r"expected UTF-8 text\. Received: undecodable byte 0xe9 on line 1"),
     (b"a\r\nb\r\n", r"expected LF line endings\. Received: CR/CRLF line endings \(first on line 1\)"),
-    (b"a\nb\na\n", r"expected unique labels\. Received: duplicates \['a'\]"),
-    (b"only\n", r"expected at least 2 class labels, one per line\. Received: 1"),
+    (b"a\nb\na\n", r"expected unique class labels\. Received duplicates: \['a'\]"),
+    (b"only\n", r"expected at least 2 class labels\. Received: 1 \['only'\]"),
 ])
 def test_labels_file_is_read_strictly(tmp_path, raw, message):
     p = tmp_path / "labels.txt"

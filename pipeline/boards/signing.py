@@ -25,22 +25,50 @@ def default_key_dir() -> Path:
 
 
 def keygen(directory: Path, force: bool = False) -> tuple[Path, Path]:
-    """Write a new key pair: edgepipe.key (PKCS8 PEM, mode 0600) and edgepipe.pub (PEM)."""
+    """Write a new key pair: edgepipe.key (PKCS8 PEM, mode 0600) and edgepipe.pub (PEM).
+
+    Refused (InputError, nothing written): a path that is a file or a dangling link, an existing key
+    without `force` (naming the file that exists). Both keys are written to temporaries first and
+    renamed only when both are written, so a failed write never leaves a key without its public half
+    (or an old public key beside a new private one); an OSError is an OutputWriteError, not a traceback.
+    """
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from edgepipe.core.errors import OutputWriteError, expected_received
+
     directory = Path(directory)
     priv_path, pub_path = directory / PRIVATE_NAME, directory / PUBLIC_NAME
-    if not force and (priv_path.exists() or pub_path.exists()):
-        raise InputError(f"keygen: expected no key in {str(directory)!r}. Received: {priv_path.name} exists "
-                         "(use --force to replace it; bundles signed with the old key will no longer verify)")
-    directory.mkdir(parents=True, exist_ok=True)
+    label = f"keygen: key directory {str(directory)!r}"
+    if directory.is_symlink() and not directory.exists():
+        raise InputError(expected_received(label, "a folder", "a dangling symbolic link"))
+    if directory.exists() and not directory.is_dir():
+        raise InputError(expected_received(label, "a folder", "an existing file"))
+    existing = [p.name for p in (priv_path, pub_path) if p.exists() or p.is_symlink()]
+    odd = [p.name for p in (priv_path, pub_path) if (p.exists() or p.is_symlink()) and (p.is_symlink() or not p.is_file())]
+    if odd:  # a folder or link where a key goes: refused before anything is renamed over the other key
+        raise InputError(expected_received(label, f"{PRIVATE_NAME} and {PUBLIC_NAME} as regular files or absent",
+                                           f"{' and '.join(odd)} not a regular file"))
+    if not force and existing:
+        raise InputError(f"keygen: expected no key in {str(directory)!r}. Received: {' and '.join(existing)} "
+                         f"exist{'s' if len(existing) == 1 else ''} (use --force to replace them; bundles signed "
+                         "with the old key will no longer verify)")
     key = Ed25519PrivateKey.generate()
     priv = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
     pub = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    _write_atomic(priv_path, priv, 0o600)
-    _write_atomic(pub_path, pub, 0o644)
+    temps: list[Path] = []
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for path, data, mode in ((priv_path, priv, 0o600), (pub_path, pub, 0o644)):
+            temps.append(_write_temp(path, data, mode))
+        for tmp, path in zip(temps, (priv_path, pub_path), strict=True):
+            os.replace(tmp, path)
+    except OSError as err:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise OutputWriteError(expected_received(label, "a writable folder",
+                                                 f"{err.strerror or err} ({err.filename or directory})")) from None
     return priv_path, pub_path
 
 
@@ -95,11 +123,21 @@ def write_signature(bundle_dir: Path, manifest_bytes: bytes, private_key_path: P
     _write_atomic(Path(bundle_dir) / name, json.dumps(sig, indent=2).encode(), 0o644)
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+def _write_temp(path: Path, data: bytes, mode: int) -> Path:
+    """`data` in a temporary beside `path` (removed if the write fails); the caller renames it."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
-        os.write(fd, data)
-    finally:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
         os.close(fd)
-    os.replace(tmp, path)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    os.replace(_write_temp(path, data, mode), path)

@@ -53,7 +53,17 @@ def _plan(model: Path, own: dict, **kw):
     from edgepipe.core.progress import stderr
     from edgepipe.engine.from_model import plan_for_model
 
-    names = [t.strip() for t in own["targets"].split(",") if t.strip()] if own.get("targets") else None
+    from edgepipe.core.errors import ConfigError, expected_received
+
+    # an empty value is a mistake, not "the default": --data '' read the current folder as the data set,
+    # --targets ',' built nothing and said "at least one that builds None"
+    if own.get("data") is not None and not own["data"].strip():
+        raise ConfigError(expected_received("--data", "labeled images: a folder of class sub-folders or a CSV "
+                                            "path,label", "an empty value"))
+    names = [t.strip() for t in own["targets"].split(",") if t.strip()] if own.get("targets") is not None else None
+    if names == []:
+        raise ConfigError(expected_received("--targets", "comma-separated target names (`edgepipe targets` lists "
+                                            "them)", f"{own['targets']!r}, no name"))
     plan = plan_for_model(model, own.get("data"), target_names=names, labels=own.get("labels"),
                           precision=own.get("precision"), preprocessing=own.get("preprocessing"), **kw)
     for note in plan.notes:  # every choice, one line each
@@ -75,9 +85,30 @@ def write_repeatable(plan, cfg) -> Path:
 
 
 def _write(dest: Path, text: str) -> None:
+    """Write `dest` whole or not at all: the temporary file is removed when the write or rename fails."""
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, dest)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _apart_from_inputs(output: Path, inputs: dict[str, str | Path | None]) -> None:
+    """`init -o FILE` never replaces one of its own inputs, --force or not (it would destroy the model)."""
+    from edgepipe.core.errors import ConfigError, expected_received
+
+    dest = output.expanduser().resolve()
+    for what, path in inputs.items():
+        if path is None or not str(path).strip() or str(path).startswith("example:"):
+            continue
+        p = Path(path).expanduser().resolve()
+        if p == dest or p in dest.parents:
+            where = "is" if p == dest else "is inside"
+            raise ConfigError(expected_received(f"--output {str(output)!r}", "a pipeline.yaml apart from every input "
+                                                f"(--force replaces only a file that is not one); it {where} the "
+                                                f"{what}", f"{what} {str(path)!r}; choose another --output"))
 
 
 @app.command()
@@ -104,6 +135,7 @@ def init(
         if source_kind(model) != "model":
             raise ConfigError(expected_received("MODEL", "a .keras file or a SavedModel directory",
                                                 f"{str(model)!r}, a YAML file (`edgepipe run` runs it)"))
+        _apart_from_inputs(output, {"model": model, "labels file": labels, "data": data})
         if output.exists() and not force:
             raise ConfigError(expected_received(f"--output {str(output)!r}", "a new file (or --force to replace it)",
                                                 "an existing file"))

@@ -99,16 +99,11 @@ class DataSpec(Strict):
     @classmethod
     def _labels_ok(cls, v):
         if isinstance(v, list):
-            if len(v) < 2:
-                raise ValueError(f"expected at least 2 class labels. Received: {v}")
-            # labels.txt holds one label per line: a label must survive that round trip
-            bad = [x for x in v if not x or x != x.strip() or any(c in x for c in "\n\r\x00\x0b\x0c\x85\u2028\u2029")]
-            if bad:
-                raise ValueError("expected non-empty labels without line breaks, NUL or surrounding spaces "
-                                 f"(labels.txt holds one per line). Received: {bad[:3]!r}")
-            dup = sorted({x for x in v if v.count(x) > 1})
-            if dup:
-                raise ValueError(f"expected unique class labels. Received duplicates: {dup}")
+            from edgepipe.core.labels import labels_problem
+
+            problem = labels_problem(v)  # the rule a labels file follows too (pipeline/core/labels.py)
+            if problem:
+                raise ValueError(problem)
         return v
 
 

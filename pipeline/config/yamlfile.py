@@ -6,6 +6,9 @@ UTF-8 (a UTF-8 byte-order mark is accepted), more than `MAX_ALIASES` aliases (an
 each alias may expand a whole subtree, and schema errors would print the expansion), nesting
 deeper than `MAX_DEPTH`, or more than `MAX_EVENTS` parse events. The limits are checked on the
 parser's event stream, which is iterative, so even the check cannot recurse or expand anything.
+The document is built by `_Loader` (PyYAML's SafeLoader), which also refuses a key given twice in
+one mapping (PyYAML keeps the last one silently: `threads: 2` ... `threads: 8` would run with 8)
+and a scalar it cannot convert (an integer of more than 4300 digits is a ValueError in Python).
 Every message that quotes input is cut to `MAX_QUOTE` characters (`bounded`).
 """
 
@@ -52,12 +55,45 @@ def load_yaml(path: str | Path, what: str) -> Any:
         raise ConfigError(str(err)) from None
     try:
         check_events(yaml.parse(text, Loader=yaml.SafeLoader), path)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader())  # noqa: S506 - a SafeLoader subclass
+    except ValueError as err:  # a scalar Python cannot convert: an integer of more than 4300 digits
+        raise ConfigError(f"{path}: expected YAML values Python can read. Received: "
+                          f"{str(err)[:MAX_QUOTE]}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: expected valid UTF-8 YAML. Received a parse error: "
                           f"{str(err)[:MAX_QUOTE * 2]}") from None
     except RecursionError:  # belt and braces: the depth check runs first
         raise ConfigError(f"{path}: expected YAML nested at most {MAX_DEPTH} levels. Received: deeper") from None
+
+
+_LOADER = None
+
+
+def _loader():
+    """SafeLoader that refuses a key repeated in one mapping, naming the key and both lines."""
+    global _LOADER
+    if _LOADER is not None:
+        return _LOADER
+    import yaml
+
+    class _Loader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            if isinstance(node, yaml.MappingNode):  # the literal keys, before merge keys (<<: *base) join them
+                seen: dict = {}
+                for key_node, _ in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # merged keys may be overridden; an unhashable key is refused by PyYAML
+                    key = self.construct_object(key_node, deep=True)
+                    line = key_node.start_mark.line + 1
+                    if key in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"expected each key once in a mapping. Received: {bounded(key)} on line "
+                                        f"{seen[key]} and again on line {line}", key_node.start_mark)
+                    seen[key] = line
+            return super().construct_mapping(node, deep=deep)
+
+    _LOADER = _Loader
+    return _LOADER
 
 
 def check_events(events, path: Path) -> None:

@@ -1,11 +1,53 @@
-"""Class labels: read strictly (UTF-8, no BOM, LF, unique), and matched against the model's outputs."""
+"""Class labels: read strictly (UTF-8, no BOM, LF, unique), and matched against the model's outputs.
+
+`labels_problem` is the one rule for a list of labels, wherever it comes from (`data.labels` in
+pipeline.yaml, a labels file, `--labels`): at least 2, unique, at most `MAX_LABELS`, each non-empty,
+at most `MAX_LABEL_CHARS` characters, without surrounding spaces, NUL or any character
+`str.splitlines` breaks a line at. Every artifact ships labels.txt, one label per line, and the model
+card's program reads it with `splitlines()`: a label holding a form feed or U+2028 would become two,
+and every class after it would be named wrong on the board.
+"""
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 
 from edgepipe.core import safeio
 from edgepipe.core.errors import InputError, expected_received
+
+
+MAX_LABELS = 100_000  # ImageNet-21k has 21,841 classes
+MAX_LABEL_CHARS = 256
+# every character str.splitlines() splits at, and NUL
+BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029\x00"
+
+_repr = reprlib.Repr()
+_repr.maxstring, _repr.maxother, _repr.maxlist = 60, 60, 5
+
+
+def brief(value) -> str:
+    """repr(value), cut: a message never quotes a whole 10 MB label or a 100,000-label list."""
+    return _repr.repr(value)
+
+
+def labels_problem(labels: list[str]) -> str | None:
+    """'expected ... Received: ...' when `labels` break the rule in the module docstring, else None."""
+    if len(labels) < 2:
+        return f"expected at least 2 class labels. Received: {len(labels)} {brief(labels)}"
+    if len(labels) > MAX_LABELS:
+        return f"expected at most {MAX_LABELS} class labels. Received: {len(labels)}"
+    bad = [x for x in labels if not isinstance(x, str) or not x or x != x.strip() or len(x) > MAX_LABEL_CHARS
+           or any(c in x for c in BREAKS)]
+    if bad:
+        return (f"expected non-empty labels of at most {MAX_LABEL_CHARS} characters without surrounding spaces, "
+                "line breaks (including form feed, U+2028 and the other characters Python's splitlines() breaks "
+                f"at) or NUL (labels.txt holds one per line). Received: {len(bad)} such, e.g. {brief(bad[:3])}")
+    seen: set = set()
+    dup = sorted({x for x in labels if x in seen or seen.add(x)})
+    if dup:
+        return f"expected unique class labels. Received duplicates: {brief(dup)}"
+    return None
 
 
 def read_labels(labels) -> list[str]:
@@ -31,11 +73,9 @@ def read_labels(labels) -> list[str]:
         raise InputError(expected_received(label, "LF line endings",
                                            f"CR/CRLF line endings (first on line {line}); convert with dos2unix"))
     out = [ln.strip() for ln in text.split("\n") if ln.strip()]
-    if len(out) < 2:
-        raise InputError(expected_received(label, "at least 2 class labels, one per line", f"{len(out)}"))
-    dup = sorted({x for x in out if out.count(x) > 1})
-    if dup:
-        raise InputError(expected_received(label, "unique labels", f"duplicates {dup}"))
+    problem = labels_problem(out)
+    if problem:
+        raise InputError(f"{label}: {problem}")
     return out
 
 

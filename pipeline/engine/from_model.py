@@ -11,6 +11,8 @@ to load to the same config, so `edgepipe run <output>/pipeline.yaml` repeats the
 
 from __future__ import annotations
 
+import os
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,7 +83,7 @@ def model_io(model: Path, trust: bool = False) -> tuple[tuple | None, int | None
 
 
 def _labels(plan: Plan, data: str, labels: Path | None, n_classes: int | None) -> list[str]:
-    from edgepipe.core.labels import read_labels
+    from edgepipe.core.labels import brief, labels_problem, read_labels
 
     if labels is not None:
         found = read_labels(labels)
@@ -93,10 +95,10 @@ def _labels(plan: Plan, data: str, labels: Path | None, n_classes: int | None) -
             found = sorted(p.name for p in src.iterdir() if p.is_dir())
             where = f"the class folders of {data}, sorted"
         elif src.is_file() and src.suffix.lower() == ".csv":
-            import csv
+            from edgepipe.calibration.sources import csv_rows
 
-            with open(src, newline="", encoding="utf-8") as f:
-                found = sorted({(row.get("label") or "").strip() for row in csv.DictReader(f)} - {""})
+            # the reader every CSV source goes through: within limits, UTF-8 (BOM or not) or refused by line
+            found = sorted({lab for _, _, lab in csv_rows(src)} - {""})
             where = f"the label column of {data}, sorted"
         else:
             raise InputError(expected_received("--data", "a folder of class sub-folders or a CSV with columns "
@@ -104,13 +106,16 @@ def _labels(plan: Plan, data: str, labels: Path | None, n_classes: int | None) -
         if len(found) < 2:
             raise InputError(expected_received(f"--data {data!r}", "labeled images of at least 2 classes (class "
                                                "sub-folders or a CSV label column), or --labels FILE",
-                                               f"{len(found)} classes {found}"))
+                                               f"{len(found)} classes {brief(found)}"))
+        problem = labels_problem(found)  # a folder name becomes a line of labels.txt
+        if problem:
+            raise InputError(f"--data {data!r}, class labels ({where}): {problem}; rename them or pass --labels FILE")
         plan.raw["data"]["labels"] = found
-        plan.note("data.labels", f"labels: {found} ({where}; pass --labels FILE if the model's class order differs)",
-                  f"from {where}; must be the model's output order")
+        plan.note("data.labels", f"labels: {brief(found)} ({where}; pass --labels FILE if the model's class order "
+                                 "differs)", f"from {where}; must be the model's output order")
     if n_classes is not None and n_classes != len(found):
         raise InputError(expected_received("labels", f"{n_classes} classes, one per model output",
-                                           f"{len(found)} labels {found}; pass --labels FILE"))
+                                           f"{len(found)} labels {brief(found)}; pass --labels FILE"))
     return found
 
 
@@ -212,7 +217,9 @@ def plan_for_model(model: Path, data: str | None, *, target_names: list[str] | N
         plan.raw["output"] = "edgepipe-out"
         plan.comments["output"] = "artifacts, report.json, report.html, stage cache (relative: to this file)"
     else:
-        plan.raw["output"] = str(Path(output or "edgepipe-out").resolve())
+        # absolute, but not resolved: a symbolic link stays a link, so the output check sees it (a dangling
+        # `-o out -> /elsewhere` was resolved here and a folder created at its target)
+        plan.raw["output"] = os.path.abspath(os.path.expanduser(str(output or "edgepipe-out")))
         plan.note("output", f"output: {plan.raw['output']}", "artifacts, report.json, report.html, stage cache")
     if threads is not None:
         plan.raw["threads"] = threads

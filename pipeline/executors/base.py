@@ -104,12 +104,23 @@ SPEC = re.compile(r"^(local|process|ray)(?:=(.+))?$")
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
-    """`local`, `process`, `process=N`, `ray` or `ray=ADDRESS` -> (kind, argument)."""
+    """`local`, `process`, `process=N`, `ray` or `ray=ADDRESS` -> (kind, argument).
+
+    N is ASCII digits (str.isdigit() also accepts '²' and '٣', which int() then refuses with its own
+    message) and at most `bounds.max_threads()` (4 x the cores): each worker is a process that loads
+    a toolkit, and `process=99999` on a sweep would start one per candidate at once."""
+    from edgepipe.core.bounds import max_threads
+    from edgepipe.core.labels import brief
+
     m = SPEC.match(spec.strip()) if isinstance(spec, str) else None
+    n = m.group(2) if m is not None and m.group(1) == "process" else None
     if m is None or (m.group(1) == "local" and m.group(2)) or \
-            (m.group(1) == "process" and m.group(2) and not (m.group(2).isdigit() and int(m.group(2)) > 0)):
+            (n is not None and not (re.fullmatch(r"[0-9]{1,9}", n) and int(n) > 0)):
         raise ConfigError(f"executor: expected 'local', 'process', 'process=N' (N >= 1), 'ray' or "
-                          f"'ray=ADDRESS' (e.g. ray=auto, ray=ray://head:10001). Received: {spec!r}")
+                          f"'ray=ADDRESS' (e.g. ray=auto, ray=ray://head:10001). Received: {brief(spec)}")
+    if n is not None and int(n) > max_threads():
+        raise ConfigError(f"executor: expected process=N with N at most 4 x the cores of this host = "
+                          f"{max_threads()} worker processes. Received: {spec.strip()!r}")
     return m.group(1), m.group(2)
 
 

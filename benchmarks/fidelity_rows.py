@@ -52,6 +52,8 @@ ROWS: list[Row] = [
     _m("nncf", "overflow-fix", native=OVERFLOW),
     _m("ort", "reduce-range", native=REDUCE),
     _m("ort", "u8u8", native=U8U8),
+    _m("nncf", "eq-sep + overflow-fix", (EQ_SEP,), native=OVERFLOW),  # the no-saturation recipe on eq-sep
+    _m("ort", "eq-sep + reduce-range", (EQ_SEP,), native=REDUCE),
     *[_m(t, "eq-sep", (EQ_SEP,)) for t in TOOLS],
     *[_m(t, "reseq", (RESEQ,)) for t in TOOLS],
     *[_m(t, "biascorr", (BIASCORR,)) for t in ("tflite", "ort")],

@@ -112,6 +112,40 @@ def test_failed_gate_exits_1_and_names_the_gate(first_run):
     assert all(any("max_p90_ms 0.001" in reason for reason in r["reasons"]) for r in rows)
 
 
+def test_fidelity_of_every_quantized_artifact_is_reported_and_gated(first_run):
+    """Agreement (CI), output SNR, KL and flips on each INT8 row (report.json, terminal, HTML, model card);
+    `min_output_snr_db` fails an artifact below it, naming the gate; float rows have parity, not fidelity."""
+    report = first_run["report"]
+    rows = {r["artifact"]: r for r in report["artifacts"]}
+    for name, row in rows.items():
+        if name.endswith("/int8"):
+            fid = row["fidelity"]
+            assert fid["agreement"] == pytest.approx(row["accuracy"]["agreement"])
+            lo, hi = fid["agreement_ci95"]
+            assert lo <= fid["agreement"] <= hi and fid["flipped"] == len(fid["flips"])
+            assert fid["output_snr_db"] > 0 and fid["kl_mean"] >= 0
+        elif name.endswith("/fp32") and "reference" not in name:
+            assert row.get("fidelity") is None and row["parity"]
+    assert "SNR dB" in first_run["res"].output
+    html = (first_run["dir"] / "out" / "report.html").read_text()
+    assert "SNR dB" in html
+    card = (first_run["dir"] / "out" / "artifacts" / "tflite-arm-int8" / "README.md").read_text()
+    assert "output_snr_db" in card and "agreement_ci95" in card
+
+    worst = min(r["fidelity"]["output_snr_db"] for r in rows.values() if r.get("fidelity"))
+    cfg = dict(first_run["cfg"], gates={"max_top1_drop": 10.0, "min_output_snr_db": worst + 50.0})
+    res = _run(write_config(first_run["dir"] / "fidelity.yaml", cfg))
+    assert res.exit_code == 1, res.output
+    gated = json.loads((first_run["dir"] / "out" / "report.json").read_text())
+    for row in gated["artifacts"]:
+        if row["artifact"].endswith("/int8"):
+            assert row["status"] == "failed"
+            assert any(f"< min_output_snr_db {worst + 50.0:g} dB" in x for x in row["reasons"]), row["reasons"]
+        elif row["artifact"].endswith("/fp32") and "reference" not in row["artifact"]:
+            assert row["status"] == "passed"
+    assert all(s["cached"] for s in gated["stages"] if s["stage"].startswith(("tflite", "nncf", "ov-")))
+
+
 def test_bad_config_exits_2_without_output(tmp_path, tiny_assets):
     cfg = tiny_config(tiny_assets, tmp_path / "out", threads=0)
     res = _run(write_config(tmp_path / "p.yaml", cfg))

@@ -80,7 +80,13 @@ def test_tflite_int8_is_full_integer_and_agrees(env):
 
 
 def test_openvino_ir_fp32_matches_keras(env):
+    import logging
+
+    root = logging.getLogger()
+    before = (root.level, list(root.handlers))
     path = ov_stage.convert_ir(env["sm"], env["tmp"].mktemp("ov"), env["spec"].shape)
+    # ovc sets the root logger to ERROR, which silenced edgepipe's warnings for the rest of a run
+    assert (root.level, list(root.handlers)) == before
     assert path.with_suffix(".bin").is_file()
     out = _scores(OpenVINORunner(path, 2), env["test"].images[:16])
     np.testing.assert_allclose(out, env["ref"][:16], atol=1e-4)

@@ -110,6 +110,11 @@ class DataSpec(Strict):
 class GateSpec(Strict):
     max_top1_drop: Annotated[float, Field(ge=0)] | None = Field(1.0, description="points of top-1 vs FP32")
     max_p90_ms: Annotated[float, Field(gt=0)] | None = None
+    # fidelity of quantized artifacts to the FP32 reference (pipeline/validators/fidelity.py)
+    min_agreement: Annotated[float, Field(ge=0, le=1)] | None = Field(
+        None, description="share of images whose top-1 equals the FP32 top-1; None: no gate")
+    min_output_snr_db: Annotated[float, Field(ge=-100, le=200)] | None = Field(
+        None, description="output SNR vs FP32 in dB; None: no gate")
     # output parity of float artifacts with the FP32 reference (worst image's cosine, largest |diff|)
     parity_min_cosine: Annotated[float, Field(gt=0, le=1)] | None = Field(0.999, description="None: no parity gate")
     parity_max_abs: Annotated[float, Field(gt=0)] = 1e-3

@@ -144,3 +144,18 @@ def filter_toolkit_noise() -> StderrFilter | None:
 
     atexit.register(filt.close)
     return filt
+
+
+@contextlib.contextmanager
+def keep_root_logger():
+    """Undo what a toolkit does to the root logger inside the block: OpenVINO's model conversion (ovc's
+    `init_logger`) sets the root level to ERROR for the rest of the process, which silenced edgepipe's own
+    warnings (a small calibration set, missing classes) for every later target of the run."""
+    root = logging.getLogger()
+    level, handlers, filters = root.level, list(root.handlers), list(root.filters)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
+        root.filters[:] = filters

@@ -55,6 +55,7 @@ class ReportRow(BaseModel):
     calibration_sha256: str | None = None
     recipe: Json | str | None = None  # the artifact's recipe record; a sweep row: the sweep recipe's name
     parity: Json | None = None
+    fidelity: Json | None = None  # quantized artifacts: agreement, output SNR, KL, flips (validators/fidelity.py)
     target_info: Json | None = None  # Artifact.metadata (e.g. the minimum TFLite runtime)
     per_layer: list[Json] | None = None
     per_layer_error: str | None = None

@@ -28,7 +28,8 @@ def _drop(acc: dict) -> str:
 def summary_table(report: dict) -> Table:
     t = Table(title="edgepipe results", title_justify="left")
     for col, just in [("artifact", "left"), ("status", "center"), ("size MB", "right"), ("top-1", "right"),
-                      ("Δ vs FP32 (pts) [95% CI]", "right"), ("agree", "right"), ("p50 ms", "right"),
+                      ("Δ vs FP32 (pts) [95% CI]", "right"), ("agree", "right"), ("SNR dB", "right"),
+                      ("p50 ms", "right"),
                       ("p90 ms", "right"), ("note", "left")]:
         t.add_column(col, justify=just, no_wrap=col != "note")
     for r in map(ReportRow.from_json, report["artifacts"]):
@@ -39,7 +40,8 @@ def summary_table(report: dict) -> Table:
         t.add_row(
             esc(r.artifact), esc(status), fmt(r.size_mb, ".1f"),
             fmt(acc.get("top1"), ".4f"), _drop(acc),
-            fmt(acc.get("agreement"), ".3f"), fmt(lat.get("p50_ms"), ".1f") + (" busy" if r.busy() else ""),
+            fmt(acc.get("agreement"), ".3f"), fmt((r.fidelity or {}).get("output_snr_db"), ".1f"),
+            fmt(lat.get("p50_ms"), ".1f") + (" busy" if r.busy() else ""),
             fmt(lat.get("p90_ms"), ".1f"),
             esc("; ".join([*reasons, *([r.note] if r.note else []), *([r.busy()] if r.busy() else [])])[:240]),
         )

@@ -10,7 +10,10 @@ from pathlib import Path
 def convert_ir(saved_model: Path, out: Path, shape: tuple[int, int, int]) -> Path:
     import openvino as ov
 
-    model = ov.convert_model(str(saved_model), input=[(1, *shape)])
+    from edgepipe.core.logs import keep_root_logger
+
+    with keep_root_logger():  # ovc sets the root logger to ERROR otherwise
+        model = ov.convert_model(str(saved_model), input=[(1, *shape)])
     _reproducible(model, saved_model)
     dest = Path(out) / "model_fp32.xml"
     ov.save_model(model, str(dest), compress_to_fp16=False)

@@ -12,7 +12,8 @@ data set; how faithfully an INT8 artifact reproduces the FP32 model is a propert
 - **flips**: every image whose top-1 changed, with its FP32 top-1 margin (top score minus the
   runner-up): flips at small margins are the ones any small error moves.
 
-`fidelity_gate` turns the metrics into gate failure reasons (`min_agreement`, `min_output_snr_db`).
+`fidelity_gate` turns the metrics into gate failure reasons (`min_agreement`, `min_output_snr_db`);
+`FidelityValidator` runs both on every quantized artifact of a run (the row's `fidelity`).
 """
 
 from __future__ import annotations
@@ -128,3 +129,26 @@ def fidelity_gate(metrics: dict, min_agreement: float | None = None,
     if min_output_snr_db is not None and metrics["output_snr_db"] < min_output_snr_db:
         reasons.append(f"output SNR {metrics['output_snr_db']:.1f} dB < min_output_snr_db {min_output_snr_db:g} dB")
     return reasons
+
+
+class FidelityValidator:
+    """Agreement, output SNR, KL and the flipped images of every quantized artifact vs the FP32 reference;
+    gates `min_agreement` and `min_output_snr_db`. Float artifacts have the parity check instead."""
+
+    name = "fidelity"
+    diagnostic = False
+
+    def applies(self, inputs) -> bool:
+        from edgepipe.validators.parity import FLOAT_PRECISIONS
+
+        return inputs.artifact.precision not in FLOAT_PRECISIONS and inputs.ref_scores is not None
+
+    def run(self, inputs):
+        from edgepipe.validators.base import ValidatorResult
+
+        ctx = inputs.ctx
+        paths = getattr(ctx.validation, "paths", ()) or None
+        names = [str(p).rsplit("/", 1)[-1] for p in paths] if paths else None
+        m = fidelity_metrics(inputs.ref_scores, inputs.scores, names, list(ctx.labels) if ctx.labels else None)
+        g = inputs.gates
+        return ValidatorResult(self.name, m, fidelity_gate(m, g.min_agreement, g.min_output_snr_db))

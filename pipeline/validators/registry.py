@@ -12,6 +12,7 @@ from __future__ import annotations
 from edgepipe.validators.accuracy import AccuracyValidator
 from edgepipe.validators.base import RunValidator, Validator
 from edgepipe.validators.cross_quantizer import CrossQuantizerValidator
+from edgepipe.validators.fidelity import FidelityValidator
 from edgepipe.validators.latency_stage import LatencyValidator
 from edgepipe.validators.parity import ParityValidator
 from edgepipe.validators.per_layer import PerLayerValidator
@@ -20,6 +21,7 @@ VALIDATORS: list[Validator] = [
     AccuracyValidator(),
     LatencyValidator(),
     ParityValidator(),
+    FidelityValidator(),
     PerLayerValidator(),
 ]
 

@@ -68,8 +68,8 @@ class Bench:
     def __init__(self, output: Path):
         from edgepipe.calibration.dataset import load_subset
         from edgepipe.config.schema import Subset
-        from edgepipe.examples.models import resolve_model
         from edgepipe.engine.context import RunContext
+        from edgepipe.examples.models import resolve_model
 
         self.output = output
         cfg = _config(output)

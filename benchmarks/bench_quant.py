@@ -38,7 +38,7 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
+import by_hand  # benchmarks/by_hand.py (this script's folder is sys.path[0])
 
 RECIPES = {  # beside the built-in ones (default, per-tensor, eq-sep, eq-sep-cle)
     "per-tensor-cle": {"description": "per-tensor weights + cross-layer equalization", "weights": "per_tensor",
@@ -83,9 +83,9 @@ def _config(output: Path, target: str | None, recipe: str | None):
 
 class Bench:
     def __init__(self, output: Path):
-        from edgepipe.examples.models import resolve_model
         from edgepipe.engine.context import RunContext
         from edgepipe.engine.reference import reference as _reference
+        from edgepipe.examples.models import resolve_model
 
         self.output = output
         cfg = _config(output, None, None)
@@ -138,7 +138,7 @@ class Bench:
         if which == "tflite":
             res = ctx.stage("bench-tflite-by-hand", {"savedmodel": sm.key, "calibration": calib.sha256,
                                                      **tool_versions("tensorflow")},
-                            lambda out: _tflite_by_hand(sm.path / "saved_model", out, calib.images))
+                            lambda out: by_hand.tflite_by_hand(sm.path / "saved_model", out, calib.images))
             path = res.path / "model.tflite"
             return ctx, path, lambda: TFLiteRunner(path, threads), {}
         if which == "ort":
@@ -149,12 +149,12 @@ class Bench:
             src = fp32.path / fp32.meta["file"]
             res = ctx.stage("bench-ort-by-hand", {"onnx": fp32.key, "calibration": calib.sha256,
                                                   **tool_versions("onnxruntime")},
-                            lambda out: _ort_by_hand(src, out, calib.images))
+                            lambda out: by_hand.ort_by_hand(src, out, calib.images))
             path = res.path / "model.onnx"
             return ctx, path, lambda: ONNXRunner(path, threads), {}
         res = ctx.stage("bench-nncf-by-hand", {"savedmodel": sm.key, "calibration": calib.sha256,
                                                "shape": list(ctx.spec.shape), **tool_versions("openvino", "nncf")},
-                        lambda out: _nncf_by_hand(sm.path / "saved_model", out, calib.images, ctx.spec.shape))
+                        lambda out: by_hand.nncf_by_hand(sm.path / "saved_model", out, calib.images, ctx.spec.shape))
         path = res.path / "model.xml"
         return ctx, path, lambda: OpenVINORunner(path, threads), {}
 
@@ -239,40 +239,6 @@ class Bench:
     def reference_row(self) -> dict:
         r = self.ref["row"]  # a edgepipe.reports.rows.ReportRow
         return {"top1": r.accuracy["top1"], "p50_ms": r.latency["p50_ms"], "size_mb": r.size_mb}
-
-
-def _tflite_by_hand(saved_model: Path, out: Path, images: np.ndarray) -> dict:
-    """TFLiteConverter's default post-training quantization, as its documentation shows it."""
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([img[None]] for img in images)
-    (out / "model.tflite").write_bytes(conv.convert())
-    return {}
-
-
-def _nncf_by_hand(saved_model: Path, out: Path, images: np.ndarray, shape) -> dict:
-    """ov.convert_model + nncf.quantize with every default (batch fixed to 1 for the runner)."""
-    import nncf
-    import openvino as ov
-
-    model = ov.convert_model(str(saved_model))
-    model.reshape([1, *shape])
-    qmodel = nncf.quantize(model, nncf.Dataset(images, lambda img: img[None]))
-    ov.save_model(qmodel, str(out / "model.xml"))
-    return {}
-
-
-def _ort_by_hand(model: Path, out: Path, images: np.ndarray) -> dict:
-    """onnxruntime.quantization.quantize_static with its defaults (QDQ, per-tensor, MinMax, int8)."""
-    from onnxruntime.quantization import quantize_static
-
-    from edgepipe.calibration.adapters import onnx_calibration_reader
-
-    quantize_static(str(model), str(out / "model.onnx"), onnx_calibration_reader(model, images),
-                    extra_options={"CalibMaxIntermediateOutputs": 16})
-    return {}
 
 
 def _fmt(row: dict) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import by_hand  # benchmarks/ is on sys.path (bench_fidelity.py puts it there)
 import numpy as np
 
 from edgepipe.core.hashing import sha256_file, stable_hash
@@ -155,20 +156,20 @@ class Builder:
             src = self.source(())
             res = self.ctx.stage("bench-tflite-by-hand", {"savedmodel": src["key"], "calibration": self.calib.sha256,
                                                           **tool_versions("tensorflow")},
-                                 lambda out: _tflite_by_hand(src["savedmodel"], out, self.calib.images))
+                                 lambda out: by_hand.tflite_by_hand(src["savedmodel"], out, self.calib.images))
             return res.path / "model.tflite"
         if tool == "nncf":
             src = self.source(())
             res = self.ctx.stage("bench-nncf-by-hand", {"savedmodel": src["key"], "calibration": self.calib.sha256,
                                                         "shape": list(self.ctx.spec.shape),
                                                         **tool_versions("openvino", "nncf")},
-                                 lambda out: _nncf_by_hand(src["savedmodel"], out, self.calib.images,
+                                 lambda out: by_hand.nncf_by_hand(src["savedmodel"], out, self.calib.images,
                                                            self.ctx.spec.shape))
             return res.path / "model.xml"
         onnx = self.onnx(())
         res = self.ctx.stage("bench-ort-by-hand", {"onnx": sha256_file(onnx), "calibration": self.calib.sha256,
                                                    **tool_versions("onnxruntime")},
-                             lambda out: _ort_by_hand(onnx, out, self.calib.images))
+                             lambda out: by_hand.ort_by_hand(onnx, out, self.calib.images))
         return res.path / "model.onnx"
 
     def fp16(self) -> Path:
@@ -205,41 +206,6 @@ def bf16_supported() -> dict:
                 break
     have = sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512_fp16", "amx_fp16"})
     return {"flags": have, "supported": bool(have)}
-
-
-def _tflite_by_hand(saved_model: Path, out: Path, images: np.ndarray) -> dict:
-    """TFLiteConverter's default post-training quantization, as its documentation shows it."""
-    import tensorflow as tf
-
-    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([img[None]] for img in images)
-    (out / "model.tflite").write_bytes(conv.convert())
-    return {}
-
-
-def _nncf_by_hand(saved_model: Path, out: Path, images: np.ndarray, shape) -> dict:
-    """ov.convert_model + nncf.quantize with every default (batch fixed to 1 for the runner)."""
-    import nncf
-    import openvino as ov
-
-    model = ov.convert_model(str(saved_model))
-    model.reshape([1, *shape])
-    qmodel = nncf.quantize(model, nncf.Dataset(images, lambda img: img[None]))
-    ov.save_model(qmodel, str(out / "model.xml"))
-    return {}
-
-
-def _ort_by_hand(model: Path, out: Path, images: np.ndarray) -> dict:
-    """onnxruntime.quantization.quantize_static with its defaults (QDQ, per-tensor, MinMax, int8);
-    `CalibMaxIntermediateOutputs` only bounds memory (MinMax otherwise keeps every image's activations)."""
-    from onnxruntime.quantization import quantize_static
-
-    from edgepipe.calibration.adapters import onnx_calibration_reader
-
-    quantize_static(str(model), str(out / "model.onnx"), onnx_calibration_reader(model, images),
-                    extra_options={"CalibMaxIntermediateOutputs": 16})
-    return {}
 
 
 def _tflite_fp16(saved_model: Path, out: Path) -> dict:
@@ -282,7 +248,8 @@ def _nncf(ir: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
 
 
 def _ort(model: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
-    """edgepipe.quantize.quantizers.onnxruntime.quantize_qdq plus quantize_static arguments the recipe has no field for."""
+    """edgepipe.quantize.quantizers.onnxruntime.quantize_qdq plus quantize_static arguments the recipe has no
+    field for."""
     if not native:
         from edgepipe.quantize.quantizers.onnxruntime import quantize_qdq
 

@@ -45,3 +45,13 @@ def tiny_int8_run(tiny_assets, tmp_path_factory) -> dict:
     assert res.exit_code == 0, res.output
     key, pub = keygen(d / "keys")
     return {"dir": d, "out": d / "out", "artifact": d / "out" / "artifacts" / "tflite-arm-int8", "key": key, "pub": pub}
+
+
+@pytest.fixture()
+def world(tmp_path):
+    """The hostile-input tests' world: a fake .keras model and a small labeled image folder."""
+    from tests.fixtures.hostile import fake_keras, image_folder
+
+    model = fake_keras(tmp_path / "m.keras")
+    data = image_folder(tmp_path / "data")
+    return {"root": tmp_path, "model": model, "data": data}

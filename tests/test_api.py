@@ -30,10 +30,9 @@ def test_import_edgepipe_from_a_folder_with_generic_module_names(tmp_path):
 def test_the_distribution_installs_one_top_level_package(tmp_path):
     """The wheel built from this tree holds one top-level package, edgepipe (pipeline/, targets/ and
     calibration/ mapped under it), plus its metadata and nothing else."""
+    import shutil
     import zipfile
     from pathlib import Path
-
-    import shutil
 
     root = Path(__file__).resolve().parents[1]
     src = tmp_path / "src"  # a copy: setuptools writes build/ and *.egg-info into the tree it builds
@@ -66,7 +65,8 @@ def test_run_a_dict_config_with_an_in_memory_keras_model(tiny_assets, tmp_path):
     import keras
 
     model = keras.models.load_model(tiny_assets["model"])
-    cfg = tiny_config(tiny_assets, tmp_path / "out", targets=[{"name": "tflite-arm", "options": {"precisions": ["fp32"]}}])
+    cfg = tiny_config(tiny_assets, tmp_path / "out",
+                      targets=[{"name": "tflite-arm", "options": {"precisions": ["fp32"]}}])
     report = edgepipe.run(cfg, model=model)
     assert isinstance(report, edgepipe.Report) and report.exit_code == 0
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())

@@ -16,8 +16,8 @@ from edgepipe.calibration import checks
 from edgepipe.cli.app import app
 from edgepipe.core.errors import InputError
 from edgepipe.core.labels import check_outputs, read_labels
-from edgepipe.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
 from edgepipe.engine.outdir import locked_output
+from edgepipe.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.locks import lock_held_by_child
 from tests.fixtures.model_files import TINY_TFLITE, tiny_ir
@@ -73,8 +73,7 @@ def test_every_runner_checks_its_input():
     import importlib
     import inspect
 
-    from edgepipe import targets
-    from edgepipe import formats
+    from edgepipe import formats, targets
 
     modules = [*(f.load() for f in formats.FORMATS),
                *(importlib.import_module(t.module) for t in targets.REGISTRY.values())]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import copy
 from types import SimpleNamespace
 
-from edgepipe.reports.rows import ReportRow
 from edgepipe.engine.orchestrate import apply_run_validators
+from edgepipe.reports.rows import ReportRow
 from edgepipe.validators.cross_quantizer import compare
 
 

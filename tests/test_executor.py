@@ -112,3 +112,22 @@ def test_make_executor_sizes_the_process_pool():
     assert make_executor("local").name == "local"
     assert make_executor("process=3").workers == 3
     assert make_executor("process").workers == len(os.sched_getaffinity(0))
+
+
+def test_ray_workers_get_the_whole_package_under_its_installed_name(tmp_path):
+    """`ray=ADDRESS` ships the code as py_modules: one folder named edgepipe that imports, with the
+    registry and data packages inside it (a checkout keeps them beside pipeline/, the wheel inside)."""
+    import subprocess
+    import sys
+
+    from edgepipe.executors.ray_executor import package_dir
+
+    d = package_dir()
+    assert d.name == "edgepipe" and (d / "targets" / "__init__.py").is_file()
+    assert (d / "calibration" / "preprocess.py").is_file() and (d / "boards" / "device_runner.py").is_file()
+    code = ("import edgepipe, edgepipe.targets as t, edgepipe.engine.orchestrate; "
+            "print(edgepipe.__file__, len(t.REGISTRY))")
+    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(d.parent)!r}); {code}"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[0].startswith(str(d)) and int(out.stdout.split()[1]) >= 5

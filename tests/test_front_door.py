@@ -308,7 +308,7 @@ def test_extras_match_pyproject_and_tox():
 
 
 def test_terminal_and_availability_agree_on_the_reason_prefix():
-    from edgepipe.reports.terminal import FINISH_PREFIX
     from edgepipe.engine.availability import PREFIX
+    from edgepipe.reports.terminal import FINISH_PREFIX
 
     assert FINISH_PREFIX == PREFIX

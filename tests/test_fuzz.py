@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from edgepipe.config.schema import load_config
 from edgepipe.core.errors import EdgepipeError
 from edgepipe.core.labels import read_labels
-from edgepipe.formats.inspect import check_model_file
 from edgepipe.engine.probe import ProbeLimits, probe
+from edgepipe.formats.inspect import check_model_file
 from tests.fixtures.model_files import TINY_TFLITE, tiny_onnx
 
 LIMITS = ProbeLimits(timeout_s=20, memory_mb=4096)

@@ -14,32 +14,15 @@ import zipfile
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from edgepipe.calibration.preprocess import PreprocessSpec
 from edgepipe.calibration.sources import open_source
-from edgepipe.cli.app import app
 from edgepipe.config.schema import load_config, parse_config
 from edgepipe.core import tempdirs
 from edgepipe.core.errors import ConfigError, InputError
 from edgepipe.formats.inspect import check_model_file
-from tests.fixtures.hostile import CLASSES, cli, config, fake_keras, image_folder, snapshot, write_yaml
+from tests.fixtures.hostile import CLASSES, cli, config, fake_keras, image_folder, run_cli, snapshot, write_yaml
 from tests.fixtures.leftovers import dead_temp_dir
-
-runner = CliRunner()
-
-
-def run_cli(*args):
-    res = runner.invoke(app, [*map(str, args)])
-    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception  # no traceback
-    return res
-
-
-@pytest.fixture()
-def world(tmp_path):
-    model = fake_keras(tmp_path / "m.keras")
-    data = image_folder(tmp_path / "data")
-    return {"root": tmp_path, "model": model, "data": data}
 
 
 # ---- 1. validate before writing --------------------------------------------------------------

@@ -9,27 +9,10 @@ from __future__ import annotations
 import os
 
 import pytest
-from typer.testing import CliRunner
 
-from edgepipe.cli.app import app
 from edgepipe.config.schema import load_config
 from edgepipe.core.errors import ConfigError
-from tests.fixtures.hostile import config, fake_keras, image_folder, snapshot, write_yaml
-
-runner = CliRunner()
-
-
-def run_cli(*args):
-    res = runner.invoke(app, [*map(str, args)])
-    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception  # no traceback
-    return res
-
-
-@pytest.fixture()
-def world(tmp_path):
-    model = fake_keras(tmp_path / "m.keras")
-    data = image_folder(tmp_path / "data")
-    return {"root": tmp_path, "model": model, "data": data}
+from tests.fixtures.hostile import config, image_folder, run_cli, snapshot, write_yaml
 
 
 # ---- YAML: a repeated key, an integer Python refuses to convert -----------------------------------

@@ -45,7 +45,8 @@ def keygen(directory: Path, force: bool = False) -> tuple[Path, Path]:
     if directory.exists() and not directory.is_dir():
         raise InputError(expected_received(label, "a folder", "an existing file"))
     existing = [p.name for p in (priv_path, pub_path) if p.exists() or p.is_symlink()]
-    odd = [p.name for p in (priv_path, pub_path) if (p.exists() or p.is_symlink()) and (p.is_symlink() or not p.is_file())]
+    odd = [p.name for p in (priv_path, pub_path)
+           if (p.exists() or p.is_symlink()) and (p.is_symlink() or not p.is_file())]
     if odd:  # a folder or link where a key goes: refused before anything is renamed over the other key
         raise InputError(expected_received(label, f"{PRIVATE_NAME} and {PUBLIC_NAME} as regular files or absent",
                                            f"{' and '.join(odd)} not a regular file"))

@@ -83,10 +83,10 @@ def run(
                                                  ("int8" if precision else "fp32"), "preprocessing": preprocessing},
                                output=output, threads=threads, executor=executor, trust=trust_model)
         from edgepipe.core.progress import stderr
+        from edgepipe.engine.orchestrate import run_pipeline
         from edgepipe.examples.models import resolve_model
         from edgepipe.reports.terminal import print_summary
         from edgepipe.reports.tracking import open_tracker
-        from edgepipe.engine.orchestrate import run_pipeline
 
         tracker = open_tracker(mlflow)  # before the run: a missing mlflow fails now, not after it
         report = run_pipeline(cfg, resolve_model(cfg), wait=wait, strict=strict)

@@ -50,10 +50,9 @@ def run_config(source: Path | None, example: str, own: dict, *, output=None, thr
 
 
 def _plan(model: Path, own: dict, **kw):
+    from edgepipe.core.errors import ConfigError, expected_received
     from edgepipe.core.progress import stderr
     from edgepipe.engine.from_model import plan_for_model
-
-    from edgepipe.core.errors import ConfigError, expected_received
 
     # an empty value is a mistake, not "the default": --data '' read the current folder as the data set,
     # --targets ',' built nothing and said "at least one that builds None"

@@ -16,7 +16,6 @@ from pathlib import Path
 from edgepipe.core import safeio
 from edgepipe.core.errors import InputError, expected_received
 
-
 MAX_LABELS = 100_000  # ImageNet-21k has 21,841 classes
 MAX_LABEL_CHARS = 256
 # every character str.splitlines() splits at, and NUL

@@ -16,12 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgepipe.core.errors import EXIT_BAD_INPUT, InputError
-from edgepipe.executors.base import Executor, Failure, Task
-from edgepipe.executors.factory import make_executor
-from edgepipe.reports.rows import ReportRow
 from edgepipe.engine.context import RunContext
 from edgepipe.engine.reference import reference
 from edgepipe.engine.target import run_target
+from edgepipe.executors.base import Executor, Failure, Task
+from edgepipe.executors.factory import make_executor
+from edgepipe.reports.rows import ReportRow
 
 
 def _context(payload: dict) -> RunContext:

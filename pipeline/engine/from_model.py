@@ -12,12 +12,10 @@ to load to the same config, so `edgepipe run <output>/pipeline.yaml` repeats the
 from __future__ import annotations
 
 import os
-
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgepipe import targets
-from edgepipe import __version__, formats
+from edgepipe import __version__, formats, targets
 from edgepipe.config.render import render
 from edgepipe.config.schema import GateSpec, LatencySpec, PipelineConfig, SplitSpec, parse_config
 from edgepipe.core.errors import ConfigError, InputError, expected_received

@@ -15,13 +15,13 @@ from pathlib import Path
 from edgepipe.core.jsonio import write_json
 from edgepipe.core.timing import cpu_seconds
 from edgepipe.core.versions import host_facts
-from edgepipe.reports.profile import profile
-from edgepipe.reports.rows import ReportRow
 from edgepipe.engine.context import RunContext
 from edgepipe.engine.fanout import run_targets
 from edgepipe.engine.outdir import locked_output, sweep_leftovers, write_guard
 from edgepipe.engine.precheck import check_run
 from edgepipe.engine.reference import reference
+from edgepipe.reports.profile import profile
+from edgepipe.reports.rows import ReportRow
 from edgepipe.validators import gates as gate_mod
 from edgepipe.validators import registry
 

@@ -15,8 +15,8 @@ from edgepipe.core.artifacts import Artifact
 from edgepipe.core.labels import check_outputs
 from edgepipe.core.progress import bar
 from edgepipe.core.versions import tool_versions
-from edgepipe.reports.rows import ReportRow
 from edgepipe.engine.context import RunContext
+from edgepipe.reports.rows import ReportRow
 from edgepipe.validators import accuracy as acc_mod
 
 

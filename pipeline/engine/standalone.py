@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.calibration.preprocess import RANGES, PreprocessSpec
 from edgepipe import formats
+from edgepipe.calibration.preprocess import RANGES, PreprocessSpec
 from edgepipe.core import safeio
 from edgepipe.core.bounds import MAX_INPUT_SIDE, check_threads
 from edgepipe.core.children import DEFAULT_MEMORY_MB, Limits

@@ -15,19 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe import targets
-from edgepipe import formats
+from edgepipe import formats, targets
 from edgepipe.core.artifacts import Artifact
 from edgepipe.core.errors import ConfigError, DeviceUnavailableError, EdgepipeError, InputError
 from edgepipe.core.labels import check_outputs
 from edgepipe.core.versions import host_facts, tool_versions
-from edgepipe.reports.model_card import write_model_card
-from edgepipe.reports.rows import ReportRow
 from edgepipe.engine.availability import host_gap, mark, unbuildable_row
 from edgepipe.engine.context import RunContext
 from edgepipe.engine.outdir import link_or_copy, make_temp_dir, publish_dir, write_failure
 from edgepipe.engine.probe import probed_stage
 from edgepipe.engine.reference import scores_stage
+from edgepipe.reports.model_card import write_model_card
+from edgepipe.reports.rows import ReportRow
 from edgepipe.validators import registry
 from edgepipe.validators.base import ValidationInputs, validate
 

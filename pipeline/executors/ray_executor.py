@@ -17,6 +17,7 @@ typed EdgepipeError comes back as a Failure and is not retried.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from edgepipe.core.errors import ConfigError
@@ -47,11 +48,7 @@ class RayExecutor(Executor):
                          include_dashboard=False, runtime_env=env, logging_level="WARNING")
             else:
                 if ship_code:
-                    from edgepipe import calibration
-                    import edgepipe
-                    from edgepipe import targets
-
-                    env["py_modules"] = [pipeline, calibration, targets]
+                    env["py_modules"] = [str(package_dir())]
                 try:
                     ray.init(address=address, runtime_env=env, logging_level="WARNING")
                 except (ConnectionError, RuntimeError, ValueError) as err:
@@ -117,3 +114,25 @@ class RayExecutor(Executor):
         if self._owns and self.ray.is_initialized():
             self.ray.shutdown()
             self._owns = False
+
+
+def package_dir() -> Path:
+    """A folder named `edgepipe` holding the whole package as it is installed, for Ray's `py_modules` (the
+    workers import it by the folder's name). An installed wheel is that folder already; a repository checkout
+    (editable install) keeps targets/ and calibration/ beside pipeline/, so they are copied into one."""
+    import shutil
+    import tempfile
+
+    import edgepipe
+    from edgepipe import calibration, targets
+
+    root = Path(edgepipe.__file__).parent
+    parts = {"targets": Path(targets.__file__).parent, "calibration": Path(calibration.__file__).parent}
+    if root.name == "edgepipe" and all(p == root / name for name, p in parts.items()):
+        return root
+    stage = Path(tempfile.mkdtemp(prefix="edgepipe-ray-")) / "edgepipe"
+    junk = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(root, stage, ignore=junk)
+    for name, path in parts.items():
+        shutil.copytree(path, stage / name, ignore=junk)
+    return stage

@@ -147,7 +147,8 @@ def card_data(ctx, art, extra: dict, facts: dict | None = None) -> dict:
     if fid:
         metrics["fidelity"] = {"agreement": rounded(fid["agreement"]),
                                "agreement_ci95": [rounded(v) for v in fid["agreement_ci95"]],
-                               "output_snr_db": rounded(fid["output_snr_db"], 2), "kl_mean": significant(fid["kl_mean"], 3),
+                               "output_snr_db": rounded(fid["output_snr_db"], 2),
+                               "kl_mean": significant(fid["kl_mean"], 3),
                                "flipped_images": fid["flipped"]}
     if par:
         metrics["output_parity"] = {"cosine_min": rounded(par["cosine_min"], 7),

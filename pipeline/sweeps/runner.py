@@ -18,13 +18,13 @@ from pathlib import Path
 from edgepipe.core.cache import StageCache
 from edgepipe.core.errors import EXIT_GATE_FAILED, EXIT_OK
 from edgepipe.core.progress import stderr
+from edgepipe.engine.fanout import failed_row, merge_events, prepare_model, target_cell
+from edgepipe.engine.outdir import locked_output
+from edgepipe.engine.precheck import check_sweep_inputs
 from edgepipe.executors import board_resources as boards_mod
 from edgepipe.executors.base import Executor, Failure, Task
 from edgepipe.executors.factory import make_executor
 from edgepipe.reports.rows import ReportRow
-from edgepipe.engine.fanout import failed_row, merge_events, prepare_model, target_cell
-from edgepipe.engine.outdir import locked_output
-from edgepipe.engine.precheck import check_sweep_inputs
 from edgepipe.sweeps.config import Sweep
 from edgepipe.sweeps.leaderboard import summarize
 

@@ -13,7 +13,7 @@ stage and scored on the accuracy-control set, until one is within budget.
 from __future__ import annotations
 
 from edgepipe.quantize.quantizers import tflite
-from edgepipe.quantize.quantizers.base import no_16x8, no_7bit_weights, no_nncf_options, unsupported_statistic
+from edgepipe.quantize.quantizers.base import no_7bit_weights, no_16x8, no_nncf_options, unsupported_statistic
 
 
 def problems(recipe) -> list[str]:

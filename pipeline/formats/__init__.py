@@ -15,7 +15,7 @@ An untrusted SavedModel's ops are read without TensorFlow in `savedmodel_ops.py`
     runners.py          open a runner or import a runtime by format name (and every runner class)
     tflite_versions.py  the minimum TFLite runtime a .tflite needs, from its op versions
 
-Other modules ask the table (`from pipeline import formats; formats.get("tflite")`) instead of
+Other modules ask the table (`from edgepipe import formats; formats.get("tflite")`) instead of
 keeping their own dict of formats; `README.md` here has the checklist for adding one. Listing
 the table imports nothing: a format's module is imported when it is used, and toolkits only
 inside its functions.

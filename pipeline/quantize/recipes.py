@@ -110,6 +110,8 @@ BUILTIN: dict[str, Recipe] = {
     "no-saturation": Recipe(description="weights on a 7-bit range: no int16 saturation in x86 int8 kernels "
                                         "without VNNI (NNCF overflow fix everywhere, ONNX Runtime reduce_range)",
                             weight_bits=7),
+    "eq-sep-7bit": Recipe(description="eq-sep with weights on a 7-bit range (no int16 saturation on x86 CPUs "
+                                      "without VNNI)", equalize_separable=True, weight_bits=7),
     "minmax": Recipe(description="global min/max activation ranges", calibration="minmax"),
     "percentile": Recipe(description="99.99th percentile activation ranges", calibration="percentile"),
     "mse": Recipe(description="histogram ranges minimising quantization MSE (NNCF)", calibration="mse"),

@@ -55,3 +55,15 @@ def world(tmp_path):
     model = fake_keras(tmp_path / "m.keras")
     data = image_folder(tmp_path / "data")
     return {"root": tmp_path, "model": model, "data": data}
+
+
+@pytest.fixture(autouse=True)
+def _edgepipe_logger_reaches_caplog():
+    """Toolkits reconfigure logging process-wide (OpenVINO's converter raises the root level, others
+    disable loggers or logging altogether); a test that did so must not hide the next test's warnings."""
+    import logging
+
+    logging.disable(logging.NOTSET)
+    log = logging.getLogger("edgepipe")
+    log.disabled, log.propagate = False, True
+    yield

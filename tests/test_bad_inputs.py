@@ -4,6 +4,7 @@ the model, and a second run on one output directory (fails naming the holder, or
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import threading
 import time
@@ -220,6 +221,7 @@ def test_non_finite_pixels_stop_the_data_loader(tiny_assets, tmp_path, monkeypat
 
 
 def test_small_calibration_set_warns_with_its_count(tiny_assets, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="edgepipe")
     ctx = _ctx(tiny_assets, tmp_path, min_calibration=100)
     assert len(ctx.calibration) == 30
     assert "calibration data: 30 images, fewer than the configured minimum of 100" in caplog.text

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -74,6 +76,7 @@ def test_wrong_layout_is_rejected_not_reshaped():
 
 
 def test_empty_calibration_is_an_error_and_small_is_a_warning(caplog):
+    caplog.set_level(logging.WARNING, logger="edgepipe")
     with pytest.raises(InputError, match="expected at least 1 image. Received: 0"):
         checks.check_count(0, 100, "calibration data")
     checks.check_count(5, 100, "calibration data")

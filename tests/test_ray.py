@@ -63,6 +63,7 @@ def test_ray_task_for_an_undeclared_board_fails_instead_of_hanging(ray_executor)
 
 
 def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray_executor):
+    from edgepipe.core.errors import InputError
     from edgepipe.sweeps.config import parse_sweep
     from edgepipe.sweeps.runner import run_sweep
 
@@ -70,10 +71,11 @@ def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray
     broken.write_bytes(b"\x00not a zip archive")
     base = tiny_config(tiny_assets, tmp_path / "unused", threads=1)
 
-    def sweep(out: str):
+    def sweep(out: str, with_broken: bool = False):
+        models = [{"name": "tiny", "path": str(tiny_assets["model"])}]
         return parse_sweep({
             "base": base, "output": out,
-            "models": [{"name": "tiny", "path": str(tiny_assets["model"])}, {"name": "broken", "path": str(broken)}],
+            "models": models + ([{"name": "broken", "path": str(broken)}] if with_broken else []),
             "recipes": [
                 {"name": "fast", "options": {"precisions": ["int8"]},
                  "targets": {"openvino-cpu": {"recipe": "default"}, "tflite-arm": {"int8_io": True}}},
@@ -84,17 +86,20 @@ def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray
             "board_bench": "tests.test_sweep:fake_bench",
         }, base_dir=tmp_path)
 
-    local = run_sweep(sweep("local"), LocalExecutor(1, resources=BOARDS))
-    remote = run_sweep(sweep("ray"), ray_executor)
+    # a model that is not a model is refused before anything is written, whichever the executor
+    for name, executor in (("local-broken", LocalExecutor(1, resources=BOARDS)), ("ray-broken", ray_executor)):
+        with pytest.raises(InputError, match="broken.keras': expected a .keras zip archive"):
+            run_sweep(sweep(str(tmp_path / name), with_broken=True), executor)
+        assert not (tmp_path / name).exists()
+
+    local = run_sweep(sweep(str(tmp_path / "local")), LocalExecutor(1, resources=BOARDS))
+    remote = run_sweep(sweep(str(tmp_path / "ray")), ray_executor)
     assert remote["executor"] == "ray" and local["executor"] == "local"
     for rep in (local, remote):
-        assert rep["exit_code"] == 1 and rep["failed_cells"] == 4  # the broken model's four cells
+        assert rep["exit_code"] == 0 and rep["failed_cells"] == 0
         good = [r for r in rep["rows"] if r["model"] == "tiny"]
-        bad = [r for r in rep["rows"] if r["model"] == "broken"]
         assert len(good) == 4 and all(r["status"] == "passed" for r in good)
-        assert len(bad) == 4 and all(r["status"] == "error" and "model broken:" in r["reasons"][0]
-                                     and "expected a .keras zip archive" in r["reasons"][0] for r in bad)
-        assert "error" in rep["models"]["broken"] and len(rep["references"]) == 1
+        assert len(rep["references"]) == 1
         benched = [r for r in good if r["target"] == "tflite-arm"]
         assert all(r["boards"]["rpi4-01"]["sha256"] == r["sha256"] for r in benched)
     by_id = {r["id"]: r for r in local["rows"] if r["model"] == "tiny"}

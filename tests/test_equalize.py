@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgepipe.calibration.dataset import load_subset
-from edgepipe.calibration.preprocess import PreprocessSpec
-from edgepipe.config.schema import SplitSpec, Subset
 from edgepipe.quantize import equalize as eq
-from tests.fixtures import tiny_xception
-from tests.fixtures.configs import INPUT
+from tests.fixtures.configs import INPUT, tiny_split
 
 N_SEPARABLE = 16  # SeparableConv2D layers in the tiny Xception
 
@@ -19,11 +15,8 @@ N_SEPARABLE = 16  # SeparableConv2D layers in the tiny Xception
 def tiny(tiny_assets):
     import keras
 
-    spec = PreprocessSpec(INPUT, INPUT)
-    splits = SplitSpec(seed=0, calibration=30, test_fraction=0.3)
-    data = str(tiny_assets["data"])
-    calib = load_subset(Subset(source=data, split="calibration"), splits, tiny_xception.CLASSES, spec, "calib")
-    test = load_subset(Subset(source=data, split="test"), splits, tiny_xception.CLASSES, spec, "test")
+    calib = tiny_split(tiny_assets, "calibration")
+    test = tiny_split(tiny_assets, "test")
     model = keras.saving.load_model(tiny_assets["model"], compile=False)
     return {"model": model, "calib": calib.images, "test": test.images, "labels": test.labels}
 

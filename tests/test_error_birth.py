@@ -5,14 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgepipe.calibration.dataset import load_subset
-from edgepipe.calibration.preprocess import PreprocessSpec
-from edgepipe.config.schema import SplitSpec, Subset
 from edgepipe.diagnostics import error_birth
 from edgepipe.diagnostics.layer_errors import keras_layer_names
 from edgepipe.quantize.equalize import depthwise_ranges, max_output_diff
-from tests.fixtures import tiny_xception
-from tests.fixtures.configs import INPUT
+from tests.fixtures.configs import INPUT, tiny_split
 
 DAMAGED = "block5_sepconv2"  # a middle-flow SeparableConv2D
 FACTOR = 64.0  # channel 0's range becomes 64x the intermediate's largest channel range
@@ -27,11 +23,8 @@ def damaged(tiny_assets, tmp_path_factory):
 
     from edgepipe.stages.savedmodel import export_savedmodel
 
-    spec = PreprocessSpec(INPUT, INPUT)
-    splits = SplitSpec(seed=0, calibration=30, test_fraction=0.3)
-    data = str(tiny_assets["data"])
-    calib = load_subset(Subset(source=data, split="calibration"), splits, tiny_xception.CLASSES, spec, "calib")
-    test = load_subset(Subset(source=data, split="test"), splits, tiny_xception.CLASSES, spec, "test")
+    calib = tiny_split(tiny_assets, "calibration")
+    test = tiny_split(tiny_assets, "test")
     original = keras.saving.load_model(tiny_assets["model"], compile=False)
     model = keras.saving.load_model(tiny_assets["model"], compile=False)
     ranges = depthwise_ranges(model, calib.images)[DAMAGED]

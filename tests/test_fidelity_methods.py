@@ -7,13 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgepipe.calibration.dataset import load_subset
-from edgepipe.calibration.preprocess import PreprocessSpec
-from edgepipe.config.schema import SplitSpec, Subset
 from edgepipe.quantize import residual_equalize as req
 from edgepipe.quantize.equalize import max_output_diff
 from tests.fixtures import tiny_xception
-from tests.fixtures.configs import INPUT
+from tests.fixtures.configs import INPUT, tiny_split
 
 MIDDLE_ADDS = 3  # the tiny Xception's last entry add + its two middle blocks: one segment
 
@@ -22,12 +19,9 @@ MIDDLE_ADDS = 3  # the tiny Xception's last entry add + its two middle blocks: o
 def tiny(tiny_assets):
     import keras
 
-    spec = PreprocessSpec(INPUT, INPUT)
-    splits = SplitSpec(seed=0, calibration=30, test_fraction=0.3)
-    data = str(tiny_assets["data"])
-    calib = load_subset(Subset(source=data, split="calibration"), splits, tiny_xception.CLASSES, spec, "calib")
-    test = load_subset(Subset(source=data, split="test"), splits, tiny_xception.CLASSES, spec, "test")
-    train = load_subset(Subset(source=data, split="train"), splits, tiny_xception.CLASSES, spec, "train")
+    calib = tiny_split(tiny_assets, "calibration")
+    test = tiny_split(tiny_assets, "test")
+    train = tiny_split(tiny_assets, "train")
     model = keras.saving.load_model(tiny_assets["model"], compile=False)
     return {"model": model, "calib": calib.images, "test": test.images,
             "calib_large": np.concatenate([calib.images, train.images])}

@@ -168,6 +168,29 @@ document.body.appendChild(pre);
 </script></body>"""
 
 
+def test_terminal_summary_keeps_every_name_and_number_whole_at_80_columns(run):
+    """rich squeezes a 10-column table into 80 columns by cutting every cell to a few characters; a terminal
+    that narrow gets one block per artifact instead, and a wide one the table."""
+    from rich.console import Console
+
+    from edgepipe.reports.terminal import print_summary
+
+    rep = run["report"]
+    for width, table in ((80, False), (200, True)):
+        console = Console(record=True, width=width)
+        print_summary(rep, console, run["out"])
+        text = console.export_text()
+        assert ("┃ artifact" in text) is table and "…" not in text
+        for r in rep["artifacts"]:
+            assert r["artifact"] in text
+            top1 = (r.get("accuracy") or {}).get("top1")
+            if top1 is not None:
+                assert fmt(top1, ".4f") in text
+            p50 = (r.get("latency") or {}).get("p50_ms")
+            if p50 is not None:
+                assert fmt(p50, ".1f") in text
+
+
 def test_report_html_shows_reasons_and_new_charts_at_1280px(run, chromium, tmp_path):
     from PIL import Image
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from edgepipe.reports.escape import terminal as esc
@@ -83,8 +84,37 @@ def not_available_lines(report: dict) -> list[str]:
     return out
 
 
+def row_lines(report: dict) -> list[str]:
+    """The same rows as `summary_table`, one block per artifact, for a terminal too narrow for the table: every
+    name and number stays whole (rich would otherwise cut the columns down to a few characters each)."""
+    out = []
+    for r in map(ReportRow.from_json, report["artifacts"]):
+        acc, lat = r.accuracy or {}, r.latency or {}
+        status = NOT_AVAILABLE if r.not_available_here else STATUS.get(r.status, r.status)
+        out.append(f"{r.artifact}  {status}")
+        cells = [("size", fmt(r.size_mb, ".1f"), " MB"), ("top-1", fmt(acc.get("top1"), ".4f"), ""),
+                 ("Δ vs FP32 (pts)", _drop(acc), ""), ("agree", fmt(acc.get("agreement"), ".3f"), ""),
+                 ("SNR", fmt((r.fidelity or {}).get("output_snr_db"), ".1f"), " dB"),
+                 ("p50", fmt(lat.get("p50_ms"), ".1f"), " ms" + (" busy" if r.busy() else "")),
+                 ("p90", fmt(lat.get("p90_ms"), ".1f"), " ms")]
+        shown = [f"{k} {v}{unit}" for k, v, unit in cells if v != MISSING]
+        if shown:
+            out.append("  " + "  ".join(shown))
+        reasons = [x for x in r.reasons if not (r.not_available_here and x.startswith(FINISH_PREFIX))]
+        for note in [*reasons, *([r.note] if r.note else []), *([r.busy()] if r.busy() else [])]:
+            out.append(f"  note: {note}")
+    return out
+
+
 def print_summary(report: dict, console: Console, output) -> None:
-    console.print(summary_table(report))
+    table = summary_table(report)
+    table.columns[-1].min_width = 24  # the note column may wrap, but not below a readable width
+    if Measurement.get(console, console.options.update_width(10_000), table).minimum <= console.width:
+        console.print(table)
+    else:
+        console.print("edgepipe results")
+        for line in row_lines(report):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
     for line in not_available_lines(report):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     stages = report["stages"]

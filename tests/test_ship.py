@@ -319,3 +319,50 @@ def test_old_bundles_are_pruned_keeping_n_plus_current_and_previous(board, bundl
     res, rep = ship(board, bundles, made[5], root, "--keep", "1")
     assert res.exit_code == 0 and rep["pruned"] == [name[2]] and rep["previous"] == f"bundles/{name[4]}"
     assert board_state(root)[:2] == (f"bundles/{name[5]}", sorted([name[4], name[5]]))
+
+
+# ---- what a board operator meets: clear refusals, --json for every outcome, repair (board-ops) ----------
+def ship_json(board, bundles, bundle, root, *extra, python=sys.executable, port=None):
+    res, _ = ship(board, bundles, bundle, root, "--json", *extra, python=python, port=port)
+    out = json.loads(res.stdout)  # exactly one JSON object on stdout, whatever happened
+    assert out["exit_code"] == res.exit_code, out
+    return res, out
+
+
+def test_ship_json_is_one_object_with_the_exit_code_for_every_outcome(board, bundles, tmp_path, monkeypatch):
+    root = tmp_path / "board"
+    res, out = ship_json(board, bundles, bundles["v2"], root)
+    assert res.exit_code == 0 and out["ok"] and out["status"] == "ok"
+    res, out = ship_json(board, bundles, bundles["v1"], root)  # downgrade refused
+    assert res.exit_code == 2 and out["status"] == "refused" and "newer than" in out["error"]
+    res, out = ship_json(board, bundles, bundles["broken"], root)  # smoke test failed, rolled back
+    assert res.exit_code == 3 and out["status"] == "rolled back" and out["error"] and out["smoke"] is not None
+    res, out = ship_json(board, bundles, bundles["v2"], root, port=free_port())
+    assert res.exit_code == 3 and out["status"] == "unreachable"
+    args = ["ship", str(bundles["v2"]), "--to", url(board, root), *ssh_args(board, bundles), "--json"]
+    args[args.index("--identity") + 1] = str(board["stranger_key"])
+    res = runner.invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 3 and json.loads(res.stdout)["status"] == "auth failed"
+    held = BoardLock(remote(board, root), sys.executable, "ship")
+    held.acquire()
+    try:
+        res, out = ship_json(board, bundles, bundles["v2"], root, "--force")
+        assert res.exit_code == 3 and out["status"] == "locked" and "held by ship" in out["error"]
+    finally:
+        held.release()
+    before = current(root)
+    monkeypatch.setattr(Board, "runner", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    res, out = ship_json(board, bundles, bundles["v1"], root, "--force")
+    assert res.exit_code == 130 and out["status"] == "interrupted" and not out["ok"]
+    assert current(root) == before and not (root / ".lock").exists()  # switched back, lock released
+
+
+def test_keygen_prints_the_fingerprint(tmp_path):
+    from edgepipe.boards.signing import fingerprint
+
+    res = runner.invoke(app, ["keygen", "--out", str(tmp_path / "k"), "--json"])
+    out = json.loads(res.stdout)
+    fp = fingerprint((tmp_path / "k" / "edgepipe.pub").read_bytes())
+    assert res.exit_code == 0 and out["fingerprint"] == fp and fp.startswith("SHA256:") and len(fp) == 50
+    res = runner.invoke(app, ["keygen", "--out", str(tmp_path / "k2")])
+    assert res.exit_code == 0 and "fingerprint: SHA256:" in res.stdout

@@ -212,6 +212,11 @@ def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirn
         problem = _smoke_problem(code, smoke, min_agreement)
     except RemoteError as err:
         smoke, problem = {}, f"{err.status}: {err}"
+    except KeyboardInterrupt:  # Ctrl-C before the smoke test said ok: the board goes back to what it had
+        if state["link"] != new_rel:
+            with contextlib.suppress(RemoteError):
+                board.switch(state["link"])
+        raise
     report["smoke"] = smoke
     if problem is None:
         report["status"] = "ok"

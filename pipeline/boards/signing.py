@@ -98,6 +98,19 @@ def key_id(pub_pem: bytes) -> str:
     return hashlib.sha256(pub_pem.strip()).hexdigest()[:16]
 
 
+def fingerprint(pub_pem: bytes) -> str:
+    """`SHA256:<base64>` of the raw Ed25519 public key (the style of ssh-keygen -l), or of the PEM text
+    when it is not an Ed25519 key."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_public_key(pub_pem.strip())
+        raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    except (ValueError, TypeError):
+        raw = pub_pem.strip()
+    return "SHA256:" + base64.b64encode(hashlib.sha256(raw).digest()).decode("ascii").rstrip("=")
+
+
 def sign_bytes(data: bytes, private_key_path: Path) -> dict:
     key = load_private(private_key_path)
     return {"algorithm": "ed25519", "key_id": key_id(public_pem(key)),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgepipe.cli.common import app, fail, json_out, ssh_options
+from edgepipe.cli.common import app, fail, interrupted, json_out, ssh_options
 from edgepipe.core.errors import EdgepipeError
 
 JSON = "machine-readable output on stdout (errors too)"
@@ -33,10 +33,13 @@ def keygen(
         priv, pub = make_keys(out or default_key_dir(), force)
     except EdgepipeError as err:
         fail(err, as_json)
+    from edgepipe.boards.signing import fingerprint
+
+    fp = fingerprint(pub.read_bytes())
     if as_json:
-        json_out({"private_key": str(priv), "public_key": str(pub)})
+        json_out({"private_key": str(priv), "public_key": str(pub), "fingerprint": fp})
     else:
-        typer.echo(f"private key: {plain(priv)}\npublic key:  {plain(pub)}")
+        typer.echo(f"private key: {plain(priv)}\npublic key:  {plain(pub)}\nfingerprint: {fp}")
 
 
 @app.command("bundle")
@@ -111,22 +114,42 @@ def ship(
                                             "(current and the previous one are always kept)"),
     lock_timeout: float = typer.Option(900, min=1, help="break a board lock not refreshed for this many seconds "
                                                         "(must exceed --timeout)"),
-    as_json: bool = typer.Option(False, "--json", help="errors as JSON too (the ship report is JSON on stdout "
-                                                       "either way)"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout for every outcome (success, "
+                                                       "refusal, remote failure, Ctrl-C), with its exit_code"),
 ) -> None:
     """Upload a bundle to a board, verify it there, switch `current` atomically, smoke-test, roll back on failure.
-    One ship per board at a time (PATH/.lock; exit 3 naming the holder); old bundles are pruned (--keep)."""
+    The board is checked first (python, numpy, runtime, writable path, free space): nothing is written to a board
+    that is not ready. One ship per board at a time (PATH/.lock; exit 3 naming the holder); old bundles are pruned
+    (--keep)."""
     from edgepipe.boards.ship import ShipFailed
     from edgepipe.boards.ship import ship as do_ship
     from edgepipe.boards.signing import PUBLIC_NAME, default_key_dir
+    from edgepipe.core.children import Terminated
 
     try:
         res = do_ship(bundle, to, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
                       pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python, keep=keep,
                       lock_timeout=lock_timeout)
-    except ShipFailed as err:
-        json_out(err.report)
+    except ShipFailed as err:  # the report (rolled back or removed) is printed either way
+        json_out({**err.report, "ok": False, "error": str(err), "exit_code": err.exit_code})
         fail(err)
     except EdgepipeError as err:
-        fail(err, as_json)
-    json_out(res)
+        if as_json:
+            json_out({"ok": False, "device": to, "status": getattr(err, "status", None) or _status(err),
+                      "error": str(err), "type": type(err).__name__, "exit_code": err.exit_code})
+        fail(err)
+    except KeyboardInterrupt as err:
+        code = 143 if isinstance(err, Terminated) else 130
+        what = ("the board's lock was released, an unfinished upload removed, and `current` left as it was (or "
+                "switched back); run ship again")
+        if as_json:
+            json_out({"ok": False, "device": to, "status": "terminated" if code == 143 else "interrupted",
+                      "error": what, "exit_code": code})
+        interrupted(err, what)
+    json_out({**res, "ok": True, "exit_code": 0})
+
+
+def _status(err: EdgepipeError) -> str:
+    from edgepipe.core.errors import BundleError
+
+    return "refused" if isinstance(err, BundleError) else "bad input"

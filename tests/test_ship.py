@@ -213,9 +213,9 @@ def test_old_or_missing_runtime_on_the_board(board, bundles, tmp_path):
     old.chmod(0o755)
     bare.chmod(0o755)
     root = tmp_path / "board"
-    res, rep = ship(board, bundles, bundles["v1"], root, python=str(old))
-    assert res.exit_code == 3 and rep["status"] == "removed" and current(root) is None
-    assert "ai_edge_litert: expected version >= 1.0. Received: 0.9.0" in rep["reason"]
+    res, _ = ship(board, bundles, bundles["v1"], root, python=str(old))  # refused by the pre-flight, before upload
+    assert res.exit_code == 3 and not root.exists()
+    assert "ai_edge_litert 0.9.0 (older than 1.0)" in " ".join(res.output.split())
     res = runner.invoke(app, ["bench", str(bundles["v1"]), "--device", url(board, root, python=str(bare)),
                               "--runs", "2", *ssh_args(board, bundles)], catch_exceptions=False)
     dev = json.loads(res.stdout[: res.stdout.rindex("}") + 1])["devices"][0]
@@ -322,6 +322,13 @@ def test_old_bundles_are_pruned_keeping_n_plus_current_and_previous(board, bundl
 
 
 # ---- what a board operator meets: clear refusals, --json for every outcome, repair (board-ops) ----------
+def fake_python(tmp_path, name, body):
+    script = tmp_path / name
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
 def ship_json(board, bundles, bundle, root, *extra, python=sys.executable, port=None):
     res, _ = ship(board, bundles, bundle, root, "--json", *extra, python=python, port=port)
     out = json.loads(res.stdout)  # exactly one JSON object on stdout, whatever happened
@@ -329,10 +336,77 @@ def ship_json(board, bundles, bundle, root, *extra, python=sys.executable, port=
     return res, out
 
 
+def test_preflight_refuses_a_board_without_numpy_or_runtime_before_writing_anything(board, bundles, tmp_path):
+    site = tmp_path / "site" / "ai_edge_litert"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text('__version__ = "0.9.0"\n')
+    (site / "interpreter.py").write_text("class Interpreter:\n    pass\n")
+    old = fake_python(tmp_path, "oldrt.sh", f'PYTHONPATH={tmp_path / "site"} exec {sys.executable} "$@"')
+    bare = fake_python(tmp_path, "bare.sh", f'exec {sys.executable} -S "$@"')  # -S: no numpy, no runtime
+    root = tmp_path / "board"
+    res, out = ship_json(board, bundles, bundles["v1"], root, python=str(old))
+    assert res.exit_code == 3 and out["status"] == "runtime" and not out["ok"], out
+    assert "ai_edge_litert 0.9.0 (older than 1.0)" in out["error"] and "pip install" in out["error"]
+    assert "ai-edge-litert>=1.0 or tflite-runtime>=2.11" in out["error"] and "PEP 668" in out["error"]
+    assert not root.exists()  # nothing at all on the board: no trusted.pub, no lock, no runner
+    res, out = ship_json(board, bundles, bundles["v1"], root, python=str(bare))
+    assert res.exit_code == 3 and out["status"] == "runtime", out
+    assert "numpy: ModuleNotFoundError" in out["error"] and "'numpy'" in out["error"] and "?python=" in out["error"]
+    assert not root.exists()
+
+
+def test_missing_python_unwritable_path_and_no_space_are_clear_errors(board, bundles, tmp_path):
+    root = tmp_path / "board"
+    res, out = ship_json(board, bundles, bundles["v1"], root, python=str(tmp_path / "no" / "python3"))
+    assert res.exit_code == 3 and out["status"] == "no python", out
+    assert "Received: not found" in out["error"] and "--remote-python" in out["error"] and "?python=" in out["error"]
+    assert "Traceback" not in res.output and "lock" not in out["error"] and not root.exists()
+    (tmp_path / "afile").write_text("mine")
+    res, out = ship_json(board, bundles, bundles["v1"], tmp_path / "afile" / "edge")
+    assert res.exit_code == 3 and out["status"] == "remote path not writable", out
+    assert f"{tmp_path / 'afile'} is not a directory" in out["error"] and "Traceback" not in out["error"]
+    assert (tmp_path / "afile").read_text() == "mine"
+    # the lock (taken after the pre-flight) says the same, not a traceback, if the board changes in between
+    with pytest.raises(RemoteError) as err:
+        BoardLock(remote(board, tmp_path / "afile" / "edge"), sys.executable, "ship").acquire()
+    assert err.value.status == "remote path not writable" and "NotADirectoryError" in str(err.value)
+    assert "Traceback" not in str(err.value)
+    with pytest.raises(RemoteError) as err:
+        BoardLock(remote(board, root), str(tmp_path / "no" / "python3"), "ship").acquire()
+    assert err.value.status == "no python" and "--remote-python" in str(err.value) and not root.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only directories (the board logs in as this user)")
+def test_a_read_only_install_dir_is_refused_before_writing(board, bundles, tmp_path):
+    ro = tmp_path / "ro"
+    (ro / "edge" / "bundles").mkdir(parents=True)
+    (ro / "edge" / "bundles").chmod(0o555)
+    try:
+        res, out = ship_json(board, bundles, bundles["v1"], ro / "edge")
+        assert res.exit_code == 3 and out["status"] == "remote path not writable", out
+        assert f"{ro / 'edge' / 'bundles'} is not writable" in out["error"] and "chown" in out["error"]
+        assert sorted(p.name for p in (ro / "edge").iterdir()) == ["bundles"]
+    finally:
+        (ro / "edge" / "bundles").chmod(0o755)
+
+
+def test_preflight_no_space_names_the_need(board, bundles, tmp_path):
+    from edgepipe.boards.preflight import evaluate
+
+    facts = {"python": "3.11.2", "executable": "/usr/bin/python3", "numpy": {"version": "1.26.4"},
+             "runtimes": {"tflite_runtime": {"version": "2.14.0"}, "ai_edge_litert": {"error": "ImportError: x"}},
+             "user": "pi", "root": "/opt/edge", "base": "/opt", "unwritable": [], "free_bytes": 1 << 20}
+    manifest = read_manifest(bundles["v1"])
+    problems = evaluate(facts, manifest, 5 << 20, Device.parse("ssh://pi@b/opt/edge"))
+    assert [p[0] for p in problems] == ["no space"], problems
+    assert "expected at least 5.0 MiB" in problems[0][1] and "Received: 1.0 MiB" in problems[0][1]
+    assert evaluate({**facts, "free_bytes": 9 << 20}, manifest, 5 << 20, Device.parse("ssh://b/x")) == []
+
+
 def test_ship_json_is_one_object_with_the_exit_code_for_every_outcome(board, bundles, tmp_path, monkeypatch):
     root = tmp_path / "board"
     res, out = ship_json(board, bundles, bundles["v2"], root)
-    assert res.exit_code == 0 and out["ok"] and out["status"] == "ok"
+    assert res.exit_code == 0 and out["ok"] and out["status"] == "ok" and out["preflight"]["numpy"]
     res, out = ship_json(board, bundles, bundles["v1"], root)  # downgrade refused
     assert res.exit_code == 2 and out["status"] == "refused" and "newer than" in out["error"]
     res, out = ship_json(board, bundles, bundles["broken"], root)  # smoke test failed, rolled back

@@ -39,6 +39,7 @@ def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: 
             entry = {"device": device.label, "bundle": dirname}
             try:
                 board = Board(device, opts, pubkey)
+                board.preflight(bdir, manifest, dirname)  # nothing is written to a board that is not ready
                 # one ship or bench per board: a concurrent ship could prune this bundle or sweep our upload
                 with BoardLock(board.remote, device.python, "bench", lock_timeout) as lock:
                     board.install(bdir, dirname, board.probe(dirname))

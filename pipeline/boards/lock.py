@@ -55,13 +55,18 @@ def mine():
 
 if act == "acquire":
     root = os.path.dirname(lock)
-    if not os.path.isdir(root):
-        os.makedirs(root)
+    try:
+        if not os.path.isdir(root):
+            os.makedirs(root)
+    except OSError as e:
+        done(ok=False, error="%s: %s" % (type(e).__name__, e))
     broken = None
     for _ in range(5):
         try:
             os.mkdir(lock)
-        except FileExistsError:
+        except OSError as e:
+            if not isinstance(e, FileExistsError):
+                done(ok=False, error="%s: %s" % (type(e).__name__, e))
             held = read(lock)
             if held["age_s"] is None:
                 continue
@@ -135,6 +140,10 @@ class BoardLock:
         from edgepipe.boards.device_runner import parse_output
 
         out = parse_output(res.stdout)
+        if res.returncode in (126, 127):
+            raise RemoteError(f"{d.label}: expected a Python on the board at {self.python!r}. Received: "
+                              f"{'not found' if res.returncode == 127 else 'not executable'} (exit {res.returncode}). "
+                              "Fix: ?python=/path/to/python3 in the board URL or --remote-python", "no python")
         if res.returncode != 0 or out is None:
             raise RemoteError(f"{d.label}: expected the board lock {self.where} to be {action}d with {self.python}. "
                               f"Received: exit {res.returncode}: {res.stderr.strip()[-300:]}", "lock failed")
@@ -142,6 +151,10 @@ class BoardLock:
 
     def acquire(self) -> dict:
         out = self._call("acquire")
+        if out.get("error"):
+            raise RemoteError(f"{self.remote.device.label}: expected to create the board lock {self.where} (the "
+                              f"install path must be a directory the login user can write). Received: "
+                              f"{out['error']}", "remote path not writable")
         if not out.get("ok"):
             raise RemoteError(f"{self.remote.device.label}: expected no other ship or bench on this board. Received: "
                               f"{self.where} {describe(out.get('held') or {})}; a lock is broken when not refreshed "

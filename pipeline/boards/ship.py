@@ -9,7 +9,9 @@ Board layout under the device path R:
     R/.staging/<tmp>/             uploads in progress
     R/.lock/owner.json            the ship or bench holding the board (pipeline/boards/lock.py)
 
-Steps: verify on the host (signature + every file) -> lock the board (fail fast if another ship
+Steps: verify on the host (signature + every file) -> pre-flight the board, read-only: python,
+numpy, the runtime and its version, a writable path, free space (pipeline/boards/preflight.py;
+on failure nothing is written) -> lock the board (fail fast if another ship
 holds it; break a stale lock) and sweep staging dirs left by killed ships -> probe the board
 (current bundle, trusted key) -> refuse a downgrade unless forced -> upload into staging (removed
 on any failure) -> verify on the board with the runner -> move into bundles/ -> switch `current`
@@ -29,6 +31,7 @@ import uuid
 from pathlib import Path
 
 from edgepipe.boards import bundle as bundle_mod
+from edgepipe.boards import preflight
 from edgepipe.boards.archive import unpack
 from edgepipe.boards.lock import DEFAULT_TIMEOUT as DEFAULT_LOCK_TIMEOUT
 from edgepipe.boards.lock import BoardLock
@@ -63,6 +66,11 @@ class Board:
     def __init__(self, device: Device, opts: SSHOptions, pubkey: Path):
         self.device, self.remote, self.pubkey = device, Remote(device, opts), Path(pubkey)
         self.py = shlex.quote(device.python)
+
+    def preflight(self, bundle_dir: Path, manifest: dict, dirname: str) -> dict:
+        """Read-only checks before anything is written to the board (see pipeline/boards/preflight.py)."""
+        need = preflight.upload_bytes(bundle_dir, RUNNER, self.pubkey)
+        return preflight.check_board(self.remote, manifest, dirname, need)
 
     def probe(self, dirname: str) -> dict:
         d = self.device
@@ -180,16 +188,17 @@ def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: boo
     with verified_bundle(bundle_path, pubkey) as (bdir, manifest):
         dirname = remote_dir_name(bdir, manifest)
         board = Board(device, opts, pubkey)
+        ready = board.preflight(bdir, manifest, dirname)
         with BoardLock(board.remote, device.python, "ship", lock_timeout) as lock:
-            return _ship_locked(board, lock, bdir, manifest, dirname, force, smoke_runs, min_agreement, keep)
+            return _ship_locked(board, lock, bdir, manifest, dirname, force, smoke_runs, min_agreement, keep, ready)
 
 
 def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirname: str, force: bool,
-                 smoke_runs: int, min_agreement: float, keep: int) -> dict:
+                 smoke_runs: int, min_agreement: float, keep: int, ready: dict) -> dict:
     device, opts = board.device, board.remote.opts
     state = board.probe(dirname)
     cur = state["current"] or {}
-    report = {"device": device.label, "bundle": dirname, "previous": state["link"],
+    report = {"device": device.label, "bundle": dirname, "preflight": ready, "previous": state["link"],
               "previous_version": cur.get("bundle_version"), "lock_broken": lock.acquired.get("broken"),
               "swept_staging": lock.acquired.get("swept", [])}
     if cur.get("unreadable") and not force:

@@ -403,6 +403,27 @@ def test_preflight_no_space_names_the_need(board, bundles, tmp_path):
     assert evaluate({**facts, "free_bytes": 9 << 20}, manifest, 5 << 20, Device.parse("ssh://b/x")) == []
 
 
+def test_a_changed_host_key_prints_the_full_fingerprint(board, bundles, tmp_path):
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    kind, key = (tmp_path / "other.pub").read_text().split()[:2]
+    changed = tmp_path / "known_hosts"
+    changed.write_text(f"[127.0.0.1]:{board['port']} {kind} {key}\n")
+    real = subprocess.run(["ssh-keygen", "-l", "-f", str(board["dir"] / "host_key.pub")], capture_output=True,
+                          text=True, check=True).stdout.split()[1]
+    assert real.startswith("SHA256:")
+    args = ["ship", str(bundles["v1"]), "--to", url(board, tmp_path / "b"), *ssh_args(board, bundles), "--json"]
+    args[args.index("--known-hosts") + 1] = str(changed)
+    res = runner.invoke(app, args, catch_exceptions=False)
+    out = json.loads(res.stdout)
+    assert res.exit_code == 3 and out["status"] == "host key changed" and out["exit_code"] == 3, out
+    assert f"Received: a different ED25519 key, fingerprint {real}" in out["error"]
+    assert f"{changed}:1" in out["error"] and "ssh-keygen -f" in out["error"]
+    assert real in " ".join(res.stderr.split())  # and on the terminal, whole
+    assert changed.read_text() == f"[127.0.0.1]:{board['port']} {kind} {key}\n"  # nothing accepted
+
+
 def test_ship_json_is_one_object_with_the_exit_code_for_every_outcome(board, bundles, tmp_path, monkeypatch):
     root = tmp_path / "board"
     res, out = ship_json(board, bundles, bundles["v2"], root)

@@ -8,6 +8,7 @@ connection failures, a bounded number of times. Failures are RemoteErrors with a
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import time
@@ -149,6 +150,9 @@ class Remote:
                                          and classify(res.stderr) == "ssh failed"):
                 return res
             status = classify(res.stderr)
+            if status in ("host key changed", "unknown host key"):
+                raise RemoteError(f"{self.device.label}: {status}: {host_key_message(status, res.stderr, self.device)}",
+                                  status)
             if status not in RETRYABLE or attempt == attempts:
                 raise RemoteError(f"{self.device.label}: {status}: {res.stderr.strip()[-400:]}"
                                   + (f" (after {attempt} attempts)" if attempt > 1 else ""), status)
@@ -162,3 +166,25 @@ def with_remote_timeout(command: str, seconds: float) -> str:
     inner = shlex.quote(command)
     return (f"if command -v timeout >/dev/null 2>&1; then timeout -k 5 {s} sh -c {inner}; "
             f"else sh -c {inner}; fi")
+
+
+def host_key_message(status: str, stderr: str, device: Device) -> str:
+    """ssh's host-key banner boiled down to one line: what was expected, the full fingerprint received, the fix."""
+    host = f"[{device.host}]:{device.port}" if device.port else device.host
+    fp = re.search(r"(SHA256:[A-Za-z0-9+/=]+)", stderr)
+    kind = re.search(r"fingerprint for the (\S+) key sent", stderr) or re.search(r"No (\S+) host key is known", stderr)
+    kind = kind.group(1) if kind else "host"
+    check = (f"compare it with the board's own (on the board's console: ssh-keygen -lf "
+             f"/etc/ssh/ssh_host_{kind.lower()}_key.pub)")
+    if status == "unknown host key":
+        return (f"expected a known {kind} host key for {host} (ssh never accepts an unknown key here). Received: "
+                f"{'fingerprint ' + fp.group(1) if fp else 'no key recorded for it in known_hosts'}. Fix: run "
+                f"ssh-keyscan{' -p ' + str(device.port) if device.port else ''} {device.host}, {check}, then add "
+                "that line to ~/.ssh/known_hosts (or the file given with --known-hosts)")
+    where = re.search(r"Offending \S+ key in (.+):(\d+)", stderr)
+    recorded = f"{where.group(1)}:{where.group(2)}" if where else "known_hosts"
+    known = where.group(1) if where else "~/.ssh/known_hosts"
+    return (f"expected the {kind} host key recorded for {host} in {recorded}. Received: a different {kind} key, "
+            f"fingerprint {fp.group(1) if fp else '(not shown by ssh)'}. A reinstalled board has a new key, but this "
+            f"is also what a man-in-the-middle looks like: {check}; if they match, remove the old entry with "
+            f"ssh-keygen -f {shlex.quote(known)} -R {shlex.quote(host)} and add the new one")

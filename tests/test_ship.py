@@ -424,6 +424,26 @@ def test_a_changed_host_key_prints_the_full_fingerprint(board, bundles, tmp_path
     assert changed.read_text() == f"[127.0.0.1]:{board['port']} {kind} {key}\n"  # nothing accepted
 
 
+def test_a_bundle_damaged_on_the_board_is_repaired_by_shipping_again(board, bundles, tmp_path):
+    root = tmp_path / "board"
+    name1 = remote_dir_name(bundles["v1"], read_manifest(bundles["v1"]))
+    assert ship(board, bundles, bundles["v1"], root)[0].exit_code == 0
+    assert ship(board, bundles, bundles["v2"], root)[0].exit_code == 0
+    (root / "bundles" / name1 / "labels.txt").write_text("damaged\n")  # an old bundle, not current
+    res, rep = ship(board, bundles, bundles["v1"], root, "--force")
+    assert res.exit_code == 0 and rep["status"] == "ok", res.output
+    assert "replaced by a verified copy" in rep["repaired"] and current(root) == f"bundles/{name1}"
+    assert (root / "bundles" / name1 / "labels.txt").read_bytes() == (bundles["v1"] / "labels.txt").read_bytes()
+    # the current bundle damaged: shipping it again repairs it in place; `current` keeps pointing at it
+    (root / "current" / "labels.txt").write_text("damaged\n")
+    res, rep = ship(board, bundles, bundles["v1"], root, "--force")
+    assert res.exit_code == 0 and rep["repaired"] and current(root) == f"bundles/{name1}", res.output
+    assert (root / "current" / "labels.txt").read_bytes() == (bundles["v1"] / "labels.txt").read_bytes()
+    assert list((root / ".staging").iterdir()) == []
+    res, rep = ship(board, bundles, bundles["v1"], root, "--force")  # an intact copy is left alone
+    assert res.exit_code == 0 and "repaired" not in rep
+
+
 def test_ship_json_is_one_object_with_the_exit_code_for_every_outcome(board, bundles, tmp_path, monkeypatch):
     root = tmp_path / "board"
     res, out = ship_json(board, bundles, bundles["v2"], root)

@@ -101,28 +101,55 @@ class Board:
                 "exists": text.get("exists") == "yes"}
 
     def install(self, bundle_dir: Path, dirname: str, state: dict) -> dict:
-        """Upload bundle + runner (+ trusted key on first contact) and verify on the board."""
+        """Upload bundle + runner (+ trusted key on first contact) and verify on the board.
+
+        A bundle already on the board (same manifest hash) is verified in place; if that copy was
+        damaged there, a fresh copy is uploaded to staging, verified, and only then put in its place
+        (`current` is never switched here). The result says so in "repaired"."""
         d = self.device
         ours = self.pubkey.read_bytes().decode().strip()
         if state["pub"] and state["pub"] != ours:
-            raise RemoteError(f"{d.label}: the board trusts a different signing key ({d.path}/trusted.pub); "
-                              "expected the key this bundle is signed with", "untrusted key")
+            from edgepipe.boards.signing import fingerprint
+
+            raise RemoteError(f"{d.label}: expected the board to trust the key this bundle is signed with "
+                              f"({fingerprint(ours.encode())}, {self.pubkey}). Received: {d.path}/trusted.pub is "
+                              f"another key ({fingerprint(state['pub'].encode())}); the board keeps the key it "
+                              "first trusted: sign with that key, or replace trusted.pub on the board by hand",
+                              "untrusted key")
+        code, out = self._upload_and_verify(bundle_dir, dirname, with_pub=not state["pub"],
+                                            with_bundle=not state["exists"])
+        damaged = state["exists"] and (out.get("error") or {}).get("kind") == "verification"
+        if damaged:  # the board's copy was damaged after it was installed: replace it with a verified one
+            code, out = self._upload_and_verify(bundle_dir, dirname, with_pub=False, with_bundle=True)
+        if code != 0 or not out.get("ok"):
+            err = (out.get("error") or {}).get("message") or "no JSON from the runner"
+            kind = (out.get("error") or {}).get("kind")
+            status = "verification failed" if kind == "verification" else "install failed"
+            raise RemoteError(f"{d.label}: board refused the bundle: {err}", status)
+        if damaged:
+            out["repaired"] = f"bundles/{dirname} on the board was damaged and was replaced by a verified copy"
+        return out
+
+    def _upload_and_verify(self, bundle_dir: Path, dirname: str, with_pub: bool, with_bundle: bool) -> tuple:
+        d = self.device
         stage = f".staging/{uuid.uuid4().hex[:12]}"
-        sources = [RUNNER] + ([self.pubkey] if not state["pub"] else [])
-        if not state["exists"]:
-            sources.append(bundle_dir)
-        staged = d.q(stage, bundle_dir.name) if not state["exists"] else d.q("bundles", dirname)
-        move_pub = "" if state["pub"] else (f"{{ test -e {d.q('trusted.pub')} || "
-                                             f"mv {d.q(stage, self.pubkey.name)} {d.q('trusted.pub')}; }} && ")
-        move_bundle = "" if state["exists"] else f" && mv {staged} {d.q('bundles', dirname)}"
+        sources = [RUNNER] + ([self.pubkey] if with_pub else []) + ([bundle_dir] if with_bundle else [])
+        final = d.q("bundles", dirname)
+        staged = d.q(stage, bundle_dir.name) if with_bundle else final
+        move_pub = "" if not with_pub else (f"{{ test -e {d.q('trusted.pub')} || "
+                                            f"mv {d.q(stage, self.pubkey.name)} {d.q('trusted.pub')}; }} && ")
+        # a damaged copy in bundles/ is moved into our staging dir (removed below) only once the new one verified
+        aside = d.q(stage, ".replaced")
+        move_bundle = "" if not with_bundle else (f" && {{ test ! -e {final} || mv {final} {aside}; }}"
+                                                  f" && mv {staged} {final}")
         # the bundle dir's mtime says when it was last installed: `prune` keeps the newest
         cmd = (f"mv {d.q(stage, RUNNER.name)} {d.q('runner', RUNNER.name)} && {move_pub}"
                f"{self.py} {d.q('runner', RUNNER.name)} {staged} --verify-only --pubkey {d.q('trusted.pub')}"
-               f"{move_bundle} && touch {d.q('bundles', dirname)}; rc=$?; rm -rf {d.q(stage)}; exit $rc")
+               f"{move_bundle} && touch {final}; rc=$?; rm -rf {d.q(stage)}; exit $rc")
         try:
             mk = self.remote.run(f"mkdir -p {d.q(stage)}")
             if mk.returncode != 0:
-                raise RemoteError(f"{d.label}: could not create {stage}: {mk.stderr.strip()}",
+                raise RemoteError(f"{d.label}: expected to create {d.path}/{stage}. Received: {mk.stderr.strip()}",
                                   "remote path not writable")
             self.remote.upload(sources, _scp_path(d, stage))
             res = self.remote.run(cmd)
@@ -131,12 +158,7 @@ class Board:
                 self.remote.run(f"rm -rf {d.q(stage)}", timeout=30)
             raise
         out = _runner_json(res)
-        if res.returncode != 0 or not out.get("ok"):
-            err = (out.get("error") or {}).get("message") or res.stderr.strip()[-500:]
-            kind = (out.get("error") or {}).get("kind")
-            status = "verification failed" if kind == "verification" else "install failed"
-            raise RemoteError(f"{d.label}: board refused the bundle: {err}", status)
-        return out
+        return res.returncode, out
 
     def runner(self, target: str, args: str, timeout: float) -> tuple[int, dict]:
         d = self.device
@@ -210,7 +232,10 @@ def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirn
             raise BundleError(f"{device.label}: expected a bundle version newer than the board's current "
                               f"{cur.get('name')} v{cur.get('bundle_version')}. Received: v"
                               f"{manifest['bundle_version']} (a downgrade or reinstall; use --force)")
-    report["verify"] = board.install(bdir, dirname, state).get("verification")
+    installed = board.install(bdir, dirname, state)
+    report["verify"] = installed.get("verification")
+    if installed.get("repaired"):
+        report["repaired"] = installed["repaired"]
     lock.refresh()
     new_rel = f"bundles/{dirname}"
     board.switch(new_rel)

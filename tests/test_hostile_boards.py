@@ -155,3 +155,32 @@ def test_device_runner_refuses_deep_nesting_and_special_files_with_exit_2(art, t
     os.mkfifo(b / "sample" / "extra.npy")
     rc, out = device(b)
     assert rc == 2 and "special files (FIFO, device or socket): sample/extra.npy" in out["error"]["message"], out
+
+
+def test_device_runner_by_hand_checks_the_install_roots_trusted_key_by_default(art, tmp_path):
+    """R/runner/device_runner.py R/current (or R/bundles/<name>) without --pubkey: R/trusted.pub is used."""
+    store = tmp_path / "store"
+    assert bundle(art, store).exit_code == 0
+    root = tmp_path / "R"
+    (root / "runner").mkdir(parents=True)
+    shutil.copyfile(RUNNER, root / "runner" / RUNNER.name)
+    shutil.copytree(store / "tflite-arm-fp32-v1", root / "bundles" / "b1")
+    os.symlink("bundles/b1", root / "current")
+    shutil.copyfile(art["pub"], root / "trusted.pub")
+
+    def by_hand(runner_path, target):
+        proc = subprocess.run([sys.executable, str(runner_path), str(target), "--verify-only"], capture_output=True,
+                              timeout=60, text=True)
+        return proc.returncode, json.loads(proc.stdout.strip().splitlines()[-1])
+
+    for runner_path, target in ((root / "runner" / RUNNER.name, root / "current"), (RUNNER, root / "bundles" / "b1")):
+        rc, out = by_hand(runner_path, target)
+        assert rc == 0 and out["verification"]["signature"] == "valid", out
+        assert out["verification"]["pubkey"] == str(root / "trusted.pub")
+    keygen(tmp_path / "other")  # the board trusts another key: refused, not "ok, signature not checked"
+    shutil.copyfile(tmp_path / "other" / "edgepipe.pub", root / "trusted.pub")
+    rc, out = by_hand(root / "runner" / RUNNER.name, root / "current")
+    assert rc == 2 and "signature that does not match" in out["error"]["message"], out
+    (root / "trusted.pub").unlink()  # no trusted key anywhere: says so
+    rc, out = by_hand(RUNNER, root / "current")
+    assert rc == 0 and out["verification"]["signature"].startswith("not checked: no --pubkey given and no trusted.pub")

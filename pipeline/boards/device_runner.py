@@ -20,9 +20,10 @@ size and sha256; no other file (and no link, FIFO or device) may be in the bundl
 manifest.json and its signature manifest.sig. A manifest that is not a regular file of at most
 MAX_MANIFEST bytes, is not JSON, is nested deeper than JSON's parser allows, or has a field of
 the wrong type (`check_manifest`) is refused like a tampered bundle: exit 2. The Ed25519
-signature over manifest.json's bytes is checked when `--pubkey` is given and the `cryptography`
-package is importable; otherwise the result says why it was not checked (the host always checks
-it before uploading).
+signature over manifest.json's bytes is checked when the `cryptography` package is importable,
+against `--pubkey`, or by default against the install root's trusted.pub (R/trusted.pub for a
+runner at R/runner/ or a bundle at R/bundles/<name> or R/current); otherwise the result says why
+it was not checked (the host always checks it before uploading).
 """
 
 import argparse
@@ -40,6 +41,7 @@ BUNDLE_FORMAT = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 UNSIGNED = (MANIFEST, SIGNATURE)
+TRUSTED = "trusted.pub"  # the install root's trusted key (put there by the first edgepipe ship or bench)
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -203,10 +205,22 @@ def check_manifest(manifest):
         bad("bundle_version", "an integer", manifest.get("bundle_version"))
 
 
+def default_pubkey(root):
+    """The install root's trusted.pub: beside this runner's runner/ folder, else two levels above the bundle
+    (R/bundles/<name>, or R/current resolved). None when neither exists."""
+    here = os.path.dirname(os.path.realpath(__file__))
+    candidates = [os.path.join(os.path.dirname(here), TRUSTED)] if os.path.basename(here) == "runner" else []
+    candidates.append(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(root))), TRUSTED))
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def verify_signature(root, raw, pubkey):
     sig_path = os.path.join(root, SIGNATURE)
     if pubkey is None:
-        return "not checked: no trusted public key given (--pubkey)"
+        return "not checked: no --pubkey given and no %s in the install root" % TRUSTED
     if not os.path.isfile(sig_path) or os.path.islink(sig_path):
         raise RunnerError("verification", "bundle: expected a signature file %s. Received: none" % SIGNATURE,
                           EXIT_VERIFY)
@@ -495,7 +509,8 @@ def parse_args(argv):
     p.add_argument("--inputs", help="float32 N x H x W x C preprocessed images (.npy)")
     p.add_argument("--outputs", help="write raw and dequantized outputs for --inputs here (.npz)")
     p.add_argument("--min-runtime", help="refuse runtimes older than this version")
-    p.add_argument("--pubkey", help="trusted Ed25519 public key (PEM) to check manifest.sig with")
+    p.add_argument("--pubkey", help="trusted Ed25519 public key (PEM) to check manifest.sig with (default: the "
+                   "install root's trusted.pub)")
     return p.parse_args(argv)
 
 
@@ -570,7 +585,9 @@ def _main(args):
         root = os.path.abspath(args.bundle)
         if not os.path.isdir(root):
             raise RunnerError("usage", "bundle: expected a directory. Received: %r" % args.bundle, EXIT_USAGE)
-        manifest, out["verification"] = verify_bundle(root, args.pubkey)
+        pubkey = args.pubkey or default_pubkey(root)
+        manifest, out["verification"] = verify_bundle(root, pubkey)
+        out["verification"]["pubkey"] = pubkey
         out["bundle"] = {"name": manifest.get("name"), "version": manifest.get("bundle_version"),
                          "target": manifest.get("target"), "precision": manifest.get("precision")}
         model_path = os.path.join(root, *manifest["model"]["file"].split("/"))

@@ -48,3 +48,7 @@ class Job:
     latency_skip: Callable[[object], str | None] | None = field(default=None, kw_only=True)
     # (artifact) -> per-layer error rows vs the FP32 sibling (INT8 jobs only); see pipeline/diagnostics/layer_errors.py
     diagnose: Callable[[object], list] | None = field(default=None, kw_only=True)
+    # (target, runner_params) of another target whose runner computes exactly what this job's runner computes on
+    # the same file (coral-edgetpu without an Edge TPU runs tflite-arm's CPU interpreter): the two artifacts then
+    # share one cached scores stage when their files are identical, so the same model is scored once per run
+    scores_as: tuple[str, dict] | None = field(default=None, kw_only=True)

@@ -51,8 +51,10 @@ def jobs(ctx, opts: Options) -> list[Job]:
     def runner(artifact, threads):
         return make_runner(artifact, threads)
 
+    # no Edge TPU: the CPU interpreter with XNNPACK, as tflite-arm's default runner (make_runner below)
     return [Job(f"{NAME}/int8", NAME, "int8", lambda: _build(ctx, opts), runner,
-                {"device": "edgetpu" if device else "cpu"}, latency_skip=latency_skip)]
+                {"device": "edgetpu" if device else "cpu"}, latency_skip=latency_skip,
+                scores_as=None if device else ("tflite-arm", {}))]
 
 
 def _build(ctx, opts: Options) -> Artifact:

@@ -231,6 +231,10 @@ def test_device_targets_without_compiler_or_device_are_not_available_here_exit_0
     assert record["how_to_finish"] == coral["how_to_finish"]
     ran = {s["stage"] for s in report["stages"] if not s["cached"]}
     assert "tflite-int8" not in ran  # the Edge TPU model is tflite-arm's cached conversion
+    # ... and, the very same file on the same CPU interpreter, scored once: tflite-arm's scores stage serves both
+    assert coral["sha256"] == rows["tflite-arm/int8"]["sha256"] and coral["scores_shared_with"] == "tflite-arm/int8"
+    assert not any(s["stage"].startswith("accuracy-coral") for s in report["stages"])
+    assert "scores_shared_with" not in npu and any(s["stage"] == "accuracy-openvino-npu-int8" for s in report["stages"])
     flat = " ".join(res.output.replace("│", " ").split())  # the table's cells, whatever the terminal's width
     assert "not available here" in flat and "not compiled: edgetpu_compiler not installed" in flat
     # the way to finish is printed whole, on its own line under the table, not cut in a cell

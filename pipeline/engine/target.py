@@ -68,7 +68,9 @@ def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> ReportRow:
         key = {"artifact": art.sha256, "runner": job.runner_params, **fmt_tools}
         probed_stage(ctx, art, job, key)  # structural check + load/first inference in a child process
         runner = lambda: job.runner(art, ctx.cfg.threads)  # noqa: E731
-        scores, _ = scores_stage(ctx, f"accuracy-{art.name.replace('/', '-')}", key, runner)
+        scores, shared = shared_scores(ctx, job, art, key, runner)
+        if shared:
+            row["scores_shared_with"] = shared
         check_outputs(scores.shape[1], ctx.labels, f"{art.name} artifact")
         results = validate(registry.VALIDATORS, ValidationInputs(ctx, job, art, runner, key, scores, ref_scores))
         failed = [f for r in results for f in r.gate_failures]
@@ -99,6 +101,18 @@ def artifact_row(ctx: RunContext, job, ref_scores: np.ndarray) -> ReportRow:
             row.update(status="error", reasons=[f"{type(err).__name__}: {err}"],
                        traceback=traceback.format_exc(limit=8))
     return ReportRow(**row)
+
+
+def shared_scores(ctx: RunContext, job, art: Artifact, key: dict, runner) -> tuple[np.ndarray, str | None]:
+    """The artifact's scores on the validation images (a cached `accuracy-*` stage), and the artifact whose
+    scores they are when the job runs another target's runner (`Job.scores_as`): the same file scored by the
+    same interpreter gets the same stage name and key, so the run scores it once."""
+    if job.scores_as is None:
+        return scores_stage(ctx, f"accuracy-{art.name.replace('/', '-')}", key, runner)[0], None
+    target, params = job.scores_as
+    other = f"{target}/{job.precision}"
+    scores, _ = scores_stage(ctx, f"accuracy-{other.replace('/', '-')}", {**key, "runner": params}, runner)
+    return scores, other
 
 
 def env_brief() -> dict:

@@ -48,6 +48,7 @@ class ReportRow(BaseModel):
     size_mb: int | float | None = None  # an int stays an int: the JSON keeps what the producer wrote
     sha256: str | None = None
     format: str | None = None
+    scores_shared_with: str | None = None  # the artifact whose cached scores this identical file reused (Job.scores_as)
     status: str | None = None  # passed | failed | error | partial | reference | skipped | unreachable
     # validators' results (edgepipe.validators.registry), under each validator's name
     accuracy: Json | None = None

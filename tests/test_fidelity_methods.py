@@ -125,7 +125,7 @@ def _weights_on_grid(model):
 def test_bias_correction_lowers_the_mean_output_error(tiny):
     """Held-out test images: the mean (over images and pixels) error per output channel that rounding the
     weights to the converters' INT8 grid causes at every corrected layer's folded output (the conv and
-    its BatchNorm), fed FP32 inputs, without and with the correction, and at the pooled features."""
+    its BatchNorm) in the whole model, without and with the correction, and at the pooled features."""
     import keras
 
     from edgepipe.quantize import bias_correction as bc
@@ -135,18 +135,23 @@ def test_bias_correction_lowers_the_mean_output_error(tiny):
     convs = [ly.name for ly in model.layers if type(ly).__name__ in ("Conv2D", "SeparableConv2D", "Dense")]
     assert report["n_corrected"] == len(convs) and report["skipped"] == []
     before = bc.output_shifts(model, test)  # of the original model: what the INT8 weights shift
-    # the corrected model's folded outputs with INT8 weights vs the original model's float outputs
-    q = _weights_on_grid(new)
-    after, base = {}, {}
+    folded = {}  # each corrected layer's folded output: its BatchNorm's when one follows it
     for name in convs:
         bn = next((c for c in model.layers if type(c).__name__ == "BatchNormalization"
                    and c.input is model.get_layer(name).output), None)
-        out = (bn or model.get_layer(name)).name
-        for m, store in ((q, after), (_weights_on_grid(model), base)):
-            taps = keras.Model(m.inputs, [m.get_layer(out).output, m.get_layer(name).input])
-            ref = keras.Model(model.inputs, model.get_layer(out).output).predict(test, verbose=0)
-            store[name] = float(np.abs((np.asarray(taps.predict(test, verbose=0)[0]) - ref)
-                                       .reshape(-1, ref.shape[-1]).mean(axis=0)).mean())
+        folded[name] = (bn or model.get_layer(name)).name
+
+    def taps(m) -> dict:  # every folded output of `m` in one pass over the test images
+        outs = keras.Model(m.inputs, [m.get_layer(folded[n]).output for n in convs]).predict(test, verbose=0)
+        return dict(zip(convs, map(np.asarray, outs)))
+
+    ref = taps(model)
+    # the corrected model's folded outputs with INT8 weights vs the original model's float outputs
+    after, base = {}, {}
+    for m, store in ((_weights_on_grid(new), after), (_weights_on_grid(model), base)):
+        got = taps(m)
+        for name in convs:
+            store[name] = float(np.abs((got[name] - ref[name]).reshape(-1, ref[name].shape[-1]).mean(axis=0)).mean())
     assert set(before) == set(convs)
     lower = [n for n in convs if after[n] < base[n]]
     assert len(lower) >= 0.8 * len(convs), {n: (base[n], after[n]) for n in convs}

@@ -63,6 +63,11 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
     xml = res.path / res.meta["file"]
     common = dict(tool_versions=versions, calibration_sha256=calib.sha256, source_model_sha256=ctx.model_sha,
                   recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
+    # NNCF's NPU hardware config is not the CPU's (nncf/common/hardware/setups/npu.py: ADJUST_PADDING on
+    # convolutions, other quantizer spaces), so openvino-cpu's INT8 IR is never reused here; the record says so
+    quantization = {"preset": preset, "target_device": "NPU", "reuses_cpu_ir": False,
+                    "why_not": "NNCF quantizes for the NPU's hardware config (target_device=NPU), which differs "
+                               "from the CPU's; openvino-cpu/int8 is quantized for target_device=CPU"}
     devices = npu_devices()
     if not devices:
         from openvino import Core
@@ -70,7 +75,7 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
         return Artifact.from_files(
             f"{NAME}/int8", NAME, "openvino-ir", "int8", xml, stage_key=res.key, **common,
             metadata={"npu": {"compiled": False, "devices": Core().available_devices,
-                              "quantization": {"preset": preset, "target_device": "NPU"}}},
+                              "quantization": quantization}},
             incomplete=(f"not compiled: no NPU device (OpenVINO devices here: {', '.join(Core().available_devices)})",))
     config = config_for(1, opts.hint, None, None)
     config.pop("INFERENCE_NUM_THREADS")
@@ -78,7 +83,8 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
                      lambda out: compile_and_export(xml, out, "NPU", config, xml.stem))
     return Artifact.from_files(f"{NAME}/int8", NAME, "openvino-ir", "int8", comp.path / xml.name,
                                extra_files=(f"{xml.stem}.blob", f"{xml.stem}.compile.json"), stage_key=comp.key,
-                               metadata={"npu": {"compiled": True, "record": comp.meta}}, **common)
+                               metadata={"npu": {"compiled": True, "record": comp.meta, "quantization": quantization}},
+                               **common)
 
 
 def _npu_latency_skip(artifact: Artifact) -> str | None:

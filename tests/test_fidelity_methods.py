@@ -143,7 +143,7 @@ def test_bias_correction_lowers_the_mean_output_error(tiny):
 
     def taps(m) -> dict:  # every folded output of `m` in one pass over the test images
         outs = keras.Model(m.inputs, [m.get_layer(folded[n]).output for n in convs]).predict(test, verbose=0)
-        return dict(zip(convs, map(np.asarray, outs)))
+        return dict(zip(convs, map(np.asarray, outs), strict=True))
 
     ref = taps(model)
     # the corrected model's folded outputs with INT8 weights vs the original model's float outputs

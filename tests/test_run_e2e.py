@@ -223,6 +223,8 @@ def test_device_targets_without_compiler_or_device_are_not_available_here_exit_0
     assert coral["accuracy"]["agreement"] == rows["tflite-arm/int8"]["accuracy"]["agreement"]  # same int8 model
     assert npu["reasons"][0].startswith("not compiled: no NPU device") and npu["accuracy"]["n_images"] == 54
     assert "linux-npu-driver" in npu["how_to_finish"]
+    assert npu["target_info"]["npu"]["quantization"]["reuses_cpu_ir"] is False  # and says why not
+    assert "target_device=NPU" in npu["target_info"]["npu"]["quantization"]["why_not"]
     assert coral["target_info"]["edgetpu"]["preflight"]["all_on_edgetpu"] is True
     d = first_run["dir"] / "out" / "artifacts" / "coral-edgetpu-int8"
     assert {"model_int8.tflite", "preflight.json", "preflight.txt", "artifact.json"} <= {p.name for p in d.iterdir()}

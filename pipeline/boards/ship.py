@@ -63,8 +63,11 @@ def remote_dir_name(bundle_dir: Path, manifest: dict) -> str:
 class Board:
     """One board: probe, install (upload + verify on the board), switch, run the runner."""
 
-    def __init__(self, device: Device, opts: SSHOptions, pubkey: Path):
-        self.device, self.remote, self.pubkey = device, Remote(device, opts), Path(pubkey)
+    def __init__(self, device: Device, opts: SSHOptions, pubkey: Path | None = None):
+        # pubkey: the host's signing key, needed to install; `board rollback` only switches and verifies
+        # against the board's own trusted.pub
+        self.device, self.remote = device, Remote(device, opts)
+        self.pubkey = Path(pubkey) if pubkey is not None else None
         self.py = shlex.quote(device.python)
 
     def preflight(self, bundle_dir: Path, manifest: dict, dirname: str) -> dict:

@@ -1,4 +1,4 @@
-"""`edgepipe keygen | bundle | verify | ship`: signed bundles and boards over SSH."""
+"""`edgepipe keygen | bundle | verify | ship | board status|list|rollback`: signed bundles and boards over SSH."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgepipe.cli.common import app, fail, interrupted, json_out, ssh_options
+from edgepipe.cli.common import Group, app, fail, interrupted, json_out, ssh_options
 from edgepipe.core.errors import EdgepipeError
 
 JSON = "machine-readable output on stdout (errors too)"
@@ -153,3 +153,118 @@ def _status(err: EdgepipeError) -> str:
     from edgepipe.core.errors import BundleError
 
     return "refused" if isinstance(err, BundleError) else "bad input"
+
+
+board_app = typer.Typer(cls=Group, no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]},
+                        help="Look at a board's bundles (status, list) and roll `current` back, over SSH.")
+app.add_typer(board_app, name="board")
+
+URL = typer.Argument(..., help="ssh://[user@]host[:port]/path[?python=PYTHON] (the path given to ship --to)")
+BOARD_JSON = "one JSON object on stdout for every outcome (success, refusal, remote failure), with its exit_code"
+
+
+def _board_call(fn, url: str, as_json: bool, what: str, **kw) -> dict:
+    """Run one board operation; every failure prints (with --json: one JSON object) and exits."""
+    from edgepipe.core.children import Terminated
+
+    try:
+        return fn(url, **kw)
+    except EdgepipeError as err:
+        if as_json:
+            json_out({**getattr(err, "report", {}), "ok": False, "device": url,
+                      "status": getattr(err, "status", None) or _status(err), "error": str(err),
+                      "type": type(err).__name__, "exit_code": err.exit_code})
+        fail(err)
+    except KeyboardInterrupt as err:
+        code = 143 if isinstance(err, Terminated) else 130
+        if as_json:
+            json_out({"ok": False, "device": url, "status": "terminated" if code == 143 else "interrupted",
+                      "error": what, "exit_code": code})
+        interrupted(err, what)
+
+
+@board_app.command("status")
+def board_status(
+    url: str = URL,
+    identity: Path | None = typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
+    known_hosts: Path | None = typer.Option(None, help="known_hosts file (default: ssh's own)"),
+    remote_python: str | None = typer.Option(None, help="python on the board (default: python3)"),
+    connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
+    timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
+    retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    as_json: bool = typer.Option(False, "--json", help=BOARD_JSON),
+) -> None:
+    """The board's current bundle (name, version, model and manifest sha256), the previous one (the rollback
+    target), the trusted key's fingerprint and the lock holder. Read-only."""
+    from edgepipe.boards.board_ops import describe_status, status
+
+    res = _board_call(status, url, as_json, "nothing was changed on the board",
+                      opts=ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+                      python=remote_python)
+    if as_json:
+        json_out({**res, "ok": True, "exit_code": 0})
+    else:
+        typer.echo(plain(describe_status(res)))
+
+
+@board_app.command("list")
+def board_list(
+    url: str = URL,
+    identity: Path | None = typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
+    known_hosts: Path | None = typer.Option(None, help="known_hosts file (default: ssh's own)"),
+    remote_python: str | None = typer.Option(None, help="python on the board (default: python3)"),
+    connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
+    timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
+    retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    as_json: bool = typer.Option(False, "--json", help=BOARD_JSON),
+) -> None:
+    """Every bundle in PATH/bundles, newest installed first: name, version, installed time, which is current.
+    Read-only."""
+    from edgepipe.boards.board_ops import list_bundles
+
+    res = _board_call(list_bundles, url, as_json, "nothing was changed on the board",
+                      opts=ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+                      python=remote_python)
+    if as_json:
+        json_out({**res, "ok": True, "exit_code": 0})
+        return
+    rows = [("", "BUNDLE", "NAME", "VERSION", "INSTALLED")]
+    rows += [("*" if b["current"] else "", b["dir"], str(b.get("name", "?")), str(b.get("version", "?")),
+              b["installed"] + (f" (unreadable: {b['unreadable']})" if b.get("unreadable") else ""))
+             for b in res["bundles"]]
+    widths = [max(len(plain(r[i])) for r in rows) for i in range(4)]
+    typer.echo(plain(res["device"]) + ("" if res["bundles"] else ": no bundles"))
+    for r in rows if res["bundles"] else []:
+        typer.echo("  ".join(plain(c).ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + plain(r[4]))
+
+
+@board_app.command("rollback")
+def board_rollback(
+    url: str = URL,
+    to: str | None = typer.Option(None, "--to", help="bundle directory in PATH/bundles (default: the newest "
+                                                     "installed bundle other than current)"),
+    identity: Path | None = typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
+    known_hosts: Path | None = typer.Option(None, help="known_hosts file (default: ssh's own)"),
+    remote_python: str | None = typer.Option(None, help="python on the board (default: python3)"),
+    connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
+    timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
+    retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    lock_timeout: float = typer.Option(900, min=1, help="break a board lock not refreshed for this many seconds "
+                                                        "(must exceed --timeout)"),
+    as_json: bool = typer.Option(False, "--json", help=BOARD_JSON),
+) -> None:
+    """Switch `current` back to the previous bundle (or --to BUNDLE_DIR) with one rename, after verifying it on
+    the board against trusted.pub. Holds the board lock; refuses (nothing changed) when there is nothing to roll
+    back to, the bundle is unknown, or it fails verification."""
+    from edgepipe.boards.board_ops import rollback
+
+    res = _board_call(rollback, url, as_json, "the board's lock was released; `current` was switched with one "
+                                              "rename or not at all: check with edgepipe board status",
+                      opts=ssh_options(identity, known_hosts, connect_timeout, timeout, retries), to=to,
+                      python=remote_python, lock_timeout=lock_timeout)
+    if as_json:
+        json_out({**res, "ok": True, "exit_code": 0})
+    else:
+        sig = (res.get("verify") or {}).get("signature")
+        typer.echo(f"rolled back: current -> bundles/{plain(res['bundle'])} (was {plain(res['previous'])}); "
+                   f"verified on the board (signature: {plain(sig)})")

@@ -1,0 +1,168 @@
+"""`edgepipe board status | list | rollback` against the loopback sshd "board" of tests/test_ship.py.
+
+Two versions of the tiny INT8 bundle are shipped with `edgepipe ship`, then the board is read
+(status, list: read-only) and rolled back (to the previous bundle, to a named one), and every
+refusal (nothing to roll back to, unknown bundle, a bundle damaged on the board, a held lock,
+an unreachable board) is checked to change nothing and to print one JSON object with --json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from edgepipe.boards.bundle import read_manifest
+from edgepipe.boards.lock import BoardLock
+from edgepipe.boards.remote import Device, Remote, SSHOptions
+from edgepipe.boards.ship import remote_dir_name
+from edgepipe.boards.signing import fingerprint
+from edgepipe.cli.app import app
+from tests.fixtures.sshd_board import free_port
+from tests.test_ship import board, bundles, current, ship, url  # noqa: F401  (module fixtures + helpers)
+
+runner = CliRunner()
+
+
+def board_args(board):  # noqa: F811
+    return ["--identity", str(board["client_key"]), "--known-hosts", str(board["known_hosts"]),
+            "--connect-timeout", "3", "--timeout", "60"]
+
+
+def cmd(board, root, action, *extra, as_json=True, port=None):  # noqa: F811
+    args = ["board", action, url(board, root, port=port), *board_args(board), *extra] + (["--json"] if as_json else [])
+    res = runner.invoke(app, args, catch_exceptions=False)
+    return res, (json.loads(res.stdout) if as_json else None)
+
+
+def tree(root):
+    """Every path under the board root with its mtime and link target: a read-only command changes none."""
+    out = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs + files:
+            p = os.path.join(d, n)
+            out[p] = (os.lstat(p).st_mtime_ns, os.readlink(p) if os.path.islink(p) else None)
+    return out
+
+
+def dirname(bundle):
+    return remote_dir_name(bundle, read_manifest(bundle))
+
+
+@pytest.fixture()
+def two(board, bundles, tmp_path):  # noqa: F811
+    """A board with v1 then v2 shipped: current = v2, previous = v1."""
+    root = tmp_path / "board"
+    for v in ("v1", "v2"):
+        res, _ = ship(board, bundles, bundles[v], root)
+        assert res.exit_code == 0, res.output
+    return root
+
+
+def test_status_and_list_are_read_only_and_name_current_previous_key_and_lock(board, bundles, two):  # noqa: F811
+    root, name1, name2 = two, dirname(bundles["v1"]), dirname(bundles["v2"])
+    before = tree(root)
+    res, st = cmd(board, root, "status")
+    assert res.exit_code == 0 and st["ok"] and st["status"] == "ok" and st["exit_code"] == 0, res.output
+    man2 = read_manifest(bundles["v2"])
+    cur = st["current"]
+    assert cur["dir"] == name2 and cur["name"] == "tflite-arm-int8" and cur["version"] == 2
+    assert cur["manifest_sha256"] == hashlib.sha256((bundles["v2"] / "manifest.json").read_bytes()).hexdigest()
+    assert cur["model_sha256"] == man2["model"]["sha256"] and cur["model_file"] == man2["model"]["file"]
+    assert st["previous"]["dir"] == name1 and st["previous"]["version"] == 1
+    assert st["trusted_key"] == fingerprint(bundles["run"]["pub"].read_bytes()) and st["lock"] is None
+    res, ls = cmd(board, root, "list")
+    assert res.exit_code == 0 and ls["ok"] and ls["exit_code"] == 0
+    assert [(b["dir"], b["version"], b["current"]) for b in ls["bundles"]] == [(name2, 2, True), (name1, 1, False)]
+    assert all(b["installed"].endswith("Z") for b in ls["bundles"])
+    res, _ = cmd(board, root, "status", as_json=False)  # for people
+    assert res.exit_code == 0 and f"current:  {name2}" in res.stdout and f"previous: {name1}" in res.stdout
+    assert "lock:     free" in res.stdout and st["trusted_key"] in res.stdout
+    res, _ = cmd(board, root, "list", as_json=False)
+    lines = res.stdout.splitlines()
+    assert res.exit_code == 0 and lines[2].startswith("*") and name2 in lines[2] and name1 in lines[3]
+    assert tree(root) == before  # nothing created, moved or touched
+    held = BoardLock(Remote(Device.parse(url(board, root)), SSHOptions(board["client_key"], board["known_hosts"], 3, 60,
+                                                                       0)), sys.executable, "ship")
+    held.acquire()
+    try:
+        res, st = cmd(board, root, "status")  # status works on a locked board and names the holder
+        assert res.exit_code == 0 and "held by ship" in st["lock"]["holder"] and "token" not in st["lock"]
+    finally:
+        held.release()
+
+
+def test_rollback_to_previous_then_back_and_to_a_named_bundle(board, bundles, two):  # noqa: F811
+    root, name1, name2 = two, dirname(bundles["v1"]), dirname(bundles["v2"])
+    res, out = cmd(board, root, "rollback")
+    assert res.exit_code == 0 and out["ok"] and out["status"] == "ok" and out["exit_code"] == 0, res.output
+    assert out["bundle"] == name1 and out["previous"] == f"bundles/{name2}" and out["verify"]["signature"] == "valid"
+    assert current(root) == f"bundles/{name1}" and json.loads((root / "current" / "manifest.json").read_text())[
+        "bundle_version"] == 1
+    assert not (root / ".lock").exists() and not (root / ".current.new").exists()
+    res, _ = cmd(board, root, "rollback", as_json=False)  # the previous one is now v2: rolling back again undoes it
+    assert res.exit_code == 0 and f"current -> bundles/{name2}" in res.stdout and current(root) == f"bundles/{name2}"
+    res, out = cmd(board, root, "rollback", "--to", name1)
+    assert res.exit_code == 0 and out["bundle"] == name1 and current(root) == f"bundles/{name1}"
+    res, out = cmd(board, root, "rollback", "--to", f"bundles/{name2}/")  # as `current` shows it
+    assert res.exit_code == 0 and current(root) == f"bundles/{name2}" and not (root / ".lock").exists()
+
+
+def test_rollback_refusals_change_nothing(board, bundles, tmp_path):  # noqa: F811
+    root = tmp_path / "board"
+    assert ship(board, bundles, bundles["v1"], root)[0].exit_code == 0
+    name1 = dirname(bundles["v1"])
+    res, out = cmd(board, root, "rollback")
+    assert res.exit_code == 2 and not out["ok"] and out["status"] == "nothing to roll back to" and out["exit_code"] == 2
+    assert "Received: 1 bundle(s)" in out["error"] and name1 in out["error"]
+    assert current(root) == f"bundles/{name1}" and not (root / ".lock").exists()
+    res, out = cmd(board, root, "rollback", "--to", "tflite-arm-int8-v7-000000000000")
+    assert res.exit_code == 2 and out["status"] == "unknown bundle" and out["exit_code"] == 2
+    assert "expected one of the bundles" in out["error"] and name1 in out["error"]
+    assert "Received: 'tflite-arm-int8-v7-000000000000'" in out["error"]
+    res, out = cmd(board, root, "rollback", "--to", name1)
+    assert res.exit_code == 2 and out["status"] == "already current"
+    res, out = cmd(board, root, "rollback", "--to", "../bundles")
+    assert res.exit_code == 2 and out["status"] == "bad input" and "bundle directory name" in out["error"]
+    res, _ = cmd(board, root, "rollback", as_json=False)  # for people: the message on stderr, same exit code
+    assert res.exit_code == 2 and "nothing to roll back to" not in res.stdout and "expected an installed" in res.output
+    assert current(root) == f"bundles/{name1}" and not (root / ".lock").exists()
+    res, out = cmd(board, tmp_path / "nowhere", "status")
+    assert res.exit_code == 3 and out["status"] == "not installed" and not (tmp_path / "nowhere").exists()
+
+
+def test_a_bundle_damaged_on_the_board_is_refused_and_current_unchanged(board, bundles, two):  # noqa: F811
+    root, name1, name2 = two, dirname(bundles["v1"]), dirname(bundles["v2"])
+    (root / "bundles" / name1 / "labels.txt").write_text("damaged\n")
+    for extra in ([], ["--to", name1]):
+        res, out = cmd(board, root, "rollback", *extra)
+        assert res.exit_code == 3 and not out["ok"] and out["status"] == "verification failed", res.output
+        assert out["exit_code"] == 3 and "labels.txt" in out["error"] and f"bundles/{name1}" in out["error"]
+        assert current(root) == f"bundles/{name2}" and not (root / ".lock").exists()
+    (root / "bundles" / name1 / "labels.txt").write_bytes((bundles["v1"] / "labels.txt").read_bytes())
+    res, out = cmd(board, root, "rollback")  # repaired: the same rollback goes through
+    assert res.exit_code == 0 and current(root) == f"bundles/{name1}"
+
+
+def test_every_outcome_is_one_json_object_with_its_exit_code(board, bundles, two):  # noqa: F811
+    root = two
+    for action in ("status", "list", "rollback"):
+        res, out = cmd(board, root, action, port=free_port())
+        assert res.exit_code == 3 and out["status"] == "unreachable" and out["exit_code"] == 3 and not out["ok"]
+    res = runner.invoke(app, ["board", "status", "ssh://nohost", "--json"], catch_exceptions=False)
+    out = json.loads(res.stdout)
+    assert res.exit_code == 2 and out["status"] == "bad input" and out["exit_code"] == 2
+    before = current(root)
+    held = BoardLock(Remote(Device.parse(url(board, root)), SSHOptions(board["client_key"], board["known_hosts"], 3, 60,
+                                                                       0)), sys.executable, "ship")
+    held.acquire()
+    try:
+        res, out = cmd(board, root, "rollback")
+        assert res.exit_code == 3 and out["status"] == "locked" and "held by ship" in out["error"]
+        assert current(root) == before
+    finally:
+        held.release()

@@ -1,10 +1,10 @@
 """What every `edgepipe` command module shares: the Typer app, error exit, console, option sets.
 
 Commands live in app.py (run, init, sweep, examples, schema, and the options every command shares),
-inspect.py (targets, recipes, preflight, verify-arm), boards.py (keygen, bundle, verify, ship) and
-measure.py (validate, bench). Heavy toolkits are imported only inside commands. Conventions: `-h`,
-`--json` on every command (JSON on stdout for every outcome, errors included), `-o/--output`, flags
-that take no value.
+inspect.py (targets, recipes, preflight, verify-arm), boards.py (keygen, bundle, verify, ship,
+board status|list|rollback) and measure.py (validate, bench). Heavy toolkits are imported only
+inside commands. Conventions: `-h`, `--json` on every command (JSON on stdout for every outcome,
+errors included), `-o/--output`, flags that take no value.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from edgepipe.reports.rows import ReportRow
 
 STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip", "partial": "⚠️ partial"}
 NOT_AVAILABLE = "➖ not available here"  # a partial row this host cannot finish (pipeline/engine/availability.py)
+TITLE = "edgepipe results"
 FINISH_PREFIX = "not available here"  # its reason line, printed in full below the table instead of in the cell
 
 
@@ -26,8 +27,18 @@ def _drop(acc: dict) -> str:
     return text
 
 
+def _status(r: ReportRow) -> str:
+    return NOT_AVAILABLE if r.not_available_here else STATUS.get(r.status, r.status)
+
+
+def _notes(r: ReportRow) -> list[str]:
+    """The row's reasons (but the not-available one, printed in full below the table), note and busy flag."""
+    reasons = [x for x in r.reasons if not (r.not_available_here and x.startswith(FINISH_PREFIX))]
+    return [*reasons, *([r.note] if r.note else []), *([r.busy()] if r.busy() else [])]
+
+
 def summary_table(report: dict) -> Table:
-    t = Table(title="edgepipe results", title_justify="left")
+    t = Table(title=TITLE, title_justify="left")
     for col, just in [("artifact", "left"), ("status", "center"), ("size MB", "right"), ("top-1", "right"),
                       ("Δ vs FP32 (pts) [95% CI]", "right"), ("agree", "right"), ("SNR dB", "right"),
                       ("p50 ms", "right"),
@@ -36,15 +47,13 @@ def summary_table(report: dict) -> Table:
     for r in map(ReportRow.from_json, report["artifacts"]):
         acc = r.accuracy or {}
         lat = r.latency or {}
-        reasons = [x for x in r.reasons if not (r.not_available_here and x.startswith(FINISH_PREFIX))]
-        status = NOT_AVAILABLE if r.not_available_here else STATUS.get(r.status, r.status)
         t.add_row(
-            esc(r.artifact), esc(status), fmt(r.size_mb, ".1f"),
+            esc(r.artifact), esc(_status(r)), fmt(r.size_mb, ".1f"),
             fmt(acc.get("top1"), ".4f"), _drop(acc),
             fmt(acc.get("agreement"), ".3f"), fmt((r.fidelity or {}).get("output_snr_db"), ".1f"),
             fmt(lat.get("p50_ms"), ".1f") + (" busy" if r.busy() else ""),
             fmt(lat.get("p90_ms"), ".1f"),
-            esc("; ".join([*reasons, *([r.note] if r.note else []), *([r.busy()] if r.busy() else [])])[:240]),
+            esc("; ".join(_notes(r))[:240]),
         )
     return t
 
@@ -90,8 +99,7 @@ def row_lines(report: dict) -> list[str]:
     out = []
     for r in map(ReportRow.from_json, report["artifacts"]):
         acc, lat = r.accuracy or {}, r.latency or {}
-        status = NOT_AVAILABLE if r.not_available_here else STATUS.get(r.status, r.status)
-        out.append(f"{r.artifact}  {status}")
+        out.append(f"{r.artifact}  {_status(r)}")
         cells = [("size", fmt(r.size_mb, ".1f"), " MB"), ("top-1", fmt(acc.get("top1"), ".4f"), ""),
                  ("Δ vs FP32 (pts)", _drop(acc), ""), ("agree", fmt(acc.get("agreement"), ".3f"), ""),
                  ("SNR", fmt((r.fidelity or {}).get("output_snr_db"), ".1f"), " dB"),
@@ -100,9 +108,7 @@ def row_lines(report: dict) -> list[str]:
         shown = [f"{k} {v}{unit}" for k, v, unit in cells if v != MISSING]
         if shown:
             out.append("  " + "  ".join(shown))
-        reasons = [x for x in r.reasons if not (r.not_available_here and x.startswith(FINISH_PREFIX))]
-        for note in [*reasons, *([r.note] if r.note else []), *([r.busy()] if r.busy() else [])]:
-            out.append(f"  note: {note}")
+        out += [f"  note: {note}" for note in _notes(r)]
     return out
 
 
@@ -112,7 +118,7 @@ def print_summary(report: dict, console: Console, output) -> None:
     if Measurement.get(console, console.options.update_width(10_000), table).minimum <= console.width:
         console.print(table)
     else:
-        console.print("edgepipe results")
+        console.print(TITLE)
         for line in row_lines(report):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     for line in not_available_lines(report):

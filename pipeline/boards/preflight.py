@@ -25,6 +25,8 @@ MIN_NUMPY = "1.16"
 PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime", "openvino": "openvino"}
 SUBDIRS = ("bundles", "runner", ".staging")
 
+# Runs with the board's python before anything is uploaded, so it cannot import the on-board runner:
+# `version` below is device_runner.dist_version's twin (keep the two alike).
 _SCRIPT = r"""
 import json, os, sys
 root, dirname, runtimes = os.path.expanduser(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])

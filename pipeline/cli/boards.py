@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgepipe.cli.common import Group, app, fail, interrupted, json_out, ssh_options
+from edgepipe.cli.common import SSH_OPTIONS, Group, app, fail, interrupted, json_out, ssh_options
 from edgepipe.core.errors import EdgepipeError
 
 JSON = "machine-readable output on stdout (errors too)"
@@ -102,18 +102,17 @@ def verify_cmd(
 def ship(
     bundle: Path = typer.Argument(..., help="bundle directory or .tar"),
     to: str = typer.Option(..., "--to", help="ssh://[user@]host[:port]/path[?python=PYTHON]"),
-    identity: Path | None = typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
-    known_hosts: Path | None = typer.Option(None, help="known_hosts file (default: ssh's own)"),
+    identity: Path | None = SSH_OPTIONS["identity"],
+    known_hosts: Path | None = SSH_OPTIONS["known_hosts"],
     pubkey: Path | None = typer.Option(None, help="trusted signing public key (default: the edgepipe keygen key)"),
-    remote_python: str | None = typer.Option(None, help="python on the board (default: python3)"),
+    remote_python: str | None = SSH_OPTIONS["remote_python"],
     force: bool = typer.Option(False, "--force", help="allow a downgrade or a reinstall of the same version"),
-    connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
-    timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
-    retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    connect_timeout: int = SSH_OPTIONS["connect_timeout"],
+    timeout: float = SSH_OPTIONS["timeout"],
+    retries: int = SSH_OPTIONS["retries"],
     keep: int = typer.Option(3, min=1, help="after a successful ship, keep this many newest bundles on the board "
                                             "(current and the previous one are always kept)"),
-    lock_timeout: float = typer.Option(900, min=1, help="break a board lock not refreshed for this many seconds "
-                                                        "(must exceed --timeout)"),
+    lock_timeout: float = SSH_OPTIONS["lock_timeout"],
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout for every outcome (success, "
                                                        "refusal, remote failure, Ctrl-C), with its exit_code"),
 ) -> None:
@@ -124,28 +123,18 @@ def ship(
     from edgepipe.boards.ship import ShipFailed
     from edgepipe.boards.ship import ship as do_ship
     from edgepipe.boards.signing import PUBLIC_NAME, default_key_dir
-    from edgepipe.core.children import Terminated
 
-    try:
-        res = do_ship(bundle, to, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
-                      pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python, keep=keep,
-                      lock_timeout=lock_timeout)
-    except ShipFailed as err:  # the report (rolled back or removed) is printed either way
-        json_out({**err.report, "ok": False, "error": str(err), "exit_code": err.exit_code})
-        fail(err)
-    except EdgepipeError as err:
-        if as_json:
-            json_out({"ok": False, "device": to, "status": getattr(err, "status", None) or _status(err),
-                      "error": str(err), "type": type(err).__name__, "exit_code": err.exit_code})
-        fail(err)
-    except KeyboardInterrupt as err:
-        code = 143 if isinstance(err, Terminated) else 130
-        what = ("the board's lock was released, an unfinished upload removed, and `current` left as it was (or "
-                "switched back); run ship again")
-        if as_json:
-            json_out({"ok": False, "device": to, "status": "terminated" if code == 143 else "interrupted",
-                      "error": what, "exit_code": code})
-        interrupted(err, what)
+    def run(url: str) -> dict:
+        try:
+            return do_ship(bundle, url, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+                           pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python, keep=keep,
+                           lock_timeout=lock_timeout)
+        except ShipFailed as err:  # the report (rolled back or removed) is printed either way
+            json_out({**err.report, "ok": False, "error": str(err), "exit_code": err.exit_code})
+            fail(err)
+
+    res = _board_call(run, to, as_json, "the board's lock was released, an unfinished upload removed, and "
+                                        "`current` left as it was (or switched back); run ship again")
     json_out({**res, "ok": True, "exit_code": 0})
 
 
@@ -186,12 +175,12 @@ def _board_call(fn, url: str, as_json: bool, what: str, **kw) -> dict:
 @board_app.command("status")
 def board_status(
     url: str = URL,
-    identity: Path | None = typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
-    known_hosts: Path | None = typer.Option(None, help="known_hosts file (default: ssh's own)"),
-    remote_python: str | None = typer.Option(None, help="python on the board (default: python3)"),
-    connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
-    timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
-    retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    identity: Path | None = SSH_OPTIONS["identity"],
+    known_hosts: Path | None = SSH_OPTIONS["known_hosts"],
+    remote_python: str | None = SSH_OPTIONS["remote_python"],
+    connect_timeout: int = SSH_OPTIONS["connect_timeout"],
+    timeout: float = SSH_OPTIONS["timeout"],
+    retries: int = SSH_OPTIONS["retries"],
     as_json: bool = typer.Option(False, "--json", help=BOARD_JSON),
 ) -> None:
     """The board's current bundle (name, version, model and manifest sha256), the previous one (the rollback
@@ -210,12 +199,12 @@ def board_status(
 @board_app.command("list")
 def board_list(
     url: str = URL,
-    identity: Path | None = typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
-    known_hosts: Path | None = typer.Option(None, help="known_hosts file (default: ssh's own)"),
-    remote_python: str | None = typer.Option(None, help="python on the board (default: python3)"),
-    connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
-    timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
-    retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    identity: Path | None = SSH_OPTIONS["identity"],
+    known_hosts: Path | None = SSH_OPTIONS["known_hosts"],
+    remote_python: str | None = SSH_OPTIONS["remote_python"],
+    connect_timeout: int = SSH_OPTIONS["connect_timeout"],
+    timeout: float = SSH_OPTIONS["timeout"],
+    retries: int = SSH_OPTIONS["retries"],
     as_json: bool = typer.Option(False, "--json", help=BOARD_JSON),
 ) -> None:
     """Every bundle in PATH/bundles, newest installed first: name, version, installed time, which is current.
@@ -243,14 +232,13 @@ def board_rollback(
     url: str = URL,
     to: str | None = typer.Option(None, "--to", help="bundle directory in PATH/bundles (default: the newest "
                                                      "installed bundle other than current)"),
-    identity: Path | None = typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
-    known_hosts: Path | None = typer.Option(None, help="known_hosts file (default: ssh's own)"),
-    remote_python: str | None = typer.Option(None, help="python on the board (default: python3)"),
-    connect_timeout: int = typer.Option(5, min=1, help="ssh connect timeout, seconds"),
-    timeout: float = typer.Option(300, min=1, help="timeout of each remote command, seconds"),
-    retries: int = typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
-    lock_timeout: float = typer.Option(900, min=1, help="break a board lock not refreshed for this many seconds "
-                                                        "(must exceed --timeout)"),
+    identity: Path | None = SSH_OPTIONS["identity"],
+    known_hosts: Path | None = SSH_OPTIONS["known_hosts"],
+    remote_python: str | None = SSH_OPTIONS["remote_python"],
+    connect_timeout: int = SSH_OPTIONS["connect_timeout"],
+    timeout: float = SSH_OPTIONS["timeout"],
+    retries: int = SSH_OPTIONS["retries"],
+    lock_timeout: float = SSH_OPTIONS["lock_timeout"],
     as_json: bool = typer.Option(False, "--json", help=BOARD_JSON),
 ) -> None:
     """Switch `current` back to the previous bundle (or --to BUNDLE_DIR) with one rename, after verifying it on

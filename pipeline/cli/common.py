@@ -130,3 +130,15 @@ PREPROCESS_OPTIONS = {
     "memory_mb": typer.Option(8192, min=256, max=1 << 22, help="address-space limit of the model's child process, "
                                                                "MiB"),
 }
+
+
+SSH_OPTIONS = {  # the commands that reach a board over SSH (ship, board status|list|rollback)
+    "identity": typer.Option(None, help="ssh private key (default: ssh's own configuration)"),
+    "known_hosts": typer.Option(None, help="known_hosts file (default: ssh's own)"),
+    "remote_python": typer.Option(None, help="python on the board (default: python3)"),
+    "connect_timeout": typer.Option(5, min=1, help="ssh connect timeout, seconds"),
+    "timeout": typer.Option(300, min=1, help="timeout of each remote command, seconds"),
+    "retries": typer.Option(1, min=0, max=5, help="extra attempts after a connection failure"),
+    "lock_timeout": typer.Option(900, min=1, help="break a board lock not refreshed for this many seconds "
+                                                  "(must exceed --timeout)"),
+}

@@ -12,8 +12,10 @@ from tests.fixtures import tiny_xception  # noqa: E402
 from tests.fixtures.configs import INPUT, tiny_config, write_config  # noqa: E402
 
 # session fixtures: `resumed` (an interrupted, resumed run), `chromium` (headless Chromium for report tests),
-# `tiny_built` (the tiny model's artifacts of every host target, each built once)
-pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium", "tests.fixtures.tiny_built"]
+# `tiny_full_run` (one cold run of every host target, whose stages other runs start from), `tiny_built` (the
+# tiny model's artifacts of every host target as objects, from that run's stages)
+pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium", "tests.fixtures.tiny_runs",
+                  "tests.fixtures.tiny_built"]
 
 
 
@@ -31,15 +33,17 @@ def tiny_assets(tmp_path_factory) -> dict:
 
 
 @pytest.fixture(scope="session")
-def tiny_int8_run(tiny_assets, tmp_path_factory) -> dict:
+def tiny_int8_run(tiny_assets, tiny_full_run, tmp_path_factory) -> dict:
     """One `edgepipe run` of the tiny Xception building only tflite-arm/int8, plus a signing key pair
-    (for the bundle / ship / bench tests)."""
+    (for the bundle / ship / bench tests). It starts from the full run's stages: every stage is cached."""
     from typer.testing import CliRunner
 
     from edgepipe.boards.signing import keygen
     from edgepipe.cli.app import app
+    from tests.fixtures.tiny_runs import seed_stages
 
     d = tmp_path_factory.mktemp("int8run")
+    seed_stages(tiny_full_run, d / "out")
     cfg = tiny_config(tiny_assets, d / "out", targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"]}}])
     res = CliRunner().invoke(app, ["run", str(write_config(d / "pipeline.yaml", cfg))], catch_exceptions=False)
     assert res.exit_code == 0, res.output

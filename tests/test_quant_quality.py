@@ -14,11 +14,9 @@ from typer.testing import CliRunner
 from edgepipe.cli.app import app
 from edgepipe.diagnostics.layer_errors import keras_layer_names
 from tests.fixtures.configs import INPUT, tiny_config, write_config
+from tests.fixtures.tiny_runs import copy_run
 
 INT8 = ["tflite-arm/int8", "openvino-cpu/int8", "onnx-cpu/int8"]
-TARGETS = [{"name": "tflite-arm", "options": {"precisions": ["int8"]}},
-           {"name": "openvino-cpu", "options": {"precisions": ["int8"]}},
-           {"name": "onnx-cpu", "options": {"precisions": ["fp32", "int8"]}}]
 
 
 def _run(tmp, cfg, name="pipeline.yaml"):
@@ -29,12 +27,11 @@ def _run(tmp, cfg, name="pipeline.yaml"):
 
 
 @pytest.fixture(scope="module")
-def three(tiny_assets, tmp_path_factory):
-    d = tmp_path_factory.mktemp("quality")
-    cfg = tiny_config(tiny_assets, d / "out", targets=TARGETS)
-    res, report = _run(d, cfg)
-    rows = {r["artifact"]: r for r in report["artifacts"]}
-    return {"dir": d, "cfg": cfg, "res": res, "report": report, "rows": rows}
+def three(tiny_full_run, tmp_path_factory):
+    """The suite's one cold run of every host target (tests/fixtures/tiny_runs.py), copied here: three
+    quantizers; the tests below run again from the copy's stages."""
+    run = copy_run(tiny_full_run, tmp_path_factory.mktemp("quality"))
+    return {**run, "rows": {r["artifact"]: r for r in run["report"]["artifacts"]}}
 
 
 def test_three_quantizers_pass_and_agree(three):

@@ -17,13 +17,15 @@ from edgepipe.reports.html import write_html
 from edgepipe.reports.model_card import read_front_matter
 from tests.fixtures.chromium import render
 from tests.fixtures.configs import tiny_config, write_config
+from tests.fixtures.tiny_runs import seed_stages
 
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run(tiny_assets, tmp_path_factory):
+def run(tiny_assets, tiny_full_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("reports")
+    seed_stages(tiny_full_run, d / "out")  # conversions cached; the latency stages (a thread sweep here) run
     cfg = tiny_config(tiny_assets, d / "out", latency={"warmup": 2, "runs": 50, "thread_sweep": [1]})
     res = runner.invoke(app, ["run", str(write_config(d / "p.yaml", cfg))], catch_exceptions=False)
     assert res.exit_code == 0, res.output

@@ -35,14 +35,16 @@ from edgepipe.validators import machine_load
 from edgepipe.validators.stats import wilson_ci
 from tests.fixtures.chromium import render
 from tests.fixtures.configs import tiny_config, write_config
+from tests.fixtures.tiny_runs import seed_stages
 
 runner = CliRunner()
 NAMES = ("keras/fp32 (reference)", "tflite-arm/fp32", "tflite-arm/int8", "openvino-cpu/int8", "coral-edgetpu/int8")
 
 
 @pytest.fixture(scope="module")
-def run(tiny_assets, tmp_path_factory):
+def run(tiny_assets, tiny_full_run, tmp_path_factory):
     d = tmp_path_factory.mktemp("views")
+    seed_stages(tiny_full_run, d / "out")  # the host targets' stages cached; coral's and the thread sweep run
     targets = [{"name": "tflite-arm"}, {"name": "openvino-cpu", "options": {"precisions": ["int8"]}},
                {"name": "coral-edgetpu"}]
     cfg = tiny_config(tiny_assets, d / "out", targets=targets, latency={"warmup": 2, "runs": 50, "thread_sweep": [1]})

@@ -9,10 +9,12 @@ from typer.testing import CliRunner
 
 from edgepipe.cli.app import app
 from tests.fixtures.configs import tiny_config, write_config
+from tests.fixtures.tiny_runs import copy_run
 
 runner = CliRunner()
 
-EXPECTED = ["keras/fp32 (reference)", "tflite-arm/fp32", "tflite-arm/int8", "openvino-cpu/fp32", "openvino-cpu/int8"]
+EXPECTED = ["keras/fp32 (reference)", "tflite-arm/fp32", "tflite-arm/int8", "openvino-cpu/fp32", "openvino-cpu/int8",
+            "onnx-cpu/fp32", "onnx-cpu/int8"]
 
 
 def _run(cfg_path, *args):
@@ -20,13 +22,10 @@ def _run(cfg_path, *args):
 
 
 @pytest.fixture(scope="module")
-def first_run(tiny_assets, tmp_path_factory):
-    d = tmp_path_factory.mktemp("e2e")
-    cfg = tiny_config(tiny_assets, d / "out")
-    path = write_config(d / "pipeline.yaml", cfg)
-    res = _run(path)
-    return {"dir": d, "cfg": cfg, "path": path, "res": res,
-            "report": json.loads((d / "out" / "report.json").read_text())}
+def first_run(tiny_full_run, tmp_path_factory):
+    """The suite's one cold run of every host target (tests/fixtures/tiny_runs.py), copied here: the tests
+    below check the cold run and run again into the copy."""
+    return copy_run(tiny_full_run, tmp_path_factory.mktemp("e2e"))
 
 
 def test_first_run_builds_validates_and_passes(first_run):

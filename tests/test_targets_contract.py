@@ -33,13 +33,14 @@ N_CLASSES = 3
 
 
 @pytest.fixture(scope="module")
-def ctx(tiny_assets, tmp_path_factory):
-    """One RunContext (and stage cache) shared by every target, as in a run."""
+def ctx(tiny_assets, tiny_built, tmp_path_factory):
+    """One RunContext shared by every target, as in a run; its stage cache is the session's `tiny_built` one
+    (the host targets' conversions are found there; the device targets' are added)."""
     from edgepipe.engine.context import RunContext
 
     out = tmp_path_factory.mktemp("contract") / "out"
     cfg = parse_config(tiny_config(tiny_assets, out))
-    return RunContext(cfg, Path(cfg.model.path), console=Console(file=io.StringIO()))
+    return RunContext(cfg, Path(cfg.model.path), console=Console(file=io.StringIO()), cache_root=tiny_built.stages)
 
 
 # Options the contract builds each target with (default: the target's own defaults); a target that is

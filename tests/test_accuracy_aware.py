@@ -11,6 +11,7 @@ from edgepipe.config.schema import SplitSpec, Subset
 from edgepipe.quantize import accuracy_aware as aa
 from tests.fixtures import tiny_xception
 from tests.fixtures.configs import INPUT
+from tests.fixtures.tiny_runs import seed_stages
 
 BUDGET = 2.0  # top-1 points
 
@@ -132,8 +133,9 @@ def test_nncf_accuracy_control_meets_the_budget(hostile):
     assert info["fake_quantize_ops"] > 0  # still an INT8 model, not a float one
 
 
-def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tmp_path):
+def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tiny_full_run, tmp_path):
     """The recipe field reaches the TFLite budget stage; the artifact record says what was kept."""
+    seed_stages(tiny_full_run, tmp_path / "out")  # the reference and plain conversions: not what is checked
     from edgepipe.config.schema import parse_config
     from edgepipe.engine.orchestrate import run_pipeline
     from tests.fixtures.configs import tiny_config
@@ -199,9 +201,11 @@ def _coral_budget_run(model, tiny_assets, out, budget):
     return row, row["recipe"]["edgetpu_repair"]
 
 
-def test_edgetpu_budget_takes_the_plain_full_integer_model_when_it_is_within_budget(tiny_assets, tmp_path):
+def test_edgetpu_budget_takes_the_plain_full_integer_model_when_it_is_within_budget(tiny_assets, tiny_full_run,
+                                                                                   tmp_path):
     from edgepipe.core.hashing import sha256_file
 
+    seed_stages(tiny_full_run, tmp_path / "out")  # tflite-arm's plain INT8 stage is then found, not rebuilt
     row, pick = _coral_budget_run(tiny_assets["model"], tiny_assets, tmp_path / "out", 100.0)
     assert pick["chosen"] == "recipe" and pick["within_budget"]
     assert [c["name"] for c in pick["candidates"]] == ["recipe"] and pick["not_measured"] == ["eq-sep", "eq-sep+cle"]
@@ -253,7 +257,7 @@ def test_control_set_warns_when_one_image_is_coarser_than_the_budget(caplog):
         control_set(None, SimpleNamespace(images=calib.images, labels=np.full(301, -1)), 0.3)
 
 
-def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_path):
+def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tiny_full_run, tmp_path):
     from edgepipe.config.schema import parse_config
     from edgepipe.core.errors import ConfigError
     from edgepipe.engine.orchestrate import run_pipeline
@@ -265,6 +269,7 @@ def test_accuracy_control_subset_is_used_and_must_be_held_out(tiny_assets, tmp_p
     with pytest.raises(ConfigError, match="data.accuracy_control: expected images held out from the validation"):
         parse_config(bad)
     raw["data"]["accuracy_control"] = {"source": str(tiny_assets["data"]), "split": "train"}
+    seed_stages(tiny_full_run, tmp_path / "out")
     report = run_pipeline(parse_config(raw), tiny_assets["model"])
     pick = report["artifacts"][1]["recipe"]["edgetpu_repair"]
     train = load_subset(Subset(source=str(tiny_assets["data"]), split="train"),

@@ -12,6 +12,7 @@ import pytest
 
 import edgepipe
 from tests.fixtures.configs import tiny_config
+from tests.fixtures.tiny_runs import seed_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,11 +90,13 @@ def test_bad_config_type_is_a_clear_error():
         edgepipe.run(42)
 
 
-def test_the_documented_example_runs(tiny_assets, tmp_path):
+def test_the_documented_example_runs(tiny_assets, tiny_full_run, tmp_path):
     """examples/python_api.py, the README's notebook-sized example, on the tiny fixture (a real run)."""
     import runpy
 
     import yaml
+
+    seed_stages(tiny_full_run, tmp_path / "out")  # the conversions are not what this test checks
 
     cfg = tiny_config(tiny_assets, tmp_path / "unused", targets=[{"name": "tflite-arm"}])
     (tmp_path / "pipeline.yaml").write_text(yaml.safe_dump(cfg))

@@ -7,6 +7,7 @@ import pytest
 
 from edgepipe.quantize import equalize as eq
 from tests.fixtures.configs import INPUT, tiny_split
+from tests.fixtures.tiny_runs import seed_stages
 
 N_SEPARABLE = 16  # SeparableConv2D layers in the tiny Xception
 
@@ -194,7 +195,7 @@ def test_bad_parameters_are_rejected(tiny):
         eq.equalize(tiny["model"], tiny["calib"], max_scale=0.5)
 
 
-def test_recipe_runs_equalization_inside_the_pipeline(tiny_assets, tmp_path):
+def test_recipe_runs_equalization_inside_the_pipeline(tiny_assets, tiny_full_run, tmp_path):
     """`equalize_separable` in a recipe: the INT8 artifact is built from a verified equalized
     SavedModel (its own cached stage) and validated like any other artifact."""
     import json
@@ -207,6 +208,7 @@ def test_recipe_runs_equalization_inside_the_pipeline(tiny_assets, tmp_path):
                       targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"], "recipe": "eq"}}],
                       quantization={"recipes": {"eq": {"equalize_separable": True,
                                                        "cross_layer_equalization": True}}})
+    seed_stages(tiny_full_run, tmp_path / "out", leave_out=("tflite-fp32-*",))  # the reference: not checked here
     report = run_pipeline(parse_config(raw), tiny_assets["model"])
     row = report["artifacts"][1]
     assert row["status"] == "passed", row

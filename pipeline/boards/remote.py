@@ -148,6 +148,10 @@ class Remote:
                                   f"({why}); a slower link needs a longer --upload-timeout SECONDS", "timeout")
             if rc == 0:
                 return total
+            if rc == 127:
+                raise RemoteError(f"{self.device.label}: upload: expected `tar` on the board (uploads are one tar "
+                                  f"stream). Received: {err.strip()[-200:]}. Fix: install tar (apt-get install tar)",
+                                  "upload failed")
             if rc != 255:
                 raise RemoteError(f"{self.device.label}: upload failed (tar on the board, exit {rc}): "
                                   f"{err.strip()[-500:]}", "upload failed")

@@ -3,7 +3,8 @@
 Board layout under the device path R:
 
     R/runner/device_runner.py     the on-device runner (uploaded with every ship)
-    R/trusted.pub                 the signing public key the board trusts (installed on first contact)
+    R/trusted.pub                 the signing public key the board trusts (installed on first contact,
+                                  rotated only by `board trust`, pipeline/boards/trust.py; history in R/trust/)
     R/bundles/<name>-v<N>-<id>/   bundles, content-addressed by manifest hash
     R/current -> bundles/...      the active bundle (a symlink, replaced with one rename)
     R/.staging/<tmp>/             uploads in progress
@@ -13,11 +14,13 @@ Steps: verify on the host (signature + every file) -> pre-flight the board, read
 numpy, the runtime and its version, a writable path, free space (pipeline/boards/preflight.py;
 on failure nothing is written) -> lock the board (fail fast if another ship
 holds it; break a stale lock) and sweep staging dirs left by killed ships -> probe the board
-(current bundle, trusted key) -> refuse a downgrade unless forced -> upload into staging (removed
-on any failure) -> verify on the board with the runner -> move into bundles/ -> switch `current`
--> smoke inference on the shipped sample -> on failure switch back to the previous bundle (or
-remove `current` if there was none); on success prune bundles/ to the `keep` highest versions plus current
-and previous -> release the lock (always).
+(current bundle, trusted key) -> refuse another model (source model sha256 or target differ)
+unless `replace`, and a downgrade unless forced -> upload into staging (one tar stream with
+progress, pipeline/boards/upload.py; removed on any failure) -> verify on the board with the
+runner -> move into bundles/ -> switch `current` -> smoke inference on the shipped sample (then
+the optional post-switch command) -> on failure switch back to the previous bundle (or remove
+`current` if there was none); on success prune bundles/ to the `keep` highest versions plus
+current and previous -> release the lock (always).
 """
 
 from __future__ import annotations

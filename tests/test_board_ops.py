@@ -22,8 +22,8 @@ from edgepipe.boards.remote import Device, Remote, SSHOptions
 from edgepipe.boards.ship import remote_dir_name
 from edgepipe.boards.signing import fingerprint
 from edgepipe.cli.app import app
+from tests.fixtures.ship_board import current, ship, url  # fixtures board, bundles: conftest plugin
 from tests.fixtures.sshd_board import free_port
-from tests.test_ship import board, bundles, current, ship, url  # noqa: F401  (module fixtures + helpers)
 
 runner = CliRunner()
 

@@ -18,59 +18,17 @@ import pytest
 from typer.testing import CliRunner
 
 from edgepipe.boards import ship as ship_mod
-from edgepipe.boards.bundle import build_bundle, read_manifest, seal
+from edgepipe.boards.bundle import read_manifest, seal
 from edgepipe.boards.lock import BoardLock
 from edgepipe.boards.remote import Device, Remote, SSHOptions
 from edgepipe.boards.ship import Board, remote_dir_name
 from edgepipe.boards.signing import keygen
 from edgepipe.cli.app import app
 from edgepipe.core.errors import RemoteError
-from tests.fixtures.sshd_board import free_port, start_sshd, stop_sshd
+from tests.fixtures.ship_board import current, ship, ssh_args, url  # fixtures board, bundles: conftest plugin
+from tests.fixtures.sshd_board import free_port
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def board(tmp_path_factory):
-    b = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield b
-    stop_sshd(b)
-
-
-@pytest.fixture(scope="module")
-def bundles(tiny_int8_run, tmp_path_factory):
-    """v1, v2 of the tiny INT8 bundle, and a v3 whose model cannot load (validly signed)."""
-    store = tmp_path_factory.mktemp("bundles")
-    run = tiny_int8_run
-    v1 = build_bundle(run["artifact"], store, run["key"])
-    v2 = build_bundle(run["artifact"], store, run["key"])
-    broken = store / "tflite-arm-int8-v3"
-    shutil.copytree(v2, broken)
-    (broken / "model_int8.tflite").write_bytes(b"TFL3" + b"\0" * 60)  # not a model the runtime can load
-    seal(broken, {**read_manifest(broken), "bundle_version": 3}, run["key"])
-    return {"v1": v1, "v2": v2, "broken": broken, "run": run}
-
-
-def url(board, root, python=sys.executable, port=None):
-    return f"ssh://{board['user']}@127.0.0.1:{port or board['port']}{root}?python={python}"
-
-
-def ssh_args(board, bundles, timeout=60):
-    return ["--identity", str(board["client_key"]), "--known-hosts", str(board["known_hosts"]),
-            "--pubkey", str(bundles["run"]["pub"]), "--connect-timeout", "3", "--timeout", str(timeout)]
-
-
-def ship(board, bundles, bundle, root, *extra, python=sys.executable, port=None):
-    res = runner.invoke(app, ["ship", str(bundle), "--to", url(board, root, python, port), *ssh_args(board, bundles),
-                              *extra], catch_exceptions=False)
-    out = res.stdout
-    report = json.loads(out[: out.rindex("}") + 1]) if "{" in out else None
-    return res, report
-
-
-def current(root):
-    link = root / "current"
-    return os.readlink(link) if link.is_symlink() else None
 
 
 def test_ship_verifies_switches_and_smoke_tests(board, bundles, tmp_path):
@@ -281,8 +239,8 @@ def test_leftover_staging_is_swept_and_own_staging_removed_on_failure(board, bun
     # interrupted (Ctrl-C) right after the upload: our staging dir is removed and the lock released
     real_upload = Remote.upload
 
-    def upload_then_interrupt(self, sources, remote_dir, timeout=None):
-        real_upload(self, sources, remote_dir, timeout)
+    def upload_then_interrupt(self, sources, remote_dir, timeout=None, **kw):
+        real_upload(self, sources, remote_dir, timeout, **kw)
         assert any((root / ".staging").iterdir())  # the upload really landed in staging
         raise KeyboardInterrupt
 

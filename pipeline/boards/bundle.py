@@ -2,7 +2,8 @@
 
 Layout of `<out>/<target>-<precision>-v<N>/`:
 
-    model file(s), labels.txt, preprocess.json, artifact.json, README.md (model card, if any)
+    model file(s) the board runs, labels.txt, preprocess.json, artifact.json, README.md (model card, if any)
+    (not: host-only files such as an OpenVINO CPU blob, HOST_ONLY; the manifest's "left_out" lists them)
     sample/images.npy, sample/labels.npy   a few preprocessed labeled images for on-board eval
     manifest.json                          signed file set + provenance + metrics + version
     manifest.sig                           Ed25519 signature of manifest.json's bytes (not in the set)
@@ -37,6 +38,13 @@ SIGNATURE = device_runner.SIGNATURE
 ARTIFACT_FILES = ("labels.txt", "preprocess.json", "artifact.json")
 MODEL_CARD = "README.md"
 SAMPLE_PER_CLASS = 2
+# Artifact files that only the host that built them can use: they stay out of bundles (the manifest's
+# "left_out" names them). The on-board runner compiles the OpenVINO IR (.xml + .bin) for the board's own
+# CPU; a CompiledModel.export_model blob is tied to the ISA and OpenVINO version it was compiled with
+# (targets/openvino_compile.py) and the runner never imports it.
+HOST_ONLY = {".blob": "OpenVINO model compiled for the host's CPU and OpenVINO version (export_model); the board "
+                      "compiles the IR itself",
+             ".compile.json": "what the host's OpenVINO plugin chose when it compiled that blob"}
 _VERSION_DIR = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
 
 
@@ -72,8 +80,9 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
     shell = tempdirs.make_temp_dir(final)  # marked as edgepipe's (edgepipe.core.tempdirs); the bundle is built
     tmp = shell / final.name  # inside it, so the marker is never part of the bundle's file set
     (tmp / "sample").mkdir(parents=True)
+    kept, left_out = board_files(record["files"])
     try:
-        copied = list(record["files"]) + list(ARTIFACT_FILES)
+        copied = kept + list(ARTIFACT_FILES)
         if (artifact_dir / MODEL_CARD).is_file():
             copied.append(MODEL_CARD)
         for f in copied:
@@ -88,8 +97,9 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "target": record["target"],
             "precision": record["precision"],
-            "model": {"file": record["files"][0], "files": list(record["files"]), "format": record["format"],
+            "model": {"file": record["files"][0], "files": kept, "format": record["format"],
                       "sha256": record["sha256"]},
+            "left_out": left_out,  # artifact files the board never uses (HOST_ONLY): not in the bundle
             "input": {"shape": [1, spec["height"], spec["width"], spec["channels"]], "preprocess": spec},
             "labels": labels,
             "source_model_sha256": record.get("source_model_sha256"),
@@ -125,6 +135,18 @@ def seal(bundle_dir: Path, manifest: dict, key: Path) -> dict:
     (bundle_dir / MANIFEST).write_bytes(data)
     write_signature(bundle_dir, data, key, SIGNATURE)
     return manifest
+
+
+def board_files(files: list[str]) -> tuple[list[str], dict[str, str]]:
+    """(the artifact's files a board runs, {left-out file: why}). The model file itself always goes."""
+    kept, left = [files[0]], {}
+    for f in files[1:]:
+        why = next((w for suffix, w in HOST_ONLY.items() if f.endswith(suffix)), None)
+        if why:
+            left[f] = why
+        else:
+            kept.append(f)
+    return kept, left
 
 
 def verify(bundle_dir: Path, pubkey: Path | None) -> dict:

@@ -5,7 +5,7 @@ touched; the board is locked as by `ship`, see pipeline/boards/lock.py) and runs
 the bundle's shipped sample. Boards run concurrently; each
 has its own status, and one failing or hanging board never stops the others (every step has
 a timeout). Results are merged into a run's report.json under "devices", next to the host's
-numbers for the same artifact.
+numbers for the same artifact, and report.html beside it is rendered again from the updated report.
 """
 
 from __future__ import annotations
@@ -92,7 +92,8 @@ def _summarise(entry: dict) -> dict:
 
 def merge_into_report(path: Path, summary: dict) -> None:
     """Add the boards' rows to report.json["devices"] (replacing earlier rows for the same board and
-    bundle name), with the host's numbers for that artifact beside them. Written atomically."""
+    bundle name), with the host's numbers for that artifact beside them, and re-render report.html beside it
+    (pipeline/reports/html.py). Both written atomically."""
     try:
         from edgepipe.core import safeio
 
@@ -114,5 +115,7 @@ def merge_into_report(path: Path, summary: dict) -> None:
         keep.append({"artifact": name, "bundle_version": summary["bundle"]["bundle_version"], "host": host, **e})
     report["devices"] = keep
     from edgepipe.core.jsonio import write_json
+    from edgepipe.reports.html import write_html
 
     write_json(path, report)
+    write_html(report, path.with_name("report.html"))  # the page shows the same rows as report.json

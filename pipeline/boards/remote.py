@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from edgepipe.boards.upload import EXTRACT, mib, stream_tar, tar_members, upload_timeout
 from edgepipe.core.errors import InputError, RemoteError
 
 RETRYABLE = ("unreachable",)
@@ -89,6 +90,7 @@ class SSHOptions:
     connect_timeout: int = 5
     command_timeout: float = 300.0
     retries: int = 1  # extra attempts after a connection failure (never after auth or host-key failures)
+    upload_timeout: float | None = None  # None: --timeout + size at an assumed slow link (boards/upload.py)
 
     def common(self) -> list[str]:
         opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
@@ -124,15 +126,37 @@ class Remote:
                               "(stopped there)", "timeout")
         return res
 
-    def upload(self, sources: list[Path], remote_dir: str, timeout: float | None = None) -> None:
-        """scp -O (classic protocol: works without an sftp subsystem) into an existing remote dir."""
-        timeout = self.opts.command_timeout if timeout is None else timeout
-        port = ["-P", str(self.device.port)] if self.device.port else []
-        argv = ["scp", "-O", "-r", "-q", *self.opts.common(), *port, *[str(s) for s in sources],
-                f"{self.device.destination}:{remote_dir}"]
-        res = self._call(argv, timeout, "upload")
-        if res.returncode != 0:
-            raise RemoteError(f"{self.device.label}: upload failed: {res.stderr.strip()[-500:]}", "upload failed")
+    def upload(self, sources: list[Path], remote_dir: str, timeout: float | None = None, progress=None) -> int:
+        """Stream `sources` (files, or directories of regular files) as one tar archive over ssh into the
+        existing directory `remote_dir` under the device root (`tar -x` on the board). Returns the bytes sent.
+
+        The host writes the archive into ssh's stdin, so it knows how much it has handed over:
+        `progress(sent, total)` is called as file bytes go out (ssh buffers at most a few hundred KiB
+        ahead of the link). The timeout scales with the size (`upload_timeout`); on expiry ssh is
+        killed and the message states the size and how the limit was computed."""
+        members = tar_members(sources)
+        total = sum(size for _, _, size in members)
+        limit, why = upload_timeout(total, self.opts) if timeout is None else (timeout, "given")
+        port = ["-p", str(self.device.port)] if self.device.port else []
+        cmd = EXTRACT.format(dir=self.device.q(remote_dir))
+        argv = ["ssh", *self.opts.common(), *port, self.device.destination, "--", with_remote_timeout(cmd, limit)]
+        attempts = 1 + max(0, self.opts.retries)
+        for attempt in range(1, attempts + 1):
+            rc, err, expired = stream_tar(argv, members, total, limit + self.opts.connect_timeout, progress)
+            if expired or rc in (124, 137):
+                raise RemoteError(f"{self.device.label}: upload of {mib(total)} did not finish within {limit:.0f} s "
+                                  f"({why}); a slower link needs a longer --upload-timeout SECONDS", "timeout")
+            if rc == 0:
+                return total
+            if rc == 127:
+                raise RemoteError(f"{self.device.label}: upload: expected `tar` on the board (uploads are one tar "
+                                  f"stream). Received: {err.strip()[-200:]}. Fix: install tar (apt-get install tar)",
+                                  "upload failed")
+            if rc != 255:
+                raise RemoteError(f"{self.device.label}: upload failed (tar on the board, exit {rc}): "
+                                  f"{err.strip()[-500:]}", "upload failed")
+            self._ssh_failure(err, attempt, attempts)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _call(self, argv: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
         attempts = 1 + max(0, self.opts.retries)
@@ -146,18 +170,20 @@ class Remote:
             except FileNotFoundError as err:
                 raise RemoteError(f"{what}: expected the OpenSSH client ({argv[0]}) on PATH. Received: not found",
                                   "no ssh client") from err
-            if res.returncode != 255 or (what == "upload" and "lost connection" not in res.stderr
-                                         and classify(res.stderr) == "ssh failed"):
+            if res.returncode != 255:
                 return res
-            status = classify(res.stderr)
-            if status in ("host key changed", "unknown host key"):
-                raise RemoteError(f"{self.device.label}: {status}: {host_key_message(status, res.stderr, self.device)}",
-                                  status)
-            if status not in RETRYABLE or attempt == attempts:
-                raise RemoteError(f"{self.device.label}: {status}: {res.stderr.strip()[-400:]}"
-                                  + (f" (after {attempt} attempts)" if attempt > 1 else ""), status)
-            time.sleep(min(2.0, 0.5 * attempt))
+            self._ssh_failure(res.stderr, attempt, attempts)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ssh_failure(self, stderr: str, attempt: int, attempts: int) -> None:
+        """ssh itself failed (exit 255): raise its RemoteError, or wait and return to retry a connection failure."""
+        status = classify(stderr)
+        if status in ("host key changed", "unknown host key"):
+            raise RemoteError(f"{self.device.label}: {status}: {host_key_message(status, stderr, self.device)}", status)
+        if status not in RETRYABLE or attempt == attempts:
+            raise RemoteError(f"{self.device.label}: {status}: {stderr.strip()[-400:]}"
+                              + (f" (after {attempt} attempts)" if attempt > 1 else ""), status)
+        time.sleep(min(2.0, 0.5 * attempt))
 
 
 def with_remote_timeout(command: str, seconds: float) -> str:

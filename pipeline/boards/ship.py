@@ -3,7 +3,8 @@
 Board layout under the device path R:
 
     R/runner/device_runner.py     the on-device runner (uploaded with every ship)
-    R/trusted.pub                 the signing public key the board trusts (installed on first contact)
+    R/trusted.pub                 the signing public key the board trusts (installed on first contact,
+                                  rotated only by `board trust`, pipeline/boards/trust.py; history in R/trust/)
     R/bundles/<name>-v<N>-<id>/   bundles, content-addressed by manifest hash
     R/current -> bundles/...      the active bundle (a symlink, replaced with one rename)
     R/.staging/<tmp>/             uploads in progress
@@ -13,11 +14,13 @@ Steps: verify on the host (signature + every file) -> pre-flight the board, read
 numpy, the runtime and its version, a writable path, free space (pipeline/boards/preflight.py;
 on failure nothing is written) -> lock the board (fail fast if another ship
 holds it; break a stale lock) and sweep staging dirs left by killed ships -> probe the board
-(current bundle, trusted key) -> refuse a downgrade unless forced -> upload into staging (removed
-on any failure) -> verify on the board with the runner -> move into bundles/ -> switch `current`
--> smoke inference on the shipped sample -> on failure switch back to the previous bundle (or
-remove `current` if there was none); on success prune bundles/ to the newest `keep` plus current
-and previous -> release the lock (always).
+(current bundle, trusted key) -> refuse another model (source model sha256 or target differ)
+unless `replace`, and a downgrade unless forced -> upload into staging (one tar stream with
+progress, pipeline/boards/upload.py; removed on any failure) -> verify on the board with the
+runner -> move into bundles/ -> switch `current` -> smoke inference on the shipped sample (then
+the optional post-switch command) -> on failure switch back to the previous bundle (or remove
+`current` if there was none); on success prune bundles/ to the `keep` highest versions plus
+current and previous -> release the lock (always).
 """
 
 from __future__ import annotations
@@ -38,6 +41,25 @@ from edgepipe.boards.lock import BoardLock
 from edgepipe.boards.remote import Device, Remote, SSHOptions
 from edgepipe.core.errors import BundleError, InputError, RemoteError
 
+_PRUNE = r"""
+import json, os, shutil, sys
+r, k, p = sys.argv[1], int(sys.argv[2]), set(sys.argv[3:])
+
+def version(n):
+    try:
+        with open(os.path.join(r, n, "manifest.json")) as f:
+            v = json.load(f).get("bundle_version")
+    except Exception:
+        v = None
+    return v if isinstance(v, int) and not isinstance(v, bool) else -1
+
+ds = [n for n in os.listdir(r) if os.path.isdir(os.path.join(r, n)) and not os.path.islink(os.path.join(r, n))]
+ds.sort(key=lambda n: (version(n), os.stat(os.path.join(r, n)).st_mtime, n), reverse=True)
+gone = sorted(n for n in ds[k:] if n not in p)
+for n in gone:
+    shutil.rmtree(os.path.join(r, n))
+print(json.dumps({"pruned": gone}))
+"""
 RUNNER = Path(__file__).resolve().with_name("device_runner.py")
 MIN_AGREEMENT = 0.75  # smoke test: share of sample images whose board top-1 equals the host's
 KEEP = 3  # bundles kept on the board after a successful ship (plus current and the previous one)
@@ -69,6 +91,7 @@ class Board:
         self.device, self.remote = device, Remote(device, opts)
         self.pubkey = Path(pubkey) if pubkey is not None else None
         self.py = shlex.quote(device.python)
+        self.progress = None  # progress(sent, total) during uploads (ship prints it on stderr)
 
     def preflight(self, bundle_dir: Path, manifest: dict, dirname: str) -> dict:
         """Read-only checks before anything is written to the board (see pipeline/boards/preflight.py)."""
@@ -117,7 +140,8 @@ class Board:
             raise RemoteError(f"{d.label}: expected the board to trust the key this bundle is signed with "
                               f"({fingerprint(ours.encode())}, {self.pubkey}). Received: {d.path}/trusted.pub is "
                               f"another key ({fingerprint(state['pub'].encode())}); the board keeps the key it "
-                              "first trusted: sign with that key, or replace trusted.pub on the board by hand",
+                              "trusts until it is rotated: sign with that key, or rotate it with `edgepipe board trust "
+                              "URL --new-pubkey NEW.pub --key OLD.key` (needs the trusted key's private half)",
                               "untrusted key")
         code, out = self._upload_and_verify(bundle_dir, dirname, with_pub=not state["pub"],
                                             with_bundle=not state["exists"])
@@ -145,7 +169,7 @@ class Board:
         aside = d.q(stage, ".replaced")
         move_bundle = "" if not with_bundle else (f" && {{ test ! -e {final} || mv {final} {aside}; }}"
                                                   f" && mv {staged} {final}")
-        # the bundle dir's mtime says when it was last installed: `prune` keeps the newest
+        # the bundle dir's mtime says when it was last installed (`board list`; `prune` breaks version ties with it)
         cmd = (f"mv {d.q(stage, RUNNER.name)} {d.q('runner', RUNNER.name)} && {move_pub}"
                f"{self.py} {d.q('runner', RUNNER.name)} {staged} --verify-only --pubkey {d.q('trusted.pub')}"
                f"{move_bundle} && touch {final}; rc=$?; rm -rf {d.q(stage)}; exit $rc")
@@ -154,7 +178,7 @@ class Board:
             if mk.returncode != 0:
                 raise RemoteError(f"{d.label}: expected to create {d.path}/{stage}. Received: {mk.stderr.strip()}",
                                   "remote path not writable")
-            self.remote.upload(sources, _scp_path(d, stage))
+            self.remote.upload(sources, stage, progress=self.progress)
             res = self.remote.run(cmd)
         except BaseException:  # failed or interrupted upload: remove our own staging dir
             with contextlib.suppress(RemoteError):
@@ -170,20 +194,25 @@ class Board:
         return res.returncode, _runner_json(res)
 
     def prune(self, keep: int, protect: list[str]) -> list[str]:
-        """Remove the bundles beyond the `keep` most recently installed, never those in `protect`."""
-        script = ("import json,os,shutil,sys; r,k=sys.argv[1],int(sys.argv[2]); p=set(sys.argv[3:]); "
-                  "ds=[n for n in os.listdir(r) if os.path.isdir(os.path.join(r,n)) "
-                  "and not os.path.islink(os.path.join(r,n))]; "
-                  "ds.sort(key=lambda n:(os.stat(os.path.join(r,n)).st_mtime,n),reverse=True); "
-                  "gone=sorted(n for n in ds[k:] if n not in p); "
-                  "[shutil.rmtree(os.path.join(r,n)) for n in gone]; print(json.dumps({'pruned':gone}))")
-        res = self.remote.run(f"{self.py} -c {shlex.quote(script)} {self.device.q('bundles')} {int(keep)} "
+        """Remove the bundles beyond the `keep` highest bundle versions (manifest.json's bundle_version; install
+        time breaks ties; an unreadable manifest counts lowest), never those in `protect`."""
+        res = self.remote.run(f"{self.py} -c {shlex.quote(_PRUNE)} {self.device.q('bundles')} {int(keep)} "
                               + " ".join(shlex.quote(n) for n in protect))
         out = _runner_json(res)
         if res.returncode != 0 or "pruned" not in out:
             raise RemoteError(f"{self.device.label}: could not prune bundles/: {res.stderr.strip()[-300:]}",
                               "prune failed")
         return out["pruned"]
+
+    def hook(self, command: str, dirname: str) -> dict:
+        """Run the post-switch command on the board (in the install root, with EDGEPIPE_CURRENT and EDGEPIPE_BUNDLE
+        set), bounded by --timeout. Its exit code and the tail of its output go into the report."""
+        d = self.device
+        res = self.remote.run(f"cd {d.q()} && EDGEPIPE_CURRENT={d.q('current')} "
+                              f"EDGEPIPE_BUNDLE={d.q('bundles', dirname)} sh -c {shlex.quote(command)}")
+        tail = (res.stderr.strip() or res.stdout.strip())[-300:]
+        return {"command": command, "bundle": dirname, "exit_code": res.returncode,
+                "message": f"exit {res.returncode}" + (f": {tail}" if tail else "")}
 
     def switch(self, target_rel: str | None) -> None:
         """Point `current` at bundles/<dir> with one rename (or remove it when target_rel is None)."""
@@ -202,7 +231,11 @@ class Board:
 
 def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: bool = False,
          python: str | None = None, smoke_runs: int = 3, min_agreement: float = MIN_AGREEMENT,
-         keep: int = KEEP, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> dict:
+         keep: int = KEEP, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, replace: bool = False,
+         post_switch: str | None = None, progress=None) -> dict:
+    """`replace`: allow a bundle of another model than the one `current` holds (one model per install path).
+    `post_switch`: a shell command run on the board after a good smoke test (see README "After the switch");
+    its failure is handled like a failed smoke test. `progress(sent, total)`: called during the upload."""
     device = Device.parse(url, python)
     require_pubkey(pubkey)
     if keep < 1:
@@ -210,31 +243,63 @@ def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: boo
     if lock_timeout <= opts.command_timeout:
         raise InputError(f"--lock-timeout: expected more than --timeout ({opts.command_timeout:.0f} s: the lock "
                          f"is refreshed between remote steps). Received: {lock_timeout:.0f}")
+    if post_switch is not None and not post_switch.strip():
+        raise InputError("--post-switch: expected a shell command to run on the board. Received: an empty string")
+    policy = {"force": force, "replace": replace, "smoke_runs": smoke_runs, "min_agreement": min_agreement,
+              "keep": keep, "post_switch": post_switch}
     with verified_bundle(bundle_path, pubkey) as (bdir, manifest):
         dirname = remote_dir_name(bdir, manifest)
         board = Board(device, opts, pubkey)
+        board.progress = progress
         ready = board.preflight(bdir, manifest, dirname)
         with BoardLock(board.remote, device.python, "ship", lock_timeout) as lock:
-            return _ship_locked(board, lock, bdir, manifest, dirname, force, smoke_runs, min_agreement, keep, ready)
+            return _ship_locked(board, lock, bdir, manifest, dirname, policy, ready)
 
 
-def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirname: str, force: bool,
-                 smoke_runs: int, min_agreement: float, keep: int, ready: dict) -> dict:
+def model_identity(manifest: dict) -> dict:
+    """What makes two bundles the same model: the source model's sha256 and the target it was built for."""
+    return {"target": manifest.get("target"), "source_model_sha256": manifest.get("source_model_sha256")}
+
+
+def describe_model(manifest: dict) -> str:
+    src = manifest.get("source_model_sha256")
+    return (f"{manifest.get('name')} v{manifest.get('bundle_version')} (target {manifest.get('target')}, "
+            f"source model sha256 {src[:16] + '...' if isinstance(src, str) else src})")
+
+
+def _check_current(device: Device, cur: dict, link: str | None, manifest: dict, policy: dict) -> dict | None:
+    """Refusals before anything is uploaded: an unreadable current, another model, a downgrade.
+    Returns what --replace replaces (or None)."""
+    if cur.get("unreadable") and not policy["force"]:
+        raise RemoteError(f"{device.label}: expected a readable manifest of the current bundle "
+                          f"({link}). Received: unreadable JSON (use --force to replace it)",
+                          "current unreadable")
+    other = bool(cur) and not cur.get("unreadable") and model_identity(cur) != model_identity(manifest)
+    if other and not policy["replace"]:
+        raise BundleError(f"{device.label}: expected a bundle of the model installed at {device.path} (one model per "
+                          f"install path): current is {describe_model(cur)}. Received: {describe_model(manifest)}. "
+                          "Fix: ship it to another path, or pass --replace to make it this path's model")
+    if other:
+        return {"model": describe_model(cur), "link": link, **model_identity(cur)}
+    if cur and cur.get("name") == manifest["name"] and not policy["force"]:
+        if not isinstance(cur.get("bundle_version"), int) or manifest["bundle_version"] <= cur["bundle_version"]:
+            raise BundleError(f"{device.label}: expected a bundle version newer than the board's current "
+                              f"{cur.get('name')} v{cur.get('bundle_version')}. Received: v"
+                              f"{manifest['bundle_version']} (a downgrade or reinstall; use --force)")
+    return None
+
+
+def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirname: str, policy: dict,
+                 ready: dict) -> dict:
     device, opts = board.device, board.remote.opts
     state = board.probe(dirname)
     cur = state["current"] or {}
     report = {"device": device.label, "bundle": dirname, "preflight": ready, "previous": state["link"],
               "previous_version": cur.get("bundle_version"), "lock_broken": lock.acquired.get("broken"),
               "swept_staging": lock.acquired.get("swept", [])}
-    if cur.get("unreadable") and not force:
-        raise RemoteError(f"{device.label}: expected a readable manifest of the current bundle "
-                          f"({state['link']}). Received: unreadable JSON (use --force to replace it)",
-                          "current unreadable")
-    if cur and cur.get("name") == manifest["name"] and not force:
-        if not isinstance(cur.get("bundle_version"), int) or manifest["bundle_version"] <= cur["bundle_version"]:
-            raise BundleError(f"{device.label}: expected a bundle version newer than the board's current "
-                              f"{cur.get('name')} v{cur.get('bundle_version')}. Received: v"
-                              f"{manifest['bundle_version']} (a downgrade or reinstall; use --force)")
+    replaced = _check_current(device, cur, state["link"], manifest, policy)
+    if replaced:
+        report["replaced"] = replaced
     installed = board.install(bdir, dirname, state)
     report["verify"] = installed.get("verification")
     if installed.get("repaired"):
@@ -244,9 +309,13 @@ def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirn
     board.switch(new_rel)
     report["switched"] = True
     try:
-        code, smoke = board.runner(device.q("current"), f"--eval --runs {smoke_runs} --warmup 1",
+        code, smoke = board.runner(device.q("current"), f"--eval --runs {policy['smoke_runs']} --warmup 1",
                                    timeout=opts.command_timeout)
-        problem = _smoke_problem(code, smoke, min_agreement)
+        problem = _smoke_problem(code, smoke, policy["min_agreement"])
+        if problem is None and policy["post_switch"]:
+            report["post_switch"] = board.hook(policy["post_switch"], dirname)
+            if report["post_switch"]["exit_code"] != 0:
+                problem = f"post-switch command failed: {report['post_switch']['message']}"
     except RemoteError as err:
         smoke, problem = {}, f"{err.status}: {err}"
     except KeyboardInterrupt:  # Ctrl-C before the smoke test said ok: the board goes back to what it had
@@ -260,7 +329,7 @@ def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirn
         prev = (state["link"] or "").rsplit("/", 1)[-1]
         try:  # the ship is done: a failed prune is reported, not fatal
             lock.refresh()
-            report["pruned"] = board.prune(keep, [dirname] + ([prev] if prev else []))
+            report["pruned"] = board.prune(policy["keep"], [dirname] + ([prev] if prev else []))
         except RemoteError as err:
             report.update(pruned=[], prune_error=str(err))
         return report
@@ -268,6 +337,9 @@ def _ship_locked(board: Board, lock: BoardLock, bdir: Path, manifest: dict, dirn
     board.switch(prev)
     if prev != new_rel:
         board.remote.run(f"rm -rf {device.q('bundles', dirname)}")
+    if prev and "post_switch" in report:  # the application goes back to the restored bundle too
+        with contextlib.suppress(RemoteError):
+            report["post_switch_after_rollback"] = board.hook(policy["post_switch"], prev.rsplit("/", 1)[-1])
     report.update(status="rolled back" if prev else "removed", rolled_back_to=prev, reason=problem)
     raise ShipFailed(f"{device.label}: smoke test of {dirname} failed ({problem}); "
                      + (f"rolled back to {prev}" if prev else "no previous bundle: current removed"), report)
@@ -302,9 +374,3 @@ def _runner_json(res) -> dict:
         return out
     return {"ok": False, "error": {"kind": "no output", "message": (res.stderr.strip() or "no JSON from the runner")
                                    [-500:]}}
-
-
-def _scp_path(device: Device, rel: str) -> str:
-    """Remote path for scp -O (the remote shell expands ~; quote the rest)."""
-    full = f"{device.path}/{rel}"
-    return full if full.startswith("~/") and " " not in full else shlex.quote(full)

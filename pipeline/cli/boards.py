@@ -1,4 +1,4 @@
-"""`edgepipe keygen | bundle | verify | ship | board status|list|rollback`: signed bundles and boards over SSH."""
+"""`edgepipe keygen | bundle | verify | ship | board status|list|rollback|trust`: signed bundles and boards over SSH."""
 
 from __future__ import annotations
 
@@ -18,6 +18,20 @@ def plain(value) -> str:
     return terminal(value, markup=False)
 
 
+def done(res: dict) -> None:
+    """--json success: the result as one object, with ok and exit_code like every other outcome."""
+    json_out({**res, "ok": True, "exit_code": 0})
+
+
+def refused(err: EdgepipeError, as_json: bool, **extra) -> None:
+    """A refusal or failure: with --json one object (ok false, status, error, exit_code) on stdout; then exit."""
+    if as_json:
+        json_out({**getattr(err, "report", {}), "ok": False, **extra,
+                  "status": getattr(err, "status", None) or _status(err),
+                  "error": str(err), "type": type(err).__name__, "exit_code": err.exit_code})
+    fail(err)
+
+
 @app.command()
 def keygen(
     out: Path | None = typer.Option(None, "-o", "--output", "--out",
@@ -32,12 +46,12 @@ def keygen(
     try:
         priv, pub = make_keys(out or default_key_dir(), force)
     except EdgepipeError as err:
-        fail(err, as_json)
+        refused(err, as_json)
     from edgepipe.boards.signing import fingerprint
 
     fp = fingerprint(pub.read_bytes())
     if as_json:
-        json_out({"private_key": str(priv), "public_key": str(pub), "fingerprint": fp})
+        done({"private_key": str(priv), "public_key": str(pub), "fingerprint": fp})
     else:
         typer.echo(f"private key: {plain(priv)}\npublic key:  {plain(pub)}\nfingerprint: {fp}")
 
@@ -64,9 +78,9 @@ def bundle_cmd(
         path = build_bundle(artifact, out, key or default_key_dir() / PRIVATE_NAME, version, samples, per_class)
         archive = pack(path, path.with_name(path.name + ".tar")) if tar else None
     except EdgepipeError as err:
-        fail(err, as_json)
+        refused(err, as_json)
     if as_json:
-        json_out({"bundle": str(path), "tar": str(archive) if archive else None})
+        done({"bundle": str(path), "tar": str(archive) if archive else None})
         return
     if archive:
         typer.echo(plain(archive))
@@ -90,9 +104,9 @@ def verify_cmd(
             result = {"ok": True, "name": manifest["name"], "bundle_version": manifest["bundle_version"],
                       "files": len(manifest["files"]), "pubkey": str(pubkey)}
     except EdgepipeError as err:
-        fail(err, as_json)
+        refused(err, as_json)
     if as_json:
-        json_out(result)
+        done(result)
     else:
         typer.echo(f"ok: {plain(result['name'])} v{result['bundle_version']}, {result['files']} files, "
                    f"signature valid ({plain(pubkey)})")
@@ -110,8 +124,15 @@ def ship(
     connect_timeout: int = SSH_OPTIONS["connect_timeout"],
     timeout: float = SSH_OPTIONS["timeout"],
     retries: int = SSH_OPTIONS["retries"],
-    keep: int = typer.Option(3, min=1, help="after a successful ship, keep this many newest bundles on the board "
-                                            "(current and the previous one are always kept)"),
+    keep: int = typer.Option(3, min=1, help="after a successful ship, keep the bundles with the KEEP highest versions "
+                                            "on the board (current and the previous one are always kept)"),
+    replace: bool = typer.Option(False, "--replace", help="allow a bundle of another model (source model or target) "
+                                                          "than the one `current` holds: one model per path"),
+    post_switch: str | None = typer.Option(None, "--post-switch", help="shell command run on the board after the "
+                                           "switch and a good smoke test (e.g. restart the application); if it "
+                                           "fails, `current` is switched back"),
+    upload_timeout: float | None = typer.Option(None, "--upload-timeout", min=1, help="seconds the upload may take "
+                                                "(default: --timeout + the bundle's size at 256 KiB/s)"),
     lock_timeout: float = SSH_OPTIONS["lock_timeout"],
     as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout for every outcome (success, "
                                                        "refusal, remote failure, Ctrl-C), with its exit_code"),
@@ -120,15 +141,19 @@ def ship(
     The board is checked first (python, numpy, runtime, writable path, free space): nothing is written to a board
     that is not ready. One ship per board at a time (PATH/.lock; exit 3 naming the holder); old bundles are pruned
     (--keep)."""
+    from dataclasses import replace as replace_opts
+
     from edgepipe.boards.ship import ShipFailed
     from edgepipe.boards.ship import ship as do_ship
     from edgepipe.boards.signing import PUBLIC_NAME, default_key_dir
 
     def run(url: str) -> dict:
         try:
-            return do_ship(bundle, url, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
-                           pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python, keep=keep,
-                           lock_timeout=lock_timeout)
+            opts = replace_opts(ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+                                upload_timeout=upload_timeout)
+            return do_ship(bundle, url, opts, pubkey or default_key_dir() / PUBLIC_NAME, force, remote_python,
+                           keep=keep, lock_timeout=lock_timeout, replace=replace, post_switch=post_switch,
+                           progress=upload_progress())
         except ShipFailed as err:  # the report (rolled back or removed) is printed either way
             json_out({**err.report, "ok": False, "error": str(err), "exit_code": err.exit_code})
             fail(err)
@@ -136,6 +161,28 @@ def ship(
     res = _board_call(run, to, as_json, "the board's lock was released, an unfinished upload removed, and "
                                         "`current` left as it was (or switched back); run ship again")
     json_out({**res, "ok": True, "exit_code": 0})
+
+
+def upload_progress():
+    """progress(sent, total) for uploads: a line on stderr at most every 2 s and at each tenth, and at the end
+    (never on stdout, which holds --json)."""
+    import time
+
+    from edgepipe.boards.upload import mib
+    from edgepipe.core.progress import stderr
+
+    last = {"t": 0.0, "tenth": -1}
+
+    def show(sent: int, total: int) -> None:
+        tenth = 10 * sent // total if total else 10
+        now = time.monotonic()
+        if sent < total and tenth == last["tenth"] and now - last["t"] < 2:
+            return
+        last.update(t=now, tenth=tenth)
+        pct = 100 * sent // total if total else 100
+        stderr.print(f"upload: {mib(sent)} of {mib(total)} ({pct}%)", highlight=False, markup=False, soft_wrap=True)
+
+    return show
 
 
 def _status(err: EdgepipeError) -> str:
@@ -159,11 +206,7 @@ def _board_call(fn, url: str, as_json: bool, what: str, **kw) -> dict:
     try:
         return fn(url, **kw)
     except EdgepipeError as err:
-        if as_json:
-            json_out({**getattr(err, "report", {}), "ok": False, "device": url,
-                      "status": getattr(err, "status", None) or _status(err), "error": str(err),
-                      "type": type(err).__name__, "exit_code": err.exit_code})
-        fail(err)
+        refused(err, as_json, device=url)
     except KeyboardInterrupt as err:
         code = 143 if isinstance(err, Terminated) else 130
         if as_json:
@@ -256,3 +299,40 @@ def board_rollback(
         sig = (res.get("verify") or {}).get("signature")
         typer.echo(f"rolled back: current -> bundles/{plain(res['bundle'])} (was {plain(res['previous'])}); "
                    f"verified on the board (signature: {plain(sig)})")
+
+
+@board_app.command("trust")
+def board_trust(
+    url: str = URL,
+    new_pubkey: Path = typer.Option(..., "--new-pubkey", help="the public key the board is to trust from now on "
+                                                              "(edgepipe keygen -o NEWDIR)"),
+    key: Path | None = typer.Option(None, "--key", help="private half of the key the board trusts now, to sign the "
+                                                        "rotation (default: the edgepipe keygen key)"),
+    identity: Path | None = SSH_OPTIONS["identity"],
+    known_hosts: Path | None = SSH_OPTIONS["known_hosts"],
+    remote_python: str | None = SSH_OPTIONS["remote_python"],
+    connect_timeout: int = SSH_OPTIONS["connect_timeout"],
+    timeout: float = SSH_OPTIONS["timeout"],
+    retries: int = SSH_OPTIONS["retries"],
+    lock_timeout: float = SSH_OPTIONS["lock_timeout"],
+    as_json: bool = typer.Option(False, "--json", help=BOARD_JSON),
+) -> None:
+    """Rotate the signing key the board trusts (PATH/trusted.pub): only with a rotation statement signed by the
+    key it trusts now (--key). Prints the old and new fingerprints; the statement and the old key are kept in
+    PATH/trust/. Afterwards the board refuses bundles signed by the old key."""
+    from edgepipe.boards.signing import PRIVATE_NAME, default_key_dir
+    from edgepipe.boards.trust import rotate
+
+    res = _board_call(rotate, url, as_json, "the board's lock was released; trusted.pub was replaced with one "
+                                            "rename or not at all: check with edgepipe board status",
+                      opts=ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+                      key=key or default_key_dir() / PRIVATE_NAME, new_pubkey=new_pubkey, python=remote_python,
+                      lock_timeout=lock_timeout)
+    if as_json:
+        done(res)
+    else:
+        where = ("on the board and on this host" if res["checked_on_board"]
+                 else "on this host (no cryptography package on the board)")
+        typer.echo(f"trusted key rotated: {res['old_fingerprint']} -> {res['new_fingerprint']}\n"
+                   f"statement signed by the old key, checked {where}, kept in {plain(res['statement'])}\n"
+                   "sign new bundles with the new key: bundles signed with the old one are now refused on this board")

@@ -2,7 +2,7 @@
 
 Commands live in app.py (run, init, sweep, examples, schema, and the options every command shares),
 inspect.py (targets, recipes, preflight, verify-arm), boards.py (keygen, bundle, verify, ship,
-board status|list|rollback) and measure.py (validate, bench). Heavy toolkits are imported only
+board status|list|rollback|trust) and measure.py (validate, bench). Heavy toolkits are imported only
 inside commands. Conventions: `-h`, `--json` on every command (JSON on stdout for every outcome,
 errors included), `-o/--output`, flags that take no value.
 """

@@ -13,7 +13,8 @@ from tests.fixtures.configs import INPUT, tiny_config, write_config  # noqa: E40
 
 # session fixtures: `resumed` (an interrupted, resumed run), `chromium` (headless Chromium for report tests),
 # `tiny_built` (the tiny model's artifacts of every host target, each built once)
-pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium", "tests.fixtures.tiny_built"]
+pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium", "tests.fixtures.tiny_built",
+                  "tests.fixtures.arm64_board"]
 
 
 

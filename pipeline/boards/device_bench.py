@@ -68,7 +68,7 @@ def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: 
         with ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
             entries = list(pool.map(one, devices))
         summary = {"bundle": {k: manifest.get(k) for k in ("name", "bundle_version", "target", "precision")},
-                   "host": _host_numbers(manifest), "devices": [_summarise(e) for e in entries],
+                   "host": _host_numbers(manifest), "devices": [summarise(e) for e in entries],
                    "ok": all(e["status"] == "ok" for e in entries)}
         if report_path is not None:
             merge_into_report(Path(report_path), summary)
@@ -84,7 +84,8 @@ def _host_numbers(manifest: dict) -> dict:
             "tools": manifest.get("tool_versions")}
 
 
-def _summarise(entry: dict) -> dict:
+def summarise(entry: dict) -> dict:
+    """One board's row for the report: what the board is (isa, emulated, platform), its runtime and timings."""
     from edgepipe.boards.device_runner import isa_of
 
     out = entry.get("result") or {}

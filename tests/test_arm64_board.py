@@ -71,7 +71,7 @@ def test_ship_verifies_switches_smoke_tests_and_rolls_back_on_the_arm64_board(ar
     assert not (root / ".lock").exists() and list((root / ".staging").iterdir()) == []
     # board status: the board reports its own ISA, python, numpy and runtimes
     args = ["board", "status", url(arm64_board, root, PY), *ssh_args(arm64_board, bundles)[:4]]
-    res = runner.invoke(app, [*args, "--json"], catch_exceptions=False)
+    res = runner.invoke(app, [*args, "--json"], catch_exceptions=False)  # the text form: tests/test_board_ops.py
     out = json.loads(res.stdout)
     assert res.exit_code == 0 and out["current"]["dir"] == name1, res.output
     b = out["board"]
@@ -79,8 +79,6 @@ def test_ship_verifies_switches_smoke_tests_and_rolls_back_on_the_arm64_board(ar
     assert b["numpy"]["version"] == version_of("numpy")
     assert b["runtimes"]["ai_edge_litert"]["version"] == version_of("ai-edge-litert")
     assert "error" in b["runtimes"]["openvino"] and "error" in b["runtimes"]["tflite_runtime"]
-    res = runner.invoke(app, args, catch_exceptions=False)
-    assert res.exit_code == 0 and "aarch64 (emulated: qemu-user), Python 3.11." in res.stdout, res.output
 
 
 def test_bench_on_the_arm64_board_is_labelled_emulated_not_a_device_speed(arm64_board, bundles,  # noqa: F811

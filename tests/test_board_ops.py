@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import sys
 
 import pytest
@@ -75,6 +76,10 @@ def test_status_and_list_are_read_only_and_name_current_previous_key_and_lock(bo
     assert cur["model_sha256"] == man2["model"]["sha256"] and cur["model_file"] == man2["model"]["file"]
     assert st["previous"]["dir"] == name1 and st["previous"]["version"] == 1
     assert st["trusted_key"] == fingerprint(bundles["run"]["pub"].read_bytes()) and st["lock"] is None
+    host = st["board"]  # the board (this host's python) says what it runs; not emulated
+    assert host["isa"] == platform.machine() and host["emulated"] is None
+    assert host["python"] == platform.python_version()
+    assert host["runtimes"]["ai_edge_litert"]["version"] and host["numpy"]["version"]
     res, ls = cmd(board, root, "list")
     assert res.exit_code == 0 and ls["ok"] and ls["exit_code"] == 0
     assert [(b["dir"], b["version"], b["current"]) for b in ls["bundles"]] == [(name2, 2, True), (name1, 1, False)]
@@ -82,6 +87,7 @@ def test_status_and_list_are_read_only_and_name_current_previous_key_and_lock(bo
     res, _ = cmd(board, root, "status", as_json=False)  # for people
     assert res.exit_code == 0 and f"current:  {name2}" in res.stdout and f"previous: {name1}" in res.stdout
     assert "lock:     free" in res.stdout and st["trusted_key"] in res.stdout
+    assert f"runs:     {platform.machine()}, Python {platform.python_version()}, numpy" in res.stdout
     res, _ = cmd(board, root, "list", as_json=False)
     lines = res.stdout.splitlines()
     assert res.exit_code == 0 and lines[2].startswith("*") and name2 in lines[2] and name1 in lines[3]

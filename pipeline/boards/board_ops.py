@@ -137,8 +137,11 @@ def _previous(state: dict) -> dict | None:
 
 
 def status(url: str, opts: SSHOptions, python: str | None = None) -> dict:
+    from edgepipe.boards.preflight import board_facts
+
     device = Device.parse(url, python)
-    state = read_board(Remote(device, opts))
+    remote = Remote(device, opts)
+    state = read_board(remote)
     cur = _current(state)
     pub = state["trusted_pub"]
     if pub is not None:
@@ -147,7 +150,7 @@ def status(url: str, opts: SSHOptions, python: str | None = None) -> dict:
         pub = fingerprint(pub.encode())
     report = {"device": device.label, "status": "ok", "current": _summary(cur), "current_link": state["link"],
               "previous": _summary(_previous(state)), "bundles": len(state["bundles"]),
-              "trusted_key": pub, "lock": state["lock"]}
+              "trusted_key": pub, "lock": state["lock"], "board": board_facts(remote)}
     if state["link"] and cur is None:  # a link ship did not write, or to a bundle that is gone
         report["current_missing"] = f"current -> {state['link']} is not a bundle in {device.path}/bundles"
     return report
@@ -213,6 +216,23 @@ def rollback(url: str, opts: SSHOptions, to: str | None = None, python: str | No
         return report
 
 
+def describe_board(facts: dict | None) -> str:
+    """'aarch64 (emulated: qemu-user), Python 3.11.2, numpy 2.4.6, ai_edge_litert 2.3.0 (tflite_runtime: not
+    importable)': what the board said about itself."""
+    if not facts:
+        return "unknown"
+    if facts.get("error"):
+        return f"unknown ({facts['error']})"
+    emulated = f" (emulated: {facts['emulated']})" if facts.get("emulated") else ""
+    numpy = facts.get("numpy") or {}
+    parts = [f"{facts.get('isa') or facts.get('machine')}{emulated}", f"Python {facts.get('python')}",
+             f"numpy {numpy['version']}" if "version" in numpy else "no numpy"]
+    runtimes = facts.get("runtimes") or {}
+    have = [f"{rt} {v['version']}" for rt, v in runtimes.items() if "version" in v]
+    missing = [rt for rt, v in runtimes.items() if "version" not in v]
+    return ", ".join(parts + (have or ["no runtime"])) + (f" (not importable: {', '.join(missing)})" if missing else "")
+
+
 def describe_status(report: dict) -> str:
     """`board status` for people."""
     def one(b):
@@ -224,7 +244,8 @@ def describe_status(report: dict) -> str:
                 f"{b.get('model_sha256')})\n    manifest sha256 {b.get('manifest_sha256')}, installed "
                 f"{b.get('installed')}")
 
-    lines = [f"board:    {report['device']}", f"current:  {one(report['current'])}"]
+    lines = [f"board:    {report['device']}", f"runs:     {describe_board(report.get('board'))}",
+             f"current:  {one(report['current'])}"]
     if report.get("current_missing"):
         lines.append(f"          warning: {report['current_missing']}")
     lines += [f"previous: {one(report['previous'])}", f"bundles:  {report['bundles']}",

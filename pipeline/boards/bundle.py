@@ -10,7 +10,8 @@ Layout of `<out>/<target>-<precision>-v<N>/`:
 
 Verification (host and board) is `device_runner.verify_bundle`: one implementation, stdlib only,
 so the board checks exactly what the host checks. Which runtimes a bundle asks the board for
-(`requires`) comes from the formats table (`Format.board_requires`).
+(`requires`) and which board CPUs it runs on (`isa`: a list, or null for any ISA; a manifest
+without it is read as any) come from the formats table (`Format.board_requires`, `board_isas`).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
             "metrics": record.get("metrics"),
             "status": record.get("status"),
             "requires": _board_requires(record["format"]),
+            "isa": _board_isas(record["format"]),
             "sample": {"images": "sample/images.npy", "labels": "sample/labels.npy", "n": int(len(images)),
                        "host_predictions": [int(p) for p in host_preds], "host_top1": top1, **sample_info},
             "model_card": MODEL_CARD if MODEL_CARD in copied else None,
@@ -275,6 +277,12 @@ def _host_predictions(fmt: str, model_path: Path, images: np.ndarray, threads: i
 
     runner = open_runner(fmt, model_path, threads, layout="nhwc")  # edgepipe's own artifacts are NHWC
     return np.array([int(np.argmax(runner.predict(x))) for x in images], dtype=np.int64)
+
+
+def _board_isas(fmt: str) -> list[str] | None:
+    """The board CPUs a bundle of `fmt` runs on (None: any; also what a manifest without "isa" means)."""
+    known = formats.find(fmt)
+    return list(known.board_isas) if known and known.board_isas else None
 
 
 def _board_requires(fmt: str) -> dict:

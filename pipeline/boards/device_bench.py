@@ -6,6 +6,12 @@ the bundle's shipped sample. Boards run concurrently; each
 has its own status, and one failing or hanging board never stops the others (every step has
 a timeout). Results are merged into a run's report.json under "devices", next to the host's
 numbers for the same artifact, and report.html beside it is rendered again from the updated report.
+
+Each row says what the board is: `isa` (the runner's platform.machine(), as manifests name it),
+`emulated` (what the board said in EDGEPIPE_BOARD_EMULATED: only the test boards under qemu-user set
+it) and `platform` ("arm64", "x86_64", or "arm64 (emulated)"). An emulated board's timings are the
+speed of a CPU emulator on the host, so its row has no `latency`: they go to `emulated_latency`,
+with a note saying they are not a device figure.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from edgepipe.boards.lock import BoardLock
 from edgepipe.boards.remote import Device, SSHOptions
 from edgepipe.boards.ship import Board, remote_dir_name, require_pubkey, verified_bundle
 from edgepipe.core.errors import InputError, RemoteError
+
+EMULATED_NOTE = "measured under emulation on the host: not a device figure"
+ISA_LABELS = {"aarch64": "arm64"}
 
 
 def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: Path, runs: int = 50,
@@ -59,7 +68,7 @@ def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: 
         with ThreadPoolExecutor(max_workers=min(8, len(devices))) as pool:
             entries = list(pool.map(one, devices))
         summary = {"bundle": {k: manifest.get(k) for k in ("name", "bundle_version", "target", "precision")},
-                   "host": _host_numbers(manifest), "devices": [_summarise(e) for e in entries],
+                   "host": _host_numbers(manifest), "devices": [summarise(e) for e in entries],
                    "ok": all(e["status"] == "ok" for e in entries)}
         if report_path is not None:
             merge_into_report(Path(report_path), summary)
@@ -75,19 +84,43 @@ def _host_numbers(manifest: dict) -> dict:
             "tools": manifest.get("tool_versions")}
 
 
-def _summarise(entry: dict) -> dict:
+def summarise(entry: dict) -> dict:
+    """One board's row for the report: what the board is (isa, emulated, platform), its runtime and timings."""
+    from edgepipe.boards.device_runner import isa_of
+
     out = entry.get("result") or {}
     lat, ev = out.get("latency") or {}, out.get("eval") or {}
     row = {k: entry.get(k) for k in ("device", "status", "error", "seconds", "bundle")}
+    isa = isa_of(out.get("machine")) or None
+    emulated = out.get("emulated") or None
+    timings = {k: lat.get(k) for k in ("load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "runs",
+                                       "warmup")} if lat else None
     row.update({
         "runtime": out.get("runtime"), "python": out.get("python"), "numpy": out.get("numpy"),
-        "machine": out.get("machine"), "threads": out.get("threads"),
-        "signature": (out.get("verification") or {}).get("signature"),
-        "latency": {k: lat.get(k) for k in ("load_ms", "first_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "runs",
-                                            "warmup")} if lat else None,
+        "machine": out.get("machine"), "isa": isa, "emulated": emulated,
+        "platform": (ISA_LABELS.get(isa, isa) + (" (emulated)" if emulated else "")) if isa else None,
+        "threads": out.get("threads"), "signature": (out.get("verification") or {}).get("signature"),
+        "latency": None if emulated else timings,
         "sample_top1": ev.get("top1"), "agreement_with_host": ev.get("agreement_with_host"),
     })
+    if emulated and timings:
+        row["emulated_latency"] = {**timings, "note": f"{EMULATED_NOTE} ({emulated})"}
     return row
+
+
+def device_line(row: dict) -> str:
+    """One board's result for the terminal: an emulated board's milliseconds are labelled as such."""
+    from edgepipe.reports.numbers import fmt
+
+    lat, emu = row.get("latency") or {}, row.get("emulated_latency") or {}
+    where = f" [{row['platform']}]" if row.get("platform") else ""
+    if lat.get("p50_ms") is not None:
+        timing = f" p50 {fmt(lat['p50_ms'], '.2f')} ms"
+    elif emu.get("p50_ms") is not None:
+        timing = f" emulated p50 {fmt(emu['p50_ms'], '.2f')} ms (not a device figure)"
+    else:
+        timing = ""
+    return f"{row['device']}{where}: {row['status']}{timing} {row.get('error') or ''}".rstrip()
 
 
 def merge_into_report(path: Path, summary: dict) -> None:

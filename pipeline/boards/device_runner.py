@@ -56,6 +56,9 @@ MAX_THREADS_PER_CORE = 4
 
 RUNTIMES_FOR_FORMAT = {"tflite": ("ai_edge_litert", "tflite_runtime"), "openvino-ir": ("openvino",)}
 FORMAT_OF_SUFFIX = {".tflite": "tflite", ".xml": "openvino-ir"}
+# platform.machine() spellings of one ISA (Linux, macOS, Windows) -> the name manifests use ("isa")
+ISA_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
+EMULATED_ENV = "EDGEPIPE_BOARD_EMULATED"  # set only by a test board under emulation (e.g. "qemu-user")
 
 
 class RunnerError(Exception):
@@ -194,6 +197,9 @@ def check_manifest(manifest):
         preds = sample.get("host_predictions")
         if preds is not None and not (isinstance(preds, list) and all(_is_int(p) for p in preds)):
             bad("sample.host_predictions", "a list of integers", preds)
+    isa = manifest.get("isa")
+    if isa is not None and not (isinstance(isa, list) and isa and all(isinstance(v, str) for v in isa)):
+        bad("isa", "null (any ISA) or a non-empty list of ISA names", isa)
     requires = manifest.get("requires")
     if requires is not None and not (isinstance(requires, dict) and all(
             isinstance(k, str) and isinstance(v, str) for k, v in requires.items())):
@@ -302,6 +308,22 @@ def verify_bundle(root, pubkey=None):
     result = {"files": "ok", "checked": len(listed), "signature": verify_signature(root, raw, pubkey),
               "bundle_version": manifest.get("bundle_version")}
     return manifest, result
+
+
+# ---------------------------------------------------------------------------- ISA
+def isa_of(machine):
+    """platform.machine() -> the ISA name manifests use: 'AMD64' -> 'x86_64', 'arm64' -> 'aarch64'."""
+    m = str(machine or "").strip().lower()
+    return ISA_ALIASES.get(m, m)
+
+
+def isa_problem(manifest, machine):
+    """None when the bundle's model runs on this ISA (no "isa" in the manifest: any), else what is wrong."""
+    isa = manifest.get("isa")
+    if not isa or isa_of(machine) in [isa_of(v) for v in isa]:
+        return None
+    return ("ISA: expected a board whose CPU is one of %s (the bundle's %s model needs it). Received: %s"
+            % (", ".join(isa), (manifest.get("model") or {}).get("format"), machine or "unknown"))
 
 
 # ---------------------------------------------------------------------------- runtimes
@@ -516,6 +538,8 @@ def parse_args(argv):
 
 def environment():
     info = {"runner_version": RUNNER_VERSION, "python": platform.python_version(), "machine": platform.machine()}
+    if os.environ.get(EMULATED_ENV):
+        info["emulated"] = os.environ[EMULATED_ENV]
     try:
         import numpy
 
@@ -594,6 +618,9 @@ def _main(args):
         fmt = manifest["model"]["format"]
         if args.verify_only:
             return out
+        wrong_isa = isa_problem(manifest, platform.machine())
+        if wrong_isa:
+            raise RunnerError("runtime", wrong_isa, EXIT_RUNTIME)
     else:
         model_path = os.path.abspath(args.model)
         if not os.path.isfile(model_path):

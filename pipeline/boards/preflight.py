@@ -1,12 +1,15 @@
 """Pre-flight: check that a board can take a bundle BEFORE anything is written to it.
 
 One read-only remote call (no mkdir, no lock, no upload) runs a small script with the board's
-python and reports facts: the python's version, numpy, each runtime the bundle's format can use
-(with its version), whether the install path is (or can be made) a directory the login user
-can write, and the free space there. The host compares them with what the bundle needs
-(`manifest["requires"]`: the oldest runtimes; the bundle's size) and raises one RemoteError that
-lists every problem: what was expected, what was received, how to fix it. Statuses:
-"no python", "runtime", "remote path not writable", "no space".
+python and reports facts: the board's CPU (`platform.machine()`, and whether the board says it is
+emulated: EDGEPIPE_BOARD_EMULATED, set only by the test boards under qemu-user), the python's
+version, numpy, each runtime the bundle's format can use (with its version), whether the install
+path is (or can be made) a directory the login user can write, and the free space there. The host
+compares them with what the bundle needs (`manifest["isa"]`: the CPUs its model runs on, absent =
+any; `manifest["requires"]`: the oldest runtimes; the bundle's size) and raises one RemoteError
+that lists every problem: what was expected, what was received, how to fix it. Statuses:
+"no python", "isa", "runtime", "remote path not writable", "no space". `board_facts` runs the same
+script for `edgepipe board status` (every board runtime, no bundle).
 
 The script avoids f-strings so that even a Python 2 on the board can run it and be reported.
 """
@@ -28,9 +31,10 @@ SUBDIRS = ("bundles", "runner", ".staging")
 # Runs with the board's python before anything is uploaded, so it cannot import the on-board runner:
 # `version` below is device_runner.dist_version's twin (keep the two alike).
 _SCRIPT = r"""
-import json, os, sys
+import json, os, platform, sys
 root, dirname, runtimes = os.path.expanduser(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
-out = {"python": "%d.%d.%d" % tuple(sys.version_info[:3]), "executable": sys.executable}
+out = {"python": "%d.%d.%d" % tuple(sys.version_info[:3]), "executable": sys.executable,
+       "machine": platform.machine(), "emulated": os.environ.get("EDGEPIPE_BOARD_EMULATED") or None}
 
 def err(e):
     return "%s: %s" % (type(e).__name__, e)
@@ -98,12 +102,29 @@ def upload_bytes(bundle_dir: Path, *extra: Path) -> int:
 def probe(remote: Remote, manifest: dict, dirname: str) -> tuple[int, str, str]:
     from edgepipe.boards.device_runner import RUNTIMES_FOR_FORMAT
 
+    return _run_script(remote, RUNTIMES_FOR_FORMAT.get(manifest["model"]["format"], ()), dirname)
+
+
+def _run_script(remote: Remote, runtimes, dirname: str) -> tuple[int, str, str]:
     d = remote.device
-    runtimes = [[rt, PIP_NAMES.get(rt, rt)] for rt in RUNTIMES_FOR_FORMAT.get(manifest["model"]["format"], ())]
+    pairs = [[rt, PIP_NAMES.get(rt, rt)] for rt in runtimes]
     cmd = (f"{shlex.quote(d.python)} -c {shlex.quote(_SCRIPT)} {d.q()} {shlex.quote(dirname)} "
-           f"{shlex.quote(json.dumps(runtimes))} {' '.join(SUBDIRS)}")
+           f"{shlex.quote(json.dumps(pairs))} {' '.join(SUBDIRS)}")
     res = remote.run(cmd)
     return res.returncode, res.stdout, res.stderr
+
+
+def board_facts(remote: Remote) -> dict:
+    """What the board runs (read-only): CPU, emulated or not, python, numpy and every board runtime with its
+    version, for `edgepipe board status`. A board whose python cannot run the script: {"error": ...}."""
+    from edgepipe.boards.device_runner import RUNTIMES_FOR_FORMAT, isa_of
+
+    runtimes = list(dict.fromkeys(rt for names in RUNTIMES_FOR_FORMAT.values() for rt in names))
+    code, stdout, stderr = _run_script(remote, runtimes, "")
+    facts = _parse(stdout)
+    if facts is None:
+        return {"error": _no_python(remote.device, code, stderr)}
+    return {**_board_summary(facts), "isa": isa_of(facts.get("machine"))}
 
 
 def check_board(remote: Remote, manifest: dict, dirname: str, need_bytes: int) -> dict:
@@ -118,7 +139,11 @@ def check_board(remote: Remote, manifest: dict, dirname: str, need_bytes: int) -
         raise RemoteError(f"{d.label}: the board is not ready for {manifest.get('name')} v"
                           f"{manifest.get('bundle_version')} (pre-flight; nothing was written to it):\n"
                           + "\n".join(f"- {msg}" for _, msg in problems), problems[0][0])
-    return {k: facts.get(k) for k in ("python", "executable", "numpy", "runtimes", "free_bytes", "user")}
+    return {**_board_summary(facts), "free_bytes": facts.get("free_bytes"), "user": facts.get("user")}
+
+
+def _board_summary(facts: dict) -> dict:
+    return {k: facts.get(k) for k in ("machine", "emulated", "python", "executable", "numpy", "runtimes")}
 
 
 def evaluate(facts: dict, manifest: dict, need_bytes: int, device) -> list[tuple[str, str]]:
@@ -132,6 +157,9 @@ def evaluate(facts: dict, manifest: dict, need_bytes: int, device) -> list[tuple
                                       f"{device.python!r}. Received: Python {facts['python']} "
                                       f"({facts.get('executable')}). Fix: {py_hint}"))
         return problems  # nothing else this python reports can be trusted
+    isa = _isa_problem(facts, manifest)
+    if isa:
+        problems.append(("isa", isa))
     runtime = _runtime_problem(facts, manifest)
     if runtime:
         problems.append(("runtime", runtime))
@@ -150,6 +178,18 @@ def evaluate(facts: dict, manifest: dict, need_bytes: int, device) -> list[tuple
                                      f"Fix: free space on the board (old bundles in {facts['root']}/bundles/ can go) "
                                      "or ship to a path on a larger filesystem"))
     return problems
+
+
+def _isa_problem(facts: dict, manifest: dict) -> str | None:
+    from edgepipe.boards.device_runner import isa_problem
+
+    problem = isa_problem(manifest, facts.get("machine"))
+    if problem is None:
+        return None
+    emulated = f", emulated: {facts['emulated']}" if facts.get("emulated") else ""
+    return (f"{problem} (platform.machine() on the board{emulated}). Fix: ship a bundle built for this board's CPU "
+            "(a TFLite bundle runs on any: edgepipe run with a tflite target, then edgepipe bundle), or ship this "
+            "one to a board with one of those CPUs")
 
 
 def _runtime_problem(facts: dict, manifest: dict) -> str | None:

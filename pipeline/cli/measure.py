@@ -76,11 +76,10 @@ def bench(
     from edgepipe.core.errors import EXIT_PARTIAL, InputError
 
     if device:
-        from edgepipe.boards.device_bench import bench_devices
+        from edgepipe.boards.device_bench import bench_devices, device_line
         from edgepipe.boards.signing import PUBLIC_NAME, default_key_dir
         from edgepipe.core.progress import stderr
         from edgepipe.reports.escape import terminal
-        from edgepipe.reports.numbers import fmt
 
         try:
             res = bench_devices(artifact, device, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
@@ -89,10 +88,7 @@ def bench(
             fail(err, as_json)
         json_out(res)
         for d in res["devices"]:
-            lat = d.get("latency") or {}
-            p50 = f"p50 {fmt(lat['p50_ms'], '.2f')} ms" if lat.get("p50_ms") is not None else ""
-            stderr.print(terminal(f"{d['device']}: {d['status']} {p50} {d.get('error') or ''}"), highlight=False,
-                         soft_wrap=True)
+            stderr.print(terminal(device_line(d)), highlight=False, soft_wrap=True)
         if not res["ok"]:
             raise typer.Exit(EXIT_PARTIAL)
         return

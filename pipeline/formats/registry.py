@@ -50,6 +50,9 @@ class Format:
     runtime_modules: tuple[str, ...] = ()  # what the host imports to run it; the first that imports wins
     board_runtimes: tuple[str, ...] = ()  # on-board runtimes device_runner tries, in order; () = none runs it
     board_min_versions: tuple[tuple[str, str], ...] = ()  # oldest board runtimes a bundle asks for
+    # the board CPUs (platform.machine(), as device_runner.isa_of names them) a model of this format runs on;
+    # () = any (a TFLite flatbuffer is ISA-independent; its runtime's wheels decide where it runs)
+    board_isas: tuple[str, ...] = ()
 
     def load(self):
         """The format's module (imports no toolkit: they are imported inside its functions)."""
@@ -117,6 +120,7 @@ FORMATS: tuple[Format, ...] = (
         kind="openvino-xml", expected="an OpenVINO IR .xml file with its .bin", noun="an OpenVINO IR XML file",
         runner="OpenVINORunner", companions=((".bin", "weights"),), opens_files=True,
         runtime_packages=("openvino",), runtime_modules=("openvino",), board_runtimes=("openvino",),
+        board_isas=("x86_64", "aarch64"),  # the CPUs OpenVINO's CPU plugin supports
     ),
     Format(
         name="onnx", title="ONNX", module="edgepipe.formats.onnx", suffixes=(".onnx",), kind="onnx",

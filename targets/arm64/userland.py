@@ -1,13 +1,16 @@
 """An arm64 Debian userland for running ARM artifacts under qemu-user emulation.
 
 Built once per (suite, packages, wheel versions) into the edgepipe cache
-(`~/.cache/edgepipe/arm64-rootfs-<key>`, or under `$EDGEPIPE_CACHE`):
+(`~/.cache/edgepipe/arm64-rootfs-<key>`, or under `$EDGEPIPE_CACHE`). Two recipes (`Variant`):
+`BOOKWORM` (Python 3.11 + the host's ai-edge-litert and numpy versions, the default) and
+`OLD_BOARD` (bullseye: Python 3.9 + numpy 1.x + tflite-runtime 2.11, the stack of a Raspberry Pi
+OS "bullseye" board; Debian buster's Python 3.7 is only on archive.debian.org).
 
-1. `debootstrap --foreign --arch=arm64 --variant=minbase --include=python3 bookworm DIR`
+1. `debootstrap --foreign --arch=arm64 --variant=minbase --include=python3 SUITE DIR`
    (a foreign bootstrap only downloads the included packages, so each `.deb` is then
    unpacked with `dpkg-deb -x` — no chroot, no binfmt_misc);
-2. `pip download` the aarch64 wheels of ai-edge-litert and numpy (pinned to the host's
-   versions, so both sides run the same LiteRT release) and unzip them into `DIR/site`.
+2. `pip download` the variant's aarch64 wheels (BOOKWORM: ai-edge-litert and numpy pinned to the
+   host's versions, so both sides run the same LiteRT release) and unzip them into `DIR/site`.
 
 Then `qemu-aarch64-static -L DIR DIR/usr/bin/python3.11 script.py` runs Python as aarch64
 with `PYTHONPATH=DIR/site`. The build happens in a private temporary directory that is
@@ -25,7 +28,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgepipe.core.errors import EXIT_PARTIAL, ConfigError, EdgepipeError
@@ -45,6 +48,29 @@ _NETWORK_SIGNS = ("Temporary failure in name resolution", "Name or service not k
                   "Connection refused", "Failed to establish a new connection", "Max retries exceeded",
                   "Could not resolve", "Failed getting release file", "Couldn't download", "ConnectionError",
                   "timed out", "Read timed out", "No route to host", "Could not fetch URL")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One userland recipe: a Debian suite, its Python, and the aarch64 wheels unzipped into DIR/site."""
+
+    name: str
+    suite: str
+    python: str  # the interpreter in /usr/bin
+    py_version: str
+    glibc: tuple[int, int]  # the suite's glibc: wheels up to manylinux_<glibc> run there
+    pins: tuple[tuple[str, str], ...] | None = None  # wheel -> exact version; None: the host's versions of WHEELS
+
+    def wheels(self) -> dict[str, str | None]:
+        return dict(self.pins) if self.pins is not None else wheel_pins()
+
+
+BOOKWORM = Variant("bookworm", SUITE, PYTHON, PY_VERSION, GLIBC)
+# an old board: Raspberry Pi OS / Debian "bullseye" (Python 3.9), numpy < 2, tflite-runtime 2.11 (the oldest
+# runtime a TFLite bundle accepts: formats registry, board_min_versions)
+OLD_BOARD = Variant("old-board", "bullseye", "python3.9", "3.9", (2, 31),
+                    (("tflite-runtime", "2.11.0"), ("numpy", "1.26.4")))
+VARIANTS = {v.name: v for v in (BOOKWORM, OLD_BOARD)}
 
 
 class Unavailable(EdgepipeError):
@@ -77,6 +103,12 @@ DEFAULT_CPU = "cortex-a76"
 class Userland:
     root: Path  # the arm64 root filesystem, shared and never written after it was built
     key: str
+    variant: Variant = field(default=BOOKWORM)
+
+    @property
+    def python(self) -> Path:
+        """The interpreter's path inside the userland (or inside a view of it)."""
+        return Path("usr") / "bin" / self.variant.python
 
     @property
     def site(self) -> Path:
@@ -97,7 +129,7 @@ class Userland:
 
     def command(self, view: Path, cpu: str, script: Path, *args: str) -> list[str]:
         qemu = shutil.which(QEMU) or QEMU
-        return [qemu, "-cpu", cpu, "-L", str(view), str(view / "usr" / "bin" / PYTHON), "-B", str(script), *args]
+        return [qemu, "-cpu", cpu, "-L", str(view), str(view / self.python), "-B", str(script), *args]
 
     def env(self, home: Path) -> dict[str, str]:
         """A minimal environment: the aarch64 wheels on PYTHONPATH, nothing from the host's Python."""
@@ -133,9 +165,10 @@ def wheel_pins() -> dict[str, str | None]:
     return {w: version_of(w) for w in WHEELS}
 
 
-def userland_params(mirror: str = DEFAULT_MIRROR) -> dict:
-    return {"suite": SUITE, "arch": "arm64", "variant": "minbase", "include": ["python3"], "python": PY_VERSION,
-            "wheels": wheel_pins(), "mirror": mirror, "builder": BUILDER_VERSION}
+def userland_params(mirror: str = DEFAULT_MIRROR, variant: Variant = BOOKWORM) -> dict:
+    """The cache key's parameters (BOOKWORM's are those of the single recipe before variants existed)."""
+    return {"suite": variant.suite, "arch": "arm64", "variant": "minbase", "include": ["python3"],
+            "python": variant.py_version, "wheels": variant.wheels(), "mirror": mirror, "builder": BUILDER_VERSION}
 
 
 def host_problems(need_build: bool = True) -> Unavailable | None:
@@ -160,15 +193,15 @@ def host_problems(need_build: bool = True) -> Unavailable | None:
     return None
 
 
-def cached_userland(cache_root: Path, mirror: str = DEFAULT_MIRROR) -> Userland | None:
+def cached_userland(cache_root: Path, mirror: str = DEFAULT_MIRROR, variant: Variant = BOOKWORM) -> Userland | None:
     from edgepipe.core.cache import StageCache
 
-    hit = StageCache(cache_root).lookup("arm64-rootfs", userland_params(mirror))
-    return Userland(hit.path, hit.key) if hit is not None else None
+    hit = StageCache(cache_root).lookup("arm64-rootfs", userland_params(mirror, variant))
+    return Userland(hit.path, hit.key, variant) if hit is not None else None
 
 
 def ensure_userland(cache_root: Path | None = None, mirror: str = DEFAULT_MIRROR, index_url: str | None = None,
-                    log=None) -> Userland:
+                    log=None, variant: Variant = BOOKWORM) -> Userland:
     """The cached userland, building it first if needed. Raises Unavailable with a status."""
     from filelock import FileLock
 
@@ -180,7 +213,7 @@ def ensure_userland(cache_root: Path | None = None, mirror: str = DEFAULT_MIRROR
         cache_root = default_root()
     cache_root = Path(cache_root)
     log = log or _stderr_log
-    have = cached_userland(cache_root, mirror)
+    have = cached_userland(cache_root, mirror, variant)
     problem = host_problems(need_build=have is None)
     if problem is not None:
         raise problem
@@ -188,34 +221,35 @@ def ensure_userland(cache_root: Path | None = None, mirror: str = DEFAULT_MIRROR
         return have
     cache_root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache_root / "arm64-rootfs.lock")):
-        have = cached_userland(cache_root, mirror)  # another process may have built it meanwhile
+        have = cached_userland(cache_root, mirror, variant)  # another process may have built it meanwhile
         if have is not None:
             return have
         cache = StageCache(cache_root)
         cache.sweep_temporaries()
-        res = cache.run("arm64-rootfs", userland_params(mirror), lambda out: build(out, mirror, index_url, log))
+        res = cache.run("arm64-rootfs", userland_params(mirror, variant),
+                        lambda out: build(out, mirror, index_url, log, variant))
         log(f"arm64 userland ready in {res.seconds:.0f} s: {res.path}")
-        return Userland(res.path, res.key)
+        return Userland(res.path, res.key, variant)
 
 
-def build(root: Path, mirror: str, index_url: str | None, log) -> dict:
+def build(root: Path, mirror: str, index_url: str | None, log, variant: Variant = BOOKWORM) -> dict:
     """Build the userland into `root` (an empty directory that the caller publishes atomically)."""
     t0 = time.perf_counter()
-    log(f"arm64 userland: debootstrap --foreign {SUITE} arm64 (downloads ~40 MB, ~20 s) ...")
+    log(f"arm64 userland: debootstrap --foreign {variant.suite} arm64 (downloads ~40 MB, ~20 s) ...")
     _run([_which_sbin("debootstrap"), "--foreign", "--arch=arm64", "--variant=minbase", "--include=python3",
-          SUITE, str(root), mirror], "debootstrap", timeout=1800)
+          variant.suite, str(root), mirror], "debootstrap", timeout=1800)
     debs = sorted((root / "var" / "cache" / "apt" / "archives").glob("*.deb"))
     log(f"arm64 userland: unpacking {len(debs)} packages with dpkg-deb -x ...")
     for deb in debs:
         _run([_which_sbin("dpkg-deb"), "-x", str(deb), str(root)], f"dpkg-deb -x {deb.name}", timeout=300)
         deb.unlink()  # the unpacked files are what counts; the archives only take space
-    if not (root / "usr" / "bin" / PYTHON).is_file():
-        raise Unavailable("rootfs-incomplete", f"expected /usr/bin/{PYTHON} in the arm64 userland after unpacking. "
-                                               f"Received: none ({len(debs)} packages unpacked)")
-    pins = wheel_pins()
+    if not (root / "usr" / "bin" / variant.python).is_file():
+        raise Unavailable("rootfs-incomplete", f"expected /usr/bin/{variant.python} in the arm64 userland after "
+                                               f"unpacking. Received: none ({len(debs)} packages unpacked)")
+    pins = variant.wheels()
     log("arm64 userland: pip download aarch64 wheels " + ", ".join(f"{k}=={v}" if v else k for k, v in pins.items()))
     wheel_dir = root / "wheels"
-    download_wheels(wheel_dir, pins, index_url)
+    download_wheels(wheel_dir, pins, index_url, variant=variant)
     site = root / "site"
     site.mkdir()
     wheels = sorted(wheel_dir.glob("*.whl"))
@@ -224,21 +258,22 @@ def build(root: Path, mirror: str, index_url: str | None, log) -> dict:
             zf.extractall(site)
     shutil.rmtree(wheel_dir)
     log(f"arm64 userland: built in {time.perf_counter() - t0:.0f} s")
-    return {"suite": SUITE, "python": PY_VERSION, "packages": len(debs), "wheels": [w.name for w in wheels]}
+    return {"suite": variant.suite, "python": variant.py_version, "packages": len(debs),
+            "wheels": [w.name for w in wheels]}
 
 
-def pip_platforms() -> list[str]:
+def pip_platforms(glibc: tuple[int, int] = GLIBC) -> list[str]:
     """Every manylinux tag the userland's glibc accepts (pip < 24 does not expand them itself)."""
-    major, minor = GLIBC
+    major, minor = glibc
     return [f"manylinux_{major}_{m}_aarch64" for m in range(minor, 16, -1)] + ["manylinux2014_aarch64"]
 
 
 def download_wheels(dest: Path, pins: dict[str, str | None], index_url: str | None = None,
-                    retries: int | None = None) -> list[Path]:
+                    retries: int | None = None, variant: Variant = BOOKWORM) -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-input",
-           "--only-binary=:all:", "--python-version", PY_VERSION, "--implementation", "cp", "-d", str(dest)]
-    for p in pip_platforms():
+           "--only-binary=:all:", "--python-version", variant.py_version, "--implementation", "cp", "-d", str(dest)]
+    for p in pip_platforms(variant.glibc):
         cmd += ["--platform", p]
     if index_url is not None:
         cmd += ["--index-url", index_url]

@@ -12,8 +12,10 @@ from tests.fixtures import tiny_xception  # noqa: E402
 from tests.fixtures.configs import INPUT, tiny_config, write_config  # noqa: E402
 
 # session fixtures: `resumed` (an interrupted, resumed run), `chromium` (headless Chromium for report tests),
-# `tiny_built` (the tiny model's artifacts of every host target, each built once)
-pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium", "tests.fixtures.tiny_built"]
+# `tiny_built` (the tiny model's artifacts of every host target, each built once), `two_nodes` (a two-node Ray
+# cluster on loopback whose worker node owns an sshd board; module scope)
+pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium", "tests.fixtures.tiny_built",
+                  "tests.fixtures.ray_cluster"]
 
 
 

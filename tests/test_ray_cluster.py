@@ -98,6 +98,8 @@ def test_sweep_on_a_cluster_address_runs_on_both_nodes_and_benches_where_the_boa
         # ran on the node that owns the board (its environment, and Ray's own node id), and reached the board
         assert entry["node"] == "worker" and entry["worker"]["node_id"] == node_ids[WORKER_IP], entry
         assert r["sha256"] in entry["files"].values(), (r["sha256"], entry["files"])
+        # the worker imported the edgepipe the driver shipped with the job (runtime_env py_modules), not its own
+        assert "/runtime_resources/py_modules_files/" in entry["edgepipe"], entry["edgepipe"]
 
 
 def wait_for(paths, timeout: float = 120):

@@ -152,6 +152,7 @@ def test_a_killed_worker_node_retries_its_task_on_the_head_and_fails_its_board_t
     assert (markers / victim).read_text().split() == ["worker", "head"]
     fail, where = by["board"]
     assert fail["kind"] == "died" and "left the cluster" in fail["reason"] and "board:sshd-01" in fail["reason"]
+    assert fail["attempts"] == 1
     assert where is None
     assert time.monotonic() - t0 < 60  # noticed in seconds, not a hang
 

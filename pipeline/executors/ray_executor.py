@@ -105,7 +105,7 @@ class RayExecutor(Executor):
                     results[refs[ref]] = Failure(
                         t.label, "died", f"the Ray node providing {needs[ref]} left the cluster and no alive node "
                         f"provides it now: the task was cancelled (restart that node with ray start "
-                        f"--resources=... and run again)", self.max_retries + 1)
+                        f"--resources=... and run again)", 1)  # at least the attempt on the dead node
                     if on_result:
                         on_result(refs[ref], results[refs[ref]])
             for ref in ready:

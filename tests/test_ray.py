@@ -8,8 +8,8 @@ import pytest
 
 from edgepipe.executors.base import Failure, Task
 from edgepipe.executors.local import LocalExecutor
-from tests.fixtures.configs import tiny_config
 from tests.fixtures.executor_tasks import always_die, count_and_fail, die_once, hold_board, overlaps, square
+from tests.fixtures.tiny_sweep import same_results, tiny_sweep_raw
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -69,22 +69,10 @@ def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray
 
     broken = tmp_path / "broken.keras"
     broken.write_bytes(b"\x00not a zip archive")
-    base = tiny_config(tiny_assets, tmp_path / "unused", threads=1)
 
     def sweep(out: str, with_broken: bool = False):
-        models = [{"name": "tiny", "path": str(tiny_assets["model"])}]
-        return parse_sweep({
-            "base": base, "output": out,
-            "models": models + ([{"name": "broken", "path": str(broken)}] if with_broken else []),
-            "recipes": [
-                {"name": "fast", "options": {"precisions": ["int8"]},
-                 "targets": {"openvino-cpu": {"recipe": "default"}, "tflite-arm": {"int8_io": True}}},
-                {"name": "careful", "options": {"precisions": ["int8"]},
-                 "targets": {"openvino-cpu": {"recipe": "nncf-mixed"}, "tflite-arm": {"int8_io": False}}}],
-            "targets": ["openvino-cpu", "tflite-arm"],
-            "boards": [{"name": "rpi4-01", "url": "ssh://pi@rpi4-01", "tags": ["arm64"], "targets": ["tflite-arm"]}],
-            "board_bench": "tests.test_sweep:fake_bench",
-        }, base_dir=tmp_path)
+        extra = [{"name": "broken", "path": str(broken)}] if with_broken else []
+        return parse_sweep(tiny_sweep_raw(tiny_assets, out, extra_models=extra), base_dir=tmp_path)
 
     # a model that is not a model is refused before anything is written, whichever the executor
     for name, executor in (("local-broken", LocalExecutor(1, resources=BOARDS)), ("ray-broken", ray_executor)):
@@ -102,15 +90,9 @@ def test_tiny_sweep_on_ray_matches_the_local_executor(tiny_assets, tmp_path, ray
         assert len(rep["references"]) == 1
         benched = [r for r in good if r["target"] == "tflite-arm"]
         assert all(r["boards"]["rpi4-01"]["sha256"] == r["sha256"] for r in benched)
-    by_id = {r["id"]: r for r in local["rows"] if r["model"] == "tiny"}
-    for r in remote["rows"]:
-        if r["model"] != "tiny":
-            continue
-        twin = by_id[r["id"]]
-        assert r["sha256"] == twin["sha256"], r["id"]  # the same artifact, byte for byte
-        assert r["accuracy"] == twin["accuracy"], r["id"]  # the same predictions on the same images
-        assert r["size_mb"] == twin["size_mb"]
-    assert remote["references"][0]["accuracy"] == local["references"][0]["accuracy"]
+    same_results(local, remote)
+    # a Ray sweep says where each cell ran; the local executors say nothing
+    assert all(c["worker"]["node_id"] for c in remote["cells"]) and not any("worker" in c for c in local["cells"])
     # the two presets / int8_io settings really made four different artifacts
-    assert len({r["sha256"] for r in by_id.values()}) == 4
+    assert len({r["sha256"] for r in local["rows"] if r["model"] == "tiny"}) == 4
     assert {t: s["candidates"] for t, s in remote["targets"].items()} == {"openvino-cpu": 2, "tflite-arm": 2}

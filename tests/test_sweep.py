@@ -131,6 +131,11 @@ def test_board_tasks_cover_built_artifacts_on_boards_that_take_their_target():
     assert new[0]["boards"] == {"pi": {"p50_ms": 2.0}, "nuc": {"error": "worker died", "attempts": 3}}
     assert new[1]["boards"] == {"nuc": {"p50_ms": 3.0}} and "boards" not in new[2]
     assert all("boards" not in r for r in rows)  # new rows, the given ones unchanged
+    # where the executor says a benchmark ran (a Ray node), its result says so too; a failure has no place
+    where = {"node_id": "n1", "node_ip": "127.0.0.3", "host": "h", "pid": 7}
+    new = attach(rows, [{"p50_ms": 2.0}, Failure("x", "died", "worker died", 3), {"p50_ms": 3.0}], pairs,
+                 [where, None, where])
+    assert new[0]["boards"]["pi"] == {"p50_ms": 2.0, "worker": where} and "worker" not in new[0]["boards"]["nuc"]
 
 
 # ---- a real tiny sweep on the process pool ---------------------------------------------------

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from edgepipe.cli.common import app, fail, interrupted, json_out, stdout_console
+from edgepipe.cli.common import app, fail, interrupted, json_out, json_quiet_stdout, stdout_console
 from edgepipe.core.errors import EdgepipeError
 
 
@@ -89,7 +89,8 @@ def run(
         from edgepipe.reports.tracking import open_tracker
 
         tracker = open_tracker(mlflow)  # before the run: a missing mlflow fails now, not after it
-        report = run_pipeline(cfg, resolve_model(cfg), wait=wait, strict=strict)
+        with json_quiet_stdout(as_json):
+            report = run_pipeline(cfg, resolve_model(cfg), wait=wait, strict=strict)
         if plan is not None:
             write_repeatable(plan, cfg)
         if tracker:
@@ -121,7 +122,8 @@ def sweep(
         from edgepipe.sweeps.leaderboard import print_leaderboard
         from edgepipe.sweeps.runner import run_sweep
 
-        report = run_sweep(spec)
+        with json_quiet_stdout(as_json):
+            report = run_sweep(spec)
     except EdgepipeError as err:
         fail(err, as_json)
     except KeyboardInterrupt as err:

@@ -9,6 +9,7 @@ errors included), `-o/--output`, flags that take no value.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -49,6 +50,12 @@ def json_out(data) -> None:
     """Machine-readable output: JSON on stdout (everything for people goes to stderr)."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
     sys.stdout.flush()
+
+
+def json_quiet_stdout(as_json: bool):
+    """With `--json`, stdout carries only the JSON: what is printed on sys.stdout during the work goes to stderr
+    (Ray forwards its workers' output and raylet messages, e.g. a retried task, to the driver's sys.stdout)."""
+    return contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext()
 
 
 def fail(err: Exception, as_json: bool = False) -> None:

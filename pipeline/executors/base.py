@@ -62,6 +62,9 @@ OnResult = Callable[[int, Any], None]
 class Executor:
     name = "executor"
     max_retries = DEFAULT_RETRIES
+    # where each task of the last run() ran ({"node_id", "node_ip", "host", "pid"}; None for a task that did not
+    # return); empty when the executor does not say (the local ones: this machine)
+    placements: Sequence[dict | None] = ()
 
     def run(self, tasks: Sequence[Task], on_result: OnResult | None = None) -> list[Any]:
         raise NotImplementedError

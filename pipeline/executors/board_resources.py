@@ -61,11 +61,14 @@ def board_tasks(spec: str, boards, rows: list[dict]) -> list[tuple[dict, str, Ta
     return out
 
 
-def attach(rows: list[dict], results: list, pairs: list[tuple[dict, str, Task]]) -> list[dict]:
-    """`rows` with each board's metrics (or error) under `boards` of its artifact row: new rows, the
-    given ones unchanged."""
+def attach(rows: list[dict], results: list, pairs: list[tuple[dict, str, Task]],
+           placements: list[dict | None] | None = None) -> list[dict]:
+    """`rows` with each board's metrics (or error) under `boards` of its artifact row, and under `worker` where
+    the benchmark ran when the executor says so (a Ray node): new rows, the given ones unchanged."""
     boards: dict[int, dict] = {}  # id(row) -> its boards
-    for (row, board, _), res in zip(pairs, results, strict=True):
+    for (row, board, _), res, where in zip(pairs, results, placements or [None] * len(pairs), strict=True):
         entry = {"error": res.reason, "attempts": res.attempts} if isinstance(res, Failure) else res
+        if where and isinstance(entry, dict):
+            entry = {**entry, "worker": where}
         boards.setdefault(id(row), dict(row.get("boards") or {}))[board] = entry
     return [{**row, "boards": boards[id(row)]} if id(row) in boards else row for row in rows]

@@ -11,17 +11,24 @@
 
 Each task asks for its `num_cpus` and resources, so Ray never runs two tasks on one board
 at once. `max_retries` covers both a dead worker and an exception (`retry_exceptions`); a
-typed EdgepipeError comes back as a Failure and is not retried.
+typed EdgepipeError comes back as a Failure and is not retried. A task whose resources only a
+node that has since died provided (its board's node) is cancelled and becomes a Failure, instead
+of waiting forever for a node that may never come back. `placements` says where each task of the
+last `run` ran: the Ray node's id and IP, the worker's host name and pid.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edgepipe.core.errors import ConfigError
 from edgepipe.executors.base import DEFAULT_RETRIES, Executor, Failure, OnResult, Task, invoke
+
+WATCH_SECONDS = 2.0  # how often a wait looks for tasks whose resources left the cluster with their node
 
 
 class RayExecutor(Executor):
@@ -56,7 +63,7 @@ class RayExecutor(Executor):
                                       f"(ray start --head, then ray=auto or ray://HOST:10001; a cluster with "
                                       f"token authentication also needs RAY_AUTH_MODE=token here). "
                                       f"Received: {err}") from err
-        self._remote = ray.remote(invoke)
+        self._remote = ray.remote(invoke_on_node)
 
     @property
     def parallel(self) -> bool:
@@ -70,10 +77,11 @@ class RayExecutor(Executor):
         nodes = self._node_capacity()
         max_cpu = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
         results: list[Any] = [None] * len(tasks)
-        refs = {}
+        self.placements = [None] * len(tasks)
+        refs, needs = {}, {}
         for i, t in enumerate(tasks):
             need = {k: float(v) for k, v in t.resources.items()}
-            if need and not any(all(n.get(k, 0.0) >= v for k, v in need.items()) for n in nodes):
+            if need and not _provided(need, nodes):
                 # an infeasible task would wait forever: say so instead
                 results[i] = Failure(t.label, "error", f"expected a Ray node providing {need} (declare it with "
                                      f"ray start --resources=...). Received: no such node", 0)
@@ -84,18 +92,40 @@ class RayExecutor(Executor):
                     "retry_exceptions": True, "name": t.label or t.fn.__name__}
             if need:
                 opts["resources"] = need
-            refs[self._remote.options(**opts).remote(t.fn, t.args, t.label)] = i
+            ref = self._remote.options(**opts).remote(t.fn, t.args, t.label)
+            refs[ref], needs[ref] = i, need
         waiting = list(refs)
         while waiting:
-            ready, waiting = ray.wait(waiting, num_returns=1)
+            ready, waiting = ray.wait(waiting, num_returns=1, timeout=WATCH_SECONDS)
+            if not ready:
+                ready, waiting, stranded = self._stranded(waiting, needs)
+                for ref in stranded:
+                    ray.cancel(ref)
+                    t = tasks[refs[ref]]
+                    results[refs[ref]] = Failure(
+                        t.label, "died", f"the Ray node providing {needs[ref]} left the cluster and no alive node "
+                        f"provides it now: the task was cancelled (restart that node with ray start "
+                        f"--resources=... and run again)", 1)  # at least the attempt on the dead node
+                    if on_result:
+                        on_result(refs[ref], results[refs[ref]])
             for ref in ready:
                 i = refs[ref]
-                results[i] = self._outcome(tasks[i], ref)
+                results[i], self.placements[i] = self._outcome(tasks[i], ref)
                 if on_result:
                     on_result(i, results[i])
         return results
 
-    def _outcome(self, t: Task, ref) -> Any:
+    def _stranded(self, waiting: list, needs: dict) -> tuple[list, list, list]:
+        """(ready, still waiting, stranded): a stranded task needs a resource no alive node provides any more."""
+        nodes = self._node_capacity()
+        lost = [ref for ref in waiting if needs[ref] and not _provided(needs[ref], nodes)]
+        if not lost:
+            return [], waiting, []
+        done, lost = self.ray.wait(lost, num_returns=len(lost), timeout=0)  # finished just now: not stranded
+        return done, [ref for ref in waiting if ref not in done and ref not in lost], lost
+
+    def _outcome(self, t: Task, ref) -> tuple[Any, dict | None]:
+        """(the task's outcome, where it ran or None)."""
         exc = self.ray.exceptions
         attempts = self.max_retries + 1
         try:
@@ -103,17 +133,30 @@ class RayExecutor(Executor):
         except exc.RayTaskError as err:
             cause = err.cause if getattr(err, "cause", None) is not None else err
             return Failure(t.label, "error", f"{type(cause).__name__}: {cause} (after {attempts} attempts)",
-                           attempts, None, str(err)[-4000:])
+                           attempts, None, str(err)[-4000:]), None
         except (exc.WorkerCrashedError, exc.NodeDiedError) as err:
             return Failure(t.label, "died", f"worker died: {type(err).__name__} (after {attempts} attempts)",
-                           attempts, None, str(err)[-2000:])
+                           attempts, None, str(err)[-2000:]), None
         except exc.RayError as err:  # e.g. out of memory, cancelled
-            return Failure(t.label, "died", f"{type(err).__name__}: {str(err)[:300]}", attempts)
+            return Failure(t.label, "died", f"{type(err).__name__}: {str(err)[:300]}", attempts), None
 
     def close(self) -> None:
         if self._owns and self.ray.is_initialized():
             self.ray.shutdown()
             self._owns = False
+
+
+def invoke_on_node(fn, args: tuple, label: str = "") -> tuple[Any, dict]:
+    """`invoke` in a Ray worker: (its outcome, where it ran)."""
+    import ray
+
+    where = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
+             "host": socket.gethostname(), "pid": os.getpid()}
+    return invoke(fn, args, label), where
+
+
+def _provided(need: Mapping[str, float], nodes: list[dict]) -> bool:
+    return any(all(n.get(k, 0.0) >= v for k, v in need.items()) for n in nodes)
 
 
 def package_dir() -> Path:

@@ -72,6 +72,7 @@ def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:
                        label=f"prepare {m}") for m, c in first.items()]
     prep_results = executor.run(prep_tasks, on_result=lambda i, r: _say(console, prep_tasks[i].label, r))
     prepared = dict(zip(first, prep_results, strict=True))
+    prep_where = dict(zip(first, _placements(executor, len(prep_tasks)), strict=True))
     references = []
     for m, res in prepared.items():
         if not isinstance(res, Failure):
@@ -94,7 +95,7 @@ def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:
         cell_tasks.append(Task(target_cell, (payload,), num_cpus=c.config.threads, label=c.id))
         cell_of.append(c)
     results = executor.run(cell_tasks, on_result=lambda i, r: _say(console, cell_tasks[i].label, r))
-    for c, res in zip(cell_of, results, strict=True):
+    for c, res, where in zip(cell_of, results, _placements(executor, len(cell_tasks)), strict=True):
         if isinstance(res, Failure):
             rows.append(_tag(failed_row(c.target, res).to_json(), c))
             cells_out.append(_cell_json(c, "error", res.reason))
@@ -104,13 +105,13 @@ def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:
         rows += cell_rows
         bad = [r for r in cell_rows if r["status"] != "passed"]
         cells_out.append(_cell_json(c, "passed" if not bad else ("error" if any(r["status"] == "error" for r in bad)
-                                                                  else "failed"), None))
+                                                                  else "failed"), None, where))
 
     # 3. per (artifact, board): device benchmarks, one at a time per board
     if sweep.spec.boards:
         pairs = boards_mod.board_tasks(sweep.spec.board_bench, sweep.spec.boards, rows)
         bench = executor.run([t for *_, t in pairs], on_result=lambda i, r: _say(console, pairs[i][2].label, r))
-        rows = boards_mod.attach(rows, bench, pairs)
+        rows = boards_mod.attach(rows, bench, pairs, _placements(executor, len(pairs)))
 
     failed_cells = sum(c["status"] != "passed" for c in cells_out)
     return {
@@ -119,8 +120,8 @@ def _run(sweep: Sweep, out: Path, executor: Executor, console) -> dict:
         "output": str(out),
         "executor": executor.name,
         "gates": sweep.cells[0].config.gates.model_dump() if sweep.cells else {},
-        "models": {m: ({"error": p.reason} if isinstance(p, Failure) else {"path": p["model"],
-                                                                           "sha256": p["ref_row"]["sha256"]})
+        "models": {m: ({"error": p.reason} if isinstance(p, Failure) else
+                       {"path": p["model"], "sha256": p["ref_row"]["sha256"], **_worker(prep_where[m])})
                    for m, p in prepared.items()},
         "recipes": [r.model_dump() for r in sweep.spec.recipes],
         "boards": [b.model_dump() for b in sweep.spec.boards],
@@ -141,7 +142,18 @@ def _tag(row: dict, c) -> dict:
                                             recipe=c.recipe, cell=c.id).to_json()
 
 
-def _cell_json(c, status: str, reason: str | None) -> dict:
+def _cell_json(c, status: str, reason: str | None, where: dict | None = None) -> dict:
     return {"id": c.id, "model": c.model, "recipe": c.recipe, "target": c.target,
             "options": c.config.targets[0].options, "output": str(c.config.output), "status": status,
-            "reason": reason}
+            "reason": reason, **_worker(where)}
+
+
+def _placements(executor: Executor, n: int) -> list[dict | None]:
+    """Where each of the last run's n tasks ran, as far as the executor says (Ray: the node)."""
+    where = list(executor.placements)
+    return where if len(where) == n else [None] * n
+
+
+def _worker(where: dict | None) -> dict:
+    """`worker`: the Ray node a task ran on, for sweep.json (nothing for the local executors)."""
+    return {"worker": where} if where else {}

@@ -16,7 +16,7 @@ from tests.fixtures.configs import INPUT, tiny_config, write_config  # noqa: E40
 # tiny model's artifacts of every host target as objects, from that run's stages), `ship_board` fixtures (a loopback
 # sshd board and tiny bundles), `arm64_board` fixtures (a loopback sshd whose sessions run the arm64 userland),
 # `two_nodes` (a two-node Ray cluster on loopback whose worker node owns an sshd board; module scope)
-pytest_plugins = ["tests.fixtures.reliability", "tests.fixtures.chromium", "tests.fixtures.tiny_runs",
+pytest_plugins = ["tests.fixtures.tiny_runs", "tests.fixtures.reliability", "tests.fixtures.chromium",
                   "tests.fixtures.tiny_built", "tests.fixtures.ship_board", "tests.fixtures.arm64_board",
                   "tests.fixtures.ray_cluster"]
 

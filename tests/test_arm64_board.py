@@ -20,7 +20,7 @@ from edgepipe.boards.ship import remote_dir_name
 from edgepipe.cli.app import app
 from edgepipe.core.versions import version_of
 from tests.fixtures.configs import tiny_config, write_config
-from tests.test_ship import bundles, current, ship, ship_json, ssh_args, url  # noqa: F401  (fixture + helpers)
+from tests.fixtures.ship_board import current, ship, ship_json, ssh_args, url  # fixture bundles: conftest plugin
 
 pytestmark = pytest.mark.arm64
 runner = CliRunner()

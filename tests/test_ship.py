@@ -25,7 +25,7 @@ from edgepipe.boards.ship import Board, remote_dir_name
 from edgepipe.boards.signing import keygen
 from edgepipe.cli.app import app
 from edgepipe.core.errors import RemoteError
-from tests.fixtures.ship_board import current, ship, ssh_args, url  # fixtures board, bundles: conftest plugin
+from tests.fixtures.ship_board import current, ship, ship_json, ssh_args, url  # fixtures board, bundles: plugin
 from tests.fixtures.sshd_board import free_port
 
 runner = CliRunner()
@@ -285,13 +285,6 @@ def fake_python(tmp_path, name, body):
     script.write_text(f"#!/bin/sh\n{body}\n")
     script.chmod(0o755)
     return script
-
-
-def ship_json(board, bundles, bundle, root, *extra, python=sys.executable, port=None):
-    res, _ = ship(board, bundles, bundle, root, "--json", *extra, python=python, port=port)
-    out = json.loads(res.stdout)  # exactly one JSON object on stdout, whatever happened
-    assert out["exit_code"] == res.exit_code, out
-    return res, out
 
 
 def test_preflight_refuses_a_board_without_numpy_or_runtime_before_writing_anything(board, bundles, tmp_path):

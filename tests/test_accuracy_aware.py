@@ -9,6 +9,7 @@ from edgepipe.calibration.dataset import load_subset
 from edgepipe.calibration.preprocess import PreprocessSpec
 from edgepipe.config.schema import SplitSpec, Subset
 from edgepipe.quantize import accuracy_aware as aa
+from edgepipe.quantize.recipe_stages import ControlSet
 from tests.fixtures import tiny_xception
 from tests.fixtures.configs import INPUT
 from tests.fixtures.tiny_runs import seed_stages
@@ -48,6 +49,48 @@ def test_pick_full_integer_prefers_simple_repairs_within_budget():
         aa.pick_full_integer([], 0.3)
 
 
+def test_fidelity_budget_stops_when_every_bound_is_met():
+    """Agreement and SNR: the loop stops at the first prefix that meets both, not the first that meets one."""
+    measured = {0: (0.90, 15.0), 1: (0.99, 20.0), 2: (0.99, 27.0), 3: (1.0, 40.0)}
+    budget = aa.Budget(min_agreement=0.985, min_output_snr_db=26.0)
+    res = aa.greedy_budget(["a", "b", "c"], lambda ly: dict(zip(("agreement", "output_snr_db"),
+                                                                  measured[len(ly)], strict=True)), budget)
+    assert res.within_budget and res.chosen.float_layers == ("a", "b") and len(res.steps) == 3
+    out = res.as_dict()
+    assert out["min_agreement"] == 0.985 and out["chosen_output_snr_db"] == 27.0 and "max_drop_points" not in out
+    # unreachable: the step closest to the budget (fewest bounds missed, then smallest shortfalls) is chosen
+    res = aa.greedy_budget(["a", "b"], lambda ly: dict(zip(("agreement", "output_snr_db"), measured[len(ly)],
+                                                          strict=True)), aa.Budget(min_output_snr_db=30.0))
+    assert not res.within_budget and res.chosen.float_layers == ("a", "b")
+
+
+def test_a_budget_needs_a_bound_and_a_share():
+    with pytest.raises(ValueError, match="expected at least one of"):
+        aa.Budget()
+    with pytest.raises(ValueError, match=r"min_agreement: expected a share in \[0, 1\]. Received: 98.5"):
+        aa.Budget(min_agreement=98.5)
+    from edgepipe.quantize.recipes import BUILTIN, Recipe
+
+    assert aa.Budget.of(BUILTIN["eq-sep"]) is None
+    assert aa.Budget.of(Recipe(min_agreement=0.99)) == aa.Budget(None, 0.99, None)
+    # a recipe without the new fields keeps its cache key (artifacts cached before them stay valid)
+    assert "min_agreement" not in BUILTIN["eq-sep"].cache_params()
+    assert Recipe(min_agreement=0.99).cache_params()["min_agreement"] == 0.99
+
+
+def test_fidelity_budgets_are_refused_where_they_cannot_be_met_as_asked():
+    from edgepipe.quantize.recipes import Recipe, problems
+
+    assert problems(Recipe(min_agreement=0.99, min_output_snr_db=26), "tflite") == []
+    assert problems(Recipe(min_agreement=0.99), "nncf") == []
+    assert any("use min_agreement for NNCF" in p for p in problems(Recipe(min_output_snr_db=26), "nncf"))
+    assert any("one metric at a time" in p for p in problems(Recipe(min_agreement=0.9, max_accuracy_drop=1), "nncf"))
+    assert any("Edge TPU does not run" in p for p in problems(Recipe(min_agreement=0.99), "edgetpu"))
+    assert any("budgets are implemented for TFLite" in p for p in problems(Recipe(min_agreement=0.99), "onnxruntime"))
+    assert any("8-bit activations only" in p for p in problems(Recipe(min_agreement=0.9, activation_bits=16),
+                                                               "tflite"))
+
+
 @pytest.fixture(scope="module")
 def hostile(tiny_assets, tmp_path_factory):
     """The tiny Xception with one dead feature channel (BN gamma 0, beta -1 before the last
@@ -84,8 +127,8 @@ def test_tflite_budget_keeps_the_fewest_layers_in_float(hostile):
     from edgepipe.quantize.quantizers.tflite import tflite_to_budget
 
     h = hostile
-    path, res = tflite_to_budget(h["sm"], h["out"], h["calib"].images, h["control"].images,
-                                 h["control"].labels, h["ref"], BUDGET, debug_images=16, max_float_layers=6)
+    control = ControlSet(aa.Budget(BUDGET), h["control"].images, h["control"].labels, h["ref"])
+    path, res = tflite_to_budget(h["sm"], h["out"], h["calib"].images, control, debug_images=16, max_float_layers=6)
     # the bad recipe really is out of budget with nothing in float ...
     assert res.steps[0].float_layers == () and res.steps[0].drop_points > 10 * BUDGET
     # ... every shorter prefix of the ranking was over budget, the chosen one is within it
@@ -108,6 +151,32 @@ def test_tflite_budget_keeps_the_fewest_layers_in_float(hostile):
     assert float_ops == ["FULLY_CONNECTED"] or float_ops == ["FULLY_CONNECTED", "SOFTMAX"], float_ops
 
 
+def test_tflite_fidelity_budget_keeps_layers_in_float_until_agreement_and_snr_are_met(hostile, tmp_path):
+    """No labels: agreement and SNR against the FP32 model's own scores. The hostile model's plain INT8
+    output has lost its classifier; keeping it in float restores fidelity, and its p50 cost is measured."""
+    from edgepipe.formats.runners import TFLiteRunner
+    from edgepipe.quantize.quantizers.tflite import tflite_to_budget
+    from edgepipe.validators.fidelity import fidelity_metrics
+
+    h = hostile
+    ref = h["model"].predict(h["control"].images, verbose=0)
+    budget = aa.Budget(min_agreement=0.9, min_output_snr_db=15.0)
+    control = ControlSet(budget, h["control"].images, reference_scores=ref)
+    path, res = tflite_to_budget(h["sm"], tmp_path, h["calib"].images, control, debug_images=16, max_float_layers=6,
+                                 latency_rounds=1)
+    assert not budget.met(res.steps[0]) and res.steps[0].agreement < 0.9  # the plain model is unfaithful
+    assert res.within_budget and res.chosen is res.steps[-1] and len(res.chosen.float_layers) >= 1
+    assert all(s.top1 is None for s in res.steps)  # nothing label-based was measured
+    runner = TFLiteRunner(path, 2)  # the written artifact, measured independently
+    m = fidelity_metrics(ref, np.stack([runner.predict(x) for x in h["control"].images]))
+    assert m["agreement"] >= 0.9 and m["output_snr_db"] >= 15.0
+    assert m["agreement"] == pytest.approx(res.chosen.agreement)
+    cost = res.latency_cost
+    assert cost["int8_p50_ms"] > 0 and cost["budget_p50_ms"] > 0 and cost["rounds"] == 1
+    assert cost["ratio"] == pytest.approx(cost["budget_p50_ms"] / cost["int8_p50_ms"]) and cost["cpu"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8_budget.tflite"]  # the comparison model is gone
+
+
 @pytest.mark.slow
 def test_nncf_accuracy_control_meets_the_budget(hostile):
     import openvino as ov
@@ -127,8 +196,8 @@ def test_nncf_accuracy_control_meets_the_budget(hostile):
 
     assert 100 * (h["ref"] - top1_of(plain)) > BUDGET  # default NNCF is out of budget here too
     (h["out"] / "budget").mkdir()
-    path, info = nncf_to_budget(ir, h["out"] / "budget", h["calib"].images, h["control"].images,
-                                h["control"].labels, BUDGET)
+    control = ControlSet(aa.Budget(BUDGET), h["control"].images, h["control"].labels, h["ref"])
+    path, info = nncf_to_budget(ir, h["out"] / "budget", h["calib"].images, control)
     assert 100 * (h["ref"] - top1_of(path)) <= BUDGET
     assert info["fake_quantize_ops"] > 0  # still an INT8 model, not a float one
 
@@ -151,6 +220,32 @@ def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tiny_ful
     assert isinstance(budget["float_layers"], list)
     (stage,) = (tmp_path / "out" / "stages").glob("tflite-int8-budget-*")
     assert (stage / "budget.json").is_file() and (stage / "model_int8_budget.tflite").is_file()
+
+
+def test_min_agreement_recipe_runs_inside_the_pipeline(tiny_assets, tiny_full_run, tmp_path):
+    """A fidelity budget on tflite-arm and openvino-cpu in one run: each artifact record says what was
+    measured on the control images and what the kept layers cost in p50; the terminal notes say it."""
+    seed_stages(tiny_full_run, tmp_path / "out")
+    from edgepipe.config.schema import parse_config
+    from edgepipe.engine.orchestrate import run_pipeline
+    from edgepipe.reports.terminal import recipe_notes
+    from tests.fixtures.configs import tiny_config
+
+    targets = [{"name": t, "options": {"precisions": ["int8"], "recipe": "f"}} for t in ("tflite-arm", "openvino-cpu")]
+    raw = tiny_config(tiny_assets, tmp_path / "out", targets=targets,
+                      quantization={"recipes": {"f": {"min_agreement": 0.5}}})
+    report = run_pipeline(parse_config(raw), tiny_assets["model"])
+    rows = {r["artifact"]: r for r in report["artifacts"][1:]}
+    for name in ("tflite-arm/int8", "openvino-cpu/int8"):
+        assert rows[name]["status"] == "passed", rows[name]
+        budget = rows[name]["recipe"]["accuracy_budget"]
+        assert budget["within_budget"] and budget["control_agreement"] >= 0.5 and budget["control_images"] > 0
+        assert "control_drop_points" not in budget  # a fidelity budget measures no top-1
+    assert rows["tflite-arm/int8"]["recipe"]["accuracy_budget"]["float_layers"] == []  # met with nothing in float
+    assert rows["openvino-cpu/int8"]["recipe"]["accuracy_budget"]["latency_cost"]["ratio"] > 0
+    notes = "\n".join(recipe_notes(report))
+    assert "tflite-arm/int8: fidelity budget agreement >= 0.5 met" in notes, notes
+    assert list((tmp_path / "out" / "stages").glob("control-reference-scores-*"))
 
 
 # ---- Edge TPU: full-integer repairs instead of float layers -------------------------------------
@@ -287,9 +382,15 @@ def test_terminal_names_what_a_budget_chose():
                 "within_budget": True, "float_layers": ["a", "b"], "control_drop_points": 0.0, "control_images": 300}}},
             {"artifact": "openvino-cpu/int8", "recipe": {"max_accuracy_drop": 0.3, "accuracy_budget": {
                 "within_budget": False, "control_drop_points": 0.67, "fake_quantize_ops": 99}}},
-            {"artifact": "onnx-cpu/int8", "recipe": {"name": "default"}}]
+            {"artifact": "onnx-cpu/int8", "recipe": {"name": "default"}},
+            {"artifact": "tflite-arm/int8", "recipe": {"max_accuracy_drop": None, "min_agreement": 0.985,
+                                                       "min_output_snr_db": 26.0, "accuracy_budget": {
+                "within_budget": False, "float_layers": ["a"] * 12, "control_agreement": 0.97,
+                "control_output_snr_db": 21.04, "control_images": 300, "latency_cost": {"ratio": 1.314}}}}]
     assert recipe_notes({"artifacts": rows}) == [
         "coral-edgetpu/int8: budget 0.3 pts, full-integer repair chosen on 300 control images: "
         "eq-sep: within the 0.3-point budget (-0.13)",
         "tflite-arm/int8: budget 0.3 pts met on 300 control images (drop +0.00); 2 layer(s) kept in float",
-        "openvino-cpu/int8: budget 0.3 pts NOT met on ? control images (drop +0.67); 99 FakeQuantize ops left"]
+        "openvino-cpu/int8: budget 0.3 pts NOT met on ? control images (drop +0.67); 99 FakeQuantize ops left",
+        "tflite-arm/int8: fidelity budget agreement >= 0.985, SNR >= 26 dB NOT met on 300 control images "
+        "(agreement 0.970, SNR 21.0 dB); 12 layer(s) kept in float, p50 x1.31 vs plain INT8"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -115,8 +116,57 @@ def reference_top1(ctx, calib, images: np.ndarray, labels: np.ndarray) -> float:
                      lambda out: {"top1": top1(predict_all(ctx.reference_runner(), images), labels)}).meta["top1"]
 
 
+def reference_scores(ctx, calib, images: np.ndarray) -> np.ndarray:
+    """FP32 scores of the configured model on the control images (the reference a fidelity budget
+    measures agreement and SNR against), a cached stage shared by every budget that needs it."""
+    from edgepipe.validators.accuracy import predict_all
+
+    key = {"model": ctx.model_sha, "control": control_batch(ctx, calib).sha256, "n": len(images)}
+
+    def fn(out: Path) -> dict:
+        np.save(out / "scores.npy", np.asarray(predict_all(ctx.reference_runner(), images), dtype=np.float32))
+        return {"file": "scores.npy"}
+
+    res = ctx.stage("control-reference-scores", key, fn)
+    return np.load(res.path / res.meta["file"])
+
+
+@dataclass
+class ControlSet:
+    """What a budget is measured on: the control images, their labels (accuracy budgets only) and the
+    FP32 references each bound of the budget needs (top-1, scores)."""
+
+    budget: object  # accuracy_aware.Budget
+    images: np.ndarray
+    labels: np.ndarray | None = None
+    reference_top1: float | None = None
+    reference_scores: np.ndarray | None = None
+
+    @classmethod
+    def of(cls, ctx, calib, budget) -> ControlSet:
+        """The run's control set for `budget`, with the cached FP32 references it needs."""
+        if budget.needs_labels:
+            images, labels = control_set(ctx, calib, budget.max_drop_points)
+            out = cls(budget, images, labels, reference_top1(ctx, calib, images, labels))
+        else:  # fidelity alone needs no labels: every control image counts
+            out = cls(budget, control_batch(ctx, calib).images)
+        if budget.fidelity:
+            out.reference_scores = reference_scores(ctx, calib, out.images)
+        return out
+
+    def metrics(self, scores: np.ndarray) -> dict:
+        """The Step measurements of one candidate's scores on these images."""
+        from edgepipe.quantize.accuracy_aware import step_metrics
+
+        return step_metrics(scores, self.budget, self.labels, self.reference_top1, self.reference_scores)
+
+    def record(self) -> dict:
+        out = {"control_images": len(self.images)}
+        return {**out, **resolution(self.labels)} if self.labels is not None else out
+
+
 def budget_record(res) -> dict:
     """What an accuracy-aware stage chose, for the artifact record (empty for other stages)."""
     keys = ("within_budget", "float_layers", "control_drop_points", "control_top1", "fake_quantize_ops",
-            "control_images", "resolution_points")
+            "control_images", "resolution_points", "control_agreement", "control_output_snr_db", "latency_cost")
     return {"accuracy_budget": {k: res.meta[k] for k in keys if k in res.meta}} if res.name.endswith("-budget") else {}

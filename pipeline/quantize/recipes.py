@@ -59,14 +59,26 @@ class Recipe(BaseModel):
     cross_layer_equalization: bool = Field(False, description="classic cross-layer weight equalization")
     max_accuracy_drop: Annotated[float, Field(ge=0.0)] | None = Field(
         None, description="accuracy-aware quantization budget, top-1 points vs FP32")
+    min_agreement: Annotated[float, Field(gt=0.0, le=1.0)] | None = Field(
+        None, description="fidelity budget: keep the fewest layers in higher precision until the INT8 model's "
+        "top-1 agrees with FP32 on at least this share of the control images")
+    min_output_snr_db: Annotated[float, Field(gt=0.0, le=200.0)] | None = Field(
+        None, description="fidelity budget: ... until the output SNR vs the FP32 scores on the control images "
+        "is at least this many dB")
 
     def cache_params(self) -> dict:
         """Everything that can change the artifact: part of the stage cache key. A field added after
         artifacts were cached is left out at its default, so those artifacts stay valid."""
         params = self.model_dump(exclude={"description"})
-        if params["weight_bits"] == 8:
-            del params["weight_bits"]
+        for key, default in _ADDED_LATER.items():
+            if params[key] == default:
+                del params[key]
         return params
+
+    @property
+    def has_budget(self) -> bool:
+        """An accuracy or fidelity budget: the quantizer searches for the fewest higher-precision layers."""
+        return any(v is not None for v in (self.max_accuracy_drop, self.min_agreement, self.min_output_snr_db))
 
     def key_params(self) -> dict:
         """The recipe's part of a stage cache key. The default recipe adds nothing: it is exactly what
@@ -92,10 +104,15 @@ class Recipe(BaseModel):
         for key in ("smooth_quant", "equalize_separable", "cross_layer_equalization"):
             if getattr(self, key):
                 parts.append(key)
-        if self.max_accuracy_drop is not None:
-            parts.append(f"max_accuracy_drop={self.max_accuracy_drop:g}")
+        for key in ("max_accuracy_drop", "min_agreement", "min_output_snr_db"):
+            if getattr(self, key) is not None:
+                parts.append(f"{key}={getattr(self, key):g}")
         return ", ".join(parts)
 
+
+# Fields added after artifacts were cached, with their defaults: left out of the cache key at the
+# default, so those artifacts stay valid.
+_ADDED_LATER = {"weight_bits": 8, "min_agreement": None, "min_output_snr_db": None}
 
 BUILTIN: dict[str, Recipe] = {
     "default": Recipe(description="each toolchain's own default PTQ (what edgepipe did before recipes)"),
@@ -126,7 +143,9 @@ BUILTIN: dict[str, Recipe] = {
 # while that module is absent from this build.
 _NEEDS_MODULE = {"equalize_separable": "edgepipe.quantize.equalize",
                  "cross_layer_equalization": "edgepipe.quantize.equalize",
-                 "max_accuracy_drop": "edgepipe.quantize.accuracy_aware"}
+                 "max_accuracy_drop": "edgepipe.quantize.accuracy_aware",
+                 "min_agreement": "edgepipe.quantize.accuracy_aware",
+                 "min_output_snr_db": "edgepipe.quantize.accuracy_aware"}
 
 
 def problems(recipe: Recipe, quantizer: str) -> list[str]:

@@ -59,7 +59,8 @@ def summary_table(report: dict) -> Table:
 
 
 def recipe_notes(report: dict) -> list[str]:
-    """One line per INT8 artifact whose recipe had an accuracy budget: what it chose, on what."""
+    """One line per INT8 artifact whose recipe had an accuracy or fidelity budget: what it chose, on what,
+    and what the layers it kept in higher precision cost in p50."""
     out = []
     for row in report["artifacts"]:
         recipe = row.get("recipe") or {}
@@ -72,10 +73,35 @@ def recipe_notes(report: dict) -> list[str]:
             what = (f"{len(kept)} layer(s) kept in float" if kept is not None
                     else f"{budget.get('fake_quantize_ops', '?')} FakeQuantize ops left")
             met = "met" if budget.get("within_budget") else "NOT met"
-            out.append(f"{row['artifact']}: budget {fmt(recipe['max_accuracy_drop'], 'g')} pts {met} on "
-                       f"{budget.get('control_images', '?')} control images "
-                       f"(drop {fmt(budget.get('control_drop_points', float('nan')), '+.2f')}); {what}")
+            kind = "budget" if recipe.get("max_accuracy_drop") is not None else "fidelity budget"
+            cost = budget.get("latency_cost")
+            if cost:
+                what += f", p50 x{fmt(cost['ratio'], '.2f')} vs plain INT8"
+            out.append(f"{row['artifact']}: {kind} {', '.join(_bounds(recipe))} {met} on "
+                       f"{budget.get('control_images', '?')} control images ({', '.join(_measured(budget))}); {what}")
     return out
+
+
+def _bounds(recipe: dict) -> list[str]:
+    parts = []
+    if recipe.get("max_accuracy_drop") is not None:
+        parts.append(f"{fmt(recipe['max_accuracy_drop'], 'g')} pts")
+    if recipe.get("min_agreement") is not None:
+        parts.append(f"agreement >= {fmt(recipe['min_agreement'], 'g')}")
+    if recipe.get("min_output_snr_db") is not None:
+        parts.append(f"SNR >= {fmt(recipe['min_output_snr_db'], 'g')} dB")
+    return parts
+
+
+def _measured(budget: dict) -> list[str]:
+    parts = []
+    if "control_drop_points" in budget:
+        parts.append(f"drop {fmt(budget['control_drop_points'], '+.2f')}")
+    if "control_agreement" in budget:
+        parts.append(f"agreement {fmt(budget['control_agreement'], '.3f')}")
+    if "control_output_snr_db" in budget:
+        parts.append(f"SNR {fmt(budget['control_output_snr_db'], '.1f')} dB")
+    return parts or ["nothing measured"]
 
 
 def not_available_lines(report: dict) -> list[str]:

@@ -48,6 +48,12 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def agreement(ref: np.ndarray, q: np.ndarray) -> float:
+    """The share of images whose top-1 class is the reference's."""
+    ref, q = _check(ref, q)
+    return float((ref.argmax(axis=1) == q.argmax(axis=1)).mean())
+
+
 def output_snr_db(ref: np.ndarray, q: np.ndarray) -> float:
     """10·log10(Σ ref² / Σ (ref − q)²); +inf for identical scores."""
     ref, q = _check(ref, q)

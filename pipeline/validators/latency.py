@@ -81,6 +81,23 @@ def time_runner(runner, images: np.ndarray, warmup: int, runs: int, progress=Non
     return res
 
 
+def side_by_side(runners: dict, images: np.ndarray, rounds: int = 3, warmup: int = 3, runs: int = 20) -> dict:
+    """p50 of several runners measured in one process, `rounds` rounds in a rotated order (each round
+    starts with the next runner), so drift in the machine's load falls on all of them alike. Returns per
+    runner the median of its rounds' p50s and every round's p50, plus the CPU and the load around it."""
+    from edgepipe.core.versions import cpu_model
+
+    names = list(runners)
+    p50s: dict[str, list[float]] = {n: [] for n in names}
+    before = machine_load.snapshot()
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            p50s[name].append(time_runner(runners[name], images, warmup, runs)["p50_ms"])
+    load = machine_load.record(before, machine_load.snapshot(), os.cpu_count())
+    return {"rounds": rounds, "runs": runs, "cpu": cpu_model(), "load": load,
+            "p50_ms": {n: float(np.median(v)) for n, v in p50s.items()}, "round_p50_ms": p50s}
+
+
 def time_end_to_end(runner, spec, paths: list[str], runs: int, progress=None) -> dict:
     """Per run: read + decode + resize + scale one image file, then infer. Reported apart
     from the steady state, with the preprocessing share on its own."""

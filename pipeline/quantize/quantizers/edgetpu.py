@@ -22,7 +22,11 @@ def problems(recipe) -> list[str]:
             + no_16x8(recipe, "edgetpu", " (the Edge TPU executes 8-bit integer ops only)")
             + tflite.scheme_problems(recipe)
             + no_nncf_options(recipe, "edgetpu", tflite.NO_SMOOTH_QUANT)
-            + no_7bit_weights(recipe, "edgetpu", tflite.NO_7BIT))
+            + no_7bit_weights(recipe, "edgetpu", tflite.NO_7BIT)
+            + ([] if recipe.min_agreement is None and recipe.min_output_snr_db is None else
+               ["min_agreement / min_output_snr_db: a fidelity budget keeps layers in higher precision, which the "
+                "Edge TPU does not run (a float op splits the graph onto the CPU); the Edge TPU takes "
+                "max_accuracy_drop, met by full-integer repairs"]))
 
 
 def int8_stage(ctx, recipe, io_dtype: str = "int8"):

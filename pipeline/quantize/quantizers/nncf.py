@@ -3,7 +3,10 @@
 What it can do (`problems`): MINMAX, MEAN_MINMAX, MEAN_QUANTILE (percentile) and HISTOGRAM (MSE) range
 estimators; symmetric or asymmetric 8-bit activations; per-channel or per-tensor weights; the
 performance / mixed presets, fast / full / no bias correction, SmoothQuant; a `max_accuracy_drop`
-budget through NNCF's own accuracy control.
+budget through NNCF's own accuracy control, or a `min_agreement` fidelity budget through the same
+accuracy control, with the FP32 model's own top-1 as the labels (so the metric NNCF restores is
+agreement with FP32; one metric at a time, and no SNR bound: NNCF's accuracy control restores one
+scalar metric).
 
 How a recipe becomes NNCF calls: `nncf_arguments(recipe)` gives the keyword arguments of
 `nncf.quantize` (None / the default recipe: NNCF's defaults); `quantize_nncf` and `nncf_to_budget`
@@ -32,7 +35,14 @@ STATISTICS_WHY = ("nncf.quantize range estimators are MINMAX, MEAN_MINMAX, MEAN_
 
 def problems(recipe) -> list[str]:
     """Why NNCF cannot build `recipe` (empty list = possible)."""
-    return unsupported_statistic(recipe, STATISTICS, STATISTICS_WHY) + no_16x8(recipe, "nncf")
+    out = unsupported_statistic(recipe, STATISTICS, STATISTICS_WHY) + no_16x8(recipe, "nncf")
+    if recipe.min_output_snr_db is not None:
+        out.append("min_output_snr_db: nncf.quantize_with_accuracy_control restores one scalar metric per image "
+                   "set, which edgepipe sets to top-1 or to agreement with FP32; use min_agreement for NNCF")
+    if recipe.max_accuracy_drop is not None and recipe.min_agreement is not None:
+        out.append("max_accuracy_drop with min_agreement: nncf.quantize_with_accuracy_control restores one "
+                   "metric at a time; set one of them for NNCF")
+    return out
 
 
 # ---- how a recipe becomes NNCF calls ---------------------------------------------------------
@@ -87,7 +97,8 @@ def nncf_arguments(recipe) -> dict:
     return kw
 
 
-def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_device: str = "ANY") -> Path:
+def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_device: str = "ANY",
+                  name: str = "model_int8.xml") -> Path:
     """FP32 IR -> NNCF INT8 IR. `recipe`: edgepipe.quantize.recipes.Recipe (None: NNCF's defaults).
     `target_device` selects NNCF's hardware config (e.g. "NPU": the quantization scheme the NPU runs)."""
     import nncf
@@ -108,56 +119,88 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
             **nncf_arguments(recipe),
         )
     canonical_names(qmodel, source_names, "nncf_")  # only the unnamed Constant/Convert nodes NNCF added
-    dest = Path(out) / "model_int8.xml"
+    dest = Path(out) / name
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
     return dest
 
 
-def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control: np.ndarray, control_labels: np.ndarray,
-                   max_drop_points: float, recipe=None, max_float_layers: int = 12,
-                   ranking_subset_size: int = 100, target_device: str = "ANY") -> tuple[Path, dict]:
-    """`nncf.quantize_with_accuracy_control` with an absolute top-1 budget (and the recipe's
-    other NNCF settings, as `nncf.quantize` would get them). At most `max_float_layers`
-    quantizers are reverted (the same cap as the TFLite loop), ranked on
-    `ranking_subset_size` control images, which bounds the search time on a large model."""
+def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control, recipe=None, max_float_layers: int = 12,
+                   ranking_subset_size: int = 100, target_device: str = "ANY",
+                   latency_rounds: int = 0) -> tuple[Path, dict]:
+    """`nncf.quantize_with_accuracy_control` with an absolute budget (and the recipe's other NNCF settings,
+    as `nncf.quantize` would get them). `control` (a recipe_stages.ControlSet) says what on: top-1 on the
+    labeled control images for `max_drop_points`, or, for `min_agreement`, top-1 against the FP32
+    model's own top-1 (agreement), for which the FP32 IR scores ~1. At most `max_float_layers`
+    quantizers are reverted (the same cap as the TFLite loop), ranked on `ranking_subset_size` control
+    images, which bounds the search time on a large model. `latency_rounds`: also quantize without the
+    budget and measure both side by side (`latency_cost`)."""
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     from edgepipe.calibration.adapters import nncf_dataset
 
+    budget = control.budget
+    fidelity = budget.max_drop_points is None
+    labels = control.reference_scores.argmax(axis=1) if fidelity else control.labels
+    max_drop = 1.0 - budget.min_agreement if fidelity else budget.max_drop_points / 100.0
     kw = nncf_arguments(recipe)
     if "advanced_parameters" in kw:
         kw["advanced_quantization_parameters"] = kw.pop("advanced_parameters")
 
+    def scores_of(compiled) -> np.ndarray:
+        output = compiled.outputs[0]
+        return np.stack([compiled(img[None].astype(np.float32))[output][0] for img in control.images])
+
     def validate(compiled, items) -> float:
         output = compiled.outputs[0]
-        preds, labels = [], []
+        preds, want = [], []
         for img, label in items:
             preds.append(int(np.argmax(compiled(img[None].astype(np.float32))[output][0])))
-            labels.append(int(label))
-        return float(np.mean(np.array(preds) == np.array(labels)))
+            want.append(int(label))
+        return float(np.mean(np.array(preds) == np.array(want)))
 
     model = ov.Core().read_model(str(ir))
-    validation = nncf.Dataset(list(zip(control, control_labels, strict=True)))
+    validation = nncf.Dataset(list(zip(control.images, labels, strict=True)))
     tame_logger("nncf")
     with toolkit_stdout():
         qmodel = nncf.quantize_with_accuracy_control(
-            model, nncf_dataset(calib), validation, validate, max_drop=max_drop_points / 100.0,
+            model, nncf_dataset(calib), validation, validate, max_drop=max_drop,
             drop_type=nncf.DropType.ABSOLUTE, subset_size=len(calib), target_device=nncf.TargetDevice(target_device),
             **kw,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
-                max_num_iterations=max_float_layers, ranking_subset_size=min(ranking_subset_size, len(control))))
+                max_num_iterations=max_float_layers, ranking_subset_size=min(ranking_subset_size, len(labels))))
     dest = Path(out) / "model_int8_budget.xml"
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
-    compiled = ov.Core().compile_model(qmodel, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    core = ov.Core()
+    compiled = core.compile_model(qmodel, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     fq = sum(op.get_type_name() == "FakeQuantize" for op in qmodel.get_ops())
-    final = validate(compiled, zip(control, control_labels, strict=True))
-    fp32 = ov.Core().compile_model(str(ir), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    ref = validate(fp32, zip(control, control_labels, strict=True))
-    drop = 100.0 * (ref - final)
-    return dest, {"max_drop_points": max_drop_points, "control_top1": final, "control_drop_points": drop,
-                  "within_budget": drop <= max_drop_points + 1e-9, "fake_quantize_ops": fq}
+    info = {"fake_quantize_ops": fq}
+    if fidelity:
+        m = control.metrics(scores_of(compiled))
+        info.update(control_agreement=m["agreement"], control_output_snr_db=m["output_snr_db"],
+                    within_budget=m["agreement"] >= budget.min_agreement - 1e-9)
+    else:
+        final = validate(compiled, zip(control.images, labels, strict=True))
+        fp32 = core.compile_model(str(ir), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        drop = 100.0 * (validate(fp32, zip(control.images, labels, strict=True)) - final)
+        info.update(max_drop_points=budget.max_drop_points, control_top1=final, control_drop_points=drop,
+                    within_budget=drop <= budget.max_drop_points + 1e-9)
+    if latency_rounds:
+        plain = quantize_nncf(ir, Path(out), calib, recipe, target_device=target_device, name="plain.xml")
+        info["latency_cost"] = openvino_latency_cost(plain, dest, control.images, latency_rounds)
+        for f in (plain, plain.with_suffix(".bin")):
+            f.unlink()
+    return dest, info
+
+
+def openvino_latency_cost(plain: Path, chosen: Path, images: np.ndarray, rounds: int, threads: int = 2) -> dict:
+    """p50 of the budget's IR vs the plain INT8 IR, side by side (accuracy_aware.latency_cost)."""
+    from edgepipe.formats.runners import OpenVINORunner
+    from edgepipe.quantize.accuracy_aware import latency_cost
+
+    return latency_cost({"int8": OpenVINORunner(plain, threads), "budget": OpenVINORunner(chosen, threads)},
+                        images, rounds)
 
 
 # ---- the cached stages ---------------------------------------------------------------------
@@ -169,7 +212,7 @@ def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
     from edgepipe.core.versions import tool_versions
 
     versions = tool_versions("openvino", "nncf")
-    if recipe.max_accuracy_drop is not None:
+    if recipe.has_budget:
         return budget_stage(ctx, ir, recipe, calib, target_device), versions
     # the default recipe adds nothing to the key: stages cached before recipes stay valid
     params = {"ir": ir.key, "calibration": calib.sha256, "preset": recipe.nncf_preset or "performance",
@@ -184,9 +227,11 @@ def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
 
 
 def budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
-    """`max_accuracy_drop` by NNCF's accuracy control: the cached `nncf_to_budget` of the IR stage `ir`."""
+    """An accuracy or agreement budget by NNCF's accuracy control: the cached `nncf_to_budget` of the IR
+    stage `ir` (with its latency cost against the plain INT8 IR when it is a CPU IR)."""
     from edgepipe.core.versions import tool_versions
-    from edgepipe.quantize.recipe_stages import control_key, control_set, resolution
+    from edgepipe.quantize.accuracy_aware import Budget
+    from edgepipe.quantize.recipe_stages import ControlSet, control_key
 
     params = {"ir": ir.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
               **control_key(ctx), **tool_versions("openvino", "nncf")}
@@ -194,9 +239,9 @@ def budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
         params["target_device"] = target_device
 
     def fn(out: Path) -> dict:
-        images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
-        path, info = nncf_to_budget(ir.path / ir.meta["file"], out, calib.images, images, labels,
-                                    recipe.max_accuracy_drop, recipe, target_device=target_device)
-        return {"file": path.name, **info, **resolution(labels)}
+        control = ControlSet.of(ctx, calib, Budget.of(recipe))
+        path, info = nncf_to_budget(ir.path / ir.meta["file"], out, calib.images, control, recipe,
+                                    target_device=target_device, latency_rounds=3 if target_device == "ANY" else 0)
+        return {"file": path.name, **info, **control.record()}
 
     return ctx.stage("nncf-int8-budget", params, fn)

@@ -31,8 +31,8 @@ STATISTICS_WHY = ("onnxruntime CalibrationMethod offers MinMax, Percentile and E
 def problems(recipe) -> list[str]:
     """Why onnxruntime's quantize_static cannot build `recipe` (empty list = possible)."""
     out = unsupported_statistic(recipe, STATISTICS, STATISTICS_WHY) + no_16x8(recipe, "onnxruntime")
-    if recipe.max_accuracy_drop is not None:
-        out.append("max_accuracy_drop: accuracy-aware quantization is implemented for TFLite "
+    if recipe.has_budget:
+        out.append("max_accuracy_drop / min_agreement / min_output_snr_db: budgets are implemented for TFLite "
                    "(QuantizationDebugger float fallback) and NNCF (quantize_with_accuracy_control) only")
     return out + no_nncf_options(recipe, "onnxruntime", " (onnxruntime's SmoothQuant needs Intel Neural "
                                                         "Compressor, which edgepipe does not install)")

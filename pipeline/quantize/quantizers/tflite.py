@@ -1,15 +1,17 @@
 """The TFLite quantizer: TFLiteConverter full-integer post-training quantization.
 
 What it can do (`problems`): min/max calibration only; int8 activations with a zero point
-(asymmetric), or 16x8 (int16 activations, symmetric); per-channel or per-tensor weights; a
-`max_accuracy_drop` budget met by keeping the worst layers in float (8-bit activations only).
+(asymmetric), or 16x8 (int16 activations, symmetric); per-channel or per-tensor weights; a budget
+(`max_accuracy_drop`, and the fidelity bounds `min_agreement` / `min_output_snr_db`) met by keeping the
+worst layers in float (8-bit activations only).
 
 How a recipe becomes converter calls (`converter`, `convert_int8`): per-tensor weights disable the
 converter's per-channel quantization; `activation_bits: 16` selects the 16x8 op set. The budget
 (`tflite_to_budget`) calibrates once with `tf.lite.experimental.QuantizationDebugger`, ranks every
 quantized layer by its own error (RMSE of its INT8 output vs its float output on the same input,
 in quantization steps) and keeps the worst ones in float (`denylisted_nodes`), one by one, through
-`accuracy_aware.greedy_float_fallback`. `int8_stage` / `budget_stage` are the cached stages.
+`accuracy_aware.greedy_budget`, then measures what the float layers cost in p50 against the same model
+with none (side by side). `int8_stage` / `budget_stage` are the cached stages.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepipe.quantize.accuracy_aware import BudgetResult, greedy_float_fallback, top1
+from edgepipe.quantize.accuracy_aware import BudgetResult, greedy_budget, latency_cost
 from edgepipe.quantize.quantizers.base import no_7bit_weights, no_nncf_options, unsupported_statistic
 
 # ---- what it can do ------------------------------------------------------------------------
@@ -51,9 +53,9 @@ def scheme_problems(recipe) -> list[str]:
 def problems(recipe) -> list[str]:
     """Why the TFLite converter cannot build `recipe` (empty list = possible)."""
     out = unsupported_statistic(recipe, STATISTICS, STATISTICS_WHY) + scheme_problems(recipe)
-    if recipe.max_accuracy_drop is not None and recipe.activation_bits == 16:
-        out.append("max_accuracy_drop with activation_bits 16: the float-fallback search runs on "
-                   "8-bit activations only")
+    if recipe.has_budget and recipe.activation_bits == 16:
+        out.append("a budget (max_accuracy_drop / min_agreement / min_output_snr_db) with activation_bits 16: "
+                   "the float-fallback search runs on 8-bit activations only")
     return out + no_nncf_options(recipe, "tflite", NO_SMOOTH_QUANT) + no_7bit_weights(recipe, "tflite", NO_7BIT)
 
 
@@ -136,32 +138,40 @@ def requantize(debugger, float_layers: Sequence[str]) -> bytes:
     return debugger.get_nondebug_quantized_model()
 
 
-def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control: np.ndarray,
-                     control_labels: np.ndarray, reference_top1: float, max_drop_points: float,
-                     threads: int = 2, debug_images: int = 32, max_float_layers: int | None = 12,
-                     per_tensor: bool = False) -> tuple[Path, BudgetResult]:
-    """Full-integer TFLite with the fewest float layers (in error order) that meet the budget."""
+def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control, threads: int = 2,
+                     debug_images: int = 32, max_float_layers: int | None = 12, per_tensor: bool = False,
+                     latency_rounds: int = 3) -> tuple[Path, BudgetResult]:
+    """Full-integer TFLite with the fewest float layers (in error order) that meet `control.budget`
+    (`control`: a recipe_stages.ControlSet, or any object with `images`, `budget` and `metrics(scores)`).
+    When layers were kept in float, their latency cost is measured side by side with the model that
+    keeps none (`res.latency_cost`)."""
     from edgepipe.formats.runners import TFLiteRunner
 
-    debugger = tflite_debugger(saved_model, calib, control[:debug_images], per_tensor)
+    debugger = tflite_debugger(saved_model, calib, control.images[:debug_images], per_tensor)
     ranking = rank_tflite_layers(debugger)
     models: dict[tuple[str, ...], bytes] = {}
 
-    def evaluate(layers: tuple[str, ...]) -> float:
+    def evaluate(layers: tuple[str, ...]) -> dict:
         blob = requantize(debugger, layers)
         models[layers] = blob
         with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
             f.write(blob)
             f.flush()
             runner = TFLiteRunner(Path(f.name), threads)
-            scores = np.stack([runner.predict(img) for img in control])
-        return top1(scores, control_labels)
+            scores = np.stack([runner.predict(img) for img in control.images])
+        return control.metrics(scores)
 
-    res = greedy_float_fallback([r["tensor"] for r in ranking], evaluate, reference_top1, max_drop_points,
-                                max_float_layers)
+    res = greedy_budget([r["tensor"] for r in ranking], evaluate, control.budget, control.reference_top1,
+                        max_float_layers)
     res.ranking = ranking
     dest = Path(out) / "model_int8_budget.tflite"
     dest.write_bytes(models[res.chosen.float_layers])
+    if res.chosen.float_layers and latency_rounds:
+        plain = Path(out) / "plain.tflite"  # the same calibration with nothing in float, for the comparison
+        plain.write_bytes(models[()])
+        res.latency_cost = latency_cost({"int8": TFLiteRunner(plain, threads), "budget": TFLiteRunner(dest, threads)},
+                                        control.images, latency_rounds)
+        plain.unlink()
     return dest, res
 
 
@@ -183,7 +193,7 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
               **recipe.key_params(), **versions}
     if io_dtype != "int8":  # keeps the key of the default (int8 I/O) conversion unchanged
         params["io_dtype"] = io_dtype
-    if recipe.max_accuracy_drop is not None:  # float I/O, the fewest layers kept in float
+    if recipe.has_budget:  # float I/O, the fewest layers kept in float
         return budget_stage(ctx, sm, recipe, calib), versions, calib
     res = ctx.stage("tflite-int8", params,
                     lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, int8_io,
@@ -192,21 +202,32 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
 
 
 def budget_stage(ctx, sm, recipe, calib):
-    """`max_accuracy_drop` by float fallback: the cached `tflite_to_budget` of the SavedModel stage `sm`."""
+    """An accuracy or fidelity budget by float fallback: the cached `tflite_to_budget` of the SavedModel
+    stage `sm`."""
     from edgepipe.core.versions import tool_versions
-    from edgepipe.quantize.recipe_stages import control_key, control_set, reference_top1, resolution
+    from edgepipe.quantize.accuracy_aware import Budget
+    from edgepipe.quantize.recipe_stages import ControlSet, control_key
 
     params = {"savedmodel": sm.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
               **control_key(ctx), **tool_versions("tensorflow")}
 
     def fn(out: Path) -> dict:
-        images, labels = control_set(ctx, calib, recipe.max_accuracy_drop)
-        ref = reference_top1(ctx, calib, images, labels)
-        path, res = tflite_to_budget(sm.path / "saved_model", out, calib.images, images, labels, ref,
-                                     recipe.max_accuracy_drop, threads=ctx.cfg.threads,
+        control = ControlSet.of(ctx, calib, Budget.of(recipe))
+        path, res = tflite_to_budget(sm.path / "saved_model", out, calib.images, control, threads=ctx.cfg.threads,
                                      per_tensor=recipe.weights == "per_tensor")
         (out / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
-        return {"file": path.name, "within_budget": res.within_budget, **resolution(labels),
-                "float_layers": list(res.chosen.float_layers), "control_drop_points": res.chosen.drop_points}
+        return {"file": path.name, "within_budget": res.within_budget, **control.record(),
+                "float_layers": list(res.chosen.float_layers), **chosen_record(res)}
 
     return ctx.stage("tflite-int8-budget", params, fn)
+
+
+def chosen_record(res: BudgetResult) -> dict:
+    """The chosen step's control-set measurements and the latency cost, for the stage record."""
+    c = res.chosen
+    names = {"drop_points": "control_drop_points", "top1": "control_top1", "agreement": "control_agreement",
+             "output_snr_db": "control_output_snr_db"}
+    out = {names[k]: getattr(c, k) for k in names if getattr(c, k) is not None}
+    if res.latency_cost:
+        out["latency_cost"] = res.latency_cost
+    return out

@@ -5,8 +5,10 @@ accuracy_aware.py); the quantizer-specific stages live in `quantizers/`.
   (`equalize_separable` / `cross_layer_equalization`) one exported from the equalized Keras
   model, after checking that its float outputs match the original (<= 1e-4).
 - The accuracy-control set of a `max_accuracy_drop` budget (`control_set`, `control_key`,
-  `control_batch`) and the FP32 top-1 on it (`reference_top1`, a cached stage); `budget_record`:
-  what a budget stage chose, for the artifact record.
+  `control_batch`) and the FP32 top-1 on it (`reference_top1`, a cached stage); the FP32 scores a
+  fidelity budget (`min_agreement`, `min_output_snr_db`) is measured against (`reference_scores`);
+  `ControlSet` holds what one budget needs of them; `budget_record`: what a budget stage chose, for
+  the artifact record.
 
 The accuracy-control set is `data.accuracy_control` when configured, else the labeled part of the
 calibration split; never the validation split the artifact is then scored on.

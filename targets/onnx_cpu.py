@@ -53,7 +53,7 @@ def _fp32(ctx, opts: Options, sm=None) -> Artifact:
 
 def _int8(ctx, opts: Options) -> Artifact:
     from edgepipe.quantize.quantizers.onnxruntime import int8_stage
-    from edgepipe.quantize.recipe_stages import source_savedmodel
+    from edgepipe.quantize.recipe_stages import budget_record, source_savedmodel
 
     recipe = ctx.recipe(NAME)
     calib = ctx.calibration_for(recipe)
@@ -62,7 +62,7 @@ def _int8(ctx, opts: Options) -> Artifact:
     return Artifact.from_files(f"{NAME}/int8", NAME, "onnx", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
                                source_model_sha256=ctx.model_sha, stage_key=res.key,
-                               recipe={"name": opts.recipe, **recipe.cache_params()})
+                               recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
 
 
 def make_runner(artifact: Artifact, threads: int):

@@ -86,7 +86,7 @@ def test_fidelity_budgets_are_refused_where_they_cannot_be_met_as_asked():
     assert any("use min_agreement for NNCF" in p for p in problems(Recipe(min_output_snr_db=26), "nncf"))
     assert any("one metric at a time" in p for p in problems(Recipe(min_agreement=0.9, max_accuracy_drop=1), "nncf"))
     assert any("Edge TPU does not run" in p for p in problems(Recipe(min_agreement=0.99), "edgetpu"))
-    assert any("budgets are implemented for TFLite" in p for p in problems(Recipe(min_agreement=0.99), "onnxruntime"))
+    assert problems(Recipe(min_agreement=0.99, min_output_snr_db=26, max_accuracy_drop=1), "onnxruntime") == []
     assert any("8-bit activations only" in p for p in problems(Recipe(min_agreement=0.9, activation_bits=16),
                                                                "tflite"))
 
@@ -177,6 +177,38 @@ def test_tflite_fidelity_budget_keeps_layers_in_float_until_agreement_and_snr_ar
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8_budget.tflite"]  # the comparison model is gone
 
 
+def test_onnxruntime_fidelity_budget_excludes_the_broken_node(hostile, tmp_path):
+    """ONNX Runtime: the ranking (qdq_loss_debug) puts the classifier with its ruined weights first, and
+    leaving it unquantized (nodes_to_exclude) restores fidelity; the artifact is still a QDQ model.
+    (The Softmax ranks first: its input is the ruined logits; alone it is not enough, with the Gemm it is.)"""
+    import onnx
+
+    from edgepipe.formats.runners import ONNXRunner
+    from edgepipe.quantize.quantizers.onnxruntime import ort_to_budget
+    from edgepipe.stages.onnx import convert_onnx
+    from edgepipe.validators.fidelity import fidelity_metrics
+
+    h = hostile
+    (tmp_path / "fp32").mkdir()
+    model = convert_onnx(h["sm"], tmp_path / "fp32")
+    ref = h["model"].predict(h["control"].images, verbose=0)
+    budget = aa.Budget(min_agreement=0.9, min_output_snr_db=15.0)
+    (tmp_path / "q").mkdir()
+    path, res = ort_to_budget(model, tmp_path / "q", h["calib"].images, ControlSet(budget, h["control"].images,
+                              reference_scores=ref), max_float_layers=4, latency_rounds=1)
+    assert not budget.met(res.steps[0]) and res.within_budget
+    # the classifier (its Gemm, and the Softmax fed by its ruined logits) ranks worst and is what is kept in float
+    assert {r["op"] for r in res.ranking[:2]} == {"Gemm", "Softmax"}
+    assert {r["node"] for r in res.ranking[:2]} == set(res.chosen.float_layers)
+    assert res.latency_cost["ratio"] > 0
+    runner = ONNXRunner(path, 2)
+    m = fidelity_metrics(ref, np.stack([runner.predict(x) for x in h["control"].images]))
+    assert m["agreement"] >= 0.9 and m["output_snr_db"] >= 15.0
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # still an INT8 model
+    assert sorted(p.name for p in (tmp_path / "q").iterdir()) == ["model_int8_budget.onnx"]
+
+
 @pytest.mark.slow
 def test_nncf_accuracy_control_meets_the_budget(hostile):
     import openvino as ov
@@ -223,7 +255,7 @@ def test_max_accuracy_drop_recipe_runs_inside_the_pipeline(tiny_assets, tiny_ful
 
 
 def test_min_agreement_recipe_runs_inside_the_pipeline(tiny_assets, tiny_full_run, tmp_path):
-    """A fidelity budget on tflite-arm and openvino-cpu in one run: each artifact record says what was
+    """A fidelity budget on the three quantizers in one run: each artifact record says what was
     measured on the control images and what the kept layers cost in p50; the terminal notes say it."""
     seed_stages(tiny_full_run, tmp_path / "out")
     from edgepipe.config.schema import parse_config
@@ -231,12 +263,13 @@ def test_min_agreement_recipe_runs_inside_the_pipeline(tiny_assets, tiny_full_ru
     from edgepipe.reports.terminal import recipe_notes
     from tests.fixtures.configs import tiny_config
 
-    targets = [{"name": t, "options": {"precisions": ["int8"], "recipe": "f"}} for t in ("tflite-arm", "openvino-cpu")]
+    targets = [{"name": t, "options": {"precisions": ["int8"], "recipe": "f"}}
+               for t in ("tflite-arm", "openvino-cpu", "onnx-cpu")]
     raw = tiny_config(tiny_assets, tmp_path / "out", targets=targets,
                       quantization={"recipes": {"f": {"min_agreement": 0.5}}})
     report = run_pipeline(parse_config(raw), tiny_assets["model"])
     rows = {r["artifact"]: r for r in report["artifacts"][1:]}
-    for name in ("tflite-arm/int8", "openvino-cpu/int8"):
+    for name in ("tflite-arm/int8", "openvino-cpu/int8", "onnx-cpu/int8"):
         assert rows[name]["status"] == "passed", rows[name]
         budget = rows[name]["recipe"]["accuracy_budget"]
         assert budget["within_budget"] and budget["control_agreement"] >= 0.5 and budget["control_images"] > 0

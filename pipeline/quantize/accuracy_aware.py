@@ -127,6 +127,17 @@ class BudgetResult:
         return out
 
 
+    def record(self) -> dict:
+        """The chosen step's control-set measurements and the latency cost, for a stage's record."""
+        c = self.chosen
+        names = {"drop_points": "control_drop_points", "top1": "control_top1", "agreement": "control_agreement",
+                 "output_snr_db": "control_output_snr_db"}
+        out = {names[k]: getattr(c, k) for k in names if getattr(c, k) is not None}
+        if self.latency_cost:
+            out["latency_cost"] = self.latency_cost
+        return out
+
+
 def top1(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((np.asarray(scores).argmax(axis=1) == labels).mean())
 

@@ -217,17 +217,6 @@ def budget_stage(ctx, sm, recipe, calib):
                                      per_tensor=recipe.weights == "per_tensor")
         (out / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
         return {"file": path.name, "within_budget": res.within_budget, **control.record(),
-                "float_layers": list(res.chosen.float_layers), **chosen_record(res)}
+                "float_layers": list(res.chosen.float_layers), **res.record()}
 
     return ctx.stage("tflite-int8-budget", params, fn)
-
-
-def chosen_record(res: BudgetResult) -> dict:
-    """The chosen step's control-set measurements and the latency cost, for the stage record."""
-    c = res.chosen
-    names = {"drop_points": "control_drop_points", "top1": "control_top1", "agreement": "control_agreement",
-             "output_snr_db": "control_output_snr_db"}
-    out = {names[k]: getattr(c, k) for k in names if getattr(c, k) is not None}
-    if res.latency_cost:
-        out["latency_cost"] = res.latency_cost
-    return out

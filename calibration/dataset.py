@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 
-from edgepipe.calibration import checks
+from edgepipe.calibration import batch_index, checks
 from edgepipe.calibration.preprocess import PreprocessSpec
 from edgepipe.calibration.sources import open_source
 from edgepipe.calibration.splits import stratified_split
@@ -14,20 +16,49 @@ from edgepipe.core.errors import InputError, expected_received
 from edgepipe.core.hashing import sha256_arrays
 
 
-@dataclass(frozen=True)
 class Batch:
-    images: np.ndarray  # NHWC float32, preprocessed
-    labels: np.ndarray  # int64, -1 = unlabeled
-    sha256: str
-    source: str
-    split: str
-    paths: tuple[str, ...] = ()  # the image files, for end-to-end (decode + preprocess) timing
+    """Preprocessed images (NHWC float32), their labels (int64, -1 = unlabeled), the content hash of both,
+    where they came from, and the image files (for end-to-end decode + preprocess timing).
+
+    `images=None` with a `loader`: the images are decoded on first use (`batch_index`: a batch whose hash
+    is remembered), then hashed again; a different hash is an InputError."""
+
+    __slots__ = ("_images", "labels", "sha256", "source", "split", "paths", "_loader", "_what")
+
+    def __init__(self, images: np.ndarray | None, labels: np.ndarray, sha256: str, source: str, split: str,
+                 paths: tuple[str, ...] = (), loader: Callable[[], np.ndarray] | None = None, what: str = "images"):
+        if images is None and loader is None:
+            raise ValueError("Batch: expected images or a loader. Received: neither")
+        self._images, self.labels, self.sha256 = images, labels, sha256
+        self.source, self.split, self.paths = source, split, paths
+        self._loader, self._what = loader, what
+
+    @property
+    def images(self) -> np.ndarray:
+        if self._images is None:
+            images = self._loader()
+            got = sha256_arrays(images, self.labels)
+            if got != self.sha256:
+                raise InputError(expected_received(
+                    self._what, f"the image files whose content hash was remembered for their sizes and "
+                    f"modification times ({self.sha256[:12]})",
+                    f"content hash {got[:12]}: a file was rewritten keeping its size and modification time; "
+                    "rerun to hash the files again"))
+            self._images = images
+        return self._images
+
+    @property
+    def loaded(self) -> bool:
+        return self._images is not None
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.labels)
 
 
-def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: str, progress=None) -> Batch:
+def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: str, progress=None,
+                index: Path | None = None) -> Batch:
+    """The configured subset as a Batch. `index` (a stage-cache root): when these exact files were hashed
+    before (batch_index), the batch comes back with the remembered hash and decodes its images only on use."""
     records = open_source(subset.source, labels)
     all_labels = np.array([r.label for r in records], dtype=np.int64)
     if subset.split == "all":
@@ -41,20 +72,35 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
         raise InputError(
             f"{what}: expected images in split {subset.split!r} of {subset.source!r}. Received: 0 images"
         )
-    images = _allocate(len(idx), spec.shape, what)
-    for j, i in enumerate(idx):
+    paths = tuple(str(records[i].path) for i in idx)
+    batch_labels = all_labels[idx]
+    key = None
+    if index is not None:
+        key = batch_index.fingerprint(list(paths), batch_labels.tolist(), spec.as_dict(),
+                                      {"source": subset.source, "split": subset.split})
+        sha = batch_index.lookup(index, key, len(paths)) if key else None
+        if sha is not None:
+            return Batch(None, batch_labels, sha, subset.source, subset.split, paths,
+                         loader=partial(read_images, paths, spec, what), what=what)
+    images = read_images(paths, spec, what, progress)
+    batch = Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split, paths)
+    if key:
+        batch_index.remember(index, key, len(paths), batch.sha256)
+    return batch
+
+
+def read_images(paths: tuple[str, ...], spec: PreprocessSpec, what: str, progress=None) -> np.ndarray:
+    """Decode and preprocess every file, then the data checks (checks.validate)."""
+    images = _allocate(len(paths), spec.shape, what)
+    for j, path in enumerate(paths):
         try:
-            images[j] = spec.load(records[i].path)
+            images[j] = spec.load(path)
         except (OSError, ValueError) as err:
-            raise InputError(
-                f"{what}: expected a readable image file. Received: {str(records[i].path)!r} ({err})"
-            ) from err
+            raise InputError(f"{what}: expected a readable image file. Received: {path!r} ({err})") from err
         if progress:
             progress(1)
-    batch_labels = all_labels[idx]
     checks.validate(images, spec.shape, spec.mode, what)
-    return Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split,
-                 tuple(str(records[i].path) for i in idx))
+    return images
 
 
 def _allocate(n: int, shape: tuple[int, int, int], what: str) -> np.ndarray:

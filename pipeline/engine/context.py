@@ -1,7 +1,8 @@
 """Per-run context: the config, the stage cache, and lazily materialised inputs.
 
 Nothing heavy is loaded until a stage that is not cached needs it: a rerun with every
-stage cached never imports TensorFlow and never loads the Keras model.
+stage cached never imports TensorFlow, never loads the Keras model and, when the image files are
+unchanged (calibration/batch_index.py), never decodes an image.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class RunContext:
         with self.cache.span("calibration images"), \
                 bar("loading calibration images", None, self.console) as advance:
             b = load_subset(self.cfg.data.calibration, self.cfg.data.splits, self.labels, self.spec,
-                            "calibration data", advance)
+                            "calibration data", advance, index=self.cache.root)
         checks.check_count(len(b), self.cfg.data.min_calibration, "calibration data")
         checks.check_classes(b.labels, len(self.labels), "calibration data")
         return b
@@ -66,7 +67,7 @@ class RunContext:
         with self.cache.span("validation images"), \
                 bar("loading validation images", None, self.console) as advance:
             b = load_subset(self.cfg.data.validation, self.cfg.data.splits, self.labels, self.spec,
-                            "validation data", advance)
+                            "validation data", advance, index=self.cache.root)
         if not (b.labels >= 0).any():
             raise InputError("validation data: expected labeled images. Received: none labeled")
         return b
@@ -79,7 +80,8 @@ class RunContext:
             return None
         with self.cache.span("accuracy-control images"), \
                 bar("loading accuracy-control images", None, self.console) as advance:
-            b = load_subset(subset, self.cfg.data.splits, self.labels, self.spec, "accuracy-control data", advance)
+            b = load_subset(subset, self.cfg.data.splits, self.labels, self.spec, "accuracy-control data", advance,
+                            index=self.cache.root)
         if not (b.labels >= 0).any():
             raise InputError("accuracy-control data: expected labeled images. Received: none labeled")
         return b

@@ -1,0 +1,101 @@
+"""The batch index (calibration/batch_index.py): a rerun whose stages are cached decodes no image, and a
+changed file is never a wrong cache hit."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from edgepipe.calibration.dataset import load_subset
+from edgepipe.calibration.preprocess import PreprocessSpec
+from edgepipe.config.schema import SplitSpec, Subset
+from edgepipe.core.errors import InputError
+from tests.fixtures import tiny_xception
+from tests.fixtures.configs import INPUT
+from tests.fixtures.tiny_runs import copy_run
+
+SPEC = PreprocessSpec(INPUT, INPUT)
+SPLITS = SplitSpec(seed=0, calibration=30, test_fraction=0.3)
+
+
+def _load(data, root, split="calibration"):
+    return load_subset(Subset(source=str(data), split=split), SPLITS, tiny_xception.CLASSES, SPEC, "calibration data",
+                       index=root)
+
+
+@pytest.fixture()
+def data(tiny_assets, tmp_path):
+    """A private copy of the tiny data set (the tests touch and rewrite its files)."""
+    return shutil.copytree(tiny_assets["data"], tmp_path / "data")
+
+
+def _counting(monkeypatch):
+    calls = []
+    real = PreprocessSpec.load
+
+    def load(self, path):
+        calls.append(path)
+        return real(self, path)
+
+    monkeypatch.setattr(PreprocessSpec, "load", load)
+    return calls
+
+
+def test_a_batch_hashed_before_is_not_decoded_until_its_images_are_used(data, tmp_path, monkeypatch):
+    first = _load(data, tmp_path / "stages")
+    assert first.loaded and list((tmp_path / "stages" / "batch-index").glob("*.json"))
+    calls = _counting(monkeypatch)
+    again = _load(data, tmp_path / "stages")
+    assert calls == [] and not again.loaded  # the hash and labels came from the index
+    assert again.sha256 == first.sha256 and np.array_equal(again.labels, first.labels) and len(again) == len(first)
+    assert np.array_equal(again.images, first.images) and len(calls) == len(first)  # decoded on use, hash checked
+    other = _load(data, tmp_path / "stages", split="test")  # another subset is its own entry
+    assert other.loaded and other.sha256 != first.sha256
+    plain = _load(data, None)  # no index: always decoded, same hash
+    assert plain.loaded and plain.sha256 == first.sha256
+
+
+def test_a_touched_file_is_hashed_again(data, tmp_path, monkeypatch):
+    first = _load(data, tmp_path / "stages")
+    st = os.stat(first.paths[0])
+    os.utime(first.paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    calls = _counting(monkeypatch)
+    again = _load(data, tmp_path / "stages")
+    assert again.loaded and len(calls) == len(first) and again.sha256 == first.sha256  # same pixels, rehashed
+
+
+def test_a_file_rewritten_with_the_same_size_and_time_is_an_error_not_a_wrong_hit(data, tmp_path):
+    first = _load(data, tmp_path / "stages")
+    by_size = sorted(first.paths, key=os.path.getsize)
+    victim, donor = by_size[-1], by_size[0]
+    old, new = open(victim, "rb").read(), open(donor, "rb").read()
+    st = os.stat(victim)
+    with open(victim, "wb") as f:  # another image, padded after its PNG end to the old size
+        f.write(new + b"\0" * (len(old) - len(new)))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.path.getsize(victim) == len(old) and np.array_equal(SPEC.load(victim), SPEC.load(donor))
+    again = _load(data, tmp_path / "stages")
+    assert not again.loaded and again.sha256 == first.sha256  # the index cannot see the change ...
+    with pytest.raises(InputError, match="rewritten keeping its size and modification time"):
+        again.images  # noqa: B018  ... but using the images finds it
+
+
+def test_a_warm_rerun_decodes_no_image(tiny_full_run, tmp_path, monkeypatch):
+    """Every stage cached and the files unchanged: the run needs the batches' hashes only."""
+    from edgepipe.config.schema import parse_config
+    from edgepipe.engine.orchestrate import run_pipeline
+
+    run = copy_run(tiny_full_run, tmp_path)
+    cfg = parse_config(run["cfg"])
+    run_pipeline(cfg, run["cfg"]["model"]["path"])  # the copy's first run writes the index if it had none
+
+    def boom(self, path):
+        raise AssertionError(f"decoded {path}")
+
+    monkeypatch.setattr(PreprocessSpec, "load", boom)
+    report = run_pipeline(cfg, run["cfg"]["model"]["path"])
+    assert all(s["cached"] for s in report["stages"]), [s["name"] for s in report["stages"] if not s["cached"]]
+    assert [a["status"] for a in report["artifacts"]] == [a["status"] for a in run["report"]["artifacts"]]

@@ -138,7 +138,9 @@ class Builder:
                 return {"file": _nncf(ir, out, calib, r, native).name}
         elif tool == "ort":
             src = self.onnx(chain)
-            key = {"onnx": sha256_file(src), "recipe": r.cache_params(), "calibration": self.calib.sha256,
+            # "onnx_fp32", not "onnx": tool_versions' "onnx" key would replace it (every ORT row with the
+            # same recipe then shared one artifact, whatever its source chain)
+            key = {"onnx_fp32": sha256_file(src), "recipe": r.cache_params(), "calibration": self.calib.sha256,
                    **tool_versions("onnx", "onnxruntime")}
 
             def fn(out):

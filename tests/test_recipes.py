@@ -188,3 +188,39 @@ def test_a_statistic_a_quantizer_accepts_is_one_its_calls_use(stat):
     else:
         assert stat not in CALIBRATION_METHODS
     assert (not problems(recipe, "tflite")) == (stat == "minmax") == (not problems(recipe, "edgetpu"))
+
+
+@pytest.mark.parametrize("quantizer", ["onnxruntime", "nncf", "tflite"])
+@pytest.mark.parametrize("recipe", ["default", "budget"])
+def test_an_int8_stage_key_names_its_source_model(quantizer, recipe):
+    """The stage key of every INT8 stage holds the key of the float model it quantizes: a regression test for
+    the ONNX Runtime key, whose source entry was named "onnx" and so replaced by tool_versions' "onnx" (onnx's
+    version): every model with the same data and recipe then shared one cached INT8 artifact."""
+    from types import SimpleNamespace
+
+    from edgepipe.quantize.quantizers import nncf, onnxruntime, tflite
+    from edgepipe.quantize.recipes import BUILTIN, Recipe
+
+    seen = []
+    calib = SimpleNamespace(sha256="calib-sha", images=None)
+    source = SimpleNamespace(key="SOURCE-KEY", path=None, meta={"file": "x"})
+
+    class Ctx:
+        accuracy_control = None
+
+        def stage(self, name, params, fn):
+            seen.append(params)
+            return SimpleNamespace(name=name, key="k", meta={}, path=None)
+
+        def calibration_for(self, _recipe):
+            return calib
+
+        def savedmodel(self):
+            return source
+
+    r = BUILTIN["default"] if recipe == "default" else Recipe(min_agreement=0.9)
+    ctx = Ctx()
+    {"onnxruntime": lambda: onnxruntime.int8_stage(ctx, source, r, calib),
+     "nncf": lambda: nncf.int8_stage(ctx, source, r, calib),
+     "tflite": lambda: tflite.int8_stage(ctx, recipe=r)}[quantizer]()
+    assert seen and "SOURCE-KEY" in seen[-1].values(), seen

@@ -180,7 +180,8 @@ def int8_stage(ctx, fp32, recipe, calib):
     versions = tool_versions("onnx", "onnxruntime")
     if recipe.has_budget:
         return budget_stage(ctx, fp32, recipe, calib, versions), versions
-    params = {"onnx": fp32.key, "calibration": calib.sha256, **recipe.key_params(), **versions}
+    # "onnx_fp32", not "onnx": tool_versions has an "onnx" key, which would replace the source model's key
+    params = {"onnx_fp32": fp32.key, "calibration": calib.sha256, **recipe.key_params(), **versions}
     res = ctx.stage("onnx-qdq-int8", params,
                     lambda out: {"file": quantize_qdq(fp32.path / fp32.meta["file"], out, calib.images, recipe).name})
     return res, versions
@@ -191,8 +192,8 @@ def budget_stage(ctx, fp32, recipe, calib, versions: dict):
     from edgepipe.quantize.accuracy_aware import Budget
     from edgepipe.quantize.recipe_stages import ControlSet, control_key
 
-    params = {"onnx": fp32.key, "calibration": calib.sha256, "recipe": recipe.cache_params(), **control_key(ctx),
-              **versions}
+    params = {"onnx_fp32": fp32.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
+              **control_key(ctx), **versions}
 
     def fn(out: Path) -> dict:
         control = ControlSet.of(ctx, calib, Budget.of(recipe))

@@ -2,7 +2,7 @@
 KL, top-1, p50 and p50 ratio vs the plain INT8 artifact of the same toolchain.
 
     python benchmarks/bench_fidelity.py [--output DIR] [--rows SUBSTR,...] [--split control|test]
-                                        [--latency-rounds R] [--table]
+                                        [--latency-rounds R] [--table] [--redo]
 
 Rows (fidelity_rows.ROWS): per toolchain (tflite = tflite-arm / coral's converter, nncf = openvino-cpu,
 ort = onnx-cpu) the plain INT8 artifact edgepipe builds with its `default` recipe, the toolchain's
@@ -19,7 +19,8 @@ shows the median of the rounds' p50s and the ratio to the plain INT8 artifact of
 measured in the same rounds, with the conditions (CPU, ISA flags, threads, load average, steal).
 
 Every build and every score array is a stage in DIR/stages (pipeline/core/cache.py): reruns are cheap.
-Results accumulate in DIR/bench_fidelity.json.
+Results accumulate in DIR/bench_fidelity.json (merged under a lock: several runs may share DIR); a row
+already there is not measured again unless `--redo`.
 """
 
 from __future__ import annotations
@@ -79,9 +80,21 @@ class Bench:
         self.build = Builder(self.ctx, self.ctx.calibration, self.control)
         self.path = output / "bench_fidelity.json"
         self.results = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.touched: set[str] = set()  # rows (and the latency entry) this process measured
 
     def save(self) -> None:
-        self.path.write_text(json.dumps(self.results, indent=1, default=float))
+        """Merge what this process measured into the file under a lock: several bench processes may share
+        one output directory, and none drops the rows another wrote since it started."""
+        from filelock import FileLock
+
+        from edgepipe.core.tempdirs import atomic_write_text
+
+        with FileLock(str(self.path) + ".lock"):
+            disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+            for name in self.touched:
+                disk.setdefault(name, {}).update(self.results[name])
+            self.results = {**disk, **{n: self.results[n] for n in self.touched}}
+            atomic_write_text(self.path, json.dumps(self.results, indent=1, default=float))
 
     # ---- scores ----------------------------------------------------------------------
     def scores(self, split: str, key: dict, make_runner, label: str) -> np.ndarray:
@@ -144,12 +157,12 @@ class Bench:
                 "size_mb": sum(f.stat().st_size for f in [path, path.with_suffix(".bin")] if f.exists()) / 1e6,
                 **fid}
 
-    def run(self, names: list[str], split: str) -> None:
+    def run(self, names: list[str], split: str, redo: bool = False) -> None:
         for row in ROWS:
             if names and not any(n in row.name for n in names):
                 continue
             store = self.results.setdefault(row.name, {})
-            if split in store and "error" not in store[split]:
+            if split in store and "error" not in store[split] and not redo:
                 continue
             t0 = time.perf_counter()
             print(f"[run ] {row.name} ({split})", flush=True)
@@ -159,6 +172,7 @@ class Bench:
                 r = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc(limit=8)}
             r["seconds"] = round(time.perf_counter() - t0, 1)
             store[split] = r
+            self.touched.add(row.name)
             self.save()
             print(f"[done] {row.name}: {_brief(r)}", flush=True)
 
@@ -197,6 +211,7 @@ class Bench:
             "loadavg_before": before["loadavg"], "loadavg_after": after["loadavg"],
             "steal_share": (after["stat"]["steal"] - before["stat"]["steal"]) / max(d_total, 1),
             "seconds": round(time.perf_counter() - t0, 1), "date": before["time"], "host": host_facts()}
+        self.touched.add(LAT)
         self.save()
 
 
@@ -245,13 +260,14 @@ def main() -> None:
     ap.add_argument("--split", choices=["control", "test"], default="control")
     ap.add_argument("--table", action="store_true", help="only print the table from DIR/bench_fidelity.json")
     ap.add_argument("--latency-rounds", type=int, default=0, metavar="R")
+    ap.add_argument("--redo", action="store_true", help="measure the selected rows again even when DIR has them")
     args = ap.parse_args()
     names = [n for n in args.rows.split(",") if n]
     if args.table:
         print(table(json.loads((args.output / "bench_fidelity.json").read_text()), args.split))
         return
     bench = Bench(args.output)
-    bench.run(names, args.split)
+    bench.run(names, args.split, args.redo)
     if args.latency_rounds:
         bench.side_by_side(names, args.latency_rounds)
     print()

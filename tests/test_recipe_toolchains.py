@@ -130,3 +130,19 @@ def test_onnxruntime_seven_bit_weights_stay_within_the_7_bit_range(env, tmp_path
         assert _agreement(ONNXRunner(path, 2, "auto"), env) >= 0.8, name
     assert -64 <= spans["no-saturation"][0] and spans["no-saturation"][1] <= 64  # symmetric 7-bit
     assert spans["default"][1] > 64 or spans["default"][0] < -64
+
+
+def test_onnxruntime_u8u8_quantizes_weights_and_activations_to_uint8(env, tmp_path):
+    """integer_types u8u8 on the real quantize_static: every quantized 4-D weight and every activation zero
+    point is uint8 (none int8), and the model still agrees with FP32."""
+    import onnx
+
+    from edgepipe.formats.runners import ONNXRunner
+    from edgepipe.quantize.quantizers.onnxruntime import quantize_qdq
+    from edgepipe.stages.onnx import convert_onnx
+
+    path = quantize_qdq(convert_onnx(env["sm"], tmp_path), env["tmp"].mktemp("u8u8"), env["calib"], BUILTIN["u8u8"])
+    graph = onnx.load(str(path)).graph
+    types = {t.data_type for t in graph.initializer if len(t.dims) == 4 or t.name.endswith("zero_point")}
+    assert onnx.TensorProto.UINT8 in types and onnx.TensorProto.INT8 not in types, types
+    assert _agreement(ONNXRunner(path, 2, "auto"), env) >= 0.8

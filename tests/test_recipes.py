@@ -224,3 +224,13 @@ def test_an_int8_stage_key_names_its_source_model(quantizer, recipe):
      "nncf": lambda: nncf.int8_stage(ctx, source, r, calib),
      "tflite": lambda: tflite.int8_stage(ctx, recipe=r)}[quantizer]()
     assert seen and "SOURCE-KEY" in seen[-1].values(), seen
+
+
+def test_u8u8_is_an_onnxruntime_setting_refused_elsewhere_with_the_reason():
+    from edgepipe.quantize.recipes import BUILTIN, problems
+
+    assert problems(BUILTIN["u8u8"], "onnxruntime") == []
+    for quantizer, why in (("tflite", "int8 weights"), ("edgetpu", "int8 weights"), ("nncf", "7-bit weight range")):
+        found = problems(BUILTIN["u8u8"], quantizer)
+        assert any("integer_types u8u8 is not available" in p and why in p for p in found), (quantizer, found)
+    assert "integer_types" not in BUILTIN["no-saturation"].cache_params()  # older recipes keep their keys

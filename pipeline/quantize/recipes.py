@@ -41,6 +41,9 @@ class Recipe(BaseModel):
         8, description="7 = int8 weights on a 7-bit range (NNCF overflow_fix=enable, ONNX Runtime reduce_range): "
         "no int16 saturation in the u8 x s8 dot products of x86 CPUs without VNNI (AVX2, AVX-512F); "
         "costs one bit of weight resolution")
+    integer_types: Literal["s8s8", "u8u8"] = Field(
+        "s8s8", description="u8u8 = uint8 activations and uint8 weights (ONNX Runtime's U8U8 kernels): no int16 "
+        "saturation on x86 CPUs without VNNI, at full 8-bit weight resolution")
     calibration: Literal["minmax", "mean_minmax", "percentile", "mse", "kl"] | None = Field(
         None, description="activation range statistic; None = the toolchain's default")
     percentile: Annotated[float, Field(gt=90.0, lt=100.0)] = Field(
@@ -92,6 +95,8 @@ class Recipe(BaseModel):
             parts.append("int16 activations (16x8)")
         if self.weight_bits == 7:
             parts.append("7-bit weight range")
+        if self.integer_types == "u8u8":
+            parts.append("uint8 activations and weights")
         if self.activations:
             parts.append(f"{self.activations} activations")
         if self.calibration:
@@ -112,7 +117,7 @@ class Recipe(BaseModel):
 
 # Fields added after artifacts were cached, with their defaults: left out of the cache key at the
 # default, so those artifacts stay valid.
-_ADDED_LATER = {"weight_bits": 8, "min_agreement": None, "min_output_snr_db": None}
+_ADDED_LATER = {"weight_bits": 8, "integer_types": "s8s8", "min_agreement": None, "min_output_snr_db": None}
 
 BUILTIN: dict[str, Recipe] = {
     "default": Recipe(description="each toolchain's own default PTQ (what edgepipe did before recipes)"),
@@ -127,6 +132,8 @@ BUILTIN: dict[str, Recipe] = {
     "no-saturation": Recipe(description="weights on a 7-bit range: no int16 saturation in x86 int8 kernels "
                                         "without VNNI (NNCF overflow fix everywhere, ONNX Runtime reduce_range)",
                             weight_bits=7),
+    "u8u8": Recipe(description="uint8 activations and weights (ONNX Runtime U8U8): no int16 saturation on x86 CPUs "
+                               "without VNNI, full 8-bit weights", integer_types="u8u8"),
     "eq-sep-7bit": Recipe(description="eq-sep with weights on a 7-bit range (no int16 saturation on x86 CPUs "
                                       "without VNNI)", equalize_separable=True, weight_bits=7),
     "minmax": Recipe(description="global min/max activation ranges", calibration="minmax"),

@@ -39,3 +39,10 @@ def no_7bit_weights(recipe, quantizer: str, why: str) -> list[str]:
     if recipe.weight_bits == 7:
         return [f"weight_bits 7 is not available on the {quantizer} path: {why}"]
     return []
+
+
+def signed_only(recipe, quantizer: str, why: str) -> list[str]:
+    """uint8 weights, on a quantizer whose weights are int8 only."""
+    if recipe.integer_types == "u8u8":
+        return [f"integer_types u8u8 is not available on the {quantizer} path: {why}"]
+    return []

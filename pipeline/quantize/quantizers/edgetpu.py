@@ -13,7 +13,13 @@ stage and scored on the accuracy-control set, until one is within budget.
 from __future__ import annotations
 
 from edgepipe.quantize.quantizers import tflite
-from edgepipe.quantize.quantizers.base import no_7bit_weights, no_16x8, no_nncf_options, unsupported_statistic
+from edgepipe.quantize.quantizers.base import (
+    no_7bit_weights,
+    no_16x8,
+    no_nncf_options,
+    signed_only,
+    unsupported_statistic,
+)
 
 
 def problems(recipe) -> list[str]:
@@ -23,6 +29,7 @@ def problems(recipe) -> list[str]:
             + tflite.scheme_problems(recipe)
             + no_nncf_options(recipe, "edgetpu", tflite.NO_SMOOTH_QUANT)
             + no_7bit_weights(recipe, "edgetpu", tflite.NO_7BIT)
+            + signed_only(recipe, "edgetpu", tflite.NO_U8)
             + ([] if recipe.min_agreement is None and recipe.min_output_snr_db is None else
                ["min_agreement / min_output_snr_db: a fidelity budget keeps layers in higher precision, which the "
                 "Edge TPU does not run (a float op splits the graph onto the CPU); the Edge TPU takes "

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.quantize.accuracy_aware import BudgetResult, greedy_budget, latency_cost
-from edgepipe.quantize.quantizers.base import no_7bit_weights, no_nncf_options, unsupported_statistic
+from edgepipe.quantize.quantizers.base import no_7bit_weights, no_nncf_options, signed_only, unsupported_statistic
 
 # ---- what it can do ------------------------------------------------------------------------
 
@@ -34,6 +34,7 @@ STATISTICS = frozenset({"minmax"})
 STATISTICS_WHY = ("TFLiteConverter's calibrator records only min/max per tensor "
                   "(no percentile, MSE or KL statistic in its API)")
 NO_SMOOTH_QUANT = " (TFLiteConverter has no SmoothQuant)"
+NO_U8 = "TFLite full-integer quantization has int8 weights (uint8 I/O is only a conversion at the model's edges)"
 NO_7BIT = ("TFLiteConverter always uses the full symmetric int8 weight range, and TFLite's int8 kernels "
            "(XNNPACK, the Edge TPU) accumulate without int16 saturation, so there is nothing to avoid")
 
@@ -56,7 +57,8 @@ def problems(recipe) -> list[str]:
     if recipe.has_budget and recipe.activation_bits == 16:
         out.append("a budget (max_accuracy_drop / min_agreement / min_output_snr_db) with activation_bits 16: "
                    "the float-fallback search runs on 8-bit activations only")
-    return out + no_nncf_options(recipe, "tflite", NO_SMOOTH_QUANT) + no_7bit_weights(recipe, "tflite", NO_7BIT)
+    return (out + no_nncf_options(recipe, "tflite", NO_SMOOTH_QUANT) + no_7bit_weights(recipe, "tflite", NO_7BIT)
+            + signed_only(recipe, "tflite", NO_U8))
 
 
 # ---- how a recipe becomes converter calls ----------------------------------------------------

@@ -44,7 +44,13 @@ def transforms() -> dict:
 
         return learned_rounding.learn_rounding(model, images[: params.get("images", 32)])
 
-    return {"eq-sep": eq_sep, "reseq": reseq, "biascorr": biascorr, "gptq": gptq}
+    def qat(model, images, params, _control):  # trains on the calibration images only
+        from edgepipe.quantize import qat as qat_mod
+
+        n = params.get("images", len(images))
+        return qat_mod.fine_tune(model, images[:n], {k: v for k, v in params.items() if k != "images"})
+
+    return {"eq-sep": eq_sep, "reseq": reseq, "biascorr": biascorr, "gptq": gptq, "qat": qat}
 
 
 class Builder:

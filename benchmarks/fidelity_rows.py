@@ -36,6 +36,8 @@ EQ_SEP = ("eq-sep", {"alpha": 0.5})
 RESEQ = ("reseq", {"images": 64})
 BIASCORR = ("biascorr", {"images": 64})
 GPTQ = ("gptq", {"images": 32})
+# QAT on the 300 calibration images, bounded at 20 min of fine-tuning on 2 cores (~12 s per batch-8 step)
+QAT = ("qat", {"images": 300, "steps": 100, "batch": 8, "lr": 1e-6, "max_seconds": 1200})
 
 PLAIN = {t: f"{a}/int8 plain" for t, a in TOOLS.items()}
 
@@ -62,4 +64,8 @@ ROWS: list[Row] = [
     _m("ort", "entropy ranges", calibration="kl"),
     *[_m(t, "gptq", (GPTQ,)) for t in ("tflite", "ort")],
     _m("nncf", "gptq", (GPTQ,)),
+    _m("tflite", "qat", (QAT,)),
+    _m("nncf", "qat + overflow-fix", (QAT,), native=OVERFLOW),  # the same fine-tuned source, cached
+    _m("ort", "qat + reduce-range", (QAT,), native=REDUCE),
+    _m("tflite", "eq-sep + qat", (EQ_SEP, QAT)),  # a second fine-tuning run (~25 min)
 ]

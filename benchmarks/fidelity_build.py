@@ -144,7 +144,7 @@ class Builder:
                 return {"file": _nncf(ir, out, calib, r, native).name}
         elif tool == "ort":
             src = self.onnx(chain)
-            key = {"onnx": sha256_file(src), "recipe": r.cache_params(), "calibration": self.calib.sha256,
+            key = {"onnx_model": sha256_file(src), "recipe": r.cache_params(), "calibration": self.calib.sha256,
                    **tool_versions("onnx", "onnxruntime")}
 
             def fn(out):

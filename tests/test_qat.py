@@ -2,12 +2,12 @@
 the architecture, still converts to a full-integer TFLite model, and that model is closer to the ORIGINAL
 FP32 model on held-out images than the plain INT8 conversion.
 
-The trained tiny model itself is no test of fidelity: its softmax is saturated and its plain INT8 artifact
-is already at ~50 dB output SNR, rounding noise on a few images that neither QAT nor anything else can
-learn from 30 calibration images (measured: +3 dB on those 30, -0.3 dB on the held-out ones). So the test
-model is the tiny Xception with its residual streams unbalanced on purpose (channel c scaled by
-e^N(0, 1.5), the float function unchanged, as in test_fidelity_methods.py): its small channels fall below
-the per-tensor int8 step and the plain INT8 artifact is at ~13 dB, the regime of the real Xception
+The trained tiny model itself is no test of fidelity: its softmax is saturated and its plain INT8 artifact is
+already at ~50 dB output SNR, rounding noise on a few images that neither QAT nor anything else can learn from
+30 calibration images (measured, lr 1e-6 and 1e-5: +2 to +3 dB on those 30, -0.3 to -0.6 dB on the held-out
+ones). So the test model is the tiny Xception with its residual streams unbalanced on purpose (channel c
+scaled by e^N(0, 1.5), the float function unchanged, as in test_fidelity_methods.py): its small channels fall
+below the per-tensor int8 step and the plain INT8 artifact is at ~13 dB, the regime of the real Xception
 (18-20 dB, two thirds of it from the 8-bit activations)."""
 
 from __future__ import annotations

@@ -159,7 +159,7 @@ class Bench:
 
     def run(self, names: list[str], split: str, redo: bool = False) -> None:
         for row in ROWS:
-            if names and not any(n in row.name for n in names):
+            if names and not selected(row.name, names):
                 continue
             store = self.results.setdefault(row.name, {})
             if split in store and "error" not in store[split] and not redo:
@@ -183,7 +183,7 @@ class Bench:
 
         factories = {}
         for row in ROWS:
-            if (not names or any(n in row.name for n in names) or row.name in PLAIN.values()) and \
+            if (not names or selected(row.name, names) or row.name in PLAIN.values()) and \
                     row.kind not in ("bf16",):
                 done = self.results.get(row.name, {})
                 if any("path" in v for v in done.values()):
@@ -253,10 +253,17 @@ def table(results: dict, split: str) -> str:
     return "\n".join(lines)
 
 
+def selected(name: str, names: list[str]) -> bool:
+    """`--rows`: substrings of row names; one ending in `$` is a whole name (`tflite-arm/int8 eq-sep$` is not
+    `tflite-arm/int8 eq-sep + qat`)."""
+    return any(name == n[:-1] if n.endswith("$") else n in name for n in names)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=Path("edgepipe-bench-fidelity"))
-    ap.add_argument("--rows", default="", help="comma-separated substrings of row names (default: all)")
+    ap.add_argument("--rows", default="", help="comma-separated substrings of row names, or whole names ending "
+                    "in $ (default: all)")
     ap.add_argument("--split", choices=["control", "test"], default="control")
     ap.add_argument("--table", action="store_true", help="only print the table from DIR/bench_fidelity.json")
     ap.add_argument("--latency-rounds", type=int, default=0, metavar="R")

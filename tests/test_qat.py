@@ -96,3 +96,33 @@ def test_qat_refuses_bad_parameters(unbalanced):
         qat.fine_tune(unbalanced["model"], unbalanced["calib"], {"steps": 0})
     with pytest.raises(ConfigError, match="'mse' or 'kl'"):
         qat.fine_tune(unbalanced["model"], unbalanced["calib"][:4], {"steps": 1, "loss": "l1"})
+
+
+def test_fine_tune_steps_recipe_quantizes_the_fine_tuned_model(tiny_assets, tiny_full_run, tmp_path):
+    """The recipe field reaches the shared source stage: `savedmodel-finetuned` runs QAT on the calibration
+    images and records it, the INT8 artifact is built from it (not the plain model's), and a recipe without
+    the field keeps its stage keys (the equalized model of `eq-sep` is not rebuilt)."""
+    from edgepipe.config.schema import parse_config
+    from edgepipe.core.hashing import sha256_file
+    from edgepipe.engine.orchestrate import run_pipeline
+    from tests.fixtures.configs import tiny_config
+    from tests.fixtures.tiny_runs import seed_stages
+
+    seed_stages(tiny_full_run, tmp_path / "out")
+    raw = tiny_config(tiny_assets, tmp_path / "out",
+                      targets=[{"name": "tflite-arm", "options": {"precisions": ["int8"], "recipe": "q"}}],
+                      quantization={"recipes": {"q": {"fine_tune_steps": 2}}})
+    report = run_pipeline(parse_config(raw), tiny_assets["model"])
+    (row,) = report["artifacts"][1:]
+    assert row["status"] == "passed", row
+    assert row["recipe"]["fine_tune_steps"] == 2
+    (stage,) = (tmp_path / "out" / "stages").glob("savedmodel-finetuned-*")
+    info = json.loads((stage / "qat.json").read_text())
+    assert info["steps"] == 2 and info["images"] > 0 and (stage / "transformed.keras").is_file()
+    plain = tiny_full_run["out"] / "artifacts" / "tflite-arm-int8" / "model_int8.tflite"
+    built = tmp_path / "out" / "artifacts" / "tflite-arm-int8" / "model_int8.tflite"
+    assert sha256_file(built) != sha256_file(plain)
+    from edgepipe.quantize.recipes import BUILTIN
+
+    assert "fine_tune_steps" not in BUILTIN["eq-sep"].cache_params()
+    assert BUILTIN["qat"].fine_tune_steps == 100

@@ -3,7 +3,8 @@ accuracy_aware.py); the quantizer-specific stages live in `quantizers/`.
 
 - `source_savedmodel(ctx, recipe)`: the SavedModel a quantizer starts from: the plain one, or
   (`equalize_separable` / `cross_layer_equalization`) one exported from the equalized Keras
-  model, after checking that its float outputs match the original (<= 1e-4).
+  model, after checking that its float outputs match the original (<= 1e-4), and / or
+  (`fine_tune_steps`) after quantization-aware fine-tuning (qat.py; `savedmodel-finetuned`).
 - The accuracy-control set of a `max_accuracy_drop` budget (`control_set`, `control_key`,
   `control_batch`) and the FP32 top-1 on it (`reference_top1`, a cached stage); the FP32 scores a
   fidelity budget (`min_agreement`, `min_output_snr_db`) is measured against (`reference_scores`);
@@ -34,34 +35,59 @@ def wants_equalization(recipe) -> bool:
     return bool(recipe.equalize_separable or recipe.cross_layer_equalization)
 
 
+def wants_new_source(recipe) -> bool:
+    """The recipe quantizes a transformed Keras model (equalized and / or fine-tuned), not the plain one."""
+    return wants_equalization(recipe) or bool(recipe.fine_tune_steps)
+
+
 def source_savedmodel(ctx, recipe, calib):
-    if not wants_equalization(recipe):
+    """The SavedModel a recipe quantizes: the plain one; or one exported from the Keras model after
+    equalization (its float outputs checked unchanged) and / or quantization-aware fine-tuning
+    (`fine_tune_steps`: qat.py on the calibration images; it changes the float function on purpose)."""
+    if not wants_new_source(recipe):
         return ctx.savedmodel()
     if ctx.is_savedmodel:
-        raise ConfigError("recipe: equalize_separable / cross_layer_equalization expected a Keras model "
-                          f"(.keras) to rescale. Received: a SavedModel directory {str(ctx.model_path)!r}")
+        raise ConfigError("recipe: equalize_separable / cross_layer_equalization / fine_tune_steps expected a Keras "
+                          f"model (.keras) to transform. Received: a SavedModel directory {str(ctx.model_path)!r}")
     params = {"model": ctx.model_sha, "calibration": calib.sha256, "shape": list(ctx.spec.shape),
               "separable": recipe.equalize_separable, "cross_layer": recipe.cross_layer_equalization,
               **tool_versions("tensorflow", "keras")}
+    if recipe.fine_tune_steps:  # absent otherwise: equalized models cached before keep their key
+        params["fine_tune_steps"] = recipe.fine_tune_steps
 
     def fn(out: Path) -> dict:
-        from edgepipe.quantize.equalize import equalize, max_output_diff
         from edgepipe.stages.savedmodel import export_savedmodel
 
-        model = ctx.keras_model()
-        new, report = equalize(model, calib.images, separable=recipe.equalize_separable,
-                               cross_layer=recipe.cross_layer_equalization)
-        diff = max_output_diff(model, new, calib.images[:64])
-        if diff > FLOAT_TOLERANCE:
-            raise StageError(f"equalization: expected float outputs unchanged (max |diff| <= "
-                                  f"{FLOAT_TOLERANCE:g}). Received: max |diff| = {diff:.3g}")
-        (out / "equalization.json").write_text(json.dumps({**report.as_dict(), "max_output_diff": diff}, indent=2))
-        new.save(out / "equalized.keras")
-        export_savedmodel(new, out, ctx.spec.shape)
-        return {"max_output_diff": diff, "separable_layers": len(report.separable),
-                "cross_layer_sites": len(report.cross_layer)}
+        model, meta = ctx.keras_model(), {}
+        if wants_equalization(recipe):
+            model, meta = equalized(model, calib, recipe, out)
+        if recipe.fine_tune_steps:
+            from edgepipe.quantize.qat import fine_tune
 
-    return ctx.stage("savedmodel-equalized", params, fn)
+            model, info = fine_tune(model, calib.images, {"steps": recipe.fine_tune_steps})
+            (out / "qat.json").write_text(json.dumps(info, indent=2, default=float))
+            meta.update({f"qat_{k}": v for k, v in info.items() if isinstance(v, int | float)})
+        model.save(out / "equalized.keras" if not recipe.fine_tune_steps else out / "transformed.keras")
+        export_savedmodel(model, out, ctx.spec.shape)
+        return meta
+
+    name = "savedmodel-finetuned" if recipe.fine_tune_steps else "savedmodel-equalized"
+    return ctx.stage(name, params, fn)
+
+
+def equalized(model, calib, recipe, out: Path):
+    """(the equalized Keras model, its stage record), after checking its float outputs match the model's."""
+    from edgepipe.quantize.equalize import equalize, max_output_diff
+
+    new, report = equalize(model, calib.images, separable=recipe.equalize_separable,
+                           cross_layer=recipe.cross_layer_equalization)
+    diff = max_output_diff(model, new, calib.images[:64])
+    if diff > FLOAT_TOLERANCE:
+        raise StageError(f"equalization: expected float outputs unchanged (max |diff| <= "
+                         f"{FLOAT_TOLERANCE:g}). Received: max |diff| = {diff:.3g}")
+    (out / "equalization.json").write_text(json.dumps({**report.as_dict(), "max_output_diff": diff}, indent=2))
+    return new, {"max_output_diff": diff, "separable_layers": len(report.separable),
+                 "cross_layer_sites": len(report.cross_layer)}
 
 
 def diagnosis_savedmodel(ctx, target: str):
@@ -69,7 +95,7 @@ def diagnosis_savedmodel(ctx, target: str):
     when its recipe equalizes (equalization rescales intermediate tensors on purpose, so
     comparing with the plain FP32 model would report the rescaling as quantization error)."""
     recipe = ctx.recipe(target)
-    return source_savedmodel(ctx, recipe, ctx.calibration_for(recipe)) if wants_equalization(recipe) else None
+    return source_savedmodel(ctx, recipe, ctx.calibration_for(recipe)) if wants_new_source(recipe) else None
 
 
 def control_batch(ctx, calib):

@@ -21,6 +21,7 @@ KINDS: tuple[tuple[str, str], ...] = (
     ("latency-reference", "reference"),
     ("savedmodel", "convert"),
     ("savedmodel-equalized", "quantize"),  # a recipe's equalization: statistics over the calibration images
+    ("savedmodel-finetuned", "quantize"),  # a recipe's quantization-aware fine-tuning
     ("tflite-fp32", "convert"),
     ("ov-ir-*", "convert"),
     ("onnx-fp32", "convert"),

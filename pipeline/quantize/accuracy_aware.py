@@ -126,7 +126,6 @@ class BudgetResult:
                 out[f"chosen_{key}"] = getattr(c, key)
         return out
 
-
     def record(self) -> dict:
         """The chosen step's control-set measurements and the latency cost, for a stage's record."""
         c = self.chosen

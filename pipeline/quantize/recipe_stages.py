@@ -193,6 +193,14 @@ class ControlSet:
         return {**out, **resolution(self.labels)} if self.labels is not None else out
 
 
+def budget_meta(out: Path, path: Path, res, control: ControlSet) -> dict:
+    """The stage record of a float-fallback budget stage (TFLite, ONNX Runtime): its artifact's file name,
+    what was chosen and measured on which control set; every step and the ranking go to `budget.json`."""
+    (Path(out) / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
+    return {"file": Path(path).name, "within_budget": res.within_budget, **control.record(),
+            "float_layers": list(res.chosen.float_layers), **res.record()}
+
+
 def budget_record(res) -> dict:
     """What an accuracy-aware stage chose, for the artifact record (empty for other stages)."""
     keys = ("within_budget", "float_layers", "control_drop_points", "control_top1", "fake_quantize_ops",

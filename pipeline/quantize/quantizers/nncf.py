@@ -128,7 +128,7 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
 
 def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control, recipe=None, max_float_layers: int = 12,
                    ranking_subset_size: int = 100, target_device: str = "ANY",
-                   latency_rounds: int = 0) -> tuple[Path, dict]:
+                   latency_rounds: int = 0, threads: int = 2) -> tuple[Path, dict]:
     """`nncf.quantize_with_accuracy_control` with an absolute budget (and the recipe's other NNCF settings,
     as `nncf.quantize` would get them). `control` (a recipe_stages.ControlSet) says what on: top-1 on the
     labeled control images for `max_drop_points`, or, for `min_agreement`, top-1 against the FP32
@@ -190,7 +190,7 @@ def nncf_to_budget(ir: Path, out: Path, calib: np.ndarray, control, recipe=None,
                     within_budget=drop <= budget.max_drop_points + 1e-9)
     if latency_rounds:
         plain = quantize_nncf(ir, Path(out), calib, recipe, target_device=target_device, name="plain.xml")
-        info["latency_cost"] = openvino_latency_cost(plain, dest, control.images, latency_rounds)
+        info["latency_cost"] = openvino_latency_cost(plain, dest, control.images, latency_rounds, threads)
         for f in (plain, plain.with_suffix(".bin")):
             f.unlink()
     return dest, info
@@ -243,7 +243,8 @@ def budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
     def fn(out: Path) -> dict:
         control = ControlSet.of(ctx, calib, Budget.of(recipe))
         path, info = nncf_to_budget(ir.path / ir.meta["file"], out, calib.images, control, recipe,
-                                    target_device=target_device, latency_rounds=3 if target_device == "ANY" else 0)
+                                    target_device=target_device, latency_rounds=3 if target_device == "ANY" else 0,
+                                    threads=ctx.cfg.threads)
         return {"file": path.name, **info, **control.record()}
 
     return ctx.stage("nncf-int8-budget", params, fn)

@@ -18,7 +18,6 @@ then quantize again with the worst nodes in `nodes_to_exclude`, one more per ste
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -192,7 +191,7 @@ def int8_stage(ctx, fp32, recipe, calib):
 def budget_stage(ctx, fp32, recipe, calib, versions: dict):
     """An accuracy or fidelity budget by float nodes: the cached `ort_to_budget` of the ONNX FP32 stage."""
     from edgepipe.quantize.accuracy_aware import Budget
-    from edgepipe.quantize.recipe_stages import ControlSet, control_key
+    from edgepipe.quantize.recipe_stages import ControlSet, budget_meta, control_key
 
     params = {"onnx_fp32": fp32.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
               **control_key(ctx), **versions}
@@ -201,8 +200,6 @@ def budget_stage(ctx, fp32, recipe, calib, versions: dict):
         control = ControlSet.of(ctx, calib, Budget.of(recipe))
         path, res = ort_to_budget(fp32.path / fp32.meta["file"], out, calib.images, control, recipe,
                                   threads=ctx.cfg.threads)
-        (out / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
-        return {"file": path.name, "within_budget": res.within_budget, **control.record(),
-                "float_layers": list(res.chosen.float_layers), **res.record()}
+        return budget_meta(out, path, res, control)
 
     return ctx.stage("onnx-qdq-int8-budget", params, fn)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,7 +207,7 @@ def budget_stage(ctx, sm, recipe, calib):
     stage `sm`."""
     from edgepipe.core.versions import tool_versions
     from edgepipe.quantize.accuracy_aware import Budget
-    from edgepipe.quantize.recipe_stages import ControlSet, control_key
+    from edgepipe.quantize.recipe_stages import ControlSet, budget_meta, control_key
 
     params = {"savedmodel": sm.key, "calibration": calib.sha256, "recipe": recipe.cache_params(),
               **control_key(ctx), **tool_versions("tensorflow")}
@@ -217,8 +216,6 @@ def budget_stage(ctx, sm, recipe, calib):
         control = ControlSet.of(ctx, calib, Budget.of(recipe))
         path, res = tflite_to_budget(sm.path / "saved_model", out, calib.images, control, threads=ctx.cfg.threads,
                                      per_tensor=recipe.weights == "per_tensor")
-        (out / "budget.json").write_text(json.dumps(res.as_dict(), indent=2))
-        return {"file": path.name, "within_budget": res.within_budget, **control.record(),
-                "float_layers": list(res.chosen.float_layers), **res.record()}
+        return budget_meta(out, path, res, control)
 
     return ctx.stage("tflite-int8-budget", params, fn)

@@ -140,8 +140,9 @@ def status(url: str, opts: SSHOptions, python: str | None = None) -> dict:
     from edgepipe.boards.preflight import board_facts
 
     device = Device.parse(url, python)
-    remote = Remote(device, opts)
-    state = read_board(remote)
+    with Remote(device, opts) as remote:
+        state = read_board(remote)
+        facts = board_facts(remote)
     cur = _current(state)
     pub = state["trusted_pub"]
     if pub is not None:
@@ -150,7 +151,7 @@ def status(url: str, opts: SSHOptions, python: str | None = None) -> dict:
         pub = fingerprint(pub.encode())
     report = {"device": device.label, "status": "ok", "current": _summary(cur), "current_link": state["link"],
               "previous": _summary(_previous(state)), "bundles": len(state["bundles"]),
-              "trusted_key": pub, "lock": state["lock"], "board": board_facts(remote)}
+              "trusted_key": pub, "lock": state["lock"], "board": facts}
     if state["link"] and cur is None:  # a link ship did not write, or to a bundle that is gone
         report["current_missing"] = f"current -> {state['link']} is not a bundle in {device.path}/bundles"
     return report
@@ -158,7 +159,8 @@ def status(url: str, opts: SSHOptions, python: str | None = None) -> dict:
 
 def list_bundles(url: str, opts: SSHOptions, python: str | None = None) -> dict:
     device = Device.parse(url, python)
-    state = read_board(Remote(device, opts))
+    with Remote(device, opts) as remote:
+        state = read_board(remote)
     rows = [{**_summary(b), "current": b["dir"] == state["current_dir"]} for b in state["bundles"]]
     return {"device": device.label, "status": "ok", "current_link": state["link"], "bundles": rows}
 
@@ -176,8 +178,7 @@ def rollback(url: str, opts: SSHOptions, to: str | None = None, python: str | No
                          f"Received: {lock_timeout:.0f}")
     from edgepipe.boards.ship import Board
 
-    board = Board(device, opts)
-    with BoardLock(board.remote, device.python, "rollback", lock_timeout) as lock:
+    with Board(device, opts) as board, BoardLock(board.remote, device.python, "rollback", lock_timeout) as lock:
         state = read_board(board.remote)
         cur = state["current_dir"]
         report = {"device": device.label, "previous": state["link"], "lock_broken": lock.acquired.get("broken")}

@@ -47,13 +47,13 @@ def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: 
             t0 = time.perf_counter()
             entry = {"device": device.label, "bundle": dirname}
             try:
-                board = Board(device, opts, pubkey)
-                board.preflight(bdir, manifest, dirname)  # nothing is written to a board that is not ready
                 # one ship or bench per board: a concurrent ship could prune this bundle or sweep our upload
-                with BoardLock(board.remote, device.python, "bench", lock_timeout) as lock:
-                    board.install(bdir, dirname, board.probe(dirname))
-                    lock.refresh()
-                    code, out = board.runner(device.q("bundles", dirname), args, timeout=opts.command_timeout)
+                with Board(device, opts, pubkey) as board:
+                    board.preflight(bdir, manifest, dirname)  # nothing is written to a board that is not ready
+                    with BoardLock(board.remote, device.python, "bench", lock_timeout) as lock:
+                        board.install(bdir, dirname, board.probe(dirname))
+                        lock.refresh()
+                        code, out = board.runner(device.q("bundles", dirname), args, timeout=opts.command_timeout)
                 entry["result"] = out
                 if code == 0 and out.get("ok"):
                     entry["status"] = "ok"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from edgepipe.boards.ssh_mux import Multiplexer
 from edgepipe.boards.upload import EXTRACT, mib, stream_tar, tar_members, upload_timeout
 from edgepipe.core.errors import InputError, RemoteError
 
@@ -91,6 +92,7 @@ class SSHOptions:
     command_timeout: float = 300.0
     retries: int = 1  # extra attempts after a connection failure (never after auth or host-key failures)
     upload_timeout: float | None = None  # None: --timeout + size at an assumed slow link (boards/upload.py)
+    multiplex: bool = True  # one SSH connection for all of a Remote's steps (boards/ssh_mux.py)
 
     def common(self) -> list[str]:
         opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
@@ -111,16 +113,32 @@ def classify(stderr: str) -> str:
 
 
 class Remote:
+    """A board's shell over SSH. Its steps share one connection (boards/ssh_mux.py) until `close()`
+    (or the end of a `with` block, or garbage collection)."""
+
     def __init__(self, device: Device, opts: SSHOptions):
         self.device, self.opts = device, opts
+        self.port = ["-p", str(device.port)] if device.port else []
+        self.mux = Multiplexer(device.destination, self.port, opts.multiplex)
+
+    def __enter__(self) -> Remote:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the shared connection (a later step opens a new one)."""
+        self.mux.close()
+
+    def argv(self, command: str) -> list[str]:
+        return ["ssh", *self.opts.common(), *self.mux.options(), *self.port, self.device.destination, "--", command]
 
     def run(self, command: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run a shell command on the board. ssh's own failures (rc 255) raise RemoteError;
         the command's exit code is returned to the caller."""
         timeout = self.opts.command_timeout if timeout is None else timeout
-        port = ["-p", str(self.device.port)] if self.device.port else []
-        argv = ["ssh", *self.opts.common(), *port, self.device.destination, "--", with_remote_timeout(command, timeout)]
-        res = self._call(argv, timeout, "command")
+        res = self._call(with_remote_timeout(command, timeout), timeout, "command")
         if res.returncode in (124, 137):  # the board's `timeout` stopped the command
             raise RemoteError(f"{self.device.label}: command did not finish within {timeout:.0f} s on the board "
                               "(stopped there)", "timeout")
@@ -137,12 +155,10 @@ class Remote:
         members = tar_members(sources)
         total = sum(size for _, _, size in members)
         limit, why = upload_timeout(total, self.opts) if timeout is None else (timeout, "given")
-        port = ["-p", str(self.device.port)] if self.device.port else []
-        cmd = EXTRACT.format(dir=self.device.q(remote_dir))
-        argv = ["ssh", *self.opts.common(), *port, self.device.destination, "--", with_remote_timeout(cmd, limit)]
+        cmd = with_remote_timeout(EXTRACT.format(dir=self.device.q(remote_dir)), limit)
         attempts = 1 + max(0, self.opts.retries)
         for attempt in range(1, attempts + 1):
-            rc, err, expired = stream_tar(argv, members, total, limit + self.opts.connect_timeout, progress)
+            rc, err, expired = stream_tar(self.argv(cmd), members, total, limit + self.opts.connect_timeout, progress)
             if expired or rc in (124, 137):
                 raise RemoteError(f"{self.device.label}: upload of {mib(total)} did not finish within {limit:.0f} s "
                                   f"({why}); a slower link needs a longer --upload-timeout SECONDS", "timeout")
@@ -158,17 +174,17 @@ class Remote:
             self._ssh_failure(err, attempt, attempts)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _call(self, argv: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
+    def _call(self, command: str, timeout: float, what: str) -> subprocess.CompletedProcess:
         attempts = 1 + max(0, self.opts.retries)
         for attempt in range(1, attempts + 1):
             try:
-                res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + self.opts.connect_timeout,
-                                     stdin=subprocess.DEVNULL)
+                res = subprocess.run(self.argv(command), capture_output=True, text=True,
+                                     timeout=timeout + self.opts.connect_timeout, stdin=subprocess.DEVNULL)
             except subprocess.TimeoutExpired as err:
                 raise RemoteError(f"{self.device.label}: {what} did not finish within {timeout:.0f} s (killed)",
                                   "timeout") from err
             except FileNotFoundError as err:
-                raise RemoteError(f"{what}: expected the OpenSSH client ({argv[0]}) on PATH. Received: not found",
+                raise RemoteError(f"{what}: expected the OpenSSH client (ssh) on PATH. Received: not found",
                                   "no ssh client") from err
             if res.returncode != 255:
                 return res

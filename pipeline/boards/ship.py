@@ -93,6 +93,12 @@ class Board:
         self.py = shlex.quote(device.python)
         self.progress = None  # progress(sent, total) during uploads (ship prints it on stderr)
 
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remote.close()  # the steps' shared SSH connection (boards/ssh_mux.py)
+
     def preflight(self, bundle_dir: Path, manifest: dict, dirname: str) -> dict:
         """Read-only checks before anything is written to the board (see pipeline/boards/preflight.py)."""
         need = preflight.upload_bytes(bundle_dir, RUNNER, self.pubkey)
@@ -249,11 +255,11 @@ def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: boo
               "keep": keep, "post_switch": post_switch}
     with verified_bundle(bundle_path, pubkey) as (bdir, manifest):
         dirname = remote_dir_name(bdir, manifest)
-        board = Board(device, opts, pubkey)
-        board.progress = progress
-        ready = board.preflight(bdir, manifest, dirname)
-        with BoardLock(board.remote, device.python, "ship", lock_timeout) as lock:
-            return _ship_locked(board, lock, bdir, manifest, dirname, policy, ready)
+        with Board(device, opts, pubkey) as board:
+            board.progress = progress
+            ready = board.preflight(bdir, manifest, dirname)
+            with BoardLock(board.remote, device.python, "ship", lock_timeout) as lock:
+                return _ship_locked(board, lock, bdir, manifest, dirname, policy, ready)
 
 
 def model_identity(manifest: dict) -> dict:

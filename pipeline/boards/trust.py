@@ -110,8 +110,7 @@ def rotate(url: str, opts: SSHOptions, key: Path, new_pubkey: Path, python: str 
     if old_fp == new_fp:
         raise InputError(f"--new-pubkey: expected a key other than the one the board would be rotated from "
                          f"({old_fp}). Received: the same key")
-    remote = Remote(device, opts)
-    with BoardLock(remote, device.python, "trust", lock_timeout):
+    with Remote(device, opts) as remote, BoardLock(remote, device.python, "trust", lock_timeout):
         from edgepipe.boards.board_ops import read_board
 
         board_pub = read_board(remote)["trusted_pub"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tests.fixtures import tiny_xception  # noqa: E402
 from tests.fixtures.configs import INPUT, tiny_config, write_config  # noqa: E402
+from tests.fixtures.shared import once_per_run  # noqa: E402
 
 # session fixtures: `resumed` (an interrupted, resumed run), `chromium` (headless Chromium for report tests),
 # `tiny_full_run` (one cold run of every host target, whose stages other runs start from), `tiny_built` (the
@@ -24,15 +26,18 @@ pytest_plugins = ["tests.fixtures.tiny_runs", "tests.fixtures.reliability", "tes
 
 @pytest.fixture(scope="session")
 def tiny_assets(tmp_path_factory) -> dict:
-    """Train once per session: ~20 s on 2 cores."""
-    root = tmp_path_factory.mktemp("tiny")
-    images, labels = tiny_xception.synthetic_images(n_per_class=60, seed=0)
-    data = tiny_xception.write_folder(root / "data", images, labels)
-    model = tiny_xception.build(input_size=INPUT)
-    train_acc = tiny_xception.train(model, images, labels, epochs=8)
-    model_path = root / "tiny_xception.keras"
-    model.save(model_path)
-    return {"root": root, "data": data, "model": model_path, "train_acc": train_acc}
+    """Train once per test run (shared by the xdist workers): ~20 s on 2 cores."""
+
+    def train(root: Path) -> dict:
+        images, labels = tiny_xception.synthetic_images(n_per_class=60, seed=0)
+        data = tiny_xception.write_folder(root / "data", images, labels)
+        model = tiny_xception.build(input_size=INPUT)
+        train_acc = tiny_xception.train(model, images, labels, epochs=8)
+        model_path = root / "tiny_xception.keras"
+        model.save(model_path)
+        return {"root": root, "data": data, "model": model_path, "train_acc": float(train_acc)}
+
+    return once_per_run(tmp_path_factory, "tiny", train)
 
 
 @pytest.fixture(scope="session")

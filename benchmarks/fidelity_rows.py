@@ -70,4 +70,8 @@ ROWS: list[Row] = [
     # ONNX file, i.e. the plain model's artifact)
     _m("ort", "qat, reduce-range", (QAT,), native=REDUCE),
     _m("tflite", "eq-sep + qat", (EQ_SEP, QAT)),  # a second fine-tuning run (~25 min)
+    # combinations of what helped alone, each one stage on top of cached sources
+    _m("ort", "eq-sep + u8u8", (EQ_SEP,), native=U8U8),
+    _m("ort", "qat + u8u8", (QAT,), native=U8U8),
+    _m("tflite", "eq-sep + biascorr", (EQ_SEP, BIASCORR)),
 ]

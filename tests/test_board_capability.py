@@ -83,3 +83,19 @@ def test_board_status_describes_what_the_board_runs():
     assert describe_board(facts) == ("aarch64 (emulated: qemu-user), Python 3.9.2, numpy 1.26.4, tflite_runtime "
                                      "2.11.0 (not importable: ai_edge_litert)")
     assert describe_board({"error": "no python"}) == "unknown (no python)" and describe_board(None) == "unknown"
+
+
+def test_preflight_refuses_a_board_without_tar_and_an_older_facts_record_is_not_judged():
+    device = Device.parse("ssh://pi@b/opt/edge")
+    problems = evaluate({**FACTS, "machine": "x86_64", "tar": False}, OV, 1, device)
+    assert [p[0] for p in problems] == ["no tar"], problems
+    assert "expected `tar` on the board's PATH" in problems[0][1] and "Received: not found" in problems[0][1]
+    assert evaluate({**FACTS, "machine": "x86_64", "tar": True}, OV, 1, device) == []
+    assert evaluate({**FACTS, "machine": "x86_64"}, OV, 1, device) == []  # no "tar" key: not checked
+
+
+def test_the_venv_fix_names_the_boards_own_home():
+    facts = {**FACTS, "machine": "x86_64", "user": "root", "home": "/root", "runtimes": {"openvino": {"error": "x"}}}
+    (status, message), = evaluate(facts, OV, 1, Device.parse("ssh://root@b/opt/edge"))
+    assert status == "runtime" and "?python=/root/edgepipe-venv/bin/python" in message
+    assert "/home/root" not in message

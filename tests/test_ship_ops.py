@@ -270,3 +270,16 @@ def test_post_switch_hook_runs_after_the_switch_and_its_failure_switches_back(bo
     assert lines[1].split()[0] == f"bundles/{name(bundles['v2'])}"  # it ran with the new bundle current
     assert lines[2].split()[0] == first  # and again after the switch back
     assert not (root / "bundles" / name(bundles["v2"])).exists()
+
+
+def test_a_board_without_tar_is_refused_before_anything_is_written(board, bundles, tmp_path):
+    """Uploads are one tar stream: the pre-flight looks for tar on the board's PATH (here: a board python whose
+    PATH holds no tar) and refuses before the install path, the lock or a staging dir exists."""
+    wrapper = tmp_path / "python-no-tar"
+    wrapper.write_text(f"#!/bin/sh\nPATH={tmp_path / 'empty'} exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    root = tmp_path / "board"
+    res, out = ship(board, bundles, bundles["v1"], root, "--json", python=str(wrapper))
+    assert res.exit_code == 3 and out["status"] == "no tar", res.output
+    assert "expected `tar` on the board's PATH" in out["error"] and "install tar" in out["error"]
+    assert not root.exists()

@@ -8,7 +8,7 @@ path is (or can be made) a directory the login user can write, and the free spac
 compares them with what the bundle needs (`manifest["isa"]`: the CPUs its model runs on, absent =
 any; `manifest["requires"]`: the oldest runtimes; the bundle's size) and raises one RemoteError
 that lists every problem: what was expected, what was received, how to fix it. Statuses:
-"no python", "isa", "runtime", "remote path not writable", "no space". `board_facts` runs the same
+"no python", "isa", "runtime", "remote path not writable", "no tar", "no space". `board_facts` runs the same
 script for `edgepipe board status` (every board runtime, no bundle).
 
 The script avoids f-strings so that even a Python 2 on the board can run it and be reported.
@@ -89,6 +89,8 @@ try:
 except Exception as e:
     out["free_bytes"] = None
 out["bundle_exists"] = os.path.isdir(os.path.join(root, "bundles", dirname))
+out["home"] = os.path.expanduser("~")
+out["tar"] = any(os.access(os.path.join(d, "tar"), os.X_OK) for d in os.environ.get("PATH", "").split(os.pathsep) if d)
 sys.stdout.write(json.dumps(out) + "\n")
 """
 
@@ -171,6 +173,9 @@ def evaluate(facts: dict, manifest: dict, need_bytes: int, device) -> list[tuple
                          f"write (or create). Received: {received}. Fix: ship to a path under the login user's "
                          f"home (ssh://{device.destination}/~/edge), or on the board: sudo mkdir -p {facts['root']} "
                          f"&& sudo chown -R {facts.get('user')} {facts['root']}"))
+    if facts.get("tar") is False:  # older runners' facts have no "tar": not checked
+        problems.append(("no tar", "tar: expected `tar` on the board's PATH (an upload is one tar stream). Received: "
+                                   "not found. Fix: on the board, install tar (apt-get install tar, or busybox tar)"))
     free = facts.get("free_bytes")
     if free is not None and free < need_bytes:
         problems.append(("no space", f"free space: expected at least {_mib(need_bytes)} free on the board at "
@@ -226,7 +231,8 @@ def _runtime_problem(facts: dict, manifest: dict) -> str | None:
     return (f"python packages: expected numpy >= {MIN_NUMPY} and one of {wanted} importable by "
             f"{facts.get('executable')} on the board (the bundle is a {fmt} model). Received: {'; '.join(received)}. "
             f"Fix: on the board, python3 -m venv ~/edgepipe-venv && ~/edgepipe-venv/bin/pip install {pkgs} "
-            f"(needs: {', '.join(missing)}), then ship with ?python=/home/{facts.get('user')}/edgepipe-venv/bin/python "
+            f"(needs: {', '.join(missing)}), then ship with "
+            f"?python={facts.get('home') or '~'}/edgepipe-venv/bin/python "
             "in the board URL or --remote-python; on Raspberry Pi OS and Debian 12+ a system-wide pip install is "
             "refused as an externally-managed environment (PEP 668), so use a venv")
 

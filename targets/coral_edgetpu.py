@@ -63,7 +63,7 @@ def _build(ctx, opts: Options) -> Artifact:
     from edgepipe.targets.edgetpu import compiler as etc
     from edgepipe.targets.tflite_arm import runtime_metadata
 
-    recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
+    recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes, NAME)
     src, versions, calib, record = int8_stage(ctx, recipe, opts.io_dtype)  # budget: full-integer repairs
     src_path = src.path / src.meta["file"]
     exe = etc.find_compiler()

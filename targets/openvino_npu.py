@@ -57,7 +57,7 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
     from edgepipe.targets.openvino_compile import compile_and_export, config_for
     from edgepipe.targets.openvino_cpu import nncf_int8_stage
 
-    recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes)
+    recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes, NAME)
     res, versions, calib = nncf_int8_stage(ctx, recipe, target_device="NPU")
     preset = recipe.nncf_preset or "performance"
     xml = res.path / res.meta["file"]

@@ -234,3 +234,33 @@ def test_u8u8_is_an_onnxruntime_setting_refused_elsewhere_with_the_reason():
         found = problems(BUILTIN["u8u8"], quantizer)
         assert any("integer_types u8u8 is not available" in p and why in p for p in found), (quantizer, found)
     assert "integer_types" not in BUILTIN["no-saturation"].cache_params()  # older recipes keep their keys
+
+
+def test_faithful_is_per_target_and_every_registered_target_can_build_its_choice():
+    """`faithful` names a built-in recipe per target (recipes.PER_TARGET); each registered target that quantizes
+    gets one its own quantizer can build, so `faithful` on every target is a valid config."""
+    from edgepipe import targets
+    from edgepipe.quantize.recipes import PER_TARGET, per_target
+
+    quantizer = {t: getattr(targets.load_module(t), "QUANTIZER", None) for t in sorted(targets.REGISTRY)}
+    quantizing = [t for t, q in quantizer.items() if q]
+    assert len(quantizing) >= 5
+    assert set(PER_TARGET["faithful"]["targets"]) <= set(targets.REGISTRY)  # no stale target names
+    for t in quantizing:
+        chosen = per_target("faithful", t)
+        recipe = resolve("faithful", target=t)
+        assert recipe.cache_params() == BUILTIN[chosen].cache_params()  # the same artifacts, the same cache keys
+        assert recipe.description == f"faithful for {t}: {chosen}"
+        assert problems(recipe, quantizer[t]) == [], (t, chosen)
+    onnx = resolve("faithful", target="onnx-cpu")
+    assert onnx.integer_types == "u8u8" and onnx.equalize_separable
+    assert resolve("faithful", target="openvino-cpu").weight_bits == 7
+    c = parse_config(tiny_config({"model": "/m.keras", "data": "/d"}, "/o",
+                                 targets=[{"name": t, "options": {"recipe": "faithful"}} for t in quantizing]))
+    assert [c.recipe_for(e).cache_params() == BUILTIN[per_target("faithful", e.name)].cache_params()
+            for e in c.targets] == [True] * len(quantizing)
+    with pytest.raises(KeyError, match="depends on the target"):
+        resolve("faithful")
+    with pytest.raises(ConfigError, match=r"built-in recipes cannot be redefined\)\. Received: \['faithful'\]"):
+        parse_config(tiny_config({"model": "/m.keras", "data": "/d"}, "/o",
+                                 quantization={"recipes": {"faithful": {}}}))

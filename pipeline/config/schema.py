@@ -23,6 +23,7 @@ from edgepipe.config.paths import ConfigPath, SourcePath
 from edgepipe.core.bounds import CalibrationImages, Images, InputSide, Runs, Seed, Threads, Warmup
 from edgepipe.core.errors import ConfigError
 from edgepipe.quantize.recipes import BUILTIN as BUILTIN_RECIPES
+from edgepipe.quantize.recipes import PER_TARGET as PER_TARGET_RECIPES
 from edgepipe.quantize.recipes import Recipe
 
 EXAMPLE_MODELS = ("elpv-xception", "kitchenware-xception")
@@ -186,7 +187,7 @@ class QuantizationSpec(Strict):
     @field_validator("recipes")
     @classmethod
     def _no_shadowing(cls, v):
-        clash = sorted(set(v) & set(BUILTIN_RECIPES))
+        clash = sorted(set(v) & (set(BUILTIN_RECIPES) | set(PER_TARGET_RECIPES)))
         if clash:
             raise ValueError(f"expected new recipe names (built-in recipes cannot be redefined). Received: {clash}")
         return v
@@ -258,7 +259,7 @@ class PipelineConfig(Strict):
     def recipe_for(self, entry: TargetEntry) -> Recipe:
         from edgepipe.quantize.recipes import resolve
 
-        return resolve(entry.options.get("recipe", "default"), self.quantization.recipes)
+        return resolve(entry.options.get("recipe", "default"), self.quantization.recipes, entry.name)
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:

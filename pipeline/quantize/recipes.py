@@ -141,6 +141,9 @@ BUILTIN: dict[str, Recipe] = {
                             weight_bits=7),
     "u8u8": Recipe(description="uint8 activations and weights (ONNX Runtime U8U8): no int16 saturation on x86 CPUs "
                                "without VNNI, full 8-bit weights", integer_types="u8u8"),
+    "eq-sep-u8u8": Recipe(description="eq-sep with uint8 activations and weights (ONNX Runtime U8U8; +1.3 dB over "
+                                      "u8u8 on elpv-xception's control split)", equalize_separable=True,
+                          integer_types="u8u8"),
     "eq-sep-7bit": Recipe(description="eq-sep with weights on a 7-bit range (no int16 saturation on x86 CPUs "
                                       "without VNNI)", equalize_separable=True, weight_bits=7),
     "minmax": Recipe(description="global min/max activation ranges", calibration="minmax"),
@@ -155,6 +158,27 @@ BUILTIN: dict[str, Recipe] = {
     "eq-sep-cle": Recipe(description="separable-conv activation + cross-layer weight equalization",
                          equalize_separable=True, cross_layer_equalization=True),
 }
+
+# Built-in recipes that name another built-in recipe per target: what measured best for that target on
+# elpv-xception's control split (benchmarks/README.md "Fidelity"; 300 train images that are neither calibration
+# nor test). A target not listed (a newly registered one) gets `fallback`.
+PER_TARGET: dict[str, dict] = {
+    "faithful": {
+        "description": "what measured most faithful to FP32 per target on elpv-xception's control split: "
+                       "separable equalization everywhere; 7-bit weights for OpenVINO CPU and uint8 x uint8 for "
+                       "ONNX Runtime (x86 int8 kernels without VNNI saturate otherwise)",
+        "targets": {"tflite-arm": "eq-sep", "coral-edgetpu": "eq-sep", "openvino-cpu": "eq-sep-7bit",
+                    "openvino-npu": "eq-sep", "onnx-cpu": "eq-sep-u8u8"},
+        "fallback": "eq-sep",
+    },
+}
+
+
+def per_target(name: str, target: str) -> str:
+    """The built-in recipe a per-target recipe `name` uses for `target`."""
+    table = PER_TARGET[name]
+    return table["targets"].get(target, table["fallback"])
+
 
 # Recipe fields whose implementation lives in its own stage module: refused (not silently ignored)
 # while that module is absent from this build.
@@ -177,14 +201,22 @@ def problems(recipe: Recipe, quantizer: str) -> list[str]:
     return out + quantizers.load(quantizer).problems(recipe)
 
 
-def resolve(name: str, user: dict[str, Recipe] | None = None) -> Recipe:
-    """A recipe by name: the config's own recipes first, then the built-in table."""
+def resolve(name: str, user: dict[str, Recipe] | None = None, target: str | None = None) -> Recipe:
+    """A recipe by name: the config's own recipes first, then the built-in tables (a per-target recipe
+    such as `faithful` becomes the built-in recipe it names for `target`; its description says which)."""
     user = user or {}
     if name in user:
         return user[name]
     if name in BUILTIN:
         return BUILTIN[name]
-    raise KeyError(f"expected a recipe name in {sorted(set(BUILTIN) | set(user))}. Received: {name!r}")
+    if name in PER_TARGET:
+        if target is None:
+            raise KeyError(f"recipe {name!r} depends on the target: expected a target to resolve it for. "
+                           "Received: none")
+        chosen = per_target(name, target)
+        return BUILTIN[chosen].model_copy(update={"description": f"{name} for {target}: {chosen}"})
+    names = sorted(set(BUILTIN) | set(PER_TARGET) | set(user))
+    raise KeyError(f"expected a recipe name in {names}. Received: {name!r}")
 
 
 def describe_all(user: dict[str, Recipe] | None = None) -> list[dict]:
@@ -199,5 +231,14 @@ def describe_all(user: dict[str, Recipe] | None = None) -> list[dict]:
             "settings": recipe.model_dump(exclude={"description"}),
             "quantizers": {q: {"possible": not problems(recipe, q), "problems": problems(recipe, q)}
                            for q in QUANTIZERS},
+        })
+    for name, table in PER_TARGET.items():
+        uses = {**table["targets"], "any other target": table["fallback"]}
+        rows.append({
+            "name": name, "builtin": True, "description": table["description"],
+            "summary": "per target: " + ", ".join(f"{t} {r}" for t, r in uses.items()),
+            "settings": {"per_target": uses},
+            # each target gets a recipe its own quantizer can build
+            "quantizers": {q: {"possible": True, "problems": []} for q in QUANTIZERS},
         })
     return rows

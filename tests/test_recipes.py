@@ -237,21 +237,23 @@ def test_u8u8_is_an_onnxruntime_setting_refused_elsewhere_with_the_reason():
 
 
 def test_faithful_is_per_target_and_every_registered_target_can_build_its_choice():
-    """`faithful` names a built-in recipe per target (recipes.PER_TARGET); each registered target that quantizes
-    gets one its own quantizer can build, so `faithful` on every target is a valid config."""
+    """`faithful` (and `faithful-qat`) name a built-in recipe per target (recipes.PER_TARGET); each registered
+    target that quantizes gets one its own quantizer can build, so `faithful` on every target is a valid config."""
     from edgepipe import targets
     from edgepipe.quantize.recipes import PER_TARGET, per_target
 
     quantizer = {t: getattr(targets.load_module(t), "QUANTIZER", None) for t in sorted(targets.REGISTRY)}
     quantizing = [t for t, q in quantizer.items() if q]
     assert len(quantizing) >= 5
-    assert set(PER_TARGET["faithful"]["targets"]) <= set(targets.REGISTRY)  # no stale target names
-    for t in quantizing:
-        chosen = per_target("faithful", t)
-        recipe = resolve("faithful", target=t)
-        assert recipe.cache_params() == BUILTIN[chosen].cache_params()  # the same artifacts, the same cache keys
-        assert recipe.description == f"faithful for {t}: {chosen}"
-        assert problems(recipe, quantizer[t]) == [], (t, chosen)
+    for name in PER_TARGET:
+        assert set(PER_TARGET[name]["targets"]) <= set(targets.REGISTRY)  # no stale target names
+        for t in quantizing:
+            chosen = per_target(name, t)
+            recipe = resolve(name, target=t)
+            assert recipe.cache_params() == BUILTIN[chosen].cache_params()  # the same artifacts and cache keys
+            assert recipe.description == f"{name} for {t}: {chosen}"
+            assert problems(recipe, quantizer[t]) == [], (name, t, chosen)
+    assert resolve("faithful-qat", target="onnx-cpu").fine_tune_steps == 100
     onnx = resolve("faithful", target="onnx-cpu")
     assert onnx.integer_types == "u8u8" and onnx.equalize_separable
     assert resolve("faithful", target="openvino-cpu").weight_bits == 7

@@ -58,13 +58,21 @@ def run(out: Path, recipes: dict[str, str], targets: list[str]) -> dict:
     return json.loads((out / "run" / "report.json").read_text())
 
 
+def recipe_label(name: str, target: str) -> str:
+    """`faithful (eq-sep-u8u8)` for a per-target recipe, else the name."""
+    from edgepipe.quantize.recipes import PER_TARGET, per_target
+
+    return f"{name} ({per_target(name, target)})" if name in PER_TARGET else name
+
+
 def rows(report: dict, label: str, recipes: dict[str, str]) -> list[dict]:
     out = []
     for a in report["artifacts"]:
         f = a.get("fidelity")
         if not f:
             continue
-        out.append({"artifact": a["artifact"], "recipe": f"{label}: {recipes.get(a['target'], 'default')}",
+        name = recipe_label(recipes.get(a["target"], "default"), a["target"])
+        out.append({"artifact": a["artifact"], "recipe": f"{label}: {name}",
                     "agreement": f["agreement"], "flips": f["flipped"], "n": f["n_images"],
                     "snr_db": f["output_snr_db"], "kl_mean": f["kl_mean"],
                     "top1": (a.get("accuracy") or {}).get("top1"),

@@ -345,16 +345,18 @@ def layer_error_stage(ctx, kind: str, fp32, int8, n_images: int | None = None) -
     from edgepipe.core.versions import tool_versions
 
     valid = ctx.validation
-    images = valid.images[:n_images or ctx.cfg.diagnostics.per_layer_images or N_IMAGES]
+    # the count, not the images: a cached stage must not decode them (a warm rerun decodes no image)
+    n = min(len(valid), n_images or ctx.cfg.diagnostics.per_layer_images or N_IMAGES)
     tools = {"tflite": ("ai-edge-litert",), "openvino": ("openvino",), "onnx": ("onnx", "onnxruntime")}[kind]
     known = set() if ctx.is_savedmodel else keras_layer_names(ctx.model_path)
-    params = {"kind": kind, "fp32": fp32.sha256, "int8": int8.sha256, "data": valid.sha256, "n": len(images),
+    params = {"kind": kind, "fp32": fp32.sha256, "int8": int8.sha256, "data": valid.sha256, "n": n,
               "layers": stable_hash(sorted(known)), "max_rows": MAX_ROWS, "format": FORMAT,
               **tool_versions(*tools)}
 
     def fn(out: Path) -> dict:
         keras_model = ctx.keras_model() if kind == "openvino" and not ctx.is_savedmodel else None
-        rows = per_layer_report(kind, fp32.path, int8.path, images, known, out, keras_model, ctx.cfg.threads)
+        rows = per_layer_report(kind, fp32.path, int8.path, valid.images[:n], known, out, keras_model,
+                                ctx.cfg.threads)
         (out / "per_layer.json").write_text(json.dumps(rows, indent=1))
         return {"rows": len(rows)}
 

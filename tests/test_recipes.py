@@ -132,6 +132,19 @@ def test_cli_lists_recipes_without_importing_a_toolkit():
     assert rows["kl"]["quantizers"]["tflite"]["possible"] is False
     assert "min/max" in rows["kl"]["quantizers"]["tflite"]["problems"][0]
     assert rows["tflite-16x8"]["quantizers"]["nncf"]["possible"] is False
+    # a per-target recipe is possible where every recipe it hands that quantizer's targets is (computed)
+    assert all(v["possible"] for v in rows["faithful"]["quantizers"].values()), rows["faithful"]
+    assert rows["faithful"]["settings"]["per_target"]["onnx-cpu"] == "eq-sep-u8u8"
+
+
+def test_a_per_target_recipe_is_impossible_where_it_hands_a_quantizer_a_recipe_it_cannot_build():
+    from edgepipe.quantize.recipes import describe_all
+
+    wrong = {"onnx-cpu": "tflite"}  # as if onnx-cpu quantized with TFLite: eq-sep-u8u8 has uint8 weights
+    row = next(r for r in describe_all(None, wrong) if r["name"] == "faithful")
+    assert row["quantizers"]["tflite"]["possible"] is False
+    assert row["quantizers"]["tflite"]["problems"][0].startswith("eq-sep-u8u8: integer_types u8u8")
+    assert row["quantizers"]["onnxruntime"]["possible"] is True
 
 
 def test_default_recipe_adds_nothing_to_cache_keys_and_others_do():

@@ -51,7 +51,10 @@ def list_recipes(
             user = dict(load_config(config).quantization.recipes)
         except EdgepipeError as err:
             fail(err, as_json)
-    rows = describe_all(user)
+    from edgepipe import targets
+    from edgepipe.config.schema import TargetEntry
+
+    rows = describe_all(user, {t: TargetEntry(name=t).quantizer() for t in targets.REGISTRY})
     if as_json:
         json_out(rows)
         return

@@ -231,8 +231,10 @@ def resolve(name: str, user: dict[str, Recipe] | None = None, target: str | None
     raise KeyError(f"expected a recipe name in {names}. Received: {name!r}")
 
 
-def describe_all(user: dict[str, Recipe] | None = None) -> list[dict]:
-    """Every recipe with its settings and, per quantizer, whether it is possible (for the CLI)."""
+def describe_all(user: dict[str, Recipe] | None = None, target_quantizers: dict[str, str] | None = None) -> list[dict]:
+    """Every recipe with its settings and, per quantizer, whether it is possible (for the CLI).
+    `target_quantizers` (target -> its quantizer, from the target registry): what a per-target recipe hands
+    each quantizer's targets; without it only its fallback (any other target) is checked."""
     rows = []
     for name, recipe in {**BUILTIN, **(user or {})}.items():
         rows.append({
@@ -246,11 +248,19 @@ def describe_all(user: dict[str, Recipe] | None = None) -> list[dict]:
         })
     for name, table in PER_TARGET.items():
         uses = {**table["targets"], "any other target": table["fallback"]}
+        found = {q: [f"{chosen}: {p}" for chosen in sorted(_handed_to(name, q, target_quantizers or {}))
+                     for p in problems(BUILTIN[chosen], q)] for q in QUANTIZERS}
         rows.append({
             "name": name, "builtin": True, "description": table["description"],
             "summary": "per target: " + ", ".join(f"{t} {r}" for t, r in uses.items()),
             "settings": {"per_target": uses},
-            # each target gets a recipe its own quantizer can build
-            "quantizers": {q: {"possible": True, "problems": []} for q in QUANTIZERS},
+            "quantizers": {q: {"possible": not found[q], "problems": found[q]} for q in QUANTIZERS},
         })
     return rows
+
+
+def _handed_to(name: str, quantizer: str, target_quantizers: dict[str, str]) -> set[str]:
+    """The built-in recipes per-target recipe `name` gives the targets of `quantizer` (a target not yet
+    registered gets the fallback)."""
+    return {per_target(name, t) for t, q in target_quantizers.items() if q == quantizer} | \
+        {PER_TARGET[name]["fallback"]}

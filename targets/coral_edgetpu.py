@@ -59,11 +59,10 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
 def _build(ctx, opts: Options) -> Artifact:
     from edgepipe.quantize.quantizers.edgetpu import int8_stage
-    from edgepipe.quantize.recipes import resolve
     from edgepipe.targets.edgetpu import compiler as etc
     from edgepipe.targets.tflite_arm import runtime_metadata
 
-    recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes, NAME)
+    recipe = ctx.cfg.resolve_recipe(opts.recipe, NAME)
     src, versions, calib, record = int8_stage(ctx, recipe, opts.io_dtype)  # budget: full-integer repairs
     src_path = src.path / src.meta["file"]
     exe = etc.find_compiler()

@@ -53,11 +53,10 @@ def npu_devices() -> list[str]:
 
 def _npu_int8(ctx, opts: Options) -> Artifact:
     from edgepipe.quantize.recipe_stages import budget_record
-    from edgepipe.quantize.recipes import resolve
     from edgepipe.targets.openvino_compile import compile_and_export, config_for
     from edgepipe.targets.openvino_cpu import nncf_int8_stage
 
-    recipe = resolve(opts.recipe, ctx.cfg.quantization.recipes, NAME)
+    recipe = ctx.cfg.resolve_recipe(opts.recipe, NAME)
     res, versions, calib = nncf_int8_stage(ctx, recipe, target_device="NPU")
     preset = recipe.nncf_preset or "performance"
     xml = res.path / res.meta["file"]

@@ -126,7 +126,8 @@ def test_cross_quantizer_check_fails_a_broken_artifact(three):
 
 
 def test_recipes_reach_the_toolchains(three, tiny_assets):
-    """per-tensor weights + a 12-image calibration subset for TFLite; KL calibration for ORT."""
+    """per-tensor weights + a 12-image calibration subset for TFLite; KL calibration for ORT, on the config-wide
+    `quantization.calibration_size` (20 of the 30 images; the TFLite recipe's own 12 wins over it)."""
     from edgepipe.formats.runners import TFLiteRunner
 
     d = three["dir"] / "recipes"
@@ -135,7 +136,8 @@ def test_recipes_reach_the_toolchains(three, tiny_assets):
     cfg = tiny_config(tiny_assets, d / "out", targets=[
         {"name": "tflite-arm", "options": {"precisions": ["int8"], "recipe": "small-per-tensor"}},
         {"name": "onnx-cpu", "options": {"precisions": ["int8"], "recipe": "kl"}}],
-        quantization={"recipes": {"small-per-tensor": {"weights": "per_tensor", "calibration_size": 12}}})
+        quantization={"recipes": {"small-per-tensor": {"weights": "per_tensor", "calibration_size": 12}},
+                      "calibration_size": 20})
     res, report = _run(d, cfg)
     assert res.exit_code == 0, res.output
     rows = {r["artifact"]: r for r in report["artifacts"]}
@@ -144,8 +146,9 @@ def test_recipes_reach_the_toolchains(three, tiny_assets):
     assert ort["sha256"] != three["rows"]["onnx-cpu/int8"]["sha256"]
     # the calibration subset has its own hash, recorded in the artifact
     assert tfl["calibration_sha256"] != report["data"]["calibration"]["sha256"]
-    assert ort["calibration_sha256"] == report["data"]["calibration"]["sha256"]
+    assert ort["calibration_sha256"] not in (report["data"]["calibration"]["sha256"], tfl["calibration_sha256"])
     assert tfl["recipe"]["calibration_size"] == 12 and ort["recipe"]["calibration"] == "kl"
+    assert ort["recipe"]["calibration_size"] == 20 and report["data"]["quantization_calibration_size"] == 20
     # per-tensor: every conv filter of the TFLite model has a single scale
     r = TFLiteRunner(Path(tfl["dir"]) / "model_int8.tflite", 1)
     filters = [r.interp._get_tensor_details(op["inputs"][1], 0) for op in r.interp._get_ops_details()

@@ -279,3 +279,28 @@ def test_faithful_is_per_target_and_every_registered_target_can_build_its_choice
     with pytest.raises(ConfigError, match=r"built-in recipes cannot be redefined\)\. Received: \['faithful'\]"):
         parse_config(tiny_config({"model": "/m.keras", "data": "/d"}, "/o",
                                  quantization={"recipes": {"faithful": {}}}))
+
+
+def test_config_wide_calibration_size_reaches_every_quantizing_target_unless_its_recipe_sets_one():
+    """`quantization.calibration_size` is applied where every target resolves its recipe (`resolve_recipe`, also
+    used by coral-edgetpu and openvino-npu), walking the registry; a recipe's own size wins; unset = all images."""
+    from edgepipe import targets
+
+    quantizing = sorted(t for t in targets.REGISTRY if getattr(targets.load_module(t), "QUANTIZER", None))
+    assert {"tflite-arm", "openvino-cpu", "onnx-cpu", "coral-edgetpu", "openvino-npu"} <= set(quantizing)
+    raw = {"model": {"path": "m.keras"}, "input": {"size": [32, 32]},
+           "data": {"labels": ["a", "b"], "calibration": {"source": "d", "split": "calibration"},
+                    "validation": {"source": "d", "split": "test"}},
+           "targets": [{"name": t, "options": {"recipe": "faithful"}} for t in quantizing],
+           "quantization": {"calibration_size": 100, "recipes": {"own": {"calibration_size": 10}}}}
+    cfg = parse_config(raw)
+    for entry in cfg.targets:
+        r = cfg.recipe_for(entry)
+        assert r.calibration_size == 100 and cfg.resolve_recipe("faithful", entry.name) == r, entry.name
+        assert r.cache_params()["calibration_size"] == 100  # a new stage key: another artifact
+        assert cfg.resolve_recipe("own", entry.name).calibration_size == 10
+    raw["quantization"] = {}
+    assert all(parse_config(raw).recipe_for(e).calibration_size is None for e in parse_config(raw).targets)
+    raw["quantization"] = {"calibration_size": 0}
+    with pytest.raises(ConfigError, match="calibration_size"):
+        parse_config(raw)

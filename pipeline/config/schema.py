@@ -183,6 +183,9 @@ class QuantizationSpec(Strict):
     """User-defined quantization recipes (same schema as the built-in ones, `edgepipe recipes`)."""
 
     recipes: dict[str, Recipe] = Field(default_factory=dict)
+    calibration_size: CalibrationImages | None = Field(
+        None, description="calibration images every recipe uses unless it sets its own `calibration_size`: a "
+                          "deterministic subset of the calibration data (None = all of it)")
 
     @field_validator("recipes")
     @classmethod
@@ -257,9 +260,18 @@ class PipelineConfig(Strict):
         return self
 
     def recipe_for(self, entry: TargetEntry) -> Recipe:
+        return self.resolve_recipe(entry.options.get("recipe", "default"), entry.name)
+
+    def resolve_recipe(self, name: str, target: str) -> Recipe:
+        """Recipe `name` for `target` (the config's recipes, then the built-in ones), with the config-wide
+        `quantization.calibration_size` unless the recipe sets its own."""
         from edgepipe.quantize.recipes import resolve
 
-        return resolve(entry.options.get("recipe", "default"), self.quantization.recipes, entry.name)
+        recipe = resolve(name, self.quantization.recipes, target)
+        n = self.quantization.calibration_size
+        if n is not None and recipe.calibration_size is None:  # the config-wide size, unless the recipe sets one
+            recipe = recipe.model_copy(update={"calibration_size": n})
+        return recipe
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:

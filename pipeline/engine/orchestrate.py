@@ -73,6 +73,8 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None, stric
                 "calibration": batches.get("calibration"),
                 "validation": batches.get("validation"),
                 "splits": cfg.data.splits.model_dump(),  # lets `edgepipe bundle` pick its sample from the test split
+                # the calibration images each recipe quantizes with, unless it sets its own (None: all of them)
+                "quantization_calibration_size": cfg.quantization.calibration_size,
             },
             "gates": cfg.gates.model_dump(),
             "threads": cfg.threads,

@@ -78,6 +78,7 @@ class Bench:
         self.control = load_subset(Subset(**CONTROL), cfg.data.splits, self.ctx.labels, self.ctx.spec, "control")
         self.splits = {"control": self.control, "test": self.ctx.validation}
         self.build = Builder(self.ctx, self.ctx.calibration, self.control)
+        self.builders = {None: self.build}  # by calibration size (Row.calibration_size)
         self.path = output / "bench_fidelity.json"
         self.results = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.touched: set[str] = set()  # rows (and the latency entry) this process measured
@@ -122,9 +123,19 @@ class Bench:
         return self.scores(split, {"reference": key}, self.ctx.reference_runner, "keras/fp32")
 
     # ---- rows ------------------------------------------------------------------------
+    def builder(self, size: int | None) -> Builder:
+        """The builder over the calibration subset the pipeline's `calibration_size: size` picks
+        (edgepipe.calibration.dataset.subsample, the run's split seed): its stages have their own keys."""
+        if size not in self.builders:
+            from edgepipe.calibration.dataset import subsample
+
+            calib = subsample(self.ctx.calibration, size, self.ctx.cfg.data.splits.seed)
+            self.builders[size] = Builder(self.ctx, calib, self.control)
+        return self.builders[size]
+
     def artifact(self, row: Row) -> tuple[Path, str]:
         """(artifact path, runtime precision)."""
-        b = self.build
+        b = self.builder(row.calibration_size)
         if row.kind == "by-hand":
             return b.by_hand(row.tool), "f32"
         if row.kind == "fp16":

@@ -21,10 +21,12 @@ class Row:
     chain: tuple = ()
     recipe: dict = field(default_factory=dict)
     native: dict = field(default_factory=dict)
+    calibration_size: int | None = None  # the first N calibration images as the pipeline picks them (None = all)
 
 
-def _m(tool: str, label: str, chain: tuple = (), native: dict | None = None, **recipe) -> Row:
-    return Row(f"{TOOLS[tool]}/int8 {label}", tool, "method", chain, recipe, native or {})
+def _m(tool: str, label: str, chain: tuple = (), native: dict | None = None, calibration_size: int | None = None,
+       **recipe) -> Row:
+    return Row(f"{TOOLS[tool]}/int8 {label}", tool, "method", chain, recipe, native or {}, calibration_size)
 
 
 OVERFLOW = {"overflow_fix": "enable"}  # NNCF: 7-bit weights everywhere (int16 saturation on non-VNNI CPUs)
@@ -74,4 +76,9 @@ ROWS: list[Row] = [
     _m("ort", "eq-sep + u8u8", (EQ_SEP,), native=U8U8),
     _m("ort", "qat + u8u8", (QAT,), native=U8U8),
     _m("tflite", "eq-sep + biascorr", (EQ_SEP, BIASCORR)),
+    # calibration size (issue 17, must-have 3): `faithful`'s choice per toolchain on a 100-image subset (the
+    # subset `calibration_size: 100` gives in the pipeline: equalization statistics and quantizer both use it)
+    _m("tflite", "eq-sep, 100 calibration images", (EQ_SEP,), calibration_size=100),
+    _m("nncf", "eq-sep + overflow-fix, 100 calibration images", (EQ_SEP,), native=OVERFLOW, calibration_size=100),
+    _m("ort", "eq-sep + u8u8, 100 calibration images", (EQ_SEP,), native=U8U8, calibration_size=100),
 ]

@@ -124,13 +124,13 @@ class Bench:
 
     # ---- rows ------------------------------------------------------------------------
     def builder(self, size: int | None) -> Builder:
-        """The builder over the calibration subset the pipeline's `calibration_size: size` picks
-        (edgepipe.calibration.dataset.subsample, the run's split seed): its stages have their own keys."""
+        """The builder over the calibration subset a recipe with `calibration_size: size` gets in the pipeline
+        (RunContext.calibration_for): its stages have their own keys."""
         if size not in self.builders:
-            from edgepipe.calibration.dataset import subsample
+            from edgepipe.quantize.recipes import Recipe
 
-            calib = subsample(self.ctx.calibration, size, self.ctx.cfg.data.splits.seed)
-            self.builders[size] = Builder(self.ctx, calib, self.control)
+            self.builders[size] = Builder(self.ctx, self.ctx.calibration_for(Recipe(calibration_size=size)),
+                                          self.control)
         return self.builders[size]
 
     def artifact(self, row: Row) -> tuple[Path, str]:

@@ -21,7 +21,7 @@ class Row:
     chain: tuple = ()
     recipe: dict = field(default_factory=dict)
     native: dict = field(default_factory=dict)
-    calibration_size: int | None = None  # the first N calibration images as the pipeline picks them (None = all)
+    calibration_size: int | None = None  # N calibration images, the subset the pipeline picks for N (None = all)
 
 
 def _m(tool: str, label: str, chain: tuple = (), native: dict | None = None, calibration_size: int | None = None,

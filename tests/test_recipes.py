@@ -300,7 +300,8 @@ def test_config_wide_calibration_size_reaches_every_quantizing_target_unless_its
         assert r.cache_params()["calibration_size"] == 100  # a new stage key: another artifact
         assert cfg.resolve_recipe("own", entry.name).calibration_size == 10
     raw["quantization"] = {}
-    assert all(parse_config(raw).recipe_for(e).calibration_size is None for e in parse_config(raw).targets)
+    unset = parse_config(raw)
+    assert all(unset.recipe_for(e).calibration_size is None for e in unset.targets)
     raw["quantization"] = {"calibration_size": 0}
     with pytest.raises(ConfigError, match="calibration_size"):
         parse_config(raw)

@@ -15,7 +15,7 @@ from tests.fixtures.sshd_board import start_sshd, stop_sshd
 
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    b = start_sshd(tmp_path_factory.mktemp("sshd-mux"))
+    b = start_sshd(tmp_path_factory.mktemp("sshd-mux"), own_home=True)
     yield b
     stop_sshd(b)
 

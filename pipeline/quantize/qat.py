@@ -208,7 +208,9 @@ def fine_tune(model, images: np.ndarray, params: dict | None = None):
     base = copy_model(model)
     teacher = np.asarray(base.predict(images, batch_size=8, verbose=0), dtype=np.float32)
     student, fqs = student_of(base)
-    observe = tf.function(lambda x: student(x, training=False))
+    # one trace for every batch size (the last batch is usually shorter): tracing the student costs ~1 s each
+    batches = [tf.TensorSpec((None, *images.shape[1:]), tf.float32)]
+    observe = tf.function(lambda x: student(x, training=False), input_signature=batches)
     for i in range(0, len(images), 8):  # calibrate the ranges on the FP32 weights (FakeQuant records)
         observe(tf.constant(images[i : i + 8]))
     for f in fqs:
@@ -236,7 +238,7 @@ def fine_tune(model, images: np.ndarray, params: dict | None = None):
 
     n_eval = min(int(p["eval_images"]), len(images))
 
-    forward = tf.function(lambda x: student(x, training=False))
+    forward = tf.function(lambda x: student(x, training=False), input_signature=batches)
 
     def student_loss() -> float:  # on the first n_eval images, grid weights: the QAT objective itself
         for v, sh, axes in pairs:

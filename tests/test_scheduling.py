@@ -3,7 +3,7 @@ modules that need no tiny model come next, then those needing only the trained m
 
 from __future__ import annotations
 
-from tests.fixtures.scheduling import module_order
+from tests.fixtures.scheduling import module_order, scope
 
 
 def test_one_module_starts_the_cold_run_while_the_light_ones_go_to_the_other_worker():
@@ -18,3 +18,8 @@ def test_one_module_starts_the_cold_run_while_the_light_ones_go_to_the_other_wor
 
 def test_without_a_cold_run_module_the_light_ones_lead():
     assert module_order({"x.py": {"tiny_assets"}, "y.py": set()}, {"x.py": 9, "y.py": 1}) == ["y.py", "x.py"]
+
+
+def test_a_test_class_is_its_own_unit_as_xdist_splits_it():
+    assert scope("tests/test_x.py::test_a[p-1]") == "tests/test_x.py"
+    assert scope("tests/test_x.py::TestCompiled::test_b") == "tests/test_x.py::TestCompiled"

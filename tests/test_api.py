@@ -61,16 +61,23 @@ def test_import_is_light():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_run_a_dict_config_with_an_in_memory_keras_model(tiny_assets, tmp_path):
-    """`edgepipe.run(dict, model=keras.Model)` returns a typed report whose rows are report.json's."""
+def test_run_a_dict_config_with_an_in_memory_keras_model(tiny_assets, tiny_full_run, tmp_path):
+    """`edgepipe.run(dict, model=keras.Model)` returns a typed report whose rows are report.json's. The model,
+    saved again by `run`, is another .keras file (Keras writes the save time into it) holding the same model:
+    the stages keyed on its content are the ones the session's cold run of the file made."""
     import keras
 
     model = keras.models.load_model(tiny_assets["model"])
     cfg = tiny_config(tiny_assets, tmp_path / "out",
                       targets=[{"name": "tflite-arm", "options": {"precisions": ["fp32"]}}])
+    seed_stages(tiny_full_run, tmp_path / "out")
     report = edgepipe.run(cfg, model=model)
     assert isinstance(report, edgepipe.Report) and report.exit_code == 0
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
+    cold = tiny_full_run["report"]["model"]
+    assert on_disk["model"]["sha256"] != cold["sha256"]  # another file ...
+    assert on_disk["model"]["content_sha256"] == cold["content_sha256"]  # ... of the same model
+    assert on_disk["stages"] and all(s["cached"] for s in on_disk["stages"]), on_disk["stages"]
     assert [r.to_json() for r in report.rows] == on_disk["artifacts"]
     row = report.row("tflite-arm/fp32")
     assert row.status == "passed" and row.accuracy["top1"] > 0.5
@@ -106,3 +113,32 @@ def test_the_documented_example_runs(tiny_assets, tiny_full_run, tmp_path):
     assert report.exit_code == 0 and (tmp_path / "out" / "report.json").is_file()
     assert {r.artifact for r in report.rows} >= {"tflite-arm/fp32", "tflite-arm/int8"}
     assert checked is not None and 0.0 <= checked["accuracy"]["top1"] <= 1.0
+
+
+def test_a_keras_files_content_hash_ignores_when_it_was_saved(tiny_assets, tmp_path):
+    import zipfile
+
+    import keras
+
+    from edgepipe.core.hashing import sha256_file
+    from edgepipe.formats.keras import content_sha256 as keras_content_sha256
+
+    model = keras.saving.load_model(tiny_assets["model"], compile=False)
+    a, b = tmp_path / "a.keras", tmp_path / "b.keras"
+    model.save(a)
+    with zipfile.ZipFile(a) as z:
+        meta = json.loads(z.read("metadata.json"))
+    meta["date_saved"] = "1999-01-01@00:00:00"  # as if saved at another time (a save takes under a second)
+    with zipfile.ZipFile(a) as src, zipfile.ZipFile(b, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, json.dumps(meta) if info.filename == "metadata.json" else src.read(info))
+    assert sha256_file(a) != sha256_file(b) and keras_content_sha256(a) == keras_content_sha256(b)
+    # saved by another process, without the optimizer state the trained file holds: the same model
+    assert keras_content_sha256(a) == keras_content_sha256(tiny_assets["model"]) and sha256_file(a) != \
+        sha256_file(tiny_assets["model"])
+    layer = model.layers[-1]
+    layer.set_weights([w + 1e-3 for w in layer.get_weights()])
+    model.save(b)
+    assert keras_content_sha256(b) != keras_content_sha256(a)  # other weights: another model
+    (tmp_path / "not-a-zip.keras").write_bytes(b"not a zip")
+    assert keras_content_sha256(tmp_path / "not-a-zip.keras") == sha256_file(tmp_path / "not-a-zip.keras")

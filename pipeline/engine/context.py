@@ -32,6 +32,13 @@ class RunContext:
         self.cache = StageCache(Path(cache_root) if cache_root is not None else Path(cfg.output) / "stages")
         self.is_savedmodel = check_model_input(self.model_path, cfg.model.trust)
         self.model_sha = sha256_tree(self.model_path) if self.is_savedmodel else sha256_file(self.model_path)
+        # the model in the stage keys: a .keras file by its content (formats/keras.py), so the same model saved
+        # again (by `edgepipe.run(model=...)`, or a rebuilt example) finds its stages cached
+        self.model_key = self.model_sha
+        if not self.is_savedmodel and self.model_path.suffix == ".keras":
+            from edgepipe.formats.keras import content_sha256
+
+            self.model_key = content_sha256(self.model_path)
         self._keras = None
         self._worker_batches: dict[str, dict] = {}  # batches materialised by executor workers
 
@@ -132,7 +139,7 @@ class RunContext:
     def savedmodel(self) -> StageResult:
         from edgepipe.stages.savedmodel import copy_savedmodel, export_savedmodel
 
-        params = {"model": self.model_sha, "shape": list(self.spec.shape), **tool_versions("tensorflow", "keras")}
+        params = {"model": self.model_key, "shape": list(self.spec.shape), **tool_versions("tensorflow", "keras")}
         if self.is_savedmodel:
             def adopt(out: Path) -> dict:
                 self.reference_runner()  # verify its signature (loads TF) only when the stage runs

@@ -66,7 +66,7 @@ def run_pipeline(cfg, model_path: Path, wait: bool = False, executor=None, stric
         batches = ctx.batch_infos()
         report = {
             "edgepipe_report": 1,
-            "model": {"path": str(model_path), "sha256": ctx.model_sha},
+            "model": {"path": str(model_path), "sha256": ctx.model_sha, "content_sha256": ctx.model_key},
             "labels": ctx.labels,
             "preprocess": ctx.spec.as_dict(),
             "data": {

@@ -45,7 +45,7 @@ def latency_stage(ctx: RunContext, name: str, key: dict, runner_factory, art: Ar
 
 def reference(ctx: RunContext) -> dict:
     """{"scores": FP32 reference scores on the validation images, "row": its ReportRow}."""
-    key = {"model": ctx.model_sha, **tool_versions("tensorflow", "keras")}
+    key = {"model": ctx.model_key, **tool_versions("tensorflow", "keras")}
     scores, _ = scores_stage(ctx, "accuracy-reference", key, ctx.reference_runner)
     check_outputs(scores.shape[1], ctx.labels, "FP32 reference model")
     check_reference_accuracy(scores, ctx.validation.labels, ctx.spec.mode, "FP32 reference on the validation data")

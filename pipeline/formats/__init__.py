@@ -8,7 +8,7 @@ An untrusted SavedModel's ops are read without TensorFlow in `savedmodel_ops.py`
                         TFLiteRunner, precision
     openvino_ir.py      .xml + .bin: sniff, XML + weights check, OpenVINORunner, precision, board floor
     onnx.py             .onnx: sniff, onnx.checker, ONNXRunner (ONNX Runtime), precision
-    keras.py            .keras: sniff, archive check, KerasRunner (the FP32 reference)
+    keras.py            .keras: sniff, archive check, content_sha256 (the stage keys' model), KerasRunner
     savedmodel.py       SavedModel directory: sniff, protobuf + shards check, SavedModelRunner
     inspect.py          sniff / describe / check_model_file for any file, through the table
     runner_input.py     the one input check every runner's predict goes through

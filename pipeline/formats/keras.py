@@ -1,4 +1,5 @@
-"""Keras (.keras): sniffing (a zip archive), the structural check of the archive, and the FP32 reference runner.
+"""Keras (.keras): sniffing (a zip archive), the structural check of the archive, the model's content hash (its
+identity in the stage keys), and the FP32 reference runner.
 
 The check reads every member (CRC errors and truncation show there) and wants `config.json`;
 it never deserializes the model (that is `pipeline/stages/keras_model.py`, with safe_mode). An archive
@@ -72,6 +73,69 @@ BATCH = 16  # Keras batched predict's batch size for accuracy passes (the cached
 
 
 CALL = "tf.function"  # how `predict` calls the model (in the reference latency stage's key)
+
+
+def content_sha256(path: Path) -> str:
+    """What a .keras file holds for inference, not how or when it was saved: the identity of a Keras model in
+    the stage keys. Keras writes the save time into metadata.json (and the zip entries), Python object ids
+    into config.json (`shared_object_id`, different in every process) and, for a compiled model, the
+    optimizer's state into the weights file; none of that reaches a converted artifact. So the same model
+    saved twice, in two processes, or once with and once without its optimizer has one content hash.
+    Hashed: every member's name; metadata.json without `date_saved`; config.json without `compile_config` and
+    `shared_object_id`s (a model saved after loading has none: its config objects are no longer shared, which
+    changes no weight or op); every dataset of the weights file outside
+    `optimizer/` (path, dtype, shape, bytes); other members as they are. A file this cannot read: its file
+    hash (the model check refuses a damaged archive before this is asked)."""
+    import hashlib
+    import io
+    import json
+
+    from edgepipe.core.hashing import sha256_file
+
+    h = hashlib.sha256(b"keras-content-v1\0")
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in sorted(z.infolist(), key=lambda i: i.filename):
+                h.update(info.filename.encode() + b"\0")
+                data = z.read(info)
+                if info.filename == "metadata.json":
+                    meta = json.loads(data)
+                    meta.pop("date_saved", None)
+                    data = json.dumps(meta, sort_keys=True).encode()
+                elif info.filename == "config.json":
+                    config = json.loads(data)
+                    config.pop("compile_config", None)
+                    data = json.dumps(_without_shared_ids(config), sort_keys=True).encode()
+                elif info.filename.endswith(".h5"):
+                    data = _weights_digest(io.BytesIO(data)).encode()
+                h.update(data + b"\0")
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError):
+        return sha256_file(path)
+    return h.hexdigest()
+
+
+def _without_shared_ids(obj):
+    if isinstance(obj, dict):
+        return {k: _without_shared_ids(v) for k, v in obj.items() if k != "shared_object_id"}
+    if isinstance(obj, list):
+        return [_without_shared_ids(v) for v in obj]
+    return obj
+
+
+def _weights_digest(f) -> str:
+    import hashlib
+
+    import h5py
+
+    h = hashlib.sha256()
+    with h5py.File(f, "r") as weights:
+        names: list[str] = []
+        weights.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+        for name in sorted(n for n in names if n.split("/")[0] != "optimizer"):
+            arr = np.asarray(weights[name][()])
+            h.update(f"{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
 
 
 class KerasRunner:

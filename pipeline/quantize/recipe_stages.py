@@ -49,7 +49,7 @@ def source_savedmodel(ctx, recipe, calib):
     if ctx.is_savedmodel:
         raise ConfigError("recipe: equalize_separable / cross_layer_equalization / fine_tune_steps expected a Keras "
                           f"model (.keras) to transform. Received: a SavedModel directory {str(ctx.model_path)!r}")
-    params = {"model": ctx.model_sha, "calibration": calib.sha256, "shape": list(ctx.spec.shape),
+    params = {"model": ctx.model_key, "calibration": calib.sha256, "shape": list(ctx.spec.shape),
               "separable": recipe.equalize_separable, "cross_layer": recipe.cross_layer_equalization,
               **tool_versions("tensorflow", "keras")}
     if recipe.fine_tune_steps:  # absent otherwise: equalized models cached before keep their key
@@ -139,7 +139,7 @@ def reference_top1(ctx, calib, images: np.ndarray, labels: np.ndarray) -> float:
     from edgepipe.quantize.accuracy_aware import top1
     from edgepipe.validators.accuracy import predict_all
 
-    key = {"model": ctx.model_sha, "control": control_batch(ctx, calib).sha256}
+    key = {"model": ctx.model_key, "control": control_batch(ctx, calib).sha256}
     return ctx.stage("control-reference", key,
                      lambda out: {"top1": top1(predict_all(ctx.reference_runner(), images), labels)}).meta["top1"]
 
@@ -149,7 +149,7 @@ def reference_scores(ctx, calib, images: np.ndarray) -> np.ndarray:
     measures agreement and SNR against), a cached stage shared by every budget that needs it."""
     from edgepipe.validators.accuracy import predict_all
 
-    key = {"model": ctx.model_sha, "control": control_batch(ctx, calib).sha256, "n": len(images)}
+    key = {"model": ctx.model_key, "control": control_batch(ctx, calib).sha256, "n": len(images)}
 
     def fn(out: Path) -> dict:
         np.save(out / "scores.npy", np.asarray(predict_all(ctx.reference_runner(), images), dtype=np.float32))

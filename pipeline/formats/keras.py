@@ -69,6 +69,7 @@ def _check_zip_sizes(infos: list[zipfile.ZipInfo], label: str) -> None:
     if total > KERAS_MAX_TOTAL:
         raise InputError(expected_received(label, f"at most {safeio.human(KERAS_MAX_TOTAL)} uncompressed",
                                            f"{safeio.human(total)} in {len(infos)} members"))
+_CHUNK = 1 << 20
 BATCH = 16  # Keras batched predict's batch size for accuracy passes (the cached reference scores were made so)
 
 
@@ -87,8 +88,9 @@ def content_sha256(path: Path) -> str:
     `optimizer/` (path, dtype, shape, bytes); other members as they are. A file this cannot read: its file
     hash (the model check refuses a damaged archive before this is asked)."""
     import hashlib
-    import io
     import json
+    import shutil
+    import tempfile
 
     from edgepipe.core.hashing import sha256_file
 
@@ -97,19 +99,25 @@ def content_sha256(path: Path) -> str:
         with zipfile.ZipFile(path) as z:
             for info in sorted(z.infolist(), key=lambda i: i.filename):
                 h.update(info.filename.encode() + b"\0")
-                data = z.read(info)
                 if info.filename == "metadata.json":
-                    meta = json.loads(data)
+                    meta = json.loads(z.read(info))  # JSON members: bounded by check() (KERAS_MAX_JSON)
                     meta.pop("date_saved", None)
-                    data = json.dumps(meta, sort_keys=True).encode()
+                    h.update(json.dumps(meta, sort_keys=True).encode())
                 elif info.filename == "config.json":
-                    config = json.loads(data)
+                    config = json.loads(z.read(info))
                     config.pop("compile_config", None)
-                    data = json.dumps(_without_shared_ids(config), sort_keys=True).encode()
+                    h.update(json.dumps(_without_shared_ids(config), sort_keys=True).encode())
                 elif info.filename.endswith(".h5"):
-                    data = _weights_digest(io.BytesIO(data)).encode()
-                h.update(data + b"\0")
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError):
+                    with z.open(info) as src, tempfile.TemporaryFile() as tmp:  # h5py needs a seekable file
+                        shutil.copyfileobj(src, tmp, _CHUNK)
+                        h.update(_weights_digest(tmp).encode())
+                else:
+                    with z.open(info) as src:
+                        while chunk := src.read(_CHUNK):
+                            h.update(chunk)
+                h.update(b"\0")
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, ImportError,
+            RuntimeError):  # RuntimeError: RecursionError on a deeply nested JSON
         return sha256_file(path)
     return h.hexdigest()
 

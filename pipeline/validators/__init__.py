@@ -8,6 +8,7 @@
     latency.py          the latency measurement and its summary; gate max_p90_ms
     latency_stage.py    the cached `latency-*` stage and LatencyValidator
     latency_child.py    the child process that times an artifact (clean peak RSS)
+    roofline.py         MACs per image of an IR and the CPU's peak MAC rate: a latency as a share of the peak
     parity.py           float artifacts vs the FP32 reference; gate parity_min_cosine / parity_max_abs
     per_layer.py        per-layer INT8 error (a diagnostic: its failure never costs the row)
     cross_quantizer.py  INT8 artifacts of different quantizers should agree; gate cross_quantizer_max_gap

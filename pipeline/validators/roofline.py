@@ -1,0 +1,111 @@
+"""The roofline of a latency figure: multiply-accumulates per image over the CPU's peak MAC rate.
+
+`macs_per_image(model)` counts the MACs of an OpenVINO model at batch 1 from its static shapes
+(Convolution, GroupConvolution, MatMul; the rest of a CNN is a rounding error). `peak(flags, vendor,
+cores, clock_ghz)` is ../shared/BENCHMARKING.md's formula, cores x clock x MACs per cycle per core,
+with the MACs per cycle read off the ISA flags of /proc/cpuinfo:
+
+| flags | INT8 MACs/cycle/core | FP32 | what it assumes |
+|---|---:|---:|---|
+| amx_int8 | 1024 | 32 | AMX tile unit (TMUL); two 512-bit FMA units for FP32 |
+| avx512_vnni, AMD | 64 | 16 | Zen 4: AVX-512 on two 256-bit pipes |
+| avx512_vnni, other | 128 | 32 | two 512-bit FMA units |
+| avx_vnni | 64 | 16 | VNNI on two 256-bit pipes |
+| avx2 + fma | 32 | 16 | no VNNI: vpmaddubsw + vpmaddwd, about half the VNNI rate |
+
+The clock is not in /proc/cpuinfo on every VM (it shows the base clock or nothing): pass it, or the
+cpufreq maximum is used where the kernel has it, else the 3.7 GHz of BENCHMARKING.md's Zen 4 figure;
+the result says which. Standard library only, but `macs_per_image` needs an `openvino.Model`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+# (flag, vendor or None for any) -> (int8, fp32 MACs per cycle per core, what it assumes); first match wins
+PEAKS = (
+    ("amx_int8", None, 1024, 32, "AMX int8 tiles; FP32 on two 512-bit FMA units"),
+    ("avx512_vnni", "AuthenticAMD", 64, 16, "AVX-512 VNNI on two 256-bit pipes (AMD Zen 4)"),
+    ("avx512_vnni", None, 128, 32, "AVX-512 VNNI on two 512-bit FMA units"),
+    ("avx_vnni", None, 64, 16, "AVX-VNNI on two 256-bit pipes"),
+    ("avx2", None, 32, 16, "AVX2 without VNNI (vpmaddubsw + vpmaddwd); two 256-bit FMA pipes"),
+)
+DEFAULT_CLOCK_GHZ = 3.7  # ../shared/BENCHMARKING.md's AMD Zen 4 figure
+CPUFREQ_MAX = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> tuple[set[str], str]:
+    """(ISA flags, vendor id) of the first CPU in /proc/cpuinfo; empty where there is none."""
+    flags: set[str] = set()
+    vendor = ""
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id" and not vendor:
+                    vendor = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return flags, vendor
+
+
+def clock_ghz(given: float | None = None, cpufreq: str = CPUFREQ_MAX) -> tuple[float, str]:
+    """(GHz, where it came from)."""
+    if given is not None:
+        return given, "given"
+    try:
+        return int(Path(cpufreq).read_text().strip()) / 1e6, "cpufreq maximum"
+    except (OSError, ValueError):
+        return DEFAULT_CLOCK_GHZ, "BENCHMARKING.md's Zen 4 figure (no cpufreq here)"
+
+
+def peak(flags: set[str], vendor: str, cores: int, ghz: float) -> dict | None:
+    """Peak INT8 and FP32 MACs per second of `cores` cores, or None for an ISA not in PEAKS."""
+    for flag, want_vendor, int8, fp32, assumes in PEAKS:
+        if flag in flags and (want_vendor is None or want_vendor == vendor):
+            if flag == "avx2" and "fma" not in flags:
+                continue
+            return {"int8_macs_per_s": cores * ghz * 1e9 * int8, "fp32_macs_per_s": cores * ghz * 1e9 * fp32,
+                    "int8_macs_per_cycle": int8, "fp32_macs_per_cycle": fp32, "flag": flag, "assumes": assumes,
+                    "cores": cores, "clock_ghz": ghz}
+    return None
+
+
+def host_peak(cores: int | None = None, given_ghz: float | None = None) -> dict | None:
+    """`peak` of this machine (all its cores unless `cores`), with the clock's source."""
+    flags, vendor = cpu_flags()
+    ghz, source = clock_ghz(given_ghz)
+    found = peak(flags, vendor, cores or os.cpu_count() or 1, ghz)
+    if found is not None:
+        found["clock_source"] = source
+    return found
+
+
+def macs_per_image(model) -> int:
+    """MACs of one image through an `openvino.Model` whose shapes are static at batch 1."""
+    total = 0
+    for op in model.get_ops():
+        kind = op.get_type_name()
+        if kind not in ("Convolution", "GroupConvolution", "MatMul"):
+            continue
+        out = [int(d) for d in op.get_output_shape(0)]
+        weights = [int(d) for d in op.get_input_shape(1)]
+        if kind == "Convolution":  # weights [Cout, Cin, kh, kw...]
+            total += math.prod(out) * math.prod(weights[1:])
+        elif kind == "GroupConvolution":  # weights [G, Cout/G, Cin/G, kh, kw...]
+            total += math.prod(out) * math.prod(weights[2:])
+        else:
+            a = [int(d) for d in op.get_input_shape(0)]
+            k = a[-2] if op.get_attributes().get("transpose_a") else a[-1]
+            total += math.prod(out) * k
+    return total
+
+
+def share(p50_ms: float, macs: int, macs_per_s: float) -> float:
+    """Fraction of the peak a p50 reaches: (MACs / peak) / p50."""
+    return (macs / macs_per_s) / (p50_ms / 1e3)

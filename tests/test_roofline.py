@@ -1,0 +1,69 @@
+"""The roofline arithmetic: MACs counted in an OpenVINO model, the peak read off the ISA flags, the share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgepipe.validators import roofline
+
+
+def small_model():
+    """input 1x3x8x8 -> conv 3x3 (3->4, pad 1) -> depthwise 3x3 (4 groups) -> reshape -> matmul (256 -> 5)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter([1, 3, 8, 8], np.float32, name="x")
+    conv = ops.convolution(x, ops.constant(np.ones((4, 3, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1], [1, 1])
+    dw = ops.group_convolution(conv, ops.constant(np.ones((4, 1, 1, 3, 3), np.float32)), [1, 1], [1, 1], [1, 1],
+                               [1, 1])
+    flat = ops.reshape(dw, ops.constant(np.array([1, 256], np.int64)), False)
+    fc = ops.matmul(flat, ops.constant(np.ones((5, 256), np.float32)), False, True)
+    return ov.Model([fc], [x])
+
+
+def test_macs_are_counted_per_op_kind():
+    conv = 4 * 8 * 8 * 3 * 3 * 3  # out elements x Cin x kh x kw
+    dw = 4 * 8 * 8 * 1 * 3 * 3  # out elements x Cin/G x kh x kw
+    fc = 5 * 256
+    assert roofline.macs_per_image(small_model()) == conv + dw + fc
+
+
+@pytest.mark.parametrize(("flags", "vendor", "int8", "fp32"), [
+    ({"avx2", "fma", "avx512f", "avx512_vnni"}, "AuthenticAMD", 64, 16),
+    ({"avx2", "fma", "avx512f", "avx512_vnni"}, "GenuineIntel", 128, 32),
+    ({"avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"}, "GenuineIntel", 1024, 32),
+    ({"avx2", "fma"}, "AuthenticAMD", 32, 16),
+])
+def test_peak_follows_the_isa_flags(flags, vendor, int8, fp32):
+    got = roofline.peak(flags, vendor, cores=2, ghz=3.7)
+    assert (got["int8_macs_per_cycle"], got["fp32_macs_per_cycle"]) == (int8, fp32)
+    assert got["int8_macs_per_s"] == pytest.approx(2 * 3.7e9 * int8)
+
+
+def test_no_peak_for_an_isa_it_does_not_know():
+    assert roofline.peak({"neon", "asimd"}, "", 4, 2.0) is None
+    assert roofline.peak({"avx2"}, "GenuineIntel", 2, 3.0) is None  # AVX2 without FMA
+
+
+def test_the_benchmarking_figure_and_the_share():
+    peak = roofline.peak({"avx512_vnni"}, "AuthenticAMD", 2, 3.7)
+    roof_ms = 1e3 * 8.36e9 / peak["int8_macs_per_s"]
+    assert round(roof_ms, 1) == 17.7  # ../shared/BENCHMARKING.md rounds it: 474 GMAC/s, 17.6 ms
+    assert roofline.share(2 * roof_ms, int(8.36e9), peak["int8_macs_per_s"]) == pytest.approx(0.5)
+
+
+def test_clock_source(tmp_path):
+    freq = tmp_path / "max"
+    freq.write_text("3500000\n")  # kHz
+    assert roofline.clock_ghz(None, str(freq)) == (3.5, "cpufreq maximum")
+    assert roofline.clock_ghz(2.9, str(freq)) == (2.9, "given")
+    assert roofline.clock_ghz(None, str(tmp_path / "none"))[0] == roofline.DEFAULT_CLOCK_GHZ
+
+
+def test_cpu_flags_reads_the_first_cpu(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512_vnni\n\n"
+                    "processor\t: 1\nvendor_id\t: Other\nflags\t\t: fpu\n")
+    assert roofline.cpu_flags(str(info)) == ({"fpu", "avx2", "avx512_vnni"}, "AuthenticAMD")
+    assert roofline.cpu_flags(str(tmp_path / "none")) == (set(), "")

@@ -398,3 +398,16 @@ def test_mlflow_missing_package_fails_before_the_run_naming_the_extra(run, tmp_p
     assert res.exit_code == 2, res.output
     assert "pip install 'edgepipe[mlflow]'" in res.output and "--mlflow" in res.output
     assert not (tmp_path / "out" / "report.json").exists()  # nothing ran
+
+
+def test_the_openvino_cpu_program_pins_the_precision_edgepipe_validated():
+    """The CPU plugin runs the float parts in bf16 by default on CPUs with bf16 (AVX-512 BF16, AMX): the model
+    card's program asks for f32, as edgepipe's runner does, or its scores differ from the validated ones
+    (the program test above fails on such a CPU without it). The NPU compiles for its own device."""
+    from edgepipe.reports.run_snippets import snippet
+
+    spec = {"width": 8, "height": 8, "channels": 3, "mode": "xception"}
+    cpu = snippet("openvino-ir", "openvino-cpu", "model.xml", spec, None)["code"]
+    npu = snippet("openvino-ir", "openvino-npu", "model.xml", spec, None)["code"]
+    assert "compile_model(MODEL, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})" in cpu
+    assert "compile_model(MODEL, 'NPU')" in npu and "INFERENCE_PRECISION_HINT" not in npu

@@ -75,7 +75,11 @@ def snippet(fmt_name: str, target: str, model_file: str, spec: dict, inp: dict |
     elif fmt_name == "openvino-ir":
         device = "NPU" if "npu" in target else "CPU"
         head.append("import openvino as ov")
-        body += ["", f"compiled = ov.Core().compile_model(MODEL, {device!r})",
+        # the CPU plugin's default float precision is bf16 on CPUs with bf16 (AVX-512 BF16, AMX): the float parts
+        # would then differ from the f32 that edgepipe validated and timed
+        config = ", {'INFERENCE_PRECISION_HINT': 'f32'}" if device == "CPU" else ""
+        body += ["", f"compiled = ov.Core().compile_model(MODEL, {device!r}{config})"
+                     + ("  # f32 as validated; the default is bf16 on CPUs with bf16" if config else ""),
                  *(["x = x.transpose(2, 0, 1)  # this IR takes NCHW"] if _channels_first(inp, channels) else []),
                  "y = compiled(x[None])[compiled.output(0)][0]"]
         runtime, install = "OpenVINO", "pip install openvino numpy pillow"

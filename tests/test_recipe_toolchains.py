@@ -17,6 +17,8 @@ from edgepipe.stages.keras_model import load_keras
 from edgepipe.stages.savedmodel import export_savedmodel
 from tests.fixtures.configs import tiny_config
 
+pytestmark = pytest.mark.heavy  # ~36 worker-seconds: handed out first (tests/fixtures/scheduling.py)
+
 
 @pytest.fixture(scope="module")
 def env(tiny_assets, tmp_path_factory):

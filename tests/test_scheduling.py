@@ -23,3 +23,15 @@ def test_without_a_cold_run_module_the_light_ones_lead():
 def test_a_test_class_is_its_own_unit_as_xdist_splits_it():
     assert scope("tests/test_x.py::test_a[p-1]") == "tests/test_x.py"
     assert scope("tests/test_x.py::TestCompiled::test_b") == "tests/test_x.py::TestCompiled"
+
+
+def test_heavy_units_lead_their_group_so_the_short_ones_fill_the_end():
+    units = {"light_many.py": set(), "light_heavy.py": set(), "run_many.py": {"tiny_full_run"},
+             "run_heavy.py": {"tiny_full_run"}, "run_starter.py": {"tiny_full_run"}}
+    counts = {"light_many.py": 20, "light_heavy.py": 3, "run_many.py": 15, "run_heavy.py": 2, "run_starter.py": 30}
+    heavy = frozenset({"light_heavy.py", "run_heavy.py"})
+    # the starter is the heavy cold-run unit; the rest of each group: heavy first, then by test count
+    assert unit_order(units, counts, heavy) == ["run_heavy.py", "light_heavy.py", "light_many.py", "run_starter.py",
+                                                "run_many.py"]
+    assert unit_order(units, counts) == ["run_starter.py", "light_many.py", "light_heavy.py", "run_many.py",
+                                         "run_heavy.py"]

@@ -21,6 +21,8 @@ from edgepipe.sweeps.config import SweepBoard, parse_sweep
 from edgepipe.sweeps.leaderboard import best, leaderboard_table, pareto_front, summarize
 from tests.fixtures.configs import tiny_config
 
+pytestmark = pytest.mark.heavy  # ~39 worker-seconds: handed out first (tests/fixtures/scheduling.py)
+
 RECIPES = [
     {"name": "fast", "options": {"precisions": ["int8"]},
      "targets": {"openvino-cpu": {"recipe": "default"}, "tflite-arm": {"int8_io": True}}},

@@ -25,7 +25,6 @@ the figures are flagged. Results go to RUN_DIR/bench_latency.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -35,6 +34,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import run_dir_args  # noqa: E402  (beside this script)
 
 
 class PluginDefaults:
@@ -110,12 +111,7 @@ def rows_for(run: Path, hand: dict, threads: int, only: set[str]) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--output", type=Path, required=True, help="an edgepipe run output of the example")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = run_dir_args.parser(__doc__)
     ap.add_argument("--clock-ghz", type=float, default=None, help="the cores' clock under load (default: cpufreq's "
                                                                    "maximum, else BENCHMARKING.md's Zen 4 figure)")
     ap.add_argument("--only", default="openvino,tflite,onnx")

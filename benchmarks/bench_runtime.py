@@ -25,7 +25,6 @@ Results go to RUN_DIR/bench_runtime.json.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
@@ -38,6 +37,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import run_dir_args  # noqa: E402  (beside this script)
 
 
 def steal_ticks() -> int:
@@ -110,12 +112,7 @@ def tflite_settings(art: Path, threads: int) -> dict:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--output", type=Path, required=True, help="an edgepipe run output of the example")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--runs", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = run_dir_args.parser(__doc__)
     ap.add_argument("--fidelity-images", type=int, default=100)
     ap.add_argument("--only", choices=["openvino", "tflite"], default=None)
     args = ap.parse_args()

@@ -134,7 +134,7 @@ def main() -> None:
 
     fp32_ir = next((args.output / "artifacts" / "openvino-cpu-fp32").glob("*.xml"))
     macs = roofline.macs_per_image(ov.Core().read_model(str(fp32_ir)))
-    peak = roofline.host_peak(args.threads, args.clock_ghz)
+    peak = roofline.host_peak(min(args.threads, os.cpu_count() or 1), args.clock_ghz)  # cores in use
     res = side_by_side(runners, ctx.validation.images, args.rounds, args.warmup, args.runs)
 
     load = res["load"]

@@ -18,6 +18,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+from edgepipe.core.versions import cpu_flags
 from edgepipe.formats.openvino_ir import plain
 
 COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"})
@@ -35,7 +36,7 @@ def config_for(threads: int, hint: str, precision: str | None, streams: int | No
     return cfg
 
 
-def exec_graph_summary(compiled) -> dict:
+def exec_graph_summary(compiled, host_flags: set[str] | None = None) -> dict:
     """What the plugin actually runs: kernels and precisions of the compute layers, and the ISA."""
     kernels, precisions = Counter(), Counter()
     for node in compiled.get_runtime_model().get_ordered_ops():
@@ -45,8 +46,22 @@ def exec_graph_summary(compiled) -> dict:
             continue
         kernels[f"{layer}:{_rt(rt, 'primitiveType')}"] += 1
         precisions[_rt(rt, "runtimePrecision")] += 1
-    isa = sorted({label for k in kernels for token, label in ISA_TOKENS if token in k.lower()})
-    return {"kernels": dict(kernels.most_common()), "runtime_precisions": dict(precisions), "isa": isa}
+    return {"kernels": dict(kernels.most_common()), "runtime_precisions": dict(precisions),
+            "isa": isa_labels(kernels, host_flags or set())}
+
+
+def isa_labels(kernels, host_flags: set[str]) -> list[str]:
+    """The instruction sets named by the kernels. oneDNN's AVX-512 int8 kernels no longer say VNNI in their
+    names (`brgconv_avx512_1x1_I8`); on a CPU whose flags have avx512_vnni they use it (vpdpbusd), so an
+    int8 AVX-512 kernel there is labelled "AVX-512 VNNI" rather than "AVX-512"."""
+    labels = set()
+    for kernel in kernels:
+        k = kernel.lower()
+        found = {label for token, label in ISA_TOKENS if token in k}
+        if found == {"AVX-512"} and k.endswith(("_i8", "_u8")) and "avx512_vnni" in host_flags:
+            found = {"AVX-512 VNNI"}
+        labels |= found
+    return sorted(labels)
 
 
 def _rt(rt, key: str) -> str:
@@ -80,7 +95,7 @@ def compile_and_export(xml: Path, out: Path, device: str, config: dict, stem: st
         "blob_bytes": blob.stat().st_size,
     }
     if device == "CPU":
-        record["exec_graph"] = exec_graph_summary(compiled)
+        record["exec_graph"] = exec_graph_summary(compiled, cpu_flags()[0])
     (out / f"{stem}.compile.json").write_text(json.dumps(record, indent=2))
     return record
 

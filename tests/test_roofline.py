@@ -62,8 +62,21 @@ def test_clock_source(tmp_path):
 
 
 def test_cpu_flags_reads_the_first_cpu(tmp_path):
+    from edgepipe.core.versions import cpu_flags
+
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nflags\t\t: fpu avx2 avx512_vnni\n\n"
                     "processor\t: 1\nvendor_id\t: Other\nflags\t\t: fpu\n")
-    assert roofline.cpu_flags(str(info)) == ({"fpu", "avx2", "avx512_vnni"}, "AuthenticAMD")
-    assert roofline.cpu_flags(str(tmp_path / "none")) == (set(), "")
+    assert cpu_flags(str(info)) == ({"fpu", "avx2", "avx512_vnni"}, "AuthenticAMD")
+    assert cpu_flags(str(tmp_path / "none")) == (set(), "")
+
+
+def test_the_compile_record_names_vnni_for_int8_avx512_kernels_on_a_vnni_cpu():
+    """oneDNN's AVX-512 int8 kernel names no longer say VNNI; on a CPU with avx512_vnni they use it."""
+    from edgepipe.targets.openvino_compile import isa_labels
+
+    kernels = {"Convolution:brgconv_avx512_1x1_I8": 38, "Convolution:brgconv_avx512_f32": 1}
+    assert isa_labels(kernels, {"avx512f", "avx512_vnni"}) == ["AVX-512", "AVX-512 VNNI"]
+    assert isa_labels(kernels, {"avx512f"}) == ["AVX-512"]
+    assert isa_labels({"Convolution:brgconv_avx512_amx_I8": 3}, {"avx512_vnni", "amx_int8"}) == ["AMX", "AVX-512"]
+    assert isa_labels({"Convolution:jit_avx2_I8": 3}, {"avx2"}) == ["AVX2"]

@@ -48,22 +48,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def host_facts() -> dict:
-    flags = []
+def cpu_flags(path: str = "/proc/cpuinfo") -> tuple[set[str], str]:
+    """(every ISA flag, vendor id) of the first CPU in /proc/cpuinfo; empty where there is none."""
+    flags: set[str] = set()
+    vendor = ""
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    flags = sorted(have & ISA_FLAGS)
+                key, _, value = line.partition(":")
+                if key.strip() == "vendor_id" and not vendor:
+                    vendor = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
                     break
     except OSError:
         pass
+    return flags, vendor
+
+
+def host_facts() -> dict:
     return {
         "cpu": cpu_model(),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
-        "isa_flags": flags,
+        "isa_flags": sorted(cpu_flags()[0] & ISA_FLAGS),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
         "tools": tool_versions(*TOOLS),

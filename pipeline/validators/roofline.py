@@ -15,7 +15,7 @@ with the MACs per cycle read off the ISA flags of /proc/cpuinfo:
 
 The clock is not in /proc/cpuinfo on every VM (it shows the base clock or nothing): pass it, or the
 cpufreq maximum is used where the kernel has it, else the 3.7 GHz of BENCHMARKING.md's Zen 4 figure;
-the result says which. Standard library only, but `macs_per_image` needs an `openvino.Model`.
+the result says which. No toolkit import: `macs_per_image` is handed an `openvino.Model`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+
+from edgepipe.core.versions import cpu_flags
 
 # (flag, vendor or None for any) -> (int8, fp32 MACs per cycle per core, what it assumes); first match wins
 PEAKS = (
@@ -34,24 +36,6 @@ PEAKS = (
 )
 DEFAULT_CLOCK_GHZ = 3.7  # ../shared/BENCHMARKING.md's AMD Zen 4 figure
 CPUFREQ_MAX = "/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq"
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> tuple[set[str], str]:
-    """(ISA flags, vendor id) of the first CPU in /proc/cpuinfo; empty where there is none."""
-    flags: set[str] = set()
-    vendor = ""
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "vendor_id" and not vendor:
-                    vendor = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    return flags, vendor
 
 
 def clock_ghz(given: float | None = None, cpufreq: str = CPUFREQ_MAX) -> tuple[float, str]:

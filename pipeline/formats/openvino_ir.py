@@ -111,11 +111,13 @@ def plain(v):
 class OpenVINORunner:
     """OpenVINO CPU plugin. `precision` is explicit: on CPUs with bf16 support the plugin's
     default inference precision is bf16, which would make an "FP32" measurement a bf16 one.
+    `precision=None` leaves it to the plugin, as a user's plain `compile_model` does (benchmarks
+    compare against that; `info` records what the plugin chose).
     A foreign IR with a dynamic batch is reshaped to batch 1; a channels-first IR is refused
     unless the caller chose `layout="nchw"` or `"auto"` (see `check_input`). `predict_many`
     (accuracy passes) runs asynchronous requests on a THROUGHPUT compile of the same model."""
 
-    def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str = "f32",
+    def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str | None = "f32",
                  layout: str = "nhwc", streams: int | None = None, blob: Path | None = None,
                  cache_dir: Path | None = None):
         """`blob`: a model compiled for this CPU (`export_model`), imported instead of compiling `path`.
@@ -140,8 +142,9 @@ class OpenVINORunner:
     def compile(self, hint: str, streams: int | None = None):
         """This runner's model (its blob, or its IR at batch 1) compiled for the CPU with `hint`; the
         threads and the inference precision are always this runner's."""
-        config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": hint,
-                  "INFERENCE_PRECISION_HINT": self.precision}
+        config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": hint}
+        if self.precision is not None:
+            config["INFERENCE_PRECISION_HINT"] = self.precision
         if streams is not None:
             config["NUM_STREAMS"] = streams
         if self.blob is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -60,6 +61,56 @@ def test_report_json_holds_the_new_metrics(run):
     fp32 = next(r for r in rows if r["artifact"] == "tflite-arm/fp32")
     assert fp32["parity"]["passed"] and fp32["parity"]["cosine_min"] > 0.9999
     assert rows[0]["latency"]["rss_scope"] == "in-process delta"
+
+
+def keras_macs(model) -> int:
+    """MACs per image counted from the Keras layers (an oracle independent of OpenVINO's frontends)."""
+    total = 0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind not in ("Conv2D", "SeparableConv2D", "Dense"):
+            continue
+        out = layer.output.shape[1:]
+        cin = layer.input.shape[-1]
+        if kind == "Conv2D":
+            total += int(np.prod(out)) * cin * int(np.prod(layer.kernel_size))
+        elif kind == "SeparableConv2D":  # depthwise (one filter per input channel), then pointwise
+            total += int(np.prod(out[:-1])) * cin * int(np.prod(layer.kernel_size)) + int(np.prod(out)) * cin
+        else:
+            total += out[-1] * cin
+    return total
+
+
+def test_every_timed_artifact_has_its_roofline_share(run, tiny_assets):
+    """The latency stage counts the artifact's MACs (the same network in every format); the row's latency holds
+    the p50 as a share of this host's peak for its precision, and the terminal and report.html say it."""
+    import keras
+
+    from edgepipe.validators import roofline
+
+    macs = keras_macs(keras.saving.load_model(tiny_assets["model"], compile=False))
+    rows = run["report"]["artifacts"]
+    peak = roofline.host_peak()
+    for r in rows[1:]:
+        lat = r["latency"]
+        assert lat["macs_per_image"] == macs, (r["artifact"], lat.get("macs_note"))
+        if peak is None:  # a CPU without a row in roofline.PEAKS: no share, and nothing claims one
+            assert "roofline" not in lat
+            continue
+        roof = lat["roofline"]
+        assert roof["of_peak"] == r["precision"] and roof["macs_per_image"] == macs
+        assert roof["share"] == pytest.approx(roofline.share(lat["p50_ms"], macs, roof["peak_macs_per_s"]), abs=1e-4)
+        assert roof["cores"] == min(lat["threads"], os.cpu_count())
+    assert "roofline" not in rows[0]["latency"] and "macs_per_image" not in rows[0]["latency"]  # the Keras call
+    html = (run["out"] / "report.html").read_text()
+    if peak is not None:
+        (line,) = [x for x in run["output"].splitlines() if x.startswith("roofline: ")]
+        for r in rows[1:]:
+            assert f"{r['artifact']} {100 * r['latency']['roofline']['share']:.0f}% of {r['precision'].upper()}" in line
+        assert f"{macs / 1e9:.3g} GMAC per image over" in run["output"]
+        assert 'id="roofline"' in html and "% of INT8" in html
+    else:
+        assert "roofline:" not in run["output"] and 'id="roofline"' not in html
 
 
 def test_summary_names_report_html_and_artifacts(run):

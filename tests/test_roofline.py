@@ -80,3 +80,27 @@ def test_the_compile_record_names_vnni_for_int8_avx512_kernels_on_a_vnni_cpu():
     assert isa_labels(kernels, {"avx512f"}) == ["AVX-512"]
     assert isa_labels({"Convolution:brgconv_avx512_amx_I8": 3}, {"avx512_vnni", "amx_int8"}) == ["AMX", "AVX-512"]
     assert isa_labels({"Convolution:jit_avx2_I8": 3}, {"avx2"}) == ["AVX2"]
+
+
+def test_count_macs_reads_a_model_file_and_says_why_it_cannot(tmp_path):
+    import openvino as ov
+
+    ov.save_model(small_model(), tmp_path / "m.xml")
+    assert roofline.count_macs(tmp_path / "m.xml") == (roofline.macs_per_image(small_model()), None)
+    (tmp_path / "bad.tflite").write_bytes(b"not a flatbuffer")
+    macs, why = roofline.count_macs(tmp_path / "bad.tflite")
+    assert macs is None and why.startswith("MACs not counted: ")
+
+
+def test_the_record_holds_int8_against_the_int8_peak_and_float_against_fp32(monkeypatch):
+    monkeypatch.setattr(roofline, "cpu_flags", lambda: ({"avx2", "fma", "avx512_vnni"}, "AuthenticAMD"))
+    monkeypatch.setattr(roofline.os, "cpu_count", lambda: 2)
+    roof_int8_ms = 1e3 * 8.36e9 / (2 * 3.7e9 * 64)
+    int8 = roofline.record(2 * roof_int8_ms, int(8.36e9), "int8", threads=4, given_ghz=3.7)
+    assert int8["share"] == pytest.approx(0.5) and int8["of_peak"] == "int8" and int8["cores"] == 2  # 2 of 4 threads
+    assert int8["roof_ms"] == pytest.approx(roof_int8_ms, abs=1e-3) and int8["clock_source"] == "given"
+    fp32 = roofline.record(2 * roof_int8_ms, int(8.36e9), "fp32", threads=1, given_ghz=3.7)
+    assert fp32["of_peak"] == "fp32" and fp32["cores"] == 1 and fp32["share"] == pytest.approx(0.5 * 16 / 64 * 2)
+    assert roofline.record(10.0, 10**9, "int16", 2, 3.7) is None  # 16x8: no peak row for it
+    monkeypatch.setattr(roofline, "cpu_flags", lambda: ({"neon"}, ""))
+    assert roofline.record(10.0, 10**9, "int8", 2, 3.7) is None  # a CPU not in PEAKS

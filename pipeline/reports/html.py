@@ -25,7 +25,7 @@ from edgepipe.reports import charts as svg_charts
 from edgepipe.reports import charts_dist
 from edgepipe.reports.escape import html as escape
 from edgepipe.reports.numbers import MISSING, fmt, fmt_range
-from edgepipe.reports.rows import ReportRow
+from edgepipe.reports.rows import ReportRow, roofline_basis, roofline_cell
 
 TEMPLATES = Path(__file__).with_name("templates")
 EXIT_TEXT = {0: "every artifact passed its gates", 1: "a gate failed or an artifact failed to build",
@@ -206,7 +206,8 @@ def latency_details(rows: list[ReportRow]) -> dict:
             "cells": [fmt(lat.get("load_ms"), ".1f"), fmt(lat.get("first_ms"), ".1f"), fmt(lat.get("warmup"), "d"),
                       fmt(lat.get("runs"), "d"), fmt(lat.get("mean_ms"), ".2f"),
                       f"{fmt(e2e.get('p50_ms'), '.1f')} / {fmt(e2e.get('p90_ms'), '.1f')}",
-                      fmt(e2e.get("preprocess_p50_ms"), ".2f"), fmt(lat.get("threads"), "d")],
+                      fmt(e2e.get("preprocess_p50_ms"), ".2f"), fmt(lat.get("threads"), "d"),
+                      roofline_cell(lat) or MISSING],
             "mean_ci": _ci(mci, ".2f"),
             "runtime": f"{lat.get('runtime') or MISSING} {lat.get('inference_precision', '')}".strip(),
             "rss": rss,
@@ -215,7 +216,7 @@ def latency_details(rows: list[ReportRow]) -> dict:
             sweeps.append({"artifact": r.artifact, "emulated": is_emulated(r), "threads": str(s["threads"]),
                            "cells": [fmt(s["p50_ms"], ".2f"), fmt(s["p90_ms"], ".2f"),
                                      fmt(s["throughput_ips"], ".1f")]})
-    return {"rows": table, "sweeps": sweeps}
+    return {"rows": table, "sweeps": sweeps, "roofline": roofline_basis([r.latency for r in rows])}
 
 
 def per_layer(rows: list[ReportRow]) -> dict | None:

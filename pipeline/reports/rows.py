@@ -35,6 +35,23 @@ def busy_note(latency: Json | None) -> str | None:
             + (f", CPU steal {fmt(steal, '.1f')}%" if steal else ""))
 
 
+def roofline_cell(latency: Json | None) -> str | None:
+    """A latency's roofline share as every renderer shows it ("71% of INT8"); None when it has none."""
+    roof = (latency or {}).get("roofline")
+    return f"{fmt(100 * roof['share'], '.0f')}% of {roof['of_peak'].upper()}" if roof else None
+
+
+def roofline_basis(latencies: list[Json | None]) -> str | None:
+    """The peak the rows' roofline shares are held against, once (the first row that has one): work per
+    image, MACs per cycle and why, cores, clock and where the clock came from."""
+    roof = next((lat["roofline"] for lat in latencies if lat and lat.get("roofline")), None)
+    if roof is None:
+        return None
+    return (f"roofline: the p50's share of this CPU's peak MAC rate, {fmt(roof['macs_per_image'] / 1e9, '.3g')} GMAC "
+            f"per image over {roof['cores']} core(s) x {fmt(roof['clock_ghz'], '.2f')} GHz ({roof['clock_source']}) x "
+            f"the MACs per cycle of {roof['isa']} ({roof['assumes']}; pipeline/validators/roofline.py)")
+
+
 class ReportRow(BaseModel):
     """One row. Fields in the order report.json shows them; every one but `artifact` may be absent."""
 

@@ -9,7 +9,7 @@ from rich.table import Table
 from edgepipe.reports.escape import terminal as esc
 from edgepipe.reports.numbers import MISSING, fmt, fmt_range
 from edgepipe.reports.profile import lines
-from edgepipe.reports.rows import ReportRow
+from edgepipe.reports.rows import ReportRow, roofline_basis, roofline_cell
 
 STATUS = {"passed": "✅", "failed": "❌", "error": "❌", "reference": "ref", "skipped": "skip", "partial": "⚠️ partial"}
 NOT_AVAILABLE = "➖ not available here"  # a partial row this host cannot finish (pipeline/engine/availability.py)
@@ -119,6 +119,15 @@ def not_available_lines(report: dict) -> list[str]:
     return out
 
 
+def roofline_lines(report: dict) -> list[str]:
+    """Below the table: each timed artifact's p50 as a share of this CPU's peak, then what the peak assumes."""
+    rows = list(map(ReportRow.from_json, report["artifacts"]))
+    shares = [f"{r.artifact} {cell}" for r in rows if (cell := roofline_cell(r.latency))]
+    if not shares:
+        return []
+    return [f"roofline: {', '.join(shares)}", f"  {roofline_basis([r.latency for r in rows])}"]
+
+
 def row_lines(report: dict) -> list[str]:
     """The same rows as `summary_table`, one block per artifact, for a terminal too narrow for the table: every
     name and number stays whole (rich would otherwise cut the columns down to a few characters each)."""
@@ -148,6 +157,8 @@ def print_summary(report: dict, console: Console, output) -> None:
         for line in row_lines(report):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
     for line in not_available_lines(report):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+    for line in roofline_lines(report):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     stages = report["stages"]
     ran = [s for s in stages if not s["cached"]]

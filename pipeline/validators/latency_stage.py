@@ -1,5 +1,6 @@
 """The cached latency stage of a run (what is measured where, and its cache key), and
-`LatencyValidator`, the registry's entry that runs it for each artifact."""
+`LatencyValidator`, the registry's entry that runs it for each artifact and adds the p50's roofline share
+(`roofline.record`, from the MACs the stage counted; not cached: it reads this host's peak)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from edgepipe.core.artifacts import Artifact
 from edgepipe.core.progress import bar
 from edgepipe.core.versions import cpu_model
 from edgepipe.validators import latency as lat_mod
+from edgepipe.validators import roofline
 from edgepipe.validators.base import ValidationInputs, ValidatorResult
 
 
@@ -28,6 +30,14 @@ def latency_stage(ctx, name: str, key: dict, runner_factory, art: Artifact | Non
     e2e = lat.runs if paths else 0
 
     def fn(out: Path) -> dict:
+        res = timed()
+        if art is not None:  # the work per image, for the roofline share (`LatencyValidator`)
+            res["macs_per_image"], why_not = roofline.count_macs(art.path)
+            if why_not:
+                res["macs_note"] = why_not
+        return res
+
+    def timed() -> dict:
         if art is None or art.format not in RUNNERS:
             with bar(f"{name}: {lat.runs} timed + {e2e} end-to-end runs", lat.runs + e2e, ctx.console) as adv:
                 res = lat_mod.measure(runner_factory, valid.images, lat.warmup, lat.runs, adv, ctx.spec, paths)
@@ -70,4 +80,8 @@ class LatencyValidator:
             return ValidatorResult(self.name, {"skipped": skip}, partial=[skip])
         lat = latency_stage(inputs.ctx, inputs.stage_name("latency"), inputs.key, inputs.runner, art,
                             job.runner_params)
+        if lat.get("macs_per_image"):  # counted by the stage (a result cached before it was simply lacks it)
+            roof = roofline.record(lat["p50_ms"], lat["macs_per_image"], art.precision, lat.get("threads") or 1)
+            if roof is not None:
+                lat = {**lat, "roofline": roof}
         return ValidatorResult(self.name, lat, lat_mod.gate(inputs.gates, lat))

@@ -15,7 +15,14 @@ with the MACs per cycle read off the ISA flags of /proc/cpuinfo:
 
 The clock is not in /proc/cpuinfo on every VM (it shows the base clock or nothing): pass it, or the
 cpufreq maximum is used where the kernel has it, else the 3.7 GHz of BENCHMARKING.md's Zen 4 figure;
-the result says which. No toolkit import: `macs_per_image` is handed an `openvino.Model`.
+the result says which. No toolkit import at module level: `macs_per_image` is handed an `openvino.Model`;
+`count_macs` reads a model file with OpenVINO's frontends (IR, ONNX, TFLite) when asked.
+
+In a run, the latency stage counts each artifact's MACs (`count_macs`, cached with the timings) and the
+latency validator adds `record(...)` to the row's latency as `roofline`: the p50's share of this CPU's peak
+for the artifact's precision (INT8 artifacts against the INT8 peak, float ones against FP32), with the peak's
+assumptions. The Keras reference has none (it is not a file OpenVINO reads), nor has a precision without a
+peak row (16x8).
 """
 
 from __future__ import annotations
@@ -88,6 +95,42 @@ def macs_per_image(model) -> int:
             k = a[-2] if op.get_attributes().get("transpose_a") else a[-1]
             total += math.prod(out) * k
     return total
+
+
+def count_macs(path) -> tuple[int | None, str | None]:
+    """(MACs per image, None) of a model file OpenVINO reads (.xml, .onnx, .tflite) at batch 1 (a dynamic
+    batch is set to 1), or (None, why not): no OpenVINO, a file its frontends cannot read (an Edge TPU
+    model's custom op), or shapes that stay dynamic."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None, "OpenVINO is not installed (it counts the MACs)"
+    try:
+        model = ov.Core().read_model(str(path))
+        shape = model.input(0).get_partial_shape()
+        if shape.rank.is_static and shape.rank.get_length() > 0 and shape[0].is_dynamic:
+            model.reshape({model.input(0): [1, *list(shape)[1:]]})
+        return macs_per_image(model), None
+    except Exception as err:  # the frontends raise RuntimeError/OpConversionFailure; shapes ValueError
+        return None, f"MACs not counted: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+
+
+# an artifact's precision -> the peak it is held against (float formats run as FP32 on a CPU)
+PEAK_OF = {"int8": "int8", "fp32": "fp32", "fp16": "fp32"}
+
+
+def record(p50_ms: float, macs: int, precision: str, threads: int, given_ghz: float | None = None) -> dict | None:
+    """The `roofline` entry of a latency result: the p50's share of this CPU's peak for `precision` on the
+    cores `threads` occupy; None for a precision without a peak row or a CPU not in PEAKS."""
+    kind = PEAK_OF.get(precision)
+    found = host_peak(max(1, min(threads, os.cpu_count() or 1)), given_ghz) if kind else None
+    if found is None or not p50_ms:
+        return None
+    rate = found[f"{kind}_macs_per_s"]
+    return {"share": round(share(p50_ms, macs, rate), 4), "of_peak": kind, "macs_per_image": macs,
+            "peak_macs_per_s": rate, "roof_ms": round(1e3 * macs / rate, 3), "isa": found["flag"],
+            "assumes": found["assumes"], "cores": found["cores"], "clock_ghz": found["clock_ghz"],
+            "clock_source": found["clock_source"]}
 
 
 def share(p50_ms: float, macs: int, macs_per_s: float) -> float:

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edgepipe.reports.profile import lines  # noqa: E402  (after the path: run from a checkout)
+from edgepipe.reports.rows import roofline_basis, roofline_cell  # noqa: E402
 
 
 def _children_cpu() -> float:
@@ -52,7 +53,8 @@ def run(out: Path, env: dict) -> dict:
 def print_results(report: dict) -> None:
     print(f"\nelpv-xception on {report['environment']['cpu']} ({report['environment']['cores']} cores), "
           f"threads={report['threads']}, validation images={report['data']['validation']['count']}\n")
-    hdr = f"{'artifact':26} {'status':9} {'MB':>6} {'top-1':>7} {'Δ pts':>7} {'agree':>6} {'p50 ms':>7} {'p90 ms':>7}"
+    hdr = (f"{'artifact':26} {'status':9} {'MB':>6} {'top-1':>7} {'Δ pts':>7} {'agree':>6} {'p50 ms':>7} {'p90 ms':>7} "
+           f"{'roofline':>12}")
     print(hdr)
     print("-" * len(hdr))
     for r in report["artifacts"]:
@@ -61,7 +63,10 @@ def print_results(report: dict) -> None:
         agree = f"{a['agreement']:.3f}" if "agreement" in a else "—"
         print(f"{r['artifact']:26} {r['status']:9} {r.get('size_mb', 0):6.1f} {a.get('top1', float('nan')):7.4f} "
               f"{drop:>7} {agree:>6} {lat.get('p50_ms', float('nan')):7.1f} "
-              f"{lat.get('p90_ms', float('nan')):7.1f}")
+              f"{lat.get('p90_ms', float('nan')):7.1f} {roofline_cell(lat) or '—':>12}")
+    basis = roofline_basis([r.get("latency") for r in report["artifacts"]])
+    if basis:
+        print(basis)
 
 
 def print_profile(label: str, res: dict) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 
 from edgepipe.quantize.accuracy_aware import BudgetResult, greedy_budget, latency_cost
 from edgepipe.quantize.quantizers.base import no_7bit_weights, no_nncf_options, signed_only, unsupported_statistic
+from edgepipe.quantize.quantizers.tflite_parallel import parallel_calibration, parts
 
 # ---- what it can do ------------------------------------------------------------------------
 
@@ -74,14 +76,15 @@ def converter(saved_model: Path, per_tensor: bool = False):
 
 
 def convert_int8(saved_model: Path, out: Path, calib: np.ndarray, int8_io: bool = True, recipe=None,
-                 io_dtype: str = "int8") -> Path:
+                 io_dtype: str = "int8", processes: int = 1) -> Path:
     """Full-integer post-training quantization from real calibration images (built-in int8 ops only).
 
     With `int8_io`, the input/output tensors are integer: `io_dtype` (int8, or uint8 as older
     Edge TPU pipelines expect), int16 for a 16x8 recipe. `recipe` (edgepipe.quantize.recipes.Recipe,
     None = default): per-tensor weights disable the converter's per-channel quantization;
     activation_bits 16 selects the 16x8 op set (int16 activations, symmetric). Recipes the
-    converter cannot build were rejected by the config (`problems`).
+    converter cannot build were rejected by the config (`problems`). `processes` > 1 splits the
+    calibration over that many processes (`tflite_parallel`: the same model bytes).
     """
     import tensorflow as tf
 
@@ -101,7 +104,8 @@ def convert_int8(saved_model: Path, out: Path, calib: np.ndarray, int8_io: bool 
     dest = Path(out) / "model_int8.tflite"
     with bar(f"TFLite INT8: calibrating on {len(calib)} images", len(calib)) as advance:
         conv.representative_dataset = tflite_representative(calib, advance)
-        dest.write_bytes(conv.convert())
+        with parallel_calibration(calib, processes, advance):
+            dest.write_bytes(conv.convert())
     return dest
 
 
@@ -196,10 +200,17 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
         params["io_dtype"] = io_dtype
     if recipe.has_budget:  # float I/O, the fewest layers kept in float
         return budget_stage(ctx, sm, recipe, calib), versions, calib
+    processes = calibration_processes(ctx.cfg.threads)  # not in the key: the same bytes for any count
     res = ctx.stage("tflite-int8", params,
                     lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, int8_io,
-                                                      recipe, io_dtype).name})
+                                                      recipe, io_dtype, processes).name,
+                                 "calibration_processes": len(parts(len(calib.images), processes))})
     return res, versions, calib
+
+
+def calibration_processes(threads: int) -> int:
+    """Processes the calibration may use: the run's thread budget, at most this machine's cores."""
+    return max(1, min(threads, os.cpu_count() or 1))
 
 
 def budget_stage(ctx, sm, recipe, calib):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -111,7 +113,70 @@ def test_nncf_histogram_estimator_and_smoothquant_build_working_models(env, name
     assert _agreement(OpenVINORunner(path, 2), env) >= 0.85
 
 
-def test_onnxruntime_seven_bit_weights_stay_within_the_7_bit_range(env, tmp_path):
+@pytest.fixture(scope="module")
+def onnx_fp32(env):
+    """The tiny SavedModel converted to ONNX once (tf2onnx without its rollback copies: the first try)."""
+    from edgepipe.stages.onnx import convert_onnx
+
+    return convert_onnx(env["sm"], env["tmp"].mktemp("onnx"))
+
+
+def test_onnx_conversion_is_reproducible_and_the_same_with_tf2onnx_rollback_copies(env, onnx_fp32, tmp_path,
+                                                                                  monkeypatch):
+    """A second conversion of the same SavedModel, made the way tf2onnx converts by default (its optimizer's
+    rollback copies: the path edgepipe falls back to), gives the same bytes: tf2onnx's folded constants are
+    renumbered in order of use (pipeline/stages/onnx.py), and without the copies the model is the same."""
+    import onnx
+
+    from edgepipe.core.hashing import sha256_file
+    from edgepipe.stages import onnx as onnx_stage
+
+    real, envs = onnx_stage.subprocess.run, []
+
+    def run(cmd, **kw):  # the first try (no rollback copies) fails: the conversion must be done again
+        envs.append(kw["env"].get("TF2ONNX_CATCH_ERRORS"))
+        if len(envs) == 1:
+            return real([sys.executable, "-c", "raise SystemExit(1)"], **kw)
+        return real(cmd, **kw)
+
+    monkeypatch.setattr(onnx_stage.subprocess, "run", run)
+    again = onnx_stage.convert_onnx(env["sm"], tmp_path)
+    assert envs == ["FALSE", None]
+    assert sha256_file(again) == sha256_file(onnx_fp32)
+    names = [t.name for t in onnx.load(str(again)).graph.initializer if t.name.startswith(onnx_stage.FOLDED)]
+    assert len(names) > 3  # the tiny Xception has folded constants (its depthwise weights), renumbered
+    assert sorted(names) == sorted(f"{onnx_stage.FOLDED}{i}" for i in range(len(names)))
+
+
+def test_canonical_constant_names_undo_a_permutation_of_folded_names():
+    """Two graphs that differ only in which folded constant has which tf2onnx number, and in their order in the
+    initializer list, serialize identically after `canonical_constant_names`, and compute the same."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from edgepipe.stages.onnx import canonical_constant_names
+
+    w = [np.full((2, 2), v, np.float32) for v in (1, 2, 3)]
+
+    def graph(numbers, order):
+        inits = [numpy_helper.from_array(w[i], f"const_fold_opt__{numbers[i]}") for i in order]
+        inits.append(numpy_helper.from_array(np.eye(2, dtype=np.float32), "kept"))
+        nodes = [helper.make_node("MatMul", ["x", f"const_fold_opt__{numbers[0]}"], ["a"]),
+                 helper.make_node("MatMul", ["a", f"const_fold_opt__{numbers[1]}"], ["b"]),
+                 helper.make_node("MatMul", ["b", f"const_fold_opt__{numbers[2]}"], ["c"]),
+                 helper.make_node("MatMul", ["c", "kept"], ["y"])]
+        io = [helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, [2, 2]) for n in ("x", "y")]
+        return helper.make_graph(nodes, "g", [io[0]], [io[1]], inits)
+
+    a, b = graph([7, 3, 12], [0, 1, 2]), graph([12, 7, 3], [2, 0, 1])
+    assert a.SerializeToString() != b.SerializeToString()
+    assert canonical_constant_names(a) == canonical_constant_names(b) == 3
+    assert a.SerializeToString() == b.SerializeToString()
+    assert [n.input[1] for n in a.node] == ["const_fold_opt__0", "const_fold_opt__1", "const_fold_opt__2", "kept"]
+    assert [numpy_helper.to_array(t)[0, 0] for t in a.initializer] == [1, 2, 3, 1]
+
+
+def test_onnxruntime_seven_bit_weights_stay_within_the_7_bit_range(env, onnx_fp32):
     """The no-saturation recipe on the real quantize_static: every int8 weight initializer lies in [-64, 64]
     (reduce_range), where the default recipe uses the full [-127, 127]; both still agree with FP32."""
     import onnx
@@ -119,9 +184,8 @@ def test_onnxruntime_seven_bit_weights_stay_within_the_7_bit_range(env, tmp_path
 
     from edgepipe.formats.runners import ONNXRunner
     from edgepipe.quantize.quantizers.onnxruntime import quantize_qdq
-    from edgepipe.stages.onnx import convert_onnx
 
-    fp32 = convert_onnx(env["sm"], tmp_path)
+    fp32 = onnx_fp32
     spans = {}
     for name in ("default", "no-saturation"):
         path = quantize_qdq(fp32, env["tmp"].mktemp(name), env["calib"], BUILTIN[name])
@@ -134,16 +198,15 @@ def test_onnxruntime_seven_bit_weights_stay_within_the_7_bit_range(env, tmp_path
     assert spans["default"][1] > 64 or spans["default"][0] < -64
 
 
-def test_onnxruntime_u8u8_quantizes_weights_and_activations_to_uint8(env, tmp_path):
+def test_onnxruntime_u8u8_quantizes_weights_and_activations_to_uint8(env, onnx_fp32):
     """integer_types u8u8 on the real quantize_static: every quantized 4-D weight and every activation zero
     point is uint8 (none int8), and the model still agrees with FP32."""
     import onnx
 
     from edgepipe.formats.runners import ONNXRunner
     from edgepipe.quantize.quantizers.onnxruntime import quantize_qdq
-    from edgepipe.stages.onnx import convert_onnx
 
-    path = quantize_qdq(convert_onnx(env["sm"], tmp_path), env["tmp"].mktemp("u8u8"), env["calib"], BUILTIN["u8u8"])
+    path = quantize_qdq(onnx_fp32, env["tmp"].mktemp("u8u8"), env["calib"], BUILTIN["u8u8"])
     graph = onnx.load(str(path)).graph
     types = {t.data_type for t in graph.initializer if len(t.dims) == 4 or t.name.endswith("zero_point")}
     assert onnx.TensorProto.UINT8 in types and onnx.TensorProto.INT8 not in types, types

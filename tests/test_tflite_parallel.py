@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from edgepipe.calibration.adapters import tflite_representative
 from edgepipe.quantize.quantizers import tflite_parallel as tp
 from tests.fixtures.configs import INPUT, tiny_split
 
@@ -64,10 +65,11 @@ def test_merged_ranges_are_the_extremes_of_the_parts(tiny_assets, tiny_savedmode
 
     monkeypatch.setattr(calibrator.Calibrator, "calibrate", spy)
     conv = converter(tiny_savedmodel)
-    conv.representative_dataset = tp._feed(calib)
+    conv.representative_dataset = tflite_representative(calib)
     conv.convert()
     monkeypatch.undo()
-    halves = [calibrator.Calibrator(seen["float"]).calibrate(tp._feed(calib[a:b])) for a, b in [(0, 15), (15, 30)]]
+    halves = [calibrator.Calibrator(seen["float"]).calibrate(tflite_representative(calib[a:b]))
+              for a, b in [(0, 15), (15, 30)]]
 
     def ranges(model: bytes) -> dict:
         obj = flatbuffer_utils.read_model_from_bytearray(bytearray(model))

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.calibration.adapters import tflite_representative
+
 MIN_IMAGES_PER_PART = 16  # below this a child's start (importing TensorFlow, ~5 s) costs more than it saves
 
 
@@ -61,16 +63,6 @@ def merge_ranges(models: list[bytes]) -> bytes:
                     qa.min = np.minimum(np.asarray(qa.min), np.asarray(qb.min)).tolist()
                     qa.max = np.maximum(np.asarray(qa.max), np.asarray(qb.max)).tolist()
     return bytes(flatbuffer_utils.convert_object_to_bytearray(first))
-
-
-def _feed(images: np.ndarray, progress=None):
-    """The images as the converter's representative dataset feeds them (batch 1, float32)."""
-    def gen():
-        for img in images:
-            yield [img[None].astype(np.float32)]
-            if progress:
-                progress(1)
-    return gen
 
 
 @contextlib.contextmanager
@@ -109,7 +101,7 @@ def _split(calib, original, images: np.ndarray, spans: list[tuple[int, int]], pr
                     [sys.executable, "-m", __name__, str(model), str(Path(tmp) / f"part{i}.npy"),
                      str(Path(tmp) / f"part{i}.out")], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
             a, b = spans[0]
-            results = [original(calib, _feed(images[a:b], progress))]
+            results = [original(calib, tflite_representative(images[a:b], progress))]
             for i, child in enumerate(children, start=1):
                 _, err = child.communicate()
                 if child.returncode != 0:
@@ -131,7 +123,7 @@ def _child(model: str, images: str, out: str) -> None:
     from tensorflow.lite.python.optimize import calibrator
 
     cal = calibrator.Calibrator(Path(model).read_bytes())
-    Path(out).write_bytes(cal.calibrate(_feed(np.load(images))))
+    Path(out).write_bytes(cal.calibrate(tflite_representative(np.load(images))))
 
 
 if __name__ == "__main__":

@@ -99,8 +99,9 @@ def test_the_record_holds_int8_against_the_int8_peak_and_float_against_fp32(monk
     int8 = roofline.record(2 * roof_int8_ms, int(8.36e9), "int8", threads=4, given_ghz=3.7)
     assert int8["share"] == pytest.approx(0.5) and int8["of_peak"] == "int8" and int8["cores"] == 2  # 2 of 4 threads
     assert int8["roof_ms"] == pytest.approx(roof_int8_ms, abs=1e-3) and int8["clock_source"] == "given"
-    fp32 = roofline.record(2 * roof_int8_ms, int(8.36e9), "fp32", threads=1, given_ghz=3.7)
-    assert fp32["of_peak"] == "fp32" and fp32["cores"] == 1 and fp32["share"] == pytest.approx(0.5 * 16 / 64 * 2)
+    # one core at 16 FP32 MACs per cycle is 1/8 of two cores at 64 INT8: 16x the INT8 roof is half the FP32 peak
+    fp32 = roofline.record(16 * roof_int8_ms, int(8.36e9), "fp32", threads=1, given_ghz=3.7)
+    assert fp32["of_peak"] == "fp32" and fp32["cores"] == 1 and fp32["share"] == pytest.approx(0.5)
     assert roofline.record(10.0, 10**9, "int16", 2, 3.7) is None  # 16x8: no peak row for it
     monkeypatch.setattr(roofline, "cpu_flags", lambda: ({"neon"}, ""))
     assert roofline.record(10.0, 10**9, "int8", 2, 3.7) is None  # a CPU not in PEAKS

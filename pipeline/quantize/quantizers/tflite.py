@@ -200,12 +200,14 @@ def int8_stage(ctx, int8_io: bool = True, io_dtype: str = "int8", recipe=None):
         params["io_dtype"] = io_dtype
     if recipe.has_budget:  # float I/O, the fewest layers kept in float
         return budget_stage(ctx, sm, recipe, calib), versions, calib
-    processes = calibration_processes(ctx.cfg.threads)  # not in the key: the same bytes for any count
-    res = ctx.stage("tflite-int8", params,
-                    lambda out: {"file": convert_int8(sm.path / "saved_model", out, calib.images, int8_io,
-                                                      recipe, io_dtype, processes).name,
-                                 "calibration_processes": len(parts(len(calib.images), processes))})
-    return res, versions, calib
+
+    def fn(out: Path) -> dict:
+        processes = calibration_processes(ctx.cfg.threads)  # not in the key: the same bytes for any count
+        return {"file": convert_int8(sm.path / "saved_model", out, calib.images, int8_io, recipe, io_dtype,
+                                     processes).name,
+                "calibration_processes": len(parts(len(calib.images), processes))}
+
+    return ctx.stage("tflite-int8", params, fn), versions, calib
 
 
 def calibration_processes(threads: int) -> int:

@@ -98,14 +98,34 @@ def _fp32(ctx, sm=None) -> Artifact:
 def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
     """The NNCF INT8 stage of a recipe (quantized from the equalized IR when the recipe equalizes;
     accuracy control when it has a budget), shared with openvino-npu (`target_device="NPU"`: NNCF's
-    NPU hardware config, its own stage). Returns (stage result, tool versions, calibration batch)."""
+    NPU hardware config, its own stage). The CPU stage also quantizes the run's openvino-npu IR when
+    both come from the same IR and calibration images (`npu_partner`): one statistics pass for both.
+    Returns (stage result, tool versions, calibration batch)."""
     from edgepipe.quantize.quantizers.nncf import int8_stage
     from edgepipe.quantize.recipe_stages import source_savedmodel
 
     calib = ctx.calibration_for(recipe)
     ir, _ = ir_stage(ctx, source_savedmodel(ctx, recipe, calib))  # equalized when the recipe asks for it
-    res, versions = int8_stage(ctx, ir, recipe, calib, target_device)
+    partners = npu_partner(ctx, recipe, calib) if target_device == "ANY" else ()
+    res, versions = int8_stage(ctx, ir, recipe, calib, target_device, partners)
     return res, versions, calib
+
+
+def npu_partner(ctx, recipe, calib) -> tuple:
+    """((openvino-npu's recipe, "NPU"),) when this run has an openvino-npu target whose plain NNCF stage
+    quantizes the same IR as `recipe` from the same images (same calibration subset, same source model:
+    equalization and fine-tuning alike), else (). Never a budget: accuracy control runs its own passes."""
+    from edgepipe.quantize.recipe_stages import wants_new_source
+
+    if not any(t.name == "openvino-npu" for t in ctx.cfg.targets):
+        return ()
+    npu = ctx.recipe("openvino-npu")
+    same_source = (wants_new_source(npu) == wants_new_source(recipe)
+                   and (npu.equalize_separable, npu.cross_layer_equalization, npu.fine_tune_steps)
+                   == (recipe.equalize_separable, recipe.cross_layer_equalization, recipe.fine_tune_steps))
+    if npu.has_budget or not same_source or ctx.calibration_for(npu).sha256 != calib.sha256:
+        return ()
+    return ((npu, "NPU"),)
 
 
 def _int8(ctx, opts: Options) -> Artifact:

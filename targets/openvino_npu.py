@@ -67,6 +67,8 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
     quantization = {"preset": preset, "target_device": "NPU", "reuses_cpu_ir": False,
                     "why_not": "NNCF quantizes for the NPU's hardware config (target_device=NPU), which differs "
                                "from the CPU's; openvino-cpu/int8 is quantized for target_device=CPU"}
+    if res.meta.get("statistics_from"):  # one calibration pass with openvino-cpu's stage (nncf_shared.py)
+        quantization["statistics_from"] = res.meta["statistics_from"]
     devices = npu_devices()
     if not devices:
         from openvino import Core

@@ -150,6 +150,10 @@ class RunContext:
                           lambda out: {"dir": export_savedmodel(self.keras_model(), out, self.spec.shape).name})
 
     # ---- stages -----------------------------------------------------------------------
+    def is_cached(self, name: str, inputs: dict) -> bool:
+        """Whether the stage `name` with `inputs` is in the cache already (nothing is run or recorded)."""
+        return self.cache.lookup(name, inputs) is not None
+
     def stage(self, name: str, inputs: dict, fn) -> StageResult:
         hit = self.cache.lookup(name, inputs)
         if hit is not None and any((e.name, e.key) == (hit.name, hit.key) for e in self.cache.events):

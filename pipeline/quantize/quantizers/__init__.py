@@ -9,8 +9,9 @@ here says what one toolchain *can* do and *how* it does it, side by side, so the
     onnxruntime.py  onnxruntime.quantization.quantize_static (QDQ)
     edgetpu.py      the TFLite converter restricted to 8-bit full-integer; budgets by full-integer repairs
 
-and one helper of tflite.py: `tflite_parallel.py` splits TFLite's calibration over processes (the same model
-bytes, sooner; not a quantizer, so not in MODULES).
+and two helpers that are not quantizers (so not in MODULES): `tflite_parallel.py` splits TFLite's calibration
+over processes, `nncf_shared.py` quantizes one IR for several NNCF configurations (openvino-cpu's and
+openvino-npu's) from one statistics pass; both give the same bytes as the plain call, sooner.
 
 Every module provides `problems(recipe) -> list[str]` (why the recipe cannot be built: empty = possible,
 plain data, no toolkit import) and its cached INT8 stage(s) (`int8_stage`), which build the stage key

@@ -107,10 +107,8 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
     import openvino as ov
 
     from edgepipe.calibration.adapters import nncf_dataset
-    from edgepipe.stages.openvino import canonical_names
 
     model = ov.Core().read_model(str(ir))
-    source_names = frozenset(op.get_friendly_name() for op in model.get_ops())
     tame_logger("nncf")  # NNCF logs INFO to stdout; its progress bars print there too: stdout is for --json
     with toolkit_stdout():
         qmodel = nncf.quantize(
@@ -120,8 +118,18 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
             subset_size=len(calib),
             **nncf_arguments(recipe),
         )
-    canonical_names(qmodel, source_names, "nncf_")  # only the unnamed Constant/Convert nodes NNCF added
-    dest = Path(out) / name
+    return save_quantized(qmodel, ir, Path(out) / name)
+
+
+def save_quantized(qmodel, ir: Path, dest: Path) -> Path:
+    """The quantized model as an IR at `dest`, with the unnamed Constant/Convert nodes NNCF added named in
+    order (`canonical_names`: the same bytes whatever this process converted before)."""
+    import openvino as ov
+
+    from edgepipe.stages.openvino import canonical_names
+
+    source_names = frozenset(op.get_friendly_name() for op in ov.Core().read_model(str(ir)).get_ops())
+    canonical_names(qmodel, source_names, "nncf_")
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
     return dest
 
@@ -207,15 +215,8 @@ def openvino_latency_cost(plain: Path, chosen: Path, images: np.ndarray, rounds:
 
 # ---- the cached stages ---------------------------------------------------------------------
 
-def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
-    """The NNCF INT8 stage of a recipe from the FP32 IR stage `ir` (accuracy control when the recipe has a
-    budget); `target_device="NPU"`: NNCF's NPU hardware config, its own stage. Returns (stage result,
-    tool versions)."""
-    from edgepipe.core.versions import tool_versions
-
-    versions = tool_versions("openvino", "nncf")
-    if recipe.has_budget:
-        return budget_stage(ctx, ir, recipe, calib, target_device), versions
+def stage_name_and_params(ir, recipe, calib, target_device: str, versions: dict) -> tuple[str, dict]:
+    """The plain NNCF INT8 stage of (recipe, target device) on the IR stage `ir`: its name and key."""
     # the default recipe adds nothing to the key: stages cached before recipes stay valid
     params = {"ir": ir.key, "calibration": calib.sha256, "preset": recipe.nncf_preset or "performance",
               **recipe.key_params(), **versions}
@@ -223,9 +224,43 @@ def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):
     if target_device != "ANY":
         params["target_device"] = target_device
         name = f"nncf-int8-{target_device.lower()}"
-    res = ctx.stage(name, params, lambda out: {"file": quantize_nncf(ir.path / ir.meta["file"], out, calib.images,
-                                                                     recipe, target_device=target_device).name})
-    return res, versions
+    return name, params
+
+
+def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY", partners: tuple = ()):
+    """The NNCF INT8 stage of a recipe from the FP32 IR stage `ir` (accuracy control when the recipe has a
+    budget); `target_device="NPU"`: NNCF's NPU hardware config, its own stage. `partners`: other (recipe,
+    target device) pairs this run quantizes from the same IR and calibration images: when this stage runs,
+    it quantizes them too from one statistics pass (`nncf_shared`) and publishes their stages, which are
+    then found cached. Returns (stage result, tool versions)."""
+    from edgepipe.core.versions import tool_versions
+
+    versions = tool_versions("openvino", "nncf")
+    if recipe.has_budget:
+        return budget_stage(ctx, ir, recipe, calib, target_device), versions
+    name, params = stage_name_and_params(ir, recipe, calib, target_device, versions)
+    src = ir.path / ir.meta["file"]
+
+    def fn(out: Path) -> dict:
+        from edgepipe.quantize.quantizers import nncf_shared
+
+        others = [(r, d, *stage_name_and_params(ir, r, calib, d, versions)) for r, d in partners]
+        others = [o for o in others if o[2] != name and not ctx.is_cached(o[2], o[3])]
+        if others and nncf_shared.shareable([recipe] + [o[0] for o in others]):
+            try:
+                models = nncf_shared.quantize_shared(src, calib.images, [(nncf_arguments(recipe), target_device)]
+                                                     + [(nncf_arguments(o[0]), o[1]) for o in others])
+            except nncf_shared.NotShareable:
+                models = None
+            if models is not None:
+                for (_, _, other, other_params), model in zip(others, models[1:], strict=True):
+                    ctx.stage(other, other_params, lambda o, m=model: {
+                        "file": save_quantized(m, src, o / "model_int8.xml").name, "statistics_from": name})
+                return {"file": save_quantized(models[0], src, out / "model_int8.xml").name,
+                        "statistics_shared_with": [o[2] for o in others]}
+        return {"file": quantize_nncf(src, out, calib.images, recipe, target_device=target_device).name}
+
+    return ctx.stage(name, params, fn), versions
 
 
 def budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):

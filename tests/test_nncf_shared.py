@@ -1,0 +1,64 @@
+"""One NNCF statistics pass for openvino-cpu and openvino-npu (pipeline/quantize/quantizers/nncf_shared.py): the
+IRs are byte-identical to separate `nncf.quantize` calls, and in a run the CPU stage publishes the NPU stage."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgepipe.core.hashing import sha256_file
+from edgepipe.quantize.recipes import BUILTIN
+from tests.fixtures.configs import tiny_config, tiny_split
+from tests.fixtures.tiny_runs import seed_stages
+
+
+@pytest.fixture(scope="module")
+def fp32_ir(tiny_full_run):
+    (xml,) = (tiny_full_run["out"] / "stages").glob("ov-ir-fp32-*/model_fp32.xml")  # the tiny run's one FP32 IR
+    return xml
+
+
+def test_one_pass_gives_the_same_irs_as_separate_nncf_quantize_calls(fp32_ir, tiny_assets, tmp_path):
+    """The example's pair: 7-bit weights (overflow fix) for the CPU, NNCF's NPU hardware config for the NPU."""
+    from edgepipe.quantize.quantizers.nncf import nncf_arguments, quantize_nncf, save_quantized
+    from edgepipe.quantize.quantizers.nncf_shared import quantize_shared
+
+    calib = tiny_split(tiny_assets, "calibration").images
+    jobs = [(BUILTIN["eq-sep-7bit"], "ANY"), (BUILTIN["eq-sep"], "NPU")]
+    shared = quantize_shared(fp32_ir, calib, [(nncf_arguments(r), d) for r, d in jobs])
+    for i, ((recipe, device), model) in enumerate(zip(jobs, shared, strict=True)):
+        alone = quantize_nncf(fp32_ir, tmp_path, calib, recipe, device, name=f"alone{i}.xml")
+        together = save_quantized(model, fp32_ir, tmp_path / f"shared{i}.xml")
+        assert sha256_file(together) == sha256_file(alone), device
+        assert sha256_file(together.with_suffix(".bin")) == sha256_file(alone.with_suffix(".bin")), device
+    assert sha256_file(tmp_path / "shared0.bin") != sha256_file(tmp_path / "shared1.bin")  # two configurations
+
+
+def test_the_cpu_stage_publishes_the_npu_stage_of_the_same_ir(tiny_full_run, tiny_assets, fp32_ir, tmp_path):
+    from typer.testing import CliRunner
+
+    from edgepipe.cli.app import app
+    from edgepipe.quantize.quantizers.nncf import quantize_nncf
+    from tests.fixtures.configs import write_config
+
+    seed_stages(tiny_full_run, tmp_path / "out", leave_out=("nncf-int8*",))
+    cfg = tiny_config(tiny_assets, tmp_path / "out", targets=[
+        {"name": "openvino-cpu", "options": {"precisions": ["int8"]}}, {"name": "openvino-npu"}])
+    res = CliRunner().invoke(app, ["run", str(write_config(tmp_path / "p.yaml", cfg))], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    entries = [s for s in report["stages"] if s["stage"].startswith("nncf-int8")]
+    assert [(s["stage"], s["cached"]) for s in entries] == [("nncf-int8-npu", False), ("nncf-int8", False)], entries
+    stages = tmp_path / "out" / "stages"
+    (npu_dir,) = stages.glob("nncf-int8-npu-*")
+    (cpu_dir,) = [d for d in stages.glob("nncf-int8-*") if d != npu_dir]
+    assert json.loads((cpu_dir / "_stage.json").read_text())["meta"]["statistics_shared_with"] == ["nncf-int8-npu"]
+    assert json.loads((npu_dir / "_stage.json").read_text())["meta"]["statistics_from"] == "nncf-int8"
+    rows = {r["artifact"]: r for r in report["artifacts"]}
+    assert rows["openvino-npu/int8"]["accuracy"]["n_images"] == 54
+    # the same IR openvino-npu's own `nncf.quantize` call makes
+    alone = quantize_nncf(fp32_ir, tmp_path, tiny_split(tiny_assets, "calibration").images, BUILTIN["default"], "NPU",
+                          name="alone.xml")
+    assert sha256_file(npu_dir / "model_int8.xml") == sha256_file(alone)
+    assert sha256_file(npu_dir / "model_int8.bin") == sha256_file(alone.with_suffix(".bin"))

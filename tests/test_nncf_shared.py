@@ -62,3 +62,33 @@ def test_the_cpu_stage_publishes_the_npu_stage_of_the_same_ir(tiny_full_run, tin
                           name="alone.xml")
     assert sha256_file(npu_dir / "model_int8.xml") == sha256_file(alone)
     assert sha256_file(npu_dir / "model_int8.bin") == sha256_file(alone.with_suffix(".bin"))
+
+
+def test_nncf_internals_that_moved_fall_back_to_one_call_per_stage(tmp_path, monkeypatch, caplog):
+    """If NNCF's internals the shared pass uses are gone (another NNCF), each stage quantizes on its own, and
+    the log says so: nothing fails and nothing is published for the partner."""
+    from types import SimpleNamespace
+
+    from edgepipe.quantize.quantizers import nncf, nncf_shared
+
+    def moved(*_a, **_k):
+        raise AttributeError("'PostTrainingQuantization' object has no attribute '_pipeline'")
+
+    calls, stages = [], []
+    monkeypatch.setattr(nncf_shared, "quantize_shared", moved)
+    monkeypatch.setattr(nncf, "quantize_nncf", lambda ir, out, calib, recipe, target_device: calls.append(
+        target_device) or (out / "model_int8.xml"))
+
+    class Ctx:
+        def is_cached(self, name, params):
+            return False
+
+        def stage(self, name, params, fn):
+            stages.append(name)
+            return SimpleNamespace(name=name, meta=fn(tmp_path))
+
+    ir = SimpleNamespace(key="IR", path=tmp_path, meta={"file": "model_fp32.xml"})
+    calib = SimpleNamespace(sha256="c", images=None)
+    res, _ = nncf.int8_stage(Ctx(), ir, BUILTIN["eq-sep-7bit"], calib, "ANY", ((BUILTIN["eq-sep"], "NPU"),))
+    assert calls == ["ANY"] and stages == ["nncf-int8"] and res.meta == {"file": "model_int8.xml"}
+    assert "one NNCF statistics pass for ['nncf-int8', 'nncf-int8-npu'] is not available" in caplog.text

@@ -13,7 +13,8 @@ is then applied from its own collected points. The IRs are byte-identical to sep
 
 It leans on NNCF internals (the pipeline of `PostTrainingQuantization`, its statistics helpers), pinned by
 pyproject's `nncf<3.5`. A configuration whose pipeline has more than one step (SmoothQuant, which collects
-statistics again on the smoothed model) or a model with If ops is quantized by `nncf.quantize` itself.
+statistics again on the smoothed model) or a model with If ops is quantized by `nncf.quantize` itself, and so
+is every stage, with a warning, when those internals are missing (`quantizers/nncf.py:int8_stage`).
 """
 
 from __future__ import annotations

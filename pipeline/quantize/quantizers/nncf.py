@@ -242,32 +242,40 @@ def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY", partners: tup
     if recipe.has_budget:
         return budget_stage(ctx, ir, recipe, calib, target_device), versions
     name, params = stage_name_and_params(ir, recipe, calib, target_device, versions)
-    src = ir.path / ir.meta["file"]
 
     def fn(out: Path) -> dict:
-        from edgepipe.quantize.quantizers import nncf_shared
-
+        src = ir.path / ir.meta["file"]
         others = [(r, d, *stage_name_and_params(ir, r, calib, d, versions)) for r, d in partners]
         others = [o for o in others if o[2] != name and not ctx.is_cached(o[2], o[3])]
-        if others and nncf_shared.shareable([recipe] + [o[0] for o in others]):
-            try:
-                models = nncf_shared.quantize_shared(src, calib.images, [(nncf_arguments(recipe), target_device)]
-                                                     + [(nncf_arguments(o[0]), o[1]) for o in others])
-            except nncf_shared.NotShareable:
-                models = None
-            except (ImportError, AttributeError, TypeError) as err:  # NNCF internals moved: the plain call still works
-                log.warning("one NNCF statistics pass for %s is not available (%s: %s); quantizing each on its own",
-                            [name] + [o[2] for o in others], type(err).__name__, err)
-                models = None
-            if models is not None:
-                for (_, _, other, other_params), model in zip(others, models[1:], strict=True):
-                    ctx.stage(other, other_params, lambda o, m=model: {
-                        "file": save_quantized(m, src, o / "model_int8.xml").name, "statistics_from": name})
-                return {"file": save_quantized(models[0], src, out / "model_int8.xml").name,
-                        "statistics_shared_with": [o[2] for o in others]}
-        return {"file": quantize_nncf(src, out, calib.images, recipe, target_device=target_device).name}
+        models = one_pass(src, calib.images, [(recipe, target_device)] + [(o[0], o[1]) for o in others],
+                          [name] + [o[2] for o in others]) if others else None
+        if models is None:
+            return {"file": quantize_nncf(src, out, calib.images, recipe, target_device=target_device).name}
+        for (_, _, other, other_params), model in zip(others, models[1:], strict=True):
+            ctx.stage(other, other_params, lambda o, m=model: {
+                "file": save_quantized(m, src, o / "model_int8.xml").name, "statistics_from": name})
+        return {"file": save_quantized(models[0], src, out / "model_int8.xml").name,
+                "statistics_shared_with": [o[2] for o in others]}
 
     return ctx.stage(name, params, fn), versions
+
+
+def one_pass(ir: Path, calib: np.ndarray, jobs: list[tuple], names: list[str]) -> list | None:
+    """The quantized models of (recipe, target device) `jobs` from one statistics pass (`nncf_shared`), or None
+    when they cannot share one (SmoothQuant, a budget, a pipeline of several steps) or NNCF's internals it uses
+    are missing (logged): the caller then quantizes each with `nncf.quantize`."""
+    from edgepipe.quantize.quantizers import nncf_shared
+
+    if not nncf_shared.shareable([recipe for recipe, _ in jobs]):
+        return None
+    try:
+        return nncf_shared.quantize_shared(ir, calib, [(nncf_arguments(r), d) for r, d in jobs])
+    except nncf_shared.NotShareable:
+        return None
+    except (ImportError, AttributeError, TypeError) as err:  # NNCF's internals moved: the plain call still works
+        log.warning("one NNCF statistics pass for %s is not available (%s: %s); quantizing each on its own",
+                    names, type(err).__name__, err)
+        return None
 
 
 def budget_stage(ctx, ir, recipe, calib, target_device: str = "ANY"):

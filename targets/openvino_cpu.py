@@ -115,15 +115,14 @@ def npu_partner(ctx, recipe, calib) -> tuple:
     """((openvino-npu's recipe, "NPU"),) when this run has an openvino-npu target whose plain NNCF stage
     quantizes the same IR as `recipe` from the same images (same calibration subset, same source model:
     equalization and fine-tuning alike), else (). Never a budget: accuracy control runs its own passes."""
-    from edgepipe.quantize.recipe_stages import wants_new_source
+    from edgepipe.quantize.recipe_stages import source_key
 
     if not any(t.name == "openvino-npu" for t in ctx.cfg.targets):
         return ()
     npu = ctx.recipe("openvino-npu")
-    same_source = (wants_new_source(npu) == wants_new_source(recipe)
-                   and (npu.equalize_separable, npu.cross_layer_equalization, npu.fine_tune_steps)
-                   == (recipe.equalize_separable, recipe.cross_layer_equalization, recipe.fine_tune_steps))
-    if npu.has_budget or not same_source or ctx.calibration_for(npu).sha256 != calib.sha256:
+    npu_calib = ctx.calibration_for(npu)
+    if (npu.has_budget or npu_calib.sha256 != calib.sha256
+            or source_key(ctx, npu, npu_calib) != source_key(ctx, recipe, calib)):
         return ()
     return ((npu, "NPU"),)
 

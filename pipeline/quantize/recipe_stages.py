@@ -40,20 +40,29 @@ def wants_new_source(recipe) -> bool:
     return wants_equalization(recipe) or bool(recipe.fine_tune_steps)
 
 
-def source_savedmodel(ctx, recipe, calib):
-    """The SavedModel a recipe quantizes: the plain one; or one exported from the Keras model after
-    equalization (its float outputs checked unchanged) and / or quantization-aware fine-tuning
-    (`fine_tune_steps`: qat.py on the calibration images; it changes the float function on purpose)."""
+def source_key(ctx, recipe, calib) -> dict | None:
+    """The key of the transformed-SavedModel stage `source_savedmodel` makes for the recipe; None when the
+    recipe quantizes the plain SavedModel. Nothing runs: two recipes with equal keys quantize the same model."""
     if not wants_new_source(recipe):
-        return ctx.savedmodel()
-    if ctx.is_savedmodel:
-        raise ConfigError("recipe: equalize_separable / cross_layer_equalization / fine_tune_steps expected a Keras "
-                          f"model (.keras) to transform. Received: a SavedModel directory {str(ctx.model_path)!r}")
+        return None
     params = {"model": ctx.model_key, "calibration": calib.sha256, "shape": list(ctx.spec.shape),
               "separable": recipe.equalize_separable, "cross_layer": recipe.cross_layer_equalization,
               **tool_versions("tensorflow", "keras")}
     if recipe.fine_tune_steps:  # absent otherwise: equalized models cached before keep their key
         params["fine_tune_steps"] = recipe.fine_tune_steps
+    return params
+
+
+def source_savedmodel(ctx, recipe, calib):
+    """The SavedModel a recipe quantizes: the plain one; or one exported from the Keras model after
+    equalization (its float outputs checked unchanged) and / or quantization-aware fine-tuning
+    (`fine_tune_steps`: qat.py on the calibration images; it changes the float function on purpose)."""
+    params = source_key(ctx, recipe, calib)
+    if params is None:
+        return ctx.savedmodel()
+    if ctx.is_savedmodel:
+        raise ConfigError("recipe: equalize_separable / cross_layer_equalization / fine_tune_steps expected a Keras "
+                          f"model (.keras) to transform. Received: a SavedModel directory {str(ctx.model_path)!r}")
 
     def fn(out: Path) -> dict:
         from edgepipe.stages.savedmodel import export_savedmodel

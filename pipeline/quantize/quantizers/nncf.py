@@ -112,6 +112,7 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
     from edgepipe.calibration.adapters import nncf_dataset
 
     model = ov.Core().read_model(str(ir))
+    names = op_names(model)
     tame_logger("nncf")  # NNCF logs INFO to stdout; its progress bars print there too: stdout is for --json
     with toolkit_stdout():
         qmodel = nncf.quantize(
@@ -121,17 +122,21 @@ def quantize_nncf(ir: Path, out: Path, calib: np.ndarray, recipe=None, target_de
             subset_size=len(calib),
             **nncf_arguments(recipe),
         )
-    return save_quantized(qmodel, ir, Path(out) / name)
+    return save_quantized(qmodel, names, Path(out) / name)
 
 
-def save_quantized(qmodel, ir: Path, dest: Path) -> Path:
-    """The quantized model as an IR at `dest`, with the unnamed Constant/Convert nodes NNCF added named in
-    order (`canonical_names`: the same bytes whatever this process converted before)."""
+def op_names(model) -> frozenset[str]:
+    """The friendly names of the float model's ops (what `save_quantized` leaves as they are)."""
+    return frozenset(op.get_friendly_name() for op in model.get_ops())
+
+
+def save_quantized(qmodel, source_names: frozenset[str], dest: Path) -> Path:
+    """The quantized model as an IR at `dest`, with the unnamed Constant/Convert nodes NNCF added (those not in
+    `source_names`) named in order (`canonical_names`: the same bytes whatever this process converted before)."""
     import openvino as ov
 
     from edgepipe.stages.openvino import canonical_names
 
-    source_names = frozenset(op.get_friendly_name() for op in ov.Core().read_model(str(ir)).get_ops())
     canonical_names(qmodel, source_names, "nncf_")
     ov.save_model(qmodel, str(dest), compress_to_fp16=False)
     return dest
@@ -251,10 +256,13 @@ def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY", partners: tup
                           [name] + [o[2] for o in others]) if others else None
         if models is None:
             return {"file": quantize_nncf(src, out, calib.images, recipe, target_device=target_device).name}
+        import openvino as ov
+
+        names = op_names(ov.Core().read_model(str(src)))
         for (_, _, other, other_params), model in zip(others, models[1:], strict=True):
             ctx.stage(other, other_params, lambda o, m=model: {
-                "file": save_quantized(m, src, o / "model_int8.xml").name, "statistics_from": name})
-        return {"file": save_quantized(models[0], src, out / "model_int8.xml").name,
+                "file": save_quantized(m, names, o / "model_int8.xml").name, "statistics_from": name})
+        return {"file": save_quantized(models[0], names, out / "model_int8.xml").name,
                 "statistics_shared_with": [o[2] for o in others]}
 
     return ctx.stage(name, params, fn), versions
@@ -262,12 +270,11 @@ def int8_stage(ctx, ir, recipe, calib, target_device: str = "ANY", partners: tup
 
 def one_pass(ir: Path, calib: np.ndarray, jobs: list[tuple], names: list[str]) -> list | None:
     """The quantized models of (recipe, target device) `jobs` from one statistics pass (`nncf_shared`), or None
-    when they cannot share one (SmoothQuant, a budget, a pipeline of several steps) or NNCF's internals it uses
-    are missing (logged): the caller then quantizes each with `nncf.quantize`."""
+    when they cannot share one (a pipeline of several steps, e.g. SmoothQuant's) or NNCF's internals it uses
+    are missing (logged): the caller then quantizes each with `nncf.quantize`. Budgets never get here
+    (`int8_stage` hands them to `budget_stage`, and partners have none)."""
     from edgepipe.quantize.quantizers import nncf_shared
 
-    if not nncf_shared.shareable([recipe for recipe, _ in jobs]):
-        return None
     try:
         return nncf_shared.quantize_shared(ir, calib, [(nncf_arguments(r), d) for r, d in jobs])
     except nncf_shared.NotShareable:

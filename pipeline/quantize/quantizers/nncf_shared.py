@@ -76,10 +76,5 @@ def quantize_shared(ir: Path, calib: np.ndarray, jobs: Sequence[tuple[dict, str]
     return out
 
 
-def shareable(recipes: Sequence[object]) -> bool:
-    """Whether the recipes can share one pass (cheap check before any NNCF import): no SmoothQuant, no budget."""
-    return all(not r.smooth_quant and not r.has_budget for r in recipes)
-
-
 class NotShareable(Exception):
     """The configurations cannot share one statistics pass; quantize them one by one."""

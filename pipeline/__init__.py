@@ -27,6 +27,12 @@ Installed, this folder is the package `edgepipe` (targets/ is `edgepipe.targets`
 
 __version__ = "0.1.0"
 
+# The toolkits' usage reporting (OpenVINO, NNCF, MLflow, Ray) is off in edgepipe's processes: it forks the
+# process for every OpenVINO event, and edgepipe runs offline (core/telemetry.py; EDGEPIPE_TOOLKIT_TELEMETRY=1).
+from edgepipe.core.telemetry import quiet_toolkits as _quiet_toolkits  # noqa: E402
+
+_quiet_toolkits()
+
 # The Python API (pipeline/api.py), imported on first use so `import edgepipe` stays light.
 API = ("run", "validate", "bench", "list_targets", "Report")
 

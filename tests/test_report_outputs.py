@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from edgepipe.cli.app import app
 from edgepipe.reports.html import write_html
 from edgepipe.reports.model_card import read_front_matter
+from tests.fixtures import tiny_xception
 from tests.fixtures.chromium import render
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.tiny_runs import seed_stages
@@ -63,24 +64,6 @@ def test_report_json_holds_the_new_metrics(run):
     assert rows[0]["latency"]["rss_scope"] == "in-process delta"
 
 
-def keras_macs(model) -> int:
-    """MACs per image counted from the Keras layers (an oracle independent of OpenVINO's frontends)."""
-    total = 0
-    for layer in model.layers:
-        kind = type(layer).__name__
-        if kind not in ("Conv2D", "SeparableConv2D", "Dense"):
-            continue
-        out = layer.output.shape[1:]
-        cin = layer.input.shape[-1]
-        if kind == "Conv2D":
-            total += int(np.prod(out)) * cin * int(np.prod(layer.kernel_size))
-        elif kind == "SeparableConv2D":  # depthwise (one filter per input channel), then pointwise
-            total += int(np.prod(out[:-1])) * cin * int(np.prod(layer.kernel_size)) + int(np.prod(out)) * cin
-        else:
-            total += out[-1] * cin
-    return total
-
-
 def test_every_timed_artifact_has_its_roofline_share(run, tiny_assets):
     """The latency stage counts the artifact's MACs (the same network in every format); the row's latency holds
     the p50 as a share of this host's peak for its precision, and the terminal and report.html say it."""
@@ -88,7 +71,7 @@ def test_every_timed_artifact_has_its_roofline_share(run, tiny_assets):
 
     from edgepipe.validators import roofline
 
-    macs = keras_macs(keras.saving.load_model(tiny_assets["model"], compile=False))
+    macs = tiny_xception.keras_macs(keras.saving.load_model(tiny_assets["model"], compile=False))
     rows = run["report"]["artifacts"]
     peak = roofline.host_peak()
     for r in rows[1:]:

@@ -104,14 +104,34 @@ def test_bench_foreign_tflite_json(foreign):
     assert env["cpu"] and "isa_flags" in env and env["tools"]["ai-edge-litert"]
 
 
-def test_bench_foreign_ir_with_thread_sweep(foreign):
+def test_bench_foreign_ir_with_thread_sweep(foreign, tiny_assets):
+    import keras
+    from rich.console import Console
+
+    from edgepipe.engine.standalone import render
+    from edgepipe.validators import roofline
+
     r = _cli("bench", foreign["ir"], "--data", foreign["data"], "--preprocessing", "xception", "--runs", 20,
              "--images", 10, "--thread-sweep", "1,2", "--json")
     assert r.returncode == 0, r.stderr[-3000:]
-    lat = json.loads(r.stdout)["latency"]
+    result = json.loads(r.stdout)
+    lat = result["latency"]
     assert lat["runtime"] == "openvino" and lat["inference_precision"]
     assert [s["threads"] for s in lat["thread_sweep"]] == [1, 2]
     assert all(s["p50_ms"] <= s["p90_ms"] for s in lat["thread_sweep"])
+    # the foreign file's work per image, counted in the child, and the p50's share of this CPU's FP32 peak
+    model = keras.saving.load_model(tiny_assets["model"], compile=False)
+    assert lat["macs_per_image"] == tiny_xception.keras_macs(model), lat.get("macs_note")
+    console = Console(record=True, width=400)
+    console.print(render(result))
+    text = console.export_text()
+    if roofline.host_peak() is None:  # a CPU without a row in roofline.PEAKS: nothing claims a share
+        assert "roofline" not in lat and "roofline" not in text
+        return
+    roof = lat["roofline"]
+    assert roof["of_peak"] == "fp32" and roof["cores"] == 2 and roof["macs_per_image"] == lat["macs_per_image"]
+    assert roof["share"] == round(roofline.share(lat["p50_ms"], roof["macs_per_image"], roof["peak_macs_per_s"]), 4)
+    assert f"{100 * roof['share']:.0f}% of FP32" in text
 
 
 def test_bench_gate_failure_exits_1(foreign):

@@ -257,7 +257,7 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
     try:
         with bar(f"{safe(Path(artifact).name)}: {runs} timed + {e2e} end-to-end runs", runs + e2e, stderr) as adv:
             lat = measure_in_child(fmt, artifact, threads, batch.images, warmup, runs, None, spec, paths, e2e, adv,
-                                   limits=limits)
+                                   limits=limits, count_macs=True)
         if thread_sweep:
             lat["thread_sweep"] = []
             with bar(f"thread sweep {thread_sweep}", runs * len(thread_sweep), stderr) as adv:
@@ -266,6 +266,11 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
                     lat["thread_sweep"].append({"threads": t, **{k: r[k] for k in SWEEP_KEYS}})
     except StageError as err:  # the user's artifact failed or hung while timed: bad input, exit 2
         raise InputError(str(err)) from None
+    if lat.get("macs_per_image"):  # the p50's share of this CPU's peak, as a run's rows have it
+        from edgepipe.validators.roofline import record
+
+        roof = record(lat["p50_ms"], lat["macs_per_image"], precision, lat.get("threads") or threads)
+        lat.update({"roofline": roof} if roof else {})
     reasons = []
     if max_p90_ms is not None and lat["p90_ms"] > max_p90_ms:
         reasons.append(f"p90 {lat['p90_ms']:.1f} ms > max_p90_ms {max_p90_ms:g}")
@@ -282,6 +287,7 @@ def render(result: dict):
     from rich.table import Table
 
     from edgepipe.reports.numbers import fmt, fmt_range
+    from edgepipe.reports.rows import roofline_basis, roofline_cell
 
     t = Table(title=f"{safe(Path(result['artifact']).name)} ({result['format']}, {result['precision']}): "
                     f"{result['status']}", title_justify="left", show_header=False)
@@ -315,6 +321,10 @@ def render(result: dict):
             t.add_row(f"threads {s['threads']}", f"p50 {fmt(s['p50_ms'], '.2f')} ms, p90 {fmt(s['p90_ms'], '.2f')} ms, "
                                                  f"{fmt(s['throughput_ips'], '.1f')} images/s")
         t.add_row("runtime, threads", f"{lat.get('runtime')}, {lat.get('threads')}")
+        if roofline_cell(lat):
+            t.add_row("roofline", f"{roofline_cell(lat)}: {roofline_basis([lat])}")
+        elif lat.get("macs_note"):
+            t.add_row("roofline", safe(lat["macs_note"]))
     env = result.get("environment") or {}
     t.add_row("host", f"{env.get('cpu')} ({' '.join(env.get('isa_flags') or [])})")
     for r in result.get("reasons") or []:

@@ -87,6 +87,11 @@ def _child(req_path: str) -> int:
         "threads": req["threads"], "runtime": getattr(runner, "runtime", None),
         **getattr(runner, "info", {}),  # the runner's own facts (e.g. threads it really used) win
     })
+    if req.get("count_macs"):  # a foreign file's work per image, read here: under the child's limits
+        from edgepipe.validators.roofline import count_macs
+
+        macs, why_not = count_macs(req["path"])
+        res.update({"macs_per_image": macs} if macs else {"macs_note": why_not})
     sys.stdout.write("result " + json.dumps(res) + "\n")
     return 0
 
@@ -108,9 +113,11 @@ def _open(req: dict):
 def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarray, warmup: int, runs: int,
                      options: dict | None = None, spec=None, paths: list[str] | None = None,
                      e2e_runs: int | None = None, progress=None, timeout: float | None = None,
-                     artifact: dict | None = None, target: str | None = None, limits: Limits | None = None) -> dict:
+                     artifact: dict | None = None, target: str | None = None, limits: Limits | None = None,
+                     count_macs: bool = False) -> dict:
     """Run the measurement in a supervised child; `progress(n)` is called as timed runs complete.
-    `limits` (default DEFAULT_LIMITS; `timeout` overrides its time without progress)."""
+    `limits` (default DEFAULT_LIMITS; `timeout` overrides its time without progress). `count_macs`: the child
+    also counts the file's MACs per image (`macs_per_image`, or `macs_note` saying why not)."""
     limits = limits or DEFAULT_LIMITS
     if timeout is not None:
         limits = Limits(timeout, limits.memory_mb, limits.cpu_s)
@@ -119,7 +126,7 @@ def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarra
         np.save(Path(tmp) / "images.npy", np.ascontiguousarray(images[:n_used]))
         req = {"format": fmt, "path": str(path), "threads": int(threads), "warmup": int(warmup),
                "runs": int(runs), "options": options or {}, "images": str(Path(tmp) / "images.npy"),
-               "artifact": artifact, "target": target}
+               "artifact": artifact, "target": target, "count_macs": count_macs}
         if spec is not None and paths:
             req.update(spec=spec.as_dict(), paths=[str(p) for p in paths], e2e_runs=int(e2e_runs or runs))
         (Path(tmp) / "req.json").write_text(json.dumps(req))

@@ -105,3 +105,32 @@ def test_the_record_holds_int8_against_the_int8_peak_and_float_against_fp32(monk
     assert roofline.record(10.0, 10**9, "int16", 2, 3.7) is None  # 16x8: no peak row for it
     monkeypatch.setattr(roofline, "cpu_flags", lambda: ({"neon"}, ""))
     assert roofline.record(10.0, 10**9, "int8", 2, 3.7) is None  # a CPU not in PEAKS
+
+
+def test_a_reader_that_dies_after_the_timing_loses_only_the_mac_count(monkeypatch):
+    """`edgepipe bench` counts a foreign file's MACs in the latency child after it printed the timing: a
+    frontend that crashes or hangs on the file costs the count (a note says why), not the measurement."""
+    from edgepipe.core.children import Outcome
+    from edgepipe.core.errors import StageError
+    from edgepipe.validators import latency_child
+
+    def child(returncode, timed_out=False, macs_line=None):
+        def fake(module, args, limits, threads, steps, on_line):
+            on_line('result {"p50_ms": 1.5}')
+            if macs_line:
+                on_line(macs_line)
+            return Outcome(returncode=returncode, stderr="Segmentation fault", seconds=1.0, timed_out=timed_out)
+        return fake
+
+    images = np.zeros((2, 4, 4, 3), np.float32)
+    monkeypatch.setattr(latency_child, "run_limited", child(-11))
+    res = latency_child.measure_in_child("openvino", "m.xml", 1, images, 0, 1, count_macs=True)
+    assert res == {"p50_ms": 1.5, "macs_note": "MACs not counted: the child stopped while reading the file (exit -11)"}
+    with pytest.raises(StageError, match="child exit -11"):  # without the count, the crash is the measurement's
+        latency_child.measure_in_child("openvino", "m.xml", 1, images, 0, 1)
+    monkeypatch.setattr(latency_child, "run_limited", child(-9, timed_out=True))
+    res = latency_child.measure_in_child("openvino", "m.xml", 1, images, 0, 1, count_macs=True)
+    assert res["macs_note"].endswith("(it ran out of time)")
+    monkeypatch.setattr(latency_child, "run_limited", child(0, macs_line='macs {"macs_per_image": 42}'))
+    assert latency_child.measure_in_child("openvino", "m.xml", 1, images, 0, 1, count_macs=True) == {
+        "p50_ms": 1.5, "macs_per_image": 42}

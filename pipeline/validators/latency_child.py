@@ -87,12 +87,13 @@ def _child(req_path: str) -> int:
         "threads": req["threads"], "runtime": getattr(runner, "runtime", None),
         **getattr(runner, "info", {}),  # the runner's own facts (e.g. threads it really used) win
     })
-    if req.get("count_macs"):  # a foreign file's work per image, read here: under the child's limits
-        from edgepipe.validators.roofline import count_macs
+    sys.stdout.write("result " + json.dumps(res) + "\n")
+    sys.stdout.flush()
+    if req.get("count_macs"):  # a foreign file's work per image, read here, under the child's limits, after
+        from edgepipe.validators.roofline import count_macs  # the timing is out (a reader crash loses only this)
 
         macs, why_not = count_macs(req["path"])
-        res.update({"macs_per_image": macs} if macs else {"macs_note": why_not})
-    sys.stdout.write("result " + json.dumps(res) + "\n")
+        sys.stdout.write("macs " + json.dumps({"macs_per_image": macs} if macs else {"macs_note": why_not}) + "\n")
     return 0
 
 
@@ -137,11 +138,20 @@ def measure_in_child(fmt: str, path: str | Path, threads: int, images: np.ndarra
                 progress(int(line.split()[1]))
             elif line.startswith("result "):
                 found["result"] = json.loads(line[len("result "):])
+            elif line.startswith("macs "):
+                found["macs"] = json.loads(line[len("macs "):])
 
         steps = runs + (req.get("e2e_runs") or 0) + warmup
         out = run_limited("edgepipe.validators.latency_child", [Path(tmp) / "req.json"], limits, threads, steps,
                           on_line)
     result, rc = found.get("result"), out.returncode
+    if count_macs and result is not None and "error" not in result:  # timed; the count came after it
+        if "macs" in found:
+            result.update(found["macs"])
+        else:
+            why = "it ran out of time" if out.timed_out else f"exit {rc}"
+            result["macs_note"] = f"MACs not counted: the child stopped while reading the file ({why})"
+        return result
     if rc == RUNTIME_MISSING:
         raise DeviceUnavailableError(f"{Path(path).name}: cannot be measured on this host: "
                                      f"{(result or {}).get('error', 'runtime missing')}")

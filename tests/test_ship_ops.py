@@ -129,6 +129,28 @@ def test_upload_timeout_scales_with_size_and_says_so(board, tmp_path, monkeypatc
         err.value) and "--upload-timeout" in str(err.value)
 
 
+def test_bench_on_boards_takes_the_upload_timeout_as_ship_does(monkeypatch, tmp_path):
+    """`bench --device` installs the bundle on each board first: the same --upload-timeout reaches the upload
+    (whose use of it the test above checks)."""
+    from edgepipe.boards import device_bench
+
+    seen = {}
+
+    def fake_bench(bundle, urls, ssh_opts, pubkey, *args):
+        seen.update(urls=urls, opts=ssh_opts)
+        return {"devices": [], "ok": True}
+
+    monkeypatch.setattr(device_bench, "bench_devices", fake_bench)
+    res = runner.invoke(app, ["bench", str(tmp_path), "--device", "ssh://u@h/p", "--timeout", "7",
+                              "--upload-timeout", "40"])
+    assert res.exit_code == 0, res.output
+    assert seen["urls"] == ["ssh://u@h/p"] and seen["opts"].upload_timeout == 40 and seen["opts"].command_timeout == 7
+    res = runner.invoke(app, ["bench", str(tmp_path), "--device", "ssh://u@h/p"])
+    assert res.exit_code == 0 and seen["opts"].upload_timeout is None  # the default: --timeout + the size's share
+    res = runner.invoke(app, ["bench", str(tmp_path), "--device", "ssh://u@h/p", "--upload-timeout", "0"])
+    assert res.exit_code == 2 and "--upload-timeout" in res.output
+
+
 # ---- 4. bundles carry only what the board runs ------------------------------------------------------------
 def test_host_only_blob_is_left_out_of_the_bundle(bundles, tmp_path):
     run = bundles["run"]

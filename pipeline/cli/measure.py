@@ -68,6 +68,8 @@ def bench(
     connect_timeout: int = typer.Option(5, min=1, help="boards: ssh connect timeout, seconds"),
     timeout: float = typer.Option(300, min=1, help="boards: timeout of each remote command, seconds"),
     retries: int = typer.Option(1, min=0, max=5, help="boards: extra attempts after a connection failure"),
+    upload_timeout: float | None = typer.Option(None, "--upload-timeout", min=1, help="boards: seconds the bundle's "
+                                                "upload may take (default: --timeout + its size at 256 KiB/s)"),
     timeout_s: float = PREPROCESS_OPTIONS["timeout"],
     memory_mb: int = PREPROCESS_OPTIONS["memory_mb"],
 ) -> None:
@@ -76,14 +78,18 @@ def bench(
     from edgepipe.core.errors import EXIT_PARTIAL, InputError
 
     if device:
+        from dataclasses import replace
+
         from edgepipe.boards.device_bench import bench_devices, device_line
         from edgepipe.boards.signing import PUBLIC_NAME, default_key_dir
         from edgepipe.core.progress import stderr
         from edgepipe.reports.escape import terminal
 
         try:
-            res = bench_devices(artifact, device, ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
-                                pubkey or default_key_dir() / PUBLIC_NAME, runs, warmup, threads, remote_python, report)
+            opts = replace(ssh_options(identity, known_hosts, connect_timeout, timeout, retries),
+                           upload_timeout=upload_timeout)
+            res = bench_devices(artifact, device, opts, pubkey or default_key_dir() / PUBLIC_NAME, runs, warmup,
+                                threads, remote_python, report)
         except EdgepipeError as err:
             fail(err, as_json)
         json_out(res)

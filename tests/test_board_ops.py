@@ -4,6 +4,10 @@ Two versions of the tiny INT8 bundle are shipped with `edgepipe ship`, then the 
 (status, list: read-only) and rolled back (to the previous bundle, to a named one), and every
 refusal (nothing to roll back to, unknown bundle, a bundle damaged on the board, a held lock,
 an unreachable board) is checked to change nothing and to print one JSON object with --json.
+
+Then what a board operator meets when shipping: the pre-flight's refusals before anything is written (no numpy or
+runtime, no python, an unwritable or read-only path, no space), a changed host key, a bundle damaged on the board
+repaired by shipping again, and one JSON object for every outcome of `ship --json`.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from typer.testing import CliRunner
 from edgepipe.boards.bundle import read_manifest
 from edgepipe.boards.lock import BoardLock
 from edgepipe.boards.remote import Device, Remote, SSHOptions
-from edgepipe.boards.ship import remote_dir_name
+from edgepipe.boards.ship import Board, remote_dir_name
 from edgepipe.boards.signing import fingerprint
 from edgepipe.cli.app import app
-from tests.fixtures.ship_board import current, ship, url  # fixtures board, bundles: conftest plugin
+from edgepipe.core.errors import RemoteError
+from tests.fixtures.ship_board import current, remote, ship, ship_json, ssh_args, url  # fixtures board, bundles
 from tests.fixtures.sshd_board import free_port
 
 runner = CliRunner()
@@ -172,3 +177,147 @@ def test_every_outcome_is_one_json_object_with_its_exit_code(board, bundles, two
         assert current(root) == before
     finally:
         held.release()
+
+
+# ---- what a board operator meets: clear refusals, --json for every outcome, repair (board-ops) ----------
+def fake_python(tmp_path, name, body):
+    script = tmp_path / name
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_preflight_refuses_a_board_without_numpy_or_runtime_before_writing_anything(board, bundles, tmp_path):
+    site = tmp_path / "site" / "ai_edge_litert"
+    site.mkdir(parents=True)
+    (site / "__init__.py").write_text('__version__ = "0.9.0"\n')
+    (site / "interpreter.py").write_text("class Interpreter:\n    pass\n")
+    old = fake_python(tmp_path, "oldrt.sh", f'PYTHONPATH={tmp_path / "site"} exec {sys.executable} "$@"')
+    bare = fake_python(tmp_path, "bare.sh", f'exec {sys.executable} -S "$@"')  # -S: no numpy, no runtime
+    root = tmp_path / "board"
+    res, out = ship_json(board, bundles, bundles["v1"], root, python=str(old))
+    assert res.exit_code == 3 and out["status"] == "runtime" and not out["ok"], out
+    assert "ai_edge_litert 0.9.0 (older than 1.0)" in out["error"] and "pip install" in out["error"]
+    assert "ai-edge-litert>=1.0 or tflite-runtime>=2.11" in out["error"] and "PEP 668" in out["error"]
+    assert not root.exists()  # nothing at all on the board: no trusted.pub, no lock, no runner
+    res, out = ship_json(board, bundles, bundles["v1"], root, python=str(bare))
+    assert res.exit_code == 3 and out["status"] == "runtime", out
+    assert "numpy: ModuleNotFoundError" in out["error"] and "'numpy'" in out["error"] and "?python=" in out["error"]
+    assert not root.exists()
+
+
+def test_missing_python_unwritable_path_and_no_space_are_clear_errors(board, bundles, tmp_path):
+    root = tmp_path / "board"
+    res, out = ship_json(board, bundles, bundles["v1"], root, python=str(tmp_path / "no" / "python3"))
+    assert res.exit_code == 3 and out["status"] == "no python", out
+    assert "Received: not found" in out["error"] and "--remote-python" in out["error"] and "?python=" in out["error"]
+    assert "Traceback" not in res.output and "lock" not in out["error"] and not root.exists()
+    (tmp_path / "afile").write_text("mine")
+    res, out = ship_json(board, bundles, bundles["v1"], tmp_path / "afile" / "edge")
+    assert res.exit_code == 3 and out["status"] == "remote path not writable", out
+    assert f"{tmp_path / 'afile'} is not a directory" in out["error"] and "Traceback" not in out["error"]
+    assert (tmp_path / "afile").read_text() == "mine"
+    # the lock (taken after the pre-flight) says the same, not a traceback, if the board changes in between
+    with pytest.raises(RemoteError) as err:
+        BoardLock(remote(board, tmp_path / "afile" / "edge"), sys.executable, "ship").acquire()
+    assert err.value.status == "remote path not writable" and "NotADirectoryError" in str(err.value)
+    assert "Traceback" not in str(err.value)
+    with pytest.raises(RemoteError) as err:
+        BoardLock(remote(board, root), str(tmp_path / "no" / "python3"), "ship").acquire()
+    assert err.value.status == "no python" and "--remote-python" in str(err.value) and not root.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only directories (the board logs in as this user)")
+def test_a_read_only_install_dir_is_refused_before_writing(board, bundles, tmp_path):
+    ro = tmp_path / "ro"
+    (ro / "edge" / "bundles").mkdir(parents=True)
+    (ro / "edge" / "bundles").chmod(0o555)
+    try:
+        res, out = ship_json(board, bundles, bundles["v1"], ro / "edge")
+        assert res.exit_code == 3 and out["status"] == "remote path not writable", out
+        assert f"{ro / 'edge' / 'bundles'} is not writable" in out["error"] and "chown" in out["error"]
+        assert sorted(p.name for p in (ro / "edge").iterdir()) == ["bundles"]
+    finally:
+        (ro / "edge" / "bundles").chmod(0o755)
+
+
+def test_preflight_no_space_names_the_need(board, bundles, tmp_path):
+    from edgepipe.boards.preflight import evaluate
+
+    facts = {"python": "3.11.2", "executable": "/usr/bin/python3", "numpy": {"version": "1.26.4"},
+             "runtimes": {"tflite_runtime": {"version": "2.14.0"}, "ai_edge_litert": {"error": "ImportError: x"}},
+             "user": "pi", "root": "/opt/edge", "base": "/opt", "unwritable": [], "free_bytes": 1 << 20}
+    manifest = read_manifest(bundles["v1"])
+    problems = evaluate(facts, manifest, 5 << 20, Device.parse("ssh://pi@b/opt/edge"))
+    assert [p[0] for p in problems] == ["no space"], problems
+    assert "expected at least 5.0 MiB" in problems[0][1] and "Received: 1.0 MiB" in problems[0][1]
+    assert evaluate({**facts, "free_bytes": 9 << 20}, manifest, 5 << 20, Device.parse("ssh://b/x")) == []
+
+
+def test_a_changed_host_key_prints_the_full_fingerprint(board, bundles, tmp_path):
+    import subprocess
+
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    kind, key = (tmp_path / "other.pub").read_text().split()[:2]
+    changed = tmp_path / "known_hosts"
+    changed.write_text(f"[127.0.0.1]:{board['port']} {kind} {key}\n")
+    real = subprocess.run(["ssh-keygen", "-l", "-f", str(board["dir"] / "host_key.pub")], capture_output=True,
+                          text=True, check=True).stdout.split()[1]
+    assert real.startswith("SHA256:")
+    args = ["ship", str(bundles["v1"]), "--to", url(board, tmp_path / "b"), *ssh_args(board, bundles), "--json"]
+    args[args.index("--known-hosts") + 1] = str(changed)
+    res = runner.invoke(app, args, catch_exceptions=False)
+    out = json.loads(res.stdout)
+    assert res.exit_code == 3 and out["status"] == "host key changed" and out["exit_code"] == 3, out
+    assert f"Received: a different ED25519 key, fingerprint {real}" in out["error"]
+    assert f"{changed}:1" in out["error"] and "ssh-keygen -f" in out["error"]
+    assert real in " ".join(res.stderr.split())  # and on the terminal, whole
+    assert changed.read_text() == f"[127.0.0.1]:{board['port']} {kind} {key}\n"  # nothing accepted
+
+
+def test_a_bundle_damaged_on_the_board_is_repaired_by_shipping_again(board, bundles, tmp_path):
+    root = tmp_path / "board"
+    name1 = remote_dir_name(bundles["v1"], read_manifest(bundles["v1"]))
+    assert ship(board, bundles, bundles["v1"], root)[0].exit_code == 0
+    assert ship(board, bundles, bundles["v2"], root)[0].exit_code == 0
+    (root / "bundles" / name1 / "labels.txt").write_text("damaged\n")  # an old bundle, not current
+    res, rep = ship(board, bundles, bundles["v1"], root, "--force")
+    assert res.exit_code == 0 and rep["status"] == "ok", res.output
+    assert "replaced by a verified copy" in rep["repaired"] and current(root) == f"bundles/{name1}"
+    assert (root / "bundles" / name1 / "labels.txt").read_bytes() == (bundles["v1"] / "labels.txt").read_bytes()
+    # the current bundle damaged: shipping it again repairs it in place; `current` keeps pointing at it
+    (root / "current" / "labels.txt").write_text("damaged\n")
+    res, rep = ship(board, bundles, bundles["v1"], root, "--force")
+    assert res.exit_code == 0 and rep["repaired"] and current(root) == f"bundles/{name1}", res.output
+    assert (root / "current" / "labels.txt").read_bytes() == (bundles["v1"] / "labels.txt").read_bytes()
+    assert list((root / ".staging").iterdir()) == []
+    res, rep = ship(board, bundles, bundles["v1"], root, "--force")  # an intact copy is left alone
+    assert res.exit_code == 0 and "repaired" not in rep
+
+
+def test_ship_json_is_one_object_with_the_exit_code_for_every_outcome(board, bundles, tmp_path, monkeypatch):
+    root = tmp_path / "board"
+    res, out = ship_json(board, bundles, bundles["v2"], root)
+    assert res.exit_code == 0 and out["ok"] and out["status"] == "ok" and out["preflight"]["numpy"]
+    res, out = ship_json(board, bundles, bundles["v1"], root)  # downgrade refused
+    assert res.exit_code == 2 and out["status"] == "refused" and "newer than" in out["error"]
+    res, out = ship_json(board, bundles, bundles["broken"], root)  # smoke test failed, rolled back
+    assert res.exit_code == 3 and out["status"] == "rolled back" and out["error"] and out["smoke"] is not None
+    res, out = ship_json(board, bundles, bundles["v2"], root, port=free_port())
+    assert res.exit_code == 3 and out["status"] == "unreachable"
+    args = ["ship", str(bundles["v2"]), "--to", url(board, root), *ssh_args(board, bundles), "--json"]
+    args[args.index("--identity") + 1] = str(board["stranger_key"])
+    res = runner.invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 3 and json.loads(res.stdout)["status"] == "auth failed"
+    held = BoardLock(remote(board, root), sys.executable, "ship")
+    held.acquire()
+    try:
+        res, out = ship_json(board, bundles, bundles["v2"], root, "--force")
+        assert res.exit_code == 3 and out["status"] == "locked" and "held by ship" in out["error"]
+    finally:
+        held.release()
+    before = current(root)
+    monkeypatch.setattr(Board, "runner", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    res, out = ship_json(board, bundles, bundles["v1"], root, "--force")
+    assert res.exit_code == 130 and out["status"] == "interrupted" and not out["ok"]
+    assert current(root) == before and not (root / ".lock").exists()  # switched back, lock released

@@ -77,7 +77,7 @@ def _build(ctx, opts: Options) -> Artifact:
     return Artifact.from_files(
         f"{NAME}/int8", NAME, "tflite", "int8", main, extra_files=extra,
         tool_versions={**versions, "edgetpu_compiler": compiler}, calibration_sha256=calib.sha256,
-        source_model_sha256=ctx.model_sha, stage_key=res.key, incomplete=incomplete,
+        **ctx.source_model(), stage_key=res.key, incomplete=incomplete,
         recipe={"name": opts.recipe, **recipe.cache_params(), **record},
         metadata={"edgetpu": {k: v for k, v in meta.items() if k != "logs"},
                   **runtime_metadata(res.path / SOURCE)},

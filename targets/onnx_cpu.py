@@ -48,7 +48,7 @@ def _onnx_stage(ctx, opts: Options, sm=None):
 def _fp32(ctx, opts: Options, sm=None) -> Artifact:
     res, versions = _onnx_stage(ctx, opts, sm)
     return Artifact.from_files(f"{NAME}/fp32", NAME, "onnx", "fp32", res.path / res.meta["file"],
-                               tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
+                               tool_versions=versions, **ctx.source_model(), stage_key=res.key)
 
 
 def _int8(ctx, opts: Options) -> Artifact:
@@ -61,7 +61,7 @@ def _int8(ctx, opts: Options) -> Artifact:
     res, versions = int8_stage(ctx, fp32, recipe, calib)
     return Artifact.from_files(f"{NAME}/int8", NAME, "onnx", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
-                               source_model_sha256=ctx.model_sha, stage_key=res.key,
+                               **ctx.source_model(), stage_key=res.key,
                                recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
 
 

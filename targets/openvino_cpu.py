@@ -75,7 +75,8 @@ def _with_blob(ctx, opts: Options, ir: Artifact) -> Artifact:
     return Artifact.from_files(ir.name, ir.target, ir.format, ir.precision, res.path / ir.path.name,
                                extra_files=(f"{stem}.blob", f"{stem}.compile.json"),
                                tool_versions=ir.tool_versions, calibration_sha256=ir.calibration_sha256,
-                               source_model_sha256=ir.source_model_sha256, stage_key=res.key,
+                               source_model_sha256=ir.source_model_sha256,
+                               source_model_key=ir.source_model_key, stage_key=res.key,
                                recipe=ir.recipe, metadata={"compiled": res.meta})
 
 
@@ -92,7 +93,7 @@ def ir_stage(ctx, sm=None):
 def _fp32(ctx, sm=None) -> Artifact:
     res, versions = ir_stage(ctx, sm)
     return Artifact.from_files(f"{NAME}/fp32", NAME, "openvino-ir", "fp32", res.path / res.meta["file"],
-                               tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key)
+                               tool_versions=versions, **ctx.source_model(), stage_key=res.key)
 
 
 def nncf_int8_stage(ctx, recipe, target_device: str = "ANY"):
@@ -134,7 +135,7 @@ def _int8(ctx, opts: Options) -> Artifact:
     res, versions, calib = nncf_int8_stage(ctx, recipe)
     return Artifact.from_files(f"{NAME}/int8", NAME, "openvino-ir", "int8", res.path / res.meta["file"],
                                tool_versions=versions, calibration_sha256=calib.sha256,
-                               source_model_sha256=ctx.model_sha, stage_key=res.key,
+                               **ctx.source_model(), stage_key=res.key,
                                recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
 
 

@@ -60,7 +60,7 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
     res, versions, calib = nncf_int8_stage(ctx, recipe, target_device="NPU")
     preset = recipe.nncf_preset or "performance"
     xml = res.path / res.meta["file"]
-    common = dict(tool_versions=versions, calibration_sha256=calib.sha256, source_model_sha256=ctx.model_sha,
+    common = dict(tool_versions=versions, calibration_sha256=calib.sha256, **ctx.source_model(),
                   recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
     # NNCF's NPU hardware config is not the CPU's (nncf/common/hardware/setups/npu.py: ADJUST_PADDING on
     # convolutions, other quantizer spaces), so openvino-cpu's INT8 IR is never reused here; the record says so
@@ -112,7 +112,7 @@ def _myriad_fp16(ctx) -> Artifact:
         incomplete.append(f"ops newer than opset{MYRIAD_MAX_OPSET} ({MYRIAD_RUNTIME} cannot read them): {too_new}")
     return Artifact.from_files(
         f"{NAME}/myriad-fp16", NAME, "openvino-ir", "fp16", xml, tool_versions=versions,
-        source_model_sha256=ctx.model_sha, stage_key=res.key, incomplete=tuple(incomplete),
+        **ctx.source_model(), stage_key=res.key, incomplete=tuple(incomplete),
         metadata={"myriad": {"needs_runtime": MYRIAD_RUNTIME, "max_opset": max(opsets.values(), default=0),
                              "opsets": opsets, "weights": "fp16 (compress_to_fp16)",
                              "accuracy_on": "CPU plugin, f32 compute on the FP16 weights"}})

@@ -71,7 +71,7 @@ def _fp32(ctx, sm=None) -> Artifact:
                     lambda out: {"file": convert_fp32(sm.path / "saved_model", out).name})
     path = res.path / res.meta["file"]
     return Artifact.from_files(f"{NAME}/fp32", NAME, "tflite", "fp32", path,
-                               tool_versions=versions, source_model_sha256=ctx.model_sha, stage_key=res.key,
+                               tool_versions=versions, **ctx.source_model(), stage_key=res.key,
                                metadata=runtime_metadata(path))
 
 
@@ -84,7 +84,7 @@ def _int8(ctx, opts: Options) -> Artifact:
     path = res.path / res.meta["file"]
     return Artifact.from_files(f"{NAME}/int8", NAME, "tflite", "int8", path,
                                tool_versions=versions, calibration_sha256=calib.sha256,
-                               source_model_sha256=ctx.model_sha, stage_key=res.key,
+                               **ctx.source_model(), stage_key=res.key,
                                recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)},
                                metadata=runtime_metadata(path))
 

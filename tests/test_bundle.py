@@ -52,6 +52,7 @@ def test_manifest_lists_every_file_with_provenance(built):
         assert f["sha256"] == sha256_file(d / f["path"]) and f["size"] == (d / f["path"]).stat().st_size
     assert m["bundle_version"] == 1 and m["target"] == "tflite-arm" and m["precision"] == "int8"
     assert m["source_model_sha256"] == record["source_model_sha256"]
+    assert m["source_model_key"] == record["source_model_key"] and len(m["source_model_key"]) == 64
     assert m["calibration_sha256"] == record["calibration_sha256"]
     assert m["metrics"]["accuracy"]["top1"] == record["metrics"]["accuracy"]["top1"]
     assert m["input"]["shape"] == [1, 71, 71, 3] and m["input"]["preprocess"]["mode"] == "xception"

@@ -49,8 +49,9 @@ def last_json(res):
 # ---- 1. one model per install path ------------------------------------------------------------------------
 def test_another_model_is_refused_before_upload_unless_replace(board, bundles, tmp_path):
     key = bundles["run"]["key"]
+    assert read_manifest(bundles["v1"])["source_model_key"]  # the bundles carry the model's content key
     other = resealed(bundles["v2"], tmp_path / "tflite-arm-int8-v7", key, bundle_version=7,
-                     source_model_sha256="f" * 64)
+                     source_model_sha256="f" * 64, source_model_key="e" * 64)
     retarget = resealed(bundles["v2"], tmp_path / "tflite-arm-int8-v8", key, bundle_version=8, target="tflite-x86")
     root = tmp_path / "board"
     assert ship(board, bundles, bundles["v1"], root)[0].exit_code == 0
@@ -70,6 +71,15 @@ def test_another_model_is_refused_before_upload_unless_replace(board, bundles, t
     newer = resealed(other, tmp_path / "tflite-arm-int8-v9", key, bundle_version=9)  # same model, new version
     res, out = ship(board, bundles, newer, root, "--json")
     assert res.exit_code == 0 and "replaced" not in out, res.output
+    # the same model saved again: another file sha256, the same content key: not another model
+    resaved = resealed(newer, tmp_path / "tflite-arm-int8-v10", key, bundle_version=10, source_model_sha256="a" * 64)
+    res, out = ship(board, bundles, resaved, root, "--json")
+    assert res.exit_code == 0 and "replaced" not in out, res.output
+    # a bundle made before the key was recorded is compared by the file sha256
+    legacy = resealed(newer, tmp_path / "tflite-arm-int8-v11", key, bundle_version=11, source_model_sha256="b" * 64,
+                      source_model_key=None)
+    res, out = ship(board, bundles, legacy, root, "--json")
+    assert res.exit_code == 2 and "one model per install path" in out["error"], res.output
 
 
 # ---- 2. pruning by version --------------------------------------------------------------------------------

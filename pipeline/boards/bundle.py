@@ -104,6 +104,7 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
             "input": {"shape": [1, spec["height"], spec["width"], spec["channels"]], "preprocess": spec},
             "labels": labels,
             "source_model_sha256": record.get("source_model_sha256"),
+            "source_model_key": record.get("source_model_key"),
             "calibration_sha256": record.get("calibration_sha256"),
             "tool_versions": {**record.get("tool_versions", {}), **tool_versions("numpy", "ai-edge-litert",
                                                                                  "openvino")},

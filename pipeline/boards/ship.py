@@ -263,8 +263,20 @@ def ship(bundle_path: Path, url: str, opts: SSHOptions, pubkey: Path, force: boo
 
 
 def model_identity(manifest: dict) -> dict:
-    """What makes two bundles the same model: the source model's sha256 and the target it was built for."""
-    return {"target": manifest.get("target"), "source_model_sha256": manifest.get("source_model_sha256")}
+    """What identifies a bundle's model: the target it was built for, the source model's file sha256 and its
+    content key (`source_model_key`; absent from bundles made before it was recorded)."""
+    return {"target": manifest.get("target"), "source_model_sha256": manifest.get("source_model_sha256"),
+            "source_model_key": manifest.get("source_model_key")}
+
+
+def same_model(a: dict, b: dict) -> bool:
+    """Two bundles of one model: the same target and the same source model, by its content key when both
+    bundles have one (the same .keras model saved again, whose file sha256 changes), else by its file sha256."""
+    if a.get("target") != b.get("target"):
+        return False
+    if a.get("source_model_key") and b.get("source_model_key"):
+        return a["source_model_key"] == b["source_model_key"]
+    return a.get("source_model_sha256") == b.get("source_model_sha256")
 
 
 def describe_model(manifest: dict) -> str:
@@ -280,7 +292,7 @@ def _check_current(device: Device, cur: dict, link: str | None, manifest: dict, 
         raise RemoteError(f"{device.label}: expected a readable manifest of the current bundle "
                           f"({link}). Received: unreadable JSON (use --force to replace it)",
                           "current unreadable")
-    other = bool(cur) and not cur.get("unreadable") and model_identity(cur) != model_identity(manifest)
+    other = bool(cur) and not cur.get("unreadable") and not same_model(cur, manifest)
     if other and not policy["replace"]:
         raise BundleError(f"{device.label}: expected a bundle of the model installed at {device.path} (one model per "
                           f"install path): current is {describe_model(cur)}. Received: {describe_model(manifest)}. "

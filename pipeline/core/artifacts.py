@@ -23,7 +23,10 @@ class Artifact:
     size_bytes: int
     tool_versions: dict = field(default_factory=dict)
     calibration_sha256: str | None = None
-    source_model_sha256: str | None = None
+    source_model_sha256: str | None = None  # the file (or SavedModel tree) the run was given
+    # the model's identity: a .keras file's content hash (formats/keras.py: the same model saved again has the
+    # same one), else source_model_sha256; what ship compares to tell "another model" from a new bundle of it
+    source_model_key: str | None = None
     stage_key: str | None = None
     # target-specific facts (pre-flight, compiler log, min runtime version, compiled blob, ...)
     metadata: dict = field(default_factory=dict)

@@ -42,6 +42,11 @@ class RunContext:
         self._keras = None
         self._worker_batches: dict[str, dict] = {}  # batches materialised by executor workers
 
+    def source_model(self) -> dict:
+        """The source-model fields of an artifact record (core/artifacts.py): the file's sha256 and the model's
+        key (a .keras file's content hash)."""
+        return {"source_model_sha256": self.model_sha, "source_model_key": self.model_key}
+
     # ---- what was loaded --------------------------------------------------------------
     def batch_infos(self) -> dict[str, dict]:
         """Source, split, count and hash of the calibration / validation batches this run loaded

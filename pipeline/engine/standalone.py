@@ -322,7 +322,7 @@ def render(result: dict):
                                                  f"{fmt(s['throughput_ips'], '.1f')} images/s")
         t.add_row("runtime, threads", f"{lat.get('runtime')}, {lat.get('threads')}")
         if roofline_cell(lat):
-            t.add_row("roofline", f"{roofline_cell(lat)}: {roofline_basis([lat])}")
+            t.add_row("roofline", f"{roofline_cell(lat)} ({roofline_basis([lat]).removeprefix('roofline: ')})")
         elif lat.get("macs_note"):
             t.add_row("roofline", safe(lat["macs_note"]))
     env = result.get("environment") or {}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,9 +125,10 @@ def onnx_fp32(env):
 
 def test_onnx_conversion_is_reproducible_and_the_same_with_tf2onnx_rollback_copies(env, onnx_fp32, tmp_path,
                                                                                   monkeypatch):
-    """A second conversion of the same SavedModel, made the way tf2onnx converts by default (its optimizer's
-    rollback copies: the path edgepipe falls back to), gives the same bytes: tf2onnx's folded constants are
-    renumbered in order of use (pipeline/stages/onnx.py), and without the copies the model is the same."""
+    """A second conversion of the same SavedModel, copied to another directory and converted the way tf2onnx
+    converts by default (its optimizer's rollback copies: the path edgepipe falls back to), gives the same bytes:
+    tf2onnx's folded constants are renumbered in order of use and its "converted from PATH" loses the directories
+    above the SavedModel's stage (pipeline/stages/onnx.py); without the copies the model is the same."""
     import onnx
 
     from edgepipe.core.hashing import sha256_file
@@ -140,9 +143,14 @@ def test_onnx_conversion_is_reproducible_and_the_same_with_tf2onnx_rollback_copi
         return real(cmd, **kw)
 
     monkeypatch.setattr(onnx_stage.subprocess, "run", run)
-    again = onnx_stage.convert_onnx(env["sm"], tmp_path)
+    sm = Path(env["sm"])  # the same SavedModel elsewhere: another output directory, or another machine
+    moved = tmp_path / "elsewhere" / sm.parent.name / sm.name
+    shutil.copytree(sm, moved)
+    again = onnx_stage.convert_onnx(moved, tmp_path)
     assert envs == ["FALSE", None]
     assert sha256_file(again) == sha256_file(onnx_fp32)
+    doc = onnx.load(str(again)).graph.doc_string
+    assert doc == f"converted from {sm.parent.name}/{sm.name}" and str(tmp_path) not in doc
     names = [t.name for t in onnx.load(str(again)).graph.initializer if t.name.startswith(onnx_stage.FOLDED)]
     assert len(names) > 3  # the tiny Xception has folded constants (its depthwise weights), renumbered
     assert sorted(names) == sorted(f"{onnx_stage.FOLDED}{i}" for i in range(len(names)))

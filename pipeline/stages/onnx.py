@@ -11,7 +11,10 @@ Two things edgepipe does that `python -m tf2onnx.convert` by hand does not, neit
 - **Reproducible bytes.** tf2onnx names the constants it folds `const_fold_opt__<counter>`, and which
   tensor gets which number changes from run to run (the same tensors, permuted names), so two conversions
   of one SavedModel differed in their bytes and every stage downstream of them in its key.
-  `canonical_constant_names` renumbers them in the order the graph first uses them.
+  `canonical_constant_names` renumbers them in the order the graph first uses them. tf2onnx also writes the
+  SavedModel's absolute path into the graph's doc string ("converted from /home/.../stages/savedmodel-KEY/
+  saved_model"), so the same conversion in another output directory or on another machine differed in its
+  bytes; `source_doc` keeps only the last two parts (the content-addressed stage directory and `saved_model`).
 """
 
 from __future__ import annotations
@@ -48,10 +51,20 @@ def convert_onnx(saved_model: Path, out: Path, opset: int = 17, timeout: int = 1
     import onnx
 
     model = onnx.load(str(dest))
-    if canonical_constant_names(model.graph):
+    renamed = canonical_constant_names(model.graph)
+    doc = source_doc(saved_model)
+    if renamed or model.graph.doc_string != doc:
+        model.graph.doc_string = doc
         onnx.save(model, str(dest))
     onnx.checker.check_model(str(dest))
     return dest
+
+
+def source_doc(saved_model: Path) -> str:
+    """The graph's doc string: tf2onnx's "converted from PATH" without the directories above the SavedModel's
+    own folder and its parent (in a run: the stage directory, named by its content key)."""
+    p = Path(saved_model)
+    return f"converted from {p.parent.name}/{p.name}"
 
 
 def canonical_constant_names(graph) -> int:

@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 
 from edgepipe.boards.bundle import read_manifest
 from edgepipe.boards.lock import BoardLock
-from edgepipe.boards.remote import Device, Remote, SSHOptions
+from edgepipe.boards.remote import Device
 from edgepipe.boards.ship import Board, remote_dir_name
 from edgepipe.boards.signing import fingerprint
 from edgepipe.cli.app import app
@@ -99,8 +99,7 @@ def test_status_and_list_are_read_only_and_name_current_previous_key_and_lock(bo
     lines = res.stdout.splitlines()
     assert res.exit_code == 0 and lines[2].startswith("*") and name2 in lines[2] and name1 in lines[3]
     assert tree(root) == before  # nothing created, moved or touched
-    held = BoardLock(Remote(Device.parse(url(board, root)), SSHOptions(board["client_key"], board["known_hosts"], 3, 60,
-                                                                       0)), sys.executable, "ship")
+    held = BoardLock(remote(board, root), sys.executable, "ship")
     held.acquire()
     try:
         res, st = cmd(board, root, "status")  # status works on a locked board and names the holder
@@ -170,8 +169,7 @@ def test_every_outcome_is_one_json_object_with_its_exit_code(board, bundles, two
     out = json.loads(res.stdout)
     assert res.exit_code == 2 and out["status"] == "bad input" and out["exit_code"] == 2
     before = current(root)
-    held = BoardLock(Remote(Device.parse(url(board, root)), SSHOptions(board["client_key"], board["known_hosts"], 3, 60,
-                                                                       0)), sys.executable, "ship")
+    held = BoardLock(remote(board, root), sys.executable, "ship")
     held.acquire()
     try:
         res, out = cmd(board, root, "rollback")

@@ -25,7 +25,7 @@ from edgepipe.boards.ship import Board, remote_dir_name
 from edgepipe.boards.signing import keygen
 from edgepipe.cli.app import app
 from edgepipe.core.errors import RemoteError
-from tests.fixtures.ship_board import current, remote, ship, ssh_args, url  # fixtures board, bundles: plugin
+from tests.fixtures.ship_board import current, opts, remote, ship, ssh_args, url  # fixtures board, bundles: plugin
 from tests.fixtures.sshd_board import free_port
 
 pytestmark = pytest.mark.heavy  # ~30 worker-seconds: handed out first (tests/fixtures/scheduling.py)
@@ -88,7 +88,7 @@ def test_tampered_bundle_refused_on_host_and_board(board, bundles, tmp_path):
     assert res.exit_code == 2 and "labels.txt" in res.output and not root.exists()
     # bypass the host check: the board's runner refuses it too, and nothing is installed
     dev = Device.parse(url(board, root))
-    b = Board(dev, SSHOptions(board["client_key"], board["known_hosts"], 3, 60, 0), bundles["run"]["pub"])
+    b = Board(dev, opts(board), bundles["run"]["pub"])
     name = remote_dir_name(bad, read_manifest(bad))
     with pytest.raises(RemoteError) as err:
         b.install(bad, name, b.probe(name))
@@ -244,15 +244,14 @@ def test_leftover_staging_is_swept_and_own_staging_removed_on_failure(board, bun
 
     monkeypatch.setattr(Remote, "upload", upload_then_interrupt)
     before = board_state(root)
-    opts = SSHOptions(board["client_key"], board["known_hosts"], 3, 60, 0)
     with pytest.raises(KeyboardInterrupt):
-        ship_mod.ship(bundles["v1"], url(board, root), opts, bundles["run"]["pub"], force=True)
+        ship_mod.ship(bundles["v1"], url(board, root), opts(board), bundles["run"]["pub"], force=True)
     assert board_state(root) == before and not (root / ".lock").exists()
     monkeypatch.setattr(Remote, "upload", real_upload)
     # interrupted during the smoke test: the lock is released too
     monkeypatch.setattr(Board, "runner", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        ship_mod.ship(bundles["v1"], url(board, root), opts, bundles["run"]["pub"], force=True)
+        ship_mod.ship(bundles["v1"], url(board, root), opts(board), bundles["run"]["pub"], force=True)
     assert not (root / ".lock").exists() and list((root / ".staging").iterdir()) == []
 
 

@@ -22,7 +22,7 @@ from edgepipe.boards.remote import Device, Remote, SSHOptions
 from edgepipe.boards.ship import Board, remote_dir_name
 from edgepipe.boards.signing import fingerprint, keygen
 from edgepipe.cli.app import app
-from tests.fixtures.ship_board import current, ship, ssh_args, url  # fixtures board, bundles: conftest plugin
+from tests.fixtures.ship_board import current, opts, ship, ssh_args, url  # fixtures board, bundles: conftest plugin
 
 runner = CliRunner()
 
@@ -36,10 +36,6 @@ def resealed(src, dst, key, **changes):
 
 def name(bundle):
     return remote_dir_name(bundle, read_manifest(bundle))
-
-
-def opts(board, **kw):
-    return SSHOptions(board["client_key"], board["known_hosts"], 3, kw.pop("command_timeout", 60), 0, **kw)
 
 
 def last_json(res):

@@ -18,10 +18,11 @@ from tests.fixtures.shared import once_per_run  # noqa: E402
 # tiny model's artifacts of every host target as objects, from that run's stages), `ship_board` fixtures (a loopback
 # sshd board and tiny bundles), `arm64_board` fixtures (a loopback sshd whose sessions run the arm64 userland),
 # `two_nodes` (a two-node Ray cluster on loopback whose worker node owns an sshd board; module scope); `scheduling`
-# orders the modules for pytest-xdist so that no worker waits for the tiny model
+# orders the modules for pytest-xdist so that no worker waits for the tiny model; `heap` freezes the long-lived
+# objects at each module's start, so full garbage collections skip them
 pytest_plugins = ["tests.fixtures.tiny_runs", "tests.fixtures.reliability", "tests.fixtures.chromium",
                   "tests.fixtures.tiny_built", "tests.fixtures.ship_board", "tests.fixtures.arm64_board",
-                  "tests.fixtures.ray_cluster", "tests.fixtures.scheduling"]
+                  "tests.fixtures.ray_cluster", "tests.fixtures.scheduling", "tests.fixtures.heap"]
 
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from edgepipe.quantize import equalize as eq
 from tests.fixtures.configs import INPUT, tiny_split
-from tests.fixtures.tiny_runs import seed_stages
+from tests.fixtures.tiny_runs import seed_stages, stage_output
 
 pytestmark = pytest.mark.heavy  # ~37 worker-seconds: handed out first (tests/fixtures/scheduling.py)
 
@@ -91,12 +91,13 @@ def test_flattening_alpha_1_makes_the_ranges_equal(tiny):
     assert eq.max_output_diff(tiny["model"], new, tiny["test"]) <= 1e-4
 
 
-def test_tflite_keeps_the_intermediate_and_int8_outputs_change(tiny, separable, tmp_path):
+def test_tflite_keeps_the_intermediate_and_int8_outputs_change(tiny, separable, tiny_full_run, tmp_path):
     """The converter lowers SeparableConv2D to DEPTHWISE_CONV_2D -> CONV_2D with an int8 tensor
-    between them (no fusion), so equalizing that tensor changes the INT8 model."""
+    between them (no fusion), so equalizing that tensor changes the INT8 model. The model before
+    equalization is the cold run's INT8 stage (the same model, calibration images and call)."""
     from edgepipe.formats.runners import tflite_interpreter_class
 
-    base = _int8(tiny["model"], tmp_path / "base", tiny["calib"])
+    base = stage_output(tiny_full_run, "tflite-int8", "model_int8.tflite")
     equal = _int8(separable["model"], tmp_path / "eq", tiny["calib"])
     cls, _ = tflite_interpreter_class()
     interp = cls(model_path=str(equal))

@@ -16,25 +16,26 @@ from edgepipe.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
 from edgepipe.quantize.quantizers import nncf as nncf_quantizer
 from edgepipe.quantize.quantizers import tflite as tflite_quantizer
 from edgepipe.quantize.recipes import BUILTIN, Recipe
-from edgepipe.stages import openvino as ov_stage
 from edgepipe.stages.keras_model import load_keras
-from edgepipe.stages.savedmodel import export_savedmodel
 from tests.fixtures.configs import tiny_config
+from tests.fixtures.tiny_runs import stage_output
 
 pytestmark = pytest.mark.heavy  # ~36 worker-seconds: handed out first (tests/fixtures/scheduling.py)
 
 
 @pytest.fixture(scope="module")
-def env(tiny_assets, tmp_path_factory):
+def env(tiny_assets, tiny_full_run, tmp_path_factory):
+    """The tiny model's SavedModel, FP32 IR and default NNCF INT8 IR: the session cold run's stages (the same
+    model, images and calls), read only."""
     cfg = parse_config(tiny_config(tiny_assets, tmp_path_factory.mktemp("o")))
     spec = PreprocessSpec.from_input(cfg.input)
     calib = load_subset(cfg.data.calibration, cfg.data.splits, cfg.data.labels, spec, "calibration")
     test = load_subset(cfg.data.validation, cfg.data.splits, cfg.data.labels, spec, "validation")
-    model = load_keras(tiny_assets["model"])
-    sm = export_savedmodel(model, tmp_path_factory.mktemp("sm"), spec.shape)
-    ir = ov_stage.convert_ir(sm, tmp_path_factory.mktemp("ir"), spec.shape)
-    ref = KerasRunner(model).predict_batch(test.images)
-    return {"sm": sm, "ir": ir, "calib": calib.images, "test": test.images, "ref": ref, "tmp": tmp_path_factory}
+    ref = KerasRunner(load_keras(tiny_assets["model"])).predict_batch(test.images)
+    return {"sm": stage_output(tiny_full_run, "savedmodel", "saved_model"),
+            "ir": stage_output(tiny_full_run, "ov-ir-fp32", "model_fp32.xml"),
+            "nncf_default": stage_output(tiny_full_run, "nncf-int8", "model_int8.xml"),
+            "calib": calib.images, "test": test.images, "ref": ref, "tmp": tmp_path_factory}
 
 
 def _agreement(runner, env) -> float:
@@ -74,13 +75,12 @@ def _weight_scale_sizes(path) -> list[int]:
 
 def test_nncf_per_tensor_weights_reach_the_ir(env):
     path = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp("nn1"), env["calib"], BUILTIN["per-tensor"])
-    default = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp("nn0"), env["calib"], BUILTIN["default"])
-    per_tensor, per_channel = _weight_scale_sizes(path), _weight_scale_sizes(default)
+    per_tensor, per_channel = _weight_scale_sizes(path), _weight_scale_sizes(env["nncf_default"])
     assert per_tensor and set(per_tensor) == {1}
     assert max(per_channel) > 1
     # per-tensor depthwise weights cost accuracy (the reason per-channel is the default), but it still works
     assert _agreement(OpenVINORunner(path, 2), env) >= 0.6
-    assert _agreement(OpenVINORunner(default, 2), env) >= 0.9
+    assert _agreement(OpenVINORunner(env["nncf_default"], 2), env) >= 0.9
 
 
 def _asymmetric_activation_fqs(path) -> int:
@@ -101,9 +101,8 @@ def _asymmetric_activation_fqs(path) -> int:
 def test_nncf_mixed_preset_percentile_and_full_bias_correction(env):
     recipe = Recipe(nncf_preset="mixed", calibration="percentile", bias_correction="full")
     path = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2"), env["calib"], recipe)
-    default = nncf_quantizer.quantize_nncf(env["ir"], env["tmp"].mktemp("nn2d"), env["calib"], BUILTIN["default"])
     # the preset reached NNCF: asymmetric activation ranges appear, the performance preset has none
-    assert _asymmetric_activation_fqs(path) > 0 and _asymmetric_activation_fqs(default) == 0
+    assert _asymmetric_activation_fqs(path) > 0 and _asymmetric_activation_fqs(env["nncf_default"]) == 0
     # a working model, clearly above chance (1/3 on 3 classes); the tiny fixture is retrained for every
     # clean checkout and this recipe's agreement was seen from 0.57 to above 0.9 across them
     assert _agreement(OpenVINORunner(path, 2), env) >= 0.5
@@ -116,11 +115,10 @@ def test_nncf_histogram_estimator_and_smoothquant_build_working_models(env, name
 
 
 @pytest.fixture(scope="module")
-def onnx_fp32(env):
-    """The tiny SavedModel converted to ONNX once (tf2onnx without its rollback copies: the first try)."""
-    from edgepipe.stages.onnx import convert_onnx
-
-    return convert_onnx(env["sm"], env["tmp"].mktemp("onnx"))
+def onnx_fp32(tiny_full_run):
+    """The tiny SavedModel converted to ONNX by the cold run's stage (tf2onnx without its rollback copies: the
+    first try)."""
+    return stage_output(tiny_full_run, "onnx-fp32", "model_fp32.onnx")
 
 
 def test_onnx_conversion_is_reproducible_and_the_same_with_tf2onnx_rollback_copies(env, onnx_fp32, tmp_path,

@@ -11,28 +11,28 @@ from edgepipe.config.schema import parse_config
 from edgepipe.core.errors import InputError
 from edgepipe.formats.runners import KerasRunner, OpenVINORunner, TFLiteRunner
 from edgepipe.quantize.quantizers import nncf as nncf_quantizer
-from edgepipe.quantize.quantizers import tflite as tflite_quantizer
 from edgepipe.quantize.recipes import BUILTIN
 from edgepipe.stages import openvino as ov_stage
-from edgepipe.stages import tflite as tfl_stage
 from edgepipe.stages.keras_model import load_keras, verify_io
-from edgepipe.stages.savedmodel import export_savedmodel
 from tests.fixtures.configs import INPUT, tiny_config
+from tests.fixtures.tiny_runs import stage_output
 
 
 @pytest.fixture(scope="module")
-def env(tiny_assets, tmp_path_factory):
+def env(tiny_assets, tiny_full_run, tmp_path_factory):
+    """The tiny model, its images and Keras scores; its SavedModel and TFLite models are the session cold run's
+    stages (made by the functions tested here, read only), so what a test converts itself is what it checks."""
     cfg = parse_config(tiny_config(tiny_assets, tmp_path_factory.mktemp("o")))
     spec = PreprocessSpec.from_input(cfg.input)
     labels = cfg.data.labels
     calib = load_subset(cfg.data.calibration, cfg.data.splits, labels, spec, "calibration")
     test = load_subset(cfg.data.validation, cfg.data.splits, labels, spec, "validation")
     model = load_keras(tiny_assets["model"])
-    sm_dir = tmp_path_factory.mktemp("sm")
-    sm = export_savedmodel(model, sm_dir, spec.shape)
     ref = KerasRunner(model).predict_batch(test.images)
-    return {"model": model, "sm": sm, "calib": calib, "test": test, "ref": ref, "spec": spec,
-            "tmp": tmp_path_factory}
+    return {"model": model, "sm": stage_output(tiny_full_run, "savedmodel", "saved_model"), "calib": calib,
+            "test": test, "ref": ref, "spec": spec, "tmp": tmp_path_factory,
+            "tflite_fp32": stage_output(tiny_full_run, "tflite-fp32", "model_fp32.tflite"),
+            "tflite_int8": stage_output(tiny_full_run, "tflite-int8", "model_int8.tflite")}
 
 
 def _scores(runner, images):
@@ -58,16 +58,14 @@ def test_verify_io_rejects_mismatched_shape_and_classes(env):
 
 
 def test_tflite_fp32_matches_keras(env):
-    path = tfl_stage.convert_fp32(env["sm"], env["tmp"].mktemp("t32"))
-    runner = TFLiteRunner(path, 2)
+    runner = TFLiteRunner(env["tflite_fp32"], 2)
     assert runner.inp["dtype"] == np.float32 and tuple(runner.inp["shape"]) == (1, INPUT, INPUT, 3)
     out = _scores(runner, env["test"].images[:16])
     np.testing.assert_allclose(out, env["ref"][:16], atol=1e-4)
 
 
 def test_tflite_int8_is_full_integer_and_agrees(env):
-    path = tflite_quantizer.convert_int8(env["sm"], env["tmp"].mktemp("t8"), env["calib"].images, int8_io=True)
-    runner = TFLiteRunner(path, 2)
+    runner = TFLiteRunner(env["tflite_int8"], 2)  # int8 I/O: tflite-arm's default
     assert runner.inp["dtype"] == np.int8 and runner.out["dtype"] == np.int8
     ops = runner.interp._get_ops_details()
     float_ops = [o["op_name"] for o in ops
@@ -106,7 +104,7 @@ def test_nncf_int8_ir_is_quantized_and_agrees(env):
 
 
 def test_runner_refuses_wrong_layout(env):
-    path = tfl_stage.convert_fp32(env["sm"], env["tmp"].mktemp("t32b"))
+    path = env["tflite_fp32"]
     with pytest.raises(InputError, match=r"expected shape \(1, 71, 71, 3\) \(NHWC\). Received: \(1, 3, 71, 71\)"):
         TFLiteRunner(path, 1).predict(np.zeros((3, INPUT, INPUT), np.float32))
 

@@ -8,7 +8,8 @@ import pytest
 
 from edgepipe.calibration.adapters import tflite_representative
 from edgepipe.quantize.quantizers import tflite_parallel as tp
-from tests.fixtures.configs import INPUT, tiny_split
+from tests.fixtures.configs import tiny_split
+from tests.fixtures.tiny_runs import stage_output
 
 
 def test_parts_are_contiguous_and_never_too_small():
@@ -22,23 +23,19 @@ def test_parts_are_contiguous_and_never_too_small():
 
 
 @pytest.fixture(scope="module")
-def tiny_savedmodel(tiny_assets, tmp_path_factory):
-    import keras
-
-    from edgepipe.stages.savedmodel import export_savedmodel
-
-    model = keras.saving.load_model(tiny_assets["model"], compile=False)
-    out = tmp_path_factory.mktemp("sm")
-    return export_savedmodel(model, out, (INPUT, INPUT, 3))
+def tiny_savedmodel(tiny_full_run):
+    """The tiny model's SavedModel, as the session cold run's stage exported it (read only)."""
+    return stage_output(tiny_full_run, "savedmodel", "saved_model")
 
 
-def test_the_split_calibration_builds_the_same_bytes(tiny_assets, tiny_savedmodel, tmp_path, monkeypatch):
+def test_the_split_calibration_builds_the_same_bytes(tiny_assets, tiny_full_run, tiny_savedmodel, tmp_path,
+                                                     monkeypatch):
+    """Against the one-process conversion of the same SavedModel and 30 images: the cold run's INT8 stage."""
     from edgepipe.quantize.quantizers.tflite import convert_int8
 
     calib = tiny_split(tiny_assets, "calibration").images  # 30 images
-    (tmp_path / "one").mkdir()
     (tmp_path / "two").mkdir()
-    one = convert_int8(tiny_savedmodel, tmp_path / "one", calib).read_bytes()
+    one = stage_output(tiny_full_run, "tflite-int8", "model_int8.tflite").read_bytes()
     monkeypatch.setattr(tp, "MIN_IMAGES_PER_PART", 4)
     started = []
     real_popen = tp.subprocess.Popen

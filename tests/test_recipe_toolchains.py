@@ -25,8 +25,8 @@ pytestmark = pytest.mark.heavy  # ~36 worker-seconds: handed out first (tests/fi
 
 @pytest.fixture(scope="module")
 def env(tiny_assets, tiny_full_run, tmp_path_factory):
-    """The tiny model's SavedModel, FP32 IR and default NNCF INT8 IR: the session cold run's stages (the same
-    model, images and calls), read only."""
+    """The tiny model's SavedModel, FP32 IR and default NNCF and ONNX Runtime INT8 models: the session cold run's
+    stages (the same model, images and calls), read only."""
     cfg = parse_config(tiny_config(tiny_assets, tmp_path_factory.mktemp("o")))
     spec = PreprocessSpec.from_input(cfg.input)
     calib = load_subset(cfg.data.calibration, cfg.data.splits, cfg.data.labels, spec, "calibration")
@@ -35,6 +35,7 @@ def env(tiny_assets, tiny_full_run, tmp_path_factory):
     return {"sm": stage_output(tiny_full_run, "savedmodel", "saved_model"),
             "ir": stage_output(tiny_full_run, "ov-ir-fp32", "model_fp32.xml"),
             "nncf_default": stage_output(tiny_full_run, "nncf-int8", "model_int8.xml"),
+            "qdq_default": stage_output(tiny_full_run, "onnx-qdq-int8", "model_int8.onnx"),
             "calib": calib.images, "test": test.images, "ref": ref, "tmp": tmp_path_factory}
 
 
@@ -191,10 +192,10 @@ def test_onnxruntime_seven_bit_weights_stay_within_the_7_bit_range(env, onnx_fp3
     from edgepipe.formats.runners import ONNXRunner
     from edgepipe.quantize.quantizers.onnxruntime import quantize_qdq
 
-    fp32 = onnx_fp32
+    built = {"default": env["qdq_default"],  # the cold run's QDQ stage: the same call on the same model and images
+             "no-saturation": quantize_qdq(onnx_fp32, env["tmp"].mktemp("n"), env["calib"], BUILTIN["no-saturation"])}
     spans = {}
-    for name in ("default", "no-saturation"):
-        path = quantize_qdq(fp32, env["tmp"].mktemp(name), env["calib"], BUILTIN[name])
+    for name, path in built.items():
         weights = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
                    if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
         assert weights

@@ -14,6 +14,8 @@ import edgepipe
 from tests.fixtures.configs import tiny_config
 from tests.fixtures.tiny_runs import seed_stages
 
+pytestmark = pytest.mark.heavy(seconds=11)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

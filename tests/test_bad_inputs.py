@@ -23,6 +23,8 @@ from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.locks import lock_held_by_child
 from tests.fixtures.model_files import TINY_TFLITE, tiny_ir
 
+pytestmark = pytest.mark.heavy(seconds=15)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 runner = CliRunner()
 
 

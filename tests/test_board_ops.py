@@ -31,7 +31,7 @@ from edgepipe.core.errors import RemoteError
 from tests.fixtures.ship_board import current, remote, ship, ship_json, ssh_args, url  # fixtures board, bundles
 from tests.fixtures.sshd_board import free_port
 
-pytestmark = pytest.mark.heavy  # ~45 worker-seconds: handed out first (tests/fixtures/scheduling.py)
+pytestmark = pytest.mark.heavy(seconds=35)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
 runner = CliRunner()
 

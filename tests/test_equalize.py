@@ -9,7 +9,7 @@ from edgepipe.quantize import equalize as eq
 from tests.fixtures.configs import INPUT, tiny_split
 from tests.fixtures.tiny_runs import seed_stages, stage_output
 
-pytestmark = pytest.mark.heavy  # ~37 worker-seconds: handed out first (tests/fixtures/scheduling.py)
+pytestmark = pytest.mark.heavy(seconds=30)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
 N_SEPARABLE = 16  # SeparableConv2D layers in the tiny Xception
 

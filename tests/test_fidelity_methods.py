@@ -12,6 +12,8 @@ from edgepipe.quantize.equalize import max_output_diff
 from tests.fixtures import tiny_xception
 from tests.fixtures.configs import INPUT, tiny_split
 
+pytestmark = pytest.mark.heavy(seconds=26)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 MIDDLE_ADDS = 3  # the tiny Xception's last entry add + its two middle blocks: one segment
 
 

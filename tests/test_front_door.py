@@ -24,6 +24,8 @@ from edgepipe.cli.app import app
 from tests.fixtures import tiny_xception
 from tests.fixtures.cli import cli_probe
 
+pytestmark = pytest.mark.heavy(seconds=25)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 # what the toolkits print straight to fd 2 (measured on this project's machines before the filter)

@@ -24,6 +24,8 @@ from edgepipe.formats.savedmodel_ops import check_savedmodel, forbidden_ops
 from tests.fixtures.hostile import ROOT, cli, config, image_folder, write_yaml
 from tests.fixtures.model_files import HANG_TFLITE, TINY_TFLITE
 
+pytestmark = pytest.mark.heavy(seconds=9)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 
 # ---- a minimal protobuf writer for SavedModel graphs -------------------------------------------
 def _varint(n: int) -> bytes:

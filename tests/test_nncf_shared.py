@@ -12,6 +12,8 @@ from edgepipe.quantize.recipes import BUILTIN
 from tests.fixtures.configs import tiny_config, tiny_split
 from tests.fixtures.tiny_runs import seed_stages
 
+pytestmark = pytest.mark.heavy(seconds=14)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 
 @pytest.fixture(scope="module")
 def fp32_ir(tiny_full_run):

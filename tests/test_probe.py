@@ -25,6 +25,8 @@ from edgepipe.engine.probe import ArtifactProbeError, ProbeLimits, probe
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.model_files import BIG_TFLITE, HANG_TFLITE, TINY_TFLITE
 
+pytestmark = pytest.mark.heavy(seconds=11)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 
 def test_a_good_artifact_passes_and_reports_its_output():
     facts = probe(TINY_TFLITE, "tflite", limits=ProbeLimits(60, 2048))

@@ -22,7 +22,7 @@ from edgepipe.quantize import qat
 from edgepipe.quantize.equalize import max_output_diff
 from tests.fixtures.configs import INPUT, tiny_split
 
-pytestmark = pytest.mark.heavy  # ~39 worker-seconds: handed out first (tests/fixtures/scheduling.py)
+pytestmark = pytest.mark.heavy(seconds=42)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
 PARAMS = {"steps": 100, "lr": 1e-5, "batch": 8}
 

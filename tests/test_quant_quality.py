@@ -16,6 +16,8 @@ from edgepipe.diagnostics.layer_errors import keras_layer_names
 from tests.fixtures.configs import INPUT, tiny_config, write_config
 from tests.fixtures.tiny_runs import copy_run
 
+pytestmark = pytest.mark.heavy(seconds=11)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 INT8 = ["tflite-arm/int8", "openvino-cpu/int8", "onnx-cpu/int8"]
 
 

@@ -20,7 +20,7 @@ from edgepipe.stages.keras_model import load_keras
 from tests.fixtures.configs import tiny_config
 from tests.fixtures.tiny_runs import stage_output
 
-pytestmark = pytest.mark.heavy  # ~36 worker-seconds: handed out first (tests/fixtures/scheduling.py)
+pytestmark = pytest.mark.heavy(seconds=22)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,8 @@ from tests.fixtures.chromium import render
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.tiny_runs import seed_stages
 
+pytestmark = pytest.mark.heavy(seconds=11)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 runner = CliRunner()
 
 

@@ -37,6 +37,8 @@ from tests.fixtures.chromium import render
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.tiny_runs import seed_stages
 
+pytestmark = pytest.mark.heavy(seconds=9)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 runner = CliRunner()
 NAMES = ("keras/fp32 (reference)", "tflite-arm/fp32", "tflite-arm/int8", "openvino-cpu/int8", "coral-edgetpu/int8")
 

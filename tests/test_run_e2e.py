@@ -11,6 +11,8 @@ from edgepipe.cli.app import app
 from tests.fixtures.configs import tiny_config, write_config
 from tests.fixtures.tiny_runs import copy_run
 
+pytestmark = pytest.mark.heavy(seconds=18)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 runner = CliRunner()
 
 EXPECTED = ["keras/fp32 (reference)", "tflite-arm/fp32", "tflite-arm/int8", "openvino-cpu/fp32", "openvino-cpu/int8",

@@ -29,9 +29,40 @@ def test_heavy_units_lead_their_group_so_the_short_ones_fill_the_end():
     units = {"light_many.py": set(), "light_heavy.py": set(), "run_many.py": {"tiny_full_run"},
              "run_heavy.py": {"tiny_full_run"}, "run_starter.py": {"tiny_full_run"}}
     counts = {"light_many.py": 20, "light_heavy.py": 3, "run_many.py": 15, "run_heavy.py": 2, "run_starter.py": 30}
-    heavy = frozenset({"light_heavy.py", "run_heavy.py"})
+    heavy = {"light_heavy.py": 30.0, "run_heavy.py": 30.0}
     # the starter is the heavy cold-run unit; the rest of each group: heavy first, then by test count
     assert unit_order(units, counts, heavy) == ["run_heavy.py", "light_heavy.py", "light_many.py", "run_starter.py",
                                                 "run_many.py"]
     assert unit_order(units, counts) == ["run_starter.py", "light_many.py", "light_heavy.py", "run_many.py",
                                          "run_heavy.py"]
+
+
+def test_heavy_units_go_longest_first_by_their_stated_seconds():
+    units = {"run_a.py": {"tiny_full_run"}, "run_b.py": {"tiny_full_run"}, "run_c.py": {"tiny_full_run"},
+             "run_light.py": {"tiny_full_run"}}
+    counts = {"run_a.py": 9, "run_b.py": 3, "run_c.py": 4, "run_light.py": 12}
+    # the 3-test module of 40 s before the 9-test one of 12 s; the unmarked one last, whatever its count
+    assert unit_order(units, counts, {"run_a.py": 12.0, "run_b.py": 40.0, "run_c.py": 25.0}) == [
+        "run_b.py", "run_c.py", "run_a.py", "run_light.py"]
+
+
+def test_the_marker_states_its_seconds_and_a_bare_one_counts_as_the_default():
+    """The collection hook itself, on items as pytest gives them (node id, fixture names, closest marker)."""
+    import pytest
+
+    from tests.fixtures.scheduling import pytest_collection_modifyitems
+
+    class Item:
+        def __init__(self, nodeid, marker=None):
+            self.nodeid, self.fixturenames, self.marker = nodeid, ["tmp_path"], marker
+
+        def get_closest_marker(self, name):
+            return self.marker if name == "heavy" else None
+
+    heavy = pytest.mark.heavy
+    items = [Item("test_a.py::x", heavy(seconds=5).mark), Item("test_a.py::y", heavy(seconds=5).mark),
+             Item("test_b.py::z", heavy.mark), Item("test_c.py::w", heavy(seconds=50).mark),
+             Item("test_d.py::v"), Item("test_d.py::u"), Item("test_d.py::t")]
+    pytest_collection_modifyitems(None, items)
+    assert [i.nodeid for i in items] == ["test_c.py::w", "test_b.py::z", "test_a.py::x", "test_a.py::y",
+                                         "test_d.py::v", "test_d.py::u", "test_d.py::t"]

@@ -28,7 +28,7 @@ from edgepipe.core.errors import RemoteError
 from tests.fixtures.ship_board import current, opts, remote, ship, ssh_args, url  # fixtures board, bundles: plugin
 from tests.fixtures.sshd_board import free_port
 
-pytestmark = pytest.mark.heavy  # ~30 worker-seconds: handed out first (tests/fixtures/scheduling.py)
+pytestmark = pytest.mark.heavy(seconds=34)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
 runner = CliRunner()
 

@@ -24,6 +24,8 @@ from edgepipe.boards.signing import fingerprint, keygen
 from edgepipe.cli.app import app
 from tests.fixtures.ship_board import current, opts, ship, ssh_args, url  # fixtures board, bundles: conftest plugin
 
+pytestmark = pytest.mark.heavy(seconds=24)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 runner = CliRunner()
 
 

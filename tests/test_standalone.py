@@ -15,6 +15,8 @@ import pytest
 
 from tests.fixtures import tiny_xception
 
+pytestmark = pytest.mark.heavy(seconds=25)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

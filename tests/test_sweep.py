@@ -21,7 +21,7 @@ from edgepipe.sweeps.config import SweepBoard, parse_sweep
 from edgepipe.sweeps.leaderboard import best, leaderboard_table, pareto_front, summarize
 from tests.fixtures.configs import tiny_config
 
-pytestmark = pytest.mark.heavy  # ~39 worker-seconds: handed out first (tests/fixtures/scheduling.py)
+pytestmark = pytest.mark.heavy(seconds=36)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
 RECIPES = [
     {"name": "fast", "options": {"precisions": ["int8"]},

@@ -11,6 +11,8 @@ from edgepipe.quantize.quantizers import tflite_parallel as tp
 from tests.fixtures.configs import tiny_split
 from tests.fixtures.tiny_runs import stage_output
 
+pytestmark = pytest.mark.heavy(seconds=12)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+
 
 def test_parts_are_contiguous_and_never_too_small():
     assert tp.parts(300, 2) == [(0, 150), (150, 300)]

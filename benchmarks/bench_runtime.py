@@ -9,8 +9,9 @@ round times every runner (warmup, then single-image runs on real preprocessed te
 order rotated by one each round, as ../shared/BENCHMARKING.md asks. The table shows the median of
 the rounds' p50s, the spread between rounds, the ratio to the deployed setting, and fidelity
 against the deployed setting's scores on the first N test images (max |diff|, top-1 agreement).
-The load average and CPU steal (/proc/stat) before and after are printed and saved: a measurement
-with a load average above the core count is flagged, its milliseconds are not evidence.
+The rounds are `validators.latency.side_by_side`'s. The load average and CPU steal (/proc/stat) before and
+after are printed and saved (`load`, as every latency result keeps it): a measurement with a load average
+above the core count is flagged, its milliseconds are not evidence.
 
 Settings (documented knobs only):
 - OpenVINO CPU: as deployed (blob, LATENCY hint, threads, f32); `ENABLE_CPU_PINNING` on and off;
@@ -27,10 +28,8 @@ from __future__ import annotations
 
 import gc
 import json
-import os
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +39,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import run_dir_args  # noqa: E402  (beside this script)
-
-
-def steal_ticks() -> int:
-    """CPU steal ticks so far (the 8th value of the `cpu` line of /proc/stat)."""
-    try:
-        return int(Path("/proc/stat").read_text().splitlines()[0].split()[8])
-    except (OSError, IndexError, ValueError):
-        return -1
 
 
 def openvino_settings(art: Path, threads: int) -> dict:
@@ -120,7 +111,7 @@ def main() -> None:
     from edgepipe.config.schema import example_config_path, load_config
     from edgepipe.engine.context import RunContext
     from edgepipe.examples.models import resolve_model
-    from edgepipe.validators.latency import time_runner
+    from edgepipe.validators.latency import side_by_side
 
     cfg = load_config(example_config_path("elpv-xception"))
     ctx = RunContext(cfg, resolve_model(cfg), cache_root=args.output / "stages")
@@ -135,22 +126,20 @@ def main() -> None:
 
     fid = images[: args.fidelity_images]
     scores = {name: np.stack([r.predict(x) for x in fid]) for name, r in runners.items()}
-    before = {"load": os.getloadavg(), "steal": steal_ticks(), "time": time.time()}
     names = list(runners)
-    p50 = {n: [] for n in names}
-    for rnd in range(args.rounds):
-        for n in names[rnd % len(names):] + names[:rnd % len(names)]:
-            p50[n].append(time_runner(runners[n], images, args.warmup, args.runs)["p50_ms"])
-            gc.collect()
-        print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(f"{n.split(' ', 1)[1]} {p50[n][-1]:.1f}" for n in names),
-              flush=True)
-    after = {"load": os.getloadavg(), "steal": steal_ticks(), "time": time.time()}
 
+    def progress(rnd: int, p50s: dict) -> None:
+        print(f"round {rnd + 1}/{args.rounds}: " + ", ".join(f"{n.split(' ', 1)[1]} {p50s[n][-1]:.1f}" for n in names),
+              flush=True)
+
+    # every runner timed in each round, the order rotated by one per round; garbage collected between runners
+    res = side_by_side(runners, images, args.rounds, args.warmup, args.runs, between=gc.collect, on_round=progress)
+    p50, load = res["round_p50_ms"], res["load"]
     result = {"threads": args.threads, "rounds": args.rounds, "runs": args.runs, "warmup": args.warmup,
-              "cpu": os.cpu_count(), "before": before, "after": after, "rows": {}}
-    busy = max(before["load"][0], after["load"][0]) > (os.cpu_count() or 1)
-    print(f"\nload average {before['load'][0]:.1f} -> {after['load'][0]:.1f} on {os.cpu_count()} cores, "
-          f"steal {after['steal'] - before['steal']} ticks" + ("   ** loaded machine: not evidence **" if busy else ""))
+              "cpu": res["cpu"], "cores": load["cores"], "load": load, "rows": {}}
+    la = [s["loadavg"][0] if s["loadavg"] else float("nan") for s in (load["before"], load["after"])]
+    print(f"\nload average {la[0]:.1f} -> {la[1]:.1f} on {load['cores']} cores, steal {load['steal_pct']}%"
+          + ("   ** loaded machine: not evidence **" if load["busy"] else ""))
     print(f"{'setting':44} {'p50 ms':>8} {'spread':>7} {'× deployed':>10} {'max|diff|':>10} {'agree':>6}  runtime says")
     for n in names:
         base = next(b for b in names if b.split(" ", 1)[0] == n.split(" ", 1)[0] and b.endswith("deployed"))

@@ -142,3 +142,27 @@ def test_gate_reasons_include_the_drop_ci_and_parity():
 ])
 def test_exit_codes(statuses, code):
     assert gates.exit_code(statuses) == code
+
+
+def test_side_by_side_rotates_the_order_and_runs_the_hooks_outside_the_timing():
+    """Three runners, three rounds: each round starts with the next runner; `between` runs after each runner's
+    timing and `on_round` after each round, with every runner's p50s so far."""
+    calls, rounds = [], []
+
+    class Runner:
+        def __init__(self, name):
+            self.name = name
+
+        def predict(self, x):
+            if not calls or calls[-1] != self.name:
+                calls.append(self.name)
+            return x
+
+    runners = {n: Runner(n) for n in ("a", "b", "c")}
+    res = latency.side_by_side(runners, np.zeros((2, 1), np.float32), rounds=3, warmup=1, runs=2,
+                               between=lambda: calls.append("|"),
+                               on_round=lambda i, p50s: rounds.append((i, {n: len(v) for n, v in p50s.items()})))
+    assert calls == ["a", "|", "b", "|", "c", "|", "b", "|", "c", "|", "a", "|", "c", "|", "a", "|", "b", "|"]
+    assert rounds == [(0, {"a": 1, "b": 1, "c": 1}), (1, {"a": 2, "b": 2, "c": 2}), (2, {"a": 3, "b": 3, "c": 3})]
+    assert res["rounds"] == 3 and all(len(v) == 3 for v in res["round_p50_ms"].values())
+    assert set(res["p50_ms"]) == {"a", "b", "c"} and "busy" in res["load"]

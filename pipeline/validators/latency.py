@@ -81,10 +81,13 @@ def time_runner(runner, images: np.ndarray, warmup: int, runs: int, progress=Non
     return res
 
 
-def side_by_side(runners: dict, images: np.ndarray, rounds: int = 3, warmup: int = 3, runs: int = 20) -> dict:
+def side_by_side(runners: dict, images: np.ndarray, rounds: int = 3, warmup: int = 3, runs: int = 20,
+                 between=None, on_round=None) -> dict:
     """p50 of several runners measured in one process, `rounds` rounds in a rotated order (each round
     starts with the next runner), so drift in the machine's load falls on all of them alike. Returns per
-    runner the median of its rounds' p50s and every round's p50, plus the CPU and the load around it."""
+    runner the median of its rounds' p50s and every round's p50, plus the CPU and the load around it.
+    `between()` runs after each runner's timing, outside it (e.g. `gc.collect`); `on_round(i, p50s)` after
+    round i (0-based) with every runner's p50s so far (e.g. progress lines)."""
     from edgepipe.core.versions import cpu_model
 
     names = list(runners)
@@ -93,6 +96,10 @@ def side_by_side(runners: dict, images: np.ndarray, rounds: int = 3, warmup: int
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             p50s[name].append(time_runner(runners[name], images, warmup, runs)["p50_ms"])
+            if between is not None:
+                between()
+        if on_round is not None:
+            on_round(r, p50s)
     load = machine_load.record(before, machine_load.snapshot(), os.cpu_count())
     return {"rounds": rounds, "runs": runs, "cpu": cpu_model(), "load": load,
             "p50_ms": {n: float(np.median(v)) for n, v in p50s.items()}, "round_p50_ms": p50s}

@@ -10,15 +10,14 @@ import pytest
 from edgepipe.core.hashing import sha256_file
 from edgepipe.quantize.recipes import BUILTIN
 from tests.fixtures.configs import tiny_config, tiny_split
-from tests.fixtures.tiny_runs import seed_stages
+from tests.fixtures.tiny_runs import seed_stages, stage_output
 
 pytestmark = pytest.mark.heavy(seconds=14)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
 
 @pytest.fixture(scope="module")
 def fp32_ir(tiny_full_run):
-    (xml,) = (tiny_full_run["out"] / "stages").glob("ov-ir-fp32-*/model_fp32.xml")  # the tiny run's one FP32 IR
-    return xml
+    return stage_output(tiny_full_run, "ov-ir-fp32", "model_fp32.xml")  # the tiny run's one FP32 IR
 
 
 def test_one_pass_gives_the_same_irs_as_separate_nncf_quantize_calls(fp32_ir, tiny_assets, tmp_path):

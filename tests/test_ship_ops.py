@@ -18,11 +18,11 @@ import pytest
 from typer.testing import CliRunner
 
 from edgepipe.boards.bundle import build_bundle, read_manifest, seal
-from edgepipe.boards.remote import Device, Remote, SSHOptions
+from edgepipe.boards.remote import Device, SSHOptions
 from edgepipe.boards.ship import Board, remote_dir_name
 from edgepipe.boards.signing import fingerprint, keygen
 from edgepipe.cli.app import app
-from tests.fixtures.ship_board import current, opts, ship, ssh_args, url  # fixtures board, bundles: conftest plugin
+from tests.fixtures.ship_board import current, opts, remote, ship, ssh_args, url  # fixtures board, bundles: plugin
 
 pytestmark = pytest.mark.heavy(seconds=24)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
@@ -128,7 +128,7 @@ def test_upload_timeout_scales_with_size_and_says_so(board, tmp_path, monkeypatc
     root = tmp_path / "board"
     (root / "in").mkdir(parents=True)
     monkeypatch.setattr(remote_mod, "EXTRACT", "sleep 30 || tar -x -f - -C {dir}")  # a link that never finishes
-    r = Remote(Device.parse(url(board, root)), opts(board, command_timeout=1))
+    r = remote(board, root, command_timeout=1)
     t0 = time.monotonic()
     with pytest.raises(remote_mod.RemoteError) as err:
         r.upload([payload], "in")
@@ -216,7 +216,7 @@ def test_key_rotation_needs_the_trusted_key_and_then_refuses_the_old_one(board, 
     files[0].write_bytes(text)
     files[1].write_text(json.dumps(sign_bytes(text, mallory_key)))
     shutil.copyfile(mallory_pub, files[2])
-    r = Remote(Device.parse(url(board, root)), opts(board))
+    r = remote(board, root)
     got = install_statement(r, files)
     assert not got["ok"] and "bad signature" in got["error"]
     assert (root / "trusted.pub").read_bytes() == run["pub"].read_bytes()

@@ -36,8 +36,15 @@ class Options(QuantizedOptions):
 
 
 def jobs(ctx, opts: Options) -> list[Job]:
-    out = [Job(f"{NAME}/int8", NAME, "int8", lambda: _npu_int8(ctx, opts), _cpu_runner, {"device": "CPU"},
-               latency_skip=_npu_latency_skip)]
+    from edgepipe.core.versions import int8_saturates
+
+    # without an NPU the INT8 IR is scored on the CPU plugin; a CPU whose int8 kernels saturate (x86 without
+    # VNNI) would score it worse than the NPU, which accumulates exactly: there the quantization is emulated
+    emulate = int8_saturates()
+    params = {"device": "CPU", **({"int8": "emulated"} if emulate else {})}
+    out = [Job(f"{NAME}/int8", NAME, "int8", lambda: _npu_int8(ctx, opts),
+               lambda art, threads: make_runner(art, threads, **params), params,
+               latency_skip=lambda art: _npu_latency_skip(art, emulate))]
     if opts.myriad:
         out.append(Job(f"{NAME}/myriad-fp16", NAME, "fp16", lambda: _myriad_fp16(ctx), _cpu_runner,
                        {"device": "CPU"}, latency_skip=lambda art: f"skipped: MYRIAD needs the {MYRIAD_RUNTIME} "
@@ -88,10 +95,12 @@ def _npu_int8(ctx, opts: Options) -> Artifact:
                                **common)
 
 
-def _npu_latency_skip(artifact: Artifact) -> str | None:
+def _npu_latency_skip(artifact: Artifact, emulated: bool = False) -> str | None:
+    how = (" (its FakeQuantize ops computed in f32: this CPU's int8 kernels saturate without VNNI, an NPU's do "
+           "not)") if emulated else ""
     if artifact.metadata.get("npu", {}).get("compiled"):
-        return "skipped: the NPU runner is not implemented yet (the blob is built; accuracy measured on the CPU)"
-    return "skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR"
+        return f"skipped: the NPU runner is not implemented yet (the blob is built; accuracy measured on the CPU{how})"
+    return f"skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR{how}"
 
 
 def _myriad_fp16(ctx) -> Artifact:
@@ -118,18 +127,22 @@ def _myriad_fp16(ctx) -> Artifact:
                              "accuracy_on": "CPU plugin, f32 compute on the FP16 weights"}})
 
 
-def make_runner(artifact: Artifact, threads: int, device: str = "CPU"):
+def make_runner(artifact: Artifact, threads: int, device: str = "CPU", int8: str = "kernels"):
     """Built from the job's plain runner_params (the probe does so in a child process). Only the CPU
-    stand-in exists: no NPU runner is implemented (an NPU row's latency is skipped with its reason)."""
+    stand-in exists: no NPU runner is implemented (an NPU row's latency is skipped with its reason).
+    `int8`: "kernels" (the CPU plugin's int8 kernels) or "emulated" (FakeQuantize in f32)."""
     if device != "CPU":
         raise ConfigError(f"openvino-npu runner: expected device 'CPU' (the stand-in). Received: {device!r}")
-    return _cpu_runner(artifact, threads)
+    if int8 not in ("kernels", "emulated"):
+        raise ConfigError(f"openvino-npu runner: expected int8 'kernels' or 'emulated'. Received: {int8!r}")
+    return _cpu_runner(artifact, threads, int8 == "emulated")
 
 
-def _cpu_runner(artifact: Artifact, threads: int):
-    """Accuracy on this host: the same IR on the CPU plugin (f32, so the IR's own quantization decides)."""
+def _cpu_runner(artifact: Artifact, threads: int, emulate_int8: bool = False):
+    """Accuracy on this host: the same IR on the CPU plugin (f32, so the IR's own quantization decides); with
+    `emulate_int8` its FakeQuantize ops are computed in f32 instead of on the host's int8 kernels."""
     from edgepipe.formats.runners import OpenVINORunner
 
-    runner = OpenVINORunner(Path(artifact.path), threads, "LATENCY", "f32")
+    runner = OpenVINORunner(Path(artifact.path), threads, "LATENCY", "f32", emulate_int8=emulate_int8)
     runner.info["device"] = "CPU (stand-in)"
     return runner

@@ -315,6 +315,46 @@ def test_npu_status_and_quantization(build):
     assert "FakeQuantize" in art.path.read_text()
 
 
+def test_npu_stand_in_emulates_int8_where_the_hosts_kernels_saturate(build, ctx, monkeypatch):
+    """Without an NPU the INT8 IR is scored on the CPU plugin. On an x86 CPU without VNNI or AMX (its int8
+    kernels sum pairs in int16 and saturate on 8-bit weights, which an NPU does not) the FakeQuantize ops are
+    computed in f32 instead, and the runner params (the scores' cache key) say so; elsewhere the int8 kernels."""
+    from edgepipe.core import versions
+    from edgepipe.targets import openvino_npu
+
+    assert versions.int8_saturates({"avx2", "fma"}) and versions.int8_saturates({"avx2", "avx512f"})
+    assert not versions.int8_saturates({"avx2", "avx512f", "avx512_vnni"})
+    assert not versions.int8_saturates({"avx2", "avx_vnni"}) and not versions.int8_saturates({"asimd", "neon"})
+    _, art = build("openvino-npu")["openvino-npu/int8"]
+    host_saturates = versions.int8_saturates()
+    jobs = {}
+    for saturates in (True, False):
+        monkeypatch.setattr(versions, "int8_saturates", lambda flags=None, s=saturates: s)
+        jobs[saturates] = openvino_npu.jobs(ctx, openvino_npu.Options())[0]
+    assert jobs[True].runner_params == {"device": "CPU", "int8": "emulated"}
+    assert jobs[False].runner_params == {"device": "CPU"}
+    if not art.metadata["npu"]["compiled"]:  # the row says how its accuracy was measured
+        assert jobs[True].latency_skip(art).endswith("(its FakeQuantize ops computed in f32: this CPU's int8 "
+                                                     "kernels saturate without VNNI, an NPU's do not)")
+        assert jobs[False].latency_skip(art) == ("skipped: no NPU; accuracy measured on the CPU plugin for the same "
+                                                 "INT8 IR")
+    emulated, kernels = (jobs[s].runner(art, 2) for s in (True, False))
+    assert "emulated" in emulated.info["int8"] and "int8" not in kernels.info
+    # emulated: every convolution runs an f32 kernel; with the int8 kernels they run oneDNN's *_I8 ones
+    def conv_kernels(runner) -> set:
+        return {op.get_rt_info()["primitiveType"].astype(str) for op in runner.compiled.get_runtime_model().get_ops()
+                if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+
+    assert all(k.endswith("_f32") for k in conv_kernels(emulated)), conv_kernels(emulated)
+    assert any(k.endswith("_I8") for k in conv_kernels(kernels)), conv_kernels(kernels)
+    # the same quantized function: where the host's kernels cannot saturate, the two agree up to rounding
+    image = np.random.default_rng(0).uniform(-1, 1, kernels.shape[1:]).astype(np.float32)
+    a, b = emulated.predict(image), kernels.predict(image)
+    assert host_saturates or np.allclose(a, b, atol=0.05), (a, b)
+    with pytest.raises(ConfigError, match="expected int8 'kernels' or 'emulated'"):
+        openvino_npu.make_runner(art, 2, int8="bf16")
+
+
 def test_recipe_reaches_the_npu_quantization(ctx, build):
     built = build("openvino-npu")
     """`recipe` (here nncf-mixed) changes the NPU IR and is recorded; the default keeps its stage."""

@@ -66,6 +66,17 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> tuple[set[str], str]:
     return flags, vendor
 
 
+EXACT_INT8 = {"avx512_vnni", "avx_vnni", "amx_int8"}  # int8 dot products that accumulate in int32 directly
+
+
+def int8_saturates(flags: set[str] | None = None) -> bool:
+    """Whether this x86 CPU's u8 x s8 int8 kernels can saturate: without VNNI or AMX, oneDNN (OpenVINO, ONNX
+    Runtime) sums pairs of products in int16 (vpmaddubsw), which saturates on 8-bit weights. Such a CPU scores
+    an INT8 model made for hardware that accumulates exactly (an NPU) worse than that hardware runs it."""
+    flags = cpu_flags()[0] if flags is None else flags
+    return bool(flags & {"avx2", "avx512f"}) and not flags & EXACT_INT8
+
+
 def host_facts() -> dict:
     return {
         "cpu": cpu_model(),

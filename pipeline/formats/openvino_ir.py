@@ -119,9 +119,12 @@ class OpenVINORunner:
 
     def __init__(self, path: Path, threads: int, hint: str = "LATENCY", precision: str | None = "f32",
                  layout: str = "nhwc", streams: int | None = None, blob: Path | None = None,
-                 cache_dir: Path | None = None):
+                 cache_dir: Path | None = None, emulate_int8: bool = False):
         """`blob`: a model compiled for this CPU (`export_model`), imported instead of compiling `path`.
-        The import gets the same config: without it the plugin re-applies its defaults (bf16 here)."""
+        The import gets the same config: without it the plugin re-applies its defaults (bf16 here).
+        `emulate_int8`: compute a quantized IR's FakeQuantize ops in f32 (the plugin's low-precision
+        transformations off, `LP_TRANSFORMS_MODE`) instead of on its int8 kernels: the IR's quantization
+        exactly, without the int16 saturation of x86 int8 kernels lacking VNNI, at f32 speed."""
         import openvino as ov
 
         self.runtime = "openvino"
@@ -129,12 +132,14 @@ class OpenVINORunner:
         if cache_dir is not None:
             self.core.set_property({"CACHE_DIR": str(cache_dir)})
         self.path, self.blob, self.threads, self.precision = Path(path), blob, threads, precision
-        self.hint, self.streams, self.model = hint, streams, None
+        self.hint, self.streams, self.model, self.emulate_int8 = hint, streams, None, emulate_int8
         self.compiled = self.compile(hint, streams)
         self.info = {"inference_precision": plain(self.compiled.get_property("INFERENCE_PRECISION_HINT")),
                      "performance_hint": plain(self.compiled.get_property("PERFORMANCE_HINT")),
                      "streams": int(self.compiled.get_property("NUM_STREAMS")),
                      "loaded_from": "blob" if blob is not None else "ir"}
+        if emulate_int8:
+            self.info["int8"] = "emulated: FakeQuantize in f32 (LP_TRANSFORMS_MODE off), not the int8 kernels"
         self.request = self.compiled.create_infer_request()
         self.shape = tuple(int(v) for v in self.compiled.input(0).get_shape())
         self.layout = input_layout(self.shape) if layout == "auto" else layout
@@ -147,6 +152,8 @@ class OpenVINORunner:
             config["INFERENCE_PRECISION_HINT"] = self.precision
         if streams is not None:
             config["NUM_STREAMS"] = streams
+        if self.emulate_int8:
+            config["LP_TRANSFORMS_MODE"] = False
         if self.blob is not None:
             return self.core.import_model(Path(self.blob).read_bytes(), "CPU", config)
         if self.model is None:

@@ -230,10 +230,10 @@ def _tflite_fp16(saved_model: Path, out: Path) -> dict:
 
 def _nncf(ir: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
     """edgepipe.quantize.quantizers.nncf.quantize_nncf plus NNCF advanced parameters the recipe has no field for."""
-    if not native:
+    if set(native) <= {"target_device"}:  # NNCF's hardware config only: the pipeline's own call
         from edgepipe.quantize.quantizers.nncf import quantize_nncf
 
-        return quantize_nncf(ir, out, calib, recipe)
+        return quantize_nncf(ir, out, calib, recipe, target_device=native.get("target_device", "ANY"))
     import nncf
     import openvino as ov
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
@@ -246,6 +246,8 @@ def _nncf(ir: Path, out: Path, calib: np.ndarray, recipe, native: dict) -> Path:
     adv = kw.pop("advanced_parameters", None) or AdvancedQuantizationParameters()
     if "overflow_fix" in native:
         adv.overflow_fix = OverflowFix(native["overflow_fix"])
+    if "target_device" in native:
+        kw["target_device"] = nncf.TargetDevice(native["target_device"])
     model = ov.Core().read_model(str(ir))
     names = frozenset(op.get_friendly_name() for op in model.get_ops())
     q = nncf.quantize(model, nncf_dataset(calib), subset_size=len(calib), advanced_parameters=adv, **kw)

@@ -32,6 +32,7 @@ def _m(tool: str, label: str, chain: tuple = (), native: dict | None = None, cal
 OVERFLOW = {"overflow_fix": "enable"}  # NNCF: 7-bit weights everywhere (int16 saturation on non-VNNI CPUs)
 REDUCE = {"reduce_range": True}  # ORT: 7-bit weights (the same fix)
 U8U8 = {"activation_type": "QUInt8", "weight_type": "QUInt8"}  # ORT: the u8 x u8 kernels
+NPU = {"target_device": "NPU"}  # NNCF's NPU hardware config (openvino-npu's IR), scored on the CPU plugin
 
 
 EQ_SEP = ("eq-sep", {"alpha": 0.5})
@@ -81,4 +82,8 @@ ROWS: list[Row] = [
     _m("tflite", "eq-sep, 100 calibration images", (EQ_SEP,), calibration_size=100),
     _m("nncf", "eq-sep + overflow-fix, 100 calibration images", (EQ_SEP,), native=OVERFLOW, calibration_size=100),
     _m("ort", "eq-sep + u8u8, 100 calibration images", (EQ_SEP,), native=U8U8, calibration_size=100),
+    # openvino-npu's `faithful` IR (eq-sep, NNCF's NPU config, 8-bit weights) at both sizes; scored on the CPU
+    # plugin, so only a CPU whose int8 kernels do not saturate (VNNI, AMX) measures the IR itself
+    _m("nncf", "eq-sep, NPU config", (EQ_SEP,), native=NPU),
+    _m("nncf", "eq-sep, NPU config, 100 calibration images", (EQ_SEP,), native=NPU, calibration_size=100),
 ]

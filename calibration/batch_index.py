@@ -50,6 +50,12 @@ def fingerprint(paths: list[str], labels: list[int], spec: dict, subset: dict) -
                         "code": _code()})
 
 
+def subset_key(parent_sha256: str, rows: list[int]) -> str:
+    """The key of a subset of a batch (`dataset.subsample`): its content is the parent's rows `rows`, so the
+    parent's content hash and the rows decide it."""
+    return stable_hash({"format": FORMAT, "parent": parent_sha256, "rows": rows})
+
+
 def lookup(root: Path, key: str, count: int) -> str | None:
     """The remembered sha256 of the batch `key` (of `count` images), or None."""
     path = Path(root) / DIRNAME / f"{key}.json"

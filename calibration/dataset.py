@@ -120,12 +120,24 @@ def _allocate(n: int, shape: tuple[int, int, int], what: str) -> np.ndarray:
                                                            "the subset's size")) from None
 
 
-def subsample(batch: Batch, n: int, seed: int) -> Batch:
-    """A deterministic subset of `n` images (same seed, same images), with its own content hash."""
+def subsample(batch: Batch, n: int, seed: int, index: Path | None = None) -> Batch:
+    """A deterministic subset of `n` images (same seed, same images), with its own content hash. `index` (a
+    stage-cache root): the subset's hash is remembered under the parent's hash and the chosen rows
+    (batch_index.subset_key), so the subset of a batch whose images were not decoded is not decoded either until
+    a stage uses it (then its hash is checked, as a remembered batch's is)."""
     if n >= len(batch):
         return batch
     idx = np.sort(np.random.default_rng(seed + 2).choice(len(batch), n, replace=False))
-    images, labels = batch.images[idx], batch.labels[idx]
+    labels = batch.labels[idx]
     paths = tuple(batch.paths[i] for i in idx) if batch.paths else batch.paths
-    return Batch(images, labels, sha256_arrays(images, labels), batch.source, f"{batch.split}[{n} of {len(batch)}]",
-                 paths)
+    split = f"{batch.split}[{n} of {len(batch)}]"
+    key = batch_index.subset_key(batch.sha256, idx.tolist()) if index is not None else None
+    sha = batch_index.lookup(index, key, n) if key else None
+    if sha is not None:
+        return Batch(None, labels, sha, batch.source, split, paths, loader=lambda: batch.images[idx],
+                     what=f"{batch.split} subset of {n} images")
+    images = batch.images[idx]
+    sub = Batch(images, labels, sha256_arrays(images, labels), batch.source, split, paths)
+    if key:
+        batch_index.remember(index, key, n, sub.sha256)
+    return sub

@@ -58,6 +58,25 @@ def test_a_batch_hashed_before_is_not_decoded_until_its_images_are_used(data, tm
     assert plain.loaded and plain.sha256 == first.sha256
 
 
+def test_a_calibration_subset_of_a_remembered_batch_is_not_decoded_until_used(data, tmp_path, monkeypatch):
+    """`calibration_size`'s subset (dataset.subsample) of a batch the index remembered: the subset's hash is
+    remembered too (under the parent's hash and the rows), so a warm rerun decodes no image for it; used, it is
+    the same images with its hash checked, and a parent with other content is another subset."""
+    from edgepipe.calibration.dataset import subsample
+
+    root = tmp_path / "stages"
+    first = subsample(_load(data, root), 10, seed=0, index=root)
+    assert first.loaded and len(first) == 10
+    calls = _counting(monkeypatch)
+    again = subsample(_load(data, root), 10, seed=0, index=root)
+    assert calls == [] and not again.loaded  # neither the parent nor the subset decoded
+    assert again.sha256 == first.sha256 and np.array_equal(again.labels, first.labels)
+    assert np.array_equal(again.images, first.images) and calls  # decoded on use (the parent's files)
+    assert subsample(_load(data, root), 12, seed=0, index=root).sha256 != first.sha256  # another size, its own entry
+    plain = subsample(_load(data, None), 10, seed=0)  # no index: decoded, the same hash
+    assert plain.loaded and plain.sha256 == first.sha256
+
+
 def test_a_touched_file_is_hashed_again(data, tmp_path, monkeypatch):
     first = _load(data, tmp_path / "stages")
     st = os.stat(first.paths[0])

@@ -40,6 +40,7 @@ class RunContext:
 
             self.model_key = content_sha256(self.model_path)
         self._keras = None
+        self._subsets: dict[int, Batch] = {}  # calibration subsets by size (calibration_for)
         self._worker_batches: dict[str, dict] = {}  # batches materialised by executor workers
 
     def source_model(self) -> dict:
@@ -105,9 +106,11 @@ class RunContext:
         n = recipe.calibration_size
         if n is None or n >= len(batch):
             return batch
-        sub = subsample(batch, n, self.cfg.data.splits.seed)
-        checks.check_classes(sub.labels, len(self.labels), f"calibration data (recipe subset of {n} images)")
-        return sub
+        if n not in self._subsets:  # once per size: every target's recipe asks for it
+            sub = subsample(batch, n, self.cfg.data.splits.seed, index=self.cache.root)
+            checks.check_classes(sub.labels, len(self.labels), f"calibration data (recipe subset of {n} images)")
+            self._subsets[n] = sub
+        return self._subsets[n]
 
     def recipe(self, target: str):
         """The resolved quantization recipe of a target (edgepipe.quantize.recipes.Recipe): its configured

@@ -117,17 +117,59 @@ def test_make_executor_sizes_the_process_pool():
 def test_ray_workers_get_the_whole_package_under_its_installed_name(tmp_path):
     """`ray=ADDRESS` ships the code as py_modules: one folder named edgepipe that imports, with the
     registry and data packages inside it (a checkout keeps them beside pipeline/, the wheel inside)."""
+    import shutil
     import subprocess
     import sys
 
     from edgepipe.executors.ray_executor import package_dir
 
-    d = package_dir()
-    assert d.name == "edgepipe" and (d / "targets" / "__init__.py").is_file()
-    assert (d / "calibration" / "preprocess.py").is_file() and (d / "boards" / "device_runner.py").is_file()
-    code = ("import edgepipe, edgepipe.targets as t, edgepipe.engine.orchestrate; "
-            "print(edgepipe.__file__, len(t.REGISTRY))")
-    out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(d.parent)!r}); {code}"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split()[0].startswith(str(d)) and int(out.stdout.split()[1]) >= 5
+    d, staged = package_dir()
+    try:
+        assert d.name == "edgepipe" and (d / "targets" / "__init__.py").is_file()
+        assert (d / "calibration" / "preprocess.py").is_file() and (d / "boards" / "device_runner.py").is_file()
+        assert staged is None or d.parent == staged  # a checkout's copy lives in its own temporary directory
+        code = ("import edgepipe, edgepipe.targets as t, edgepipe.engine.orchestrate; "
+                "print(edgepipe.__file__, len(t.REGISTRY))")
+        out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(d.parent)!r}); "
+                              f"{code}"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[0].startswith(str(d)) and int(out.stdout.split()[1]) >= 5
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged)
+
+
+@pytest.mark.parametrize("connects", [True, False])
+def test_a_shipped_copy_of_the_package_is_removed_when_the_executor_closes_or_cannot_connect(
+        tmp_path, monkeypatch, connects):
+    """A checkout's package is copied into a temporary directory to ship to a Ray cluster; nothing of it stays
+    behind: not after the run (close), and not when the cluster cannot be reached. Ray itself is a stand-in
+    here (the real cluster: tests/test_ray_cluster.py, marker `ray`)."""
+    import sys
+    import types
+
+    from edgepipe.executors import ray_executor
+
+    staged = tmp_path / "edgepipe-ray-x"
+    (staged / "edgepipe").mkdir(parents=True)
+    monkeypatch.setattr(ray_executor, "package_dir", lambda: (staged / "edgepipe", staged))
+    calls = []
+
+    def init(**kw):
+        calls.append(kw["runtime_env"]["py_modules"])
+        if not connects:
+            raise ConnectionError("no cluster at ray://nowhere:1")
+        fake.initialized = True
+
+    fake = types.SimpleNamespace(initialized=False, init=init, remote=lambda fn: fn)
+    fake.is_initialized = lambda: fake.initialized
+    fake.shutdown = lambda: setattr(fake, "initialized", False)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    if connects:
+        ex = ray_executor.RayExecutor("ray://head:10001")
+        assert staged.is_dir()  # still there while the job runs
+        ex.close()
+    else:
+        with pytest.raises(ConfigError, match="expected a reachable Ray cluster"):
+            ray_executor.RayExecutor("ray://nowhere:1")
+    assert calls == [[str(staged / "edgepipe")]] and not staged.exists()

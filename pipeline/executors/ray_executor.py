@@ -47,6 +47,7 @@ class RayExecutor(Executor):
         self.max_retries = max_retries
         self.name = f"ray={address}" if address else "ray"
         self._owns = not ray.is_initialized()
+        self._staged: Path | None = None  # a temporary copy of the package shipped to the cluster, removed on close
         if self._owns:
             env = {"env_vars": {"TF_CPP_MIN_LOG_LEVEL": "2"}}
             if address is None:
@@ -55,10 +56,12 @@ class RayExecutor(Executor):
                          include_dashboard=False, runtime_env=env, logging_level="WARNING")
             else:
                 if ship_code:
-                    env["py_modules"] = [str(package_dir())]
+                    shipped, self._staged = package_dir()
+                    env["py_modules"] = [str(shipped)]
                 try:
                     ray.init(address=address, runtime_env=env, logging_level="WARNING")
                 except (ConnectionError, RuntimeError, ValueError) as err:
+                    self._remove_staged()
                     raise ConfigError(f"executor 'ray={address}': expected a reachable Ray cluster "
                                       f"(ray start --head, then ray=auto or ray://HOST:10001; a cluster with "
                                       f"token authentication also needs RAY_AUTH_MODE=token here). "
@@ -144,6 +147,14 @@ class RayExecutor(Executor):
         if self._owns and self.ray.is_initialized():
             self.ray.shutdown()
             self._owns = False
+        self._remove_staged()
+
+    def _remove_staged(self) -> None:
+        if self._staged is not None:
+            import shutil
+
+            shutil.rmtree(self._staged, ignore_errors=True)
+            self._staged = None
 
 
 def invoke_on_node(fn, args: tuple, label: str = "") -> tuple[Any, dict]:
@@ -159,10 +170,11 @@ def _provided(need: Mapping[str, float], nodes: list[dict]) -> bool:
     return any(all(n.get(k, 0.0) >= v for k, v in need.items()) for n in nodes)
 
 
-def package_dir() -> Path:
-    """A folder named `edgepipe` holding the whole package as it is installed, for Ray's `py_modules` (the
-    workers import it by the folder's name). An installed wheel is that folder already; a repository checkout
-    (editable install) keeps targets/ and calibration/ beside pipeline/, so they are copied into one."""
+def package_dir() -> tuple[Path, Path | None]:
+    """(a folder named `edgepipe` holding the whole package as it is installed, for Ray's `py_modules` (the
+    workers import it by the folder's name), the temporary directory to remove once it is shipped, or None).
+    An installed wheel is that folder already; a repository checkout (editable install) keeps targets/ and
+    calibration/ beside pipeline/, so they are copied into one under a new temporary directory."""
     import shutil
     import tempfile
 
@@ -172,10 +184,15 @@ def package_dir() -> Path:
     root = Path(edgepipe.__file__).parent
     parts = {"targets": Path(targets.__file__).parent, "calibration": Path(calibration.__file__).parent}
     if root.name == "edgepipe" and all(p == root / name for name, p in parts.items()):
-        return root
-    stage = Path(tempfile.mkdtemp(prefix="edgepipe-ray-")) / "edgepipe"
+        return root, None
+    tmp = Path(tempfile.mkdtemp(prefix="edgepipe-ray-"))
+    stage = tmp / "edgepipe"
     junk = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(root, stage, ignore=junk)
-    for name, path in parts.items():
-        shutil.copytree(path, stage / name, ignore=junk)
-    return stage
+    try:
+        shutil.copytree(root, stage, ignore=junk)
+        for name, path in parts.items():
+            shutil.copytree(path, stage / name, ignore=junk)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return stage, tmp

@@ -41,7 +41,8 @@ def jobs(ctx, opts: Options) -> list[Job]:
     # without an NPU the INT8 IR is scored on the CPU plugin; a CPU whose int8 kernels saturate (x86 without
     # VNNI) would score it worse than the NPU, which accumulates exactly: there the quantization is emulated
     emulate = int8_saturates()
-    params = {"device": "CPU", **({"int8": "emulated"} if emulate else {})}
+    # (on one stream: see OpenVINORunner; part of the scores' cache key, so scores from several streams are not reused)
+    params = {"device": "CPU", **({"int8": "emulated", "streams": 1} if emulate else {})}
     out = [Job(f"{NAME}/int8", NAME, "int8", lambda: _npu_int8(ctx, opts),
                lambda art, threads: make_runner(art, threads, **params), params,
                latency_skip=lambda art: _npu_latency_skip(art, emulate))]
@@ -127,14 +128,18 @@ def _myriad_fp16(ctx) -> Artifact:
                              "accuracy_on": "CPU plugin, f32 compute on the FP16 weights"}})
 
 
-def make_runner(artifact: Artifact, threads: int, device: str = "CPU", int8: str = "kernels"):
+def make_runner(artifact: Artifact, threads: int, device: str = "CPU", int8: str = "kernels",
+                streams: int | None = None):
     """Built from the job's plain runner_params (the probe does so in a child process). Only the CPU
     stand-in exists: no NPU runner is implemented (an NPU row's latency is skipped with its reason).
-    `int8`: "kernels" (the CPU plugin's int8 kernels) or "emulated" (FakeQuantize in f32)."""
+    `int8`: "kernels" (the CPU plugin's int8 kernels) or "emulated" (FakeQuantize in f32, on one stream)."""
     if device != "CPU":
         raise ConfigError(f"openvino-npu runner: expected device 'CPU' (the stand-in). Received: {device!r}")
     if int8 not in ("kernels", "emulated"):
         raise ConfigError(f"openvino-npu runner: expected int8 'kernels' or 'emulated'. Received: {int8!r}")
+    if streams not in ((None, 1) if int8 == "emulated" else (None,)):
+        raise ConfigError(f"openvino-npu runner: expected streams 1 with int8 'emulated' and none with 'kernels'. "
+                          f"Received: streams {streams!r} with int8 {int8!r}")
     return _cpu_runner(artifact, threads, int8 == "emulated")
 
 

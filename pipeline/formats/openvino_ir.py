@@ -124,9 +124,15 @@ class OpenVINORunner:
         The import gets the same config: without it the plugin re-applies its defaults (bf16 here).
         `emulate_int8`: compute a quantized IR's FakeQuantize ops in f32 (the plugin's low-precision
         transformations off, `LP_TRANSFORMS_MODE`) instead of on its int8 kernels: the IR's quantization
-        exactly, without the int16 saturation of x86 int8 kernels lacking VNNI, at f32 speed."""
+        exactly, without the int16 saturation of x86 int8 kernels lacking VNNI, at f32 speed. Always on one
+        stream (`streams` other than 1 is refused): with the low-precision transformations off, OpenVINO
+        2026.4's CPU plugin on two streams gave wrong scores on some compiles (the elpv NPU IR: 1 to 3 of 6
+        THROUGHPUT compiles off by up to 0.8 on 16 images; top-1 0.435 instead of 0.755 on the test split),
+        and never on one stream (2 threads) or with the transformations on."""
         import openvino as ov
 
+        if emulate_int8 and streams not in (None, 1):
+            raise ValueError(f"streams: expected 1 (or None) with emulate_int8. Received: {streams!r}")
         self.runtime = "openvino"
         self.core = ov.Core()
         if cache_dir is not None:
@@ -152,8 +158,8 @@ class OpenVINORunner:
             config["INFERENCE_PRECISION_HINT"] = self.precision
         if streams is not None:
             config["NUM_STREAMS"] = streams
-        if self.emulate_int8:
-            config["LP_TRANSFORMS_MODE"] = False
+        if self.emulate_int8:  # one stream: see __init__ (several gave wrong scores with this switch off)
+            config.update(LP_TRANSFORMS_MODE=False, NUM_STREAMS=1)
         if self.blob is not None:
             return self.core.import_model(Path(self.blob).read_bytes(), "CPU", config)
         if self.model is None:
@@ -179,13 +185,14 @@ class OpenVINORunner:
     def predict_many(self, images: np.ndarray, progress=None) -> np.ndarray:
         """Scores of many images, the same as `predict` on each: asynchronous infer requests (one image
         each) on the same model compiled with the THROUGHPUT hint (the plugin splits this runner's
-        threads into streams; same precision; `tests/test_throughput.py`)."""
+        threads into streams; same precision; `tests/test_throughput.py`). An emulating runner has one stream
+        (see `__init__`): it runs them one by one on its own compile."""
         import threading
 
         import openvino as ov
 
         n = len(images)
-        if n == 0 or self.threads <= 1:
+        if n == 0 or self.threads <= 1 or self.emulate_int8:
             return one_by_one(self, images, progress)
         compiled = self.compiled if self.hint == "THROUGHPUT" else self.compile("THROUGHPUT")
         out = np.empty((n, math.prod(int(d) for d in compiled.output(0).get_shape())), np.float32)

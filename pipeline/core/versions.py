@@ -68,13 +68,34 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> tuple[set[str], str]:
 
 EXACT_INT8 = {"avx512_vnni", "avx_vnni", "amx_int8"}  # int8 dot products that accumulate in int32 directly
 
+# oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA, formerly DNNL_MAX_CPU_ISA; OpenVINO's CPU plugin honours it): which of
+# EXACT_INT8 each cap still lets the kernels use. A cap not listed here (ALL, DEFAULT, a misspelling) caps nothing.
+ISA_CAP_EXACT_INT8 = {
+    **dict.fromkeys(("SSE41", "AVX", "AVX2", "AVX512_CORE"), frozenset()),
+    **dict.fromkeys(("AVX2_VNNI", "AVX2_VNNI_2"), frozenset({"avx_vnni"})),
+    **dict.fromkeys(("AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512", "AVX10_2_512"),
+                    frozenset({"avx512_vnni"})),
+    **dict.fromkeys(("AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+                     "AVX10_2_512_AMX_2"), frozenset({"avx512_vnni", "amx_int8"})),
+}
 
-def int8_saturates(flags: set[str] | None = None) -> bool:
-    """Whether this x86 CPU's u8 x s8 int8 kernels can saturate: without VNNI or AMX, oneDNN (OpenVINO, ONNX
-    Runtime) sums pairs of products in int16 (vpmaddubsw), which saturates on 8-bit weights. Such a CPU scores
-    an INT8 model made for hardware that accumulates exactly (an NPU) worse than that hardware runs it."""
+
+def onednn_isa_cap(environ=None) -> str | None:
+    """The oneDNN ISA cap this process runs under (upper case), or None."""
+    env = os.environ if environ is None else environ
+    cap = env.get("ONEDNN_MAX_CPU_ISA") or env.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap and cap.strip() else None
+
+
+def int8_saturates(flags: set[str] | None = None, cap: str | None = None) -> bool:
+    """Whether this x86 CPU's u8 x s8 int8 kernels in OpenVINO can saturate: without VNNI or AMX, oneDNN sums
+    pairs of products in int16 (vpmaddubsw), which saturates on 8-bit weights. Such a CPU scores an INT8 model
+    made for hardware that accumulates exactly (an NPU) worse than that hardware runs it. `cap`: oneDNN's ISA
+    cap (default: this process's, `onednn_isa_cap`): e.g. AVX2 makes a VNNI CPU's kernels saturate too."""
     flags = cpu_flags()[0] if flags is None else flags
-    return bool(flags & {"avx2", "avx512f"}) and not flags & EXACT_INT8
+    cap = onednn_isa_cap() if cap is None else cap.upper()
+    exact = flags & ISA_CAP_EXACT_INT8.get(cap, EXACT_INT8)
+    return bool(flags & {"avx2", "avx512f"}) and not exact
 
 
 def host_facts() -> dict:

@@ -203,6 +203,14 @@ def test_second_ship_fails_fast_naming_the_holder_and_a_stale_lock_is_broken(boa
     held.acquire()  # another ship, from this host, is running
     owner = json.loads((root / ".lock" / "owner.json").read_text())
     assert owner["pid"] == os.getpid() and owner["purpose"] == "ship" and owner["token"] == held.token
+    # the heartbeat: one remote step that starts no Python on the board
+    cmds, run = [], held.remote.run
+    held.remote.run = lambda cmd, *a, **k: (cmds.append(cmd), run(cmd, *a, **k))[1]
+    old = time.time() - 50
+    os.utime(root / ".lock" / "owner.json", (old, old))
+    held.refresh()
+    assert time.time() - (root / ".lock" / "owner.json").stat().st_mtime < 10
+    assert len(cmds) == 1 and sys.executable not in cmds[0] and "grep" in cmds[0], cmds
     t0 = time.monotonic()
     res, _ = ship(board, bundles, bundles["v2"], root)
     assert res.exit_code == 3, res.output

@@ -164,7 +164,13 @@ class BoardLock:
         return out
 
     def refresh(self) -> None:
-        """The heartbeat: call between remote steps. Raises when the lock is no longer ours."""
+        """The heartbeat: call between remote steps. Raises when the lock is no longer ours.
+        It starts no Python on the board when the lock is ours (grep for our token in owner.json, then touch it:
+        the script's own check, in sh); otherwise the script says who holds it now."""
+        owner = self.remote.device.q(".lock", "owner.json")
+        mine = shlex.quote(json.dumps({"token": self.token})[1:-1])  # how json.dump wrote it: "token": "<hex>"
+        if self.remote.run(f"grep -qF {mine} {owner} && touch -c {owner}").returncode == 0:
+            return
         out = self._call("refresh")
         if not out.get("ok"):
             raise RemoteError(f"{self.remote.device.label}: expected to still hold {self.where}. Received: it was "

@@ -99,11 +99,13 @@ def int8_saturates(flags: set[str] | None = None, cap: str | None = None) -> boo
 
 
 def host_facts() -> dict:
+    cap = onednn_isa_cap()
     return {
         "cpu": cpu_model(),
         "machine": platform.machine(),
         "cores": os.cpu_count(),
         "isa_flags": sorted(cpu_flags()[0] & ISA_FLAGS),
+        **({"onednn_isa_cap": cap} if cap else {}),  # OpenVINO's kernels ran below the CPU's ISA
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()}",
         "tools": tool_versions(*TOOLS),

@@ -117,7 +117,7 @@ def shared_scores(ctx: RunContext, job, art: Artifact, key: dict, runner) -> tup
 
 def env_brief() -> dict:
     h = host_facts()
-    return {"cpu": h["cpu"], "isa_flags": h["isa_flags"], "cores": h["cores"]}
+    return {k: h[k] for k in ("cpu", "isa_flags", "cores", "onednn_isa_cap") if k in h}
 
 
 def run_target(ctx: RunContext, entry, ref_scores: np.ndarray) -> list[ReportRow]:

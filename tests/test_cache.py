@@ -30,6 +30,23 @@ def test_hit_miss_and_parameter_change(tmp_path):
     assert (b.path / "x.txt").read_text() == "hello" and b.meta == {"n": 1}
 
 
+def test_a_onednn_isa_cap_is_part_of_every_key_and_only_then(tmp_path, monkeypatch):
+    """Kernels capped below the CPU's ISA may compute other numbers: a capped run finds no uncapped stage."""
+    from edgepipe.core.hashing import stable_hash
+
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    cache = StageCache(tmp_path)
+    plain = cache.run("s", {"p": 1}, lambda out: None)
+    assert plain.key == stable_hash({"stage": "s", "inputs": {"p": 1}})[:20]  # without a cap: the keys of before
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert cache.lookup("s", {"p": 1}) is None
+    capped = cache.run("s", {"p": 1}, lambda out: None)
+    assert not capped.cached and capped.key != plain.key
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2 ")
+    assert cache.lookup("s", {"p": 1}).key == capped.key  # the same cap however it is spelled
+
+
 def test_a_failing_stage_leaves_nothing_that_looks_complete(tmp_path):
     cache = StageCache(tmp_path)
 

@@ -1,7 +1,8 @@
 """Content-addressed stage cache with atomic publication.
 
 A stage's output directory is named `<stage>-<key>` where key is a hash of the stage
-name, its inputs' hashes, its parameters and the tool versions it depends on. The stage
+name, its inputs' hashes, its parameters and the tool versions it depends on (and oneDNN's ISA cap when
+one is set: `key_for`). The stage
 writes into a private temporary directory (marked as edgepipe's own, see
 edgepipe.core.tempdirs); only when it returns is a `_stage.json` marker written and the
 directory renamed into place (an atomic rename on one
@@ -32,6 +33,7 @@ from filelock import FileLock
 from edgepipe.core import tempdirs
 from edgepipe.core.hashing import stable_hash
 from edgepipe.core.timing import Clock, Cost, Span
+from edgepipe.core.versions import onednn_isa_cap
 
 MARKER = "_stage.json"
 LOCKS = ".locks"  # per-stage lock files (never swept: a lock file is harmless, and may be held)
@@ -67,7 +69,11 @@ class StageCache:
 
     @staticmethod
     def key_for(name: str, inputs: dict) -> str:
-        return stable_hash({"stage": name, "inputs": inputs})[:20]
+        """The key of a stage. Under a oneDNN ISA cap (ONEDNN_MAX_CPU_ISA) the cap is part of it: the kernels of
+        OpenVINO and TensorFlow then run below the CPU's ISA and may compute other numbers (int8 saturation,
+        float rounding), so a capped run shares no stage with an uncapped one. Without a cap keys are as before."""
+        cap = onednn_isa_cap()
+        return stable_hash({"stage": name, "inputs": inputs, **({"onednn_isa_cap": cap} if cap else {})})[:20]
 
     def lookup(self, name: str, inputs: dict) -> StageResult | None:
         key = self.key_for(name, inputs)

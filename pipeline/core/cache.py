@@ -56,6 +56,7 @@ class StageCache:
     events: list[StageResult] = field(default_factory=list)
     spans: list[Span] = field(default_factory=list)  # timed work outside stages (loads)
     clock: Clock = field(default_factory=Clock, repr=False)
+    cap_in_keys: bool = True  # oneDNN's ISA cap in the keys (`key_for`); off for a cache of inputs (the example model)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -67,12 +68,11 @@ class StageCache:
             yield
         self.spans.append(Span(name, kind, m.cost))
 
-    @staticmethod
-    def key_for(name: str, inputs: dict) -> str:
+    def key_for(self, name: str, inputs: dict) -> str:
         """The key of a stage. Under a oneDNN ISA cap (ONEDNN_MAX_CPU_ISA) the cap is part of it: the kernels of
         OpenVINO and TensorFlow then run below the CPU's ISA and may compute other numbers (int8 saturation,
         float rounding), so a capped run shares no stage with an uncapped one. Without a cap keys are as before."""
-        cap = onednn_isa_cap()
+        cap = onednn_isa_cap() if self.cap_in_keys else None
         return stable_hash({"stage": name, "inputs": inputs, **({"onednn_isa_cap": cap} if cap else {})})[:20]
 
     def lookup(self, name: str, inputs: dict) -> StageResult | None:

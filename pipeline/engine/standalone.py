@@ -151,14 +151,14 @@ def resolve_labels(artifact: Path, labels: Path | None, data: str) -> list[str]:
                                        "folder of class sub-folders", f"none for {data!r}"))
 
 
-def load_images(data: str, labels: list[str], spec: PreprocessSpec, limit: int | None):
+def load_images(data: str, labels: list[str], spec: PreprocessSpec, limit: int | None, threads: int = 1):
     """Preprocessed images, labels and file paths from a folder or a CSV (deterministic subset)."""
     from edgepipe.calibration.dataset import load_subset
     from edgepipe.config.schema import SplitSpec, Subset
 
     with bar(f"loading images from {safe(Path(data).name)}", None, stderr) as advance:
         return load_subset(Subset(source=str(data), split="all", size=limit), SplitSpec(), labels, spec,
-                           f"data {data!r}", advance)
+                           f"data {data!r}", advance, workers=threads)
 
 
 def _labels_in(data: Path) -> list[str]:
@@ -195,7 +195,7 @@ def validate(artifact: Path, data: str, labels: Path | None = None, preprocess: 
     hwc, precision = tuple(facts["input_hwc"]), facts["precision"]
     spec = resolve_spec(artifact, hwc, preprocess, size, preprocessing, color, interpolation)
     names = resolve_labels(artifact, labels, data)
-    batch = load_images(data, names, spec, limit)
+    batch = load_images(data, names, spec, limit, threads)
     if not (batch.labels >= 0).any():
         raise InputError(expected_received(f"data {data!r}", "labeled images (class sub-folders or a CSV label)",
                                            "none labeled"))
@@ -251,7 +251,7 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
     hwc, precision, layout = tuple(facts["input_hwc"]), facts["precision"], facts["layout"]
     spec = resolve_spec(artifact, hwc, preprocess, size, preprocessing, color, interpolation)
     names = _labels_in(Path(data))  # labels do not matter for timing, only which files to read
-    batch = load_images(data, names, spec, limit)
+    batch = load_images(data, names, spec, limit, threads)
     paths = list(batch.paths) if end_to_end else None
     e2e = runs if end_to_end else 0
     try:

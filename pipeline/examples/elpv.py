@@ -60,7 +60,9 @@ def _build(out: Path, kitchenware: Path, spec: PreprocessSpec, splits, threads: 
     backbone.set_weights(donor.get_layer("xception").get_weights())
     del donor
 
-    train = load_subset(Subset(source="example:elpv", split="train"), splits, ELPV_LABELS, spec, "elpv train")
+    with bar("decoding the train split", None) as advance:
+        train = load_subset(Subset(source="example:elpv", split="train"), splits, ELPV_LABELS, spec, "elpv train",
+                            advance, workers=threads)
     pooled = keras.Sequential([backbone, keras.layers.GlobalAveragePooling2D()])
     feats = []
     step = RECIPE["feature_batch"]

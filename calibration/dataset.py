@@ -97,15 +97,14 @@ def read_images(paths: tuple[str, ...], spec: PreprocessSpec, what: str, progres
     taken in file order, so a bad file is reported as the first bad one in order, as one thread would."""
     images = _allocate(len(paths), spec.shape, what)
 
-    def load(path):
+    def load(j: int) -> None:  # each image straight into its row: no decoded image waits in a queue
         try:
-            return spec.load(path)
+            images[j] = spec.load(paths[j])
         except (OSError, ValueError) as err:
-            raise InputError(f"{what}: expected a readable image file. Received: {path!r} ({err})") from err
+            raise InputError(f"{what}: expected a readable image file. Received: {paths[j]!r} ({err})") from err
 
-    def fill(results) -> None:
-        for j, img in enumerate(results):
-            images[j] = img
+    def follow(done) -> None:
+        for _ in done:  # in file order: the first failure in that order raises here
             if progress:
                 progress(1)
 
@@ -114,12 +113,12 @@ def read_images(paths: tuple[str, ...], spec: PreprocessSpec, what: str, progres
 
         with ThreadPoolExecutor(min(workers, len(paths)), thread_name_prefix="decode") as pool:
             try:
-                fill(pool.map(load, paths))
+                follow(pool.map(load, range(len(paths))))
             except BaseException:
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
     else:
-        fill(map(load, paths))
+        follow(map(load, range(len(paths))))
     checks.validate(images, spec.shape, spec.mode, what)
     return images
 

@@ -107,7 +107,7 @@ class RunContext:
         if n is None or n >= len(batch):
             return batch
         if n not in self._subsets:  # once per size: every target's recipe asks for it
-            sub = subsample(batch, n, self.cfg.data.splits.seed, index=self.cache.root, workers=self.cfg.threads)
+            sub = subsample(batch, n, self.cfg.data.splits.seed, index=self.cache.root)
             checks.check_classes(sub.labels, len(self.labels), f"calibration data (recipe subset of {n} images)")
             self._subsets[n] = sub
         return self._subsets[n]

@@ -27,6 +27,8 @@ def test_every_adapter_rejects_nan_wrong_rank_and_constant_data(adapter):
     with pytest.raises(InputError, match=r"expected images with varying pixel values. Received: 4 images that are "
                                          r"all the constant 0"):
         adapter(np.zeros_like(GOOD))
+    with pytest.raises(InputError, match=r"varying pixel values. Received: 4 images that are all the constant -0.6"):
+        adapter(np.full_like(GOOD, -0.6))  # float32 std 6e-8, not 0: blank frames of a mid gray
 
 
 def test_validate_names_shape_range_and_constant_problems():
@@ -37,6 +39,9 @@ def test_validate_names_shape_range_and_constant_problems():
     with pytest.raises(InputError, match=r"expected values in \[-1, 1\] for preprocessing 'xception'. "
                                          r"Received values in \[0"):
         checks.validate(raw, (8, 8, 3), "xception", "calibration data")
+    for value in (0.1, -0.6, 0.7):  # std 1.5e-8, 6e-8, 1.2e-7 in float32: an exact comparison catches them
+        with pytest.raises(InputError, match=f"all the constant {value:g}"):
+            checks.validate(np.full_like(GOOD, value), (8, 8, 3), "xception", "calibration data")
     inf = GOOD.copy()
     inf[0, 1, 1, 1] = np.inf
     with pytest.raises(InputError, match="NaN/inf"):

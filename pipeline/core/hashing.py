@@ -35,8 +35,19 @@ def sha256_arrays(*arrays) -> str:
     for a in arrays:
         h.update(str(a.dtype).encode())
         h.update(str(a.shape).encode())
-        h.update(memoryview(a.tobytes()))
+        h.update(_bytes_of(a))
     return h.hexdigest()
+
+
+def _bytes_of(a) -> memoryview:
+    """The array's bytes in C order, as `a.tobytes()` gives them, without copying a C-contiguous array (a copy
+    of the 786 elpv test images is 0.8 GB and 0.7 s)."""
+    import numpy as np
+
+    c = np.ascontiguousarray(a)
+    if c.dtype.hasobject or c.size == 0:
+        return memoryview(c.tobytes())
+    return memoryview(c.reshape(-1)).cast("B")
 
 
 def stable_hash(obj: object) -> str:

@@ -45,7 +45,7 @@ def _bytes_of(a) -> memoryview:
     import numpy as np
 
     c = np.ascontiguousarray(a)
-    if c.dtype.hasobject or c.size == 0:
+    if c.dtype.hasobject:  # no buffer to read: tobytes() as before
         return memoryview(c.tobytes())
     return memoryview(c.reshape(-1)).cast("B")
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from edgepipe.validators import fidelity as fid
+from edgepipe.validators.stats import wilson_ci
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -60,11 +61,17 @@ def test_kl_matches_the_definition():
     assert fid.fidelity_metrics(p, q)["kl_mean"] == pytest.approx(expected)
 
 
-def test_wilson_interval_covers_and_is_asymmetric_near_one():
-    lo, hi = fid.wilson_interval(770, 786)
+def test_the_agreement_interval_is_wilsons_and_is_asymmetric_near_one():
+    ref = np.eye(3)[np.arange(786) % 3] + 0.01
+    q = ref.copy()
+    q[:16] = np.roll(q[:16], 1, axis=1)  # 16 images whose top-1 class moves; 770 of 786 agree
+    m = fid.fidelity_metrics(ref, q)
+    lo, hi = m["agreement_ci95"]
+    assert m["flipped"] == 16 and (lo, hi) == wilson_ci(770, 786)  # the one interval of validators/stats.py
     assert lo < 770 / 786 < hi
     assert (hi - 770 / 786) < (770 / 786 - lo)  # squeezed against 1
-    lo0, hi0 = fid.wilson_interval(0, 10)
+    assert fid.fidelity_metrics(ref, ref)["agreement_ci95"][1] == 1.0
+    lo0, hi0 = wilson_ci(0, 10)
     assert lo0 == 0.0 and 0.2 < hi0 < 0.35
 
 

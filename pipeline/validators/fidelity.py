@@ -22,7 +22,8 @@ import math
 
 import numpy as np
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
+from edgepipe.validators.stats import wilson_ci
+
 KL_EPS = 1e-12
 
 
@@ -35,17 +36,6 @@ def _check(ref: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(ref).all() and np.isfinite(q).all()):
         raise ValueError("fidelity: expected finite scores. Received: NaN or infinity in the scores")
     return ref, q
-
-
-def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (95% by default)."""
-    if n <= 0:
-        raise ValueError(f"wilson_interval: expected n > 0. Received: {n}")
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def agreement(ref: np.ndarray, q: np.ndarray) -> float:
@@ -95,7 +85,7 @@ def fidelity_metrics(ref: np.ndarray, q: np.ndarray, names: list[str] | None = N
     r_top, q_top = ref.argmax(axis=1), q.argmax(axis=1)
     same = r_top == q_top
     agree = int(same.sum())
-    lo, hi = wilson_interval(agree, n)
+    lo, hi = wilson_ci(agree, n)
     kl = kl_per_image(ref, q)
     snr = output_snr_db(ref, q)
     m = margins(ref)

@@ -10,7 +10,7 @@ from edgepipe.diagnostics.layer_errors import keras_layer_names
 from edgepipe.quantize.equalize import depthwise_ranges, max_output_diff
 from tests.fixtures.configs import INPUT, tiny_split
 
-pytestmark = pytest.mark.heavy(seconds=17)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
+pytestmark = pytest.mark.heavy(seconds=11)  # worker-seconds measured: longest first (tests/fixtures/scheduling.py)
 
 DAMAGED = "block5_sepconv2"  # a middle-flow SeparableConv2D
 FACTOR = 64.0  # channel 0's range becomes 64x the intermediate's largest channel range

@@ -66,3 +66,15 @@ def test_the_marker_states_its_seconds_and_a_bare_one_counts_as_the_default():
     pytest_collection_modifyitems(None, items)
     assert [i.nodeid for i in items] == ["test_c.py::w", "test_b.py::z", "test_a.py::x", "test_a.py::y",
                                          "test_d.py::v", "test_d.py::u", "test_d.py::t"]
+
+
+def test_auto_starts_one_worker_more_than_the_cores(monkeypatch):
+    import os
+
+    from tests.fixtures.scheduling import auto_workers, pytest_xdist_auto_num_workers
+
+    assert [auto_workers(n) for n in (0, 1, 2, 8)] == [2, 2, 3, 9]
+    monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
+    assert pytest_xdist_auto_num_workers(None) == len(os.sched_getaffinity(0)) + 1
+    monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "5")
+    assert pytest_xdist_auto_num_workers(None) is None  # left to xdist, which reads the variable

@@ -1,6 +1,6 @@
 """Where elpv-xception's quantization error is born: local vs accumulated SNR per layer, by depth.
 
-    python benchmarks/bench_error_birth.py [--output DIR] [--images N] [--source CHAIN] [--toolchains tflite,openvino]
+    python benchmarks/bench_error_birth.py [--output DIR] [--images N] [--toolchains tflite,openvino]
 
 TFLite: one calibration on the run's calibration images (the artifact's), then every op quantized
 alone (pipeline/diagnostics/local_tflite.py). OpenVINO: the NNCF INT8 IR of the same source, each

@@ -75,13 +75,15 @@ def config(threads: int, kernels: str = "int8") -> dict:
     return cfg
 
 
-def _reaches_parameter(node, memo: dict) -> bool:
-    """Whether the node's value depends on a model input (False: a constant subgraph, e.g. decompressed weights)."""
-    key = id(node)
-    if key not in memo:
-        memo[key] = node.get_type_name() == "Parameter" or any(
-            _reaches_parameter(i.get_source_output().get_node(), memo) for i in node.inputs())
-    return memo[key]
+def _input_dependent(model) -> set[int]:
+    """Instance ids of the model's ops whose value depends on a model input (the others are constant
+    subgraphs, e.g. decompressed weights). One pass in topological order: no recursion, however deep."""
+    dep: set[int] = set()
+    for op in model.get_ordered_ops():
+        if op.get_type_name() == "Parameter" or any(
+                i.get_source_output().get_node().get_instance_id() in dep for i in op.inputs()):
+            dep.add(op.get_instance_id())
+    return dep
 
 
 def _branch_names(target) -> tuple[set[str], object]:
@@ -112,12 +114,12 @@ def local_branch(mq, f_by_name: dict, name: str):
     q = mq.clone()
     by_name = {op.get_friendly_name(): op for op in q.get_ops()}
     names, end = _branch_names(by_name[name])
-    depends: dict = {}
+    depends = _input_dependent(q)
     for node in (by_name[n] for n in names):
         for inp in node.inputs():
             src = inp.get_source_output()
             producer = src.get_node()
-            if producer.get_friendly_name() in names or not _reaches_parameter(producer, depends):
+            if producer.get_friendly_name() in names or producer.get_instance_id() not in depends:
                 continue
             twin = f_by_name.get(producer.get_friendly_name())
             if twin is None or twin.get_type_name() != producer.get_type_name():

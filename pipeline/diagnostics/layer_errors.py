@@ -230,6 +230,8 @@ def openvino_errors(fp32: Path, int8: Path, images: np.ndarray, keras_model=None
                     threads: int = 1) -> tuple[dict, list, dict, dict]:
     import openvino as ov
 
+    from edgepipe.formats.openvino_ir import add_outputs
+
     core = ov.Core()
     mf, mq = core.read_model(str(fp32)), core.read_model(str(int8))
     layer_of = openvino_layer_names(mf, keras_model)
@@ -244,11 +246,9 @@ def openvino_errors(fp32: Path, int8: Path, images: np.ndarray, keras_model=None
         order.append(name)
         f_outs.append(op.output(0))
         q_outs.append(qop.output(0))
-    mf.add_outputs(f_outs)
-    mq.add_outputs(q_outs)
+    f_index, q_index = add_outputs(mf, f_outs), add_outputs(mq, q_outs)
     cfg = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32"}
     cf, cq = core.compile_model(mf, "CPU", cfg), core.compile_model(mq, "CPU", cfg)
-    n_orig_f, n_orig_q = len(cf.outputs) - len(f_outs), len(cq.outputs) - len(q_outs)
     accs = {n: _Acc() for n in order}
     rf, rq = cf.create_infer_request(), cq.create_infer_request()
     for img in images:
@@ -256,8 +256,8 @@ def openvino_errors(fp32: Path, int8: Path, images: np.ndarray, keras_model=None
         rf.infer({0: x})
         rq.infer({0: x})
         for k, name in enumerate(order):
-            ref = rf.get_output_tensor(n_orig_f + k).data
-            q = rq.get_output_tensor(n_orig_q + k).data
+            ref = rf.get_output_tensor(f_index[k]).data
+            q = rq.get_output_tensor(q_index[k]).data
             if ref.shape == q.shape:
                 accs[name].add(ref, q)
     return accs, order, {n: layer_of.get(n, n) for n in order}, {n: f_ops[n].get_type_name() for n in order}

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.formats.openvino_ir import add_outputs
+
 WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
 CHAIN = ("Add", "Relu", "FakeQuantize")
 
@@ -174,24 +176,21 @@ def local_and_accumulated(fp32_path: Path, int8_path: Path, images: np.ndarray, 
             if fname in f_by_name:
                 points.append((op, end, f_by_name[fname]))
     branches = [local_branch(mq, f_by_name, op.get_friendly_name()) for op, _, _ in points]
-    refs = [f.output(0) for _, _, f in points]
-    n_f = len(mf.outputs)
-    mf.add_outputs(refs + branches)
-    n_q = len(mq.outputs)
-    mq.add_outputs([end.output(0) for _, end, _ in points])
+    refs = add_outputs(mf, [f.output(0) for _, _, f in points])
+    locals_ = add_outputs(mf, branches)
+    ends = add_outputs(mq, [end.output(0) for _, end, _ in points])
     rf = core.compile_model(mf, "CPU", cfg).create_infer_request()
     rq = core.compile_model(mq, "CPU", cfg).create_infer_request()
     local = [_SNR() for _ in points]
     accumulated = [_SNR() for _ in points]
-    k = len(points)
     for img in images:
         x = img[None].astype(np.float32)
         rf.infer({0: x})
         rq.infer({0: x})
-        for i in range(k):
-            ref = rf.get_output_tensor(n_f + i).data
-            local[i].add(ref, rf.get_output_tensor(n_f + k + i).data)
-            accumulated[i].add(ref, rq.get_output_tensor(n_q + i).data)
+        for i in range(len(points)):
+            ref = rf.get_output_tensor(refs[i]).data
+            local[i].add(ref, rf.get_output_tensor(locals_[i]).data)
+            accumulated[i].add(ref, rq.get_output_tensor(ends[i]).data)
     rows = []
     for pos, (op, end, _) in enumerate(points):
         rows.append({"position": pos, "op": op.get_type_name(), "tensor": op.get_friendly_name(),

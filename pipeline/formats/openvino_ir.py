@@ -94,6 +94,18 @@ def detect_precision(path: Path, runner=None) -> str:
     return "int8" if 'type="FakeQuantize"' in text or 'element_type="i8"' in text else "fp32"
 
 
+def add_outputs(model, outputs: list) -> list[int]:
+    """Makes every op output in `outputs` a model output and returns the index of each among the model's (and so
+    the compiled model's) outputs. OpenVINO's `add_outputs` adds no second Result for a value that already has
+    one (the model's own output, or one asked for twice), so the new outputs are not always the last ones."""
+    model.add_outputs(outputs)
+    index: dict[tuple[int, int], int] = {}
+    for i, result in enumerate(model.get_results()):
+        src = result.input_value(0)
+        index.setdefault((src.get_node().get_instance_id(), src.get_index()), i)
+    return [index[(o.get_node().get_instance_id(), o.get_index())] for o in outputs]
+
+
 def board_floor() -> dict:
     """An IR asks the board for at least the OpenVINO release year it was validated with (IR readers are
     forward-only)."""

@@ -7,8 +7,11 @@ data set; how faithfully an INT8 artifact reproduces the FP32 model is a propert
   score interval (exact enough near 1, where the normal approximation collapses to zero width);
 - **output SNR** (dB): 10·log10(Σ ref² / Σ (ref − q)²) over every image and class, the energy of
   the reference scores over the energy of the difference (+6 dB = half the error amplitude);
-- **mean KL divergence** KL(ref ‖ q) per image, scores read as probabilities (clipped at 1e-12
-  and renormalised per row; softmax outputs pass through unchanged);
+- **mean KL divergence** KL(ref ‖ q) per image: when the FP32 scores are probabilities (no negative
+  value, every row summing to 1 within 1e-3: a softmax head), both score arrays are read as such
+  (clipped at 1e-12 and renormalised per row, so softmax outputs pass through unchanged); otherwise
+  (a logits head, `classifier_activation=None`) as logits, through a softmax. `kl_of` says which.
+  Clipping logits instead would keep only the positive ones: a number, but not a divergence;
 - **flips**: every image whose top-1 changed, with its FP32 top-1 margin (top score minus the
   runner-up): flips at small margins are the ones any small error moves.
 
@@ -59,10 +62,23 @@ def _as_prob(s: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.clip(e / e.sum(axis=1, keepdims=True), KL_EPS, None)
+
+
+def are_probabilities(ref: np.ndarray) -> bool:
+    """Whether scores are probability rows: no negative value, each row summing to 1 within 1e-3."""
+    ref = np.asarray(ref, dtype=np.float64)
+    return bool((ref >= 0).all() and np.allclose(ref.sum(axis=1), 1.0, rtol=0.0, atol=1e-3))
+
+
 def kl_per_image(ref: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """KL(ref ‖ q) of each image, in nats."""
+    """KL(ref ‖ q) of each image, in nats: of the scores themselves when the reference's are probabilities,
+    else of their softmax (the scores are logits)."""
     ref, q = _check(ref, q)
-    p, r = _as_prob(ref), _as_prob(q)
+    read = _as_prob if are_probabilities(ref) else _softmax
+    p, r = read(ref), read(q)
     return (p * (np.log(p) - np.log(r))).sum(axis=1)
 
 
@@ -105,6 +121,7 @@ def fidelity_metrics(ref: np.ndarray, q: np.ndarray, names: list[str] | None = N
         "flipped": n - agree,
         "output_snr_db": snr if math.isfinite(snr) else 999.0,  # JSON has no infinity
         "kl_mean": float(kl.mean()),
+        "kl_of": "probabilities" if are_probabilities(ref) else "softmax of the scores (logits)",
         "kl_max": float(kl.max()),
         "max_abs_diff": float(np.abs(ref - q).max()),
         "flip_margin_median": float(np.median(m[flipped])) if len(flipped) else None,

@@ -61,17 +61,23 @@ def test_kl_matches_the_definition():
     assert fid.fidelity_metrics(p, q)["kl_mean"] == pytest.approx(expected)
 
 
-def test_kl_of_a_logits_head_is_that_of_its_softmax():
-    """A model without a softmax (`classifier_activation=None`) gives logits: the KL is that of their softmax,
-    and the report says so. Clipping them at 0 instead would have kept only the positive logits."""
+def test_kl_and_margins_of_a_logits_head_are_those_of_its_softmax():
+    """A model without a softmax (`classifier_activation=None`) gives logits: the KL and the flips' margins are
+    those of their softmax, and the report says so. Clipping them at 0 instead would have kept only the positive
+    logits."""
     rng = np.random.default_rng(3)
     z = rng.normal(0, 3.0, (200, 5))
     zq = z + rng.normal(0, 0.3, z.shape)
     assert not fid.are_probabilities(z) and fid.are_probabilities(_softmax(z))
     m = fid.fidelity_metrics(z, zq)
     expected = fid.kl_per_image(_softmax(z), _softmax(zq))
-    assert m["kl_of"] == "softmax of the scores (logits)" and m["kl_mean"] == pytest.approx(expected.mean(), rel=1e-9)
-    assert fid.fidelity_metrics(_softmax(z), _softmax(zq))["kl_of"] == "probabilities"
+    assert m["scores_read_as"] == "logits (softmax taken)" and m["kl_mean"] == pytest.approx(expected.mean(),
+                                                                                             rel=1e-9)
+    probs = fid.fidelity_metrics(_softmax(z), _softmax(zq))
+    assert probs["scores_read_as"] == "probabilities"
+    # the flips' FP32 margins are read the same way: in probability, whatever the head
+    assert [f["ref_margin"] for f in m["flips"]] == pytest.approx([f["ref_margin"] for f in probs["flips"]])
+    assert m["ref_margin_below_0.1"] == probs["ref_margin_below_0.1"]
     # a softmax that sums to 1 only to float32 rounding, and its dequantized INT8 copy, are still probabilities
     p32 = _softmax(z).astype(np.float32)
     assert fid.are_probabilities(p32)

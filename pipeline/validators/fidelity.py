@@ -10,10 +10,10 @@ data set; how faithfully an INT8 artifact reproduces the FP32 model is a propert
 - **mean KL divergence** KL(ref ‖ q) per image: when the FP32 scores are probabilities (no negative
   value, every row summing to 1 within 1e-3: a softmax head), both score arrays are read as such
   (clipped at 1e-12 and renormalised per row, so softmax outputs pass through unchanged); otherwise
-  (a logits head, `classifier_activation=None`) as logits, through a softmax. `kl_of` says which.
-  Clipping logits instead would keep only the positive ones: a number, but not a divergence;
-- **flips**: every image whose top-1 changed, with its FP32 top-1 margin (top score minus the
-  runner-up): flips at small margins are the ones any small error moves.
+  (a logits head, `classifier_activation=None`) as logits, through a softmax. `scores_read_as` says
+  which. Clipping logits instead would keep only the positive ones: a number, but not a divergence;
+- **flips**: every image whose top-1 changed, with its FP32 top-1 margin (top probability minus the
+  runner-up's, read as for the KL): flips at small margins are the ones any small error moves.
 
 `fidelity_gate` turns the metrics into gate failure reasons (`min_agreement`, `min_output_snr_db`);
 `FidelityValidator` runs both on every quantized artifact of a run (the row's `fidelity`).
@@ -104,7 +104,8 @@ def fidelity_metrics(ref: np.ndarray, q: np.ndarray, names: list[str] | None = N
     lo, hi = wilson_ci(agree, n)
     kl = kl_per_image(ref, q)
     snr = output_snr_db(ref, q)
-    m = margins(ref)
+    probabilities = are_probabilities(ref)
+    m = margins(ref if probabilities else _softmax(ref))
     flipped = np.flatnonzero(~same)
     flips = []
     for i in flipped[np.argsort(m[flipped], kind="stable")]:
@@ -121,7 +122,7 @@ def fidelity_metrics(ref: np.ndarray, q: np.ndarray, names: list[str] | None = N
         "flipped": n - agree,
         "output_snr_db": snr if math.isfinite(snr) else 999.0,  # JSON has no infinity
         "kl_mean": float(kl.mean()),
-        "kl_of": "probabilities" if are_probabilities(ref) else "softmax of the scores (logits)",
+        "scores_read_as": "probabilities" if probabilities else "logits (softmax taken)",
         "kl_max": float(kl.max()),
         "max_abs_diff": float(np.abs(ref - q).max()),
         "flip_margin_median": float(np.median(m[flipped])) if len(flipped) else None,

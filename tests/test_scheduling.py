@@ -69,12 +69,15 @@ def test_the_marker_states_its_seconds_and_a_bare_one_counts_as_the_default():
 
 
 def test_auto_starts_one_worker_more_than_the_cores(monkeypatch):
-    import os
+    from types import SimpleNamespace
 
-    from tests.fixtures.scheduling import auto_workers, pytest_xdist_auto_num_workers
+    from tests.fixtures.scheduling import auto_workers, pytest_xdist_auto_num_workers, usable_cores
 
     assert [auto_workers(n) for n in (0, 1, 2, 8)] == [2, 2, 3, 9]
+    auto = SimpleNamespace(option=SimpleNamespace(numprocesses="auto"))
     monkeypatch.delenv("PYTEST_XDIST_AUTO_NUM_WORKERS", raising=False)
-    assert pytest_xdist_auto_num_workers(None) == len(os.sched_getaffinity(0)) + 1
+    assert pytest_xdist_auto_num_workers(auto) == usable_cores() + 1
+    logical = SimpleNamespace(option=SimpleNamespace(numprocesses="logical"))
+    assert pytest_xdist_auto_num_workers(logical) is None  # xdist counts the logical CPUs itself
     monkeypatch.setenv("PYTEST_XDIST_AUTO_NUM_WORKERS", "5")
-    assert pytest_xdist_auto_num_workers(None) is None  # left to xdist, which reads the variable
+    assert pytest_xdist_auto_num_workers(auto) is None  # left to xdist, which reads the variable

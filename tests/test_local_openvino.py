@@ -1,9 +1,10 @@
-"""OpenVINO diagnostics on hand-built IRs whose answer is known. The local / accumulated error
-(pipeline/diagnostics/local_openvino.py) on two IRs numpy computes: a deep input stream (1,500 ops, deeper
-than Python's recursion limit), then two 1x1
-convolutions with bias and ReLU, quantized as NNCF writes an IR (FakeQuantize on activations, int8 weights
-decompressed by Convert and Multiply); the IR's FakeQuantize math (`fq-math`) is reproduced in numpy. And the
-per-layer errors (layer_errors.py) of a network whose last op is weighted."""
+"""OpenVINO diagnostics on hand-built IRs whose answer is known.
+
+- The local / accumulated error (pipeline/diagnostics/local_openvino.py) on two IRs numpy computes: a deep input
+  stream (1,500 ops, deeper than Python's recursion limit), then two 1x1 convolutions with bias and ReLU,
+  quantized as NNCF writes an IR (FakeQuantize on activations, int8 weights decompressed by Convert and
+  Multiply); the IR's FakeQuantize math (`fq-math`) is reproduced in numpy.
+- The per-layer errors (layer_errors.py) of a network whose last op is weighted."""
 
 from __future__ import annotations
 
@@ -40,11 +41,10 @@ def make_case(out) -> dict:
         h = x
         for i in range(DEPTH):
             h = ops.add(h, ops.constant(np.float32(1e-4)), name=f"stream_{i}")
+        if quantized:  # the first convolution's input; the second one's is the first one's output FakeQuantize
+            lo, hi = (np.float32(v) for v in x_range)
+            h = ops.fake_quantize(h, lo, hi, lo, hi, X_LEVELS, name=f"stream_{DEPTH - 1}/fq_output_0")
         for k in range(2):
-            lo, hi = x_range if k == 0 else relu_range[0]
-            if quantized and k == 0:
-                h = ops.fake_quantize(h, np.float32(lo), np.float32(hi), np.float32(lo), np.float32(hi), X_LEVELS,
-                                      name=f"stream_{DEPTH - 1}/fq_output_0")
             weights = ops.multiply(ops.convert(ops.constant(wq[k]), np.float32), ops.constant(scale[k]),
                                    name=f"conv{k}/fq_weights_1") if quantized else ops.constant(w[k])
             h = ops.convolution(h, weights, [1, 1], [0, 0], [0, 0], [1, 1], name=f"conv{k}")

@@ -73,13 +73,16 @@ def are_probabilities(ref: np.ndarray) -> bool:
     return bool((ref >= 0).all() and np.allclose(ref.sum(axis=1), 1.0, rtol=0.0, atol=1e-3))
 
 
+def _kl(p: np.ndarray, r: np.ndarray) -> np.ndarray:
+    return (p * (np.log(p) - np.log(r))).sum(axis=1)
+
+
 def kl_per_image(ref: np.ndarray, q: np.ndarray) -> np.ndarray:
     """KL(ref ‖ q) of each image, in nats: of the scores themselves when the reference's are probabilities,
     else of their softmax (the scores are logits)."""
     ref, q = _check(ref, q)
     read = _as_prob if are_probabilities(ref) else _softmax
-    p, r = read(ref), read(q)
-    return (p * (np.log(p) - np.log(r))).sum(axis=1)
+    return _kl(read(ref), read(q))
 
 
 def margins(scores: np.ndarray) -> np.ndarray:
@@ -102,10 +105,13 @@ def fidelity_metrics(ref: np.ndarray, q: np.ndarray, names: list[str] | None = N
     same = r_top == q_top
     agree = int(same.sum())
     lo, hi = wilson_ci(agree, n)
-    kl = kl_per_image(ref, q)
+    probabilities = are_probabilities(ref)  # one reading of the scores for the KL and the margins
+    if probabilities:
+        kl, m = _kl(_as_prob(ref), _as_prob(q)), margins(ref)
+    else:
+        p = _softmax(ref)
+        kl, m = _kl(p, _softmax(q)), margins(p)
     snr = output_snr_db(ref, q)
-    probabilities = are_probabilities(ref)
-    m = margins(ref if probabilities else _softmax(ref))
     flipped = np.flatnonzero(~same)
     flips = []
     for i in flipped[np.argsort(m[flipped], kind="stable")]:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.diagnostics.snr import SNRSums
 from edgepipe.formats.openvino_ir import add_outputs
 
 WEIGHTED = ("Convolution", "GroupConvolution", "MatMul")
@@ -132,29 +133,6 @@ def local_branch(mq, f_by_name: dict, name: str):
     return end.output(0)
 
 
-class _SNR:
-    """Signal and error energy of one measured tensor, summed over images."""
-
-    def __init__(self):
-        self.sig = self.err = 0.0
-        self.shape_mismatch = False
-
-    def add(self, ref: np.ndarray, val: np.ndarray) -> None:
-        if ref.shape != val.shape:
-            self.shape_mismatch = True
-            return
-        a, b = ref.astype(np.float64), val.astype(np.float64)
-        self.sig += float((a ** 2).sum())
-        self.err += float(((a - b) ** 2).sum())
-
-    def db(self) -> float | None:
-        if self.shape_mismatch:
-            return None
-        if self.err == 0:
-            return 999.0
-        return float(10 * np.log10(self.sig / self.err)) if self.sig > 0 else -999.0
-
-
 def local_and_accumulated(fp32_path: Path, int8_path: Path, images: np.ndarray, threads: int = 1,
                           kernels: str = "int8", progress=None) -> list[dict]:
     """Per weighted op of the INT8 IR (topological order): local and accumulated SNR (dB) at its chain end,
@@ -181,8 +159,8 @@ def local_and_accumulated(fp32_path: Path, int8_path: Path, images: np.ndarray, 
     ends = add_outputs(mq, [end.output(0) for _, end, _ in points])
     rf = core.compile_model(mf, "CPU", cfg).create_infer_request()
     rq = core.compile_model(mq, "CPU", cfg).create_infer_request()
-    local = [_SNR() for _ in points]
-    accumulated = [_SNR() for _ in points]
+    local = [SNRSums() for _ in points]
+    accumulated = [SNRSums() for _ in points]
     for img in images:
         x = img[None].astype(np.float32)
         rf.infer({0: x})

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.diagnostics.snr import SNRSums
+
 SKIP_OPS = {"QUANTIZE", "DEQUANTIZE"}
 WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
 
@@ -89,23 +91,6 @@ def _value(runner, index: int) -> np.ndarray:
     return v
 
 
-class _Sums:
-    """Signal and error energy of one tensor over several images."""
-
-    def __init__(self):
-        self.sig = self.err = 0.0
-
-    def add(self, ref: np.ndarray, q: np.ndarray) -> None:
-        ref = ref.astype(np.float64)
-        self.sig += float((ref ** 2).sum())
-        self.err += float(((ref - q.astype(np.float64)) ** 2).sum())
-
-    def snr_db(self) -> float:
-        if self.err == 0:
-            return 999.0
-        return float(10 * np.log10(self.sig / self.err)) if self.sig > 0 else -999.0
-
-
 def local_and_accumulated(calibrated: bytes, images: np.ndarray, ops: list[str] | None = None,
                           threads: int = 1, per_tensor: bool = False, chunk: int = 16, progress=None) -> list[dict]:
     """Per op of the calibrated model (execution order): local and accumulated SNR (dB) of its output.
@@ -116,7 +101,7 @@ def local_and_accumulated(calibrated: bytes, images: np.ndarray, ops: list[str] 
     weights = weight_names(ref)
     full = _interpreter(quantize(calibrated, per_tensor=per_tensor), threads)
     f_idx = {name: i for _, name, i in op_outputs(full)}
-    acc = {name: _Sums() for _, name, _ in order}
+    acc = {name: SNRSums() for _, name, _ in order}
     for img in images:
         ref.predict(img)
         full.predict(img)
@@ -139,7 +124,7 @@ def local_and_accumulated(calibrated: bytes, images: np.ndarray, ops: list[str] 
             sel = _interpreter(quantize(calibrated, [n for n in names if n != name], per_tensor), threads)
             idx = {n: i for _, n, i in op_outputs(sel)}
             if name in idx:
-                s = _Sums()
+                s = SNRSums()
                 for img, r in zip(images, refs, strict=True):
                     sel.predict(img)
                     v = _value(sel, idx[name])
@@ -152,6 +137,6 @@ def local_and_accumulated(calibrated: bytes, images: np.ndarray, ops: list[str] 
     rows = []
     for pos, (op, name, _) in enumerate(order):
         rows.append({"position": pos, "op": op, "tensor": name[:300], "weights": weights.get(name, "")[:300],
-                     "local_snr_db": local[name].snr_db() if name in local else None,
-                     "accumulated_snr_db": acc[name].snr_db() if acc[name].sig > 0 else None})
+                     "local_snr_db": local[name].db() if name in local else None,
+                     "accumulated_snr_db": acc[name].db() if acc[name].sig > 0 else None})
     return rows

@@ -32,6 +32,7 @@ def _m(tool: str, label: str, chain: tuple = (), native: dict | None = None, cal
 OVERFLOW = {"overflow_fix": "enable"}  # NNCF: 7-bit weights everywhere (int16 saturation on non-VNNI CPUs)
 REDUCE = {"reduce_range": True}  # ORT: 7-bit weights (the same fix)
 U8U8 = {"activation_type": "QUInt8", "weight_type": "QUInt8"}  # ORT: the u8 x u8 kernels
+U8S8 = {"activation_type": "QUInt8", "weight_type": "QInt8"}  # ORT: the u8 x s8 kernels (VNNI's vpdpbusd)
 NPU = {"target_device": "NPU"}  # NNCF's NPU hardware config (openvino-npu's IR), scored on the CPU plugin
 
 
@@ -76,12 +77,18 @@ ROWS: list[Row] = [
     # combinations of what helped alone, each one stage on top of cached sources
     _m("ort", "eq-sep + u8u8", (EQ_SEP,), native=U8U8),
     _m("ort", "qat + u8u8", (QAT,), native=U8U8),
+    _m("ort", "qat + u8s8", (QAT,), native=U8S8),
     _m("tflite", "eq-sep + biascorr", (EQ_SEP, BIASCORR)),
     # calibration size (issue 17, must-have 3): `faithful`'s choice per toolchain on a 100-image subset (the
     # subset `calibration_size: 100` gives in the pipeline: equalization statistics and quantizer both use it)
     _m("tflite", "eq-sep, 100 calibration images", (EQ_SEP,), calibration_size=100),
     _m("nncf", "eq-sep + overflow-fix, 100 calibration images", (EQ_SEP,), native=OVERFLOW, calibration_size=100),
     _m("ort", "eq-sep + u8u8, 100 calibration images", (EQ_SEP,), native=U8U8, calibration_size=100),
+    # ONNX Runtime's u8 x s8 kernels (uint8 activations, int8 weights): with 7-bit weights no pair of products
+    # leaves int16 (255 * 64 * 2 < 32767), so they cannot saturate on x86 without VNNI either
+    _m("ort", "eq-sep + u8s8 + reduce-range, 100 calibration images", (EQ_SEP,), native={**U8S8, **REDUCE},
+       calibration_size=100),
+    _m("ort", "eq-sep + u8s8, 100 calibration images", (EQ_SEP,), native=U8S8, calibration_size=100),
     # openvino-npu's `faithful` IR (eq-sep, NNCF's NPU config, 8-bit weights) at both sizes; scored on the CPU
     # plugin, so only a CPU whose int8 kernels do not saturate (VNNI, AMX) measures the IR itself
     _m("nncf", "eq-sep, NPU config", (EQ_SEP,), native=NPU),

@@ -30,7 +30,12 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
         return layer_error_stage(ctx, "onnx", _fp32(ctx, opts, diagnosis_savedmodel(ctx, NAME)), artifact)
 
-    return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, {},
+    from edgepipe.formats.onnx import exact_int8_config
+
+    # the INT8 model's session config on this CPU (none on VNNI / AMX CPUs: their stage keys stay as they were)
+    config = exact_int8_config()
+    params = {"int8": {"session_config": config} if config else {}}
+    return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, params.get(p, {}),
                 diagnose=diagnose if p == "int8" else None)
             for p in opts.precisions]
 
@@ -65,7 +70,9 @@ def _int8(ctx, opts: Options) -> Artifact:
                                recipe={"name": opts.recipe, **recipe.cache_params(), **budget_record(res)})
 
 
-def make_runner(artifact: Artifact, threads: int):
+def make_runner(artifact: Artifact, threads: int, session_config: dict[str, str] | None = None):
+    """ONNX Runtime with the job's session config (formats/onnx.py `exact_int8_config`: exact int8 products on x86
+    CPUs without VNNI); without one, this CPU's."""
     from edgepipe.formats.runners import ONNXRunner
 
-    return ONNXRunner(artifact.path, threads)
+    return ONNXRunner(artifact.path, threads, config=session_config)

@@ -228,3 +228,22 @@ def test_listing_the_table_imports_no_toolkit_and_no_format_module():
             "or (m.startswith('edgepipe.formats.') and m != 'edgepipe.formats.registry'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_onnx_runtime_gets_the_exact_int8_option_only_where_u8s8_pairs_saturate(monkeypatch):
+    """x86 without VNNI or AMX sums u8 x s8 products in int16: ONNX Runtime's session option for exact products is
+    set there and nowhere else (on a VNNI CPU it would only convert the weights for slower kernels). The onnx-cpu
+    INT8 job carries it in its runner parameters, a part of its validators' stage keys; its FP32 job does not."""
+    from edgepipe.formats import onnx as onnx_format
+    from edgepipe.targets import onnx_cpu
+
+    exact = {onnx_format.X64_QUANT_PRECISION: "1"}
+    assert onnx_format.exact_int8_config({"avx2", "fma"}) == exact
+    assert onnx_format.exact_int8_config({"avx2", "avx512f"}) == exact
+    for flags in ({"avx2", "avx512f", "avx512_vnni"}, {"avx2", "avx_vnni"}, {"avx2", "amx_int8", "avx512_vnni"},
+                  {"asimd", "neon"}, set()):
+        assert onnx_format.exact_int8_config(flags) == {}, flags
+    for flags, params in (({"avx2", "fma"}, {"session_config": exact}), ({"avx2", "avx512_vnni"}, {})):
+        monkeypatch.setattr(onnx_format, "cpu_flags", lambda f=flags: (set(f), "vendor"))
+        jobs = {j.precision: j for j in onnx_cpu.jobs(None, onnx_cpu.Options(precisions=["fp32", "int8"]))}
+        assert jobs["int8"].runner_params == params and jobs["fp32"].runner_params == {}

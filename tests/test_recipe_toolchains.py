@@ -218,3 +218,53 @@ def test_onnxruntime_u8u8_quantizes_weights_and_activations_to_uint8(env, onnx_f
     types = {t.data_type for t in graph.initializer if len(t.dims) == 4 or t.name.endswith("zero_point")}
     assert onnx.TensorProto.UINT8 in types and onnx.TensorProto.INT8 not in types, types
     assert _agreement(ONNXRunner(path, 2, "auto"), env) >= 0.8
+
+
+def _qlinearconv_weight_types(path, config: dict, out: Path) -> set[int]:
+    """The element types of the weights ONNX Runtime's optimized graph gives its QLinearConvs under `config`."""
+    import onnx
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(out)
+    for key, value in config.items():
+        opts.add_session_config_entry(key, value)
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    graph = onnx.load(str(out)).graph
+    inits = {t.name: t for t in graph.initializer}
+    return {inits[n.input[3]].data_type for n in graph.node if n.op_type == "QLinearConv" and n.input[3] in inits}
+
+
+def test_onnxruntime_u8s8_has_uint8_activations_int8_weights_and_the_exact_option_changes_no_score(env, onnx_fp32):
+    """integer_types u8s8 on the real quantize_static: activations uint8, weights int8. The session option edgepipe's
+    runner sets on x86 CPUs without VNNI (formats/onnx.py exact_int8_config) makes ONNX Runtime run uint8 weights
+    (its U8U8 kernels); on a CPU whose u8 x s8 kernels are exact (VNNI, AMX) the scores stay the same to the bit:
+    the remedy computes what those kernels compute."""
+    import onnx
+
+    from edgepipe.core.versions import EXACT_INT8, cpu_flags
+    from edgepipe.formats.onnx import X64_QUANT_PRECISION, exact_int8_config
+    from edgepipe.formats.runners import ONNXRunner
+    from edgepipe.quantize.quantizers.onnxruntime import quantize_qdq
+
+    out = env["tmp"].mktemp("u8s8")
+    path = quantize_qdq(onnx_fp32, out, env["calib"], BUILTIN["u8s8"])
+    graph = onnx.load(str(path)).graph
+    inits = {t.name: t for t in graph.initializer}
+    activations = {inits[n.input[2]].data_type for n in graph.node
+                   if n.op_type == "QuantizeLinear" and n.input[0] not in inits and len(n.input) > 2}
+    weights = {inits[n.input[0]].data_type for n in graph.node
+               if n.op_type == "DequantizeLinear" and n.input[0] in inits and len(inits[n.input[0]].dims) == 4}
+    assert activations == {onnx.TensorProto.UINT8} and weights == {onnx.TensorProto.INT8}, (activations, weights)
+    runner = ONNXRunner(path, 2, "auto")
+    assert runner.info == {"session_config": exact_int8_config()}
+    assert _agreement(runner, env) >= 0.8
+    if not cpu_flags()[0] & EXACT_INT8:
+        pytest.skip("the comparison needs an x86 CPU with VNNI or AMX, whose u8 x s8 kernels are exact")
+    exact = {X64_QUANT_PRECISION: "1"}
+    assert _qlinearconv_weight_types(path, {}, out / "plain.onnx") == {onnx.TensorProto.INT8}
+    assert _qlinearconv_weight_types(path, exact, out / "exact.onnx") == {onnx.TensorProto.UINT8}
+    plain, remedied = ONNXRunner(path, 2, "auto", config={}), ONNXRunner(path, 2, "auto", config=exact)
+    np.testing.assert_array_equal(np.stack([plain.predict(x) for x in env["test"]]),
+                                  np.stack([remedied.predict(x) for x in env["test"]]))

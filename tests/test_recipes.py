@@ -239,13 +239,15 @@ def test_an_int8_stage_key_names_its_source_model(quantizer, recipe):
     assert seen and "SOURCE-KEY" in seen[-1].values(), seen
 
 
-def test_u8u8_is_an_onnxruntime_setting_refused_elsewhere_with_the_reason():
+@pytest.mark.parametrize("types", ["u8u8", "u8s8"])
+def test_integer_types_are_an_onnxruntime_setting_refused_elsewhere_with_the_reason(types):
     from edgepipe.quantize.recipes import BUILTIN, problems
 
-    assert problems(BUILTIN["u8u8"], "onnxruntime") == []
-    for quantizer, why in (("tflite", "int8 weights"), ("edgetpu", "int8 weights"), ("nncf", "7-bit weight range")):
-        found = problems(BUILTIN["u8u8"], quantizer)
-        assert any("integer_types u8u8 is not available" in p and why in p for p in found), (quantizer, found)
+    assert problems(BUILTIN[types], "onnxruntime") == []
+    for quantizer, why in (("tflite", "int8 weights and activations"), ("edgetpu", "int8 weights and activations"),
+                           ("nncf", "picks each activation's type from its sign")):
+        found = problems(BUILTIN[types], quantizer)
+        assert any(f"integer_types {types} is not available" in p and why in p for p in found), (quantizer, found)
     assert "integer_types" not in BUILTIN["no-saturation"].cache_params()  # older recipes keep their keys
 
 

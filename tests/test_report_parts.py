@@ -76,3 +76,19 @@ def test_the_openvino_cpu_program_pins_the_precision_edgepipe_validated():
     npu = snippet("openvino-ir", "openvino-npu", "model.xml", spec, None)["code"]
     assert "compile_model(MODEL, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})" in cpu
     assert "compile_model(MODEL, 'NPU')" in npu and "INFERENCE_PRECISION_HINT" not in npu
+
+
+def test_the_onnx_int8_program_keeps_int8_products_exact_where_edgepipe_does():
+    """On x86 without VNNI ONNX Runtime's u8 x s8 kernels saturate; edgepipe's runner then sets its exact-int8
+    session option (formats/onnx.py exact_int8_config), and so does the INT8 model card's program. FP32: no option."""
+    from edgepipe.reports.run_snippets import snippet
+
+    spec = {"width": 8, "height": 8, "channels": 3, "mode": "xception"}
+    int8 = snippet("onnx", "onnx-cpu", "model_int8.onnx", spec, {"dtype": "float32", "scale": 0.01, "zero_point": 128})
+    fp32 = snippet("onnx", "onnx-cpu", "model_fp32.onnx", spec, {"dtype": "float32"})
+    assert "if 'avx2' in cpu and 'vnni' not in cpu:" in int8["code"]
+    assert "opts.add_session_config_entry('session.x64quantprecision', '1')" in int8["code"]
+    assert "x64quantprecision" not in fp32["code"]
+    for program in (int8["code"], fp32["code"]):
+        compile(program, "<card>", "exec")
+        assert "ort.InferenceSession(MODEL, opts, providers=['CPUExecutionProvider'])" in program

@@ -101,8 +101,14 @@ def int8_saturates(flags: set[str] | None = None, cap: str | None = None) -> boo
     pairs of products in int16 (vpmaddubsw), which saturates on 8-bit weights. Such a CPU scores an INT8 model
     made for hardware that accumulates exactly (an NPU) worse than that hardware runs it. `flags`, `cap`: as
     `onednn_flags` (e.g. the cap AVX2 makes a VNNI CPU's kernels saturate too)."""
-    usable = onednn_flags(flags, cap)
-    return bool(usable & {"avx2", "avx512f"}) and not usable & EXACT_INT8
+    return pairs_saturate(onednn_flags(flags, cap))
+
+
+def pairs_saturate(flags: set[str]) -> bool:
+    """Whether an x86 CPU with these flags sums pairs of u8 x s8 products in int16 (vpmaddubsw, which saturates on
+    8-bit weights) in its int8 kernels: one with AVX2 or AVX-512F but neither VNNI nor AMX. OpenVINO's oneDNN
+    (`int8_saturates`, with its ISA cap) and ONNX Runtime's MLAS (formats/onnx.py) both do."""
+    return bool(flags & {"avx2", "avx512f"}) and not flags & EXACT_INT8
 
 
 def host_facts() -> dict:

@@ -272,6 +272,8 @@ def onnx_errors(fp32: Path, int8: Path, images: np.ndarray, workdir: Path,
     import onnx
     import onnxruntime as ort
 
+    from edgepipe.formats.onnx import exact_int8_config
+
     mf, mq = onnx.load(str(fp32)), onnx.load(str(int8))
     inits = {i.name for i in mf.graph.initializer}
     f_nodes = [n for n in mf.graph.node if n.op_type in _ONNX_TYPES]
@@ -307,6 +309,8 @@ def onnx_errors(fp32: Path, int8: Path, images: np.ndarray, workdir: Path,
         paths.append(p)
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
+    for key, value in exact_int8_config().items():  # as the deployed runner computes the int8 model
+        so.add_session_config_entry(key, value)
     sf, sq = (ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for p in paths)
     f_names = [o.name for o in sf.get_outputs()]
     q_names = [o.name for o in sq.get_outputs()]

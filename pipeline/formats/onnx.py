@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe.core.errors import InputError, expected_received
+from edgepipe.core.versions import cpu_flags, pairs_saturate
 from edgepipe.formats.inspect import describe
 from edgepipe.formats.runner_input import check_input, input_layout
 from edgepipe.formats.throughput import one_by_one, per_core
@@ -14,6 +15,8 @@ from edgepipe.formats.throughput import one_by_one, per_core
 # tags of ModelProto fields that follow ir_version (field 1): producer_name .. opset_import, metadata
 _NEXT_TAGS = {0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42, 0x52, 0x5A, 0x62, 0x72}
 QUANTIZED_OPS = frozenset({"QuantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger"})
+# ONNX Runtime's session entry for exact u8 x s8 products on x86 (kOrtSessionOptionsAvx2PrecisionMode)
+X64_QUANT_PRECISION = "session.x64quantprecision"
 
 
 def looks_like(head: bytes) -> bool:
@@ -63,20 +66,37 @@ def detect_precision(path: Path, runner=None) -> str:
     return "int8" if ops & QUANTIZED_OPS else "fp32"
 
 
+def exact_int8_config(flags: set[str] | None = None) -> dict[str, str]:
+    """The session config entries that keep ONNX Runtime's int8 products exact on this CPU (`flags`: its ISA
+    flags, default /proc/cpuinfo's). On x86 without VNNI or AMX, MLAS's u8 x s8 kernels sum pairs of products
+    in int16 and saturate on 8-bit weights (int8 activations run as uint8 there too);
+    `session.x64quantprecision` makes ONNX Runtime turn the int8 weights into uint8 ones for its U8U8 kernels:
+    the scores of exact arithmetic, at the speed of a u8u8 model. Not set on VNNI / AMX CPUs: ONNX Runtime
+    would convert there too (its own test is any AVX2 CPU), and the elpv example's u8s8 model then ran 2.3x
+    slower with bit-identical scores."""
+    flags = cpu_flags()[0] if flags is None else flags
+    return {X64_QUANT_PRECISION: "1"} if pairs_saturate(flags) else {}
+
+
 class ONNXRunner:
     """ONNX Runtime, CPU execution provider. A symbolic batch means 1; NCHW only by an
     explicit `layout` as for OpenVINORunner. `predict_many` (accuracy passes) runs one session with
-    one intra-op thread per thread, side by side."""
+    one intra-op thread per thread, side by side. `config`: session config entries (default
+    `exact_int8_config()`, recorded in `info`)."""
 
-    def __init__(self, path: Path, threads: int, layout: str = "nhwc"):
+    def __init__(self, path: Path, threads: int, layout: str = "nhwc", config: dict[str, str] | None = None):
         import onnxruntime as ort
 
         self.runtime = "onnxruntime"
+        self.config = exact_int8_config() if config is None else dict(config)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        for key, value in self.config.items():
+            opts.add_session_config_entry(key, value)
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.info = {"session_config": dict(self.config)}
         self.path, self.threads = Path(path), threads
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
@@ -100,4 +120,4 @@ class ONNXRunner:
         this runner was given, side by side (`tests/test_throughput.py`)."""
         if self.threads <= 1:
             return one_by_one(self, images, progress)
-        return per_core(lambda: ONNXRunner(self.path, 1, self.layout), self.threads, images, progress)
+        return per_core(lambda: ONNXRunner(self.path, 1, self.layout, self.config), self.threads, images, progress)

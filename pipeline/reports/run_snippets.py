@@ -85,7 +85,12 @@ def snippet(fmt_name: str, target: str, model_file: str, spec: dict, inp: dict |
         runtime, install = "OpenVINO", "pip install openvino numpy pillow"
     elif fmt_name == "onnx":
         head.append("import onnxruntime as ort")
-        body += ["", "session = ort.InferenceSession(MODEL, providers=['CPUExecutionProvider'])",
+        body += ["", "opts = ort.SessionOptions()"]
+        if inp and inp.get("scale") is not None:  # an INT8 model: exact int8 products (formats/onnx.py)
+            body += ["try:", "    cpu = open('/proc/cpuinfo').read()", "except OSError:  # not Linux", "    cpu = ''",
+                     "if 'avx2' in cpu and 'vnni' not in cpu:  # x86 without VNNI: ONNX Runtime's exact int8 kernels",
+                     "    opts.add_session_config_entry('session.x64quantprecision', '1')"]
+        body += ["session = ort.InferenceSession(MODEL, opts, providers=['CPUExecutionProvider'])",
                  *(["x = x.transpose(2, 0, 1)  # this model takes NCHW"] if _channels_first(inp, channels) else []),
                  "y = session.run(None, {session.get_inputs()[0].name: x[None]})[0][0]"]
         runtime, install = "ONNX Runtime", "pip install onnxruntime numpy pillow"

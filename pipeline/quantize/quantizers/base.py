@@ -42,7 +42,7 @@ def no_7bit_weights(recipe, quantizer: str, why: str) -> list[str]:
 
 
 def signed_only(recipe, quantizer: str, why: str) -> list[str]:
-    """uint8 weights, on a quantizer whose weights are int8 only."""
-    if recipe.integer_types == "u8u8":
-        return [f"integer_types u8u8 is not available on the {quantizer} path: {why}"]
+    """uint8 weights or a chosen uint8 activation type, on a quantizer that picks neither (int8 weights only)."""
+    if recipe.integer_types != "s8s8":
+        return [f"integer_types {recipe.integer_types} is not available on the {quantizer} path: {why}"]
     return []

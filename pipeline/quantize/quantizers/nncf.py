@@ -39,8 +39,9 @@ STATISTICS_WHY = ("nncf.quantize range estimators are MINMAX, MEAN_MINMAX, MEAN_
 def problems(recipe) -> list[str]:
     """Why NNCF cannot build `recipe` (empty list = possible)."""
     out = (unsupported_statistic(recipe, STATISTICS, STATISTICS_WHY) + no_16x8(recipe, "nncf")
-           + signed_only(recipe, "nncf", "NNCF quantizes weights to int8; its x86 saturation fix is the 7-bit "
-                                         "weight range (weight_bits 7, overflow_fix)"))
+           + signed_only(recipe, "nncf", "NNCF quantizes weights to int8 and picks each activation's type "
+                                         "from its sign; its x86 saturation fix is the 7-bit weight range "
+                                         "(weight_bits 7, overflow_fix)"))
     if recipe.min_output_snr_db is not None:
         out.append("min_output_snr_db: nncf.quantize_with_accuracy_control restores one scalar metric per image "
                    "set, which edgepipe sets to top-1 or to agreement with FP32; use min_agreement for NNCF")

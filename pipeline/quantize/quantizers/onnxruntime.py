@@ -1,8 +1,10 @@
 """The ONNX Runtime quantizer: `onnxruntime.quantization.quantize_static`, QDQ format.
 
 What it can do (`problems`): MinMax, Percentile and Entropy (KL) calibration; symmetric or
-asymmetric int8 activations; per-channel or per-tensor int8 weights, or uint8 activations and weights
-(`integer_types: u8u8`, the U8U8 kernels: no int16 saturation on x86 without VNNI); a budget (`max_accuracy_drop`,
+asymmetric int8 activations; per-channel or per-tensor int8 weights; uint8 activations with int8 weights
+(`integer_types: u8s8`, the u8 x s8 kernels: VNNI's on x86, the fastest; exact on x86 without VNNI only with the
+session option the runner sets, formats/onnx.py `exact_int8_config`) or with uint8 weights (`u8u8`, the U8U8
+kernels: no int16 saturation on x86 without VNNI in any session); a budget (`max_accuracy_drop`,
 `min_agreement`, `min_output_snr_db`) met by leaving the worst nodes unquantized (`nodes_to_exclude`).
 No 16-bit activations, no NNCF settings.
 
@@ -62,7 +64,7 @@ def quantize_qdq(model: Path, out: Path, calib: np.ndarray, recipe=None, nodes_t
 
     dest = Path(out) / name
     method = CALIBRATION_METHODS[recipe.calibration if recipe else None]
-    u8 = recipe is not None and recipe.integer_types == "u8u8"
+    types = recipe.integer_types if recipe is not None else "s8s8"
     extra = {"CalibStridedMinMax": _stride(len(calib))}
     if recipe is not None and recipe.activations is not None:
         extra["ActivationSymmetric"] = recipe.activations == "symmetric"
@@ -77,8 +79,8 @@ def quantize_qdq(model: Path, out: Path, calib: np.ndarray, recipe=None, nodes_t
             quant_format=QuantFormat.QDQ,
             per_channel=recipe is None or recipe.weights == "per_channel",
             reduce_range=recipe is not None and recipe.weight_bits == 7,  # 7-bit weights
-            activation_type=QuantType.QUInt8 if u8 else QuantType.QInt8,
-            weight_type=QuantType.QUInt8 if u8 else QuantType.QInt8,
+            activation_type=QuantType.QInt8 if types == "s8s8" else QuantType.QUInt8,
+            weight_type=QuantType.QUInt8 if types == "u8u8" else QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, method),
             extra_options=extra,
             nodes_to_exclude=list(nodes_to_exclude) or None,

@@ -35,7 +35,8 @@ STATISTICS = frozenset({"minmax"})
 STATISTICS_WHY = ("TFLiteConverter's calibrator records only min/max per tensor "
                   "(no percentile, MSE or KL statistic in its API)")
 NO_SMOOTH_QUANT = " (TFLiteConverter has no SmoothQuant)"
-NO_U8 = "TFLite full-integer quantization has int8 weights (uint8 I/O is only a conversion at the model's edges)"
+NO_U8 = ("TFLite full-integer quantization has int8 weights and activations (uint8 I/O is only a conversion at the "
+         "model's edges)")
 NO_7BIT = ("TFLiteConverter always uses the full symmetric int8 weight range, and TFLite's int8 kernels "
            "(XNNPACK, the Edge TPU) accumulate without int16 saturation, so there is nothing to avoid")
 

@@ -6,7 +6,8 @@
 RUN_DIR is an `edgepipe run` output of the built-in example (`bench_elpv.py --keep` leaves one): its
 artifacts, and in `stages/` the SavedModel the by-hand rows start from. The by-hand artifacts are
 built once into RUN_DIR/bench_latency/ with `benchmarks/by_hand.py` on the run's calibration images
-(NNCF: `ov.convert_model` + `nncf.quantize` with every default; TFLite: `Optimize.DEFAULT` PTQ).
+(NNCF: `ov.convert_model` + `nncf.quantize` with every default; TFLite: `Optimize.DEFAULT` PTQ; ONNX Runtime:
+`quantize_static` with its defaults on the run's onnx-cpu/fp32 model).
 
 Rows, every one at batch 1 on real preprocessed test images, all opened once in this process and
 timed in rounds in an order rotated by one each round (../shared/BENCHMARKING.md); the table shows
@@ -18,7 +19,9 @@ FP32 IR, peak from the ISA flags and the clock):
   "CPU", {threads, LATENCY})`, which leaves the inference precision to the plugin (bf16 on CPUs with
   bf16); the by-hand IR again with f32 says how much of the ratio is the runtime setting;
 - tflite-arm/int8 against default PTQ by hand (both XNNPACK, same threads);
-- onnx-cpu/int8 against onnx-cpu/fp32; openvino-cpu/fp32 for the FP32 share.
+- onnx-cpu/int8 against onnx-cpu/fp32, and quantize_static's defaults by hand against the same FP32 (both
+  in a plain session, as a user opens them; edgepipe's own runner adds a session option only on x86 CPUs
+  without VNNI); openvino-cpu/fp32 for the FP32 share.
 The load average and CPU steal around the measurement are printed and saved: above the core count
 the figures are flagged. Results go to RUN_DIR/bench_latency.json.
 """
@@ -38,15 +41,20 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import run_dir_args  # noqa: E402  (beside this script)
 
 
-def by_hand(run: Path, calib, shape) -> dict[str, Path]:
-    """The by-hand artifacts, built once into RUN_DIR/bench_latency/."""
-    from by_hand import nncf_by_hand, tflite_by_hand
+def by_hand(run: Path, calib, shape, only: set[str]) -> dict[str, Path]:
+    """The by-hand artifacts of the toolchains in `only`, built once into RUN_DIR/bench_latency/."""
+    from by_hand import nncf_by_hand, ort_by_hand, tflite_by_hand
 
     saved = next(p / "saved_model" for p in sorted((run / "stages").glob("savedmodel-*"))
                  if not p.name.startswith("savedmodel-equalized"))
+    onnx_fp32 = run / "artifacts" / "onnx-cpu-fp32" / "model_fp32.onnx"
     out = {}
-    for name, build, file in (("nncf", lambda d: nncf_by_hand(saved, d, calib, shape), "model.xml"),
-                              ("tflite", lambda d: tflite_by_hand(saved, d, calib), "model.tflite")):
+    for tool, name, build, file in (
+            ("openvino", "nncf", lambda d: nncf_by_hand(saved, d, calib, shape), "model.xml"),
+            ("tflite", "tflite", lambda d: tflite_by_hand(saved, d, calib), "model.tflite"),
+            ("onnx", "ort", lambda d: ort_by_hand(onnx_fp32, d, calib), "model.onnx")):
+        if tool not in only:
+            continue
         d = run / "bench_latency" / name
         if not (d / file).is_file():
             tmp = d.with_name(name + ".partial")
@@ -88,6 +96,8 @@ def rows_for(run: Path, hand: dict, threads: int, only: set[str]) -> dict:
     if "onnx" in only:
         rows["onnx-cpu/int8 edgepipe"] = (lambda: ONNXRunner(one("onnx-cpu-int8", "*.onnx"), threads),
                                           "onnx-cpu/fp32 edgepipe", "int8")
+        rows["onnx-cpu/int8 quantize_static by hand"] = (lambda: ONNXRunner(hand["ort"], threads),
+                                                         "onnx-cpu/fp32 edgepipe", "int8")
         rows["onnx-cpu/fp32 edgepipe"] = (lambda: ONNXRunner(one("onnx-cpu-fp32", "*.onnx"), threads), None, "fp32")
     return rows
 
@@ -110,7 +120,7 @@ def main() -> None:
     cfg = load_config(example_config_path("elpv-xception"))
     ctx = RunContext(cfg, resolve_model(cfg), cache_root=args.output / "stages")
     only = set(args.only.split(","))
-    hand = by_hand(args.output, ctx.calibration.images, ctx.spec.shape) if only & {"openvino", "tflite"} else {}
+    hand = by_hand(args.output, ctx.calibration.images, ctx.spec.shape, only)
     rows = rows_for(args.output, hand, args.threads, only)
     runners = {name: make() for name, (make, _, _) in rows.items()}
 
@@ -136,7 +146,7 @@ def main() -> None:
         rounds = res["round_p50_ms"][name]
         ratio = res["p50_ms"][versus] / med if versus else None
         pct = roofline.share(med, macs, peak[f"{precision}_macs_per_s"]) if peak else None
-        info = getattr(runners[name], "info", {})  # the ONNX runner records nothing
+        info = getattr(runners[name], "info", {})
         out["rows"][name] = {"p50_ms": med, "round_p50_ms": rounds, "versus": versus, "speedup": ratio,
                              "roofline_share": pct, "roofline_precision": precision, "runtime": info}
         ratio_text = f"x{ratio:.3f} vs {'by hand' if 'by hand' in versus else 'fp32'}" if versus else ""

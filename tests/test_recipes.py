@@ -134,16 +134,16 @@ def test_cli_lists_recipes_without_importing_a_toolkit():
     assert rows["tflite-16x8"]["quantizers"]["nncf"]["possible"] is False
     # a per-target recipe is possible where every recipe it hands that quantizer's targets is (computed)
     assert all(v["possible"] for v in rows["faithful"]["quantizers"].values()), rows["faithful"]
-    assert rows["faithful"]["settings"]["per_target"]["onnx-cpu"] == "eq-sep-u8u8"
+    assert rows["faithful"]["settings"]["per_target"]["onnx-cpu"] == "eq-sep-u8s8"
 
 
 def test_a_per_target_recipe_is_impossible_where_it_hands_a_quantizer_a_recipe_it_cannot_build():
     from edgepipe.quantize.recipes import describe_all
 
-    wrong = {"onnx-cpu": "tflite"}  # as if onnx-cpu quantized with TFLite: eq-sep-u8u8 has uint8 weights
+    wrong = {"onnx-cpu": "tflite"}  # as if onnx-cpu quantized with TFLite: eq-sep-u8s8 has uint8 activations
     row = next(r for r in describe_all(None, wrong) if r["name"] == "faithful")
     assert row["quantizers"]["tflite"]["possible"] is False
-    assert row["quantizers"]["tflite"]["problems"][0].startswith("eq-sep-u8u8: integer_types u8u8")
+    assert row["quantizers"]["tflite"]["problems"][0].startswith("eq-sep-u8s8: integer_types u8s8")
     assert row["quantizers"]["onnxruntime"]["possible"] is True
 
 
@@ -270,7 +270,7 @@ def test_faithful_is_per_target_and_every_registered_target_can_build_its_choice
             assert problems(recipe, quantizer[t]) == [], (name, t, chosen)
     assert resolve("faithful-qat", target="onnx-cpu").fine_tune_steps == 100
     onnx = resolve("faithful", target="onnx-cpu")
-    assert onnx.integer_types == "u8u8" and onnx.equalize_separable
+    assert onnx.integer_types == "u8s8" and onnx.equalize_separable
     assert resolve("faithful", target="openvino-cpu").weight_bits == 7
     c = parse_config(tiny_config({"model": "/m.keras", "data": "/d"}, "/o",
                                  targets=[{"name": t, "options": {"recipe": "faithful"}} for t in quantizing]))

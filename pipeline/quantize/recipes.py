@@ -177,11 +177,13 @@ BUILTIN: dict[str, Recipe] = {
 # nor test). A target not listed (a newly registered one) gets `fallback`.
 PER_TARGET: dict[str, dict] = {
     "faithful": {
-        "description": "what measured most faithful to FP32 per target on elpv-xception's control split: "
-                       "separable equalization everywhere; 7-bit weights for OpenVINO CPU and uint8 x uint8 for "
-                       "ONNX Runtime (x86 int8 kernels without VNNI saturate otherwise)",
+        "description": "what measured most faithful to FP32 per target on elpv-xception's control split (of "
+                       "equally faithful choices, the fastest): "
+                       "separable equalization everywhere; 7-bit weights for OpenVINO CPU (x86 int8 kernels "
+                       "without VNNI saturate otherwise) and uint8 activations with int8 weights for ONNX Runtime "
+                       "(its fastest kernels; kept exact on x86 without VNNI by the runner's session option)",
         "targets": {"tflite-arm": "eq-sep", "coral-edgetpu": "eq-sep", "openvino-cpu": "eq-sep-7bit",
-                    "openvino-npu": "eq-sep", "onnx-cpu": "eq-sep-u8u8"},
+                    "openvino-npu": "eq-sep", "onnx-cpu": "eq-sep-u8s8"},
         "fallback": "eq-sep",
     },
     "faithful-qat": {

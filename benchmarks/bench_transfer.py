@@ -59,7 +59,7 @@ def run(out: Path, recipes: dict[str, str], targets: list[str]) -> dict:
 
 
 def recipe_label(name: str, target: str) -> str:
-    """`faithful (eq-sep-u8u8)` for a per-target recipe, else the name."""
+    """`faithful (eq-sep-u8s8)` for a per-target recipe, else the name."""
     from edgepipe.quantize.recipes import PER_TARGET, per_target
 
     return f"{name} ({per_target(name, target)})" if name in PER_TARGET else name

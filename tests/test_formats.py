@@ -247,3 +247,31 @@ def test_onnx_runtime_gets_the_exact_int8_option_only_where_u8s8_pairs_saturate(
         monkeypatch.setattr(onnx_format, "cpu_flags", lambda f=flags: (set(f), "vendor"))
         jobs = {j.precision: j for j in onnx_cpu.jobs(None, onnx_cpu.Options(precisions=["fp32", "int8"]))}
         assert jobs["int8"].runner_params == params and jobs["fp32"].runner_params == {}
+        assert _layer_stage_key("onnx").get("session_config") == params.get("session_config")
+        assert "session_config" not in _layer_stage_key("tflite")
+
+
+def _layer_stage_key(kind: str) -> dict:
+    """The cache key the per-layer diagnosis stage of `kind` asks for (the stage itself is not run)."""
+    from types import SimpleNamespace
+
+    from edgepipe.diagnostics.layer_errors import layer_error_stage
+
+    seen = {}
+
+    class Asked(Exception):
+        pass
+
+    def stage(name, params, fn):
+        seen.update(params)
+        raise Asked
+
+    class Images(list):
+        sha256 = "1" * 64
+
+    art = SimpleNamespace(sha256="0" * 64, name=f"{kind}/int8")
+    ctx = SimpleNamespace(validation=Images([0] * 8), is_savedmodel=True, stage=stage,
+                          cfg=SimpleNamespace(diagnostics=SimpleNamespace(per_layer_images=4), threads=1))
+    with pytest.raises(Asked):
+        layer_error_stage(ctx, kind, art, art)
+    return seen

@@ -68,13 +68,13 @@ def detect_precision(path: Path, runner=None) -> str:
 
 def exact_int8_config(flags: set[str] | None = None) -> dict[str, str]:
     """The session config entries that keep ONNX Runtime's int8 products exact on this CPU (`flags`: its ISA
-    flags, default /proc/cpuinfo's: on a system without it none are known and nothing is set). On x86 without
-    VNNI or AMX, MLAS's u8 x s8 kernels sum pairs of products
-    in int16 and saturate on 8-bit weights (int8 activations run as uint8 there too);
-    `session.x64quantprecision` makes ONNX Runtime turn the int8 weights into uint8 ones for its U8U8 kernels:
-    the scores of exact arithmetic, at the speed of a u8u8 model. Not set on VNNI / AMX CPUs: ONNX Runtime
-    would convert there too (its own test is any AVX2 CPU), and the elpv example's u8s8 model then ran 2.3x
-    slower with bit-identical scores."""
+    flags, default /proc/cpuinfo's: on a system without it none are known and nothing is set).
+
+    On x86 without VNNI or AMX, MLAS's u8 x s8 kernels sum pairs of products in int16 and saturate on 8-bit
+    weights (int8 activations run as uint8 there too); `session.x64quantprecision` makes ONNX Runtime turn the
+    int8 weights into uint8 ones for its U8U8 kernels: the scores of exact arithmetic, at the speed of a u8u8
+    model. Not set on VNNI / AMX CPUs: ONNX Runtime would convert there too (its own test is any AVX2 CPU), and
+    the elpv example's u8s8 model then ran 2.3x slower with bit-identical scores."""
     flags = cpu_flags()[0] if flags is None else flags
     return {X64_QUANT_PRECISION: "1"} if pairs_saturate(flags) else {}
 

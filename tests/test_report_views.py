@@ -300,7 +300,12 @@ def test_the_how_to_run_program_runs_and_agrees_with_edgepipe(run, tiny_full_run
     assert res.returncode == 0, res.stderr[-2000:]
     label, score = res.stdout.strip().splitlines()[-1].rsplit(" ", 1)
     spec = PreprocessSpec(**json.loads((work / "preprocess.json").read_text()))
-    model = work / read_front_matter(work / "README.md")["model"]["file"]
+    front = read_front_matter(work / "README.md")
+    model = work / front["model"]["file"]
+    if row["format"] == "onnx":  # the card records the session config the timed runner used on this CPU
+        from edgepipe.formats.onnx import exact_int8_config
+
+        assert front["environment"]["session_config"] == exact_int8_config()
     y = open_runner(row["format"], model, 1).predict(spec.load(work / "image.jpg"))
     labels = (work / "labels.txt").read_text().splitlines()
     assert label == labels[int(np.argmax(y))] and float(score) == pytest.approx(float(np.max(y)), abs=1e-4)

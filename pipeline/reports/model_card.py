@@ -195,6 +195,8 @@ def card_data(ctx, art, extra: dict, facts: dict | None = None) -> dict:
         | ({"input_error": facts["input_error"]} if (facts or {}).get("input_error") else {}),
         "runtime": min_runtime(art, inp),
         "environment": {**env, "threads": lat.get("threads", cfg.threads), "runtime": lat.get("runtime"),
+                        # the runtime settings the timed runner used (ONNX Runtime: its session config entries)
+                        **({"session_config": lat["session_config"]} if "session_config" in lat else {}),
                         "tools": art.tool_versions, "load": _load(lat)},
         "status": extra.get("status"),
         "gate_failures": extra.get("gate_failures", []),

@@ -269,6 +269,7 @@ def test_faithful_is_per_target_and_every_registered_target_can_build_its_choice
             assert recipe.description == f"{name} for {t}: {chosen}"
             assert problems(recipe, quantizer[t]) == [], (name, t, chosen)
     assert resolve("faithful-qat", target="onnx-cpu").fine_tune_steps == 100
+    assert resolve("faithful-qat", target="onnx-cpu").integer_types == "u8s8"
     onnx = resolve("faithful", target="onnx-cpu")
     assert onnx.integer_types == "u8s8" and onnx.equalize_separable
     assert resolve("faithful", target="openvino-cpu").weight_bits == 7

@@ -30,11 +30,9 @@ def jobs(ctx, opts: Options) -> list[Job]:
 
         return layer_error_stage(ctx, "onnx", _fp32(ctx, opts, diagnosis_savedmodel(ctx, NAME)), artifact)
 
-    from edgepipe.formats.onnx import exact_int8_config
+    from edgepipe.formats.onnx import exact_int8_key
 
-    # the INT8 model's session config on this CPU (none on VNNI / AMX CPUs: their stage keys stay as they were)
-    config = exact_int8_config()
-    params = {"int8": {"session_config": config} if config else {}}
+    params = {"int8": exact_int8_key()}  # the INT8 model's session config on this CPU, a part of its stage keys
     return [Job(f"{NAME}/{p}", NAME, p, builders[p], make_runner, params.get(p, {}),
                 diagnose=diagnose if p == "int8" else None)
             for p in opts.precisions]

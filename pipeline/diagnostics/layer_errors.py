@@ -356,11 +356,10 @@ def layer_error_stage(ctx, kind: str, fp32, int8, n_images: int | None = None) -
     params = {"kind": kind, "fp32": fp32.sha256, "int8": int8.sha256, "data": valid.sha256, "n": n,
               "layers": stable_hash(sorted(known)), "max_rows": MAX_ROWS, "format": FORMAT,
               **tool_versions(*tools)}
-    if kind == "onnx":
-        from edgepipe.formats.onnx import exact_int8_config
+    if kind == "onnx":  # the session config onnx_errors runs the INT8 model with
+        from edgepipe.formats.onnx import exact_int8_key
 
-        if config := exact_int8_config():  # none on VNNI / AMX CPUs: their keys stay as they were
-            params["session_config"] = config
+        params.update(exact_int8_key())
 
     def fn(out: Path) -> dict:
         keras_model = ctx.keras_model() if kind == "openvino" and not ctx.is_savedmodel else None

@@ -79,6 +79,13 @@ def exact_int8_config(flags: set[str] | None = None) -> dict[str, str]:
     return {X64_QUANT_PRECISION: "1"} if pairs_saturate(flags) else {}
 
 
+def exact_int8_key() -> dict:
+    """`exact_int8_config()` as a part of a stage key: {"session_config": ...} where it is set; nothing on CPUs
+    that need none, so their keys stay as they were before the option existed."""
+    config = exact_int8_config()
+    return {"session_config": config} if config else {}
+
+
 class ONNXRunner:
     """ONNX Runtime, CPU execution provider. A symbolic batch means 1; NCHW only by an
     explicit `layout` as for OpenVINORunner. `predict_many` (accuracy passes) runs one session with

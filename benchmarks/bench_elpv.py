@@ -7,7 +7,8 @@ Cold = an empty output directory (the example model itself stays in its own cach
 build is timed too). Warm = the same command again. Each run is one `edgepipe run` process; its
 wall and CPU seconds (user + system of the process and its children) are measured here, and its
 time profile by stage kind (report.json `profile`: each stage's own wall and CPU seconds, mapped
-to a kind by the table in pipeline/reports/profile.py) is printed. The load average before and
+to a kind by the table in pipeline/reports/profile.py) is printed, and beside it the cold run's compute
+floor: its forward passes at this CPU's peak MAC rate (compute_floor.py). The load average before and
 after each run is printed too: on a shared machine read the CPU seconds and the shares, not the
 wall seconds. Latency numbers are medians over each artifact's timed runs, measured in one
 process per run on this machine; compare ratios, not absolute values, across machines.
@@ -28,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import compute_floor  # noqa: E402  (beside this script)
 
 from edgepipe.reports.profile import lines  # noqa: E402  (after the path: run from a checkout)
 from edgepipe.reports.rows import roofline_basis, roofline_cell  # noqa: E402
@@ -135,6 +138,8 @@ def main() -> None:
     print_profile("warm", warm)
     print_stages(cold["report"])
     print_cold_vs_warm(cold, warm)
+    print()
+    print("\n".join(compute_floor.lines(cold["report"])))
     if not args.keep and args.output is None:
         shutil.rmtree(out.parent, ignore_errors=True)
 

@@ -134,3 +134,68 @@ def test_a_reader_that_dies_after_the_timing_loses_only_the_mac_count(monkeypatc
     monkeypatch.setattr(latency_child, "run_limited", child(0, macs_line='macs {"macs_per_image": 42}'))
     assert latency_child.measure_in_child("openvino", "m.xml", 1, images, 0, 1, count_macs=True) == {
         "p50_ms": 1.5, "macs_per_image": 42}
+
+
+def _compute_floor():
+    """benchmarks/compute_floor.py, a script beside the benchmarks (not an installed module)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "compute_floor.py"
+    spec = importlib.util.spec_from_file_location("compute_floor", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _floor_report(stat_seconds: float) -> dict:
+    """A cold run's report.json, reduced to what the floor reads: 10 validation and 4 calibration images, 1e8
+    MACs per image, peaks of 1e9 (FP32) and 4e9 (INT8) MACs per second."""
+    def roof(kind, rate):
+        return {"of_peak": kind, "peak_macs_per_s": rate, "macs_per_image": 10**8, "isa": "avx2", "clock_ghz": 1.0,
+                "cores": 2}
+
+    lat = {"runs": 50, "warmup": 5}
+    artifacts = [
+        {"artifact": "keras/fp32 (reference)", "precision": "fp32", "latency": lat},
+        {"artifact": "tflite-arm/fp32", "precision": "fp32", "latency": {**lat, "roofline": roof("fp32", 1e9)}},
+        {"artifact": "tflite-arm/int8", "precision": "int8", "latency": {**lat, "roofline": roof("int8", 4e9)}},
+        {"artifact": "openvino-npu/int8", "precision": "int8"},  # scored on the CPU, not timed
+    ]
+    names = ["accuracy-reference", "latency-reference", "tflite-fp32", "accuracy-tflite-arm-fp32",
+             "latency-tflite-arm-fp32", "tflite-int8", "accuracy-tflite-arm-int8", "latency-tflite-arm-int8",
+             "nncf-int8-npu", "accuracy-openvino-npu-int8"]
+    walls = {"tflite-int8": 3.0, "nncf-int8-npu": stat_seconds}
+    return {"artifacts": artifacts,
+            "data": {"validation": {"count": 10}, "calibration": {"count": 30}, "quantization_calibration_size": 4},
+            "stages": [{"stage": n, "cached": False} for n in names],
+            "profile": {"by_kind": {"reference": {"wall_seconds": 13.0}, "accuracy": {"wall_seconds": 4.0},
+                                    "convert": {"wall_seconds": 1.0}},
+                        "stages": [{"stage": n, "cached": False, "self_wall_seconds": walls.get(n, 1.0)}
+                                   for n in names]}}
+
+
+def test_the_compute_floor_counts_every_pass_at_its_precisions_peak():
+    cf = _compute_floor()
+    got = cf.floor(_floor_report(stat_seconds=0.0))["seconds"]
+    # reference: 10 images + 55 timed runs in FP32; accuracy: 10 images each of FP32, INT8, and the untimed NPU
+    # IR (INT8, the FP32 model's MAC count); latency: 55 runs each; quantize: one FP32 pass over the 4
+    # calibration images for tflite-int8, none for an NNCF NPU stage that reused the CPU's statistics (0 s)
+    assert got == pytest.approx({"reference": 6.5, "accuracy": 1.0 + 0.25 + 0.25, "latency": 5.5 + 1.375,
+                                 "quantize": 0.4})
+    assert cf.floor(_floor_report(stat_seconds=9.0))["seconds"]["quantize"] == pytest.approx(0.8)
+    text = cf.lines(_floor_report(0.0), goal_seconds=20.0)
+    rows = {line.split()[0]: line.split()[1:] for line in text[2:6]}
+    assert rows["reference"] == ["6.5", "13.0", "0.50"] and rows["latency"] == ["6.9", "0.0", "—"]
+    assert text[6].split() == ["counted", "15.3", "17.0", "0.90"]
+    assert text[7] == "  not counted: 1.0 s wall in stages of kind convert"
+    assert "a cold run of 20 s would leave 5 s" in text[8]
+
+
+def test_the_compute_floor_needs_a_roofline_record():
+    cf = _compute_floor()
+    report = _floor_report(0.0)
+    for row in report["artifacts"]:
+        (row.get("latency") or {}).pop("roofline", None)
+    assert cf.floor(report) is None
+    assert cf.lines(report)[0].startswith("compute floor: no roofline record")

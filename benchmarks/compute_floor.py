@@ -7,15 +7,16 @@ work: every pass the run makes over images, counted in multiply-accumulates (the
 for each artifact's roofline, pipeline/validators/roofline.py) and divided by the peak for the pass's precision
 (the same peak: cores x clock x MACs per cycle, ../shared/BENCHMARKING.md). Counted, each at least once:
 
-- reference: the Keras model over the validation images, and its latency runs (warmup + runs), in FP32;
+- reference: the Keras model over the validation images, and its latency runs (warmup, timed and end-to-end
+  runs), in FP32;
 - accuracy: each artifact scored over the validation images, at its precision's peak (an artifact with no MAC
   count of its own, e.g. the NPU's IR scored on the CPU, takes the FP32 model's count);
 - quantize: one FP32 pass over the calibration images for each stage that collects statistics (equalization,
   TFLite, NNCF, ONNX Runtime; NNCF's NPU stage reuses the CPU stage's statistics and counts nothing when it
   took no time), the least a calibration can do;
-- latency: each artifact's warmup + timed runs.
+- latency: each artifact's warmup, timed and end-to-end runs (the latter from the image files).
 Not counted (so the floor stays a lower bound): conversions, compilation, probes, per-layer diagnoses, the
-latency stages' end-to-end and first-inference passes, and everything outside the forward passes.
+latency stages' first inference, and everything outside the forward passes.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def floor(report: dict) -> dict | None:
     ran = {s["stage"] for s in report["stages"]}  # a warm run's cached stages: the work its cold run did
     seconds: dict[str, float] = {}
 
+    def timed(lat: dict) -> int:
+        return lat["runs"] + lat.get("warmup", 0) + (lat.get("end_to_end") or {}).get("runs", 0)
+
     def add(kind: str, images: int, precision: str, per_image: int = macs) -> None:
         rate = peak.get(precision) or peak["fp32"]
         seconds[kind] = seconds.get(kind, 0.0) + images * per_image / rate
@@ -60,13 +64,13 @@ def floor(report: dict) -> dict | None:
             if "accuracy-reference" in ran:
                 add("reference", n_val, "fp32")
             if "latency-reference" in ran and lat.get("runs"):
-                add("reference", lat["runs"] + lat.get("warmup", 0), "fp32")
+                add("reference", timed(lat), "fp32")
             continue
         slug = name.replace("/", "-")
         if f"accuracy-{slug}" in ran:
             add("accuracy", n_val, precision, per_image)
         if f"latency-{slug}" in ran and lat.get("runs"):
-            add("latency", lat["runs"] + lat.get("warmup", 0), precision, per_image)
+            add("latency", timed(lat), precision, per_image)
     for stage in STATISTICS_STAGES:
         if stage in ran and costs.get(stage, {}).get("self_wall_seconds", 1.0) >= 0.5:
             add("quantize", n_cal, "fp32")

@@ -4,7 +4,7 @@
 
 Cold = an empty output directory (the example model itself stays in its own cache,
 ~/.cache/edgepipe; `--example-cache EMPTY_DIR` builds it into that directory instead, so its
-build is timed too). Warm = the same command again. Each run is one `edgepipe run` process; its
+build is timed too, and held against its own compute floor). Warm = the same command again. Each run is one `edgepipe run` process; its
 wall and CPU seconds (user + system of the process and its children) are measured here, and its
 time profile by stage kind (report.json `profile`: each stage's own wall and CPU seconds, mapped
 to a kind by the table in pipeline/reports/profile.py) is printed, and beside it the cold run's compute
@@ -130,6 +130,8 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     if args.example_cache is not None:
         env["EDGEPIPE_CACHE"] = str(args.example_cache.resolve())
+    examples = Path(env["EDGEPIPE_CACHE"]) / "examples" if args.example_cache is not None else None
+    built_here = examples is not None and not list(examples.glob("elpv-xception-*/_stage.json"))
     cold = run(out, env)
     warm = run(out, env)
 
@@ -140,6 +142,10 @@ def main() -> None:
     print_cold_vs_warm(cold, warm)
     print()
     print("\n".join(compute_floor.lines(cold["report"])))
+    if built_here:  # the cold run built the example into the empty cache
+        markers = {p.parent.name.rsplit("-", 1)[0]: json.loads(p.read_text())
+                   for p in examples.glob("elpv-*/_stage.json")}
+        print("\n".join(compute_floor.build_lines(cold["report"], markers)))
     if not args.keep and args.output is None:
         shutil.rmtree(out.parent, ignore_errors=True)
 

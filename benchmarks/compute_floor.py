@@ -103,6 +103,22 @@ def lines(report: dict, goal_seconds: float = 360.0) -> list[str]:
     return out
 
 
+def build_lines(report: dict, markers: dict[str, dict], goal_seconds: float = 120.0) -> list[str]:
+    """The example's build against its floor: the backbone's features over the train split at the FP32 peak.
+    `markers`: stage name (`elpv-features`, `elpv-xception`) -> its `_stage.json` in the example cache."""
+    found = floor(report)
+    feats, model = markers.get("elpv-features"), markers.get("elpv-xception")
+    if found is None or feats is None or model is None:
+        return ["example build: no cost recorded in the example cache, or no roofline record in the report"]
+    n = feats["meta"]["train_images"]
+    secs = n * found["macs_per_image"] / found["peak_macs_per_s"]["fp32"]
+    f_wall, m_wall = feats["cost"]["self_wall_seconds"], model["cost"]["self_wall_seconds"]
+    return [f"example build: {f_wall + m_wall:.1f} s wall (features of {n} train images {f_wall:.1f} s, decoding "
+            f"included; the head and the model {m_wall:.1f} s)",
+            f"  the features' floor at the FP32 peak: {secs:.1f} s ({secs / f_wall:.2f} of their wall); a build of "
+            f"{goal_seconds:.0f} s would leave {goal_seconds - secs:.0f} s for decoding, the head and the model"]
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(__doc__.splitlines()[2].strip())

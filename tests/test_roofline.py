@@ -201,3 +201,15 @@ def test_the_compute_floor_needs_a_roofline_record():
         (row.get("latency") or {}).pop("roofline", None)
     assert cf.floor(report) is None
     assert cf.lines(report)[0].startswith("compute floor: no roofline record")
+
+
+def test_the_example_build_is_held_against_its_features_floor():
+    cf = _compute_floor()
+    markers = {"elpv-features": {"meta": {"train_images": 30}, "cost": {"self_wall_seconds": 6.0}},
+               "elpv-xception": {"meta": {}, "cost": {"self_wall_seconds": 1.5}}}
+    text = cf.build_lines(_floor_report(0.0), markers, goal_seconds=10.0)
+    # 30 images x 1e8 MACs at the FP32 peak of 1e9 MACs per second: 3 s, half the features' 6 s
+    assert text[0].startswith("example build: 7.5 s wall (features of 30 train images 6.0 s")
+    assert "floor at the FP32 peak: 3.0 s (0.50 of their wall)" in text[1] and "would leave 7 s" in text[1]
+    assert cf.build_lines(_floor_report(0.0), {"elpv-xception": markers["elpv-xception"]})[0].startswith(
+        "example build: no cost recorded")

@@ -139,6 +139,48 @@ def test_publish_replaces_atomically_and_a_killed_publish_gets_its_previous_vers
     assert tempdirs.sweep(tmp_path) == 1 and (final / "model").read_text() == "v2"
 
 
+class _Stopped(BaseException):
+    """What this test's SIGTERM handler raises (as edgepipe's `Terminated` does)."""
+
+
+@pytest.fixture
+def sigterm_mid_mkdir(monkeypatch):
+    """SIGTERM sent to this process right after a temporary folder is created, before it is marked (the
+    window the reliability test's signal once hit on a loaded machine); the handler raises `_Stopped`."""
+    import signal
+
+    def stop(signum, frame):
+        raise _Stopped
+
+    real = tempdirs._start_ticks
+
+    def ticks_then_signal(pid):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(pid)
+
+    before = signal.signal(signal.SIGTERM, stop)
+    monkeypatch.setattr(tempdirs, "_start_ticks", ticks_then_signal)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def test_a_signal_while_a_temporary_folder_is_made_leaves_it_marked_or_gone(tmp_path, sigterm_mid_mkdir):
+    from edgepipe.core.cache import StageCache
+
+    with pytest.raises(_Stopped):  # held until the folder is marked: never an unmarked one, which no sweep removes
+        tempdirs.make_temp_dir(tmp_path / "art")
+    (left,) = tmp_path.iterdir()
+    assert tempdirs.read_marker(left) is not None
+    with pytest.raises(_Stopped):  # owned from birth: removed, and the block never ran
+        with tempdirs.owned_temp_dir(tmp_path / "art2"):
+            raise AssertionError("the block ran after the signal")
+    assert list(tmp_path.iterdir()) == [left]
+    ran = []
+    with pytest.raises(_Stopped):  # a stage interrupted as it starts: nothing left under the cache
+        StageCache(tmp_path / "cache").run("s", {}, lambda out: ran.append(out))
+    assert ran == [] and [p.name for p in (tmp_path / "cache").iterdir()] == [".locks"]
+
+
 # ---- 4. every file read is a regular file within limits ------------------------------------------
 def test_a_fifo_model_is_refused_not_waited_on(world):
     fifo = world["root"] / "fifo.keras"

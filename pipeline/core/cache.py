@@ -103,8 +103,8 @@ class StageCache:
 
     def _compute(self, name: str, key: str, inputs: dict, fn: Callable[[Path], dict | None]) -> StageResult:
         out = self.root / f"{name}-{key}"
-        tmp = tempdirs.make_temp_dir(out, stem=f"{name}-{key}")  # marked: only ever swept by its marker
-        try:
+        # marked: only ever swept by its marker; removed on any exception, a signal's included
+        with tempdirs.owned_temp_dir(out, stem=f"{name}-{key}") as tmp:
             with self.clock.span() as m:
                 meta = fn(tmp) or {}
             seconds = m.cost.wall
@@ -115,9 +115,6 @@ class StageCache:
                 shutil.rmtree(out)
             tempdirs.unmark(tmp)
             os.replace(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return StageResult(name, key, out, False, seconds, meta, m.cost)
 
     def sweep_temporaries(self) -> int:

@@ -15,6 +15,11 @@ role "old" holds the previous version of `final` under `previous/` and is put ba
 is missing (a publish killed between its two renames), else removed. A folder without such a
 marker is never touched, whatever its name: a user's own `.tmp-something-123` is safe.
 
+The folder is created and marked with Ctrl-C and SIGTERM held (pipeline/core/signals.py), so a signal
+never leaves it unmarked. `owned_temp_dir` is `make_temp_dir` as a context manager that also removes the
+folder on any exception in its block, a signal's included: the signals are held from before the folder
+exists until the block owns it.
+
 The marker is removed just before the folder is renamed into place, so published folders never
 carry one; a crash in that instant leaves an unmarked folder behind, which is never swept (litter,
 never a loss).
@@ -22,12 +27,15 @@ never a loss).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import socket
 from pathlib import Path
+
+from edgepipe.core import signals
 
 MARKER = ".edgepipe-temp.json"
 ROLES = ("tmp", "old")
@@ -58,21 +66,37 @@ def make_temp_dir(final: Path, role: str = "tmp", stem: str | None = None) -> Pa
     token = run_id().split("-", 1)[1]
     d = final.parent / f".{role}-{stem or final.name}-{token}-{os.getpid()}"
     n = 0
-    while True:
+    with signals.held():  # created and marked, or neither: never an unmarked folder left by a signal
+        while True:
+            try:
+                d.mkdir()
+                break
+            except FileExistsError:
+                n += 1
+                d = final.parent / f".{role}-{stem or final.name}-{token}{n}-{os.getpid()}"
+        record = {"edgepipe_temp": 1, "run_id": run_id(), "pid": os.getpid(), "start": _start_ticks(os.getpid()),
+                  "host": socket.gethostname(), "dir": d.name, "role": role, "final": final.name}
         try:
-            d.mkdir()
-            break
-        except FileExistsError:
-            n += 1
-            d = final.parent / f".{role}-{stem or final.name}-{token}{n}-{os.getpid()}"
-    record = {"edgepipe_temp": 1, "run_id": run_id(), "pid": os.getpid(), "start": _start_ticks(os.getpid()),
-              "host": socket.gethostname(), "dir": d.name, "role": role, "final": final.name}
-    try:
-        (d / MARKER).write_text(json.dumps(record))
-    except BaseException:
-        shutil.rmtree(d, ignore_errors=True)
-        raise
+            (d / MARKER).write_text(json.dumps(record))
+        except BaseException:
+            shutil.rmtree(d, ignore_errors=True)
+            raise
     return d
+
+
+@contextlib.contextmanager
+def owned_temp_dir(final: Path, role: str = "tmp", stem: str | None = None):
+    """`make_temp_dir`, removed again when the block raises (a signal included: see the module doc). A block
+    that publishes the folder (renames it into place) leaves nothing for the removal to find."""
+    d = None
+    try:
+        with signals.held():
+            d = make_temp_dir(final, role, stem)
+        yield d  # a signal that came while the folder was made is raised here, inside the try
+    except BaseException:
+        if d is not None:
+            shutil.rmtree(d, ignore_errors=True)
+        raise
 
 
 def unmark(tmp: Path) -> None:

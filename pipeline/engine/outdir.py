@@ -78,9 +78,10 @@ def write_guard(out: Path):
         raise fail from err
 
 
-def make_temp_dir(final: Path) -> Path:
-    """A marked temporary folder beside `final` (see edgepipe.core.tempdirs): fill it, then `publish_dir`."""
-    return tempdirs.make_temp_dir(Path(final))
+def owned_temp_dir(final: Path):
+    """A marked temporary folder beside `final` (see edgepipe.core.tempdirs), removed if the block raises: fill
+    it, then `publish_dir`."""
+    return tempdirs.owned_temp_dir(Path(final))
 
 
 def publish_dir(tmp: Path, final: Path) -> None:

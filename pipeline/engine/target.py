@@ -9,7 +9,6 @@ ConfigError) aborts the run instead: nothing downstream of it can be trusted.
 from __future__ import annotations
 
 import json
-import shutil
 import traceback
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from edgepipe.core.labels import check_outputs
 from edgepipe.core.versions import host_facts, tool_versions
 from edgepipe.engine.availability import host_gap, mark, unbuildable_row
 from edgepipe.engine.context import RunContext
-from edgepipe.engine.outdir import link_or_copy, make_temp_dir, publish_dir, write_failure
+from edgepipe.engine.outdir import link_or_copy, owned_temp_dir, publish_dir, write_failure
 from edgepipe.engine.probe import probed_stage
 from edgepipe.engine.reference import scores_stage
 from edgepipe.reports.model_card import write_model_card
@@ -33,8 +32,7 @@ from edgepipe.validators.base import ValidationInputs, validate
 
 def publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
     final = Path(ctx.cfg.output) / "artifacts" / art.name.replace("/", "-")
-    tmp = make_temp_dir(final)
-    try:
+    with owned_temp_dir(final) as tmp:  # never leave a half-written artifact directory
         for f in art.files:
             link_or_copy(art.path.parent / f, tmp / f)
         (tmp / "labels.txt").write_text("\n".join(ctx.labels) + "\n", encoding="utf-8")
@@ -43,9 +41,6 @@ def publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
         published.write(tmp, record_extra)
         write_model_card(tmp / "README.md", ctx, published, record_extra, artifact_facts(art))
         publish_dir(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # never leave a half-written artifact directory
-        raise
     return final
 
 

@@ -126,6 +126,16 @@ def test_only_marked_folders_of_dead_processes_are_swept(tmp_path):
     assert {alive.name, elsewhere.name, copied.name, garbage.name, fifo.name, link.name} <= left
 
 
+def test_a_scratch_folder_is_gone_when_its_block_ends_either_way(tmp_path):
+    with tempdirs.scratch_beside(tmp_path / "a.tar") as shell:
+        (shell / "a.tar").write_text("x")
+        os.replace(shell / "a.tar", tmp_path / "a.tar")
+    with pytest.raises(OSError), tempdirs.scratch_beside(tmp_path / "b.tar") as shell:
+        (shell / "b.tar").write_text("x")
+        raise OSError("disk full")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tar"]
+
+
 def test_publish_replaces_atomically_and_a_killed_publish_gets_its_previous_version_back(tmp_path):
     final = tmp_path / "art"
     for version in ("v1", "v2"):
@@ -173,6 +183,10 @@ def test_a_signal_while_a_temporary_folder_is_made_leaves_it_marked_or_gone(tmp_
     assert tempdirs.read_marker(left) is not None
     with pytest.raises(_Stopped):  # owned from birth: removed, and the block never ran
         with tempdirs.owned_temp_dir(tmp_path / "art2"):
+            raise AssertionError("the block ran after the signal")
+    assert list(tmp_path.iterdir()) == [left]
+    with pytest.raises(_Stopped):  # the scratch folders of bundles, archives and atomic writes alike
+        with tempdirs.scratch_beside(tmp_path / "bundle-v1"):
             raise AssertionError("the block ran after the signal")
     assert list(tmp_path.iterdir()) == [left]
     ran = []

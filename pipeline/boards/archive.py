@@ -33,17 +33,16 @@ def pack(bundle_dir: Path, archive: Path) -> Path:
     files, links = bundle_files(str(bundle_dir))
     if links:
         raise BundleError(f"pack {str(bundle_dir)!r}: expected regular files only. Received links: {links}")
-    shell = tempdirs.make_temp_dir(archive)
-    tmp = shell / archive.name
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-        for rel in files:
-            info = tar.gettarinfo(str(bundle_dir / rel), arcname=f"{bundle_dir.name}/{rel}")
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with open(bundle_dir / rel, "rb") as f:
-                tar.addfile(info, f)
-    os.replace(tmp, archive)
-    shutil.rmtree(shell, ignore_errors=True)
+    with tempdirs.scratch_beside(archive) as shell:
+        tmp = shell / archive.name
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for rel in files:
+                info = tar.gettarinfo(str(bundle_dir / rel), arcname=f"{bundle_dir.name}/{rel}")
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with open(bundle_dir / rel, "rb") as f:
+                    tar.addfile(info, f)
+        os.replace(tmp, archive)
     return archive
 
 
@@ -107,24 +106,22 @@ def unpack(archive: Path, dest_parent: Path) -> Path:
         final = dest_parent / top
         if final.exists():
             raise BundleError(f"{what}: expected {str(final)!r} not to exist. Received: it exists")
-        shell = tempdirs.make_temp_dir(final, stem=f"unpack-{top}")
-        tmp = shell / top
-        tmp.mkdir()
-        try:
-            for m in members:
-                rel = m.name.rstrip("/").split("/", 1)
-                target = tmp.joinpath(*rel[1].split("/")) if len(rel) == 2 else tmp
-                if m.isdir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tar.extractfile(m)
-                with src, open(target, "xb") as dst:
-                    shutil.copyfileobj(src, dst)
-            os.rename(tmp, final)
-        except (EOFError, tarfile.TarError) as err:
-            raise BundleError(f"{what}: expected a readable .tar archive. Received: {type(err).__name__}: "
-                              f"{err}") from None
-        finally:
-            shutil.rmtree(shell, ignore_errors=True)
+        with tempdirs.scratch_beside(final, stem=f"unpack-{top}") as shell:
+            tmp = shell / top
+            tmp.mkdir()
+            try:
+                for m in members:
+                    rel = m.name.rstrip("/").split("/", 1)
+                    target = tmp.joinpath(*rel[1].split("/")) if len(rel) == 2 else tmp
+                    if m.isdir():
+                        target.mkdir(parents=True, exist_ok=True)
+                        continue
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    src = tar.extractfile(m)
+                    with src, open(target, "xb") as dst:
+                        shutil.copyfileobj(src, dst)
+                os.rename(tmp, final)
+            except (EOFError, tarfile.TarError) as err:
+                raise BundleError(f"{what}: expected a readable .tar archive. Received: {type(err).__name__}: "
+                                  f"{err}") from None
     return final

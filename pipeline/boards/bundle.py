@@ -78,11 +78,11 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
         raise BundleError(expected_received(f"bundle store {str(out)!r}", f"no {final.name!r} yet (bundles are never "
                                             "overwritten)", f"{str(final)!r} exists and is not a bundle "
                                             "(no manifest.json)" if not (final / MANIFEST).is_file() else "it exists"))
-    shell = tempdirs.make_temp_dir(final)  # marked as edgepipe's (edgepipe.core.tempdirs); the bundle is built
-    tmp = shell / final.name  # inside it, so the marker is never part of the bundle's file set
-    (tmp / "sample").mkdir(parents=True)
-    kept, left_out = board_files(record["files"])
-    try:
+    # the bundle is built in a marked folder (edgepipe.core.tempdirs), removed however this ends
+    with tempdirs.scratch_beside(final) as shell:
+        tmp = shell / final.name  # inside it, so the marker is never part of the bundle's file set
+        (tmp / "sample").mkdir(parents=True)
+        kept, left_out = board_files(record["files"])
         copied = kept + list(ARTIFACT_FILES)
         if (artifact_dir / MODEL_CARD).is_file():
             copied.append(MODEL_CARD)
@@ -119,8 +119,6 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
         seal(tmp, manifest, key)
         verify(tmp, None)  # the file set we just wrote must verify before it is published
         os.rename(tmp, final)  # never replaces: a bundle that appeared meanwhile makes this fail
-    finally:
-        shutil.rmtree(shell, ignore_errors=True)
     return final
 
 

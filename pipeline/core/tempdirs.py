@@ -18,7 +18,8 @@ marker is never touched, whatever its name: a user's own `.tmp-something-123` is
 The folder is created and marked with Ctrl-C and SIGTERM held (pipeline/core/signals.py), so a signal
 never leaves it unmarked. `owned_temp_dir` is `make_temp_dir` as a context manager that also removes the
 folder on any exception in its block, a signal's included: the signals are held from before the folder
-exists until the block owns it.
+exists until the block owns it. `scratch_beside` is the same for a folder whose result is moved out of
+it: removed when the block ends, however it ends.
 
 The marker is removed just before the folder is renamed into place, so published folders never
 carry one; a crash in that instant leaves an unmarked folder behind, which is never swept (litter,
@@ -99,6 +100,17 @@ def owned_temp_dir(final: Path, role: str = "tmp", stem: str | None = None):
         raise
 
 
+@contextlib.contextmanager
+def scratch_beside(final: Path, stem: str | None = None):
+    """An `owned_temp_dir` beside `final` for work whose result is renamed out of it (a bundle, an archive, a
+    file): removed when the block ends, whether it succeeded or raised."""
+    with owned_temp_dir(final, stem=stem) as d:
+        try:
+            yield d
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def unmark(tmp: Path) -> None:
     """Remove the marker just before `tmp` is renamed into place."""
     (Path(tmp) / MARKER).unlink(missing_ok=True)
@@ -128,12 +140,9 @@ def publish_dir(tmp: Path, final: Path) -> None:
 def atomic_write_text(path: Path, text: str) -> Path:
     """Write `path` through a marked temporary folder beside it, then one rename: never half-written."""
     path = Path(path)
-    tmp = make_temp_dir(path)
-    try:
+    with scratch_beside(path) as tmp:
         (tmp / path.name).write_text(text, encoding="utf-8")
         os.replace(tmp / path.name, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

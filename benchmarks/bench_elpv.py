@@ -4,14 +4,15 @@
 
 Cold = an empty output directory (the example model itself stays in its own cache,
 ~/.cache/edgepipe; `--example-cache EMPTY_DIR` builds it into that directory instead, so its
-build is timed too, and held against its own compute floor). Warm = the same command again. Each run is one `edgepipe run` process; its
-wall and CPU seconds (user + system of the process and its children) are measured here, and its
-time profile by stage kind (report.json `profile`: each stage's own wall and CPU seconds, mapped
-to a kind by the table in pipeline/reports/profile.py) is printed, and beside it the cold run's compute
-floor: its forward passes at this CPU's peak MAC rate (compute_floor.py). The load average before and
-after each run is printed too: on a shared machine read the CPU seconds and the shares, not the
-wall seconds. Latency numbers are medians over each artifact's timed runs, measured in one
-process per run on this machine; compare ratios, not absolute values, across machines.
+build is timed too, and held against its own compute floor). Warm = the same command again.
+Each run is one `edgepipe run` process; its wall and CPU seconds (user + system of the process
+and its children) are measured here, and its time profile by stage kind (report.json `profile`:
+each stage's own wall and CPU seconds, mapped to a kind by the table in
+pipeline/reports/profile.py) is printed, and beside it the cold run's compute floor: its forward
+passes at this CPU's peak MAC rate (compute_floor.py). The load average before and after each
+run is printed too: on a shared machine read the CPU seconds and the shares, not the wall
+seconds. Latency numbers are medians over each artifact's timed runs, measured in one process
+per run on this machine; compare ratios, not absolute values, across machines.
 """
 
 from __future__ import annotations

@@ -42,7 +42,8 @@ def floor(report: dict) -> dict | None:
     peak = {"fp32": fp32["peak_macs_per_s"], "int8": (int8 or {}).get("peak_macs_per_s")}
     macs = fp32["macs_per_image"]
     n_val = report["data"]["validation"]["count"]
-    n_cal = report["data"].get("quantization_calibration_size") or report["data"]["calibration"]["count"]
+    calibration = report["data"].get("calibration") or {}
+    n_cal = report["data"].get("quantization_calibration_size") or calibration.get("count", 0)
     costs = {s["stage"]: s.get("cost_when_it_ran") or s
              for s in (report.get("profile") or {}).get("stages", [])}
     ran = {s["stage"] for s in report["stages"]}  # a warm run's cached stages: the work its cold run did

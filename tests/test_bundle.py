@@ -163,6 +163,9 @@ def _tar(path, members):
     ([("b/ok", "file", None), ("b/link", "sym", "/etc/passwd")], "a link: 'b/link'"),
     ([("b/ok", "file", None), ("b/hard", "hard", "b/ok")], "a link: 'b/hard'"),
     ([("b/ok", "file", None), ("c/ok", "file", None)], "one top-level"),
+    # a lone file where the bundle directory belongs (found by the property test's random pass: a traceback before)
+    ([("b", "file", None)], "a file 'b' at the top level"),
+    ([("b/ok", "file", None), ("c", "file", None)], "a file 'c' at the top level"),
 ])
 def test_archive_with_escaping_paths_or_links_refused_before_writing(tmp_path, members, needle):
     archive = _tar(tmp_path / "evil.tar", members)

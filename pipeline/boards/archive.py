@@ -75,6 +75,9 @@ def check_members(tar: tarfile.TarFile, what: str, archive_bytes: int | None = N
         if not (m.isfile() or m.isdir()):
             raise BundleError(f"{what}: expected regular files and directories. Received: {m.name!r} "
                               f"(tar type {m.type!r})")
+        if "/" not in name and not m.isdir():  # the top level holds the bundle's directory, nothing else
+            raise BundleError(f"{what}: expected one top-level bundle directory. Received: a file {m.name!r} at "
+                              "the top level")
         if name in seen:
             raise BundleError(f"{what}: expected each path once. Received {m.name!r} twice")
         seen.add(name)

@@ -149,6 +149,22 @@ def test_truncated_tflite(models, tmp_path):
         pf.analyze(path)
 
 
+def test_names_that_are_not_utf8_are_shown_replaced_not_raised_on(tmp_path):
+    """A tensor name is a string inside the (untrusted) file; one that is not UTF-8 (found by a random fuzz of
+    `edgepipe preflight`: a UnicodeDecodeError traceback before) is read with the bad bytes replaced."""
+    from edgepipe.formats import tflite
+    from tests.fixtures.model_files import TINY_TFLITE
+
+    data = TINY_TFLITE.read_bytes()
+    at = data.index(b"Mean/reduction_indices")
+    path = tmp_path / "names.tflite"
+    path.write_bytes(data[:at] + b"\xa8" + data[at + 1:])  # same length: the flatbuffer stays valid
+    report = pf.analyze(path)
+    names = {t.name for op in report.ops for t in op.inputs}
+    assert "\ufffdean/reduction_indices" in names
+    assert tflite.text(b"x\xa8y") == "x\ufffdy" and tflite.text("plain") == "plain"
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         pf.analyze(tmp_path / "nope.tflite")

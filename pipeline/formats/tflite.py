@@ -54,6 +54,12 @@ def seq(v) -> list:
     return [] if v is None else list(v)
 
 
+def text(v) -> str:
+    """A flatbuffer string field (tensor, metadata or custom-op name) as text: the file is untrusted, so bytes that
+    are not UTF-8 are replaced, not raised on."""
+    return v.decode("utf-8", errors="replace") if isinstance(v, bytes) else str(v)
+
+
 def enum_names(cls) -> dict[int, str]:
     """{value: name} of a schema enum (BuiltinOperator, TensorType)."""
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
@@ -65,8 +71,7 @@ def op_name(schema, model, opcode_index: int) -> str:
     builtin = max(code.builtinCode or 0, code.deprecatedBuiltinCode or 0)
     name = enum_names(schema.BuiltinOperator).get(builtin, f"BUILTIN_{builtin}")
     if name == "CUSTOM":
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
-        return f"CUSTOM({custom})"
+        return f"CUSTOM({text(code.customCode)})"
     return name
 
 
@@ -138,8 +143,8 @@ def input_tensor(path: Path) -> dict:
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     q = t.quantization
     scale, zero = (seq(q.scale), seq(q.zeroPoint)) if q is not None else ([], [])
-    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
-    out = {"name": name, "shape": [int(d) for d in seq(t.shape)], "dtype": types.get(t.type, str(t.type)).lower()}
+    out = {"name": text(t.name), "shape": [int(d) for d in seq(t.shape)],
+           "dtype": types.get(t.type, str(t.type)).lower()}
     if scale:
         out.update(scale=float(scale[0]), zero_point=int(zero[0]) if zero else 0)
     return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from edgepipe.formats.tflite import op_name, read_tflite, seq
+from edgepipe.formats.tflite import op_name, read_tflite, seq, text
 
 # (op, version) -> minimum runtime version, from runtime_version.cc.
 MIN_RUNTIME: dict[tuple[str, int], str] = {
@@ -97,11 +97,11 @@ def min_runtime_version(path: str | Path) -> RuntimeRequirement:
 
 def _metadata_version(model) -> str | None:
     for md in model.metadata or []:
-        name = md.name.decode() if isinstance(md.name, bytes) else str(md.name)
+        name = text(md.name)
         if name == "min_runtime_version":
             data = model.buffers[md.buffer].data
             if data is None:
                 return None
-            text = bytes(bytearray(data)).split(b"\0", 1)[0].decode("ascii", "replace").strip()
-            return text or None
+            version = bytes(bytearray(data)).split(b"\0", 1)[0].decode("ascii", "replace").strip()
+            return version or None
     return None

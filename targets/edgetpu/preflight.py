@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgepipe.core.errors import expected_received
-from edgepipe.formats.tflite import enum_names, op_name, read_tflite, seq
+from edgepipe.formats.tflite import enum_names, op_name, read_tflite, seq, text
 from edgepipe.targets.edgetpu import ops as edgetpu_ops
 
 # Edge TPU on-chip SRAM for parameters. Approximate: of the 8 MB, some is used for other things
@@ -105,7 +105,7 @@ def _buffer_bytes(model, buffer_index: int) -> int:
 def _tensor(model, sg, index: int, dtype_names: dict[int, str]) -> TensorInfo:
     t = sg.tensors[index]
     shape = tuple(int(v) for v in (seq(t.shapeSignature) or seq(t.shape)))
-    name = t.name.decode() if isinstance(t.name, bytes) else str(t.name)
+    name = text(t.name)
     return TensorInfo(int(index), name, dtype_names.get(t.type, str(t.type)).lower(), shape,
                       _buffer_bytes(model, t.buffer) > 0)
 

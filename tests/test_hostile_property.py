@@ -3,7 +3,7 @@ exits 0/1/2/3 within a time limit, prints no traceback, and writes nothing outsi
 
 Each example is a real `edgepipe` process in a fresh sandbox whose HOME, TMPDIR and caches point
 inside it; everything in the sandbox except the output folder is compared before and after (so are
-the temporary and home folders: children must clean up). Bounded: 10 examples plus two explicit
+the temporary and home folders: children must clean up). Bounded: 10 examples plus three explicit
 ones, derandomized.
 """
 
@@ -107,6 +107,18 @@ def archive_case(draw):
     return {"cmd": "verify", "archive": raw, "suffix": draw(st.sampled_from([".tar", ".tar.gz"]))}
 
 
+def _non_utf8_name(data: bytes) -> bytes:
+    """The tiny .tflite with one tensor name no longer UTF-8 (same length: the flatbuffer stays valid)."""
+    at = data.index(b"Mean/reduction_indices")
+    return data[:at] + b"\xa8" + data[at + 1:]
+
+
+@st.composite
+def model_case(draw):
+    data = draw(st.one_of(blobs, mutated(TINY_TFLITE.read_bytes()), st.just(_non_utf8_name(TINY_TFLITE.read_bytes()))))
+    return {"cmd": draw(st.sampled_from(["preflight", "init"])), "artifact": data}
+
+
 @st.composite
 def bundle_case(draw):
     record = draw(st.one_of(st.just(b""), blobs, st.builds(lambda f, t: json.dumps(
@@ -151,6 +163,9 @@ def _prepare(box: Path, case: dict, base) -> list:
         extra = ["--runs", 10, "--images", 2] if cmd == "bench" else []
         return [cmd, art, "--data", box / "data", "--preprocessing", "unit", "--threads", case["threads"],
                 "--child-timeout", 20, "--memory-mb", 2048, *extra]
+    if cmd in ("preflight", "init"):
+        (box / "m.tflite").write_bytes(case["artifact"])
+        return [cmd, box / "m.tflite", *(["--output", box / "out" / "pipeline.yaml"] if cmd == "init" else ["--json"])]
     if cmd == "verify":
         (box / f"b{case['suffix']}").write_bytes(case["archive"])
         return ["verify", box / f"b{case['suffix']}", "--pubkey", base["pub"]]
@@ -164,7 +179,7 @@ def _prepare(box: Path, case: dict, base) -> list:
 
 
 CASES = {"run": run_case(), "sweep": sweep_case(), "validate/bench": artifact_case(), "verify": archive_case(),
-         "bundle": bundle_case()}
+         "bundle": bundle_case(), "preflight/init": model_case()}
 
 
 @settings(max_examples=EXAMPLES, deadline=None, derandomize="EDGEPIPE_HOSTILE_EXAMPLES" not in os.environ,
@@ -172,6 +187,7 @@ CASES = {"run": run_case(), "sweep": sweep_case(), "validate/bench": artifact_ca
 @given(case=st.sampled_from(sorted(CASES)).flatmap(CASES.get))
 @example(case={"cmd": "verify", "archive": b"\x1f\x8b\x08\x00" + bytes(40), "suffix": ".tar.gz"})
 @example(case={"cmd": "bundle", "record": b"", "out_is_file": True})
+@example(case={"cmd": "preflight", "artifact": _non_utf8_name(TINY_TFLITE.read_bytes())})
 def test_cli_entry_points_on_random_inputs(base, case):
     event(case["cmd"])
     box = _sandbox(base)

@@ -272,7 +272,7 @@ def onnx_errors(fp32: Path, int8: Path, images: np.ndarray, workdir: Path,
     import onnx
     import onnxruntime as ort
 
-    from edgepipe.formats.onnx import exact_int8_config
+    from edgepipe.formats.onnx import exact_int8_config, session_options
 
     mf, mq = onnx.load(str(fp32)), onnx.load(str(int8))
     inits = {i.name for i in mf.graph.initializer}
@@ -307,10 +307,7 @@ def onnx_errors(fp32: Path, int8: Path, images: np.ndarray, workdir: Path,
         p = Path(workdir) / f"debug_{tag}.onnx"
         onnx.save(m, str(p))
         paths.append(p)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    for key, value in exact_int8_config().items():  # as the deployed runner computes the int8 model
-        so.add_session_config_entry(key, value)
+    so = session_options(threads, exact_int8_config())  # as the deployed runner computes the int8 model
     sf, sq = (ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for p in paths)
     f_names = [o.name for o in sf.get_outputs()]
     q_names = [o.name for o in sq.get_outputs()]

@@ -86,6 +86,20 @@ def exact_int8_key() -> dict:
     return {"session_config": config} if config else {}
 
 
+def session_options(threads: int, config: dict[str, str]):
+    """The SessionOptions edgepipe runs a model with: `threads` intra-op threads, one inter-op thread, every graph
+    optimization, and the session config entries `config` (e.g. `exact_int8_config()`)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    for key, value in config.items():
+        opts.add_session_config_entry(key, value)
+    return opts
+
+
 class ONNXRunner:
     """ONNX Runtime, CPU execution provider. A symbolic batch means 1; NCHW only by an
     explicit `layout` as for OpenVINORunner. `predict_many` (accuracy passes) runs one session with
@@ -97,13 +111,8 @@ class ONNXRunner:
 
         self.runtime = "onnxruntime"
         self.config = exact_int8_config() if config is None else dict(config)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        for key, value in self.config.items():
-            opts.add_session_config_entry(key, value)
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), session_options(threads, self.config),
+                                            providers=["CPUExecutionProvider"])
         self.info = {"session_config": dict(self.config)}
         self.path, self.threads = Path(path), threads
         inp = self.session.get_inputs()[0]

@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 import compute_floor  # noqa: E402  (beside this script)
 
-from edgepipe.reports.profile import lines  # noqa: E402  (after the path: run from a checkout)
+from edgepipe.core.cache import MARKER  # noqa: E402  (after the path: run from a checkout)
+from edgepipe.reports.profile import lines  # noqa: E402
 from edgepipe.reports.rows import roofline_basis, roofline_cell  # noqa: E402
 
 
@@ -132,7 +133,7 @@ def main() -> None:
     if args.example_cache is not None:
         env["EDGEPIPE_CACHE"] = str(args.example_cache.resolve())
     examples = Path(env["EDGEPIPE_CACHE"]) / "examples" if args.example_cache is not None else None
-    built_here = examples is not None and not list(examples.glob("elpv-xception-*/_stage.json"))
+    built_here = examples is not None and not list(examples.glob(f"elpv-xception-*/{MARKER}"))
     cold = run(out, env)
     warm = run(out, env)
 
@@ -145,7 +146,7 @@ def main() -> None:
     print("\n".join(compute_floor.lines(cold["report"])))
     if built_here:  # the cold run built the example into the empty cache
         markers = {p.parent.name.rsplit("-", 1)[0]: json.loads(p.read_text())
-                   for p in examples.glob("elpv-*/_stage.json")}
+                   for p in examples.glob(f"elpv-*/{MARKER}")}
         print("\n".join(compute_floor.build_lines(cold["report"], markers)))
     if not args.keep and args.output is None:
         shutil.rmtree(out.parent, ignore_errors=True)

@@ -33,8 +33,6 @@ def floor(report: dict) -> dict | None:
     None when none has one (no peak row for this CPU, or no latency stage ran)."""
     roofs = {r["artifact"]: (r.get("latency") or {}).get("roofline") for r in report["artifacts"]}
     known = [x for x in roofs.values() if x]
-    if not known:
-        return None
     fp32 = next((x for x in known if x["of_peak"] == "fp32"), None)
     int8 = next((x for x in known if x["of_peak"] == "int8"), None)
     if fp32 is None:
@@ -79,6 +77,11 @@ def floor(report: dict) -> dict | None:
             "peak_macs_per_s": peak, "isa": fp32["isa"], "clock_ghz": fp32["clock_ghz"], "cores": fp32["cores"]}
 
 
+def _cold_wall(kind: dict) -> float:
+    """A profile kind's wall seconds when it ran: its own, plus what its cached stages cost when they ran."""
+    return kind.get("wall_seconds", 0.0) + kind.get("cached_cost_wall_seconds", 0.0)
+
+
 def lines(report: dict, goal_seconds: float = 360.0) -> list[str]:
     found = floor(report)
     if found is None:
@@ -90,14 +93,12 @@ def lines(report: dict, goal_seconds: float = 360.0) -> list[str]:
            f"  {'kind':10} {'floor s':>8} {'cold wall s':>12} {'floor / wall':>13}"]
     total_floor = total_wall = 0.0
     for kind, secs in found["seconds"].items():
-        k = by_kind.get(kind, {})
-        wall = k.get("wall_seconds", 0.0) + k.get("cached_cost_wall_seconds", 0.0)  # a warm report: the cold cost
+        wall = _cold_wall(by_kind.get(kind, {}))  # a warm report: the cold cost
         total_floor, total_wall = total_floor + secs, total_wall + wall
         out.append(f"  {kind:10} {secs:8.1f} {wall:12.1f} {f'{secs / wall:.2f}' if wall else '—':>13}")
     share = f"{total_floor / total_wall:.2f}" if total_wall else "—"
     out.append(f"  {'counted':10} {total_floor:8.1f} {total_wall:12.1f} {share:>13}")
-    rest = {kind: k.get("wall_seconds", 0.0) + k.get("cached_cost_wall_seconds", 0.0)
-            for kind, k in by_kind.items() if kind not in found["seconds"]}
+    rest = {kind: _cold_wall(k) for kind, k in by_kind.items() if kind not in found["seconds"]}
     out.append(f"  not counted: {sum(rest.values()):.1f} s wall in stages of kind {', '.join(rest)}")
     out.append(f"  a cold run of {goal_seconds:.0f} s would leave {goal_seconds - total_floor:.0f} s for everything "
                f"else, with every counted pass at 100% of the peak")

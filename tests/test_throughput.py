@@ -144,3 +144,22 @@ def test_per_core_keeps_image_order_counts_progress_and_raises_a_workers_error()
         per_core(lambda: _Slow(fail_on=17.0), 2, images)
     assert per_core(make, 4, images[:1]).shape == (1, 2) and len(made) == 4  # never more workers than images
     assert throughput.one_by_one(_Slow(), images[:3]).shape == (3, 2)
+
+
+FOREIGN = {"tflite-arm/int8": "tflite", "openvino-cpu/int8": "openvino-ir", "onnx-cpu/int8": "onnx"}
+
+
+@pytest.mark.parametrize("name", list(FOREIGN))
+def test_a_foreign_model_is_scored_in_its_child_with_the_batch_1_scores(tiny_built, name):
+    """`edgepipe validate` scores a model it did not build in a limited child (`run_foreign`), on the
+    runtime's throughput path there too: the same scores as the same runner image by image, in this process."""
+    from edgepipe.core.children import Limits
+    from edgepipe.engine.probe import run_foreign
+    from edgepipe.formats.runners import open_runner
+
+    fmt, path = FOREIGN[name], tiny_built.artifact(name).path
+    images = tiny_built.ctx.validation.images
+    seen = []
+    facts = run_foreign(path, fmt, 2, Limits(60.0, 8192), images, seen.append)
+    assert sum(seen) == len(images) and facts["layout"] == "nhwc"
+    _check(facts["scores"], one_by_one(open_runner(fmt, path, 2), images), exact=fmt == "tflite")

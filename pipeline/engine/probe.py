@@ -6,7 +6,9 @@ allocate without bound. The parent never finds out the hard way: a child process
 interpreter: `python -m edgepipe.engine.probe`, supervised by `edgepipe.core.children`) limits its
 own address space (RLIMIT_AS), CPU time and core dumps, builds the artifact's runner exactly as
 the validators do (the target's `make_runner(artifact, threads, **runner_params)`; a foreign file:
-`open_runner`), and runs one inference on a zero image. The parent kills the child's whole
+`open_runner`), and runs one inference on a zero image; a foreign model's images are then scored on
+its runtime's throughput path (`validators.accuracy.predict_all`: the batch-1 scores, sooner;
+tests/test_throughput.py). The parent kills the child's whole
 process group when it stops making progress for the timeout, and turns every failure (signal,
 exit code, timeout, memory limit) into an `ArtifactProbeError` naming the artifact and what
 happened. Only then does the parent load the artifact itself; a foreign model never is.
@@ -162,12 +164,16 @@ def _child(req: dict) -> dict:
     facts.update(load_s=round(load_s, 3), first_s=round(time.perf_counter() - t0, 3), output_shape=list(y.shape),
                  runtime=getattr(runner, "runtime", None))
     if req.get("images"):
+        from edgepipe.validators.accuracy import predict_all
+
         images = np.load(req["images"], allow_pickle=False)
-        scores = np.empty((len(images), int(np.prod(y.shape))), np.float32)
-        for i, img in enumerate(images):
-            scores[i] = np.asarray(runner.predict(img), dtype=np.float32).reshape(-1)
-            sys.stdout.write("progress 1\n")
+
+        def tick(n: int) -> None:  # the throughput paths call this under their own lock
+            sys.stdout.write(f"progress {n}\n")
             sys.stdout.flush()
+
+        # the runtime's throughput path, as the pipeline's accuracy passes: the batch-1 scores, sooner
+        scores = np.asarray(predict_all(runner, images, tick), dtype=np.float32).reshape(len(images), y.size)
         np.save(req["scores"], scores)
     return facts
 

@@ -144,6 +144,7 @@ def ort_to_budget(model: Path, out: Path, calib: np.ndarray, control, recipe=Non
     (a recipe_stages.ControlSet), and the latency cost of those nodes against the plain QDQ model."""
     from edgepipe.formats.runners import ONNXRunner
     from edgepipe.quantize.accuracy_aware import greedy_budget, latency_cost
+    from edgepipe.validators.accuracy import predict_all
 
     out = Path(out)
     plain = quantize_qdq(model, out, calib, recipe, name="plain.onnx")
@@ -154,7 +155,7 @@ def ort_to_budget(model: Path, out: Path, calib: np.ndarray, control, recipe=Non
         if nodes not in built:
             built[nodes] = quantize_qdq(model, out, calib, recipe, nodes, name=f"step{len(nodes)}.onnx")
         runner = ONNXRunner(built[nodes], threads)
-        return control.metrics(np.stack([runner.predict(img) for img in control.images]))
+        return control.metrics(predict_all(runner, control.images))  # the throughput path: the batch-1 scores
 
     res = greedy_budget([r["node"] for r in ranking], evaluate, control.budget, control.reference_top1,
                         max_float_layers)

@@ -152,6 +152,7 @@ def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control, t
     When layers were kept in float, their latency cost is measured side by side with the model that
     keeps none (`res.latency_cost`)."""
     from edgepipe.formats.runners import TFLiteRunner
+    from edgepipe.validators.accuracy import predict_all
 
     debugger = tflite_debugger(saved_model, calib, control.images[:debug_images], per_tensor)
     ranking = rank_tflite_layers(debugger)
@@ -164,7 +165,7 @@ def tflite_to_budget(saved_model: Path, out: Path, calib: np.ndarray, control, t
             f.write(blob)
             f.flush()
             runner = TFLiteRunner(Path(f.name), threads)
-            scores = np.stack([runner.predict(img) for img in control.images])
+            scores = predict_all(runner, control.images)  # the throughput path: the batch-1 scores
         return control.metrics(scores)
 
     res = greedy_budget([r["tensor"] for r in ranking], evaluate, control.budget, control.reference_top1,

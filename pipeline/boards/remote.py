@@ -21,6 +21,7 @@ from edgepipe.boards.upload import EXTRACT, mib, stream_tar, tar_members, upload
 from edgepipe.core.errors import InputError, RemoteError
 
 RETRYABLE = ("unreachable",)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _CLASSES = (  # (substring of ssh's stderr, status)
     ("REMOTE HOST IDENTIFICATION HAS CHANGED", "host key changed"),
     ("Host key verification failed", "unknown host key"),
@@ -51,21 +52,30 @@ class Device:
 
     @classmethod
     def parse(cls, url: str, python: str | None = None) -> Device:
-        parts = urlsplit(url)
-        query = parse_qs(parts.query)
-        unknown = sorted(set(query) - {"python"})
+        expected = "device: expected ssh://[user@]host[:port]/path[?python=PYTHON]"
+        if _CONTROL.search(url):  # urlsplit would silently drop a newline or a tab
+            raise InputError(f"{expected}, without control characters. Received: {url!r}")
         try:
+            parts = urlsplit(url)
             port = parts.port
-        except ValueError:
-            port = -1
-        if parts.scheme != "ssh" or not parts.hostname or port == -1 or not parts.path.strip("/") or unknown:
-            raise InputError(f"device: expected ssh://[user@]host[:port]/path[?python=PYTHON]. Received: {url!r}")
+        except ValueError:  # an unclosed IPv6 bracket, a port that is no number or out of range
+            parts, port = None, -1
+        if parts is None or port in (-1, 0) or parts.scheme != "ssh" or not parts.hostname \
+                or not parts.path.strip("/") or sorted(set(parse_qs(parts.query)) - {"python"}):
+            raise InputError(f"{expected}. Received: {url!r}")
+        query = parse_qs(parts.query)
         py = python or (query["python"][0] if "python" in query else "python3")
         path = unquote(parts.path)
+        user = unquote(parts.username) if parts.username else None
+        for name, value in (("user", user), ("host", parts.hostname), ("path", path), ("python", py)):
+            if value and _CONTROL.search(value):  # %00, %0A decoded: a NUL cannot reach ssh, a newline splits lines
+                raise InputError(f"{expected}, its {name} without control characters. Received: {url!r}")
+        for name, value in (("user", user), ("host", parts.hostname)):
+            if value and value.startswith("-"):  # ssh would read it as an option (-oProxyCommand=...)
+                raise InputError(f"{expected}, its {name} not starting with '-'. Received: {url!r}")
         if path.startswith("/~/") or path == "/~":
             path = path[1:]  # ssh://host/~/edge -> ~/edge (relative to the login directory)
-        return cls(parts.hostname, path.rstrip("/") or "/", unquote(parts.username) if parts.username else None,
-                   port, py)
+        return cls(parts.hostname, path.rstrip("/") or "/", user, port, py)
 
     @property
     def destination(self) -> str:
@@ -132,7 +142,8 @@ class Remote:
         self.mux.close()
 
     def argv(self, command: str) -> list[str]:
-        return ["ssh", *self.opts.common(), *self.mux.options(), *self.port, self.device.destination, "--", command]
+        # `--` before the destination too: nothing after it is read as an option, whatever the destination is
+        return ["ssh", *self.opts.common(), *self.mux.options(), *self.port, "--", self.device.destination, command]
 
     def run(self, command: str, timeout: float | None = None) -> subprocess.CompletedProcess:
         """Run a shell command on the board. ssh's own failures (rc 255) raise RemoteError;

@@ -57,7 +57,7 @@ class Multiplexer:
 def _stop(path: str, destination: str, port: list[str]) -> None:
     if os.path.exists(path):
         try:
-            subprocess.run(["ssh", "-o", f"ControlPath={path}", *port, "-O", "exit", destination],
+            subprocess.run(["ssh", "-o", f"ControlPath={path}", *port, "-O", "exit", "--", destination],
                            capture_output=True, timeout=10, stdin=subprocess.DEVNULL)
         except (OSError, subprocess.TimeoutExpired):
             pass

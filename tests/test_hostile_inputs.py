@@ -217,6 +217,39 @@ def test_fifo_config_labels_and_csv_are_refused(tmp_path):
         open_source(str(tmp_path / "data.csv"), ["a", "b"])
 
 
+@pytest.mark.parametrize("field", ["model", "labels", "source", "output"])
+def test_a_nul_byte_in_a_path_is_named_not_a_traceback(world, field):
+    """No system call takes a NUL byte: os.stat raised a bare ValueError (exit 1 with a traceback) for a config
+    path or a CSV row holding one."""
+    bad = str(world["root"] / "a\x00b")
+    raw = config(world["model"], world["data"], world["root"] / "out")
+    if field == "model":
+        raw["model"]["path"] = bad
+    elif field == "labels":
+        raw["data"]["labels"] = bad
+    elif field == "source":
+        raw["data"]["calibration"]["source"] = bad
+    else:
+        raw["output"] = bad
+    with pytest.raises(ConfigError, match=r"expected a path without a NUL byte\. Received: a NUL byte at position"):
+        parse_config(raw)
+    from edgepipe.core import safeio
+
+    assert safeio.stat_problem(bad) == "a path containing a NUL byte"
+    for check in (safeio.check_regular, safeio.open_regular):
+        with pytest.raises(InputError, match=r"expected a readable regular file\. Received: a path containing a NUL"):
+            check(bad, "file")
+
+
+def test_a_csv_row_with_a_nul_byte_stops_the_run_with_exit_2(world):
+    (world["root"] / "d.csv").write_text(f"path,label\n{world['data']}/red/a\x00b.png,red\n")
+    raw = config(world["model"], world["data"], world["root"] / "out")
+    raw["data"]["calibration"]["source"] = str(world["root"] / "d.csv")
+    res = run_cli("run", write_yaml(world["root"] / "p.yaml", raw))
+    assert res.exit_code == 2 and "Received: a path containing a NUL byte" in res.output, res.output
+    assert not (world["root"] / "out").exists()
+
+
 def test_yaml_alias_bomb_and_deep_nesting_are_refused_quickly_with_short_messages(tmp_path):
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefghijkl", "bcdefghijklm", strict=True))

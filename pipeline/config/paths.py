@@ -23,6 +23,9 @@ def resolve_path(value, info: ValidationInfo):
     base = (info.context or {}).get("base") if info is not None else None
     if not isinstance(value, (str, Path)) or (isinstance(value, str) and value.startswith(BUILTIN_PREFIX)):
         return value
+    if "\x00" in str(value):  # no system call takes it: os.stat would raise a bare ValueError later
+        raise ValueError(f"path {str(value)!r}: expected a path without a NUL byte. Received: a NUL byte at "
+                         f"position {str(value).index(chr(0))}")
     try:
         p = Path(value).expanduser()
     except RuntimeError:  # "~someone/..." for a user this machine does not know

@@ -28,6 +28,7 @@ MAX_CONFIG = 1 * MiB  # pipeline.yaml, sweep.yaml
 MAX_TEXT = 64 * MiB  # labels, CSV sources, preprocess.json, artifact.json, manifest.json
 MAX_IMAGE = 256 * MiB  # one image file
 MAX_MODEL = 8 * GiB  # one model file (.keras, .tflite, .onnx, IR .xml/.bin, saved_model.pb)
+NUL_PATH = "a path containing a NUL byte"
 
 
 def kind_of(mode: int) -> str:
@@ -46,6 +47,8 @@ def stat_problem(path: str | os.PathLike) -> str | None:
         st = os.stat(path)
     except OSError as err:
         return os_problem(path, err)
+    except ValueError:  # an embedded NUL byte (a CSV row, a config value): no system call takes it
+        return NUL_PATH
     if not stat.S_ISREG(st.st_mode):
         return kind_of(st.st_mode)
     return None
@@ -81,6 +84,8 @@ def check_regular(path: str | os.PathLike, what: str, max_bytes: int | None = No
         st = os.stat(path)
     except OSError as err:
         raise InputError(expected_received(label, "a readable regular file", os_problem(path, err))) from None
+    except ValueError:
+        raise InputError(expected_received(label, "a readable regular file", NUL_PATH)) from None
     _check_stat(st, label, max_bytes)
     return st
 
@@ -100,6 +105,8 @@ def open_regular(path: str | os.PathLike, what: str, max_bytes: int | None = Non
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
         raise InputError(expected_received(label, "a readable regular file", os_problem(path, err))) from None
+    except ValueError:
+        raise InputError(expected_received(label, "a readable regular file", NUL_PATH)) from None
     try:
         _check_stat(os.fstat(fd), label, max_bytes)
         os.set_blocking(fd, True)

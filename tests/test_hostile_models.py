@@ -215,3 +215,22 @@ def test_validate_still_works_through_the_child(data8):
                                    "--json"])
     assert res.exit_code == 0, res.output
     assert '"n_images": 12' in res.output and '"runtime": "ai-edge-litert"' in res.output
+
+
+def test_an_ir_whose_weights_are_cut_short_is_refused_with_the_runtimes_reason(tmp_path, data8):
+    """OpenVINO's message starts with lines that only say where in its sources it was raised; the reason
+    ("Incorrect weights in bin file!") is on the last line, and it is what the user is shown."""
+    from edgepipe.core.errors import runtime_reason
+    from tests.fixtures.model_files import tiny_ir
+
+    xml = tiny_ir(tmp_path)
+    data = xml.with_suffix(".bin").read_bytes()
+    xml.with_suffix(".bin").write_bytes(data[: len(data) // 2])
+    res = cli("validate", xml, "--data", data8, "--preprocessing", "unit")
+    said = " ".join(res.stderr.split())
+    assert res.returncode == 2 and "Received: RuntimeError: Incorrect weights in bin file!" in said, res.stderr
+    assert "Exception from" not in said and "Traceback" not in said
+    where = "Exception from src/inference/src/cpp/core.cpp:84:\nCheck 'x' failed at src/a.cpp:9:\nthe reason\n\n"
+    assert runtime_reason(RuntimeError(where)) == "the reason"
+    assert runtime_reason(RuntimeError("Exception from src/a.cpp:1:")) == "Exception from src/a.cpp:1:"
+    assert runtime_reason(ValueError("one\ntwo")) == "one two" and runtime_reason(OSError()) == ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 EXIT_OK = 0
 EXIT_GATE_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -39,6 +41,19 @@ class OutputWriteError(EdgepipeError):
 def expected_received(what: str, expected: object, received: object) -> str:
     """The house style for messages: say what was expected and what was received."""
     return f"{what}: expected {expected}. Received: {received}"
+
+
+# a line that only says where a runtime raised (OpenVINO: "Exception from src/.../core.cpp:84:",
+# "Check 'x' failed at src/.../file.cpp:900:"); the reason is on a later line
+_WHERE_LINE = re.compile(r"^(Exception from \S+:\d+:|Check '.*' failed at \S+:\d+:?)$")
+
+
+def runtime_reason(err: BaseException, limit: int = 400) -> str:
+    """A runtime's error message on one line: the lines that say why, without the lines that only say where
+    in the runtime's sources it was raised (OpenVINO puts the reason last); the first line if that is all."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    reasons = [line for line in lines if not _WHERE_LINE.match(line)]
+    return " ".join(reasons or lines[:1])[:limit]
 
 
 class BundleError(EdgepipeError):

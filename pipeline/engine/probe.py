@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from edgepipe.core.children import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_S, Limits, limit_self, run_limited, stderr_tail
-from edgepipe.core.errors import EdgepipeError, InputError, StageError, expected_received
+from edgepipe.core.errors import EdgepipeError, InputError, StageError, expected_received, runtime_reason
 
 ProbeLimits = Limits  # the pipeline's limits (config `probe`) are the supervised child's limits
 __all__ = ["DEFAULT_MEMORY_MB", "DEFAULT_TIMEOUT_S", "ArtifactProbeError", "ProbeLimits", "probe", "run_foreign"]
@@ -189,7 +189,7 @@ def main(argv: list[str]) -> int:
     except EdgepipeError as err:
         out = {"ok": False, "error": str(err)}
     except Exception as err:  # the runtime's own error (e.g. RuntimeError from allocate_tensors)
-        msg = str(err).strip().splitlines()[0][:400] if str(err).strip() else ""
+        msg = runtime_reason(err)
         out = {"ok": False, "error": f"{type(err).__name__}: {msg or '(no message)'} "
                                      f"(memory limit {req['memory_mb']} MiB)"}
     Path(res_path).write_text(json.dumps(out))

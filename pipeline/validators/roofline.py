@@ -31,6 +31,7 @@ import math
 import os
 from pathlib import Path
 
+from edgepipe.core.errors import runtime_reason
 from edgepipe.core.versions import cpu_flags
 
 # (flag, vendor or None for any) -> (int8, fp32 MACs per cycle per core, what it assumes); first match wins
@@ -112,7 +113,7 @@ def count_macs(path) -> tuple[int | None, str | None]:
             model.reshape({model.input(0): [1, *list(shape)[1:]]})
         return macs_per_image(model), None
     except Exception as err:  # the frontends raise RuntimeError/OpConversionFailure; shapes ValueError
-        return None, f"MACs not counted: {type(err).__name__}: {str(err).splitlines()[0][:160]}"
+        return None, f"MACs not counted: {type(err).__name__}: {runtime_reason(err, 160)}"
 
 
 # an artifact's precision -> the peak it is held against (float formats run as FP32 on a CPU)

@@ -236,3 +236,81 @@ def test_empty_calibration_split_is_an_error(tiny_assets, tmp_path):
     ctx = _ctx(tiny_assets, tmp_path, calibration={"source": str(empty), "split": "all"})
     with pytest.raises(InputError, match=r"expected at least one image\. Received: 0 images"):
         _ = ctx.calibration
+
+
+# ---- init --output: never a device, a FIFO, a folder or a link that leads nowhere, --force or not ------------
+def test_init_output_that_is_not_a_regular_file_is_refused_even_with_force(world, monkeypatch):
+    """`init -o /dev/full --force` replaced the system's device node with a YAML file, and a FIFO the same
+    way; without --force the refusal called them "an existing file". Only a new file, or a regular file
+    (also through a link) with --force, is written."""
+    import os
+    import stat
+
+    from edgepipe.engine import from_model
+    from tests.fixtures.hostile import run_cli, snapshot
+
+    monkeypatch.setattr(from_model, "model_io", lambda model, trust=False: ((71, 71, 3), 4, "a test"))
+    root = world["root"]
+    os.mkfifo(root / "fifo")
+    (root / "to_fifo").symlink_to("fifo")
+    (root / "dangling").symlink_to(root / "nowhere.yaml")
+    (root / "loop").symlink_to("loop")
+    (root / "adir").mkdir()
+    cases = [("fifo", "a FIFO (named pipe)"), ("to_fifo", "a symbolic link to a FIFO (named pipe) ('fifo')"),
+             ("dangling", "a dangling symbolic link"), ("loop", "a symbolic-link loop"), ("adir", "a directory")]
+    try:  # a character device like /dev/null, made here (needs CAP_MKNOD: root in the test container)
+        os.mknod(root / "nulldev", stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        cases.append(("nulldev", "a character device"))
+    except (PermissionError, AttributeError):
+        pass
+    before = snapshot(root)
+    for name, kind in cases:
+        for force in ([], ["--force"]):
+            res = run_cli("init", world["model"], "--data", world["data"], "-o", root / name, *force)
+            assert res.exit_code == 2, res.output
+            assert (f"--output '{root / name}': expected a writable file: a new file, or an existing regular file "
+                    f"with --force. Received: {kind}") in res.output, res.output
+            assert "Traceback" not in res.output and snapshot(root) == before
+    # an input that is a link loop: named by its reader, not a RuntimeError from resolving it against --output
+    res = run_cli("init", world["model"], "--data", root / "loop", "-o", root / "new.yaml")
+    assert res.exit_code == 2 and "loop' (a symbolic-link loop)" in res.output, res.output
+    assert snapshot(root) == before
+    assert stat.S_ISFIFO(os.lstat(root / "fifo").st_mode) and not (root / "nowhere.yaml").exists()
+    if ("nulldev", "a character device") in cases:
+        assert stat.S_ISCHR(os.lstat(root / "nulldev").st_mode)
+    # a regular file (through a link) is still replaced with --force, and refused without
+    (root / "old.yaml").write_text("old\n")
+    (root / "link.yaml").symlink_to("old.yaml")
+    res = run_cli("init", world["model"], "--data", world["data"], "-o", root / "link.yaml")
+    assert res.exit_code == 2 and "Received: an existing file" in res.output, res.output
+    res = run_cli("init", world["model"], "--data", world["data"], "-o", root / "link.yaml", "--force")
+    assert res.exit_code == 0, res.output
+    assert (root / "link.yaml").is_symlink() and "model:" in (root / "old.yaml").read_text()
+
+
+# ---- an empty --data or --out is refused, never read as the current folder ---------------------------------
+@pytest.mark.parametrize("args, said", [
+    (["validate", TINY_TFLITE, "--data", "", "--preprocessing", "unit"],
+     "--data: expected labeled images: a folder of class sub-folders or a CSV path,label. Received: an empty value"),
+    (["bench", TINY_TFLITE, "--data", " ", "--preprocessing", "unit", "--runs", "10", "--images", "2"],
+     "--data: expected images to time on: a folder (flat or class sub-dirs) or a CSV. Received: an empty value"),
+    (["keygen", "--out", ""], "--out: expected a key directory (or no --out: $EDGEPIPE_KEYS or "
+                              "~/.config/edgepipe/keys). Received: an empty value"),
+    (["bundle", "ART", "--out", "", "--key", "keys/edgepipe.key", "--samples", "DATA"],
+     "--out: expected a bundle store folder (new or existing). Received: an empty value"),
+], ids=["validate", "bench", "keygen", "bundle"])
+def test_an_empty_data_or_out_value_is_refused_not_read_as_the_current_folder(world, monkeypatch, args, said):
+    """validate and bench read `--data ''` as the current folder, keygen and bundle wrote into it with
+    `--out ''` (Path('') is '.'); `run` and `init` already refused an empty --data the same way."""
+    from edgepipe.boards.signing import keygen
+    from tests.fixtures.hostile import run_cli, snapshot
+
+    root = world["root"]
+    keygen(root / "keys")
+    monkeypatch.chdir(world["data"])  # the current folder is a valid data set and a valid store
+    args = [{"ART": root / "art", "DATA": world["data"]}.get(a, a) if isinstance(a, str) else a for a in args]
+    before = snapshot(root)
+    for json_flag in ([], ["--json"]):
+        res = run_cli(*args, *json_flag)
+        assert res.exit_code == 2 and said in res.output, res.output
+        assert "Traceback" not in res.output and snapshot(root) == before

@@ -185,3 +185,89 @@ def test_pack_refuses_links(built, tmp_path):
         pack(d, tmp_path / "b.tar")
     assert not (tmp_path / "b.tar").exists()
     assert _verify(d, built["run"]["pub"]).exit_code == 2
+
+
+# ---- --out: a store that cannot be made, or one inside the bundle's own inputs --------------------------------
+def _hand_made(root):
+    """A published-artifact stand-in (the tiny .tflite, no run), a key pair and a small --samples folder."""
+    from edgepipe.core.artifacts import Artifact
+    from tests.fixtures.hostile import CLASSES, image_folder
+    from tests.fixtures.model_files import TINY_TFLITE
+
+    a = root / "run" / "artifacts" / "tflite-arm-fp32"
+    a.mkdir(parents=True)
+    shutil.copyfile(TINY_TFLITE, a / "model.tflite")
+    (a / "labels.txt").write_text("\n".join(CLASSES) + "\n")
+    (a / "preprocess.json").write_text(json.dumps({"height": 8, "width": 8, "channels": 3, "mode": "unit",
+                                                   "interpolation": "bilinear", "color": "rgb"}))
+    Artifact.from_files("tflite-arm/fp32", "tflite-arm", "tflite", "fp32", a / "model.tflite").write(a)
+    key, _ = keygen(root / "keys")
+    return {"dir": a, "key": key, "samples": image_folder(root / "samples")}
+
+
+def _bundle_to(art, out, samples=True):
+    res = runner.invoke(app, ["bundle", str(art["dir"]), "--out", str(out), "--key", str(art["key"]),
+                              *(["--samples", str(art["samples"])] if samples else [])])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception  # no traceback
+    return res
+
+
+def test_a_store_that_cannot_be_made_is_exit_2_naming_why(tmp_path):
+    """A dangling link, a path under a file, a path /proc cannot hold: FileExistsError, NotADirectoryError,
+    FileNotFoundError tracebacks (exit 1) before; keygen and init already said what was wrong."""
+    import os
+
+    from tests.fixtures.hostile import snapshot
+
+    art = _hand_made(tmp_path)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    (tmp_path / "afile").write_text("precious")
+    cases = [("dangling", "expected a bundle store folder (new or existing). Received: a dangling symbolic link"),
+             ("afile/sub", "expected a bundle store folder (new or existing). Received: Not a directory")]
+    before = snapshot(tmp_path)
+    for out, said in cases:
+        res = _bundle_to(art, tmp_path / out)
+        assert res.exit_code == 2 and f"--out '{tmp_path / out}': {said}" in res.output, res.output
+        assert snapshot(tmp_path) == before
+    assert not (tmp_path / "nowhere").exists() and (tmp_path / "afile").read_text() == "precious"
+    if os.path.isdir("/proc/self"):  # the store cannot be created there (mkdir: ENOENT, also as root)
+        res = _bundle_to(art, "/proc/edgepipe-bundle-test/store")
+        assert res.exit_code == 2 and ("--out '/proc/edgepipe-bundle-test/store': expected a writable bundle store "
+                                       "folder. Received: No such file or directory") in res.output, res.output
+        assert snapshot(tmp_path) == before
+
+
+def test_a_store_inside_the_bundles_own_inputs_is_refused_before_anything_is_written(tmp_path):
+    """--out the --samples folder put the bundle among the classes (the next bundle, validate or run with them
+    then failed on an unknown class folder); --out the artifact directory put it among the artifact's files."""
+    from tests.fixtures.hostile import snapshot
+
+    art = _hand_made(tmp_path)
+    cases = [(art["samples"], "it is the same path as the --samples data"),
+             (art["samples"] / "red", "it is inside the --samples data"),
+             (art["dir"], "it is the same path as the artifact directory"),
+             (art["dir"] / "bundles", "it is inside the artifact directory"),
+             (art["key"].parent, "it is the same path as the signing key's folder")]
+    before = snapshot(tmp_path)
+    for out, said in cases:
+        res = _bundle_to(art, out)
+        assert res.exit_code == 2, res.output
+        assert f"--out '{out}': expected a bundle store apart from every input; {said}" in res.output, res.output
+        assert snapshot(tmp_path) == before
+    (tmp_path / "loop").symlink_to("loop")  # an input that is a link loop: named by its reader, no traceback
+    res = runner.invoke(app, ["bundle", str(art["dir"]), "--out", str(tmp_path / "store"), "--key", str(art["key"]),
+                              "--samples", str(tmp_path / "loop")])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert res.exit_code == 2 and "(a symbolic-link loop)" in res.output and not (tmp_path / "store").exists()
+    # without --samples the sample comes from the validation data named by the run's report: an input too
+    (tmp_path / "run" / "report.json").write_text(json.dumps(
+        {"data": {"validation": {"source": str(art["samples"]), "split": "all"}}}))
+    before = snapshot(tmp_path)
+    res = _bundle_to(art, art["samples"] / "bundles", samples=False)
+    assert res.exit_code == 2 and (f"--out '{art['samples'] / 'bundles'}': expected a bundle store apart from every "
+                                   "input; it is inside the run's validation data") in res.output, res.output
+    assert snapshot(tmp_path) == before
+    # a store that holds the inputs is fine: a bundle only adds its own new folder
+    res = _bundle_to(art, tmp_path)
+    assert res.exit_code == 0 and (tmp_path / "tflite-arm-fp32-v1" / "manifest.json").is_file(), res.output
+    assert {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("tflite-arm-fp32-v1")} == before

@@ -30,8 +30,9 @@ from edgepipe import formats
 from edgepipe.boards import device_runner
 from edgepipe.boards.signing import load_private, write_signature
 from edgepipe.core import safeio, tempdirs
-from edgepipe.core.errors import BundleError, InputError, expected_received
+from edgepipe.core.errors import BundleError, InputError, OutputWriteError, expected_received
 from edgepipe.core.hashing import sha256_file
+from edgepipe.core.overlap import INSIDE, SAME, overlap
 from edgepipe.core.versions import tool_versions
 
 MANIFEST = device_runner.MANIFEST
@@ -52,11 +53,11 @@ _VERSION_DIR = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
 def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None = None,
                  samples: str | None = None, per_class: int = SAMPLE_PER_CLASS, threads: int = 2) -> Path:
     """Bundle a published artifact directory; returns the new bundle directory (written atomically)."""
-    artifact_dir, out = Path(artifact_dir), Path(out)
-    if out.exists() and not out.is_dir():
-        raise BundleError(expected_received(f"--out {str(out)!r}", "a bundle store folder (new or existing)",
-                                            "an existing file"))
+    artifact_dir, out, key = Path(artifact_dir), Path(out), Path(key)
+    _check_store(out)
     load_private(key)  # a missing or wrong key fails before any work
+    _apart_from_inputs(out, {"artifact directory": artifact_dir, "--samples data": samples})
+    _apart_from_inputs(out, {"signing key's folder": key.parent}, inside=False)
     record = _read_artifact(artifact_dir)
     name = artifact_dir.name
     latest = latest_version(out, name)
@@ -70,6 +71,8 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
     labels = read_labels(artifact_dir / "labels.txt")
     spec = _read_spec(artifact_dir / "preprocess.json")
     images, sample_labels, sample_info = select_sample(artifact_dir, labels, spec, samples, per_class)
+    if samples is None:  # the run's validation data (named by its report.json) is an input as well
+        _apart_from_inputs(out, {"run's validation data (the default --samples)": sample_info["source"]})
     model_path = artifact_dir / record["files"][0]
     host_preds = _host_predictions(record["format"], model_path, images, threads)
 
@@ -79,7 +82,7 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
                                             "overwritten)", f"{str(final)!r} exists and is not a bundle "
                                             "(no manifest.json)" if not (final / MANIFEST).is_file() else "it exists"))
     # the bundle is built in a marked folder (edgepipe.core.tempdirs), removed however this ends
-    with tempdirs.scratch_beside(final) as shell:
+    with _writing_store(out), tempdirs.scratch_beside(final) as shell:
         tmp = shell / final.name  # inside it, so the marker is never part of the bundle's file set
         (tmp / "sample").mkdir(parents=True)
         kept, left_out = board_files(record["files"])
@@ -120,6 +123,85 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
         verify(tmp, None)  # the file set we just wrote must verify before it is published
         os.rename(tmp, final)  # never replaces: a bundle that appeared meanwhile makes this fail
     return final
+
+
+STORE_EXPECTED = "a bundle store folder (new or existing)"
+
+
+def _check_store(out: Path) -> None:
+    """--out is a folder or a new path: not a file, a device, a dangling link or a link loop (refused before any
+    work; a path that cannot be created, e.g. under a file or in /proc, is named when the store is made)."""
+    import errno
+
+    label = f"--out {str(out)!r}"
+    try:
+        st = os.stat(out)
+    except OSError as err:
+        if err.errno == errno.ENOENT and not os.path.islink(out):
+            return  # a new store
+        raise BundleError(expected_received(label, STORE_EXPECTED, safeio.os_problem(out, err))) from None
+    except ValueError:  # a NUL byte (from the API: a command line cannot hold one)
+        raise BundleError(expected_received(label, STORE_EXPECTED, safeio.NUL_PATH)) from None
+    if not stat.S_ISDIR(st.st_mode):
+        kind = "an existing file" if stat.S_ISREG(st.st_mode) else safeio.kind_of(st.st_mode)
+        raise BundleError(expected_received(label, STORE_EXPECTED, kind))
+
+
+def _apart_from_inputs(out: Path, inputs: dict[str, str | Path | None], inside: bool = True) -> None:
+    """The store is never one of the bundle's input folders nor (`inside`) in one: a bundle folder in the artifact
+    directory is lost when the next run republishes the artifact, one among the --samples classes is an unknown
+    class to the next bundle, validate or run; and bundles (copied, archived, shared) never sit beside the private
+    key. The key's folder is refused only as the store itself: with `--key ./edgepipe.key`, every store under
+    the current folder would be inside it. A store that contains an input is fine: a bundle only adds a new
+    `<name>-v<N>` folder to it, never replaces or removes anything. As `run` refuses an output folder overlapping
+    its inputs (edgepipe.engine.outdir.check_output_dir)."""
+    from edgepipe.calibration.sources import EXAMPLES
+
+    for what, path in inputs.items():
+        where = None if path is None or str(path) in EXAMPLES else overlap(out, path, contains=False)
+        if where == SAME or (inside and where == INSIDE):
+            raise InputError(expected_received(f"--out {str(out)!r}", f"a bundle store apart from every input; it "
+                                               f"{where} the {what}", f"{what} {str(path)!r}; choose another --out"))
+
+
+class _writing_store:
+    """Make the store folder (with its parents) and turn an OSError while the bundle is written into an
+    OutputWriteError naming --out; the folders made here are removed again if nothing was published."""
+
+    def __init__(self, out: Path):
+        self.out, self.made = out, []
+
+    def __enter__(self):
+        d = self.out
+        while not (d.exists() or d.is_symlink()) and d != d.parent:
+            self.made.append(d)
+            d = d.parent
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            self._undo()
+            self._fail(err)
+        return self
+
+    def __exit__(self, kind, err, tb):
+        if err is None:
+            return False
+        self._undo()
+        if isinstance(err, OSError):
+            self._fail(err)
+        return False
+
+    def _undo(self):
+        for d in self.made:  # deepest first; only the empty folders this bundle made
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+    def _fail(self, err: OSError):
+        raise OutputWriteError(expected_received(f"--out {str(self.out)!r}", "a writable bundle store folder",
+                                                 f"{err.strerror or err} ({err.filename or self.out}); nothing was "
+                                                 "written")) from None
 
 
 def seal(bundle_dir: Path, manifest: dict, key: Path) -> dict:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgepipe.cli.common import SSH_OPTIONS, Group, app, fail, interrupted, json_out, ssh_options
+from edgepipe.cli.common import SSH_OPTIONS, Group, app, fail, interrupted, json_out, refuse_empty, ssh_options
 from edgepipe.core.errors import EdgepipeError
 
 JSON = "machine-readable output on stdout (errors too)"
@@ -34,8 +34,8 @@ def refused(err: EdgepipeError, as_json: bool, **extra) -> None:
 
 @app.command()
 def keygen(
-    out: Path | None = typer.Option(None, "-o", "--output", "--out",
-                                    help="key directory (default: $EDGEPIPE_KEYS or ~/.config/edgepipe/keys)"),
+    out: str | None = typer.Option(None, "-o", "--output", "--out", metavar="PATH",  # str: '' is not '.'
+                                   help="key directory (default: $EDGEPIPE_KEYS or ~/.config/edgepipe/keys)"),
     force: bool = typer.Option(False, "--force", help="replace an existing key pair"),
     as_json: bool = typer.Option(False, "--json", help=JSON),
 ) -> None:
@@ -44,7 +44,8 @@ def keygen(
     from edgepipe.boards.signing import keygen as make_keys
 
     try:
-        priv, pub = make_keys(out or default_key_dir(), force)
+        refuse_empty("--out", out, "a key directory (or no --out: $EDGEPIPE_KEYS or ~/.config/edgepipe/keys)")
+        priv, pub = make_keys(Path(out) if out is not None else default_key_dir(), force)
     except EdgepipeError as err:
         refused(err, as_json)
     from edgepipe.boards.signing import fingerprint
@@ -59,8 +60,8 @@ def keygen(
 @app.command("bundle")
 def bundle_cmd(
     artifact: Path = typer.Argument(..., help="a published artifact dir: <output>/artifacts/<target>-<precision>"),
-    out: Path = typer.Option(..., "-o", "--output", "--out",
-                             help="bundle store; the bundle goes to OUTPUT/<target>-<precision>-v<N>"),
+    out: str = typer.Option(..., "-o", "--output", "--out", metavar="PATH",  # str: '' is not '.'
+                            help="bundle store; the bundle goes to OUTPUT/<target>-<precision>-v<N>"),
     key: Path | None = typer.Option(None, help="Ed25519 private key (default: the edgepipe keygen key)"),
     version: int | None = typer.Option(None, min=1, help="bundle version (default: newest in OUT + 1)"),
     samples: str | None = typer.Option(None,
@@ -75,7 +76,8 @@ def bundle_cmd(
     from edgepipe.boards.signing import PRIVATE_NAME, default_key_dir
 
     try:
-        path = build_bundle(artifact, out, key or default_key_dir() / PRIVATE_NAME, version, samples, per_class)
+        refuse_empty("--out", out, "a bundle store folder (new or existing)")
+        path = build_bundle(artifact, Path(out), key or default_key_dir() / PRIVATE_NAME, version, samples, per_class)
         archive = pack(path, path.with_name(path.name + ".tar")) if tar else None
     except EdgepipeError as err:
         refused(err, as_json)

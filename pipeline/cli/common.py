@@ -72,6 +72,19 @@ def fail(err: Exception, as_json: bool = False) -> None:
     raise typer.Exit(getattr(err, "exit_code", EXIT_BAD_INPUT))
 
 
+DATA_EXPECTED = "labeled images: a folder of class sub-folders or a CSV path,label"  # run/init/validate --data
+
+
+def refuse_empty(option: str, value: str | None, expected: str) -> None:
+    """An empty (or blank) option value is a mistake, not "the default": `--data ''` read the current folder as
+    the data set, `--out ''` wrote into the current folder. A ConfigError naming the option and what it takes.
+    Options that take a path are declared as `str` so that the empty value is still seen (Path('') is '.')."""
+    from edgepipe.core.errors import ConfigError, expected_received
+
+    if value is not None and not str(value).strip():
+        raise ConfigError(expected_received(option, expected, "an empty value"))
+
+
 def interrupted(err: KeyboardInterrupt, what: str = "completed stages are cached, unfinished ones were "
                                                   "discarded; rerun to resume") -> None:
     """Ctrl-C (exit 130) or SIGTERM (exit 143): say so, then exit."""

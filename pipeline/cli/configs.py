@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from edgepipe.cli.common import app, fail, json_out, jsonable
+from edgepipe.cli.common import DATA_EXPECTED, app, fail, json_out, jsonable, refuse_empty
 from edgepipe.core.errors import EdgepipeError
 
 OWN = "With your own MODEL"
@@ -56,9 +56,7 @@ def _plan(model: Path, own: dict, **kw):
 
     # an empty value is a mistake, not "the default": --data '' read the current folder as the data set,
     # --targets ',' built nothing and said "at least one that builds None"
-    if own.get("data") is not None and not own["data"].strip():
-        raise ConfigError(expected_received("--data", "labeled images: a folder of class sub-folders or a CSV "
-                                            "path,label", "an empty value"))
+    refuse_empty("--data", own.get("data"), DATA_EXPECTED)
     names = [t.strip() for t in own["targets"].split(",") if t.strip()] if own.get("targets") is not None else None
     if names == []:
         raise ConfigError(expected_received("--targets", "comma-separated target names (`edgepipe targets` lists "
@@ -94,17 +92,45 @@ def _write(dest: Path, text: str) -> None:
         raise
 
 
+def _replaceable(output: Path) -> None:
+    """`init -o X` writes a new file X, or with --force replaces a regular file X (through a link to one).
+    Anything else is refused, --force or not: the YAML is renamed over the path, so a device node, a FIFO or a
+    socket would be replaced by a file (`-o /dev/full --force` replaced the system's /dev/full), a folder or a
+    link that leads nowhere or in a loop cannot hold it."""
+    import errno
+    import stat
+
+    from edgepipe.core import safeio
+    from edgepipe.core.errors import ConfigError, expected_received
+
+    label = f"--output {str(output)!r}"
+    expected = "a writable file: a new file, or an existing regular file with --force"
+    try:
+        st = os.stat(output)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR) and not os.path.islink(output):
+            return  # a new file (a missing or unusable folder is named when the file is written)
+        raise ConfigError(expected_received(label, expected, safeio.os_problem(output, err))) from None
+    except ValueError:  # a NUL byte
+        raise ConfigError(expected_received(label, expected, safeio.NUL_PATH)) from None
+    if not stat.S_ISREG(st.st_mode):
+        what = safeio.kind_of(st.st_mode)
+        if os.path.islink(output):
+            what = f"a symbolic link to {what} ({os.readlink(output)!r})"
+        raise ConfigError(expected_received(label, expected, f"{what}; edgepipe never replaces it, --force or not"))
+
+
 def _apart_from_inputs(output: Path, inputs: dict[str, str | Path | None]) -> None:
     """`init -o FILE` never replaces one of its own inputs, --force or not (it would destroy the model)."""
     from edgepipe.core.errors import ConfigError, expected_received
+    from edgepipe.core.overlap import SAME, overlap
 
-    dest = output.expanduser().resolve()
     for what, path in inputs.items():
-        if path is None or not str(path).strip() or str(path).startswith("example:"):
+        if path is None or str(path).startswith("example:"):
             continue
-        p = Path(path).expanduser().resolve()
-        if p == dest or p in dest.parents:
-            where = "is" if p == dest else "is inside"
+        where = overlap(output, path, contains=False)
+        if where:
+            where = "is" if where == SAME else where
             raise ConfigError(expected_received(f"--output {str(output)!r}", "a pipeline.yaml apart from every input "
                                                 f"(--force replaces only a file that is not one); it {where} the "
                                                 f"{what}", f"{what} {str(path)!r}; choose another --output"))
@@ -134,6 +160,7 @@ def init(
         if source_kind(model) != "model":
             raise ConfigError(expected_received("MODEL", "a .keras file or a SavedModel directory",
                                                 f"{str(model)!r}, a YAML file (`edgepipe run` runs it)"))
+        _replaceable(output)  # first: a link loop would stop the path resolution below
         _apart_from_inputs(output, {"model": model, "labels file": labels, "data": data})
         if output.exists() and not force:
             raise ConfigError(expected_received(f"--output {str(output)!r}", "a new file (or --force to replace it)",

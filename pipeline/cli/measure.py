@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from edgepipe.cli.common import PREPROCESS_OPTIONS, app, fail, json_out, run_standalone, ssh_options
+from edgepipe.cli.common import (
+    DATA_EXPECTED,
+    PREPROCESS_OPTIONS,
+    app,
+    fail,
+    json_out,
+    refuse_empty,
+    run_standalone,
+    ssh_options,
+)
 from edgepipe.core.bounds import MAX_IMAGES, MAX_RUNS, MAX_WARMUP
 from edgepipe.core.errors import EdgepipeError
 
@@ -34,6 +43,10 @@ def validate(
     """Accuracy of any image-classifier artifact on labeled images (top-1/5, per class, confusion)."""
     from edgepipe.engine.standalone import validate as run_validate
 
+    try:
+        refuse_empty("--data", data, DATA_EXPECTED)  # '' was read as the current folder
+    except EdgepipeError as err:
+        fail(err, as_json)
     run_standalone(run_validate, as_json, artifact=artifact, data=data, labels=labels, preprocess=preprocess,
                 size=size, preprocessing=preprocessing, color=color, interpolation=interpolation,
                 reference=reference, threads=threads, limit=limit, max_top1_drop=max_top1_drop, timeout=timeout,
@@ -101,6 +114,7 @@ def bench(
     from edgepipe.engine.standalone import bench as run_bench
 
     try:
+        refuse_empty("--data", data, "images to time on: a folder (flat or class sub-dirs) or a CSV")
         if runs < 10:
             raise InputError(f"--runs: expected at least 10 timed runs on the host. Received: {runs}")
         try:
@@ -110,7 +124,7 @@ def bench(
         except ValueError:
             raise InputError(f"--thread-sweep: expected comma-separated positive integers. "
                              f"Received: {thread_sweep!r}") from None
-    except InputError as err:
+    except EdgepipeError as err:
         fail(err, as_json)
     run_standalone(run_bench, as_json, artifact=artifact, data=data, preprocess=preprocess, size=size,
                 preprocessing=preprocessing, color=color, interpolation=interpolation, runs=runs, warmup=warmup,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edgepipe.core import tempdirs
 from edgepipe.core.errors import InputError, OutputLockedError, OutputWriteError, expected_received
+from edgepipe.core.overlap import overlap
 
 LOCK_NAME = ".edgepipe.lock"
 GLOB_CHARS = ("*", "?", "[", "]", "\\")
@@ -150,11 +151,8 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
         raise InputError(expected_received(label, "a folder for edgepipe's outputs (e.g. ~/edgepipe-out)",
                                            "your home directory"))
     for what, path in inputs.items():
-        if path is None:
-            continue
-        p = Path(path).expanduser().resolve()
-        if p == resolved or resolved in p.parents or p in resolved.parents:
-            where = "is the same path as" if p == resolved else "is inside" if p in resolved.parents else "contains"
+        where = overlap(resolved, path)
+        if where:
             raise InputError(expected_received(label, f"a folder apart from every input; it {where} the {what}",
                                                f"{what} {str(path)!r}; choose another --output"))
     if out.is_symlink() and not out.exists():

@@ -22,6 +22,7 @@ from edgepipe.core.artifacts import Artifact
 from edgepipe.core.errors import BundleError
 from tests.fixtures.hostile import CLASSES, ROOT, image_folder, snapshot
 from tests.fixtures.model_files import TINY_TFLITE
+from tests.fixtures.ship_board import board  # noqa: F401  (the loopback sshd board fixture)
 
 RUNNER = ROOT / "pipeline" / "boards" / "device_runner.py"
 runner = CliRunner()
@@ -184,3 +185,56 @@ def test_device_runner_by_hand_checks_the_install_roots_trusted_key_by_default(a
     (root / "trusted.pub").unlink()  # no trusted key anywhere: says so
     rc, out = by_hand(RUNNER, root / "current")
     assert rc == 0 and out["verification"]["signature"].startswith("not checked: no --pubkey given and no trusted.pub")
+
+
+# ---- a hostile board: what `board status|list` and ship's probe read there (loopback sshd) --------------
+@pytest.fixture()
+def hostile_root(art, tmp_path):
+    """A board root laid out as `ship` leaves it (bundles/<dir>, current -> it, trusted.pub), built by hand."""
+    store = tmp_path / "store"
+    assert bundle(art, store).exit_code == 0
+    root = tmp_path / "R"
+    shutil.copytree(store / "tflite-arm-fp32-v1", root / "bundles" / "b1")
+    os.symlink("bundles/b1", root / "current")
+    shutil.copyfile(art["pub"], root / "trusted.pub")
+    return root
+
+
+def _board_cmd(board, root, action):  # noqa: F811
+    from tests.fixtures.ship_board import url
+
+    args = ["board", action, url(board, root), "--identity", board["client_key"], "--known-hosts",
+            board["known_hosts"], "--connect-timeout", "3", "--timeout", "20", "--retries", "0", "--json"]
+    return invoke(*args)
+
+
+def _probe(board, root):  # noqa: F811
+    from edgepipe.boards.remote import Device
+    from edgepipe.boards.ship import Board
+    from tests.fixtures.ship_board import opts, url
+
+    with Board(Device.parse(url(board, root)), opts(board, command_timeout=20)) as b:
+        return b.probe("b2")
+
+
+def test_board_status_list_and_ship_probe_call_a_deeply_nested_or_fifo_manifest_unreadable(board,  # noqa: F811
+                                                                                           hostile_root):
+    import time
+
+    man = hostile_root / "bundles" / "b1" / "manifest.json"
+    man.write_text("[" * 100_000)  # RecursionError in json.loads, on the board and on the host
+    for action in ("status", "list"):
+        res = _board_cmd(board, hostile_root, action)
+        assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+        out = json.loads(res.stdout)
+        row = out["current"] if action == "status" else out["bundles"][0]
+        assert row["dir"] == "b1" and "not a JSON object" in row["unreadable"], out
+    assert _probe(board, hostile_root)["current"]["unreadable"] is True
+    man.unlink()
+    os.mkfifo(man)  # a blocking open() would hang until --timeout
+    t0 = time.monotonic()
+    res = _board_cmd(board, hostile_root, "status")
+    assert res.exit_code == 0, res.output
+    assert "FIFO" in json.loads(res.stdout)["current"]["unreadable"]
+    assert _probe(board, hostile_root)["current"]["unreadable"] is True
+    assert time.monotonic() - t0 < 15

@@ -313,3 +313,59 @@ def test_a_board_without_tar_is_refused_before_anything_is_written(board, bundle
     assert res.exit_code == 3 and out["status"] == "no tar", res.output
     assert "expected `tar` on the board's PATH" in out["error"] and "install tar" in out["error"]
     assert not root.exists()
+
+
+# ---- 9. bench --report: a report that is not a run's report.json is refused before any board is contacted --
+@pytest.mark.parametrize("text, said", [
+    ('{"a": 1}', 'an object with "edgepipe_report"'),
+    ('{"edgepipe_report": 1, "devices": "x"}', "devices: expected a list of rows or null. Received: str"),
+    ('{"edgepipe_report": 1, "artifacts": [{"artifact": 5}]}', "artifacts[0].artifact: Input should be a valid string"),
+    ('{"edgepipe_report": 1, "environment": "x", "artifacts": [{"artifact": "tflite-arm-int8"}]}',
+     "environment: expected an object or null. Received: str"),
+    ('{"edgepipe_report": 1, "title": "t", "artifacts": [{"artifact": "x", "accuracy": "y"}]}',
+     "artifacts[0].accuracy: Input should be a valid dictionary"),
+    ('{"edgepipe_report": 1, "model": "x"}', "report.html can be rendered from. Received: AttributeError"),
+])
+def test_bench_report_of_the_wrong_shape_is_exit_2_before_any_board_and_changes_nothing(monkeypatch, tmp_path,
+                                                                                         text, said):
+    import contextlib
+
+    from edgepipe.boards import device_bench
+    from edgepipe.core.errors import RemoteError
+
+    contacted = []
+
+    class NoBoard:  # a board that is "unreachable": records that it was contacted
+        def __init__(self, device, *args):
+            contacted.append(device.label)
+            raise RemoteError("unreachable", "unreachable")
+
+    @contextlib.contextmanager
+    def fake_bundle(path, pubkey):
+        yield path, {"name": "tflite-arm-int8", "bundle_version": 1}
+
+    monkeypatch.setattr(device_bench, "Board", NoBoard)
+    monkeypatch.setattr(device_bench, "verified_bundle", fake_bundle)
+    monkeypatch.setattr(device_bench, "remote_dir_name", lambda *a: "b")
+    pub = keygen(tmp_path / "keys")[1]
+    report = tmp_path / "run" / "report.json"
+    report.parent.mkdir()
+    report.write_text(text)
+    res = runner.invoke(app, ["bench", str(tmp_path), "--device", "ssh://u@h/p", "--report", str(report),
+                              "--pubkey", str(pub)])
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception  # no traceback
+    assert res.exit_code == 2 and "--report" in res.output and said in " ".join(res.output.split()), res.output
+    assert contacted == [] and report.read_text() == text and os.listdir(report.parent) == ["report.json"]
+
+
+def test_merging_board_rows_into_a_minimal_report_writes_both_files(tmp_path):
+    from edgepipe.boards.device_bench import merge_into_report
+
+    report = tmp_path / "report.json"
+    report.write_text('{"edgepipe_report": 1, "artifacts": []}')
+    summary = {"bundle": {"name": "m", "bundle_version": 1}, "host": {},
+               "devices": [{"device": "ssh://pi@board-under-test/edge", "status": "unreachable"}]}
+    merge_into_report(report, summary)
+    assert json.loads(report.read_text())["devices"][0]["artifact"] == "m"
+    assert "board-under-test" in (tmp_path / "report.html").read_text()
+    assert sorted(os.listdir(tmp_path)) == ["report.html", "report.json"]  # no temporary folder left

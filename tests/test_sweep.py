@@ -198,3 +198,24 @@ def test_bad_executor_on_the_command_line_exits_2(tiny_assets, tmp_path):
     res = CliRunner().invoke(app, ["run", str(path), "--executor", "spark"], catch_exceptions=False)
     assert res.exit_code == 2 and "Received: 'spark'" in res.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("ref, said", [
+    ("nosuchmod:fn", "Received: 'nosuchmod:fn' (ModuleNotFoundError: No module named 'nosuchmod')"),
+    ("tests.test_sweep:no_such_bench", "Received: 'tests.test_sweep:no_such_bench' (AttributeError"),
+    ("tests.test_sweep:RECIPES", "board_bench: expected a function. Received: 'tests.test_sweep:RECIPES' is a list"),
+])
+def test_an_unimportable_board_bench_is_refused_before_any_cell_runs(tmp_path, ref, said):
+    boards = [{"name": "pi", "url": "ssh://pi@pi"}]
+    with pytest.raises(ConfigError, match=r"s\.yaml: board_bench: expected ") as err:
+        _sweep(tmp_path, boards=boards, board_bench=ref)
+    assert said in str(err.value)
+    # on an existing Ray cluster the module need only be on the nodes that own boards: not checked here
+    assert _sweep(tmp_path, boards=boards, board_bench=ref, executor="ray=127.0.0.1:6379").spec.board_bench == ref
+    cfg = tmp_path / "sweep.yaml"
+    cfg.write_text(yaml.safe_dump({"base": _base(tmp_path), "output": str(tmp_path / "out"), "boards": boards,
+                                   "board_bench": ref}))
+    res = CliRunner().invoke(app, ["sweep", str(cfg)])
+    assert res.exit_code == 2 and said in " ".join(res.output.split()), res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit), res.exception
+    assert not (tmp_path / "out").exists()

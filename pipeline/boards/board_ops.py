@@ -24,15 +24,42 @@ from edgepipe.core.errors import EXIT_BAD_INPUT, EdgepipeError, InputError, Remo
 RUNNER_NAME = "device_runner.py"
 
 _SCRIPT = r"""
-import hashlib, json, os, sys, time
+import hashlib, json, os, stat, sys, time
 root = sys.argv[1]
 
 def read(p):
+    # a regular file's bytes, else None: opened non-blocking and checked with fstat, so a FIFO or a device
+    # in the install path never blocks (or streams into) this read-only script
     try:
-        with open(p, "rb") as f:
-            return f.read()
-    except (OSError, IOError):
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
+    except (OSError, IOError, ValueError):
         return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        chunks = []
+        while True:
+            try:
+                b = os.read(fd, 1 << 20)
+            except (OSError, IOError):
+                return None
+            if not b:
+                return b"".join(chunks)
+            chunks.append(b)
+    finally:
+        os.close(fd)
+
+def special(p):
+    # what p is when it exists but is not a regular file (for "unreadable"), else None
+    try:
+        m = os.stat(p).st_mode
+    except (OSError, IOError, ValueError):
+        return None
+    if stat.S_ISREG(m):
+        return None
+    if stat.S_ISFIFO(m):
+        return "a FIFO (named pipe)"
+    return "a directory" if stat.S_ISDIR(m) else "a special file"
 
 def when(t):
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
@@ -52,7 +79,7 @@ for n in (sorted(os.listdir(bd)) if os.path.isdir(bd) else []):
          "manifest_sha256": hashlib.sha256(raw).hexdigest() if raw is not None else None}
     try:
         m = json.loads(raw.decode("utf-8")) if raw is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply for the parser
         m = None
     if isinstance(m, dict):
         model = m.get("model") if isinstance(m.get("model"), dict) else {}
@@ -60,7 +87,9 @@ for n in (sorted(os.listdir(bd)) if os.path.isdir(bd) else []):
                  target=m.get("target"), precision=m.get("precision"), model_file=model.get("file"),
                  model_sha256=model.get("sha256"))
     else:
-        e["unreadable"] = "no manifest.json" if raw is None else "manifest.json is not a JSON object"
+        kind = special(os.path.join(p, "manifest.json")) if raw is None else None
+        e["unreadable"] = ("manifest.json is %s, not a regular file" % kind if kind else
+                           "no manifest.json" if raw is None else "manifest.json is not a JSON object")
     out["bundles"].append(e)
 pub = read(os.path.join(root, "trusted.pub"))
 if pub is not None:
@@ -70,7 +99,7 @@ if os.path.isdir(lock):
     owner = os.path.join(lock, "owner.json")
     try:
         o = json.loads((read(owner) or b"{}").decode("utf-8"))
-    except ValueError:
+    except (ValueError, RecursionError):
         o = {}
     if not isinstance(o, dict):
         o = {}

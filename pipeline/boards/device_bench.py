@@ -38,6 +38,8 @@ def bench_devices(bundle_path: Path, urls: list[str], opts: SSHOptions, pubkey: 
     if not devices:
         raise InputError("bench: expected at least one --device ssh://... Received: none")
     require_pubkey(pubkey)
+    if report_path is not None:
+        load_report(Path(report_path))  # refused before any board is contacted (read again when merging)
     with verified_bundle(bundle_path, pubkey) as (bdir, manifest):
         dirname = remote_dir_name(bdir, manifest)
         args = f"--runs {int(runs)} --warmup {int(warmup)} --threads {int(threads)} --eval"
@@ -123,32 +125,81 @@ def device_line(row: dict) -> str:
     return f"{row['device']}{where}: {row['status']}{timing} {row.get('error') or ''}".rstrip()
 
 
-def merge_into_report(path: Path, summary: dict) -> None:
-    """Add the boards' rows to report.json["devices"] (replacing earlier rows for the same board and
-    bundle name), with the host's numbers for that artifact beside them, and re-render report.html beside it
-    (pipeline/reports/html.py). Both written atomically."""
-    try:
-        from edgepipe.core import safeio
+def load_report(path: Path) -> dict:
+    """A run's report.json for `--report`, read and checked before any board is contacted: a JSON object
+    written by `edgepipe run` ("edgepipe_report"), whose rows, environment and devices have the types the
+    merge and report.html need (it is rendered once here, so a report that cannot be rendered is refused now)."""
+    from pydantic import ValidationError
 
+    from edgepipe.config.schema import format_validation_error
+    from edgepipe.core import safeio
+    from edgepipe.core.errors import expected_received
+    from edgepipe.reports.rows import ReportRow
+
+    label = f"--report {str(path)!r}"
+    try:
         report = json.loads(safeio.read_text(path, "--report"))
     except (OSError, ValueError, RecursionError) as err:
         raise InputError(f"--report: expected a run's report.json. Received: {str(path)!r} ({err})") from err
     if not isinstance(report, dict):
         raise InputError(f"--report: expected a run's report.json (a JSON object). Received: {type(report).__name__}")
+    if "edgepipe_report" not in report:
+        keys = ", ".join(repr(k) for k in list(report)[:5]) or "none"
+        raise InputError(expected_received(label, "a run's report.json (an object with \"edgepipe_report\", as "
+                                                   "`edgepipe run` writes it)", f"an object with keys {keys}"))
+    for key, types, what in (("artifacts", list, "a list of rows"), ("devices", list, "a list of rows"),
+                             ("environment", dict, "an object")):
+        value = report.get(key)
+        if value is not None and not isinstance(value, types):
+            raise InputError(expected_received(f"{label}: {key}", f"{what} or null", type(value).__name__))
+    for key in ("artifacts", "devices"):
+        for i, row in enumerate(report.get(key) or []):
+            if not isinstance(row, dict):
+                raise InputError(expected_received(f"{label}: {key}[{i}]", "an object", type(row).__name__))
+            if key == "artifacts":
+                try:
+                    ReportRow.from_json(row)
+                except ValidationError as err:
+                    raise InputError(expected_received(label, "a run's report.json whose artifacts are report rows",
+                                                       format_validation_error(err, f"artifacts[{i}]"))) from None
+    _render(report, label)
+    return report
+
+
+def _render(report: dict, label: str) -> str:
+    """report.html's text, or an InputError saying which part of the report it could not be rendered from."""
+    from edgepipe.core.errors import expected_received
+    from edgepipe.reports.html import render
+
+    try:
+        return render(report)
+    except (AttributeError, TypeError, KeyError, ValueError, IndexError) as err:  # ValueError: pydantic's too
+        raise InputError(expected_received(label, "a run's report.json that report.html can be rendered from",
+                                           f"{type(err).__name__}: {str(err)[:200]}")) from None
+
+
+def merge_into_report(path: Path, summary: dict) -> None:
+    """Add the boards' rows to report.json["devices"] (replacing earlier rows for the same board and
+    bundle name), with the host's numbers for that artifact beside them, and re-render report.html beside it
+    (pipeline/reports/html.py). The report is read again (it may have changed while the boards ran) and checked
+    as before they ran; both files are rendered before either is written, and each is written atomically."""
+    report = load_report(path)
     name = summary["bundle"]["name"]
-    host_row = next((r for r in report.get("artifacts", []) if r.get("artifact", "").replace("/", "-") == name), None)
+    host_row = next((r for r in report.get("artifacts") or []
+                     if str(r.get("artifact", "")).replace("/", "-") == name), None)
     host = dict(summary["host"])
     if host_row:
         host.update(p50_ms=(host_row.get("latency") or {}).get("p50_ms"),
                     p90_ms=(host_row.get("latency") or {}).get("p90_ms"),
                     top1=(host_row.get("accuracy") or {}).get("top1"), cpu=(report.get("environment") or {}).get("cpu"))
-    keep = [d for d in report.get("devices", [])
+    keep = [d for d in report.get("devices") or []
             if not (d.get("artifact") == name and d.get("device") in {e["device"] for e in summary["devices"]})]
     for e in summary["devices"]:
         keep.append({"artifact": name, "bundle_version": summary["bundle"]["bundle_version"], "host": host, **e})
-    report["devices"] = keep
-    from edgepipe.core.jsonio import write_json
-    from edgepipe.reports.html import write_html
+    report = {**report, "devices": keep}
+    from edgepipe.core.jsonio import dumps
+    from edgepipe.core.tempdirs import atomic_write_text
 
-    write_json(path, report)
-    write_html(report, path.with_name("report.html"))  # the page shows the same rows as report.json
+    text, html = dumps(report), _render(report, f"--report {str(path)!r}")  # everything rendered, then written
+    atomic_write_text(path, text)
+    atomic_write_text(path.with_name("report.html"), html)  # the page shows the same rows as report.json

@@ -46,8 +46,11 @@ import json, os, shutil, sys
 r, k, p = sys.argv[1], int(sys.argv[2]), set(sys.argv[3:])
 
 def version(n):
+    m = os.path.join(r, n, "manifest.json")
+    if not os.path.isfile(m):  # a FIFO there would block open() until the command timeout
+        return -1
     try:
-        with open(os.path.join(r, n, "manifest.json")) as f:
+        with open(m) as f:
             v = json.load(f).get("bundle_version")
     except Exception:
         v = None
@@ -60,6 +63,7 @@ for n in gone:
     shutil.rmtree(os.path.join(r, n))
 print(json.dumps({"pruned": gone}))
 """
+_SPECIAL = "==not a regular file"  # Board.probe: current/manifest.json exists but is a FIFO, device, directory
 RUNNER = Path(__file__).resolve().with_name("device_runner.py")
 MIN_AGREEMENT = 0.75  # smoke test: share of sample images whose board top-1 equals the host's
 KEEP = 3  # bundles kept on the board after a successful ship (plus current and the previous one)
@@ -108,8 +112,10 @@ class Board:
         d = self.device
         cmd = (f"mkdir -p {d.q('bundles')} {d.q('runner')} {d.q('.staging')} || exit 1; "
                f"echo '==link'; readlink {d.q('current')} 2>/dev/null; "
-               f"echo; echo '==manifest'; cat {d.q('current', bundle_mod.MANIFEST)} 2>/dev/null; "
-               f"echo; echo '==pub'; cat {d.q('trusted.pub')} 2>/dev/null; "
+               # `test -f` first: a FIFO (or a device) there would block `cat` until the command timeout
+               f"echo; echo '==manifest'; m={d.q('current', bundle_mod.MANIFEST)}; "
+               f"if test -f \"$m\"; then cat \"$m\" 2>/dev/null; elif test -e \"$m\"; then echo '{_SPECIAL}'; fi; "
+               f"echo; echo '==pub'; test -f {d.q('trusted.pub')} && cat {d.q('trusted.pub')} 2>/dev/null; "
                f"echo; echo '==exists'; test -d {d.q('bundles', dirname)} && echo yes; true")
         res = self.remote.run(cmd)
         if res.returncode != 0:
@@ -126,8 +132,10 @@ class Board:
         current = None
         if text.get("manifest"):
             try:
-                current = json.loads(text["manifest"])
-            except ValueError:
+                current = json.loads(text["manifest"]) if text["manifest"] != _SPECIAL else None
+            except (ValueError, RecursionError):  # not JSON, or nested too deeply for the parser
+                current = None
+            if not isinstance(current, dict):  # also a list, a number, a FIFO or a device: not a manifest
                 current = {"name": None, "bundle_version": None, "unreadable": True}
         return {"link": text.get("link") or None, "current": current, "pub": text.get("pub") or None,
                 "exists": text.get("exists") == "yes"}

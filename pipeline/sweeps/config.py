@@ -154,7 +154,26 @@ def parse_sweep(raw: Any, base_dir: Path, source: str = "sweep") -> Sweep:
         if unknown:
             raise ConfigError(f"{source}: boards.{b.name}.targets: expected target names of this sweep {names}. "
                               f"Received: {unknown}")
+    if spec.board_bench:
+        _check_board_bench(spec.board_bench, spec.executor, source)
     return Sweep(spec, base, cells, source)
+
+
+def _check_board_bench(ref: str, executor: str, source: str) -> None:
+    """`board_bench: module:function` imports here, before any cell runs (the import the board tasks would do
+    after every cell was built). Not on an existing Ray cluster (`ray=ADDRESS`): there the module need only be
+    installed on the nodes that own boards (pipeline/sweeps/README.md), not on the machine running edgepipe."""
+    if executor.startswith("ray="):
+        return
+    from edgepipe.executors.board_resources import load_bench
+
+    try:
+        load_bench(ref)  # ImportError / AttributeError / not callable: a ConfigError naming module:function
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except Exception as err:  # the module itself fails to import (SyntaxError, an error in its top-level code)
+        raise ConfigError(f"{source}: board_bench: expected an importable 'module:function'. Received: {ref!r} "
+                          f"(importing it raised {type(err).__name__}: {str(err)[:300]})") from None
 
 
 def _load_base(base, base_dir: Path, source: str) -> PipelineConfig:

@@ -238,3 +238,30 @@ def test_board_status_list_and_ship_probe_call_a_deeply_nested_or_fifo_manifest_
     assert "FIFO" in json.loads(res.stdout)["current"]["unreadable"]
     assert _probe(board, hostile_root)["current"]["unreadable"] is True
     assert time.monotonic() - t0 < 15
+
+
+def test_a_lock_whose_owner_record_is_a_fifo_or_not_an_object_does_not_hang_or_crash_the_lock(board,  # noqa: F811
+                                                                                              hostile_root):
+    """The lock script read `.lock/owner.json` with a blocking open(): a FIFO there hung ship, bench and rollback
+    until the command timeout; a JSON list there was a TypeError on the board. Either is an owner it cannot
+    read: a lock without a readable owner record, held (not broken) while it is fresh."""
+    import time
+
+    from edgepipe.boards.lock import BoardLock
+    from edgepipe.boards.remote import Device, Remote
+    from edgepipe.core.errors import RemoteError
+    from tests.fixtures.ship_board import opts, url
+
+    (hostile_root / ".lock").mkdir()
+    os.mkfifo(hostile_root / ".lock" / "owner.json")
+    for record in ("fifo", "list"):
+        if record == "list":
+            (hostile_root / ".lock" / "owner.json").unlink()
+            (hostile_root / ".lock" / "owner.json").write_text("[1, 2]")
+        t0 = time.monotonic()
+        with Remote(Device.parse(url(board, hostile_root)), opts(board, command_timeout=20)) as remote:
+            with pytest.raises(RemoteError) as err:
+                BoardLock(remote, sys.executable, "ship").acquire()
+        assert err.value.status == "locked" and "Traceback" not in str(err.value), str(err.value)
+        assert time.monotonic() - t0 < 15
+    assert (hostile_root / ".lock").is_dir()  # a fresh lock is never broken

@@ -35,10 +35,14 @@ timeout = float(timeout)
 
 def read(d):
     p = os.path.join(d, "owner.json")
-    try:
-        with open(p) as f:
-            o = json.load(f)
-    except (OSError, ValueError):
+    o = {}
+    if os.path.isfile(p):  # a FIFO there would block open() until the command timeout; it reads as no owner
+        try:
+            with open(p) as f:
+                o = json.load(f)
+        except (OSError, ValueError, RecursionError):
+            o = {}
+    if not isinstance(o, dict):
         o = {}
     try:
         o["age_s"] = round(time.time() - os.stat(p if os.path.exists(p) else d).st_mtime, 1)

@@ -18,6 +18,7 @@ from edgepipe.boards.signing import keygen
 from edgepipe.cli.app import app
 from edgepipe.core.errors import BundleError
 from edgepipe.core.hashing import sha256_file
+from tests.fixtures.hostile import hand_made_artifact
 
 runner = CliRunner()
 
@@ -188,23 +189,6 @@ def test_pack_refuses_links(built, tmp_path):
 
 
 # ---- --out: a store that cannot be made, or one inside the bundle's own inputs --------------------------------
-def _hand_made(root):
-    """A published-artifact stand-in (the tiny .tflite, no run), a key pair and a small --samples folder."""
-    from edgepipe.core.artifacts import Artifact
-    from tests.fixtures.hostile import CLASSES, image_folder
-    from tests.fixtures.model_files import TINY_TFLITE
-
-    a = root / "run" / "artifacts" / "tflite-arm-fp32"
-    a.mkdir(parents=True)
-    shutil.copyfile(TINY_TFLITE, a / "model.tflite")
-    (a / "labels.txt").write_text("\n".join(CLASSES) + "\n")
-    (a / "preprocess.json").write_text(json.dumps({"height": 8, "width": 8, "channels": 3, "mode": "unit",
-                                                   "interpolation": "bilinear", "color": "rgb"}))
-    Artifact.from_files("tflite-arm/fp32", "tflite-arm", "tflite", "fp32", a / "model.tflite").write(a)
-    key, _ = keygen(root / "keys")
-    return {"dir": a, "key": key, "samples": image_folder(root / "samples")}
-
-
 def _bundle_to(art, out, samples=True):
     res = runner.invoke(app, ["bundle", str(art["dir"]), "--out", str(out), "--key", str(art["key"]),
                               *(["--samples", str(art["samples"])] if samples else [])])
@@ -219,7 +203,7 @@ def test_a_store_that_cannot_be_made_is_exit_2_naming_why(tmp_path):
 
     from tests.fixtures.hostile import snapshot
 
-    art = _hand_made(tmp_path)
+    art = hand_made_artifact(tmp_path)
     (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
     (tmp_path / "afile").write_text("precious")
     cases = [("dangling", "expected a bundle store folder (new or existing). Received: a dangling symbolic link"),
@@ -242,7 +226,7 @@ def test_a_store_inside_the_bundles_own_inputs_is_refused_before_anything_is_wri
     then failed on an unknown class folder); --out the artifact directory put it among the artifact's files."""
     from tests.fixtures.hostile import snapshot
 
-    art = _hand_made(tmp_path)
+    art = hand_made_artifact(tmp_path)
     cases = [(art["samples"], "it is the same path as the --samples data"),
              (art["samples"] / "red", "it is inside the --samples data"),
              (art["dir"], "it is the same path as the artifact directory"),

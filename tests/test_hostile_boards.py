@@ -18,10 +18,8 @@ from typer.testing import CliRunner
 from edgepipe.boards.archive import unpack
 from edgepipe.boards.signing import keygen
 from edgepipe.cli.app import app
-from edgepipe.core.artifacts import Artifact
 from edgepipe.core.errors import BundleError
-from tests.fixtures.hostile import CLASSES, ROOT, image_folder, snapshot
-from tests.fixtures.model_files import TINY_TFLITE
+from tests.fixtures.hostile import ROOT, hand_made_artifact, snapshot
 from tests.fixtures.ship_board import board  # noqa: F401  (the loopback sshd board fixture)
 
 RUNNER = ROOT / "pipeline" / "boards" / "device_runner.py"
@@ -36,16 +34,7 @@ def invoke(*args):
 
 @pytest.fixture(scope="module")
 def art(tmp_path_factory):
-    d = tmp_path_factory.mktemp("art")
-    a = d / "artifacts" / "tflite-arm-fp32"
-    a.mkdir(parents=True)
-    shutil.copyfile(TINY_TFLITE, a / "model.tflite")
-    (a / "labels.txt").write_text("\n".join(CLASSES) + "\n")
-    (a / "preprocess.json").write_text(json.dumps({"height": 8, "width": 8, "channels": 3, "mode": "unit",
-                                                   "interpolation": "bilinear", "color": "rgb"}))
-    Artifact.from_files("tflite-arm/fp32", "tflite-arm", "tflite", "fp32", a / "model.tflite").write(a)
-    key, pub = keygen(d / "keys")
-    return {"dir": a, "key": key, "pub": pub, "samples": image_folder(d / "samples")}
+    return hand_made_artifact(tmp_path_factory.mktemp("art"))
 
 
 def bundle(art, store, artifact=None):

@@ -74,6 +74,40 @@ def test_a_refused_run_creates_no_output_folder(world, spoil, said):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("entry", ["stages", "artifacts"])
+def test_an_output_entry_that_is_a_link_is_refused_and_what_it_points_to_is_kept(world, entry):
+    """OUT/artifacts (or OUT/stages) as a link to a user's folder: the run replaced the folders in it that were
+    named like its artifacts (or removed a stage-named folder without a marker), outside the output folder."""
+    out, mine = world["root"] / "out", world["root"] / "mine"
+    (mine / "tflite-arm-fp32").mkdir(parents=True)
+    (mine / "tflite-arm-fp32" / "notes.txt").write_text("keep me")
+    out.mkdir()
+    (out / ".edgepipe.lock").write_text("")
+    (out / entry).symlink_to(mine)
+    before = snapshot(mine)
+    res = run_cli("run", write_yaml(world["root"] / "p.yaml", config(world["model"], world["data"], out)))
+    assert res.exit_code == 2 and f"Received: '{entry}' is a symbolic link (to '{mine}')" in res.output, res.output
+    assert snapshot(mine) == before
+
+
+@pytest.mark.parametrize("kind", ["link", "fifo"])
+def test_the_output_lock_is_never_written_through_a_link_or_into_a_fifo(world, kind):
+    """The run truncates and rewrites .edgepipe.lock: through a link that overwrote a user's file outside the
+    output folder; a FIFO there was an OSError traceback."""
+    out, precious = world["root"] / "out", world["root"] / "precious.txt"
+    precious.write_text("user data")
+    out.mkdir()
+    if kind == "link":
+        (out / ".edgepipe.lock").symlink_to(precious)
+    else:
+        os.mkfifo(out / ".edgepipe.lock")
+    res = run_cli("run", write_yaml(world["root"] / "p.yaml", config(world["model"], world["data"], out)))
+    said = "is a symbolic link; edgepipe writes its lock only as a regular file" if kind == "link" else \
+        "Received: .edgepipe.lock is a FIFO (named pipe)"
+    assert res.exit_code == 2 and said in " ".join(res.output.split()), res.output
+    assert precious.read_text() == "user data"
+
+
 def test_a_refused_run_never_touches_folders_named_like_leftovers(world):
     """The issue's data loss: sub-folders of the output named like old leftovers, deleted by a refused run."""
     out = world["root"] / "out"

@@ -18,10 +18,11 @@ import json
 import os
 import shutil
 import socket
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 
-from edgepipe.core import tempdirs
+from edgepipe.core import safeio, tempdirs
 from edgepipe.core.errors import InputError, OutputLockedError, OutputWriteError, expected_received
 from edgepipe.core.overlap import overlap
 
@@ -29,6 +30,7 @@ LOCK_NAME = ".edgepipe.lock"
 GLOB_CHARS = ("*", "?", "[", "]", "\\")
 # what edgepipe writes into an output folder: a folder holding only these (e.g. a copied stage cache) is edgepipe's
 OUTPUT_ENTRIES = {LOCK_NAME, "stages", "artifacts", "logs", "report.json", "report.html", "cells", "sweep.json"}
+FOLDER_ENTRIES = {"stages", "artifacts", "logs", "cells"}  # of those, the folders edgepipe replaces things in
 
 
 @contextmanager
@@ -37,12 +39,20 @@ def locked_output(path: Path, wait: bool = False):
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        # never through a link (the lock is rewritten: a link to a user's file would overwrite it), never blocking
+        fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
     except OSError as err:
+        why = (f"{LOCK_NAME} is a symbolic link; edgepipe writes its lock only as a regular file"
+               if err.errno == errno.ELOOP else err.strerror)
         raise InputError(
-            f"output directory {str(path)!r}: expected a writable directory. Received: {err.strerror}"
+            f"output directory {str(path)!r}: expected a writable directory. Received: {why}"
         ) from err
     try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO or a device: truncating and rewriting it is no lock
+            raise InputError(expected_received(f"output directory {str(path)!r}", f"{LOCK_NAME} a regular file "
+                                               "(edgepipe's lock)", f"{LOCK_NAME} is {safeio.kind_of(mode)}"))
+        os.set_blocking(fd, True)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as err:
@@ -170,3 +180,11 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
             raise InputError(expected_received(
                 label, "a new or empty folder, or one an earlier edgepipe run wrote",
                 f"a non-empty folder edgepipe did not create ({len(names)} entries: {shown}); choose another --output"))
+        for name in sorted(FOLDER_ENTRIES & set(names)):
+            # a link here would make the run replace or delete what it points to, outside the output folder
+            entry = out / name
+            if entry.is_symlink() or not entry.is_dir():
+                kind = f"a symbolic link (to {os.readlink(entry)!r})" if entry.is_symlink() else \
+                    safeio.kind_of(entry.lstat().st_mode)
+                raise InputError(expected_received(label, f"its {name!r} a folder edgepipe made (not a link)",
+                                                   f"{name!r} is {kind}; move it away or choose another --output"))

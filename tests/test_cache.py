@@ -72,6 +72,60 @@ def test_a_directory_without_marker_is_not_a_hit_and_is_replaced(tmp_path):
     assert not res.cached and (res.path / MARKER).exists() and not (res.path / "junk").exists()
 
 
+def _damage(entry, how: str, other):
+    import json
+    import os
+    import shutil
+
+    marker = entry / MARKER
+    if how == "other stage's folder":  # another stage's complete entry copied over this one
+        shutil.rmtree(entry)
+        shutil.copytree(other, entry)
+    elif how == "meta file outside":
+        record = json.loads(marker.read_text())
+        record["meta"]["file"] = "../elsewhere/model.tflite"
+        marker.write_text(json.dumps(record))
+    elif how == "a FIFO":
+        marker.unlink()
+        os.mkfifo(marker)
+    elif how == "a link to a user folder":
+        shutil.rmtree(entry)
+        entry.symlink_to(other)
+    elif how == "a file":
+        shutil.rmtree(entry)
+        entry.write_text("x")
+    else:
+        marker.write_text({"not json": "not json{", "a list": "[]", "meta not an object": '{"meta": "x"}',
+                           "empty": "{}", "deeply nested": "[" * 100_000}[how])
+
+
+@pytest.mark.parametrize("how", ["not json", "a list", "meta not an object", "empty", "deeply nested", "a FIFO",
+                                 "other stage's folder", "meta file outside", "a link to a user folder", "a file"])
+def test_a_damaged_entry_is_computed_again_and_replaced(tmp_path, how):
+    """The marker was trusted by name: a damaged one was a traceback on every rerun (JSONDecodeError, KeyError,
+    RecursionError), another stage's folder copied over an entry was served as this stage's output, a meta `file`
+    could point outside the entry, and an entry that is a link made the recompute fail (rmtree on a link)."""
+    cache = StageCache(tmp_path / "stages")
+    calls = []
+
+    def fn(out):
+        calls.append(out)
+        (out / "model.tflite").write_text("mine")
+        return {"file": "model.tflite"}
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "keep.txt").write_text("keep")
+    other = cache.run("other", {"p": 0}, lambda out: {"file": "x"}).path
+    first = cache.run("s", {"p": 1}, fn)
+    _damage(first.path, how, user if "user" in how else other)
+    again = StageCache(tmp_path / "stages").run("s", {"p": 1}, fn)
+    assert not again.cached and len(calls) == 2 and again.path == first.path and again.meta == {"file": "model.tflite"}
+    assert not again.path.is_symlink() and (again.path / "model.tflite").read_text() == "mine"
+    assert (user / "keep.txt").read_text() == "keep" and (other / MARKER).is_file()
+    assert StageCache(tmp_path / "stages").run("s", {"p": 1}, fn).cached  # and found complete afterwards
+
+
 def test_leftover_temporaries_from_dead_processes_are_swept(tmp_path):
     """Only folders carrying edgepipe's marker, written by a dead process, are swept; a user's folder
     named like a leftover is not touched (found by its marker, never by its name)."""

@@ -30,13 +30,35 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from edgepipe.core import tempdirs
+from edgepipe.core import safeio, tempdirs
+from edgepipe.core.errors import InputError
 from edgepipe.core.hashing import stable_hash
 from edgepipe.core.timing import Clock, Cost, Span
 from edgepipe.core.versions import onednn_isa_cap
 
 MARKER = "_stage.json"
+MAX_MARKER = 16 << 20  # a marker holds the stage's inputs and meta: kilobytes
 LOCKS = ".locks"  # per-stage lock files (never swept: a lock file is harmless, and may be held)
+
+
+def complete_record(out: Path, name: str, key: str) -> dict | None:
+    """The marker of `out` when it is a complete entry of stage `name` with `key`: a folder (not a link) whose
+    marker is a regular file within MAX_MARKER, a JSON object naming this stage and key, its meta an object whose
+    `file` stays inside the folder. Anything else (a damaged entry, another stage's folder copied over this one)
+    is None: the stage runs again and its result replaces the entry."""
+    if out.is_symlink() or not out.is_dir():
+        return None
+    try:
+        record = json.loads(safeio.read_bytes(out / MARKER, "stage marker", MAX_MARKER))
+    except (InputError, ValueError, RecursionError):  # missing, special, too big; not UTF-8 or not JSON
+        return None
+    if not isinstance(record, dict) or record.get("stage") != name or record.get("key") != key \
+            or not isinstance(record.get("meta", {}), dict):
+        return None
+    file = record.get("meta", {}).get("file")
+    if file is not None and (not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts):
+        return None
+    return record
 
 
 @dataclass(frozen=True)
@@ -78,11 +100,10 @@ class StageCache:
     def lookup(self, name: str, inputs: dict) -> StageResult | None:
         key = self.key_for(name, inputs)
         out = self.root / f"{name}-{key}"
-        marker = out / MARKER
-        if not marker.is_file():
+        record = complete_record(out, name, key)
+        if record is None:
             return None
-        meta = json.loads(marker.read_text())
-        return StageResult(name, key, out, True, 0.0, meta.get("meta", {}), Cost.from_json(meta.get("cost")))
+        return StageResult(name, key, out, True, 0.0, record.get("meta", {}), Cost.from_json(record.get("cost")))
 
     def run(self, name: str, inputs: dict, fn: Callable[[Path], dict | None]) -> StageResult:
         """Return the cached result for (name, inputs) or run `fn(tmpdir)` and publish it."""
@@ -111,7 +132,9 @@ class StageCache:
             record = {"stage": name, "key": key, "inputs": inputs, "meta": meta, "seconds": seconds,
                       "cost": m.cost.to_json()}
             (tmp / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
-            if out.exists():  # a leftover without a marker (never complete): replace it
+            if out.is_symlink() or out.is_file():  # not an entry this cache made: the link itself goes
+                out.unlink()
+            elif out.exists():  # a leftover without a complete marker (never finished, or damaged): replace it
                 shutil.rmtree(out)
             tempdirs.unmark(tmp)
             os.replace(tmp, out)

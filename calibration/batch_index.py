@@ -19,11 +19,14 @@ import json
 import os
 from pathlib import Path
 
+from edgepipe.core.errors import InputError
 from edgepipe.core.hashing import sha256_file, stable_hash
 from edgepipe.core.jsonio import write_json
+from edgepipe.core.safeio import KiB, read_bytes
 
 FORMAT = 1
 DIRNAME = "batch-index"
+MAX_ENTRY = 64 * KiB  # an entry is about 100 bytes of JSON (format, count, sha256)
 
 
 def _code() -> dict:
@@ -57,11 +60,13 @@ def subset_key(parent_sha256: str, rows: list[int]) -> str:
 
 
 def lookup(root: Path, key: str, count: int) -> str | None:
-    """The remembered sha256 of the batch `key` (of `count` images), or None."""
-    path = Path(root) / DIRNAME / f"{key}.json"
+    """The remembered sha256 of the batch `key` (of `count` images), or None. An entry that is not a small
+    regular file of the expected JSON (a FIFO, a device, a directory, a huge or garbage file) is a miss: read
+    through safeio, it never blocks, and the batch is hashed again."""
+    path = entry_path(root, key)
     try:
-        entry = json.loads(path.read_text())
-    except (OSError, ValueError):
+        entry = json.loads(read_bytes(path, "batch index entry", MAX_ENTRY))
+    except (InputError, OSError, ValueError):
         return None
     if not isinstance(entry, dict) or entry.get("format") != FORMAT or entry.get("count") != count:
         return None
@@ -69,10 +74,15 @@ def lookup(root: Path, key: str, count: int) -> str | None:
     return sha if isinstance(sha, str) and len(sha) == 64 else None
 
 
+def entry_path(root: Path, key: str) -> Path:
+    """The file that remembers the batch `key`."""
+    return Path(root) / DIRNAME / f"{key}.json"
+
+
 def remember(root: Path, key: str, count: int, sha256: str) -> None:
     (Path(root) / DIRNAME).mkdir(parents=True, exist_ok=True)
-    write_json(Path(root) / DIRNAME / f"{key}.json", {"format": FORMAT, "count": count, "sha256": sha256})
+    write_json(entry_path(root, key), {"format": FORMAT, "count": count, "sha256": sha256})
 
 
 def forget(root: Path, key: str) -> None:
-    (Path(root) / DIRNAME / f"{key}.json").unlink(missing_ok=True)
+    entry_path(root, key).unlink(missing_ok=True)

@@ -21,17 +21,20 @@ class Batch:
     where they came from, and the image files (for end-to-end decode + preprocess timing).
 
     `images=None` with a `loader`: the images are decoded on first use (`batch_index`: a batch whose hash
-    is remembered), then hashed again; a different hash is an InputError."""
+    is remembered), then hashed again; a different hash is an InputError. `entry` (a stage-cache root and a
+    batch_index key): the index entry that remembered the hash; it is forgotten on such a mismatch, so that a
+    rerun hashes the files again instead of failing the same way."""
 
-    __slots__ = ("_images", "labels", "sha256", "source", "split", "paths", "_loader", "_what")
+    __slots__ = ("_images", "labels", "sha256", "source", "split", "paths", "_loader", "_what", "_entry")
 
     def __init__(self, images: np.ndarray | None, labels: np.ndarray, sha256: str, source: str, split: str,
-                 paths: tuple[str, ...] = (), loader: Callable[[], np.ndarray] | None = None, what: str = "images"):
+                 paths: tuple[str, ...] = (), loader: Callable[[], np.ndarray] | None = None, what: str = "images",
+                 entry: tuple[Path, str] | None = None):
         if images is None and loader is None:
             raise ValueError("Batch: expected images or a loader. Received: neither")
         self._images, self.labels, self.sha256 = images, labels, sha256
         self.source, self.split, self.paths = source, split, paths
-        self._loader, self._what = loader, what
+        self._loader, self._what, self._entry = loader, what, entry
 
     @property
     def images(self) -> np.ndarray:
@@ -43,9 +46,21 @@ class Batch:
                     self._what, f"the image files whose content hash was remembered for their sizes and "
                     f"modification times ({self.sha256[:12]})",
                     f"content hash {got[:12]}: a file was rewritten keeping its size and modification time; "
-                    "rerun to hash the files again"))
+                    + self._forget_entry()))
             self._images = images
         return self._images
+
+    def _forget_entry(self) -> str:
+        """Forget the stale index entry; the advice that is then true."""
+        if self._entry is None:  # not remembered by an index entry of its own (cannot happen with a loader)
+            return "rerun to hash the files again"
+        root, key = self._entry
+        path = batch_index.entry_path(root, key)
+        try:
+            batch_index.forget(root, key)
+        except OSError as err:
+            return f"delete {str(path)!r} (it could not be deleted: {err.strerror or err}) and rerun"
+        return f"the remembered hash was forgotten ({str(path)!r}): rerun to hash the files again"
 
     @property
     def loaded(self) -> bool:
@@ -82,7 +97,8 @@ def load_subset(subset, splits, labels: list[str], spec: PreprocessSpec, what: s
         sha = batch_index.lookup(index, key, len(paths)) if key else None
         if sha is not None:
             return Batch(None, batch_labels, sha, subset.source, subset.split, paths,
-                         loader=partial(read_images, paths, spec, what, workers=workers), what=what)
+                         loader=partial(read_images, paths, spec, what, workers=workers), what=what,
+                         entry=(index, key))
     images = read_images(paths, spec, what, progress, workers)
     batch = Batch(images, batch_labels, sha256_arrays(images, batch_labels), subset.source, subset.split, paths)
     if key:
@@ -155,7 +171,7 @@ def subsample(batch: Batch, n: int, seed: int, index: Path | None = None) -> Bat
     sha = batch_index.lookup(index, key, n) if key else None
     if sha is not None:
         return Batch(None, labels, sha, batch.source, split, paths, loader=lambda: batch.images[idx],
-                     what=f"{batch.split} subset of {n} images")
+                     what=f"{batch.split} subset of {n} images", entry=(index, key))
     images = batch.images[idx]
     sub = Batch(images, labels, sha256_arrays(images, labels), batch.source, split, paths)
     if key:

@@ -122,3 +122,111 @@ def test_a_warm_rerun_decodes_no_image(tiny_full_run, tmp_path, monkeypatch):
     for now, cold in zip(report["artifacts"], run["report"]["artifacts"], strict=True):
         assert now.get("per_layer_error") is None, now.get("per_layer_error")
         assert now.get("per_layer") == cold.get("per_layer")
+
+
+def _unblock_fifos(paths):
+    """Open each FIFO for writing without blocking and close it: a reader stuck in open() sees end-of-file."""
+    for p in paths:
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader waiting (ENXIO), or no longer a FIFO
+            pass
+
+
+def test_a_fifo_in_the_index_is_a_miss_not_a_hang(data, tmp_path):
+    """A FIFO where an index entry should be (stages/batch-index/<key>.json) once made the run block forever in
+    lookup's read; it is a miss now: the images are hashed again and the entry is written anew."""
+    import threading
+
+    root = tmp_path / "stages"
+    first = _load(data, root)
+    entries = sorted((root / "batch-index").glob("*.json"))
+    assert entries
+    for p in entries:
+        p.unlink()
+        os.mkfifo(p)
+    result = {}
+
+    def work():
+        try:
+            result["batch"] = _load(data, root)
+        except BaseException as err:  # noqa: BLE001  reported by the main thread
+            result["error"] = err
+
+    t = threading.Thread(target=work, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    if t.is_alive():
+        _unblock_fifos(entries)  # let the stuck thread go before failing
+        t.join(timeout=5)
+        pytest.fail("batch_index.lookup blocked on a FIFO entry")
+    assert "error" not in result, result.get("error")
+    again = result["batch"]
+    assert again.loaded and again.sha256 == first.sha256  # a miss: decoded and hashed again
+    assert all(p.is_file() for p in entries)  # remember() replaced the FIFO with a regular entry
+
+
+def test_an_entry_that_is_not_a_small_regular_json_file_is_a_miss(data, tmp_path):
+    """lookup reads entries through safeio: a directory, an oversized file (even one that is valid JSON), garbage
+    and wrong types are all "not indexed", never an error."""
+    from edgepipe.calibration import batch_index
+
+    root = tmp_path / "stages"
+    first = _load(data, root)
+    (entry,) = [p for p in (root / "batch-index").glob("*.json")]
+    key = entry.stem
+    good = entry.read_text()
+    assert batch_index.lookup(root, key, len(first)) == first.sha256
+    entry.write_text(good + " " * (2 << 20))  # valid JSON, but 2 MiB: far larger than any entry
+    assert batch_index.lookup(root, key, len(first)) is None
+    for garbage in ("{", "\xff\xfe", "[]", '{"format": 1, "count": "x", "sha256": 5}', "null"):
+        entry.write_text(garbage)
+        assert batch_index.lookup(root, key, len(first)) is None, garbage
+    entry.unlink()
+    entry.mkdir()
+    assert batch_index.lookup(root, key, len(first)) is None
+
+
+def _rewrite_keeping_size_and_time(paths):
+    by_size = sorted(paths, key=os.path.getsize)
+    victim, donor = by_size[-1], by_size[0]
+    old, new = open(victim, "rb").read(), open(donor, "rb").read()
+    st = os.stat(victim)
+    with open(victim, "wb") as f:  # another image, padded after its PNG end to the old size
+        f.write(new + b"\0" * (len(old) - len(new)))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_rerun_after_a_rewritten_file_is_found_hashes_the_files_again(data, tmp_path):
+    """The mismatch error says "rerun to hash the files again": the stale entry is forgotten when the mismatch
+    is found, so the rerun does hash them again (and remembers the new hash) instead of failing forever."""
+    root = tmp_path / "stages"
+    first = _load(data, root)
+    _rewrite_keeping_size_and_time(first.paths)
+    again = _load(data, root)
+    assert not again.loaded and again.sha256 == first.sha256
+    with pytest.raises(InputError, match="rerun to hash the files again"):
+        again.images  # noqa: B018
+    rerun = _load(data, root)
+    assert rerun.loaded and rerun.sha256 != first.sha256  # hashed again: the new content's hash
+    third = _load(data, root)
+    assert not third.loaded and third.sha256 == rerun.sha256  # the new hash is remembered ...
+    assert np.array_equal(third.images, rerun.images)  # ... and checks out when used
+
+
+def test_a_stale_entry_that_cannot_be_forgotten_is_named_in_the_error(data, tmp_path, monkeypatch):
+    from edgepipe.calibration import batch_index
+
+    root = tmp_path / "stages"
+    first = _load(data, root)
+    (entry,) = list((root / "batch-index").glob("*.json"))
+    _rewrite_keeping_size_and_time(first.paths)
+    again = _load(data, root)
+
+    def refuse(root, key):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(batch_index, "forget", refuse)
+    with pytest.raises(InputError) as err:
+        again.images  # noqa: B018
+    assert f"delete {str(entry)!r}" in str(err.value) and "Permission denied" in str(err.value)

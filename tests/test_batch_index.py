@@ -88,14 +88,8 @@ def test_a_touched_file_is_hashed_again(data, tmp_path, monkeypatch):
 
 def test_a_file_rewritten_with_the_same_size_and_time_is_an_error_not_a_wrong_hit(data, tmp_path):
     first = _load(data, tmp_path / "stages")
-    by_size = sorted(first.paths, key=os.path.getsize)
-    victim, donor = by_size[-1], by_size[0]
-    old, new = open(victim, "rb").read(), open(donor, "rb").read()
-    st = os.stat(victim)
-    with open(victim, "wb") as f:  # another image, padded after its PNG end to the old size
-        f.write(new + b"\0" * (len(old) - len(new)))
-    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert os.path.getsize(victim) == len(old) and np.array_equal(SPEC.load(victim), SPEC.load(donor))
+    victim, donor, size = _rewrite_keeping_size_and_time(first.paths)
+    assert os.path.getsize(victim) == size and np.array_equal(SPEC.load(victim), SPEC.load(donor))
     again = _load(data, tmp_path / "stages")
     assert not again.loaded and again.sha256 == first.sha256  # the index cannot see the change ...
     with pytest.raises(InputError, match="rewritten keeping its size and modification time"):
@@ -195,6 +189,7 @@ def _rewrite_keeping_size_and_time(paths):
     with open(victim, "wb") as f:  # another image, padded after its PNG end to the old size
         f.write(new + b"\0" * (len(old) - len(new)))
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    return victim, donor, len(old)
 
 
 def test_a_rerun_after_a_rewritten_file_is_found_hashes_the_files_again(data, tmp_path):

@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,38 @@ def test_sigterm_is_handled_like_ctrl_c(resumed):
     assert resumed["term_leftovers"] == []  # the unfinished stage's temporary directory was discarded
     assert not resumed["term_report"]
     assert {n.split("-")[0] for n in resumed["term_complete"]} >= {"savedmodel", "tflite"}
+
+
+SWALLOWED = """
+import os, signal, sys
+class Eats:  # SIGTERM arrives while a finalizer runs (as in TensorFlow's AtomicFunction.__del__)
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)
+        sum(range(100_000))  # the handler runs here; Python prints "Exception ignored" and drops its exception
+"""
+
+
+@pytest.mark.parametrize("where", ["before the next stage", "when the command returns"])
+def test_a_sigterm_a_finalizer_swallowed_still_stops_edgepipe(tmp_path, where):
+    """The SIGTERM handler's exception raised inside a finalizer was dropped and the run carried on to exit 0
+    (seen twice in about 20 tries). The signal is remembered: the next stage raises it again, and the CLI exits
+    143 all the same when the command returned."""
+    if where == "before the next stage":
+        body = ("from edgepipe.core.children import install_sigterm\nfrom edgepipe.core.signals import Terminated\n"
+                "from edgepipe.core.cache import StageCache\ninstall_sigterm()\nEats()\n"
+                "print('carried on', flush=True)\ntry:\n"
+                f"    StageCache({str(tmp_path)!r}).run('s', {{}}, lambda out: print('stage ran'))\n"
+                "except Terminated:\n    sys.exit(143)\n")
+    else:
+        body = ("from edgepipe.cli import app as cli\n"
+                "def command():\n    Eats()\n    print('carried on', flush=True)\n    sys.exit(0)\n"
+                "cli.app = command\ncli.main()\n")
+    res = subprocess.run([sys.executable, "-c", SWALLOWED + body], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert "Exception ignored" in res.stderr and "carried on" in res.stdout, (res.stdout, res.stderr)
+    assert res.returncode == 143 and "stage ran" not in res.stdout, (res.returncode, res.stdout, res.stderr)
+    if where == "when the command returns":
+        assert "terminated (SIGTERM)" in res.stderr
 
 
 def test_kill_9_leaves_only_an_unmarked_temporary(resumed):
@@ -124,3 +157,4 @@ def test_leftovers_of_a_killed_publish_are_undone(tmp_path):
     assert sorted(p.name for p in arts.iterdir()) == sorted(
         [".old-tflite-arm-int8-999999999", ".tmp-mine-999999999", alive.name, "tflite-arm-int8"])
     assert [p.name for p in tmp_path.iterdir() if p.name != "artifacts"] == []
+

@@ -155,12 +155,23 @@ class _PlainFormatter(logging.Formatter):
 
 def main() -> None:
     from edgepipe.core.children import install_sigterm
+    from edgepipe.core.signals import TERMINATED, Terminated
 
     install_sigterm()  # SIGTERM -> Terminated (exit 143), and a hard stop if the main thread is stuck
     handler = logging.StreamHandler()
     handler.setFormatter(_PlainFormatter("%(levelname)s: %(message)s"))  # warnings quote labels and paths
     logging.basicConfig(level=logging.WARNING, handlers=[handler])
-    app()
+    code = 0
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+    if TERMINATED.is_set() and code != 143:  # SIGTERM came, but a finalizer swallowed its exception
+        try:
+            interrupted(Terminated())
+        except typer.Exit as stop:
+            code = stop.exit_code
+    raise SystemExit(code)
 
 
 # the other command groups register on `app` when imported, after run/sweep/examples, in --help order

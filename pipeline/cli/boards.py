@@ -203,7 +203,7 @@ BOARD_JSON = "one JSON object on stdout for every outcome (success, refusal, rem
 
 def _board_call(fn, url: str, as_json: bool, what: str, **kw) -> dict:
     """Run one board operation; every failure prints (with --json: one JSON object) and exits."""
-    from edgepipe.core.children import Terminated
+    from edgepipe.core.signals import Terminated
 
     try:
         return fn(url, **kw)

@@ -88,8 +88,8 @@ def refuse_empty(option: str, value: str | None, expected: str) -> None:
 def interrupted(err: KeyboardInterrupt, what: str = "completed stages are cached, unfinished ones were "
                                                   "discarded; rerun to resume") -> None:
     """Ctrl-C (exit 130) or SIGTERM (exit 143): say so, then exit."""
-    from edgepipe.core.children import Terminated
     from edgepipe.core.progress import stderr
+    from edgepipe.core.signals import Terminated
 
     term = isinstance(err, Terminated)
     stderr.print(f"[yellow]{'terminated (SIGTERM)' if term else 'interrupted'}[/]: {what}")

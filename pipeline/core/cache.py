@@ -33,6 +33,7 @@ from filelock import FileLock
 from edgepipe.core import safeio, tempdirs
 from edgepipe.core.errors import InputError
 from edgepipe.core.hashing import stable_hash
+from edgepipe.core.signals import stop_if_terminated
 from edgepipe.core.timing import Clock, Cost, Span
 from edgepipe.core.versions import onednn_isa_cap
 
@@ -107,6 +108,7 @@ class StageCache:
 
     def run(self, name: str, inputs: dict, fn: Callable[[Path], dict | None]) -> StageResult:
         """Return the cached result for (name, inputs) or run `fn(tmpdir)` and publish it."""
+        stop_if_terminated()  # a SIGTERM whose exception a finalizer swallowed stops the run here
         hit = self.lookup(name, inputs)
         if hit is not None:
             self.events.append(hit)

@@ -14,10 +14,12 @@ The CPU limit defaults to (threads + 1) x timeout x (progress steps + 1): no ste
 than the wall timeout on every thread. `Limits.describe()` names all three in messages.
 
 `install_sigterm()` (the CLI's `main`) turns SIGTERM into `Terminated` in the main thread, where
-commands clean up like for Ctrl-C. Python runs signal handlers only between bytecodes, so a main
-thread stuck in native code would never see it: a watcher thread, woken through
-`signal.set_wakeup_fd` even then, kills every supervised child group and exits the process with
-143 if the main thread has not finished `GRACE_S` seconds after the signal.
+commands clean up like for Ctrl-C. The signal is also remembered (`TERMINATED`, pipeline/core/signals.py): a
+`Terminated` swallowed in a finalizer is raised again before the next stage (`stop_if_terminated`), and the CLI
+exits 143 all the same. Python runs signal handlers only between bytecodes, so a main thread stuck in native
+code would never see it: a watcher thread, woken through `signal.set_wakeup_fd` even then, kills every
+supervised child group and exits the process with 143 if the main thread has not finished `GRACE_S` seconds
+after the signal.
 """
 
 from __future__ import annotations
@@ -33,14 +35,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgepipe.core.signals import raise_terminated
+
 DEFAULT_TIMEOUT_S = 120.0
 DEFAULT_MEMORY_MB = 8192  # address space, not RSS
 GRACE_S = 30.0  # after SIGTERM, how long the main thread has to clean up before the process exits anyway
 LIMITS_ENV = "EDGEPIPE_CHILD_LIMITS"
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: unfinished work is discarded, locks released, exit 143."""
 
 
 @dataclass(frozen=True)
@@ -184,13 +184,9 @@ def _die_with_parent() -> None:
 
 
 # ---- SIGTERM ----------------------------------------------------------------------------------
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
-
-
 def install_sigterm(grace_s: float = GRACE_S) -> None:
     """SIGTERM -> Terminated in the main thread; the process exits 143 at the latest `grace_s` later."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         r, w = os.pipe()
         os.set_blocking(w, False)

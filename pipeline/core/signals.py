@@ -17,6 +17,29 @@ import threading
 HELD = (signal.SIGINT, signal.SIGTERM)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: unfinished work is discarded, locks released, exit 143."""
+
+
+# set by SIGTERM's handler (`install_sigterm`, pipeline/core/children.py) and never cleared: the raise alone can be
+# lost. Python runs the handler in whatever the main thread executes, and an exception raised inside a finalizer
+# (seen: TensorFlow's `AtomicFunction.__del__`) is printed as "Exception ignored" and dropped; the run then carried
+# on and exited 0.
+TERMINATED = threading.Event()
+
+
+def raise_terminated(signum, frame) -> None:
+    TERMINATED.set()
+    raise Terminated()
+
+
+def stop_if_terminated() -> None:
+    """Raise Terminated if SIGTERM arrived and its exception was swallowed: called before every stage
+    (`StageCache.run`) and when the CLI's command returns."""
+    if TERMINATED.is_set():
+        raise Terminated()
+
+
 @contextlib.contextmanager
 def held(signums: tuple[int, ...] = HELD):
     if threading.current_thread() is not threading.main_thread():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -94,17 +95,41 @@ def _damage(entry, how: str, other):
     elif how == "a file":
         shutil.rmtree(entry)
         entry.write_text("x")
+    elif how == "another model over the file":  # e.g. through the artifact, a hard link to this file
+        (entry / "model.tflite").write_text("another model")
+    elif how == "same size, other content":
+        model = entry / "model.tflite"
+        model.write_text("MINE")
+        os.utime(model, ns=(model.stat().st_atime_ns, model.stat().st_mtime_ns + 10**9))
+    elif how == "the file removed":
+        (entry / "model.tflite").unlink()
+    elif how == "the file a link":  # to a file of the same content: still not what the stage wrote
+        (other / "same.tflite").write_text("mine")
+        (entry / "model.tflite").unlink()
+        (entry / "model.tflite").symlink_to(other / "same.tflite")
+    elif how == "no file record":  # a marker an older edgepipe wrote: nothing to check the files against
+        record = json.loads(marker.read_text())
+        del record["files"]
+        marker.write_text(json.dumps(record))
+    elif how == "a file record pointing outside":
+        record = json.loads(marker.read_text())
+        record["files"] = {"../../user/keep.txt": [4, 0, "0" * 64]}
+        marker.write_text(json.dumps(record))
     else:
         marker.write_text({"not json": "not json{", "a list": "[]", "meta not an object": '{"meta": "x"}',
                            "empty": "{}", "deeply nested": "[" * 100_000}[how])
 
 
 @pytest.mark.parametrize("how", ["not json", "a list", "meta not an object", "empty", "deeply nested", "a FIFO",
-                                 "other stage's folder", "meta file outside", "a link to a user folder", "a file"])
+                                 "other stage's folder", "meta file outside", "a link to a user folder", "a file",
+                                 "another model over the file", "same size, other content", "the file removed",
+                                 "the file a link", "no file record", "a file record pointing outside"])
 def test_a_damaged_entry_is_computed_again_and_replaced(tmp_path, how):
     """The marker was trusted by name: a damaged one was a traceback on every rerun (JSONDecodeError, KeyError,
     RecursionError), another stage's folder copied over an entry was served as this stage's output, a meta `file`
-    could point outside the entry, and an entry that is a link made the recompute fail (rmtree on a link)."""
+    could point outside the entry, and an entry that is a link made the recompute fail (rmtree on a link).
+    The files were trusted by name too: another model copied over a stage's output (or over the published
+    artifact, a hard link to it) was published as the stage's result, exit 0."""
     cache = StageCache(tmp_path / "stages")
     calls = []
 
@@ -124,6 +149,50 @@ def test_a_damaged_entry_is_computed_again_and_replaced(tmp_path, how):
     assert not again.path.is_symlink() and (again.path / "model.tflite").read_text() == "mine"
     assert (user / "keep.txt").read_text() == "keep" and (other / MARKER).is_file()
     assert StageCache(tmp_path / "stages").run("s", {"p": 1}, fn).cached  # and found complete afterwards
+
+
+def test_an_entry_copied_without_its_times_is_hashed_once_and_kept(tmp_path, monkeypatch):
+    """A cache copied with `cp -r` (no -p) has new modification times but the same content: still a hit, found by
+    hashing; the marker then records the new times, so the next lookup reads no file."""
+    import shutil
+
+    from edgepipe.core import cache as cache_mod
+
+    def fn(out):
+        (out / "sub").mkdir()
+        (out / "sub" / "model.bin").write_bytes(b"weights" * 1000)
+        return {"file": "sub/model.bin"}
+
+    StageCache(tmp_path / "a").run("s", {"p": 1}, fn)
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy)  # contents, not times
+    hashed = []
+    real = cache_mod.sha256_file
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    assert StageCache(tmp_path / "b").run("s", {"p": 1}, lambda out: pytest.fail("recomputed")).cached
+    assert hashed == ["model.bin"]
+    assert StageCache(tmp_path / "b").run("s", {"p": 1}, lambda out: pytest.fail("recomputed")).cached
+    assert hashed == ["model.bin"]  # the second lookup trusted the recorded times
+
+
+def test_an_entry_without_the_meta_a_caller_requires_is_measured_again(tmp_path):
+    """A latency entry whose marker lost its figures was a hit: the latency gate then had nothing to judge and the
+    artifact passed unjudged. A caller names the meta keys a hit must hold (`required`)."""
+    import json
+
+    cache = StageCache(tmp_path)
+    calls = []
+
+    def measure(out):
+        calls.append(out)
+        return {"p50_ms": 1.0, "p90_ms": 2.0}
+
+    first = cache.run("latency", {"p": 1}, measure, required=("p50_ms", "p90_ms"))
+    record = json.loads((first.path / MARKER).read_text())
+    (first.path / MARKER).write_text(json.dumps({**record, "meta": {"p50_ms": 1.0}}))
+    assert cache.lookup("latency", {"p": 1}) is not None  # a caller that needs nothing more still finds it
+    assert cache.lookup("latency", {"p": 1}, required=("p50_ms", "p90_ms")) is None
+    again = cache.run("latency", {"p": 1}, measure, required=("p50_ms", "p90_ms"))
+    assert not again.cached and len(calls) == 2 and again.meta == {"p50_ms": 1.0, "p90_ms": 2.0}
 
 
 def test_leftover_temporaries_from_dead_processes_are_swept(tmp_path):

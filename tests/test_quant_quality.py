@@ -108,12 +108,21 @@ def _corrupt_weight_scales(path):
     onnx.save(model, str(path))
 
 
+def _as_if_the_stage_wrote_it(entry: Path) -> None:
+    """Record the entry's files as they are now: the cache serves its content (a damaged entry is recomputed)."""
+    from edgepipe.core.cache import FILES, MARKER, file_record
+
+    marker = entry / MARKER
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), FILES: file_record(entry)}))
+
+
 def test_cross_quantizer_check_fails_a_broken_artifact(three):
     d = three["dir"] / "broken"
     d.mkdir()
     shutil.copytree(three["dir"] / "out" / "stages", d / "out" / "stages")
     (qdq,) = (d / "out" / "stages").glob("onnx-qdq-int8-*")
     _corrupt_weight_scales(qdq / "model_int8.onnx")
+    _as_if_the_stage_wrote_it(qdq)  # a quantizer that produced a broken model, not a damaged cache entry
     res, report = _run(d, {**three["cfg"], "output": str(d / "out")})
     assert res.exit_code == 1, res.output
     rows = {r["artifact"]: r for r in report["artifacts"]}

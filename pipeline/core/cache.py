@@ -9,6 +9,14 @@ directory renamed into place (an atomic rename on one
 filesystem). So an interrupted stage never leaves a directory that looks complete, and
 a rerun with unchanged inputs runs nothing.
 
+An entry is served by content, not by name: its marker records every file the stage wrote (size, modification
+time, sha256, `file_record`), and a lookup checks them (`intact`). A file whose size and time are as recorded is
+taken as is (a warm rerun reads no model); one whose time moved (a copy made without -p) is hashed, and kept when
+its content is unchanged (the marker then records the new time). A file changed, removed or replaced by another
+kind of file (another model copied over it, or over the artifact that is a hard link to it) makes the entry a
+miss: the stage runs again and its result replaces the entry. A marker without that record (written by an older
+edgepipe) cannot be checked and is a miss too.
+
 Each stage that runs is timed (wall and CPU seconds, `pipeline/core/timing.py`): its cost is in its
 StageResult and in its marker, so a cache hit still says what the stage cost when it ran. `span`
 times work outside stages (loading images or the model) on the same clock; both feed the run's profile.
@@ -23,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +41,7 @@ from filelock import FileLock
 
 from edgepipe.core import safeio, tempdirs
 from edgepipe.core.errors import InputError
-from edgepipe.core.hashing import stable_hash
+from edgepipe.core.hashing import sha256_file, stable_hash
 from edgepipe.core.signals import stop_if_terminated
 from edgepipe.core.timing import Clock, Cost, Span
 from edgepipe.core.versions import onednn_isa_cap
@@ -42,11 +51,55 @@ MAX_MARKER = 16 << 20  # a marker holds the stage's inputs and meta: kilobytes
 LOCKS = ".locks"  # per-stage lock files (never swept: a lock file is harmless, and may be held)
 
 
-def complete_record(out: Path, name: str, key: str) -> dict | None:
+FILES = "files"  # marker key: each file of the entry (relative POSIX path) -> [size, mtime_ns, sha256]
+
+
+def _inside(rel: object) -> bool:
+    return isinstance(rel, str) and bool(rel) and not Path(rel).is_absolute() and ".." not in Path(rel).parts
+
+
+def file_record(entry: Path) -> dict[str, list]:
+    """Every regular file under `entry` but the markers (the stage's, the temporary folder's) -> [size, mtime_ns,
+    sha256]: what `intact` checks."""
+    record = {}
+    for p in sorted(entry.rglob("*")):
+        st = p.lstat()
+        if stat.S_ISREG(st.st_mode) and p.relative_to(entry).as_posix() not in (MARKER, tempdirs.MARKER):
+            record[p.relative_to(entry).as_posix()] = [st.st_size, st.st_mtime_ns, sha256_file(p)]
+    return record
+
+
+def intact(out: Path, files: object) -> tuple[bool, dict]:
+    """(True, files with the times seen now) when every recorded file of entry `out` is a regular file of its
+    recorded size and content (hashed only when its time moved); (False, {}) otherwise."""
+    if not isinstance(files, dict):
+        return False, {}
+    seen = {}
+    for rel, rec in files.items():
+        if not _inside(rel) or not (isinstance(rec, list) and len(rec) == 3):
+            return False, {}
+        size, mtime, digest = rec
+        p = out / rel
+        try:
+            st = p.lstat()
+            same = stat.S_ISREG(st.st_mode) and st.st_size == size and (
+                st.st_mtime_ns == mtime or sha256_file(p) == digest)
+        except OSError:
+            return False, {}
+        if not same:
+            return False, {}
+        seen[rel] = [size, st.st_mtime_ns, digest]
+    return True, seen
+
+
+def complete_record(out: Path, name: str, key: str, required: tuple[str, ...] = ()) -> dict | None:
     """The marker of `out` when it is a complete entry of stage `name` with `key`: a folder (not a link) whose
     marker is a regular file within MAX_MARKER, a JSON object naming this stage and key, its meta an object whose
-    `file` stays inside the folder. Anything else (a damaged entry, another stage's folder copied over this one)
-    is None: the stage runs again and its result replaces the entry."""
+    `file` stays inside the folder and which holds the `required` keys (a measurement, say), and whose recorded
+    files are `intact`. Anything else (a damaged entry, another
+    stage's folder or another model copied over this one) is None: the stage runs again and its result replaces
+    the entry. When a file's time moved but not its content, the marker is rewritten with the new times (if the
+    cache is writable), so the next lookup hashes nothing."""
     if out.is_symlink() or not out.is_dir():
         return None
     try:
@@ -56,10 +109,23 @@ def complete_record(out: Path, name: str, key: str) -> dict | None:
     if not isinstance(record, dict) or record.get("stage") != name or record.get("key") != key \
             or not isinstance(record.get("meta", {}), dict):
         return None
-    file = record.get("meta", {}).get("file")
-    if file is not None and (not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts):
+    meta = record.get("meta", {})
+    if (meta.get("file") is not None and not _inside(meta["file"])) or any(k not in meta for k in required):
         return None
+    ok, seen = intact(out, record.get(FILES))
+    if not ok:
+        return None
+    if seen != record[FILES]:
+        record = {**record, FILES: seen}
+        try:
+            tempdirs.atomic_write_text(out / MARKER, _dumps(record))
+        except OSError:  # a read-only cache: checked by hash again next time
+            pass
     return record
+
+
+def _dumps(record: dict) -> str:
+    return json.dumps(record, indent=2, sort_keys=True, default=str)
 
 
 @dataclass(frozen=True)
@@ -98,25 +164,27 @@ class StageCache:
         cap = onednn_isa_cap() if self.cap_in_keys else None
         return stable_hash({"stage": name, "inputs": inputs, **({"onednn_isa_cap": cap} if cap else {})})[:20]
 
-    def lookup(self, name: str, inputs: dict) -> StageResult | None:
+    def lookup(self, name: str, inputs: dict, required: tuple[str, ...] = ()) -> StageResult | None:
         key = self.key_for(name, inputs)
         out = self.root / f"{name}-{key}"
-        record = complete_record(out, name, key)
+        record = complete_record(out, name, key, required)
         if record is None:
             return None
         return StageResult(name, key, out, True, 0.0, record.get("meta", {}), Cost.from_json(record.get("cost")))
 
-    def run(self, name: str, inputs: dict, fn: Callable[[Path], dict | None]) -> StageResult:
-        """Return the cached result for (name, inputs) or run `fn(tmpdir)` and publish it."""
+    def run(self, name: str, inputs: dict, fn: Callable[[Path], dict | None],
+            required: tuple[str, ...] = ()) -> StageResult:
+        """Return the cached result for (name, inputs) or run `fn(tmpdir)` and publish it. `required`: keys the
+        meta must hold for a hit (an entry without them is computed again)."""
         stop_if_terminated()  # a SIGTERM whose exception a finalizer swallowed stops the run here
-        hit = self.lookup(name, inputs)
+        hit = self.lookup(name, inputs, required)
         if hit is not None:
             self.events.append(hit)
             return hit
         key = self.key_for(name, inputs)
         (self.root / LOCKS).mkdir(parents=True, exist_ok=True)
         with FileLock(self.root / LOCKS / f"{name}-{key}.lock"):
-            hit = self.lookup(name, inputs)  # another worker computed it while we waited
+            hit = self.lookup(name, inputs, required)  # another worker computed it while we waited
             if hit is not None:
                 self.events.append(hit)
                 return hit
@@ -130,10 +198,11 @@ class StageCache:
         with tempdirs.owned_temp_dir(out, stem=f"{name}-{key}") as tmp:
             with self.clock.span() as m:
                 meta = fn(tmp) or {}
+                files = file_record(tmp)  # hashing what it wrote is part of the stage's cost
             seconds = m.cost.wall
             record = {"stage": name, "key": key, "inputs": inputs, "meta": meta, "seconds": seconds,
-                      "cost": m.cost.to_json()}
-            (tmp / MARKER).write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+                      "cost": m.cost.to_json(), FILES: files}
+            (tmp / MARKER).write_text(_dumps(record))
             if out.is_symlink() or out.is_file():  # not an entry this cache made: the link itself goes
                 out.unlink()
             elif out.exists():  # a leftover without a complete marker (never finished, or damaged): replace it

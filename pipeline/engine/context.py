@@ -162,8 +162,10 @@ class RunContext:
         """Whether the stage `name` with `inputs` is in the cache already (nothing is run or recorded)."""
         return self.cache.lookup(name, inputs) is not None
 
-    def stage(self, name: str, inputs: dict, fn) -> StageResult:
-        hit = self.cache.lookup(name, inputs)
+    def stage(self, name: str, inputs: dict, fn, required: tuple[str, ...] = ()) -> StageResult:
+        """The cached result of stage `name`, or `fn` run and cached (`StageCache.run`; `required`: the keys its meta
+        must hold to count as a hit)."""
+        hit = self.cache.lookup(name, inputs, required)
         if hit is not None and any((e.name, e.key) == (hit.name, hit.key) for e in self.cache.events):
             return hit  # shared stage already accounted for in this run (e.g. the SavedModel)
         if hit is not None:
@@ -171,7 +173,7 @@ class RunContext:
             self.console.print(f"  [dim]cached[/]  {name}")
             return hit
         with self.console.status(f"running {name} ..."):
-            res = self.cache.run(name, inputs, fn)
+            res = self.cache.run(name, inputs, fn, required)
         if res.cached:  # another worker sharing the cache computed it while this one waited
             self.console.print(f"  [dim]cached[/]  {name}  (computed by another worker)")
         else:

@@ -158,3 +158,21 @@ def test_leftovers_of_a_killed_publish_are_undone(tmp_path):
         [".old-tflite-arm-int8-999999999", ".tmp-mine-999999999", alive.name, "tflite-arm-int8"])
     assert [p.name for p in tmp_path.iterdir() if p.name != "artifacts"] == []
 
+
+def test_a_permission_refused_inside_the_output_is_an_output_error_and_elsewhere_is_not(tmp_path):
+    """EACCES/EPERM (a `chattr +i` stages folder; a folder without write permission for a non-root user) were a
+    row error: they are the output refusing writes when the path is inside it, and nobody's business otherwise."""
+    import errno
+
+    from edgepipe.engine.outdir import write_failure
+
+    out = tmp_path / "out"
+    inside = PermissionError(errno.EPERM, "Operation not permitted", str(out / "stages" / ".tmp-x" / "m.tflite"))
+    wrapped = RuntimeError("the toolkit's own error")
+    wrapped.__cause__ = PermissionError(errno.EACCES, "Permission denied", str(out / "artifacts"))
+    for err in (inside, wrapped):
+        fail = write_failure(err, out)
+        assert fail is not None and fail.exit_code == 2, err
+        assert str(out) in str(fail) and os.strerror(err.__cause__.errno if err.__cause__ else err.errno) in str(fail)
+    assert write_failure(PermissionError(errno.EACCES, "Permission denied", "/etc/shadow"), out) is None
+    assert write_failure(PermissionError(errno.EPERM, "Operation not permitted"), out) is None  # no path: not ours

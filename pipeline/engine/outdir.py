@@ -112,6 +112,16 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 WRITE_MESSAGES = ("No space left on device", "Read-only file system", "Disk quota exceeded", "File too large")
+# refused for a path inside the output folder only (an immutable `chattr +i` folder, a folder without write
+# permission): elsewhere the same errnos are some toolkit's own business, not the output's
+PATH_ERRNOS = {errno.EACCES, errno.EPERM}
+
+
+def _inside_out(filename, out: Path) -> bool:
+    try:
+        return filename is not None and Path(os.fsdecode(filename)).resolve().is_relative_to(Path(out).resolve())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def write_failure(err: BaseException, out: Path) -> OutputWriteError | None:
@@ -119,7 +129,8 @@ def write_failure(err: BaseException, out: Path) -> OutputWriteError | None:
     Toolkits wrap OS errors in their own types, so the message is checked as well as the errno."""
     seen = err
     while seen is not None:
-        if isinstance(seen, OSError) and seen.errno in WRITE_ERRNOS:
+        if isinstance(seen, OSError) and (seen.errno in WRITE_ERRNOS or (
+                seen.errno in PATH_ERRNOS and _inside_out(seen.filename, out))):
             why = os.strerror(seen.errno)
             break
         text = str(seen)

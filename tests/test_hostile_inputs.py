@@ -90,6 +90,31 @@ def test_an_output_entry_that_is_a_link_is_refused_and_what_it_points_to_is_kept
     assert snapshot(mine) == before
 
 
+@pytest.mark.parametrize("put, named", [
+    (lambda a: (a / "tflite-arm-fp32" / "notes.txt").write_text("keep me"), "'tflite-arm-fp32/notes.txt'"),
+    (lambda a: (a / "onnx-cpu-int8").mkdir() or (a / "onnx-cpu-int8" / "mine.onnx").write_text("keep me"),
+     "'onnx-cpu-int8/ (no artifact.json edgepipe wrote)'"),
+    (lambda a: (a / "openvino-cpu-int8").write_text("keep me"), "'openvino-cpu-int8'"),
+])
+def test_what_a_user_put_among_the_artifacts_is_named_and_kept(world, put, named):
+    """Publishing replaces an artifact folder whole: a file the user had put into it was deleted without a word.
+    Now the run is refused before anything is written; a published folder as it was, and names starting with '.'
+    (never an artifact's), are fine."""
+    from edgepipe.engine.outdir import check_output_dir
+    from tests.fixtures.hostile import hand_made_artifact
+
+    out = hand_made_artifact(world["root"])["dir"].parents[1]
+    (out / ".edgepipe.lock").write_text("")
+    (out / "artifacts" / ".my-notes").write_text("a dot name: never published over")
+    check_output_dir(out, {})  # edgepipe's own artifact folder: accepted
+    put(out / "artifacts")
+    before = snapshot(out)
+    res = run_cli("run", write_yaml(world["root"] / "p.yaml", config(world["model"], world["data"], out)))
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "1 entry edgepipe did not write" in said and named in said, res.output
+    assert snapshot(out) == before
+
+
 @pytest.mark.parametrize("kind", ["link", "fifo"])
 def test_the_output_lock_is_never_written_through_a_link_or_into_a_fifo(world, kind):
     """The run truncates and rewrites .edgepipe.lock: through a link that overwrote a user's file outside the

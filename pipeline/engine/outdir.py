@@ -6,7 +6,9 @@ folder that is the filesystem root or the home directory; whose path holds a glo
 (TensorFlow finds a SavedModel's variables by pattern: stages under it could not be read back);
 that overlaps an input (the model, the labels file, a data source: either inside the other);
 that is not a directory; or that is a non-empty folder edgepipe did not create (no
-`.edgepipe.lock` in it, and entries other than the ones edgepipe writes, `OUTPUT_ENTRIES`). Leftovers are found by the
+`.edgepipe.lock` in it, and entries other than the ones edgepipe writes, `OUTPUT_ENTRIES`); or whose
+`artifacts` folder holds something no publication wrote (`not_published`: it would be lost when the artifact
+is published again). Leftovers are found by the
 marker edgepipe writes inside each temporary folder (`edgepipe.core.tempdirs`), never by name.
 """
 
@@ -23,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgepipe.core import safeio, tempdirs
+from edgepipe.core.artifacts import RECORD_NAME
 from edgepipe.core.errors import InputError, OutputLockedError, OutputWriteError, expected_received
 from edgepipe.core.overlap import overlap
 
@@ -31,6 +34,7 @@ GLOB_CHARS = ("*", "?", "[", "]", "\\")
 # what edgepipe writes into an output folder: a folder holding only these (e.g. a copied stage cache) is edgepipe's
 OUTPUT_ENTRIES = {LOCK_NAME, "stages", "artifacts", "logs", "report.json", "report.html", "cells", "sweep.json"}
 FOLDER_ENTRIES = {"stages", "artifacts", "logs", "cells"}  # of those, the folders edgepipe replaces things in
+MAX_RECORD = 16 << 20  # an artifact.json: kilobytes
 
 
 @contextmanager
@@ -199,3 +203,37 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
                     safeio.kind_of(entry.lstat().st_mode)
                 raise InputError(expected_received(label, f"its {name!r} a folder edgepipe made (not a link)",
                                                    f"{name!r} is {kind}; move it away or choose another --output"))
+    if (out / "artifacts").is_dir() and not (out / "artifacts").is_symlink():
+        others = not_published(out / "artifacts")
+        if others:  # publishing replaces each artifact folder whole: what the user put there would be lost
+            shown = ", ".join(repr(n) for n in others[:5]) + (", ..." if len(others) > 5 else "")
+            raise InputError(expected_received(
+                label, "'artifacts' holding only what edgepipe published (an artifact folder is replaced whole when "
+                       "it is published again)",
+                f"{len(others)} entr{'y' if len(others) == 1 else 'ies'} edgepipe did not write: {shown}; move "
+                "them out of the output folder"))
+
+
+ARTIFACT_EXTRAS = ("labels.txt", "preprocess.json", RECORD_NAME, "README.md")  # `publish` writes these beside the files
+
+
+def not_published(artifacts: Path) -> list[str]:
+    """Entries of `artifacts` no publication wrote, where a publication could replace them: an entry that is not
+    a folder, a folder without a readable artifact record, a file in an artifact folder that is neither one of the
+    record's `files` nor `ARTIFACT_EXTRAS`. Names starting with '.' are never an artifact's (and temporary folders
+    edgepipe marked are its own): left alone."""
+    found = []
+    for entry in sorted(artifacts.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() or not entry.is_dir():
+            found.append(entry.name)
+            continue
+        try:
+            record = json.loads(safeio.read_bytes(entry / RECORD_NAME, "artifact record", MAX_RECORD))
+            files = set(record["files"]) | set(ARTIFACT_EXTRAS)
+        except (InputError, ValueError, RecursionError, TypeError, KeyError):
+            found.append(f"{entry.name}/ (no {RECORD_NAME} edgepipe wrote)")
+            continue
+        found += [f"{entry.name}/{p.name}" for p in sorted(entry.iterdir()) if p.name not in files]
+    return found

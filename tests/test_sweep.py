@@ -85,6 +85,8 @@ def test_models_axis_and_defaults(tmp_path):
     ({"boards": [{"name": "pi", "url": "ssh://pi@pi", "targets": ["coral"]}], "board_bench": "m:f"},
      r"boards.pi.targets: expected target names of this sweep .*Received: \['coral'\]"),
     ({"recipe": []}, r"recipe: unknown key"),
+    ({"recipes": [{"name": f"r{i}"} for i in range(501)]},  # each cell a whole run: a typo must not queue days
+     r"models x recipes x targets: expected at most 1000 cells .*Received: 1 x 501 x 2 = 1002 cells"),
 ])
 def test_bad_sweeps_are_config_errors_that_say_what_was_expected(tmp_path, raw, expected):
     with pytest.raises(ConfigError, match=expected):

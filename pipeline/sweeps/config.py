@@ -8,6 +8,7 @@ the cell. Strict schema, like pipeline.yaml.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,9 +25,10 @@ from edgepipe.config.schema import (
     parse_config,
 )
 from edgepipe.core.bounds import Threads
-from edgepipe.core.errors import ConfigError
+from edgepipe.core.errors import ConfigError, expected_received
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # safe as a directory name
+MAX_CELLS = 1000  # models x recipes x targets of one sweep file
 
 
 class _Strict(BaseModel):
@@ -197,6 +199,12 @@ def expand(spec: SweepSpec, base: PipelineConfig, source: str = "sweep") -> list
             raise ConfigError(f"{source}: recipes.{r.name}.targets: expected target names of this sweep "
                               f"{names}. Received: {unknown}")
     models = spec.models or [None]
+    count = len(models) * len(spec.recipes) * len(targets)
+    if count > MAX_CELLS:  # each cell is a whole pipeline run: minutes to an hour of a worker
+        raise ConfigError(expected_received(
+            f"{source}: models x recipes x targets", f"at most {MAX_CELLS} cells (each is a whole pipeline run; "
+                                                     "split the sweep into several files)",
+            f"{len(models)} x {len(spec.recipes)} x {len(targets)} = {count} cells"))
     cells = []
     for m in models:
         model_label = m.label if m is not None else _base_model_label(base)
@@ -215,8 +223,7 @@ def expand(spec: SweepSpec, base: PipelineConfig, source: str = "sweep") -> list
                 raw["output"] = str(Path(spec.output) / "cells" / model_label / r.name / t.name)
                 cell_id = f"{model_label}/{r.name}/{t.name}"
                 cells.append(Cell(model_label, r.name, t.name, parse_config(raw, source=f"{source}: cell {cell_id}")))
-    ids = [c.id for c in cells]
-    dup = sorted({i for i in ids if ids.count(i) > 1})
+    dup = sorted(i for i, n in Counter(c.id for c in cells).items() if n > 1)
     if dup:
         raise ConfigError(f"{source}: expected unique cells (give models distinct names). "
                           f"Received duplicates: {dup}")

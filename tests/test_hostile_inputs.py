@@ -90,6 +90,22 @@ def test_an_output_entry_that_is_a_link_is_refused_and_what_it_points_to_is_kept
     assert snapshot(mine) == before
 
 
+@pytest.mark.parametrize("name", ["report.json", "report.html"])
+def test_a_report_named_entry_that_is_not_a_file_is_refused_before_any_stage(world, name):
+    """A folder named like the report made the run fail at its very end, after every stage, with a bare
+    IsADirectoryError. Now it is refused first, and what the folder holds is kept."""
+    out = world["root"] / "out"
+    (out / name).mkdir(parents=True)
+    (out / name / "mine.txt").write_text("keep me")
+    (out / ".edgepipe.lock").write_text("")
+    before = snapshot(out)
+    res = run_cli("run", write_yaml(world["root"] / "p.yaml", config(world["model"], world["data"], out)))
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"its {name!r} a file edgepipe wrote. Received: {name!r} is a directory" in said, \
+        res.output
+    assert snapshot(out) == before
+
+
 @pytest.mark.parametrize("put, named", [
     (lambda a: (a / "tflite-arm-fp32" / "notes.txt").write_text("keep me"), "'tflite-arm-fp32/notes.txt'"),
     (lambda a: (a / "onnx-cpu-int8").mkdir() or (a / "onnx-cpu-int8" / "mine.onnx").write_text("keep me"),

@@ -34,6 +34,7 @@ GLOB_CHARS = ("*", "?", "[", "]", "\\")
 # what edgepipe writes into an output folder: a folder holding only these (e.g. a copied stage cache) is edgepipe's
 OUTPUT_ENTRIES = {LOCK_NAME, "stages", "artifacts", "logs", "report.json", "report.html", "cells", "sweep.json"}
 FOLDER_ENTRIES = {"stages", "artifacts", "logs", "cells"}  # of those, the folders edgepipe replaces things in
+FILE_ENTRIES = {"report.json", "report.html", "sweep.json"}  # and the files it replaces at the end of a run
 MAX_RECORD = 16 << 20  # an artifact.json: kilobytes
 
 
@@ -203,6 +204,13 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
                     safeio.kind_of(entry.lstat().st_mode)
                 raise InputError(expected_received(label, f"its {name!r} a folder edgepipe made (not a link)",
                                                    f"{name!r} is {kind}; move it away or choose another --output"))
+        for name in sorted(FILE_ENTRIES & set(names)):
+            # a folder (or a FIFO) named like the report failed the run at its very end, after every stage
+            mode = (out / name).lstat().st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # a link is replaced, never written through
+                raise InputError(expected_received(label, f"its {name!r} a file edgepipe wrote",
+                                                   f"{name!r} is {safeio.kind_of(mode)}; move it away or choose "
+                                                   "another --output"))
     if (out / "artifacts").is_dir() and not (out / "artifacts").is_symlink():
         others = not_published(out / "artifacts")
         if others:  # publishing replaces each artifact folder whole: what the user put there would be lost

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 import pytest
 
 from edgepipe.core.cache import MARKER, StageCache
-from edgepipe.core.errors import OutputLockedError
+from edgepipe.core.errors import InputError, OutputLockedError
 from edgepipe.engine.outdir import locked_output
 from tests.fixtures.leftovers import dead_temp_dir
 from tests.fixtures.locks import lock_held_by_child
@@ -193,6 +194,26 @@ def test_an_entry_without_the_meta_a_caller_requires_is_measured_again(tmp_path)
     assert cache.lookup("latency", {"p": 1}, required=("p50_ms", "p90_ms")) is None
     again = cache.run("latency", {"p": 1}, measure, required=("p50_ms", "p90_ms"))
     assert not again.cached and len(calls) == 2 and again.meta == {"p50_ms": 1.0, "p90_ms": 2.0}
+
+
+@pytest.mark.parametrize("how", ["a folder", "a link", "locks a file"])
+def test_a_stage_lock_that_is_not_a_regular_file_is_named(tmp_path, how):
+    """A folder or a link named like a stage's lock (or a file named `.locks`) was a bare OSError from FileLock."""
+    cache = StageCache(tmp_path / "stages")
+    lock = cache.root / ".locks" / f"s-{cache.key_for('s', {'p': 1})}.lock"
+    (tmp_path / "mine.txt").write_text("keep me")
+    if how == "locks a file":
+        cache.root.mkdir()
+        lock.parent.write_text("not a folder")
+        said = "'.locks' a folder edgepipe made (not a link). Received: a regular file"
+    else:
+        lock.parent.mkdir(parents=True)
+        lock.mkdir() if how == "a folder" else lock.symlink_to(tmp_path / "mine.txt")
+        said = "a directory" if how == "a folder" else f"a symbolic link (to {str(tmp_path / 'mine.txt')!r})"
+        said = f"{lock.name!r} a regular file edgepipe made (not a link). Received: {said}; remove it and rerun"
+    with pytest.raises(InputError, match=re.escape(said)):
+        cache.run("s", {"p": 1}, lambda out: pytest.fail("ran without its lock"))
+    assert (tmp_path / "mine.txt").read_text() == "keep me"
 
 
 def test_leftover_temporaries_from_dead_processes_are_swept(tmp_path):

@@ -40,7 +40,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from edgepipe.core import safeio, tempdirs
-from edgepipe.core.errors import InputError
+from edgepipe.core.errors import InputError, expected_received
 from edgepipe.core.hashing import sha256_file, stable_hash
 from edgepipe.core.signals import stop_if_terminated
 from edgepipe.core.timing import Clock, Cost, Span
@@ -164,6 +164,25 @@ class StageCache:
         cap = onednn_isa_cap() if self.cap_in_keys else None
         return stable_hash({"stage": name, "inputs": inputs, **({"onednn_isa_cap": cap} if cap else {})})[:20]
 
+    def lock_file(self, stem: str) -> Path:
+        """`root/.locks/<stem>.lock`, its folder made. A link or another kind of file in either place (a folder
+        named like the lock, a `.locks` that is a file) is an InputError naming it: FileLock failed there with a
+        bare OSError traceback."""
+        locks = self.root / LOCKS
+        lock = locks / f"{stem}.lock"
+        for path, want, is_kind in ((locks, "a folder", stat.S_ISDIR), (lock, "a regular file", stat.S_ISREG)):
+            try:
+                mode = path.lstat().st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is not None and not is_kind(mode):
+                kind = f"a symbolic link (to {os.readlink(path)!r})" if stat.S_ISLNK(mode) else safeio.kind_of(mode)
+                raise InputError(expected_received(f"stage cache {str(self.root)!r}", f"{path.name!r} {want} "
+                                                   "edgepipe made (not a link)", f"{kind}; remove it and rerun"))
+            if path == locks:
+                locks.mkdir(parents=True, exist_ok=True)
+        return lock
+
     def lookup(self, name: str, inputs: dict, required: tuple[str, ...] = ()) -> StageResult | None:
         key = self.key_for(name, inputs)
         out = self.root / f"{name}-{key}"
@@ -182,8 +201,7 @@ class StageCache:
             self.events.append(hit)
             return hit
         key = self.key_for(name, inputs)
-        (self.root / LOCKS).mkdir(parents=True, exist_ok=True)
-        with FileLock(self.root / LOCKS / f"{name}-{key}.lock"):
+        with FileLock(self.lock_file(f"{name}-{key}")):
             hit = self.lookup(name, inputs, required)  # another worker computed it while we waited
             if hit is not None:
                 self.events.append(hit)

@@ -147,6 +147,20 @@ def test_keygen_refuses_a_file_a_dangling_link_and_odd_key_paths_and_never_split
     assert res.exit_code == 0 and sorted(os.listdir(tmp_path / "fresh")) == ["edgepipe.key", "edgepipe.pub"]
 
 
+def test_keygen_never_makes_a_home_directory(tmp_path, monkeypatch):
+    """keygen with HOME=/nonexistent/none created that whole chain for its default key directory."""
+    monkeypatch.delenv("EDGEPIPE_KEYS", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "nonexistent" / "none"))
+    res = run_cli("keygen")
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2 and "expected a home folder that exists. Received: HOME" in said, res.output
+    assert "set EDGEPIPE_KEYS or pass --out" in said and not (tmp_path / "nonexistent").exists()
+    (tmp_path / "nonexistent" / "none").mkdir(parents=True)  # a home that exists: its key folders are made
+    assert run_cli("keygen").exit_code == 0
+    assert sorted(os.listdir(tmp_path / "nonexistent" / "none" / ".config" / "edgepipe" / "keys")) == [
+        "edgepipe.key", "edgepipe.pub"]
+
+
 # ---- executor: process=N bounded like threads --------------------------------------------------------
 @pytest.mark.parametrize("spec, said", [
     ("process=99999", r"expected process=N with N at most 4 x the cores of this host = \d+ worker processes\. "

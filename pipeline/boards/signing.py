@@ -20,8 +20,19 @@ PRIVATE_NAME = "edgepipe.key"
 PUBLIC_NAME = "edgepipe.pub"
 
 
-def default_key_dir() -> Path:
-    return Path(os.environ.get("EDGEPIPE_KEYS") or Path.home() / ".config" / "edgepipe" / "keys")
+def default_key_dir(for_writing: bool = False) -> Path:
+    """$EDGEPIPE_KEYS, else ~/.config/edgepipe/keys. `for_writing` (keygen): the home folder must exist; keygen makes
+    the folders below it, never a home directory (HOME=/nonexistent/x made that whole chain)."""
+    if os.environ.get("EDGEPIPE_KEYS"):
+        return Path(os.environ["EDGEPIPE_KEYS"])
+    home = Path.home()
+    if for_writing and not home.is_dir():
+        from edgepipe.core.errors import expected_received
+
+        raise InputError(expected_received("keygen: the default key directory ~/.config/edgepipe/keys",
+                                           "a home folder that exists", f"HOME {str(home)!r} is not a folder; set "
+                                           "EDGEPIPE_KEYS or pass --out"))
+    return home / ".config" / "edgepipe" / "keys"
 
 
 def keygen(directory: Path, force: bool = False) -> tuple[Path, Path]:

@@ -45,7 +45,7 @@ def keygen(
 
     try:
         refuse_empty("--out", out, "a key directory (or no --out: $EDGEPIPE_KEYS or ~/.config/edgepipe/keys)")
-        priv, pub = make_keys(Path(out) if out is not None else default_key_dir(), force)
+        priv, pub = make_keys(Path(out) if out is not None else default_key_dir(for_writing=True), force)
     except EdgepipeError as err:
         refused(err, as_json)
     from edgepipe.boards.signing import fingerprint

@@ -288,6 +288,39 @@ def test_init_output_that_is_not_a_regular_file_is_refused_even_with_force(world
     assert (root / "link.yaml").is_symlink() and "model:" in (root / "old.yaml").read_text()
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_init_keeps_what_appears_at_its_output_while_the_model_is_read(world, monkeypatch, force):
+    """init checked --output once, then read the model (seconds) and renamed over the path: a FIFO (with --force)
+    or a file (without) put there meanwhile was replaced."""
+    import os
+    import stat
+
+    from edgepipe.cli import configs
+    from edgepipe.engine import from_model
+    from tests.fixtures.hostile import run_cli
+
+    monkeypatch.setattr(from_model, "model_io", lambda model, trust=False: ((71, 71, 3), 4, "a test"))
+    out = world["root"] / "swapped.yaml"
+    real = configs._plan
+
+    def plan_then_swap(*args, **kw):
+        plan = real(*args, **kw)
+        os.mkfifo(out) if force else out.write_text("the user's own config\n")
+        return plan
+
+    monkeypatch.setattr(configs, "_plan", plan_then_swap)
+    res = run_cli("init", world["model"], "--data", world["data"], "-o", out, *(["--force"] if force else []))
+    said = " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    if force:
+        assert "Received: a FIFO (named pipe); edgepipe never replaces it" in said
+        assert stat.S_ISFIFO(out.lstat().st_mode)
+    else:
+        assert "Received: a file that appeared while the model was read" in said
+        assert out.read_text() == "the user's own config\n"
+    assert sorted(p.name for p in world["root"].iterdir() if p.name.startswith(".swapped")) == []  # no temporary
+
+
 # ---- an empty --data or --out is refused, never read as the current folder ---------------------------------
 @pytest.mark.parametrize("args, said", [
     (["validate", TINY_TFLITE, "--data", "", "--preprocessing", "unit"],

@@ -81,15 +81,34 @@ def write_repeatable(plan, cfg) -> Path:
     return dest
 
 
-def _write(dest: Path, text: str) -> None:
-    """Write `dest` whole or not at all: the temporary file is removed when the write or rename fails."""
+def _write(dest: Path, text: str, force: bool) -> None:
+    """Write `dest` whole or not at all: the temporary file is removed when the write or rename fails.
+    The path was checked before the model loaded (seconds): it is checked again at the rename, so what appeared
+    there meanwhile is kept. A new file is made with link() (EEXIST if something is there now, never replaced);
+    with `force` the path is checked again right before the rename (a FIFO or device put there is refused)."""
+    import errno
+
+    from edgepipe.core.errors import ConfigError, expected_received
+
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, dest)
-    except BaseException:
+        if force:
+            _replaceable(dest)
+            os.replace(tmp, dest)
+            return
+        try:
+            os.link(tmp, dest)
+        except FileExistsError:
+            raise ConfigError(expected_received(f"--output {str(dest)!r}", "a new file (or --force to replace it)",
+                                                "a file that appeared while the model was read")) from None
+        except OSError as err:  # a filesystem without hard links: the plain rename, after one more look
+            if err.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK) or \
+                    os.path.lexists(dest):
+                raise
+            os.replace(tmp, dest)
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
 
 
 def _replaceable(output: Path) -> None:
@@ -171,7 +190,7 @@ def init(
         plan = _plan(model, own, trust=trust_model, for_file=True)
         dest = output.resolve()
         cfg = build_config(plan, base=dest.parent)
-        _write(dest, config_yaml(plan, cfg, f"edgepipe init {model.name}", dest))
+        _write(dest, config_yaml(plan, cfg, f"edgepipe init {model.name}", dest), force)
     except EdgepipeError as err:
         fail(err, as_json)
     except OSError as err:

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -215,6 +216,20 @@ def test_validate_still_works_through_the_child(data8):
                                    "--json"])
     assert res.exit_code == 0, res.output
     assert '"n_images": 12' in res.output and '"runtime": "ai-edge-litert"' in res.output
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_tflite_under_a_path_that_is_not_utf8_is_validated(tmp_path, data8, as_json):
+    """LiteRT takes a model path as UTF-8 text only: a valid .tflite whose path held a Latin-1 byte was refused as
+    "not loadable" (a TypeError from its bindings). Such a file is handed to LiteRT by content, and its name is
+    shown with the byte as \\xNN (printed raw, the output was not UTF-8)."""
+    import shutil
+
+    path = Path(os.fsdecode(os.fsencode(str(tmp_path)) + b"/caf\xe9.tflite"))
+    shutil.copy(TINY_TFLITE, path)
+    res = cli("validate", path, "--data", data8, "--preprocessing", "unit", *(["--json"] if as_json else []))
+    assert res.returncode == 0, res.stderr
+    assert ('"n_images": 12' if as_json else "caf\\xe9.tflite") in res.stdout and "Traceback" not in res.stderr
 
 
 def test_an_ir_whose_weights_are_cut_short_is_refused_with_the_runtimes_reason(tmp_path, data8):

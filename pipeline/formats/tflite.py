@@ -169,6 +169,16 @@ def tflite_interpreter_class():
         return tf.lite.Interpreter, "tensorflow"
 
 
+def model_source(path: str | Path) -> dict:
+    """LiteRT's model argument: `model_path`, or the file's bytes when the path is not valid UTF-8 (LiteRT takes the
+    path as a UTF-8 string only: a path with a Latin-1 byte was a TypeError, the artifact "not loadable")."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return {"model_content": Path(path).read_bytes()}
+    return {"model_path": str(path)}
+
+
 class TFLiteRunner:
     """`xnnpack=False` uses the builtin kernels without the default XNNPACK delegate; `delegates`
     are loaded delegates (e.g. libedgetpu's), applied before the default ones. `preserve_all_tensors`
@@ -189,7 +199,7 @@ class TFLiteRunner:
 
             resolver = import_module(cls.__module__).OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
             kw["experimental_op_resolver_type"] = resolver
-        self.interp = cls(model_path=str(path), num_threads=threads, **kw)
+        self.interp = cls(**model_source(path), num_threads=threads, **kw)
         self.path = Path(path)
         self.info = {"threads": threads, "xnnpack": xnnpack}
         self.one_device = bool(delegates) or preserve_all_tensors  # an accelerator, or a diagnostic interpreter

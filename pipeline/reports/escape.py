@@ -12,7 +12,8 @@ quote them are escaped at the point they are emitted:
                      hold no document marker ('---' / '...') of its own
     json_text(o)     JSON files: the json module escapes every string (edgepipe.core.jsonio.dumps)
     terminal(s)      the terminal (rich): ANSI/VT escape sequences and other control characters
-                     removed or shown as \\xNN, bidirectional overrides dropped, rich markup escaped
+                     removed or shown as \\xNN (so are a file name's bytes that are not UTF-8), bidirectional
+                     overrides dropped, rich markup escaped
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 # ESC/CSI sequences (colour, cursor movement, OSC titles and hyperlinks), also the 8-bit CSI/OSC forms
 _ANSI = re.compile(r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]|(?:\x1b\]|\x9d).*?(?:\x07|\x1b\\|\x9c)|\x1b[@-Z\\-_]")
 _BIDI = re.compile("[\u202a-\u202e\u2066-\u2069\u200e\u200f\u061c]")
+_SURROGATE = re.compile("[\ud800-\udfff]")  # a file name's undecodable byte (surrogateescape): \udce9 is byte 0xe9
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]#|~])")  # the rest only matters at a line start (below)
 _MD_LEADING = re.compile(r"^(\s*)([-+=>]|\d+[.)])")
 
@@ -90,6 +92,10 @@ def terminal(value, markup: bool = True) -> str:
     text = _BIDI.sub("", text)
     text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
     text = text.replace("\r", "\\r")
+    # a path with bytes that are not UTF-8 (Python holds them as lone surrogates) is shown as \xNN: written raw, the
+    # output was not UTF-8 any more (or a UnicodeEncodeError under a strict stdout)
+    text = _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xdc00:02x}" if ord(m.group()) >= 0xdc80 else "\ufffd",
+                          text)
     if not markup:
         return text
     from rich.markup import escape as rich_escape

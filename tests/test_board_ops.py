@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import sys
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -106,6 +107,34 @@ def test_status_and_list_are_read_only_and_name_current_previous_key_and_lock(bo
         assert res.exit_code == 0 and "held by ship" in st["lock"]["holder"] and "token" not in st["lock"]
     finally:
         held.release()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "file", "dangling link"])
+def test_status_never_calls_a_lock_path_that_blocks_ship_free(board, bundles, two, kind):  # noqa: F811
+    """A FIFO, a file or a link at R/.lock was shown as "lock: free", while ship and bench could not take the lock.
+    And a lock whose owner.json became a FIFO made the heartbeat's grep block until the command timeout."""
+    root = two
+    if kind == "fifo":
+        os.mkfifo(root / ".lock")
+    elif kind == "file":
+        (root / ".lock").write_text("garbage")
+    else:
+        (root / ".lock").symlink_to(root / "nowhere")
+    res, st = cmd(board, root, "status")
+    said = {"fifo": "a FIFO (named pipe)", "file": "a regular file", "dangling link": "a symbolic link"}[kind]
+    assert res.exit_code == 0 and st["lock"]["not_a_lock"] == said, res.output
+    assert f"taken by {said} that is not a lock edgepipe made" in st["lock"]["holder"]
+    res, _ = cmd(board, root, "status", as_json=False)
+    assert "lock:     free" not in res.stdout and "not a lock edgepipe made" in " ".join(res.stdout.split())
+    (root / ".lock").unlink()
+    held = BoardLock(remote(board, root), sys.executable, "ship")
+    held.acquire()
+    (root / ".lock" / "owner.json").unlink()
+    os.mkfifo(root / ".lock" / "owner.json")
+    start = time.monotonic()
+    with pytest.raises(RemoteError, match="expected to still hold"):
+        held.refresh()
+    assert time.monotonic() - start < 30  # the command timeout is 60 s: nothing waited on the FIFO
 
 
 def test_rollback_to_previous_then_back_and_to_a_named_bundle(board, bundles, two):  # noqa: F811

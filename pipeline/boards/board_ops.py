@@ -95,7 +95,15 @@ pub = read(os.path.join(root, "trusted.pub"))
 if pub is not None:
     out["trusted_pub"] = pub.decode("utf-8", "replace")
 lock = os.path.join(root, ".lock")
-if os.path.isdir(lock):
+if os.path.lexists(lock) and (os.path.islink(lock) or not os.path.isdir(lock)):
+    # not a lock a ship made, but ship and bench cannot take the lock while it is there: never "free"
+    try:
+        m = os.lstat(lock)
+        out["lock"] = {"not_a_lock": "a symbolic link" if stat.S_ISLNK(m.st_mode) else special(lock) or
+                       "a regular file", "age_s": round(time.time() - m.st_mtime, 1)}
+    except OSError:
+        out["lock"] = {"not_a_lock": "unreadable", "age_s": None}
+elif os.path.isdir(lock):
     owner = os.path.join(lock, "owner.json")
     try:
         o = json.loads((read(owner) or b"{}").decode("utf-8"))

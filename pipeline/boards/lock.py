@@ -169,11 +169,12 @@ class BoardLock:
 
     def refresh(self) -> None:
         """The heartbeat: call between remote steps. Raises when the lock is no longer ours.
-        It starts no Python on the board when the lock is ours (grep for our token in owner.json, then touch it:
-        the script's own check, in sh); otherwise the script says who holds it now."""
+        It starts no Python on the board when the lock is ours (grep for our token in owner.json, a regular file,
+        then touch it: the script's own check, in sh); otherwise the script says who holds it now."""
         owner = self.remote.device.q(".lock", "owner.json")
         mine = shlex.quote(json.dumps({"token": self.token})[1:-1])  # how json.dump wrote it: "token": "<hex>"
-        if self.remote.run(f"grep -qF {mine} {owner} && touch -c {owner}").returncode == 0:
+        # `test -f` first: grep on a FIFO put there would block until the command timeout
+        if self.remote.run(f"test -f {owner} && grep -qF {mine} {owner} && touch -c {owner}").returncode == 0:
             return
         out = self._call("refresh")
         if not out.get("ok"):
@@ -198,6 +199,9 @@ class BoardLock:
 
 
 def describe(held: dict) -> str:
+    if held.get("not_a_lock"):
+        return (f"taken by {held['not_a_lock']} that is not a lock edgepipe made ({held.get('age_s')} s old): ship "
+                "and bench take it for a held lock; remove it")
     if not held.get("token"):
         return f"held (owner not written yet, {held.get('age_s')} s old)"
     return (f"held by {held.get('purpose', '?')} from {held.get('host', '?')} (pid {held.get('pid', '?')}, "

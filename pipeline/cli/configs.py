@@ -75,7 +75,7 @@ def write_repeatable(plan, cfg) -> Path:
 
     dest = Path(cfg.output) / "pipeline.yaml"
     how = f"edgepipe run {Path(str(cfg.model.path)).name} --data ..."
-    _write(dest, config_yaml(plan, cfg, how, dest))
+    _write(dest, config_yaml(plan, cfg, how, dest), force=True)  # replaced by every run: the output is edgepipe's
     stderr.print(f"config: {dest} (`edgepipe run {dest}` repeats this run)", highlight=False, markup=False,
                  soft_wrap=True)
     return dest

@@ -107,6 +107,24 @@ def test_the_record_holds_int8_against_the_int8_peak_and_float_against_fp32(monk
     assert roofline.record(10.0, 10**9, "int8", 2, 3.7) is None  # a CPU not in PEAKS
 
 
+@pytest.mark.parametrize("cap, openvino_isa", [(None, "amx_int8"), ("AVX512_CORE_VNNI", "avx512_vnni"),
+                                               ("avx512_core", "avx2")])
+def test_a_onednn_isa_cap_lowers_the_peak_of_openvino_rows_only(monkeypatch, cap, openvino_isa):
+    """Under ONEDNN_MAX_CPU_ISA an OpenVINO IR's kernels cannot use the int8 instructions the cap takes away, but its
+    share was held against the CPU's full peak (AMX under a cap to AVX-512 VNNI). LiteRT and ONNX Runtime do not run
+    oneDNN's kernels: their peak stays the CPU's."""
+    monkeypatch.setattr(roofline, "cpu_flags", lambda: ({"avx2", "fma", "avx512_vnni", "amx_int8"}, "GenuineIntel"))
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    ir = roofline.record(10.0, 10**9, "int8", 2, 3.7, fmt="openvino-ir")
+    assert ir["isa"] == openvino_isa
+    for fmt in ("tflite", "onnx", None):
+        assert roofline.record(10.0, 10**9, "int8", 2, 3.7, fmt=fmt)["isa"] == "amx_int8"
+
+
 def test_a_reader_that_dies_after_the_timing_loses_only_the_mac_count(monkeypatch):
     """`edgepipe bench` counts a foreign file's MACs in the latency child after it printed the timing: a
     frontend that crashes or hangs on the file costs the count (a note says why), not the measurement."""

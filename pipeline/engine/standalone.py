@@ -269,7 +269,7 @@ def bench(artifact: Path, data: str | None, preprocess: Path | None = None, size
     if lat.get("macs_per_image"):  # the p50's share of this CPU's peak, as a run's rows have it
         from edgepipe.validators.roofline import record
 
-        roof = record(lat["p50_ms"], lat["macs_per_image"], precision, lat.get("threads") or threads)
+        roof = record(lat["p50_ms"], lat["macs_per_image"], precision, lat.get("threads") or threads, fmt=fmt)
         lat.update({"roofline": roof} if roof else {})
     reasons = []
     if max_p90_ms is not None and lat["p90_ms"] > max_p90_ms:

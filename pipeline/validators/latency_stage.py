@@ -82,7 +82,8 @@ class LatencyValidator:
         lat = latency_stage(inputs.ctx, inputs.stage_name("latency"), inputs.key, inputs.runner, art,
                             job.runner_params)
         if lat.get("macs_per_image"):  # counted by the stage (a result cached before it was simply lacks it)
-            roof = roofline.record(lat["p50_ms"], lat["macs_per_image"], art.precision, lat.get("threads") or 1)
+            roof = roofline.record(lat["p50_ms"], lat["macs_per_image"], art.precision, lat.get("threads") or 1,
+                                   fmt=art.format)
             if roof is not None:
                 lat = {**lat, "roofline": roof}
         return ValidatorResult(self.name, lat, lat_mod.gate(inputs.gates, lat))

@@ -21,7 +21,9 @@ the result says which. No toolkit import at module level: `macs_per_image` is ha
 In a run, the latency stage counts each artifact's MACs (`count_macs`, cached with the timings) and the
 latency validator adds `record(...)` to the row's latency as `roofline`: the p50's share of this CPU's peak
 for the artifact's precision (INT8 artifacts against the INT8 peak, float ones against FP32), with the peak's
-assumptions. The Keras reference has none (it is not a file OpenVINO reads), nor has a precision without a
+assumptions. An OpenVINO IR runs on oneDNN's kernels: under a oneDNN ISA cap (`ONEDNN_MAX_CPU_ISA`) its peak is
+the rate of the instructions the cap leaves (`onednn_flags`); the other runtimes' peaks are the CPU's. The Keras
+reference has none (it is not a file OpenVINO reads), nor has a precision without a
 peak row (16x8).
 """
 
@@ -32,7 +34,7 @@ import os
 from pathlib import Path
 
 from edgepipe.core.errors import runtime_reason
-from edgepipe.core.versions import cpu_flags
+from edgepipe.core.versions import cpu_flags, onednn_flags
 
 # (flag, vendor or None for any) -> (int8, fp32 MACs per cycle per core, what it assumes); first match wins
 PEAKS = (
@@ -68,9 +70,13 @@ def peak(flags: set[str], vendor: str, cores: int, ghz: float) -> dict | None:
     return None
 
 
-def host_peak(cores: int | None = None, given_ghz: float | None = None) -> dict | None:
-    """`peak` of this machine (all its cores unless `cores`), with the clock's source."""
+def host_peak(cores: int | None = None, given_ghz: float | None = None, onednn: bool = False) -> dict | None:
+    """`peak` of this machine (all its cores unless `cores`), with the clock's source. `onednn`: for a runtime on
+    oneDNN's kernels (OpenVINO), without the int8 instructions this process's ISA cap (`ONEDNN_MAX_CPU_ISA`) takes
+    away: under the cap AVX512_CORE a VNNI CPU is held against the AVX2-class rate its kernels can reach."""
     flags, vendor = cpu_flags()
+    if onednn:
+        flags = onednn_flags(flags)
     ghz, source = clock_ghz(given_ghz)
     found = peak(flags, vendor, cores or os.cpu_count() or 1, ghz)
     if found is not None:
@@ -116,15 +122,19 @@ def count_macs(path) -> tuple[int | None, str | None]:
         return None, f"MACs not counted: {type(err).__name__}: {runtime_reason(err, 160)}"
 
 
+ONEDNN_FORMATS = ("openvino-ir",)  # formats whose runtime runs oneDNN's kernels (and honours its cap)
 # an artifact's precision -> the peak it is held against (float formats run as FP32 on a CPU)
 PEAK_OF = {"int8": "int8", "fp32": "fp32", "fp16": "fp32"}
 
 
-def record(p50_ms: float, macs: int, precision: str, threads: int, given_ghz: float | None = None) -> dict | None:
+def record(p50_ms: float, macs: int, precision: str, threads: int, given_ghz: float | None = None,
+           fmt: str | None = None) -> dict | None:
     """The `roofline` entry of a latency result: the p50's share of this CPU's peak for `precision` on the
-    cores `threads` occupy; None for a precision without a peak row or a CPU not in PEAKS."""
+    cores `threads` occupy; None for a precision without a peak row or a CPU not in PEAKS. `fmt`: the artifact's
+    format; an OpenVINO IR runs on oneDNN's kernels, so a oneDNN ISA cap lowers its peak (`host_peak`)."""
     kind = PEAK_OF.get(precision)
-    found = host_peak(max(1, min(threads, os.cpu_count() or 1)), given_ghz) if kind else None
+    cores = max(1, min(threads, os.cpu_count() or 1))
+    found = host_peak(cores, given_ghz, onednn=fmt in ONEDNN_FORMATS) if kind else None
     if found is None or not p50_ms:
         return None
     rate = found[f"{kind}_macs_per_s"]

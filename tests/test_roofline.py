@@ -34,6 +34,8 @@ def test_macs_are_counted_per_op_kind():
     ({"avx2", "fma", "avx512f", "avx512_vnni"}, "GenuineIntel", 128, 32),
     ({"avx2", "fma", "avx512f", "avx512_vnni", "amx_int8"}, "GenuineIntel", 1024, 32),
     ({"avx2", "fma"}, "AuthenticAMD", 32, 16),
+    ({"avx2", "fma", "avx512f", "avx512bw"}, "GenuineIntel", 64, 32),  # Skylake-SP: AVX-512 without VNNI
+    ({"avx2", "fma", "avx512f", "avx512bw", "avx_vnni"}, "GenuineIntel", 64, 16),  # 256-bit VNNI comes first
 ])
 def test_peak_follows_the_isa_flags(flags, vendor, int8, fp32):
     got = roofline.peak(flags, vendor, cores=2, ghz=3.7)
@@ -108,12 +110,13 @@ def test_the_record_holds_int8_against_the_int8_peak_and_float_against_fp32(monk
 
 
 @pytest.mark.parametrize("cap, openvino_isa", [(None, "amx_int8"), ("AVX512_CORE_VNNI", "avx512_vnni"),
-                                               ("avx512_core", "avx2")])
+                                               ("avx512_core", "avx512bw"), ("AVX2", "avx2")])
 def test_a_onednn_isa_cap_lowers_the_peak_of_openvino_rows_only(monkeypatch, cap, openvino_isa):
     """Under ONEDNN_MAX_CPU_ISA an OpenVINO IR's kernels cannot use the int8 instructions the cap takes away, but its
     share was held against the CPU's full peak (AMX under a cap to AVX-512 VNNI). LiteRT and ONNX Runtime do not run
     oneDNN's kernels: their peak stays the CPU's."""
-    monkeypatch.setattr(roofline, "cpu_flags", lambda: ({"avx2", "fma", "avx512_vnni", "amx_int8"}, "GenuineIntel"))
+    monkeypatch.setattr(roofline, "cpu_flags", lambda: ({"avx2", "fma", "avx512bw", "avx512_vnni", "amx_int8"},
+                                                        "GenuineIntel"))
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
     if cap:
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)

@@ -11,6 +11,8 @@ with the MACs per cycle read off the ISA flags of /proc/cpuinfo:
 | avx512_vnni, AMD | 64 | 16 | Zen 4: AVX-512 on two 256-bit pipes |
 | avx512_vnni, other | 128 | 32 | two 512-bit FMA units |
 | avx_vnni | 64 | 16 | VNNI on two 256-bit pipes |
+| avx512bw (no VNNI), AMD | 32 | 16 | vpmaddubsw + vpmaddwd on two 256-bit pipes |
+| avx512bw (no VNNI), other | 64 | 32 | vpmaddubsw + vpmaddwd on two 512-bit FMA units (Skylake-SP; cap AVX512_CORE) |
 | avx2 + fma | 32 | 16 | no VNNI: vpmaddubsw + vpmaddwd, about half the VNNI rate |
 
 The clock is not in /proc/cpuinfo on every VM (it shows the base clock or nothing): pass it, or the
@@ -34,7 +36,7 @@ import os
 from pathlib import Path
 
 from edgepipe.core.errors import runtime_reason
-from edgepipe.core.versions import cpu_flags, onednn_flags
+from edgepipe.core.versions import cpu_flags, onednn_flags, onednn_isa_cap
 
 # (flag, vendor or None for any) -> (int8, fp32 MACs per cycle per core, what it assumes); first match wins
 PEAKS = (
@@ -42,6 +44,8 @@ PEAKS = (
     ("avx512_vnni", "AuthenticAMD", 64, 16, "AVX-512 VNNI on two 256-bit pipes (AMD Zen 4)"),
     ("avx512_vnni", None, 128, 32, "AVX-512 VNNI on two 512-bit FMA units"),
     ("avx_vnni", None, 64, 16, "AVX-VNNI on two 256-bit pipes"),
+    ("avx512bw", "AuthenticAMD", 32, 16, "AVX-512 without VNNI (vpmaddubsw + vpmaddwd) on two 256-bit pipes"),
+    ("avx512bw", None, 64, 32, "AVX-512 without VNNI (vpmaddubsw + vpmaddwd) on two 512-bit FMA units"),
     ("avx2", None, 32, 16, "AVX2 without VNNI (vpmaddubsw + vpmaddwd); two 256-bit FMA pipes"),
 )
 DEFAULT_CLOCK_GHZ = 3.7  # ../shared/BENCHMARKING.md's AMD Zen 4 figure
@@ -73,10 +77,12 @@ def peak(flags: set[str], vendor: str, cores: int, ghz: float) -> dict | None:
 def host_peak(cores: int | None = None, given_ghz: float | None = None, onednn: bool = False) -> dict | None:
     """`peak` of this machine (all its cores unless `cores`), with the clock's source. `onednn`: for a runtime on
     oneDNN's kernels (OpenVINO), without the int8 instructions this process's ISA cap (`ONEDNN_MAX_CPU_ISA`) takes
-    away: under the cap AVX512_CORE a VNNI CPU is held against the AVX2-class rate its kernels can reach."""
+    away: under the cap AVX512_CORE a VNNI CPU is held against the rate of AVX-512 without VNNI."""
     flags, vendor = cpu_flags()
     if onednn:
         flags = onednn_flags(flags)
+        if onednn_isa_cap() in NARROW_CAPS:
+            flags = {f for f in flags if not f.startswith(("avx512", "amx"))}
     ghz, source = clock_ghz(given_ghz)
     found = peak(flags, vendor, cores or os.cpu_count() or 1, ghz)
     if found is not None:
@@ -122,6 +128,7 @@ def count_macs(path) -> tuple[int | None, str | None]:
         return None, f"MACs not counted: {type(err).__name__}: {runtime_reason(err, 160)}"
 
 
+NARROW_CAPS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"}  # oneDNN caps below AVX-512: no 512-bit kernels
 ONEDNN_FORMATS = ("openvino-ir",)  # formats whose runtime runs oneDNN's kernels (and honours its cap)
 # an artifact's precision -> the peak it is held against (float formats run as FP32 on a CPU)
 PEAK_OF = {"int8": "int8", "fp32": "fp32", "fp16": "fp32"}

@@ -112,6 +112,29 @@ def _damage(entry, how: str, other):
         record = json.loads(marker.read_text())
         del record["files"]
         marker.write_text(json.dumps(record))
+    elif how in ("the entry a FIFO", "the entry a socket"):  # rmtree opened the FIFO and waited forever
+        shutil.rmtree(entry)
+        if how == "the entry a FIFO":
+            os.mkfifo(entry)
+        else:
+            import socket
+
+            sock = socket.socket(socket.AF_UNIX)
+            sock.bind(str(entry))
+            sock.close()
+    elif how in ("a cost of text", "a cost a number"):  # served, then the profile failed after publishing
+        record = json.loads(marker.read_text())
+        record["cost"] = {"wall_seconds": "x"} if how == "a cost of text" else 5
+        marker.write_text(json.dumps(record))
+    elif how == "a NUL in the file record":
+        record = json.loads(marker.read_text())
+        record["files"] = {"model\u0000.tflite": record["files"]["model.tflite"]}
+        marker.write_text(json.dumps(record))
+    elif how == "the meta's file not recorded":  # nothing would check the file the stage's result names
+        record = json.loads(marker.read_text())
+        record["files"] = {}
+        marker.write_text(json.dumps(record))
+        (entry / "model.tflite").write_text("EVIL")
     elif how == "a file record pointing outside":
         record = json.loads(marker.read_text())
         record["files"] = {"../../user/keep.txt": [4, 0, "0" * 64]}
@@ -124,7 +147,9 @@ def _damage(entry, how: str, other):
 @pytest.mark.parametrize("how", ["not json", "a list", "meta not an object", "empty", "deeply nested", "a FIFO",
                                  "other stage's folder", "meta file outside", "a link to a user folder", "a file",
                                  "another model over the file", "same size, other content", "the file removed",
-                                 "the file a link", "no file record", "a file record pointing outside"])
+                                 "the file a link", "no file record", "a file record pointing outside",
+                                 "the entry a FIFO", "the entry a socket", "a cost of text", "a cost a number",
+                                 "a NUL in the file record", "the meta's file not recorded"])
 def test_a_damaged_entry_is_computed_again_and_replaced(tmp_path, how):
     """The marker was trusted by name: a damaged one was a traceback on every rerun (JSONDecodeError, KeyError,
     RecursionError), another stage's folder copied over an entry was served as this stage's output, a meta `file`

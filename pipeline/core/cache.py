@@ -29,6 +29,7 @@ result and reports it as cached instead of recomputing it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import stat
@@ -55,7 +56,19 @@ FILES = "files"  # marker key: each file of the entry (relative POSIX path) -> [
 
 
 def _inside(rel: object) -> bool:
-    return isinstance(rel, str) and bool(rel) and not Path(rel).is_absolute() and ".." not in Path(rel).parts
+    return isinstance(rel, str) and bool(rel) and "\x00" not in rel and not Path(rel).is_absolute() \
+        and ".." not in Path(rel).parts
+
+
+def _recorded(rel: str, files: dict) -> bool:
+    """Whether the meta's `file` is one the marker records (or a folder holding some): else nothing checks it."""
+    return rel in files or any(k.startswith(rel.rstrip("/") + "/") for k in files)
+
+
+def _cost_ok(cost: object) -> bool:
+    """A stage's recorded cost: absent, or an object of finite numbers (the profile adds and rounds them)."""
+    return cost is None or (isinstance(cost, dict) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in cost.values()))
 
 
 def file_record(entry: Path) -> dict[str, list]:
@@ -84,7 +97,7 @@ def intact(out: Path, files: object) -> tuple[bool, dict]:
             st = p.lstat()
             same = stat.S_ISREG(st.st_mode) and st.st_size == size and (
                 st.st_mtime_ns == mtime or sha256_file(p) == digest)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a NUL byte no system call takes
             return False, {}
         if not same:
             return False, {}
@@ -95,8 +108,8 @@ def intact(out: Path, files: object) -> tuple[bool, dict]:
 def complete_record(out: Path, name: str, key: str, required: tuple[str, ...] = ()) -> dict | None:
     """The marker of `out` when it is a complete entry of stage `name` with `key`: a folder (not a link) whose
     marker is a regular file within MAX_MARKER, a JSON object naming this stage and key, its meta an object whose
-    `file` stays inside the folder and which holds the `required` keys (a measurement, say), and whose recorded
-    files are `intact`. Anything else (a damaged entry, another
+    `file` stays inside the folder, is one of the recorded files and which holds the `required` keys (a measurement,
+    say), its cost finite numbers, and whose recorded files are `intact`. Anything else (a damaged entry, another
     stage's folder or another model copied over this one) is None: the stage runs again and its result replaces
     the entry. When a file's time moved but not its content, the marker is rewritten with the new times (if the
     cache is writable), so the next lookup hashes nothing."""
@@ -110,10 +123,11 @@ def complete_record(out: Path, name: str, key: str, required: tuple[str, ...] = 
             or not isinstance(record.get("meta", {}), dict):
         return None
     meta = record.get("meta", {})
-    if (meta.get("file") is not None and not _inside(meta["file"])) or any(k not in meta for k in required):
+    if (meta.get("file") is not None and not _inside(meta["file"])) or any(k not in meta for k in required) \
+            or not _cost_ok(record.get("cost")):
         return None
     ok, seen = intact(out, record.get(FILES))
-    if not ok:
+    if not ok or (meta.get("file") is not None and not _recorded(meta["file"], record[FILES])):
         return None
     if seen != record[FILES]:
         record = {**record, FILES: seen}
@@ -221,9 +235,13 @@ class StageCache:
             record = {"stage": name, "key": key, "inputs": inputs, "meta": meta, "seconds": seconds,
                       "cost": m.cost.to_json(), FILES: files}
             (tmp / MARKER).write_text(_dumps(record))
-            if out.is_symlink() or out.is_file():  # not an entry this cache made: the link itself goes
-                out.unlink()
-            elif out.exists():  # a leftover without a complete marker (never finished, or damaged): replace it
+            try:
+                mode = out.lstat().st_mode
+            except FileNotFoundError:
+                mode = None
+            if mode is not None and not stat.S_ISDIR(mode):  # a link, file, FIFO or socket: not an entry this
+                out.unlink()  # cache made, the name itself goes (rmtree would open a FIFO and wait forever)
+            elif mode is not None:  # a leftover without a complete marker (never finished, or damaged): replace it
                 shutil.rmtree(out)
             tempdirs.unmark(tmp)
             os.replace(tmp, out)

@@ -30,6 +30,7 @@ from edgepipe import formats
 from edgepipe.boards import device_runner
 from edgepipe.boards.signing import load_private, write_signature
 from edgepipe.core import safeio, tempdirs
+from edgepipe.core.artifacts import CARD_NAME, LABELS_NAME, PREPROCESS_NAME, RECORD_NAME
 from edgepipe.core.errors import BundleError, InputError, OutputWriteError, expected_received
 from edgepipe.core.hashing import sha256_file
 from edgepipe.core.overlap import INSIDE, SAME, overlap
@@ -37,8 +38,8 @@ from edgepipe.core.versions import tool_versions
 
 MANIFEST = device_runner.MANIFEST
 SIGNATURE = device_runner.SIGNATURE
-ARTIFACT_FILES = ("labels.txt", "preprocess.json", "artifact.json")
-MODEL_CARD = "README.md"
+ARTIFACT_FILES = (LABELS_NAME, PREPROCESS_NAME, RECORD_NAME)  # copied into every bundle
+MODEL_CARD = CARD_NAME
 SAMPLE_PER_CLASS = 2
 # Artifact files that only the host that built them can use: they stay out of bundles (the manifest's
 # "left_out" names them). The on-board runner compiles the OpenVINO IR (.xml + .bin) for the board's own
@@ -68,8 +69,8 @@ def build_bundle(artifact_dir: Path, out: Path, key: Path, version: int | None =
                           f"{str(out)!r}). Received: {version}")
     from edgepipe.core.labels import read_labels
 
-    labels = read_labels(artifact_dir / "labels.txt")
-    spec = _read_spec(artifact_dir / "preprocess.json")
+    labels = read_labels(artifact_dir / LABELS_NAME)
+    spec = _read_spec(artifact_dir / PREPROCESS_NAME)
     images, sample_labels, sample_info = select_sample(artifact_dir, labels, spec, samples, per_class)
     if samples is None:  # the run's validation data (named by its report.json) is an input as well
         _apart_from_inputs(out, {"run's validation data (the default --samples)": sample_info["source"]})
@@ -315,8 +316,8 @@ def _read_artifact(artifact_dir: Path) -> dict:
     if not artifact_dir.is_dir():
         raise InputError(f"artifact: expected a published artifact directory (<output>/artifacts/<name>/). "
                          f"Received: {str(artifact_dir)!r}")
-    record = _read_json(artifact_dir / "artifact.json", "artifact record")
-    label = f"artifact record {str(artifact_dir / 'artifact.json')!r}"
+    record = _read_json(artifact_dir / RECORD_NAME, "artifact record")
+    label = f"artifact record {str(artifact_dir / RECORD_NAME)!r}"
     if not isinstance(record, dict):
         raise InputError(expected_received(label, "a JSON object", type(record).__name__))
     wrong = {k: type(record.get(k)).__name__ for k, t in RECORD_TYPES.items() if not isinstance(record.get(k), t)}

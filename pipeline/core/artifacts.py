@@ -9,6 +9,9 @@ from pathlib import Path
 from edgepipe.core.hashing import sha256_file
 
 RECORD_NAME = "artifact.json"
+# what `publish` (pipeline/engine/target.py) writes beside an artifact's own files, with the record
+LABELS_NAME, PREPROCESS_NAME, CARD_NAME = "labels.txt", "preprocess.json", "README.md"
+PUBLISHED_EXTRAS = (LABELS_NAME, PREPROCESS_NAME, RECORD_NAME, CARD_NAME)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from edgepipe.core import safeio, tempdirs
-from edgepipe.core.artifacts import RECORD_NAME
+from edgepipe.core.artifacts import PUBLISHED_EXTRAS, RECORD_NAME
 from edgepipe.core.errors import InputError, OutputLockedError, OutputWriteError, expected_received
 from edgepipe.core.overlap import overlap
 
@@ -222,13 +222,10 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
                 "them out of the output folder"))
 
 
-ARTIFACT_EXTRAS = ("labels.txt", "preprocess.json", RECORD_NAME, "README.md")  # `publish` writes these beside the files
-
-
 def not_published(artifacts: Path) -> list[str]:
     """Entries of `artifacts` no publication wrote, where a publication could replace them: an entry that is not
     a folder, a folder without a readable artifact record, a file in an artifact folder that is neither one of the
-    record's `files` nor `ARTIFACT_EXTRAS`. Names starting with '.' are never an artifact's (and temporary folders
+    record's `files` nor `PUBLISHED_EXTRAS`. Names starting with '.' are never an artifact's (and temporary folders
     edgepipe marked are its own): left alone."""
     found = []
     for entry in sorted(artifacts.iterdir()):
@@ -239,7 +236,7 @@ def not_published(artifacts: Path) -> list[str]:
             continue
         try:
             record = json.loads(safeio.read_bytes(entry / RECORD_NAME, "artifact record", MAX_RECORD))
-            files = set(record["files"]) | set(ARTIFACT_EXTRAS)
+            files = set(record["files"]) | set(PUBLISHED_EXTRAS)
         except (InputError, ValueError, RecursionError, TypeError, KeyError):
             found.append(f"{entry.name}/ (no {RECORD_NAME} edgepipe wrote)")
             continue

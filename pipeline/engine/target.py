@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from edgepipe import formats, targets
-from edgepipe.core.artifacts import Artifact
+from edgepipe.core.artifacts import CARD_NAME, LABELS_NAME, PREPROCESS_NAME, Artifact
 from edgepipe.core.errors import ConfigError, DeviceUnavailableError, EdgepipeError, InputError
 from edgepipe.core.labels import check_outputs
 from edgepipe.core.versions import host_facts, tool_versions
@@ -35,11 +35,11 @@ def publish(ctx: RunContext, art: Artifact, record_extra: dict) -> Path:
     with owned_temp_dir(final) as tmp:  # never leave a half-written artifact directory
         for f in art.files:
             link_or_copy(art.path.parent / f, tmp / f)
-        (tmp / "labels.txt").write_text("\n".join(ctx.labels) + "\n", encoding="utf-8")
-        (tmp / "preprocess.json").write_text(json.dumps(ctx.spec.as_dict(), indent=2))
+        (tmp / LABELS_NAME).write_text("\n".join(ctx.labels) + "\n", encoding="utf-8")
+        (tmp / PREPROCESS_NAME).write_text(json.dumps(ctx.spec.as_dict(), indent=2))
         published = Artifact.from_json({**art.to_json(), "path": str(final / art.path.name)})
         published.write(tmp, record_extra)
-        write_model_card(tmp / "README.md", ctx, published, record_extra, artifact_facts(art))
+        write_model_card(tmp / CARD_NAME, ctx, published, record_extra, artifact_facts(art))
         publish_dir(tmp, final)
     return final
 

@@ -185,14 +185,11 @@ class StageCache:
         locks = self.root / LOCKS
         lock = locks / f"{stem}.lock"
         for path, want, is_kind in ((locks, "a folder", stat.S_ISDIR), (lock, "a regular file", stat.S_ISREG)):
-            try:
-                mode = path.lstat().st_mode
-            except FileNotFoundError:
-                mode = None
+            mode = safeio.lmode(path)
             if mode is not None and not is_kind(mode):
-                kind = f"a symbolic link (to {os.readlink(path)!r})" if stat.S_ISLNK(mode) else safeio.kind_of(mode)
                 raise InputError(expected_received(f"stage cache {str(self.root)!r}", f"{path.name!r} {want} "
-                                                   "edgepipe made (not a link)", f"{kind}; remove it and rerun"))
+                                                   "edgepipe made (not a link)",
+                                                   f"{safeio.lkind(path, mode)}; remove it and rerun"))
             if path == locks:
                 locks.mkdir(parents=True, exist_ok=True)
         return lock
@@ -235,10 +232,7 @@ class StageCache:
             record = {"stage": name, "key": key, "inputs": inputs, "meta": meta, "seconds": seconds,
                       "cost": m.cost.to_json(), FILES: files}
             (tmp / MARKER).write_text(_dumps(record))
-            try:
-                mode = out.lstat().st_mode
-            except FileNotFoundError:
-                mode = None
+            mode = safeio.lmode(out)
             if mode is not None and not stat.S_ISDIR(mode):  # a link, file, FIFO or socket: not an entry this
                 out.unlink()  # cache made, the name itself goes (rmtree would open a FIFO and wait forever)
             elif mode is not None:  # a leftover without a complete marker (never finished, or damaged): replace it

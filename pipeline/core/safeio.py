@@ -41,6 +41,21 @@ def kind_of(mode: int) -> str:
     return "a special file"
 
 
+def lmode(path: str | os.PathLike) -> int | None:
+    """The mode of `path` itself (a link is not followed), or None when nothing is there."""
+    try:
+        return os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+
+
+def lkind(path: str | os.PathLike, mode: int | None = None) -> str:
+    """What `path` itself is, for messages: "a symbolic link (to 'x')", "a directory", ... (`mode`: its lstat mode,
+    when the caller has it)."""
+    mode = os.lstat(path).st_mode if mode is None else mode
+    return f"a symbolic link (to {os.readlink(path)!r})" if stat.S_ISLNK(mode) else kind_of(mode)
+
+
 def stat_problem(path: str | os.PathLike) -> str | None:
     """Why `path` cannot be read as a regular file (a short phrase), or None when it is one."""
     try:

@@ -200,10 +200,9 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
             # a link here would make the run replace or delete what it points to, outside the output folder
             entry = out / name
             if entry.is_symlink() or not entry.is_dir():
-                kind = f"a symbolic link (to {os.readlink(entry)!r})" if entry.is_symlink() else \
-                    safeio.kind_of(entry.lstat().st_mode)
                 raise InputError(expected_received(label, f"its {name!r} a folder edgepipe made (not a link)",
-                                                   f"{name!r} is {kind}; move it away or choose another --output"))
+                                                   f"{name!r} is {safeio.lkind(entry)}; move it away or choose "
+                                                   "another --output"))
         for name in sorted(FILE_ENTRIES & set(names)):
             # a folder (or a FIFO) named like the report failed the run at its very end, after every stage
             mode = (out / name).lstat().st_mode

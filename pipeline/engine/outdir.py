@@ -159,6 +159,11 @@ def sweep_leftovers(root: Path) -> int:
     return tempdirs.sweep(root) + tempdirs.sweep(root / "artifacts")
 
 
+def _first(names: list[str], n: int = 5) -> str:
+    """The first `n` names quoted, for a message ("'a', 'b', ..." when there are more)."""
+    return ", ".join(repr(x) for x in names[:n]) + (", ..." if len(names) > n else "")
+
+
 def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
     """Refuse an output folder that would write over something that is not edgepipe's (see the module
     docstring). `inputs`: what each input is called in messages -> its path (None: not a path)."""
@@ -192,7 +197,7 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
             raise InputError(expected_received(label, "a readable folder", err.strerror)) from None
         foreign = [n for n in names if n not in OUTPUT_ENTRIES and tempdirs.read_marker(out / n) is None]
         if foreign and LOCK_NAME not in names:
-            shown = ", ".join(repr(n) for n in sorted(names)[:5]) + (", ..." if len(names) > 5 else "")
+            shown = _first(sorted(names))
             raise InputError(expected_received(
                 label, "a new or empty folder, or one an earlier edgepipe run wrote",
                 f"a non-empty folder edgepipe did not create ({len(names)} entries: {shown}); choose another --output"))
@@ -213,7 +218,7 @@ def check_output_dir(out: Path, inputs: dict[str, Path | None]) -> None:
     if (out / "artifacts").is_dir() and not (out / "artifacts").is_symlink():
         others = not_published(out / "artifacts")
         if others:  # publishing replaces each artifact folder whole: what the user put there would be lost
-            shown = ", ".join(repr(n) for n in others[:5]) + (", ..." if len(others) > 5 else "")
+            shown = _first(others)
             raise InputError(expected_received(
                 label, "'artifacts' holding only what edgepipe published (an artifact folder is replaced whole when "
                        "it is published again)",

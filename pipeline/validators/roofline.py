@@ -36,7 +36,7 @@ import os
 from pathlib import Path
 
 from edgepipe.core.errors import runtime_reason
-from edgepipe.core.versions import cpu_flags, onednn_flags, onednn_isa_cap
+from edgepipe.core.versions import ISA_CAP_EXACT_INT8, cpu_flags, onednn_flags, onednn_isa_cap
 
 # (flag, vendor or None for any) -> (int8, fp32 MACs per cycle per core, what it assumes); first match wins
 PEAKS = (
@@ -128,7 +128,8 @@ def count_macs(path) -> tuple[int | None, str | None]:
         return None, f"MACs not counted: {type(err).__name__}: {runtime_reason(err, 160)}"
 
 
-NARROW_CAPS = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"}  # oneDNN caps below AVX-512: no 512-bit kernels
+# oneDNN caps below AVX-512 (no 512-bit kernels): the caps versions.py knows that are not AVX-512 or AVX10 ones
+NARROW_CAPS = {c for c in ISA_CAP_EXACT_INT8 if not c.startswith(("AVX512", "AVX10"))}
 ONEDNN_FORMATS = ("openvino-ir",)  # formats whose runtime runs oneDNN's kernels (and honours its cap)
 # an artifact's precision -> the peak it is held against (float formats run as FP32 on a CPU)
 PEAK_OF = {"int8": "int8", "fp32": "fp32", "fp16": "fp32"}

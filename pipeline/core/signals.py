@@ -35,7 +35,7 @@ def raise_terminated(signum, frame) -> None:
 
 def stop_if_terminated() -> None:
     """Raise Terminated if SIGTERM arrived and its exception was swallowed: called before every stage
-    (`StageCache.run`) and when the CLI's command returns."""
+    (`StageCache.run`); the CLI's `main` reads `TERMINATED` when its command returns."""
     if TERMINATED.is_set():
         raise Terminated()
 

@@ -1,6 +1,6 @@
 """Hostile inputs, second pass: holes found by trying the command line with inputs the first pass
-(tests/test_hostile_inputs.py, test_hostile_boards.py, test_bad_inputs.py) did not cover, each fixed
-where it is born. Nothing here trains or loads a model: the structurally valid .keras stand-in
+(tests/test_hostile_inputs.py, test_output_folder.py, test_hostile_boards.py, test_bad_inputs.py) did not cover,
+each fixed where it is born. Nothing here trains or loads a model: the structurally valid .keras stand-in
 (`tests/fixtures/hostile.fake_keras`) is enough, except where a test says otherwise.
 """
 

@@ -84,7 +84,8 @@ def test_the_onnx_int8_program_keeps_int8_products_exact_where_edgepipe_does():
     from edgepipe.reports.run_snippets import snippet
 
     spec = {"width": 8, "height": 8, "channels": 3, "mode": "xception"}
-    int8 = snippet("onnx", "onnx-cpu", "model_int8.onnx", spec, {"dtype": "float32", "scale": 0.01, "zero_point": 128})
+    # a QDQ model's input is float, like the FP32 model's: the card says which one is INT8
+    int8 = snippet("onnx", "onnx-cpu", "model_int8.onnx", spec, {"dtype": "float32"}, int8=True)
     fp32 = snippet("onnx", "onnx-cpu", "model_fp32.onnx", spec, {"dtype": "float32"})
     assert "if 'avx2' in cpu and 'vnni' not in cpu:" in int8["code"]
     assert "opts.add_session_config_entry('session.x64quantprecision', '1')" in int8["code"]

@@ -219,7 +219,7 @@ def render(data: dict, preprocess: dict | None = None) -> str:
     k = next((key for key in m if key.startswith("top") and key[3:].isdigit() and key != "top1"), None)
     inp = data["quantization"]["input"] or {}
     run = snippet(data["model"]["format"], data["target"], data["model"]["file"], preprocess, inp,
-                  data["environment"].get("threads") or 2) if preprocess else {}
+                  data["environment"].get("threads") or 2, int8=data["precision"] == "int8") if preprocess else {}
     rows = [("top-1 (95% CI)", f"{fmt(m['top1'], '.4f')} ({fmt_range(m.get('top1_ci95'), '.3f')})")]
     if k and m.get(k) is not None and int(k[3:]) < len(data["dataset"]["validation"]["labels"]):
         rows.append((f"top-{k[3:]}", fmt(m[k], ".4f")))

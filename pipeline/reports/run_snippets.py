@@ -43,8 +43,10 @@ def _channels_first(inp: dict | None, channels: int) -> bool:
     return len(shape) == 4 and shape[1] == channels and shape[3] != channels
 
 
-def snippet(fmt_name: str, target: str, model_file: str, spec: dict, inp: dict | None, threads: int = 2) -> dict:
-    """{"runtime", "install", "code"} for an artifact of format `fmt_name` (None for a format without one)."""
+def snippet(fmt_name: str, target: str, model_file: str, spec: dict, inp: dict | None, threads: int = 2,
+            int8: bool = False) -> dict:
+    """{"runtime", "install", "code"} for an artifact of format `fmt_name` (None for a format without one).
+    `int8`: the artifact is an INT8 model (a QDQ ONNX model's input is float: its tensor alone does not say)."""
     head = ["import numpy as np", "from PIL import Image"]
     body = [f"MODEL, IMAGE = {model_file!r}, 'image.jpg'", "labels = open('labels.txt').read().splitlines()", "",
             *preprocess_lines(spec)]
@@ -86,7 +88,7 @@ def snippet(fmt_name: str, target: str, model_file: str, spec: dict, inp: dict |
     elif fmt_name == "onnx":
         head.append("import onnxruntime as ort")
         body += ["", "opts = ort.SessionOptions()"]
-        if inp and inp.get("scale") is not None:  # an INT8 model: exact int8 products (formats/onnx.py)
+        if int8:  # exact int8 products, as edgepipe's runner computes them (formats/onnx.py exact_int8_config)
             body += ["try:", "    cpu = open('/proc/cpuinfo').read()", "except OSError:  # not Linux", "    cpu = ''",
                      "if 'avx2' in cpu and 'vnni' not in cpu:  # x86 without VNNI: ONNX Runtime's exact int8 kernels",
                      "    opts.add_session_config_entry('session.x64quantprecision', '1')"]

@@ -311,7 +311,8 @@ def test_npu_status_and_quantization(build):
     assert art.incomplete[0].startswith("not compiled: no NPU device (OpenVINO devices here: CPU")
     assert {k: art.metadata["npu"]["quantization"][k] for k in ("preset", "target_device", "reuses_cpu_ir")} == {
         "preset": "performance", "target_device": "NPU", "reuses_cpu_ir": False}
-    assert job.latency_skip(art) == "skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR"
+    # the rest of the reason depends on this CPU's int8 kernels (the next test pins both forms)
+    assert job.latency_skip(art).startswith("skipped: no NPU; accuracy measured on the CPU plugin for the same INT8 IR")
     assert "FakeQuantize" in art.path.read_text()
 
 
